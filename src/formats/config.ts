@@ -1,0 +1,185 @@
+// config.json -> typed architecture arguments. Every supported family is normalised to one
+// shape (ModelArgs) that models/ builds a graph from. Dimensions are validated before
+// anything is allocated.
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FormatError } from '../errors.ts';
+
+export type Attention = 'bidirectional' | 'causal' | 'block_causal';
+export type Architecture = 'llada' | 'dream' | 'llama' | 'qwen2';
+
+export interface ModelArgs {
+  arch: Architecture;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  vocabSize: number;
+  ropeTheta: number;
+  rmsNormEps: number;
+  maxPositions: number;
+  /** q/k/v projections carry biases (Qwen2 layout) */
+  qkvBias: boolean;
+  /** output head shares the embedding matrix */
+  tiedEmbeddings: boolean;
+  /** default attention pattern of the family */
+  attention: Attention;
+  /** block size for block-causal families */
+  blockSize?: number;
+  /** prediction for position i is read from the output at i - 1 */
+  shiftedLogits: boolean;
+  /** diffusion models have a mask token; causal models do not */
+  maskTokenId: number | null;
+  eosTokenIds: number[];
+  bosTokenId: number | null;
+  padTokenId: number | null;
+}
+
+export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)'];
+
+const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
+
+type Raw = Record<string, unknown>;
+
+function bad(msg: string): never {
+  throw new FormatError('config_invalid', `config.json: ${msg}`);
+}
+
+function int(raw: Raw, key: string, max: number, fallback?: number): number {
+  const v = raw[key] ?? fallback;
+  if (v === undefined) bad(`missing ${key}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > max) bad(`${key} must be an integer in [1, ${max}], got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function num(raw: Raw, key: string, fallback: number, min: number, max: number): number {
+  const v = raw[key] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= min || v > max) bad(`${key} must be a number in (${min}, ${max}], got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function optId(raw: Raw, key: string, vocab: number): number | null {
+  const v = raw[key];
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= vocab) bad(`${key} ${JSON.stringify(v)} is not a token id below vocab_size ${vocab}`);
+  return v;
+}
+
+function idList(raw: Raw, key: string, vocab: number): number[] {
+  const v = raw[key];
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  for (const x of list) if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x >= vocab) bad(`${key} ${JSON.stringify(x)} is not a token id below vocab_size ${vocab}`);
+  return list as number[];
+}
+
+function detect(raw: Raw): Architecture {
+  const type = typeof raw.model_type === 'string' ? raw.model_type.toLowerCase() : '';
+  const archs = Array.isArray(raw.architectures) ? raw.architectures.map(String) : [];
+  if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
+  if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
+  if (type === 'llama' || archs.includes('LlamaForCausalLM')) return 'llama';
+  if (type === 'qwen2' || archs.includes('Qwen2ForCausalLM')) return 'qwen2';
+  throw new FormatError(
+    'unsupported_architecture',
+    `unsupported architecture (model_type ${JSON.stringify(raw.model_type)}, architectures ${JSON.stringify(archs)}); supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
+  );
+}
+
+export function parseConfig(raw: unknown): ModelArgs {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) bad('not a JSON object');
+  const r = raw as Raw;
+  const arch = detect(r);
+  if (arch === 'llada') {
+    if (r.block_type !== undefined && r.block_type !== 'llama') bad(`block_type ${JSON.stringify(r.block_type)} is not supported (only "llama")`);
+    if (r.activation_type !== undefined && r.activation_type !== 'silu') bad(`activation_type ${JSON.stringify(r.activation_type)} is not supported (only "silu")`);
+    if (r.include_bias === true) bad('include_bias true is not supported');
+    const hiddenSize = int(r, 'd_model', LIMITS.dim);
+    const numHeads = int(r, 'n_heads', LIMITS.heads);
+    const vocabSize = int(r, 'vocab_size', LIMITS.vocab);
+    const embeddingSize = int(r, 'embedding_size', LIMITS.vocab, vocabSize);
+    if (embeddingSize < vocabSize) bad(`embedding_size ${embeddingSize} is smaller than vocab_size ${vocabSize}`);
+    const args: ModelArgs = {
+      arch,
+      hiddenSize,
+      numLayers: int(r, 'n_layers', LIMITS.layers),
+      numHeads,
+      numKvHeads: int(r, 'n_kv_heads', LIMITS.heads, numHeads),
+      headDim: hiddenSize / numHeads,
+      intermediateSize: int(r, 'mlp_hidden_size', LIMITS.dim * 8),
+      vocabSize: embeddingSize,
+      ropeTheta: num(r, 'rope_theta', 10000, 0, 1e12),
+      rmsNormEps: num(r, 'rms_norm_eps', 1e-5, 0, 1),
+      maxPositions: int(r, 'max_sequence_length', LIMITS.positions, 4096),
+      qkvBias: false,
+      tiedEmbeddings: r.weight_tying === true,
+      attention: 'bidirectional',
+      shiftedLogits: false,
+      maskTokenId: optId(r, 'mask_token_id', embeddingSize) ?? (embeddingSize > 126336 ? 126336 : null),
+      eosTokenIds: idList(r, 'eos_token_id', embeddingSize),
+      bosTokenId: optId(r, 'bos_token_id', embeddingSize),
+      padTokenId: optId(r, 'pad_token_id', embeddingSize),
+    };
+    return check(args);
+  }
+  const hiddenSize = int(r, 'hidden_size', LIMITS.dim);
+  const numHeads = int(r, 'num_attention_heads', LIMITS.heads);
+  const vocabSize = int(r, 'vocab_size', LIMITS.vocab);
+  const args: ModelArgs = {
+    arch,
+    hiddenSize,
+    numLayers: int(r, 'num_hidden_layers', LIMITS.layers),
+    numHeads,
+    numKvHeads: int(r, 'num_key_value_heads', LIMITS.heads, numHeads),
+    headDim: int(r, 'head_dim', LIMITS.dim, Math.floor(hiddenSize / numHeads)),
+    intermediateSize: int(r, 'intermediate_size', LIMITS.dim * 8),
+    vocabSize,
+    ropeTheta: num(r, 'rope_theta', 10000, 0, 1e12),
+    rmsNormEps: num(r, 'rms_norm_eps', 1e-6, 0, 1),
+    maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
+    qkvBias: arch === 'dream' || arch === 'qwen2',
+    tiedEmbeddings: r.tie_word_embeddings === true,
+    attention: arch === 'dream' ? 'bidirectional' : 'causal',
+    shiftedLogits: true,
+    maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
+    eosTokenIds: idList(r, 'eos_token_id', vocabSize),
+    bosTokenId: optId(r, 'bos_token_id', vocabSize),
+    padTokenId: optId(r, 'pad_token_id', vocabSize),
+  };
+  if (arch === 'llama' && r.attention_bias === true) args.qkvBias = true;
+  if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
+  if (r.rope_scaling !== undefined && r.rope_scaling !== null) bad('rope_scaling is not supported yet');
+  return check(args);
+}
+
+function check(a: ModelArgs): ModelArgs {
+  if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
+  if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
+  if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
+  return a;
+}
+
+export async function loadConfig(dir: string): Promise<{ args: ModelArgs; raw: Raw }> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, 'config.json'), 'utf8');
+  } catch {
+    throw new FormatError('config_missing', 'config.json not found in the model directory');
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    bad('not valid JSON');
+  }
+  return { args: parseConfig(raw), raw: raw as Raw };
+}
+
+/** Weight-shape check: the embedding must match the configured vocab and width. */
+export function checkEmbeddingShape(args: ModelArgs, shape: number[]): void {
+  if (shape.length !== 2 || shape[0] !== args.vocabSize || shape[1] !== args.hiddenSize)
+    throw new FormatError('config_mismatch', `embedding shape [${shape}] does not match vocab_size ${args.vocabSize} x hidden ${args.hiddenSize}`);
+}

@@ -1,0 +1,332 @@
+// Tiny random checkpoints in each real layout (same config keys, tensor names, dtypes,
+// tokenizer files and chat templates as the published models), written by code so tests
+// and benchmarks never download anything. Tensors are generated and written one at a
+// time, so a multi-GB benchmark checkpoint never sits in memory.
+
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { encodeSafetensorsHeader, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
+
+export type FixtureArch = 'llada' | 'dream' | 'llama' | 'qwen2';
+
+export interface FixtureOptions {
+  arch: FixtureArch;
+  hidden?: number;
+  layers?: number;
+  heads?: number;
+  kvHeads?: number;
+  intermediate?: number;
+  /** model vocab (>= tokenizer size; the rest are unused rows, as in real checkpoints) */
+  vocab?: number;
+  dtype?: DType;
+  seed?: number;
+  /** std of the random linear weights */
+  std?: number;
+  tied?: boolean;
+  /** split into this many shards with an index.json */
+  shards?: number;
+  ropeTheta?: number;
+  maxPositions?: number;
+  /** every masked / next position strongly prefers this token id (stop tests) */
+  favourToken?: number;
+}
+
+// ---------------------------------------------------------------- random numbers
+
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function normal(rand: () => number, n: number, std: number, mean = 0): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.max(rand(), 1e-12);
+    const v = rand();
+    const r = Math.sqrt(-2 * Math.log(u)) * std;
+    out[i] = mean + r * Math.cos(2 * Math.PI * v);
+    if (i + 1 < n) out[i + 1] = mean + r * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- tokenizer files
+
+/** GPT-2's reversible byte -> printable unicode map used by ByteLevel BPE. */
+export function bytesToUnicode(): string[] {
+  const bs: number[] = [];
+  for (let i = 33; i <= 126; i++) bs.push(i);
+  for (let i = 161; i <= 172; i++) bs.push(i);
+  for (let i = 174; i <= 255; i++) bs.push(i);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
+  const map: string[] = new Array(256);
+  bs.forEach((b, i) => (map[b] = String.fromCodePoint(cs[i])));
+  return map;
+}
+
+const MERGE_WORDS = ['the', 'and', 'is', 'in', 'of', 'to', 'at', 'on', 'an', 'er', 're', 'he', 'ing'];
+
+export interface FixtureTokenizer {
+  tokenizer: Record<string, unknown>;
+  config: Record<string, unknown>;
+  specials: Record<string, number>;
+  size: number;
+}
+
+const TEMPLATES = {
+  llada:
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+  chatml:
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+  llama3:
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+};
+
+export function fixtureTokenizer(arch: FixtureArch): FixtureTokenizer {
+  const b2u = bytesToUnicode();
+  const vocab: Record<string, number> = {};
+  b2u.forEach((c, i) => (vocab[c] = i));
+  const merges: string[] = [];
+  const add = (a: string, b: string) => {
+    merges.push(`${a} ${b}`);
+    if (vocab[a + b] === undefined) vocab[a + b] = Object.keys(vocab).length;
+  };
+  for (const w of MERGE_WORDS) {
+    let cur = w[0];
+    for (let i = 1; i < w.length; i++) {
+      add(cur, w[i]);
+      cur += w[i];
+    }
+  }
+  add('Ġ', 't'); // "Ġ" is the space byte
+  add('Ġt', 'he');
+  let next = Object.keys(vocab).length;
+  const names =
+    arch === 'llada'
+      ? ['<|endoftext|>', '<|startoftext|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>', '<|mdm_mask|>']
+      : arch === 'llama'
+        ? ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
+        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : [])];
+  const specials: Record<string, number> = {};
+  const added = names.map((content) => {
+    specials[content] = next;
+    return { id: next++, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
+  });
+  const tokenizer = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Digits', individual_digits: true },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+      ],
+    },
+    post_processor: null,
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges },
+  };
+  const tok = (s: string) => s;
+  const config: Record<string, unknown> =
+    arch === 'llada'
+      ? { bos_token: tok('<|startoftext|>'), eos_token: tok('<|endoftext|>'), pad_token: tok('<|endoftext|>'), mask_token: '<|mdm_mask|>', chat_template: TEMPLATES.llada }
+      : arch === 'llama'
+        ? { bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>', chat_template: TEMPLATES.llama3 }
+        : { bos_token: null, eos_token: '<|im_end|>', pad_token: '<|endoftext|>', chat_template: TEMPLATES.chatml };
+  config.tokenizer_class = 'PreTrainedTokenizerFast';
+  config.model_max_length = 2048;
+  return { tokenizer, config, specials, size: next };
+}
+
+// ---------------------------------------------------------------- checkpoint
+
+interface PlannedTensor {
+  name: string;
+  shape: number[];
+  kind: 'linear' | 'norm' | 'embed' | 'bias';
+}
+
+export interface FixtureInfo {
+  dir: string;
+  config: Record<string, unknown>;
+  specials: Record<string, number>;
+  tokenizerSize: number;
+  params: number;
+}
+
+export async function writeFixture(dir: string, o: FixtureOptions): Promise<FixtureInfo> {
+  const D = o.hidden ?? 64;
+  const layers = o.layers ?? 2;
+  const H = o.heads ?? 4;
+  const Hkv = o.kvHeads ?? H;
+  const Fi = o.intermediate ?? 2 * D;
+  const dtype = o.dtype ?? 'BF16';
+  const std = o.std ?? 0.15;
+  const Dh = D / H;
+  const tk = fixtureTokenizer(o.arch);
+  const V = Math.max(o.vocab ?? tk.size + 8, tk.size);
+  const rand = mulberry32(o.seed ?? 1);
+  await mkdir(dir, { recursive: true });
+
+  const plan: PlannedTensor[] = [];
+  let config: Record<string, unknown>;
+  if (o.arch === 'llada') {
+    const p = 'model.transformer';
+    plan.push({ name: `${p}.wte.weight`, shape: [V, D], kind: 'embed' });
+    for (let i = 0; i < layers; i++) {
+      const b = `${p}.blocks.${i}`;
+      plan.push(
+        { name: `${b}.attn_norm.weight`, shape: [D], kind: 'norm' },
+        { name: `${b}.q_proj.weight`, shape: [H * Dh, D], kind: 'linear' },
+        { name: `${b}.k_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
+        { name: `${b}.v_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
+        { name: `${b}.attn_out.weight`, shape: [D, H * Dh], kind: 'linear' },
+        { name: `${b}.ff_norm.weight`, shape: [D], kind: 'norm' },
+        { name: `${b}.ff_proj.weight`, shape: [Fi, D], kind: 'linear' },
+        { name: `${b}.up_proj.weight`, shape: [Fi, D], kind: 'linear' },
+        { name: `${b}.ff_out.weight`, shape: [D, Fi], kind: 'linear' },
+      );
+    }
+    plan.push({ name: `${p}.ln_f.weight`, shape: [D], kind: 'norm' });
+    if (!o.tied) plan.push({ name: `${p}.ff_out.weight`, shape: [V, D], kind: 'linear' });
+    config = {
+      architectures: ['LLaDAModelLM'],
+      model_type: 'llada',
+      d_model: D,
+      n_layers: layers,
+      n_heads: H,
+      n_kv_heads: Hkv,
+      mlp_hidden_size: Fi,
+      mlp_ratio: Fi / D,
+      vocab_size: V,
+      embedding_size: V,
+      rope_theta: o.ropeTheta ?? 500000,
+      rms_norm_eps: 1e-5,
+      max_sequence_length: o.maxPositions ?? 1024,
+      mask_token_id: tk.specials['<|mdm_mask|>'],
+      eos_token_id: tk.specials['<|endoftext|>'],
+      pad_token_id: tk.specials['<|endoftext|>'],
+      bos_token_id: tk.specials['<|startoftext|>'],
+      weight_tying: !!o.tied,
+      include_bias: false,
+      block_type: 'llama',
+      activation_type: 'silu',
+      layer_norm_type: 'rms',
+      rope: true,
+      torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
+    };
+  } else {
+    const bias = o.arch !== 'llama';
+    plan.push({ name: 'model.embed_tokens.weight', shape: [V, D], kind: 'embed' });
+    for (let i = 0; i < layers; i++) {
+      const b = `model.layers.${i}`;
+      plan.push(
+        { name: `${b}.input_layernorm.weight`, shape: [D], kind: 'norm' },
+        { name: `${b}.self_attn.q_proj.weight`, shape: [H * Dh, D], kind: 'linear' },
+        { name: `${b}.self_attn.k_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
+        { name: `${b}.self_attn.v_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
+      );
+      if (bias)
+        plan.push(
+          { name: `${b}.self_attn.q_proj.bias`, shape: [H * Dh], kind: 'bias' },
+          { name: `${b}.self_attn.k_proj.bias`, shape: [Hkv * Dh], kind: 'bias' },
+          { name: `${b}.self_attn.v_proj.bias`, shape: [Hkv * Dh], kind: 'bias' },
+        );
+      plan.push(
+        { name: `${b}.self_attn.o_proj.weight`, shape: [D, H * Dh], kind: 'linear' },
+        { name: `${b}.post_attention_layernorm.weight`, shape: [D], kind: 'norm' },
+        { name: `${b}.mlp.gate_proj.weight`, shape: [Fi, D], kind: 'linear' },
+        { name: `${b}.mlp.up_proj.weight`, shape: [Fi, D], kind: 'linear' },
+        { name: `${b}.mlp.down_proj.weight`, shape: [D, Fi], kind: 'linear' },
+      );
+    }
+    plan.push({ name: 'model.norm.weight', shape: [D], kind: 'norm' });
+    if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
+    const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : tk.specials['<|im_end|>'];
+    config = {
+      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM'],
+      model_type: o.arch === 'dream' ? 'Dream' : o.arch,
+      hidden_size: D,
+      intermediate_size: Fi,
+      num_hidden_layers: layers,
+      num_attention_heads: H,
+      num_key_value_heads: Hkv,
+      hidden_act: 'silu',
+      max_position_embeddings: o.maxPositions ?? 1024,
+      rope_theta: o.ropeTheta ?? (o.arch === 'llama' ? 500000 : 1000000),
+      rms_norm_eps: 1e-6,
+      vocab_size: V,
+      tie_word_embeddings: !!o.tied,
+      eos_token_id: eos,
+      bos_token_id: o.arch === 'llama' ? tk.specials['<|begin_of_text|>'] : tk.specials['<|endoftext|>'],
+      pad_token_id: o.arch === 'llama' ? undefined : tk.specials['<|endoftext|>'],
+      torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
+      ...(o.arch === 'dream' ? { mask_token_id: tk.specials['<|mask|>'] } : {}),
+    };
+  }
+
+  const favour = o.favourToken;
+  // Stop tests: every embedding shares a strong direction u and the head row of `favour`
+  // points along u, so every position prefers that token.
+  const u = Float32Array.from({ length: D }, (_, i) => (i % 3 === 0 ? 1 : -1));
+  const gen = (t: PlannedTensor): Float32Array => {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.kind === 'norm') return normal(rand, n, 0.1, 1);
+    if (t.kind === 'bias') return normal(rand, n, 0.1);
+    if (t.kind === 'embed') {
+      const e = normal(rand, n, 1);
+      if (favour !== undefined) for (let i = 0; i < n; i++) e[i] += 4 * u[i % D];
+      return e;
+    }
+    const w = normal(rand, n, std);
+    const isHead = t.shape[0] === V && (t.name.endsWith('ff_out.weight') || t.name === 'lm_head.weight');
+    if (favour !== undefined && isHead) for (let d = 0; d < D; d++) w[favour * D + d] = 2 * u[d];
+    return w;
+  };
+  let params = 0;
+  const shards = Math.max(1, o.shards ?? 1);
+  const per = Math.ceil(plan.length / shards);
+  const weightMap: Record<string, string> = {};
+  for (let s = 0; s < shards; s++) {
+    const part = plan.slice(s * per, (s + 1) * per);
+    const file = shards === 1 ? 'model.safetensors' : `model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    const header = encodeSafetensorsHeader(
+      part.map((t) => ({ name: t.name, dtype, shape: t.shape, data: { byteLength: t.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZES[dtype] } as Uint8Array })),
+      { format: 'pt' },
+    );
+    const fd = openSync(join(dir, file), 'w');
+    try {
+      writeSync(fd, header);
+      for (const t of part) {
+        const v = gen(t);
+        params += v.length;
+        writeSync(fd, fromFloat32(dtype, v));
+        weightMap[t.name] = file;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  if (shards > 1) await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 1));
+  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tk.tokenizer));
+  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tk.config, null, 2));
+  return { dir, config, specials: tk.specials, tokenizerSize: tk.size, params };
+}

@@ -1,0 +1,148 @@
+// tokenizer.json (through @huggingface/tokenizers), the chat template of
+// tokenizer_config.json (through @huggingface/jinja), and the special tokens a diffusion
+// model needs: mask, end-of-text / end-of-turn, pad, bos.
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
+import { FormatError } from '../errors.ts';
+import type { ModelArgs } from './config.ts';
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+export interface SpecialTokens {
+  mask: number | null;
+  /** tokens that end a generation: end-of-text and end-of-turn */
+  stop: number[];
+  pad: number | null;
+  bos: number | null;
+}
+
+const END_OF_TURN = ['<|eot_id|>', '<|im_end|>', '<|end|>', '<end_of_turn>', '<|endoftext|>'];
+const MASK_NAMES = ['<|mdm_mask|>', '<|mask|>', '[MASK]', '<mask>'];
+/** Rendering a template must not grow without bound; real chat templates emit a few KB. */
+const MAX_RENDERED_CHARS = 4 * 1024 * 1024;
+
+async function readJson(path: string, what: string, optional: boolean): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    if (optional) return null;
+    throw new FormatError('tokenizer_missing', `${what} not found in the model directory`);
+  }
+  try {
+    const v = JSON.parse(text);
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error();
+    return v;
+  } catch {
+    throw new FormatError('tokenizer_invalid', `${what} is not a JSON object`);
+  }
+}
+
+function tokenString(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  return null;
+}
+
+export class TextCodec {
+  readonly tokenizer: Tokenizer;
+  readonly special: SpecialTokens;
+  readonly vocabSize: number;
+  private template: Template | null;
+  private bosText: string;
+  private eosText: string;
+
+  constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, args?: ModelArgs, generationConfig?: Record<string, unknown> | null) {
+    try {
+      this.tokenizer = new Tokenizer(tokenizerJson, config);
+    } catch (e) {
+      throw new FormatError('tokenizer_invalid', `tokenizer.json could not be loaded: ${(e as Error).message}`);
+    }
+    const vocab = this.tokenizer.get_vocab(true);
+    this.vocabSize = Math.max(...vocab.values()) + 1;
+    const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
+    this.bosText = tokenString(config.bos_token) ?? '';
+    this.eosText = tokenString(config.eos_token) ?? '';
+
+    const stop = new Set<number>(args?.eosTokenIds ?? []);
+    const genEos = generationConfig?.eos_token_id;
+    for (const x of Array.isArray(genEos) ? genEos : genEos === undefined ? [] : [genEos]) if (typeof x === 'number') stop.add(x);
+    const eos = id(this.eosText || null);
+    if (eos !== null) stop.add(eos);
+    for (const name of END_OF_TURN) {
+      const t = vocab.get(name);
+      if (t !== undefined) stop.add(t);
+    }
+    let mask = args?.maskTokenId ?? id(tokenString(config.mask_token));
+    if (mask === null && args?.maskTokenId !== null) for (const name of MASK_NAMES) mask ??= vocab.get(name) ?? null;
+    if (args && args.maskTokenId === null && args.attention === 'causal') mask = null;
+    if (mask !== null) stop.delete(mask);
+    this.special = {
+      mask,
+      stop: [...stop].sort((a, b) => a - b),
+      pad: args?.padTokenId ?? id(tokenString(config.pad_token)),
+      bos: args?.bosTokenId ?? id(this.bosText || null),
+    };
+
+    const tpl = config.chat_template;
+    let source: string | null = null;
+    if (typeof tpl === 'string') source = tpl;
+    else if (Array.isArray(tpl)) source = tpl.find((t) => t && t.name === 'default')?.template ?? null;
+    try {
+      this.template = source === null ? null : new Template(source);
+    } catch (e) {
+      throw new FormatError('chat_template_invalid', `chat template does not parse: ${(e as Error).message}`);
+    }
+  }
+
+  static async load(dir: string, args?: ModelArgs): Promise<TextCodec> {
+    const tj = (await readJson(join(dir, 'tokenizer.json'), 'tokenizer.json', false))!;
+    const tc = (await readJson(join(dir, 'tokenizer_config.json'), 'tokenizer_config.json', true)) ?? {};
+    const gc = await readJson(join(dir, 'generation_config.json'), 'generation_config.json', true);
+    return new TextCodec(tj, tc, args, gc);
+  }
+
+  encode(text: string, addSpecialTokens = false): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
+    return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
+  }
+
+  get hasChatTemplate(): boolean {
+    return this.template !== null;
+  }
+
+  /** Render messages through the model's own template (untrusted code: sandboxed by jinja). */
+  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true): string {
+    if (!this.template) {
+      // No template: plain role-prefixed transcript.
+      return messages.map((m) => `${m.role}: ${m.content}\n`).join('') + (addGenerationPrompt ? 'assistant: ' : '');
+    }
+    let out: string;
+    try {
+      out = this.template.render({
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+        bos_token: this.bosText,
+        eos_token: this.eosText,
+      });
+    } catch (e) {
+      throw new FormatError('chat_template_error', `chat template failed to render: ${(e as Error).message}`);
+    }
+    if (typeof out !== 'string' || out.length > MAX_RENDERED_CHARS) throw new FormatError('chat_template_error', 'chat template output is too large');
+    return out;
+  }
+
+  /** Token ids of a chat prompt; special tokens written by the template are parsed as such. */
+  encodeChat(messages: ChatMessage[]): number[] {
+    return this.encode(this.applyChatTemplate(messages, true), false);
+  }
+}

@@ -1,0 +1,31 @@
+// Hugging Face Llama / Qwen2 causal LMs (LlamaForCausalLM, Qwen2ForCausalLM): the
+// autoregressive baselines. Causal attention, logits shifted (row i predicts token i+1).
+// Qwen2 adds biases to q/k/v (not o).
+
+import type { ModelArgs } from '../formats/config.ts';
+import type { WeightNames } from './transformer.ts';
+
+export function hfNames(args: ModelArgs): WeightNames {
+  return {
+    embed: 'model.embed_tokens.weight', // [V, D]
+    layer: (i) => {
+      const p = `model.layers.${i}`;
+      return {
+        attnNorm: `${p}.input_layernorm.weight`, // [D]
+        q: `${p}.self_attn.q_proj.weight`, // [H*Dh, D]
+        k: `${p}.self_attn.k_proj.weight`, // [Hkv*Dh, D]
+        v: `${p}.self_attn.v_proj.weight`, // [Hkv*Dh, D]
+        ...(args.qkvBias
+          ? { qBias: `${p}.self_attn.q_proj.bias`, kBias: `${p}.self_attn.k_proj.bias`, vBias: `${p}.self_attn.v_proj.bias` }
+          : {}),
+        o: `${p}.self_attn.o_proj.weight`, // [D, H*Dh]
+        mlpNorm: `${p}.post_attention_layernorm.weight`, // [D]
+        gate: `${p}.mlp.gate_proj.weight`, // [F, D]
+        up: `${p}.mlp.up_proj.weight`, // [F, D]
+        down: `${p}.mlp.down_proj.weight`, // [D, F]
+      };
+    },
+    finalNorm: 'model.norm.weight', // [D]
+    head: args.tiedEmbeddings ? null : 'lm_head.weight', // [V, D]
+  };
+}

@@ -1,0 +1,160 @@
+// loadModel: config.json picks the architecture; the graph + converted weights are built
+// once into the on-disk cache (keyed by the checkpoint, the options and the graph code)
+// and ORT loads them from there, so restarts skip conversion.
+
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve, basename } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { OptionError } from '../errors.ts';
+import { loadConfig, type ModelArgs } from '../formats/config.ts';
+import { Checkpoint } from '../formats/safetensors.ts';
+import { TextCodec, type SpecialTokens } from '../formats/tokenizer.ts';
+import { Graph, WeightWriter } from '../runtime/graph.ts';
+import type { WeightFormat } from '../runtime/quant.ts';
+import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/session.ts';
+import { hfNames } from './causal.ts';
+import { dreamNames } from './dream.ts';
+import { lladaNames } from './llada.ts';
+import { buildTransformer, type WeightNames } from './transformer.ts';
+
+export type DTypeOption = WeightFormat | 'auto';
+
+export interface LoadOptions {
+  /** intra-op threads (0 = ORT default: one per core) */
+  threads?: number;
+  /** weight format; auto = fp32 below AUTO_INT8_PARAMS parameters, int8 above */
+  dtype?: DTypeOption;
+  /** candidates returned per queried position (default 16) */
+  topK?: number;
+  /** where converted graphs are kept (default $QUENCH_CACHE or ~/.cache/quench) */
+  cacheDir?: string;
+  /** called with progress text during a first conversion */
+  onProgress?: (msg: string) => void;
+}
+
+/** Below this many parameters fp32 is fast enough and exact; above it int8 pays. */
+export const AUTO_INT8_PARAMS = 100_000_000;
+
+export interface Model {
+  /** directory name, used as the model id by default */
+  id: string;
+  dir: string;
+  args: ModelArgs;
+  codec: TextCodec;
+  special: SpecialTokens;
+  dtype: WeightFormat;
+  topK: number;
+  /** parameters in the linear layers and head (per-token FLOPs are ~2x this) */
+  params: number;
+  /** whether the graph came from the cache */
+  cached: boolean;
+  forward(reqs: ForwardRequest[]): Promise<ForwardResult[]>;
+  stats: OrtRunner['stats'];
+  close(): Promise<void>;
+}
+
+const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
+  llada: lladaNames,
+  dream: dreamNames,
+  llama: hfNames,
+  qwen2: hfNames,
+};
+
+const GRAPH_SOURCES = ['transformer.ts', '../runtime/quant.ts', '../runtime/graph.ts'];
+
+export function defaultCacheDir(): string {
+  return process.env.QUENCH_CACHE || join(homedir(), '.cache', 'quench');
+}
+
+async function checkpointFingerprint(dir: string): Promise<string> {
+  const h = createHash('sha256');
+  h.update(await readFile(join(dir, 'config.json')));
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.safetensors') || f.endsWith('.index.json')).sort();
+  for (const f of files) {
+    const s = await stat(join(dir, f));
+    h.update(`${f}:${s.size}:${s.mtimeMs}\n`);
+  }
+  return h.digest('hex');
+}
+
+async function graphCodeHash(): Promise<string> {
+  const here = fileURLToPath(new URL('.', import.meta.url));
+  const h = createHash('sha256');
+  for (const f of GRAPH_SOURCES) h.update(await readFile(join(here, f)));
+  return h.digest('hex').slice(0, 16);
+}
+
+function resolveDtype(dtype: DTypeOption, args: ModelArgs): WeightFormat {
+  if (dtype !== 'auto') return dtype;
+  const perLayer = 4 * args.hiddenSize * args.hiddenSize + 3 * args.hiddenSize * args.intermediateSize;
+  return perLayer * args.numLayers >= AUTO_INT8_PARAMS ? 'int8' : 'fp32';
+}
+
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
+  dir = resolve(dir);
+  const { args } = await loadConfig(dir);
+  const codec = await TextCodec.load(dir, args);
+  const dtypeOpt = opts.dtype ?? 'auto';
+  if (!['auto', 'fp32', 'int8', 'int4'].includes(dtypeOpt)) throw new OptionError('dtype', `dtype must be one of auto, fp32, int8, int4; got ${JSON.stringify(dtypeOpt)}`);
+  const dtype = resolveDtype(dtypeOpt, args);
+  const topK = opts.topK ?? 16;
+  if (!Number.isInteger(topK) || topK < 1 || topK > 256) throw new OptionError('topK', 'topK must be an integer in [1, 256]');
+
+  const key = createHash('sha256')
+    .update(await checkpointFingerprint(dir))
+    .update(JSON.stringify({ dtype, topK, code: await graphCodeHash() }))
+    .digest('hex')
+    .slice(0, 24);
+  const cacheRoot = opts.cacheDir ?? defaultCacheDir();
+  const target = join(cacheRoot, key);
+  const modelPath = join(target, 'model.onnx');
+  let cached = existsSync(join(target, 'meta.json'));
+  if (!cached) {
+    opts.onProgress?.(`converting ${basename(dir)} to ${dtype} (one time, cached in ${cacheRoot})`);
+    const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
+    await mkdir(tmp, { recursive: true });
+    try {
+      const ck = await Checkpoint.open(dir);
+      const writer = new WeightWriter(join(tmp, 'weights.bin'), 'weights.bin');
+      const g = new Graph(writer);
+      try {
+        await buildTransformer(g, args, ARCH_NAMES[args.arch](args), ck, { topK, weights: dtype });
+      } finally {
+        writer.close();
+        await ck.close();
+      }
+      await writeFile(join(tmp, 'model.onnx'), g.toBytes());
+      await writeFile(join(tmp, 'meta.json'), JSON.stringify({ params: g.paramCount, dtype, topK, source: dir }));
+      await rm(target, { recursive: true, force: true });
+      await rename(tmp, target);
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+  const meta = JSON.parse(await readFile(join(target, 'meta.json'), 'utf8')) as { params: number };
+  const runner = await OrtRunner.create(modelPath, {
+    layers: args.numLayers,
+    kvHeads: args.numKvHeads,
+    headDim: args.headDim,
+    vocab: args.vocabSize,
+    topK: Math.min(topK, args.vocabSize),
+  }, { threads: opts.threads });
+  return {
+    id: basename(dir),
+    dir,
+    args,
+    codec,
+    special: codec.special,
+    dtype,
+    topK: Math.min(topK, args.vocabSize),
+    params: meta.params,
+    cached,
+    forward: (reqs) => runner.forward(reqs),
+    stats: runner.stats,
+    close: () => runner.release(),
+  };
+}

@@ -1,0 +1,185 @@
+// The Llama-style decoder stack that LLaDA, Dream, Llama and Qwen2 share. Each
+// architecture file maps its tensor names onto WeightNames; this file turns them into one
+// ONNX graph:
+//
+//   inputs   input_ids [B, L] i64, position_ids [B, L] i64,
+//            attention_bias [B, L, P+L] f32 (0 visible, -1e9 hidden),
+//            query_index [B, Q] i64 (rows of the window whose scores are wanted),
+//            past_key_i / past_value_i [B, Hkv, P, Dh] f32 (P may be 0)
+//   outputs  top_values [B, Q, K] f32, top_ids [B, Q, K] i64, lse [B, Q], entropy [B, Q],
+//            logits [B, Q, V] (fetched only on request),
+//            present_key_i / present_value_i [B, Hkv, P+L, Dh]
+
+import { FormatError } from '../errors.ts';
+import type { ModelArgs } from '../formats/config.ts';
+import type { Checkpoint } from '../formats/safetensors.ts';
+import { DT, F, Graph, I, Is, f32Bytes } from '../runtime/graph.ts';
+import type { WeightFormat } from '../runtime/quant.ts';
+import { addLinear } from '../runtime/quant.ts';
+
+export interface LayerNames {
+  attnNorm: string;
+  q: string;
+  k: string;
+  v: string;
+  qBias?: string;
+  kBias?: string;
+  vBias?: string;
+  o: string;
+  mlpNorm: string;
+  gate: string;
+  up: string;
+  down: string;
+}
+
+export interface WeightNames {
+  embed: string;
+  layer(i: number): LayerNames;
+  finalNorm: string;
+  /** null when the head is tied to the embedding */
+  head: string | null;
+}
+
+export interface GraphOptions {
+  /** candidates returned per queried position */
+  topK: number;
+  /** weight format of the linear layers */
+  weights: WeightFormat;
+}
+
+export const NEG_INF = -1e9;
+
+// ---------------------------------------------------------------- weight loading
+
+async function load(ck: Checkpoint, name: string, shape: number[]): Promise<Float32Array> {
+  const info = ck.info(name);
+  if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
+    throw new FormatError('config_mismatch', `tensor ${name} has shape [${info.shape}], config implies [${shape}]`);
+  return ck.readF32(name);
+}
+
+/** Stack linear weights [out_i, in] and transpose to [in, sum(out_i)] for x @ W. */
+export function stackTransposed(parts: Float32Array[], outs: number[], inDim: number): Float32Array {
+  const total = outs.reduce((a, b) => a + b, 0);
+  const w = new Float32Array(inDim * total);
+  let col0 = 0;
+  parts.forEach((p, pi) => {
+    const out = outs[pi];
+    for (let o = 0; o < out; o++) {
+      const row = o * inDim;
+      for (let i = 0; i < inDim; i++) w[i * total + col0 + o] = p[row + i];
+    }
+    col0 += out;
+  });
+  return w;
+}
+
+// ---------------------------------------------------------------- graph pieces
+
+function rmsNorm(g: Graph, x: string, weight: string, eps: number): string {
+  // SimplifiedLayerNormalization is ORT's RMSNorm (computes in fp32 for fp32 inputs).
+  return g.op('SimplifiedLayerNormalization', [x, weight], { axis: I(-1), epsilon: F(eps) });
+}
+
+function rope(g: Graph, x: string, cos: string, sin: string, half: number): string {
+  // NeoX rotate_half: [x1, x2] -> [-x2, x1]
+  const [x1, x2] = g.node('Split', [x, g.i64([half, half])], { axis: I(-1) }, { outputs: 2 });
+  const rot = g.op('Concat', [g.op('Neg', [x2]), x1], { axis: I(-1) });
+  return g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [rot, sin])]);
+}
+
+export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightNames, ck: Checkpoint, opts: GraphOptions): Promise<void> {
+  const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: Dh, intermediateSize: Fi, vocabSize: V } = a;
+  const rep = H / Hkv;
+
+  const ids = g.input('input_ids', DT.INT64, ['B', 'L']);
+  const pos = g.input('position_ids', DT.INT64, ['B', 'L']);
+  const bias = g.input('attention_bias', DT.FLOAT, ['B', 'L', 'T']);
+  const qidx = g.input('query_index', DT.INT64, ['B', 'Q']);
+
+  // embeddings [V, D]
+  const wte = await load(ck, names.embed, [V, D]);
+  let x = g.op('Gather', [g.weight('embed', DT.FLOAT, [V, D], f32Bytes(wte)), ids], { axis: I(0) }); // [B, L, D]
+  const headW = names.head === null ? stackTransposed([wte], [V], D) : null;
+
+  // RoPE tables from positions: [B, 1, L, Dh]
+  const invFreq = Array.from({ length: Dh / 2 }, (_, i) => Math.fround(a.ropeTheta ** (-(2 * i) / Dh)));
+  const freqs = g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [pos], { to: I(DT.FLOAT) }), g.i64([-1])]), g.f32(invFreq)]); // [B, L, Dh/2]
+  const emb = g.op('Concat', [freqs, freqs], { axis: I(-1) });
+  const cos = g.op('Unsqueeze', [g.op('Cos', [emb]), g.i64([1])]);
+  const sin = g.op('Unsqueeze', [g.op('Sin', [emb]), g.i64([1])]);
+  // additive mask broadcast over heads: [B, 1, L, T] or [B, 1, 1, L, T] for grouped heads
+  const maskAxes = rep > 1 ? [1, 2] : [1];
+  const maskB = g.op('Unsqueeze', [bias, g.i64(maskAxes)]);
+  const scale = g.f32([1 / Math.sqrt(Dh)], []);
+
+  for (let l = 0; l < a.numLayers; l++) {
+    const n = names.layer(l);
+    const pastK = g.input(`past_key_${l}`, DT.FLOAT, ['B', Hkv, 'P', Dh]);
+    const pastV = g.input(`past_value_${l}`, DT.FLOAT, ['B', Hkv, 'P', Dh]);
+
+    // --- attention
+    const h1 = rmsNorm(g, x, g.weight(`l${l}.attn_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.attnNorm, [D]))), a.rmsNormEps);
+    const outs = [H * Dh, Hkv * Dh, Hkv * Dh];
+    const wqkv = stackTransposed([await load(ck, n.q, [H * Dh, D]), await load(ck, n.k, [Hkv * Dh, D]), await load(ck, n.v, [Hkv * Dh, D])], outs, D);
+    let qkv = addLinear(g, `l${l}.qkv`, h1, wqkv, D, H * Dh + 2 * Hkv * Dh, opts.weights); // [B, L, (H+2Hkv)Dh]
+    if (a.qkvBias) {
+      const b = new Float32Array(H * Dh + 2 * Hkv * Dh);
+      b.set(await load(ck, n.qBias!, [H * Dh]), 0);
+      b.set(await load(ck, n.kBias!, [Hkv * Dh]), H * Dh);
+      b.set(await load(ck, n.vBias!, [Hkv * Dh]), (H + Hkv) * Dh);
+      qkv = g.op('Add', [qkv, g.weight(`l${l}.qkv_bias`, DT.FLOAT, [b.length], f32Bytes(b))]);
+    }
+    const [q0, k0, v0] = g.node('Split', [qkv, g.i64(outs)], { axis: I(-1) }, { outputs: 3 });
+    const heads = (t: string, nh: number) => g.op('Transpose', [g.op('Reshape', [t, g.i64([0, 0, nh, Dh])])], { perm: Is([0, 2, 1, 3]) }); // [B, nh, L, Dh]
+    const q = g.op('Mul', [rope(g, heads(q0, H), cos, sin, Dh / 2), scale]);
+    const k = rope(g, heads(k0, Hkv), cos, sin, Dh / 2);
+    const v = heads(v0, Hkv);
+    const kAll = g.op('Concat', [pastK, k], { axis: I(2) }, { output: `present_key_${l}` }); // [B, Hkv, T, Dh]
+    const vAll = g.op('Concat', [pastV, v], { axis: I(2) }, { output: `present_value_${l}` });
+    g.output(`present_key_${l}`, DT.FLOAT, ['B', Hkv, 'T', Dh]);
+    g.output(`present_value_${l}`, DT.FLOAT, ['B', Hkv, 'T', Dh]);
+    let ctx: string;
+    if (rep > 1) {
+      const q5 = g.op('Reshape', [q, g.i64([0, Hkv, rep, -1, Dh])]); // [B, Hkv, rep, L, Dh]
+      const k5 = g.op('Unsqueeze', [kAll, g.i64([2])]); // [B, Hkv, 1, T, Dh]
+      const v5 = g.op('Unsqueeze', [vAll, g.i64([2])]);
+      const s = g.op('Add', [g.op('MatMul', [q5, g.op('Transpose', [k5], { perm: Is([0, 1, 2, 4, 3]) })]), maskB]); // [B, Hkv, rep, L, T]
+      const c5 = g.op('MatMul', [g.op('Softmax', [s], { axis: I(-1) }), v5]); // [B, Hkv, rep, L, Dh]
+      ctx = g.op('Reshape', [c5, g.i64([0, H, -1, Dh])]);
+    } else {
+      const s = g.op('Add', [g.op('MatMul', [q, g.op('Transpose', [kAll], { perm: Is([0, 1, 3, 2]) })]), maskB]); // [B, H, L, T]
+      ctx = g.op('MatMul', [g.op('Softmax', [s], { axis: I(-1) }), vAll]); // [B, H, L, Dh]
+    }
+    const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: Is([0, 2, 1, 3]) }), g.i64([0, 0, H * Dh])]); // [B, L, H*Dh]
+    const wo = stackTransposed([await load(ck, n.o, [D, H * Dh])], [D], H * Dh);
+    x = g.op('Add', [x, addLinear(g, `l${l}.o`, merged, wo, H * Dh, D, opts.weights)]);
+
+    // --- MLP (SwiGLU)
+    const h2 = rmsNorm(g, x, g.weight(`l${l}.mlp_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.mlpNorm, [D]))), a.rmsNormEps);
+    const wgu = stackTransposed([await load(ck, n.gate, [Fi, D]), await load(ck, n.up, [Fi, D])], [Fi, Fi], D);
+    const gu = addLinear(g, `l${l}.gate_up`, h2, wgu, D, 2 * Fi, opts.weights); // [B, L, 2F]
+    const [gate, up] = g.node('Split', [gu, g.i64([Fi, Fi])], { axis: I(-1) }, { outputs: 2 });
+    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+    const wd = stackTransposed([await load(ck, n.down, [D, Fi])], [D], Fi);
+    x = g.op('Add', [x, addLinear(g, `l${l}.down`, act, wd, Fi, D, opts.weights)]);
+  }
+
+  // --- head, only at the queried rows
+  const sel = g.op('GatherND', [x, g.op('Unsqueeze', [qidx, g.i64([-1])])], { batch_dims: I(1) }); // [B, Q, D]
+  const hf = rmsNorm(g, sel, g.weight('final_norm', DT.FLOAT, [D], f32Bytes(await load(ck, names.finalNorm, [D]))), a.rmsNormEps);
+  const wHead = headW ?? stackTransposed([await load(ck, names.head!, [V, D])], [V], D);
+  // The head stays in fp32: it decides every token and is a small share of the weights.
+  const logits = g.op('MatMul', [hf, g.weight('head', DT.FLOAT, [D, V], f32Bytes(wHead))], {}, { output: 'logits' }); // [B, Q, V]
+  g.output('logits', DT.FLOAT, ['B', 'Q', V]);
+  const k = Math.min(opts.topK, V);
+  g.node('TopK', [logits, g.i64([k])], { axis: I(-1), largest: I(1), sorted: I(1) }, { outputs: ['top_values', 'top_ids'] });
+  g.output('top_values', DT.FLOAT, ['B', 'Q', k]);
+  g.output('top_ids', DT.INT64, ['B', 'Q', k]);
+  const lse = g.op('ReduceLogSumExp', [logits], { axes: Is([-1]), keepdims: I(0) }, { output: 'lse' }); // [B, Q]
+  g.output('lse', DT.FLOAT, ['B', 'Q']);
+  // entropy = lse - sum(p * logits)
+  const p = g.op('Exp', [g.op('Sub', [logits, g.op('Unsqueeze', [lse, g.i64([-1])])])]);
+  g.op('Sub', [lse, g.op('ReduceSum', [g.op('Mul', [p, logits]), g.i64([-1])], { keepdims: I(0) })], {}, { output: 'entropy' });
+  g.output('entropy', DT.FLOAT, ['B', 'Q']);
+}

@@ -1,0 +1,78 @@
+// Linear layers in each weight format. fp32 is a plain MatMul; int8 quantizes weights per
+// output channel (symmetric) and runs ORT's DynamicQuantizeMatMul, which quantizes the
+// activations per call and uses the CPU's int8 matrix units; int4 packs blocks of 32
+// weights for MatMulNBits (int8 compute), which halves the bytes read again for
+// memory-bound steps. Weights arrive as fp32 [in, out] (x @ W).
+
+import { DT, Graph, I, f32Bytes } from './graph.ts';
+
+export type WeightFormat = 'fp32' | 'int8' | 'int4';
+export const INT4_BLOCK = 32;
+
+/** Symmetric per-output-channel int8: q[k, n] = round(w[k, n] / s[n]), s[n] = max|w[:, n]| / 127. */
+export function quantizeInt8(w: Float32Array, K: number, N: number): { q: Int8Array; scale: Float32Array } {
+  const scale = new Float32Array(N);
+  for (let k = 0; k < K; k++) {
+    const row = k * N;
+    for (let n = 0; n < N; n++) {
+      const a = Math.abs(w[row + n]);
+      if (a > scale[n]) scale[n] = a;
+    }
+  }
+  for (let n = 0; n < N; n++) scale[n] = scale[n] > 0 ? scale[n] / 127 : 1;
+  const inv = scale.map((s) => 1 / s);
+  const q = new Int8Array(K * N);
+  for (let k = 0; k < K; k++) {
+    const row = k * N;
+    for (let n = 0; n < N; n++) q[row + n] = Math.max(-127, Math.min(127, Math.round(w[row + n] * inv[n])));
+  }
+  return { q, scale };
+}
+
+/**
+ * MatMulNBits layout: B [N, K/32, 16] uint8, two 4-bit codes per byte (low nibble first),
+ * code = round(w / s) + 8 with s = max|w_block| / 7, scales [N * K/32] (column-major blocks).
+ */
+export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: Uint8Array; scales: Float32Array; kPadded: number } {
+  const blocks = Math.ceil(K / INT4_BLOCK);
+  const blob = INT4_BLOCK / 2;
+  const packed = new Uint8Array(N * blocks * blob);
+  const scales = new Float32Array(N * blocks);
+  const codes = new Uint8Array(INT4_BLOCK);
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < blocks; b++) {
+      let amax = 0;
+      for (let j = 0; j < INT4_BLOCK; j++) {
+        const k = b * INT4_BLOCK + j;
+        if (k < K) amax = Math.max(amax, Math.abs(w[k * N + n]));
+      }
+      const s = amax > 0 ? amax / 7 : 1;
+      scales[n * blocks + b] = s;
+      for (let j = 0; j < INT4_BLOCK; j++) {
+        const k = b * INT4_BLOCK + j;
+        const v = k < K ? Math.round(w[k * N + n] / s) : 0;
+        codes[j] = Math.max(-8, Math.min(7, v)) + 8;
+      }
+      const base = (n * blocks + b) * blob;
+      for (let j = 0; j < blob; j++) packed[base + j] = codes[2 * j] | (codes[2 * j + 1] << 4);
+    }
+  }
+  return { packed, scales, kPadded: blocks * INT4_BLOCK };
+}
+
+/** x [.., K] @ W [K, N] in the chosen weight format; returns the output name. */
+export function addLinear(g: Graph, name: string, x: string, w: Float32Array, K: number, N: number, format: WeightFormat): string {
+  g.paramCount += format === 'fp32' ? 0 : K * N;
+  if (format === 'fp32') return g.op('MatMul', [x, g.weight(name, DT.FLOAT, [K, N], f32Bytes(w))]);
+  if (format === 'int8') {
+    const { q, scale } = quantizeInt8(w, K, N);
+    const wq = g.weight(`${name}.q8`, DT.INT8, [K, N], new Uint8Array(q.buffer));
+    const ws = g.weight(`${name}.scale`, DT.FLOAT, [N], f32Bytes(scale), false);
+    return g.op('DynamicQuantizeMatMul', [x, wq, ws], {}, { domain: 'com.microsoft' });
+  }
+  const { packed, scales } = quantizeInt4(w, K, N);
+  const blocks = Math.ceil(K / INT4_BLOCK);
+  const wq = g.weight(`${name}.q4`, DT.UINT8, [N, blocks, INT4_BLOCK / 2], packed);
+  const ws = g.weight(`${name}.scales`, DT.FLOAT, [N * blocks], f32Bytes(scales), false);
+  return g.op('MatMulNBits', [x, wq, ws], { K: I(K), N: I(N), bits: I(4), block_size: I(INT4_BLOCK), accuracy_level: I(4) }, { domain: 'com.microsoft' });
+}

@@ -1,0 +1,186 @@
+// An ORT session over one model graph, and the packing of several sequences' forward
+// requests into one batched run (padding handled through the attention bias).
+
+import ort from 'onnxruntime-node';
+import type { KVCache } from './kv.ts';
+import { gatherTime } from './kv.ts';
+
+export const HIDDEN = -1e9;
+
+/** One sequence's forward: a window of tokens attending to its cache and to itself. */
+export interface ForwardRequest {
+  /** token ids of the window [L] */
+  ids: Int32Array;
+  /** RoPE position of each window token [L] */
+  positions: Int32Array;
+  /** cached context (P entries); absent = none */
+  past?: KVCache;
+  /** visible[i * (P + L) + j]: window row i sees column j (cache entries first, then the window) */
+  visible: Uint8Array;
+  /** window rows whose scores are wanted [Q] */
+  queries: Int32Array;
+  /** return the K/V of this forward so the caller can keep part of it */
+  wantPresent?: boolean;
+  /** return full logits rows (sampling over the whole vocabulary, logprobs) */
+  wantLogits?: boolean;
+}
+
+export interface ForwardResult {
+  /** [Q * K] candidate ids / logits, best first */
+  topIds: Int32Array;
+  topLogits: Float32Array;
+  /** [Q] log-sum-exp and entropy (nats) of each queried row */
+  lse: Float32Array;
+  entropy: Float32Array;
+  /** [Q * V] when asked for */
+  logits?: Float32Array;
+  /** keep some cache entries (indices into past) and some window rows as a new cache */
+  takeCache?: (pastKeep: ArrayLike<number>, windowKeep: ArrayLike<number>) => KVCache;
+}
+
+export interface SessionShape {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  vocab: number;
+  topK: number;
+}
+
+export interface SessionOptions {
+  threads?: number;
+}
+
+export class OrtRunner {
+  readonly shape: SessionShape;
+  private session: ort.InferenceSession;
+  /** forward passes run, and rows processed (for throughput accounting) */
+  stats = { forwards: 0, rows: 0, batches: 0 };
+
+  private constructor(session: ort.InferenceSession, shape: SessionShape) {
+    this.session = session;
+    this.shape = shape;
+  }
+
+  static async create(modelPath: string, shape: SessionShape, opts: SessionOptions = {}): Promise<OrtRunner> {
+    const session = await ort.InferenceSession.create(modelPath, {
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: opts.threads ?? 0,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      enableCpuMemArena: true,
+      logSeverityLevel: 3,
+    });
+    return new OrtRunner(session, shape);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+
+  /** Run several sequences' windows as one batch. */
+  async forward(reqs: ForwardRequest[]): Promise<ForwardResult[]> {
+    const { layers, kvHeads: H, headDim: Dh, vocab: V } = this.shape;
+    const B = reqs.length;
+    const L = Math.max(...reqs.map((r) => r.ids.length));
+    const P = Math.max(...reqs.map((r) => r.past?.length ?? 0));
+    const Q = Math.max(1, ...reqs.map((r) => r.queries.length));
+    const T = P + L;
+
+    const ids = new BigInt64Array(B * L);
+    const pos = new BigInt64Array(B * L);
+    const bias = new Float32Array(B * L * T).fill(HIDDEN);
+    const qidx = new BigInt64Array(B * Q);
+    reqs.forEach((r, b) => {
+      const l = r.ids.length;
+      const p = r.past?.length ?? 0;
+      if (r.visible.length !== l * (p + l)) throw new Error(`visibility has ${r.visible.length} entries, expected ${l * (p + l)}`);
+      for (let i = 0; i < l; i++) {
+        ids[b * L + i] = BigInt(r.ids[i]);
+        pos[b * L + i] = BigInt(r.positions[i]);
+        const row = (b * L + i) * T;
+        const vrow = i * (p + l);
+        for (let j = 0; j < p; j++) if (r.visible[vrow + j]) bias[row + j] = 0;
+        for (let j = 0; j < l; j++) if (r.visible[vrow + p + j]) bias[row + P + j] = 0;
+      }
+      // padding rows see themselves only, so their softmax stays finite
+      for (let i = l; i < L; i++) bias[(b * L + i) * T + P + i] = 0;
+      r.queries.forEach((q, i) => (qidx[b * Q + i] = BigInt(q)));
+    });
+
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [B, L]),
+      position_ids: new ort.Tensor('int64', pos, [B, L]),
+      attention_bias: new ort.Tensor('float32', bias, [B, L, T]),
+      query_index: new ort.Tensor('int64', qidx, [B, Q]),
+    };
+    for (let l = 0; l < layers; l++) {
+      for (const kind of ['key', 'value'] as const) {
+        let data: Float32Array;
+        if (B === 1 && reqs[0].past && reqs[0].past.length === P) data = kind === 'key' ? reqs[0].past.keys[l] : reqs[0].past.values[l];
+        else {
+          data = new Float32Array(B * H * P * Dh);
+          reqs.forEach((r, b) => {
+            const c = r.past;
+            if (!c || c.length === 0) return;
+            const src = kind === 'key' ? c.keys[l] : c.values[l];
+            for (let h = 0; h < H; h++) data.set(src.subarray(h * c.length * Dh, (h + 1) * c.length * Dh), ((b * H + h) * P) * Dh);
+          });
+        }
+        feeds[`past_${kind}_${l}`] = new ort.Tensor('float32', data, [B, H, P, Dh]);
+      }
+    }
+    const wantPresent = reqs.some((r) => r.wantPresent);
+    const wantLogits = reqs.some((r) => r.wantLogits);
+    const fetches = ['top_values', 'top_ids', 'lse', 'entropy'];
+    if (wantLogits) fetches.push('logits');
+    if (wantPresent) for (let l = 0; l < layers; l++) fetches.push(`present_key_${l}`, `present_value_${l}`);
+
+    const out = await this.session.run(feeds, fetches);
+    this.stats.forwards += 1;
+    this.stats.batches += B;
+    this.stats.rows += B * L;
+
+    const K = out.top_values.dims[2] as number;
+    const tv = out.top_values.data as Float32Array;
+    const ti = out.top_ids.data as BigInt64Array;
+    const lse = out.lse.data as Float32Array;
+    const ent = out.entropy.data as Float32Array;
+    const logits = wantLogits ? (out.logits.data as Float32Array) : null;
+    const presentK = wantPresent ? Array.from({ length: layers }, (_, l) => out[`present_key_${l}`].data as Float32Array) : [];
+    const presentV = wantPresent ? Array.from({ length: layers }, (_, l) => out[`present_value_${l}`].data as Float32Array) : [];
+
+    return reqs.map((r, b) => {
+      const q = r.queries.length;
+      const topIds = new Int32Array(q * K);
+      for (let i = 0; i < q * K; i++) topIds[i] = Number(ti[b * Q * K + i]);
+      const res: ForwardResult = {
+        topIds,
+        topLogits: tv.slice(b * Q * K, b * Q * K + q * K),
+        lse: lse.slice(b * Q, b * Q + q),
+        entropy: ent.slice(b * Q, b * Q + q),
+      };
+      if (r.wantLogits && logits) res.logits = logits.slice(b * Q * V, b * Q * V + q * V);
+      if (r.wantPresent) {
+        const p = r.past?.length ?? 0;
+        res.takeCache = (pastKeep, windowKeep) => {
+          const index = [...Array.from(pastKeep), ...Array.from(windowKeep, (w) => P + w)];
+          const positions = new Int32Array(index.length);
+          let i = 0;
+          for (const j of Array.from(pastKeep)) {
+            if (j >= p) throw new Error('cache index out of range');
+            positions[i++] = r.past!.positions[j];
+          }
+          for (const w of Array.from(windowKeep)) positions[i++] = r.positions[w];
+          return {
+            length: index.length,
+            positions,
+            keys: presentK.map((k) => gatherTime(k, b, H, T, Dh, index)),
+            values: presentV.map((v) => gatherTime(v, b, H, T, Dh, index)),
+          };
+        };
+      }
+      return res;
+    });
+  }
+}

@@ -1,0 +1,107 @@
+// Parity: the ORT graph of each architecture against the naive Float64 reference.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadReference, referenceForward } from './reference.ts';
+import { fixtureModel, visibility, range, type Rule } from './helpers.ts';
+import type { FixtureArch } from '../src/formats/fixtures.ts';
+import type { Model } from '../src/models/registry.ts';
+
+const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; dtype?: 'BF16' | 'F16' | 'F32'; shards?: number }[] = [
+  { arch: 'llada', rule: 'full' },
+  { arch: 'llada', rule: { block: 4 }, kvHeads: 2, tied: true, dtype: 'F16', shards: 3 },
+  { arch: 'dream', rule: 'full', kvHeads: 2 },
+  { arch: 'llama', rule: 'causal', dtype: 'F32' },
+  { arch: 'qwen2', rule: 'causal', kvHeads: 1 },
+];
+
+function rand(seed: number) {
+  let s = seed;
+  return () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+function assertClose(got: Float32Array, want: Float64Array[], rows: number[], V: number, what: string) {
+  const scale = Math.max(...want.map(maxAbs));
+  let worst = 0;
+  rows.forEach((r, qi) => {
+    for (let t = 0; t < V; t++) worst = Math.max(worst, Math.abs(got[qi * V + t] - want[r][t]));
+  });
+  assert.ok(worst <= 1e-4 * scale, `${what}: max |diff| ${worst} > 1e-4 x ${scale}`);
+}
+
+async function forwardFull(model: Model, ids: number[], rule: Rule, queries: number[]) {
+  const pos = range(0, ids.length);
+  const [r] = await model.forward([
+    { ids: Int32Array.from(ids), positions: Int32Array.from(pos), visible: visibility(rule, pos, pos), queries: Int32Array.from(queries), wantLogits: true, wantPresent: true },
+  ]);
+  return r;
+}
+
+for (const c of ARCHS) {
+  const label = `${c.arch} ${typeof c.rule === 'object' ? `block-causal(${c.rule.block})` : c.rule}${c.kvHeads ? ` gqa(${c.kvHeads})` : ''}${c.tied ? ' tied' : ''}${c.shards ? ' sharded' : ''}`;
+  test(`parity with the Float64 reference: ${label}`, async () => {
+    const { model, dir } = await fixtureModel({ arch: c.arch, kvHeads: c.kvHeads, tied: c.tied, dtype: c.dtype, shards: c.shards, hidden: 64, heads: 4, layers: 2 });
+    const ref = await loadReference(dir);
+    const V = model.args.vocabSize;
+    const r = rand(7);
+    const tok = () => Math.floor(r() * (V - 8));
+
+    // B = 1, no cache, every row
+    const ids = Array.from({ length: 11 }, tok);
+    const pos = range(0, ids.length);
+    const want = referenceForward(ref, ids, pos, visibility(c.rule, pos, pos));
+    const full = await forwardFull(model, ids, c.rule, pos);
+    assertClose(full.logits!, want, pos, V, 'B=1 uncached');
+    // top-k, lse, entropy agree with the logits
+    for (let q = 0; q < pos.length; q++) {
+      const row = Array.from(full.logits!.subarray(q * V, (q + 1) * V));
+      const mx = Math.max(...row);
+      const lse = mx + Math.log(row.reduce((s, x) => s + Math.exp(x - mx), 0));
+      const ent = -row.reduce((s, x) => s + Math.exp(x - lse) * (x - lse), 0);
+      assert.ok(Math.abs(full.lse[q] - lse) < 1e-4, 'lse');
+      assert.ok(Math.abs(full.entropy[q] - ent) < 1e-3, 'entropy');
+      assert.equal(full.topLogits[q * model.topK], mx, 'top-1 logit is the max');
+      assert.equal(row[full.topIds[q * model.topK]], mx, 'top-1 id holds the max');
+    }
+
+    // cached: K/V of the first p positions from the full pass, then the rest against it
+    const p = 6;
+    const cache = full.takeCache!([], range(0, p));
+    const rest = range(p, ids.length);
+    const vis = visibility(c.rule, [...range(0, p), ...rest], rest);
+    const [cached] = await model.forward([
+      { ids: Int32Array.from(rest.map((i) => ids[i])), positions: Int32Array.from(rest), past: cache, visible: vis, queries: Int32Array.from(range(0, rest.length)), wantLogits: true },
+    ]);
+    assertClose(cached.logits!, want, rest, V, 'cached');
+
+    // B = 3 with padding: different lengths, one with a cache of a different length
+    const seqs = [5, 13, 8].map((n) => Array.from({ length: n }, tok));
+    const ref3 = seqs.map((s) => {
+      const ps = range(0, s.length);
+      return referenceForward(ref, s, ps, visibility(c.rule, ps, ps));
+    });
+    const pre = await forwardFull(model, seqs[2], c.rule, [0]);
+    const cache2 = pre.takeCache!([], range(0, 3));
+    const reqs = seqs.map((s, b) => {
+      const start = b === 2 ? 3 : 0;
+      const rows = range(start, s.length);
+      const cols = [...range(0, start), ...rows];
+      return {
+        ids: Int32Array.from(rows.map((i) => s[i])),
+        positions: Int32Array.from(rows),
+        past: b === 2 ? cache2 : undefined,
+        visible: visibility(c.rule, cols, rows),
+        queries: Int32Array.from(range(0, rows.length)),
+        wantLogits: true,
+      };
+    });
+    const outs = await model.forward(reqs);
+    outs.forEach((o, b) => assertClose(o.logits!, ref3[b], range(b === 2 ? 3 : 0, seqs[b].length), V, `B=3 row ${b}`));
+    await model.close();
+  });
+}

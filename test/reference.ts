@@ -1,0 +1,121 @@
+// An independent, naive forward pass in Float64 loops (no ORT, no graph): the oracle the
+// ORT path is checked against. Written straight from the published block definitions:
+// RMSNorm -> q/k/v (+bias) -> NeoX RoPE -> softmax(qk^T/sqrt(d) + mask) v -> o, residual;
+// RMSNorm -> down(silu(gate) * up), residual; final RMSNorm -> head.
+
+import { loadConfig, type ModelArgs } from '../src/formats/config.ts';
+import { Checkpoint } from '../src/formats/safetensors.ts';
+import { lladaNames } from '../src/models/llada.ts';
+import { hfNames } from '../src/models/causal.ts';
+import { dreamNames } from '../src/models/dream.ts';
+
+type Mat = { data: Float64Array; rows: number; cols: number };
+
+export interface RefModel {
+  args: ModelArgs;
+  w: Map<string, Mat>;
+  names: ReturnType<typeof lladaNames>;
+}
+
+export async function loadReference(dir: string): Promise<RefModel> {
+  const { args } = await loadConfig(dir);
+  const ck = await Checkpoint.open(dir);
+  const w = new Map<string, Mat>();
+  for (const name of ck.names()) {
+    const info = ck.info(name);
+    const f = await ck.readF32(name);
+    w.set(name, { data: Float64Array.from(f), rows: info.shape[0], cols: info.shape[1] ?? 1 });
+  }
+  await ck.close();
+  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : hfNames(args);
+  return { args, w, names };
+}
+
+function rmsnorm(x: Float64Array, w: Float64Array, eps: number): Float64Array {
+  let ms = 0;
+  for (const v of x) ms += v * v;
+  const r = 1 / Math.sqrt(ms / x.length + eps);
+  return x.map((v, i) => v * r * w[i]);
+}
+
+/** y = W x for W [out, in] */
+function linear(W: Mat, x: Float64Array, bias?: Mat): Float64Array {
+  const y = new Float64Array(W.rows);
+  for (let o = 0; o < W.rows; o++) {
+    let s = bias ? bias.data[o] : 0;
+    for (let i = 0; i < W.cols; i++) s += W.data[o * W.cols + i] * x[i];
+    y[o] = s;
+  }
+  return y;
+}
+
+function rope(v: Float64Array, heads: number, dh: number, pos: number, theta: number): Float64Array {
+  const out = new Float64Array(v.length);
+  const half = dh / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      const invFreq = Math.fround(theta ** (-(2 * i) / dh));
+      const ang = pos * invFreq;
+      const c = Math.cos(ang), s = Math.sin(ang);
+      const a = v[h * dh + i], b = v[h * dh + half + i];
+      out[h * dh + i] = a * c - b * s;
+      out[h * dh + half + i] = b * c + a * s;
+    }
+  }
+  return out;
+}
+
+/**
+ * Full (uncached) forward of one sequence. visible[i * L + j]: row i attends to j.
+ * Returns logits [L][V] (row i = output at position i; shifting is the caller's business).
+ */
+export function referenceForward(m: RefModel, ids: number[], positions: number[], visible: Uint8Array): Float64Array[] {
+  const a = m.args;
+  const L = ids.length;
+  const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: Dh } = a;
+  const get = (n: string) => {
+    const t = m.w.get(n);
+    if (!t) throw new Error(`missing ${n}`);
+    return t;
+  };
+  const emb = get(m.names.embed);
+  let x = ids.map((t) => emb.data.slice(t * D, (t + 1) * D));
+  for (let l = 0; l < a.numLayers; l++) {
+    const n = m.names.layer(l);
+    const hs = x.map((v) => rmsnorm(v, get(n.attnNorm).data, a.rmsNormEps));
+    const q = hs.map((h, i) => rope(linear(get(n.q), h, n.qBias ? get(n.qBias) : undefined), H, Dh, positions[i], a.ropeTheta));
+    const k = hs.map((h, i) => rope(linear(get(n.k), h, n.kBias ? get(n.kBias) : undefined), Hkv, Dh, positions[i], a.ropeTheta));
+    const v = hs.map((h) => linear(get(n.v), h, n.vBias ? get(n.vBias) : undefined));
+    const ctx = x.map(() => new Float64Array(H * Dh));
+    for (let h = 0; h < H; h++) {
+      const kh = Math.floor(h / (H / Hkv));
+      for (let i = 0; i < L; i++) {
+        const scores = new Float64Array(L).fill(-Infinity);
+        for (let j = 0; j < L; j++) {
+          if (!visible[i * L + j]) continue;
+          let s = 0;
+          for (let d = 0; d < Dh; d++) s += q[i][h * Dh + d] * k[j][kh * Dh + d];
+          scores[j] = s / Math.sqrt(Dh);
+        }
+        const mx = Math.max(...scores);
+        const p = scores.map((s) => (s === -Infinity ? 0 : Math.exp(s - mx)));
+        const z = p.reduce((s, t) => s + t, 0);
+        for (let j = 0; j < L; j++) for (let d = 0; d < Dh; d++) ctx[i][h * Dh + d] += (p[j] / z) * v[j][kh * Dh + d];
+      }
+    }
+    x = x.map((xi, i) => {
+      const o = linear(get(n.o), ctx[i]);
+      return xi.map((t, d) => t + o[d]);
+    });
+    x = x.map((xi) => {
+      const m2 = rmsnorm(xi, get(n.mlpNorm).data, a.rmsNormEps);
+      const g = linear(get(n.gate), m2);
+      const u = linear(get(n.up), m2);
+      const act = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]);
+      const d = linear(get(n.down), act);
+      return xi.map((t, i) => t + d[i]);
+    });
+  }
+  const head = m.names.head === null ? get(m.names.embed) : get(m.names.head);
+  return x.map((xi) => linear(head, rmsnorm(xi, get(m.names.finalNorm).data, a.rmsNormEps)));
+}

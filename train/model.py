@@ -1,0 +1,119 @@
+"""Llama-block transformer used for both the diffusion (bidirectional) and AR (causal) runs."""
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 2048
+    d_model: int = 384
+    n_layers: int = 6
+    n_heads: int = 6
+    mlp_hidden: int = 1024
+    max_seq: int = 192
+    rope_theta: float = 10000.0
+    eps: float = 1e-5
+
+    @property
+    def head_dim(self):
+        return self.d_model // self.n_heads
+
+    def to_dict(self):
+        return asdict(self)
+
+
+TINY = dict(d_model=64, n_layers=2, n_heads=2, mlp_hidden=192)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        xf = x.float()
+        return xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D, H = cfg.d_model, cfg.mlp_hidden
+        self.nh, self.hd = cfg.n_heads, cfg.head_dim
+        self.attn_norm = RMSNorm(D, cfg.eps)
+        self.q_proj = nn.Linear(D, D, bias=False)
+        self.k_proj = nn.Linear(D, D, bias=False)
+        self.v_proj = nn.Linear(D, D, bias=False)
+        self.attn_out = nn.Linear(D, D, bias=False)
+        self.ff_norm = RMSNorm(D, cfg.eps)
+        self.ff_proj = nn.Linear(D, H, bias=False)  # gate (silu applied)
+        self.up_proj = nn.Linear(D, H, bias=False)
+        self.ff_out = nn.Linear(H, D, bias=False)
+
+    def forward(self, x, cos, sin, causal):
+        B, L, D = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(B, L, self.nh, self.hd).transpose(1, 2)
+        k = self.k_proj(h).view(B, L, self.nh, self.hd).transpose(1, 2)
+        v = self.v_proj(h).view(B, L, self.nh, self.hd).transpose(1, 2)
+        q = q.float() * cos + rotate_half(q.float()) * sin
+        k = k.float() * cos + rotate_half(k.float()) * sin
+        att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd))
+        if causal:
+            mask = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
+            att = att.masked_fill(mask, float('-inf'))
+        att = att.float().softmax(-1)
+        o = torch.matmul(att, v).transpose(1, 2).reshape(B, L, D)
+        x = x + self.attn_out(o)
+        m = self.ff_norm(x)
+        x = x + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
+        return x
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = RMSNorm(cfg.d_model, cfg.eps)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        hd = cfg.head_dim
+        inv_freq = cfg.rope_theta ** (-torch.arange(0, hd, 2, dtype=torch.float32) / hd)
+        self.register_buffer('inv_freq', inv_freq, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        std = 0.02
+        for n, p in self.named_parameters():
+            if p.dim() == 2:
+                s = std / math.sqrt(2 * self.cfg.n_layers) if n.endswith(('attn_out.weight', 'ff_out.weight')) and 'blocks' in n else std
+                nn.init.normal_(p, 0.0, s)
+
+    def rope(self, L, device):
+        pos = torch.arange(L, dtype=torch.float32, device=device)
+        f = torch.outer(pos, self.inv_freq)
+        emb = torch.cat((f, f), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def forward(self, idx, causal=False):
+        B, L = idx.shape
+        cos, sin = self.rope(L, idx.device)
+        x = self.wte(idx)
+        for b in self.blocks:
+            x = b(x, cos, sin, causal)
+        return self.head(self.ln_f(x))
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
