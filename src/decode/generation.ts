@@ -1,0 +1,389 @@
+// The denoising loop as a state machine: plan() says which forward the next step needs
+// (window, cache, visibility, queried rows), accept() applies its scores (sample, commit,
+// stop) and returns the step's event. generate() drives one sequence; the engine's
+// scheduler drives many, batching their plans into one forward per step.
+//
+// Canvas: prompt + maxTokens positions, masked until committed. Blocks of blockLength
+// are decoded left to right. Cache modes (bidirectional models):
+//   none    every step runs the whole canvas;
+//   prefix  at a block start run everything and keep K/V before the block; then run
+//           block + suffix against it;
+//   dual    also keep the suffix's K/V; then run only the block (approximate).
+// Block-causal and causal attention make the prefix cache exact: finished blocks never
+// see later positions, so their K/V are final once computed.
+
+import { CancelledError, OptionError } from '../errors.ts';
+import type { ModelArgs } from '../formats/config.ts';
+import type { SpecialTokens } from '../formats/tokenizer.ts';
+import type { KVCache } from '../runtime/kv.ts';
+import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
+import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.ts';
+import { isFixedCount, selectCommits } from './policies.ts';
+import { makeRng, randomSeed, type Rng } from './rng.ts';
+import { choose, needsFullLogits, type Choice } from './sampling.ts';
+import { transferCounts } from './schedule.ts';
+
+/** What decoding needs of a model. */
+export interface Denoiser {
+  args: ModelArgs;
+  special: SpecialTokens;
+  topK: number;
+  forward(reqs: ForwardRequest[]): Promise<ForwardResult[]>;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface StepStats {
+  /** forward passes so far */
+  forwards: number;
+  /** positions committed so far */
+  committed: number;
+  elapsedMs: number;
+}
+
+export interface StepEvent {
+  step: number;
+  block: number;
+  /** positions (0 = first generated position) committed this step, with their tokens */
+  committed: { position: number; token: number }[];
+  /** generated positions: committed tokens, and the current best guess where still masked (-1 if never scored) */
+  draft: Int32Array;
+  /** 1 where the draft position is committed */
+  final: Uint8Array;
+  /** generated positions final left to right (the streamable prefix), capped at the output end */
+  finalized: number;
+  done: boolean;
+  stats: StepStats;
+}
+
+export interface GenerateResult {
+  tokens: number[];
+  /** set when a stop string cut the text (needs detokenize) */
+  text?: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+  stats: StepStats & { steps: number };
+}
+
+interface Pending {
+  req: ForwardRequest;
+  /** canvas positions being scored, one per query */
+  targets: number[];
+  /** after the forward, keep cache entries [0..pastKeep) plus these window rows */
+  keep?: { past: number; window: number[] };
+}
+
+export class Generation {
+  readonly opts: ResolvedOptions;
+  readonly promptLength: number;
+  private model: Denoiser;
+  private rng: Rng;
+  private tokens: Int32Array;
+  private committed: Uint8Array;
+  private guess: Int32Array;
+  private mask: number;
+  private causal: boolean;
+  private shift: number;
+  private blocks: [number, number][];
+  private block = 0;
+  private stepInBlock = 0;
+  private schedule: number[] = [];
+  private cache: KVCache | null = null;
+  private pending: Pending | null = null;
+  private stepCount = 0;
+  private forwards = 0;
+  private committedCount = 0;
+  private finalizedEnd: number;
+  private outputEnd: number | null = null;
+  private text: string | undefined;
+  private finish: FinishReason | null = null;
+  private startedAt = performance.now();
+  private stopSet: Set<number>;
+  private detokenize?: (ids: number[]) => string;
+  private wantLogits: boolean;
+
+  constructor(model: Denoiser, prompt: ArrayLike<number>, options: GenerateOptions = {}) {
+    const a = model.args;
+    this.model = model;
+    this.causal = a.attention === 'causal';
+    if (prompt.length === 0 && (a.shiftedLogits || this.causal)) throw new OptionError('prompt', 'this model needs at least one prompt token');
+    for (let i = 0; i < prompt.length; i++) {
+      const t = prompt[i];
+      if (!Number.isInteger(t) || t < 0 || t >= a.vocabSize) throw new OptionError('prompt', `prompt token ${t} at index ${i} is outside the vocabulary [0, ${a.vocabSize})`, 'invalid_token');
+    }
+    this.opts = resolveOptions(options, prompt.length, {
+      maxPositions: a.maxPositions,
+      vocabSize: a.vocabSize,
+      attention: a.attention,
+      stopTokens: model.special.stop,
+      causal: this.causal,
+    });
+    if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
+    if (this.opts.stopStrings.length > 0 && !options.detokenize) throw new OptionError('stop', 'stop strings need a detokenize function');
+    this.detokenize = options.detokenize;
+    this.mask = model.special.mask ?? 0;
+    this.shift = a.shiftedLogits ? 1 : 0;
+    this.rng = makeRng(this.opts.seed ?? randomSeed());
+    this.promptLength = prompt.length;
+    const N = prompt.length + this.opts.maxTokens;
+    this.tokens = new Int32Array(N).fill(this.mask);
+    this.tokens.set(Array.from(prompt));
+    this.committed = new Uint8Array(N);
+    this.committed.fill(1, 0, prompt.length);
+    this.guess = new Int32Array(this.opts.maxTokens).fill(-1);
+    this.finalizedEnd = prompt.length;
+    this.stopSet = new Set(this.opts.stopTokens);
+    this.wantLogits = needsFullLogits(this.opts.sampler, model.topK);
+    this.blocks = [];
+    for (let s = prompt.length; s < N; s += this.opts.blockLength) this.blocks.push([s, Math.min(N, s + this.opts.blockLength)]);
+    this.startBlock();
+  }
+
+  get done(): boolean {
+    return this.finish !== null;
+  }
+
+  private startBlock(): void {
+    this.stepInBlock = 0;
+    const [s, e] = this.blocks[this.block];
+    let n = 0;
+    for (let p = s; p < e; p++) if (!this.committed[p]) n++;
+    this.schedule = transferCounts(n, this.opts.stepsPerBlock);
+  }
+
+  /** Visibility of window rows over [cache entries, window]. */
+  private visibility(rows: number[], cols: number[]): Uint8Array {
+    const v = new Uint8Array(rows.length * cols.length);
+    const att = this.opts.attention;
+    const g0 = this.promptLength;
+    const bl = this.opts.blockLength;
+    const blk = (p: number) => (p < g0 ? -1 : Math.floor((p - g0) / bl));
+    for (let r = 0; r < rows.length; r++) {
+      const i = rows[r];
+      for (let c = 0; c < cols.length; c++) {
+        const j = cols[c];
+        v[r * cols.length + c] = att === 'bidirectional' ? 1 : att === 'causal' ? (j <= i ? 1 : 0) : blk(j) <= blk(i) ? 1 : 0;
+      }
+    }
+    return v;
+  }
+
+  /** The forward the next step needs. */
+  plan(): ForwardRequest {
+    if (this.done) throw new Error('generation is finished');
+    const N = this.tokens.length;
+    const mode = this.opts.cache;
+    let windowStart: number;
+    let windowEnd: number;
+    let usePast = false;
+    let keep: Pending['keep'];
+    let targets: number[];
+
+    if (this.causal) {
+      const i = this.blocks[this.block][0];
+      targets = [i];
+      const cached = mode === 'none' ? 0 : (this.cache?.length ?? 0);
+      windowStart = cached;
+      windowEnd = i;
+      usePast = cached > 0;
+      if (mode !== 'none') keep = { past: cached, window: range(0, windowEnd - windowStart) };
+    } else {
+      const [bs, be] = this.blocks[this.block];
+      targets = [];
+      for (let p = bs; p < be; p++) if (!this.committed[p]) targets.push(p);
+      const ws = bs - this.shift;
+      const bidir = this.opts.attention === 'bidirectional';
+      const visibleEnd = bidir ? N : be;
+      const atStart = this.stepInBlock === 0;
+      if (mode === 'none') {
+        windowStart = 0;
+        windowEnd = visibleEnd;
+      } else if (atStart) {
+        if (bidir) {
+          this.cache = null;
+          windowStart = 0;
+          windowEnd = N;
+          const rows = range(0, ws);
+          if (mode === 'dual') rows.push(...range(be, N));
+          keep = { past: 0, window: rows };
+        } else {
+          const cached = this.cache?.length ?? 0;
+          windowStart = cached;
+          windowEnd = visibleEnd;
+          usePast = cached > 0;
+          keep = { past: cached, window: range(0, ws - windowStart) };
+        }
+      } else {
+        usePast = (this.cache?.length ?? 0) > 0;
+        windowStart = ws;
+        windowEnd = mode === 'dual' ? be : visibleEnd;
+      }
+    }
+
+    const rows = range(windowStart, windowEnd);
+    const past = usePast && this.cache ? this.cache : undefined;
+    const cols = past ? [...Array.from(past.positions), ...rows] : rows;
+    const queries = targets.map((p) => p - this.shift - windowStart);
+    const req: ForwardRequest = {
+      ids: Int32Array.from(rows, (p) => this.tokens[p]),
+      positions: Int32Array.from(rows),
+      past,
+      visible: this.visibility(rows, cols),
+      queries: Int32Array.from(queries),
+      wantPresent: keep !== undefined,
+      wantLogits: this.wantLogits,
+    };
+    this.pending = { req, targets, keep };
+    return req;
+  }
+
+  /** Apply the planned forward's scores: choose, commit, check stops. */
+  accept(res: ForwardResult): StepEvent {
+    const pend = this.pending;
+    if (!pend) throw new Error('accept() without plan()');
+    this.pending = null;
+    this.forwards++;
+    if (pend.keep && res.takeCache) this.cache = res.takeCache(range(0, pend.keep.past), pend.keep.window);
+
+    const K = res.topIds.length / Math.max(1, pend.targets.length);
+    const V = this.model.args.vocabSize;
+    const choices: Choice[] = pend.targets.map((p, q) =>
+      choose(
+        res.topIds.subarray(q * K, (q + 1) * K),
+        res.topLogits.subarray(q * K, (q + 1) * K),
+        res.lse[q],
+        res.entropy[q],
+        this.opts.sampler,
+        this.rng,
+        res.logits?.subarray(q * V, (q + 1) * V),
+      ),
+    );
+    pend.targets.forEach((p, q) => (this.guess[p - this.promptLength] = choices[q].token));
+
+    let picks: number[];
+    if (this.causal) picks = [0];
+    else {
+      const lastStep = this.stepInBlock >= this.opts.stepsPerBlock - 1;
+      const count = this.schedule[Math.min(this.stepInBlock, this.schedule.length - 1)];
+      picks = lastStep && !isFixedCount(this.opts.policy)
+        ? choices.map((_, i) => i)
+        : selectCommits(this.opts.policy, choices, { step: this.stepInBlock, steps: this.opts.stepsPerBlock, count }, this.opts.params, this.rng);
+    }
+    const committedNow: StepEvent['committed'] = [];
+    for (const i of picks) {
+      const p = pend.targets[i];
+      this.tokens[p] = choices[i].token;
+      this.committed[p] = 1;
+      this.committedCount++;
+      committedNow.push({ position: p - this.promptLength, token: choices[i].token });
+    }
+    this.stepCount++;
+    this.stepInBlock++;
+
+    this.advanceFinalized();
+    if (!this.done) {
+      const [bs, be] = this.blocks[this.block];
+      let open = false;
+      for (let p = bs; p < be; p++) if (!this.committed[p]) open = true;
+      if (!open) {
+        this.block++;
+        if (this.block >= this.blocks.length) this.finish = 'length';
+        else this.startBlock();
+      } else if (this.stepInBlock >= this.opts.stepsPerBlock && isFixedCount(this.opts.policy)) {
+        // the schedule committed every mask it counted at block start; nothing is left
+        throw new Error('schedule exhausted with masks left');
+      }
+    }
+    return this.event(committedNow);
+  }
+
+  /** Extend the left-to-right final prefix; stop tokens and stop strings end the output there. */
+  private advanceFinalized(): void {
+    const N = this.tokens.length;
+    const before = this.finalizedEnd;
+    while (this.finalizedEnd < N && this.committed[this.finalizedEnd]) {
+      if (this.stopSet.has(this.tokens[this.finalizedEnd])) {
+        this.outputEnd = this.finalizedEnd;
+        this.finish = 'stop';
+        break;
+      }
+      this.finalizedEnd++;
+    }
+    if (this.opts.stopStrings.length > 0 && this.finalizedEnd > before && this.detokenize) {
+      const ids = Array.from(this.tokens.subarray(this.promptLength, this.finalizedEnd));
+      const text = this.detokenize(ids);
+      let cut = -1;
+      for (const s of this.opts.stopStrings) {
+        const at = text.indexOf(s);
+        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+      }
+      if (cut >= 0) {
+        // keep the shortest token prefix whose text reaches the cut
+        let k = 0;
+        while (k < ids.length && this.detokenize(ids.slice(0, k)).length < cut) k++;
+        this.outputEnd = this.promptLength + k;
+        this.text = text.slice(0, cut);
+        this.finish = 'stop';
+      }
+    }
+  }
+
+  private event(committed: StepEvent['committed']): StepEvent {
+    const n = this.opts.maxTokens;
+    const draft = new Int32Array(n);
+    const final = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const p = this.promptLength + i;
+      final[i] = this.committed[p];
+      draft[i] = this.committed[p] ? this.tokens[p] : this.guess[i];
+    }
+    const end = this.outputEnd ?? this.finalizedEnd;
+    return {
+      step: this.stepCount - 1,
+      block: Math.min(this.block, this.blocks.length - 1),
+      committed,
+      draft,
+      final,
+      finalized: Math.min(this.finalizedEnd, end) - this.promptLength,
+      done: this.done,
+      stats: this.stats(),
+    };
+  }
+
+  private stats(): StepStats {
+    return { forwards: this.forwards, committed: this.committedCount, elapsedMs: performance.now() - this.startedAt };
+  }
+
+  result(): GenerateResult {
+    const end = this.outputEnd ?? this.tokens.length;
+    return {
+      tokens: Array.from(this.tokens.subarray(this.promptLength, end)),
+      text: this.text,
+      finishReason: this.finish ?? 'length',
+      promptTokens: this.promptLength,
+      stats: { ...this.stats(), steps: this.stepCount },
+    };
+  }
+}
+
+function range(a: number, b: number): number[] {
+  const out: number[] = [];
+  for (let i = a; i < b; i++) out.push(i);
+  return out;
+}
+
+/** Generate for one sequence; `onStep` sees every step's event. */
+export async function generate(
+  model: Denoiser,
+  prompt: ArrayLike<number>,
+  options: GenerateOptions & { onStep?: (e: StepEvent) => void } = {},
+): Promise<GenerateResult> {
+  const g = new Generation(model, prompt, options);
+  while (!g.done) {
+    if (options.signal?.aborted) throw new CancelledError();
+    const [res] = await model.forward([g.plan()]);
+    const ev = g.accept(res);
+    options.onStep?.(ev);
+  }
+  return g.result();
+}

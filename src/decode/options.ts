@@ -1,0 +1,125 @@
+// Generation options: defaults and validation (typed errors naming the request field).
+
+import { OptionError } from '../errors.ts';
+import type { Attention } from '../formats/config.ts';
+import { POLICIES, type Policy, type PolicyParams } from './policies.ts';
+import type { SamplerOptions } from './sampling.ts';
+
+export const CACHE_MODES = ['none', 'prefix', 'dual'] as const;
+export type CacheMode = (typeof CACHE_MODES)[number];
+
+export interface GenerateOptions {
+  /** masked positions drafted after the prompt (default 128) */
+  maxTokens?: number;
+  /** semi-autoregressive block size (default 32, or maxTokens if smaller); if given it must divide maxTokens */
+  blockLength?: number;
+  /** total denoising steps over all blocks (default: blockLength per block); must split evenly over the blocks */
+  steps?: number;
+  policy?: Policy;
+  threshold?: number;
+  gamma?: number;
+  eps?: number;
+  algTemp?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  cache?: CacheMode;
+  /** override the model's attention pattern (e.g. block_causal for block-diffusion checkpoints) */
+  attention?: Attention;
+  /** token ids that end the generation (default: the model's end-of-text / end-of-turn tokens) */
+  stopTokens?: number[];
+  /** strings that end the generation; need `detokenize` */
+  stopStrings?: string[];
+  detokenize?: (ids: number[]) => string;
+  signal?: AbortSignal;
+}
+
+export interface ResolvedOptions {
+  maxTokens: number;
+  blockLength: number;
+  stepsPerBlock: number;
+  policy: Policy;
+  params: PolicyParams;
+  sampler: SamplerOptions;
+  seed: number | undefined;
+  cache: CacheMode;
+  attention: Attention;
+  stopTokens: number[];
+  stopStrings: string[];
+}
+
+export const DEFAULTS = { maxTokens: 128, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };
+
+function intIn(v: unknown, param: string, lo: number, hi: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new OptionError(param, `${param} must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function numIn(v: unknown, param: string, lo: number, hi: number, loOpen = false): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (loOpen && v === lo))
+    throw new OptionError(param, `${param} must be a number in ${loOpen ? '(' : '['}${lo}, ${hi}], got ${JSON.stringify(v)}`);
+  return v;
+}
+
+export interface ModelLimits {
+  maxPositions: number;
+  vocabSize: number;
+  attention: Attention;
+  stopTokens: number[];
+  causal: boolean;
+}
+
+export function resolveOptions(o: GenerateOptions, promptLength: number, m: ModelLimits): ResolvedOptions {
+  const room = m.maxPositions - promptLength;
+  if (room < 1) throw new OptionError('messages', `the prompt is ${promptLength} tokens; the model context is ${m.maxPositions} tokens`, 'context_length_exceeded');
+  const maxTokens = intIn(o.maxTokens ?? Math.min(DEFAULTS.maxTokens, room), 'max_tokens', 1, 1 << 20);
+  if (promptLength + maxTokens > m.maxPositions)
+    throw new OptionError('max_tokens', `prompt (${promptLength} tokens) plus max_tokens (${maxTokens}) exceeds the model context of ${m.maxPositions} tokens`, 'context_length_exceeded');
+  let blockLength: number;
+  if (m.causal) blockLength = 1;
+  else if (o.blockLength !== undefined) {
+    blockLength = intIn(o.blockLength, 'block_length', 1, maxTokens);
+    if (maxTokens % blockLength !== 0) throw new OptionError('block_length', `block_length ${blockLength} does not divide max_tokens ${maxTokens}`);
+  } else blockLength = Math.min(DEFAULTS.blockLength, maxTokens);
+  const blocks = Math.ceil(maxTokens / blockLength);
+  let stepsPerBlock = blockLength;
+  if (o.steps !== undefined && !m.causal) {
+    const steps = intIn(o.steps, 'steps', 1, 1 << 20);
+    if (steps % blocks !== 0) throw new OptionError('steps', `steps ${steps} must be a multiple of the number of blocks (${blocks} = max_tokens ${maxTokens} / block_length ${blockLength})`);
+    stepsPerBlock = steps / blocks;
+  }
+  const policy = o.policy ?? DEFAULTS.policy;
+  if (!POLICIES.includes(policy)) throw new OptionError('policy', `policy must be one of ${POLICIES.join(', ')}; got ${JSON.stringify(policy)}`);
+  const temperature = numIn(o.temperature ?? 0, 'temperature', 0, 100);
+  const topP = o.topP === undefined ? undefined : numIn(o.topP, 'top_p', 0, 1, true);
+  const topK = o.topK === undefined ? undefined : intIn(o.topK, 'top_k', 1, m.vocabSize);
+  const cache = o.cache ?? DEFAULTS.cache;
+  if (!CACHE_MODES.includes(cache)) throw new OptionError('cache', `cache must be one of ${CACHE_MODES.join(', ')}; got ${JSON.stringify(cache)}`);
+  const attention = o.attention ?? m.attention;
+  if (m.causal && attention !== 'causal') throw new OptionError('attention', 'a causal model only supports causal attention');
+  if (!m.causal && attention === 'causal') throw new OptionError('attention', 'a diffusion model cannot decode with causal attention');
+  const seed = o.seed === undefined ? undefined : intIn(o.seed, 'seed', -(2 ** 53), 2 ** 53);
+  const stopTokens = o.stopTokens ?? m.stopTokens;
+  for (const t of stopTokens) intIn(t, 'stop_tokens', 0, m.vocabSize - 1);
+  const stopStrings = o.stopStrings ?? [];
+  if (stopStrings.some((s) => typeof s !== 'string' || s.length === 0)) throw new OptionError('stop', 'stop strings must be non-empty strings');
+  return {
+    maxTokens,
+    blockLength,
+    stepsPerBlock,
+    policy,
+    params: {
+      threshold: numIn(o.threshold ?? DEFAULTS.threshold, 'threshold', 0, 1),
+      gamma: numIn(o.gamma ?? DEFAULTS.gamma, 'gamma', 0, 1e6),
+      eps: numIn(o.eps ?? DEFAULTS.eps, 'eps', 0, 1, true),
+      algTemp: numIn(o.algTemp ?? DEFAULTS.algTemp, 'alg_temp', 0, 100),
+    },
+    sampler: { temperature, topK, topP },
+    seed,
+    cache,
+    attention,
+    stopTokens,
+    stopStrings,
+  };
+}

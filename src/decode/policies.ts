@@ -1,0 +1,127 @@
+// Unmasking policies: given the masked positions of the current block and a choice for
+// each (token, probability, margin, entropy), pick which ones to commit this step.
+// Pure functions; every random draw comes from the Rng passed in.
+
+import type { Choice } from './sampling.ts';
+import type { Rng } from './rng.ts';
+import { dreamCount, dreamTimesteps } from './schedule.ts';
+
+export const POLICIES = [
+  'low_confidence',
+  'random',
+  'margin',
+  'entropy',
+  'threshold',
+  'entropy_bounded',
+  'dream_origin',
+  'dream_maskgit_plus',
+  'dream_topk_margin',
+  'dream_entropy',
+] as const;
+export type Policy = (typeof POLICIES)[number];
+
+export interface PolicyParams {
+  /** threshold: commit every position with probability above tau */
+  threshold: number;
+  /** entropy_bounded: entropy budget per step (nats) */
+  gamma: number;
+  /** Dream schedule: final timestep */
+  eps: number;
+  /** Dream: > 0 samples the commit order from softmax(confidence / algTemp) */
+  algTemp: number;
+}
+
+export interface StepContext {
+  /** step index within the block, and the block's step budget */
+  step: number;
+  steps: number;
+  /** fixed-count policies: tokens to commit this step (from the block's schedule) */
+  count: number;
+}
+
+/** Top `k` indices by score, ties to the earlier position (stable). */
+function topByScore(scores: number[], k: number): number[] {
+  const idx = scores.map((_, i) => i);
+  idx.sort((a, b) => scores[b] - scores[a] || a - b);
+  return idx.slice(0, Math.max(0, Math.min(k, idx.length)));
+}
+
+/** Draw k distinct indices with probability proportional to weights (multinomial without replacement). */
+function sampleWithoutReplacement(weights: number[], k: number, rng: Rng): number[] {
+  const w = [...weights];
+  const out: number[] = [];
+  for (let n = 0; n < k && n < w.length; n++) {
+    const z = w.reduce((s, x) => s + x, 0);
+    let r = rng.next() * z;
+    let pick = w.findIndex((x) => x > 0);
+    for (let i = 0; i < w.length; i++) {
+      if (w[i] <= 0) continue;
+      r -= w[i];
+      if (r < 0) {
+        pick = i;
+        break;
+      }
+    }
+    out.push(pick);
+    w[pick] = 0;
+  }
+  return out;
+}
+
+function softmax(xs: number[], temp: number): number[] {
+  const mx = Math.max(...xs);
+  const e = xs.map((x) => Math.exp((x - mx) / temp));
+  const z = e.reduce((s, x) => s + x, 0);
+  return e.map((x) => x / z);
+}
+
+/** Indices (into `choices`) to commit this step. Always commits at least one unless a Dream step commits none by schedule. */
+export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContext, p: PolicyParams, rng: Rng): number[] {
+  const n = choices.length;
+  if (n === 0) return [];
+  switch (policy) {
+    case 'low_confidence':
+      return topByScore(choices.map((c) => c.prob), ctx.count);
+    case 'random':
+      return topByScore(choices.map(() => rng.next()), ctx.count);
+    case 'margin':
+      return topByScore(choices.map((c) => c.margin), ctx.count);
+    case 'entropy':
+      return topByScore(choices.map((c) => -c.entropy), ctx.count);
+    case 'threshold': {
+      const picked = choices.map((c, i) => (c.prob > p.threshold ? i : -1)).filter((i) => i >= 0);
+      return picked.length > 0 ? picked : topByScore(choices.map((c) => c.prob), 1);
+    }
+    case 'entropy_bounded': {
+      const order = topByScore(choices.map((c) => -c.entropy), n);
+      const out = [order[0]];
+      let sum = choices[order[0]].entropy;
+      for (let i = 1; i < order.length; i++) {
+        sum += choices[order[i]].entropy;
+        if (sum > p.gamma) break;
+        out.push(order[i]);
+      }
+      return out;
+    }
+    case 'dream_origin': {
+      if (ctx.step >= ctx.steps - 1) return choices.map((_, i) => i);
+      const ts = dreamTimesteps(ctx.steps, p.eps);
+      const pTransfer = 1 - ts[ctx.step + 1] / ts[ctx.step];
+      return choices.map((_, i) => (rng.next() < pTransfer ? i : -1)).filter((i) => i >= 0);
+    }
+    case 'dream_maskgit_plus':
+    case 'dream_topk_margin':
+    case 'dream_entropy': {
+      const k = dreamCount(n, ctx.step, ctx.steps, p.eps);
+      if (k <= 0) return [];
+      const conf = choices.map((c) => (policy === 'dream_maskgit_plus' ? c.prob : policy === 'dream_topk_margin' ? c.margin : -c.entropy));
+      if (p.algTemp > 0) return sampleWithoutReplacement(softmax(conf, p.algTemp), k, rng);
+      return topByScore(conf, k);
+    }
+  }
+}
+
+/** Policies whose step count fixes how many tokens each step commits. */
+export function isFixedCount(policy: Policy): boolean {
+  return policy === 'low_confidence' || policy === 'random' || policy === 'margin' || policy === 'entropy';
+}

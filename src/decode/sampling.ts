@@ -1,0 +1,101 @@
+// Choosing a token for one masked position from the graph's scores.
+//
+// The graph returns the K best candidates (ids, logits) plus the log-sum-exp and the
+// entropy of the full distribution. That is exact for temperature 0 (argmax) and for
+// sampling with top_k <= K. Any other sampling (temperature > 0 without such a top_k)
+// asks the graph for the full logits row, so the distribution is never truncated silently.
+// Sampling softmax(logits / T) is the same distribution LLaDA draws with Gumbel-max.
+
+import type { Rng } from './rng.ts';
+
+export interface SamplerOptions {
+  temperature: number;
+  topK?: number;
+  topP?: number;
+}
+
+export interface Choice {
+  token: number;
+  /** model probability of the token (temperature 1) */
+  prob: number;
+  /** top-1 minus top-2 model probability */
+  margin: number;
+  /** entropy of the model distribution (nats) */
+  entropy: number;
+}
+
+/** Whether these options need full logits rows given K candidates. */
+export function needsFullLogits(o: SamplerOptions, candidates: number): boolean {
+  return o.temperature > 0 && !(o.topK !== undefined && o.topK <= candidates);
+}
+
+/** Sample one of `ids` with weights softmax(logits / T), after top-k / top-p filtering. */
+function sampleLogits(ids: ArrayLike<number>, logits: ArrayLike<number>, o: SamplerOptions, rng: Rng): number {
+  const n = logits.length;
+  let order: number[];
+  if (o.topK !== undefined || (o.topP !== undefined && o.topP < 1)) {
+    order = Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || ids[a] - ids[b]);
+    if (o.topK !== undefined && o.topK < n) order = order.slice(0, o.topK);
+  } else {
+    order = Array.from({ length: n }, (_, i) => i);
+  }
+  let mx = -Infinity;
+  for (const i of order) mx = Math.max(mx, logits[i]);
+  let w = order.map((i) => Math.exp((logits[i] - mx) / o.temperature));
+  if (o.topP !== undefined && o.topP < 1) {
+    const z = w.reduce((s, x) => s + x, 0);
+    let cum = 0;
+    let keep = 0;
+    while (keep < w.length) {
+      cum += w[keep] / z;
+      keep++;
+      if (cum >= o.topP) break;
+    }
+    order = order.slice(0, keep);
+    w = w.slice(0, keep);
+  }
+  const z = w.reduce((s, x) => s + x, 0);
+  let r = rng.next() * z;
+  for (let i = 0; i < w.length; i++) {
+    r -= w[i];
+    if (r < 0) return ids[order[i]];
+  }
+  return ids[order[order.length - 1]];
+}
+
+/**
+ * Choose from K candidates (best first) or, when given, the full logits row.
+ * topIds/topLogits are the row's candidates; lse/entropy describe the full distribution.
+ */
+export function choose(
+  topIds: ArrayLike<number>,
+  topLogits: ArrayLike<number>,
+  lse: number,
+  entropy: number,
+  o: SamplerOptions,
+  rng: Rng,
+  fullLogits?: Float32Array,
+): Choice {
+  const p1 = Math.exp(topLogits[0] - lse);
+  const p2 = topLogits.length > 1 ? Math.exp(topLogits[1] - lse) : 0;
+  let token: number;
+  let logit: number;
+  if (o.temperature <= 0) {
+    token = topIds[0];
+    logit = topLogits[0];
+  } else if (fullLogits) {
+    token = sampleLogits(identity(fullLogits.length), fullLogits, o, rng);
+    logit = fullLogits[token];
+  } else {
+    token = sampleLogits(topIds, topLogits, o, rng);
+    logit = topLogits[Array.prototype.indexOf.call(topIds, token)];
+  }
+  return { token, prob: Math.exp(logit - lse), margin: p1 - p2, entropy };
+}
+
+const identities = new Map<number, Int32Array>();
+function identity(n: number): Int32Array {
+  let a = identities.get(n);
+  if (!a) identities.set(n, (a = Int32Array.from({ length: n }, (_, i) => i)));
+  return a;
+}

@@ -1,0 +1,255 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generate, Generation, type StepEvent } from '../src/decode/generation.ts';
+import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
+import { OptionError, CancelledError } from '../src/errors.ts';
+import type { Model } from '../src/models/registry.ts';
+import { fixtureModel } from './helpers.ts';
+import { fixtureTokenizer } from '../src/formats/fixtures.ts';
+import { scriptedModel, prefer, MOCK_EOS } from './mock.ts';
+
+const llada = fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3 });
+const llama = fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3 });
+const dream = fixtureModel({ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3 });
+
+/** LLaDA's generate loop, written plainly: full canvas every step, argmax, softmax
+ * confidence of the argmax, top-k per the even split of each block's masks. */
+async function referenceLlada(model: Model, prompt: number[], gen: number, block: number, steps: number): Promise<number[]> {
+  const mask = model.special.mask!;
+  const V = model.args.vocabSize;
+  const x = [...prompt, ...Array(gen).fill(mask)];
+  const nBlocks = gen / block;
+  const per = steps / nBlocks;
+  for (let b = 0; b < nBlocks; b++) {
+    const s = prompt.length + b * block;
+    const e = s + block;
+    const nMask = x.slice(s, e).filter((t) => t === mask).length;
+    const counts = Array.from({ length: per }, (_, i) => Math.floor(nMask / per) + (i < nMask % per ? 1 : 0));
+    for (let i = 0; i < per; i++) {
+      const pos = x.map((_, j) => j);
+      const [r] = await model.forward([{ ids: Int32Array.from(x), positions: Int32Array.from(pos), visible: new Uint8Array(x.length * x.length).fill(1), queries: Int32Array.from(pos), wantLogits: true }]);
+      const conf: { p: number; c: number; t: number }[] = [];
+      for (let p = 0; p < x.length; p++) {
+        const row = r.logits!.subarray(p * V, (p + 1) * V);
+        let best = 0;
+        for (let t = 1; t < V; t++) if (row[t] > row[best]) best = t;
+        const z = row.reduce((acc, l) => acc + Math.exp(l - row[best]), 0);
+        const c = p >= s && p < e && x[p] === mask ? 1 / z : -Infinity;
+        conf.push({ p, c, t: best });
+      }
+      conf.sort((a, b2) => b2.c - a.c || a.p - b2.p);
+      for (const k of conf.slice(0, counts[i])) x[k.p] = k.t;
+    }
+  }
+  return x.slice(prompt.length);
+}
+
+test('low_confidence matches a plain LLaDA loop (several steps / length / block combinations)', async () => {
+  const { model } = await llada;
+  const prompt = [5, 9, 13, 7, 21];
+  for (const [gen, block, steps] of [[8, 8, 8], [8, 8, 4], [16, 4, 8], [12, 4, 6], [12, 12, 5]]) {
+    const want = await referenceLlada(model, prompt, gen, block, steps);
+    const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
+    assert.deepEqual(got.tokens, want, `gen ${gen} block ${block} steps ${steps}`);
+    assert.equal(got.stats.forwards, steps);
+  }
+});
+
+test('threshold with tau = 1 commits exactly one token per step', async () => {
+  const { model } = await llada;
+  const events: StepEvent[] = [];
+  const r = await generate(model, [3, 4, 5], { maxTokens: 16, blockLength: 8, policy: 'threshold', threshold: 1, cache: 'none', stopTokens: [], onStep: (e) => events.push(e) });
+  assert.equal(r.stats.forwards, 16);
+  assert.ok(events.every((e) => e.committed.length === 1));
+});
+
+test('threshold commits every position above tau and more than one per step on a confident model', async () => {
+  const m = scriptedModel(16, (p) => prefer(16, 3 + (p % 5), 12));
+  const r = await generate(m, [0, 0], { maxTokens: 8, blockLength: 8, policy: 'threshold', threshold: 0.9, cache: 'none', stopTokens: [] });
+  assert.equal(r.stats.forwards, 1);
+  assert.deepEqual(r.tokens, [5, 6, 7, 3, 4, 5, 6, 7]);
+});
+
+test('block-causal and causal models: prefix-cached decoding equals uncached, token for token', async () => {
+  const { model: l } = await llada;
+  for (const policy of ['low_confidence', 'threshold'] as const) {
+    const opts = { maxTokens: 16, blockLength: 4, policy, attention: 'block_causal' as const, stopTokens: [], threshold: 0.2 };
+    const a = await generate(l, [7, 8, 9], { ...opts, cache: 'none' });
+    const b = await generate(l, [7, 8, 9], { ...opts, cache: 'prefix' });
+    const c = await generate(l, [7, 8, 9], { ...opts, cache: 'dual' });
+    assert.deepEqual(b.tokens, a.tokens, policy);
+    assert.deepEqual(c.tokens, a.tokens, policy);
+  }
+  const { model: ar } = await llama;
+  const a = await generate(ar, [7, 8, 9, 10], { maxTokens: 12, cache: 'none', stopTokens: [] });
+  const b = await generate(ar, [7, 8, 9, 10], { maxTokens: 12, cache: 'prefix', stopTokens: [] });
+  assert.deepEqual(b.tokens, a.tokens);
+  assert.equal(b.stats.forwards, 12, 'one token per forward');
+  // the cached path runs one row per step after the prompt
+  assert.equal(b.tokens.length, 12);
+});
+
+test('prefix and dual caches on a bidirectional model run and agree with the uncached run at the first block', async () => {
+  const { model } = await llada;
+  const base = { maxTokens: 16, blockLength: 8, policy: 'low_confidence' as const, stopTokens: [] };
+  const none = await generate(model, [4, 5, 6], { ...base, cache: 'none' });
+  for (const cache of ['prefix', 'dual'] as const) {
+    const r = await generate(model, [4, 5, 6], { ...base, cache });
+    assert.equal(r.tokens.length, 16);
+    // the first step of each block is a full forward, so the first commit matches
+    assert.equal(r.tokens.filter((t, i) => t === none.tokens[i]).length > 0, true);
+  }
+});
+
+test('Dream: shifted logits, and each alg commits floor(n * (1 - s/t)) per step', async () => {
+  const { model } = await dream;
+  for (const policy of ['dream_maskgit_plus', 'dream_topk_margin', 'dream_entropy'] as const) {
+    const counts: number[] = [];
+    const r = await generate(model, [3, 4, 5, 6], { maxTokens: 16, blockLength: 16, steps: 6, policy, cache: 'none', stopTokens: [], onStep: (e) => counts.push(e.committed.length) });
+    let left = 16;
+    const want = Array.from({ length: 6 }, (_, i) => {
+      const k = dreamCount(left, i, 6, 1e-3);
+      left -= k;
+      return k;
+    });
+    assert.deepEqual(counts, want, policy);
+    assert.equal(r.tokens.length, 16);
+  }
+  const o = await generate(model, [3, 4, 5, 6], { maxTokens: 16, blockLength: 16, steps: 4, policy: 'dream_origin', cache: 'none', stopTokens: [], seed: 3 });
+  assert.equal(o.tokens.length, 16);
+  assert.ok(!o.tokens.includes(model.special.mask!));
+});
+
+test('entropy_bounded: each step commits the lowest-entropy masks while their entropy sum stays within gamma', async () => {
+  const { model } = await llada;
+  for (const gamma of [0, 12, 1e6]) {
+    const gen = new Generation(model, [5, 6], { maxTokens: 8, blockLength: 8, policy: 'entropy_bounded', gamma, cache: 'none', stopTokens: [] });
+    let masked = Array.from({ length: 8 }, (_, i) => i);
+    let steps = 0;
+    while (!gen.done) {
+      const [res] = await model.forward([gen.plan()]);
+      const ev = gen.accept(res);
+      steps++;
+      const ent = new Map(masked.map((pos, q) => [pos, res.entropy[q]]));
+      const picked = ev.committed.map((c) => ent.get(c.position)!);
+      const sum = picked.reduce((s2, x) => s2 + x, 0);
+      assert.ok(picked.length === 1 || sum <= gamma + 1e-9, `sum ${sum} within gamma ${gamma}`);
+      const rest = masked.filter((pos) => !ev.committed.some((c) => c.position === pos)).map((pos) => ent.get(pos)!);
+      assert.ok(rest.every((e) => e >= Math.max(...picked) - 1e-9), 'lowest entropies first');
+      masked = masked.filter((pos) => !ev.committed.some((c) => c.position === pos));
+    }
+    if (gamma === 0) assert.equal(steps, 8);
+    if (gamma === 1e6) assert.equal(steps, 1);
+  }
+});
+
+test('fixed-step schedule: counts split evenly, first steps take the remainder', () => {
+  assert.deepEqual(transferCounts(10, 4), [3, 3, 2, 2]);
+  assert.deepEqual(transferCounts(3, 5), [1, 1, 1, 0, 0]);
+});
+
+test('same seed, same output; batch of 3 equals one at a time; different seeds differ', async () => {
+  const { model } = await llada;
+  const opts = { maxTokens: 16, blockLength: 8, policy: 'low_confidence' as const, temperature: 1, cache: 'prefix' as const, stopTokens: [] };
+  const a = await generate(model, [5, 6, 7], { ...opts, seed: 11 });
+  const b = await generate(model, [5, 6, 7], { ...opts, seed: 11 });
+  assert.deepEqual(a.tokens, b.tokens);
+  const others = await Promise.all([12, 13, 14].map((seed) => generate(model, [5, 6, 7], { ...opts, seed })));
+  assert.ok(others.some((o) => o.tokens.join() !== a.tokens.join()), 'different seeds give different outputs');
+
+  // batched: three generations with different prompts stepped together in one forward
+  const prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14, 15]];
+  const alone = await Promise.all(prompts.map((p, i) => generate(model, p, { ...opts, seed: 100 + i })));
+  const gens = prompts.map((p, i) => new Generation(model, p, { ...opts, seed: 100 + i }));
+  while (gens.some((g) => !g.done)) {
+    const live = gens.filter((g) => !g.done);
+    const res = await model.forward(live.map((g) => g.plan()));
+    live.forEach((g, i) => g.accept(res[i]));
+  }
+  gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `sequence ${i}`));
+});
+
+test('end-of-text committed with nothing masked before it ends the generation', async () => {
+  // EOS wins at position 3 of the output; tokens before it are plain
+  const m = scriptedModel(16, (p) => (p === 2 + 3 ? prefer(16, MOCK_EOS, 20) : prefer(16, 4 + (p % 3), 6)));
+  const r = await generate(m, [0, 0], { maxTokens: 16, blockLength: 4, policy: 'low_confidence', steps: 16, cache: 'none' });
+  assert.equal(r.finishReason, 'stop');
+  assert.deepEqual(r.tokens, [6, 4, 5]);
+  assert.ok(m.calls <= 4, `stopped in the first block (${m.calls} forwards)`);
+  // a fixture whose weights make end-of-text win everywhere stops at once with no tokens
+  const eos = fixtureTokenizer('llada').specials['<|endoftext|>'];
+  const { model } = await fixtureModel({ arch: 'llada', favourToken: eos });
+  const e = await generate(model, [5, 6], { maxTokens: 32, blockLength: 8, policy: 'threshold' });
+  assert.equal(e.finishReason, 'stop');
+  assert.deepEqual(e.tokens, []);
+  assert.equal(e.stats.forwards, 1);
+  await model.close();
+});
+
+test('maxTokens bounds the output with finish reason length', async () => {
+  const m = scriptedModel(16, (p) => prefer(16, 7, 9));
+  const r = await generate(m, [0], { maxTokens: 6, blockLength: 3, cache: 'none' });
+  assert.equal(r.finishReason, 'length');
+  assert.equal(r.tokens.length, 6);
+});
+
+test('stop strings end the text at the string, including one spanning two tokens', async () => {
+  const pieces: Record<number, string> = { 4: 'ab', 5: 'cd', 6: 'ef', 7: 'gh' };
+  const detok = (ids: number[]) => ids.map((t) => pieces[t] ?? '?').join('');
+  const m = scriptedModel(16, (p) => prefer(16, 4 + ((p - 1) % 4), 9));
+  const r = await generate(m, [0], { maxTokens: 8, blockLength: 8, cache: 'none', stopStrings: ['de'], detokenize: detok, stopTokens: [] });
+  assert.equal(r.finishReason, 'stop');
+  assert.equal(r.text, 'abc');
+  assert.deepEqual(r.tokens, [4, 5]);
+  const one = await generate(m, [0], { maxTokens: 8, blockLength: 8, cache: 'none', stopStrings: ['gh'], detokenize: detok, stopTokens: [] });
+  assert.equal(one.text, 'abcdef');
+});
+
+test('bad options get typed errors', async () => {
+  const { model } = await llada;
+  const cases: [object, string][] = [
+    [{ steps: 0 }, 'steps'],
+    [{ maxTokens: 16, blockLength: 5 }, 'block_length'],
+    [{ maxTokens: 16, blockLength: 8, steps: 3 }, 'steps'],
+    [{ maxTokens: 5000 }, 'max_tokens'],
+    [{ maxTokens: -1 }, 'max_tokens'],
+    [{ temperature: -0.5 }, 'temperature'],
+    [{ topP: 0 }, 'top_p'],
+    [{ topP: 1.5 }, 'top_p'],
+    [{ policy: 'nope' }, 'policy'],
+    [{ cache: 'huge' }, 'cache'],
+  ];
+  for (const [opts, param] of cases) {
+    assert.throws(() => new Generation(model, [1, 2], opts), (e: unknown) => e instanceof OptionError && e.param === param, JSON.stringify(opts));
+  }
+  assert.throws(() => new Generation(model, [1, 99999], {}), (e: unknown) => e instanceof OptionError && e.code === 'invalid_token');
+});
+
+test('an aborted signal cancels within a step', async () => {
+  const { model } = await llada;
+  const ac = new AbortController();
+  let steps = 0;
+  await assert.rejects(
+    generate(model, [1, 2], { maxTokens: 32, policy: 'low_confidence', signal: ac.signal, stopTokens: [], onStep: () => (++steps === 2 ? ac.abort() : undefined) }),
+    CancelledError,
+  );
+  assert.equal(steps, 2);
+});
+
+test('events carry the draft, final flags and counters', async () => {
+  const { model } = await llada;
+  const evs: StepEvent[] = [];
+  await generate(model, [1, 2, 3], { maxTokens: 8, blockLength: 4, policy: 'low_confidence', stopTokens: [], onStep: (e) => evs.push(e) });
+  evs.forEach((e, i) => {
+    assert.equal(e.step, i);
+    assert.equal(e.stats.forwards, i + 1);
+    assert.equal(e.stats.committed, evs.slice(0, i + 1).reduce((s, x) => s + x.committed.length, 0));
+    for (const c of e.committed) assert.equal(e.draft[c.position], c.token);
+  });
+  assert.equal(evs.at(-1)!.finalized, 8);
+  assert.ok(evs.at(-1)!.done);
+});
+
+test('teardown', async () => {
+  for (const f of [llada, llama, dream]) await (await f).model.close();
+});

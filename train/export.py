@@ -1,0 +1,188 @@
+"""Export a training checkpoint to a self-contained model directory (bf16 safetensors written by hand).
+
+/usr/bin/python3 train/export.py --ckpt train/runs/diffusion/ckpt.pt --kind diffusion --out models/quench-tiny
+/usr/bin/python3 train/export.py --ckpt train/runs/ar/ckpt.pt --kind ar --out models/quench-tiny-ar
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tokenizer import DEFAULT_DIR, MAX_SEQ, tokenizer_config  # noqa: E402
+
+
+def write_safetensors(path, tensors):
+    """tensors: list of (name, torch tensor); stored as BF16 in the given order."""
+    header, blobs, off = {}, [], 0
+    for name, t in tensors:
+        b = t.detach().to(torch.bfloat16).contiguous().view(torch.int16).numpy().astype('<i2').tobytes()
+        header[name] = {'dtype': 'BF16', 'shape': list(t.shape), 'data_offsets': [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    header['__metadata__'] = {'format': 'pt'}
+    h = json.dumps(header, separators=(',', ':')).encode('utf-8')
+    h += b' ' * ((8 - len(h) % 8) % 8)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def read_safetensors(path):
+    """Minimal reader (BF16/F32) -> {name: float32 torch tensor}."""
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for k, v in header.items():
+        if k == '__metadata__':
+            continue
+        a, b = v['data_offsets']
+        if v['dtype'] == 'BF16':
+            raw = np.frombuffer(data[a:b], dtype='<u2').astype(np.uint32) << 16
+            arr = raw.view(np.float32)
+        else:
+            arr = np.frombuffer(data[a:b], dtype='<f4')
+        out[k] = torch.from_numpy(arr.copy()).view(v['shape'])
+    return out
+
+
+def mapped(sd, kind, n_layers):
+    res = []
+    if kind == 'diffusion':
+        p = 'model.transformer.'
+        res.append((p + 'wte.weight', sd['wte.weight']))
+        for i in range(n_layers):
+            for n in ['attn_norm', 'q_proj', 'k_proj', 'v_proj', 'attn_out', 'ff_norm', 'ff_proj', 'up_proj', 'ff_out']:
+                res.append((f'{p}blocks.{i}.{n}.weight', sd[f'blocks.{i}.{n}.weight']))
+        res.append((p + 'ln_f.weight', sd['ln_f.weight']))
+        res.append((p + 'ff_out.weight', sd['head.weight']))
+    else:
+        res.append(('model.embed_tokens.weight', sd['wte.weight']))
+        names = [('input_layernorm', 'attn_norm'), ('self_attn.q_proj', 'q_proj'), ('self_attn.k_proj', 'k_proj'),
+                 ('self_attn.v_proj', 'v_proj'), ('self_attn.o_proj', 'attn_out'),
+                 ('post_attention_layernorm', 'ff_norm'), ('mlp.gate_proj', 'ff_proj'), ('mlp.up_proj', 'up_proj'),
+                 ('mlp.down_proj', 'ff_out')]
+        for i in range(n_layers):
+            for hf, ours in names:
+                res.append((f'model.layers.{i}.{hf}.weight', sd[f'blocks.{i}.{ours}.weight']))
+        res.append(('model.norm.weight', sd['ln_f.weight']))
+        res.append(('lm_head.weight', sd['head.weight']))
+    return res
+
+
+def config_json(kind, c):
+    if kind == 'diffusion':
+        return {'architectures': ['LLaDAModelLM'], 'model_type': 'llada', 'd_model': c['d_model'],
+                'n_layers': c['n_layers'], 'n_heads': c['n_heads'], 'n_kv_heads': c['n_heads'],
+                'mlp_hidden_size': c['mlp_hidden'], 'vocab_size': c['vocab_size'],
+                'embedding_size': c['vocab_size'], 'rope_theta': c['rope_theta'], 'rms_norm_eps': c['eps'],
+                'max_sequence_length': c['max_seq'], 'mask_token_id': 5, 'eos_token_id': 0, 'pad_token_id': 0,
+                'bos_token_id': 1, 'weight_tying': False, 'include_bias': False, 'block_type': 'llama',
+                'activation_type': 'silu', 'torch_dtype': 'bfloat16'}
+    return {'architectures': ['LlamaForCausalLM'], 'model_type': 'llama', 'hidden_size': c['d_model'],
+            'intermediate_size': c['mlp_hidden'], 'num_hidden_layers': c['n_layers'],
+            'num_attention_heads': c['n_heads'], 'num_key_value_heads': c['n_heads'],
+            'head_dim': c['d_model'] // c['n_heads'], 'vocab_size': c['vocab_size'],
+            'max_position_embeddings': c['max_seq'], 'rope_theta': c['rope_theta'], 'rms_norm_eps': c['eps'],
+            'tie_word_embeddings': False, 'bos_token_id': 1, 'eos_token_id': [0, 4], 'pad_token_id': 0,
+            'hidden_act': 'silu', 'torch_dtype': 'bfloat16'}
+
+
+def model_card(kind, c, ck, n_params):
+    import tasks
+    a = ck['args']
+    fams = ', '.join(tasks.FAMILIES)
+    objective = ('masked diffusion (LLaDA-style SFT objective: response tokens masked with probability t ~ U(0.001, 1), '
+                 'loss 1/t-weighted cross-entropy on masked positions; bidirectional attention)'
+                 if kind == 'diffusion' else
+                 'autoregressive next-token prediction (causal attention) on response tokens and plain text')
+    return f"""# quench-tiny{'' if kind == 'diffusion' else '-ar'}
+
+A tiny {'diffusion' if kind == 'diffusion' else 'autoregressive'} language model trained from scratch for quench,
+a TypeScript engine for diffusion language models. It is a test and demo model, not a useful assistant.
+
+## Architecture
+
+- Llama-style transformer blocks: RMSNorm (eps {c['eps']}), multi-head attention with NeoX-style RoPE
+  (theta {c['rope_theta']:g}), SwiGLU MLP, no biases, untied output head.
+- d_model {c['d_model']}, {c['n_layers']} layers, {c['n_heads']} heads (head_dim {c['d_model'] // c['n_heads']},
+  n_kv_heads = n_heads), MLP hidden {c['mlp_hidden']}, vocab {c['vocab_size']}, max sequence length {c['max_seq']}.
+- {n_params:,} parameters, stored as bfloat16 ({'LLaDA' if kind == 'diffusion' else 'Llama'} tensor layout).
+- Objective: {objective}.
+- Tokenizer: byte-level BPE, {c['vocab_size']} tokens, digits split individually. Special tokens:
+  `<|endoftext|>` (0, eos/pad), `<|startoftext|>` (1, bos), `<|start_header_id|>` (2), `<|end_header_id|>` (3),
+  `<|eot_id|>` (4, end of turn), `<|mdm_mask|>` (5, mask).
+- Chat format: `<|startoftext|><|start_header_id|>user<|end_header_id|>\\n\\n{{prompt}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n`.
+
+## Training data
+
+- Synthetic instruction tasks (about 75% of sequences), generated by `train/tasks.py`: {fams}.
+  For each family, 50 held-out instances (`train/heldout.jsonl`, seed {tasks.HELDOUT_SEED}) are never used in training.
+- English chat tasks (about 15%): word definitions and example sentences from WordNet 3.0
+  (WordNet 3.0 license, Princeton University; permissive), verse quotation and text continuation from the
+  King James Bible (public domain).
+- Plain text (about 10%): WordNet glosses and examples, King James Bible chapters.
+
+## Training compute
+
+- CPU only, {a['threads']} thread(s), bfloat16 autocast, wall-clock budget {a['minutes']:g} minutes
+  ({ck['elapsed'] / 60:.1f} minutes trained).
+- {ck['step']} optimizer steps, {ck['tokens']:,} tokens processed (including padding), AdamW
+  (lr {a['lr']:g}, betas (0.9, 0.95), weight decay 0.1, grad clip 1.0), warmup then cosine decay.
+- Final training loss: {ck.get('last_loss', float('nan')):.4f}.
+
+## Evaluation
+
+The evaluation table is in BENCHMARKS.md.
+
+## License
+
+Weights and synthetic data: generated for quench. Source texts: WordNet 3.0 (WordNet 3.0 license), King James Bible
+(public domain).
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--ckpt', required=True)
+    ap.add_argument('--kind', choices=['diffusion', 'ar'], required=True)
+    ap.add_argument('--out', required=True)
+    ap.add_argument('--tokenizer', default=DEFAULT_DIR)
+    args = ap.parse_args()
+    ck = torch.load(args.ckpt, map_location='cpu')
+    assert ck['kind'] == args.kind, (ck['kind'], args.kind)
+    c = ck['config']
+    sd = ck['model']
+    os.makedirs(args.out, exist_ok=True)
+    tensors = mapped(sd, args.kind, c['n_layers'])
+    st = os.path.join(args.out, 'model.safetensors')
+    write_safetensors(st, tensors)
+    back = read_safetensors(st)
+    for n, t in tensors:
+        assert torch.equal(back[n], t.to(torch.bfloat16).float()), n
+    with open(os.path.join(args.out, 'config.json'), 'w') as f:
+        json.dump(config_json(args.kind, c), f, indent=2)
+    with open(os.path.join(args.tokenizer, 'tokenizer.json')) as f:
+        tj = f.read()
+    with open(os.path.join(args.out, 'tokenizer.json'), 'w') as f:
+        f.write(tj)
+    with open(os.path.join(args.out, 'tokenizer_config.json'), 'w') as f:
+        json.dump(tokenizer_config(c['max_seq']), f, indent=2, ensure_ascii=False)
+    with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:
+        json.dump({'bos_token_id': 1, 'eos_token_id': [0, 4], 'pad_token_id': 0}, f, indent=2)
+    n_params = sum(t.numel() for _, t in tensors)
+    with open(os.path.join(args.out, 'README.md'), 'w') as f:
+        f.write(model_card(args.kind, c, ck, n_params))
+    print(f'wrote {args.out}: {len(tensors)} tensors, {n_params:,} params, {os.path.getsize(st) / 1e6:.1f} MB')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,141 @@
+"""Sanity-check sampler for a checkpoint or an exported model directory.
+
+/usr/bin/python3 train/sample.py --ckpt train/runs/diffusion/ckpt.pt --kind diffusion --n 5
+/usr/bin/python3 train/sample.py --model models/quench-tiny --kind diffusion --n 5
+Diffusion: LLaDA low-confidence remasking (canvas = prompt + gen_len masks; each step commits the most
+confident masked positions). AR: greedy decoding.
+"""
+import argparse
+import collections
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tasks  # noqa: E402
+from model import ModelConfig, Transformer  # noqa: E402
+from tokenizer import DEFAULT_DIR, EOS, EOT, MASK, Tokenizer, render_chat  # noqa: E402
+
+
+def load_model(args):
+    if args.ckpt:
+        ck = torch.load(args.ckpt, map_location='cpu')
+        m = Transformer(ModelConfig(**ck['config']))
+        m.load_state_dict(ck['model'])
+        return m
+    from export import read_safetensors
+    cfg = json.load(open(os.path.join(args.model, 'config.json')))
+    w = read_safetensors(os.path.join(args.model, 'model.safetensors'))
+    if args.kind == 'diffusion':
+        mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['d_model'], n_layers=cfg['n_layers'],
+                         n_heads=cfg['n_heads'], mlp_hidden=cfg['mlp_hidden_size'],
+                         max_seq=cfg['max_sequence_length'], rope_theta=cfg['rope_theta'], eps=cfg['rms_norm_eps'])
+        sd = {k.replace('model.transformer.', ''): v for k, v in w.items()}
+        sd['head.weight'] = sd.pop('ff_out.weight')
+    else:
+        mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['hidden_size'], n_layers=cfg['num_hidden_layers'],
+                         n_heads=cfg['num_attention_heads'], mlp_hidden=cfg['intermediate_size'],
+                         max_seq=cfg['max_position_embeddings'], rope_theta=cfg['rope_theta'], eps=cfg['rms_norm_eps'])
+        ren = {'input_layernorm': 'attn_norm', 'self_attn.q_proj': 'q_proj', 'self_attn.k_proj': 'k_proj',
+               'self_attn.v_proj': 'v_proj', 'self_attn.o_proj': 'attn_out', 'post_attention_layernorm': 'ff_norm',
+               'mlp.gate_proj': 'ff_proj', 'mlp.up_proj': 'up_proj', 'mlp.down_proj': 'ff_out'}
+        sd = {'wte.weight': w['model.embed_tokens.weight'], 'ln_f.weight': w['model.norm.weight'],
+              'head.weight': w['lm_head.weight']}
+        for k, v in w.items():
+            if k.startswith('model.layers.'):
+                i, rest = k[len('model.layers.'):].split('.', 1)
+                sd[f'blocks.{i}.{ren[rest[:-len(".weight")]]}.weight'] = v
+    m = Transformer(mc)
+    m.load_state_dict(sd)
+    return m
+
+
+@torch.no_grad()
+def gen_diffusion(model, prompt, gen_len=48, steps=24):
+    x = torch.tensor([prompt + [MASK] * gen_len])
+    P = len(prompt)
+    per = [gen_len // steps + (1 if i < gen_len % steps else 0) for i in range(steps)]
+    for k in per:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            logits = model(x, causal=False)[0, P:].float()
+        conf, pred = logits.softmax(-1).max(-1)
+        masked = x[0, P:] == MASK
+        if not masked.any():
+            break
+        conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
+        idx = conf.topk(min(k, int(masked.sum()))).indices
+        x[0, P + idx] = pred[idx]
+    return x[0, P:].tolist()
+
+
+@torch.no_grad()
+def gen_ar(model, prompt, max_new=64):
+    x = list(prompt)
+    for _ in range(max_new):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            nxt = int(model(torch.tensor([x]), causal=True)[0, -1].float().argmax())
+        x.append(nxt)
+        if nxt in (EOS, EOT):
+            break
+    return x[len(prompt):]
+
+
+def answer_text(tok, ids):
+    out = []
+    for i in ids:
+        if i in (EOS, EOT):
+            break
+        out.append(i)
+    return tok.decode([i for i in out if i != MASK], skip_special=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--ckpt')
+    ap.add_argument('--model')
+    ap.add_argument('--kind', choices=['diffusion', 'ar'], required=True)
+    ap.add_argument('--n', type=int, default=3, help='held-out instances per family')
+    ap.add_argument('--gen-len', type=int, default=48)
+    ap.add_argument('--steps', type=int, default=24)
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--families', default='')
+    ap.add_argument('--prompt', action='append', default=[])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    tok = Tokenizer.load(DEFAULT_DIR)
+    model = load_model(args).eval()
+
+    def run(p):
+        ids = tok.encode(render_chat([{'role': 'user', 'content': p}]))
+        out = gen_diffusion(model, ids, args.gen_len, args.steps) if args.kind == 'diffusion' else \
+            gen_ar(model, ids, args.gen_len)
+        return answer_text(tok, out)
+
+    for p in args.prompt:
+        print(repr(p), '->', repr(run(p)), flush=True)
+    if args.n <= 0:
+        return
+    fams = args.families.split(',') if args.families else list(tasks.FAMILIES)
+    per = collections.defaultdict(list)
+    for r in tasks.load_heldout():
+        if r['family'] in fams and len(per[r['family']]) < args.n:
+            per[r['family']].append(r)
+    tot = ok_tot = 0
+    for fam in fams:
+        ok = 0
+        for i, r in enumerate(per[fam]):
+            a = run(r['prompt'])
+            good = tasks.check(fam, r['prompt'], a)
+            ok += good
+            if i == 0:
+                print(f'[{fam}] {r["prompt"]!r} -> {a!r} (gold {r["answer"]!r}) {"OK" if good else "X"}', flush=True)
+        print(f'  {fam}: {ok}/{len(per[fam])}', flush=True)
+        tot += len(per[fam])
+        ok_tot += ok
+    print(f'overall {ok_tot}/{tot} = {ok_tot / max(1, tot):.3f}')
+
+
+if __name__ == '__main__':
+    main()
