@@ -47,3 +47,17 @@ export class CancelledError extends QuenchError {
     this.name = 'CancelledError';
   }
 }
+
+export class NotFoundError extends QuenchError {
+  constructor(param: string, message: string, code = 'not_found') {
+    super(code, message, { status: 404, type: 'invalid_request_error', param });
+    this.name = 'NotFoundError';
+  }
+}
+
+export class UnavailableError extends QuenchError {
+  constructor(message: string, code = 'unavailable') {
+    super(code, message, { status: 503, type: 'overloaded_error' });
+    this.name = 'UnavailableError';
+  }
+}

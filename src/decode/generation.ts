@@ -77,6 +77,7 @@ export class Generation {
   readonly opts: ResolvedOptions;
   readonly promptLength: number;
   private model: Denoiser;
+  private genEnd: number;
   private rng: Rng;
   private tokens: Int32Array;
   private committed: Uint8Array;
@@ -106,12 +107,16 @@ export class Generation {
     const a = model.args;
     this.model = model;
     this.causal = a.attention === 'causal';
+    const suffix = options.suffix ?? [];
+    if (suffix.length > 0 && this.causal) throw new OptionError('suffix', 'a causal model cannot fill in the middle; suffix needs a diffusion model');
     if (prompt.length === 0 && (a.shiftedLogits || this.causal)) throw new OptionError('prompt', 'this model needs at least one prompt token');
-    for (let i = 0; i < prompt.length; i++) {
-      const t = prompt[i];
-      if (!Number.isInteger(t) || t < 0 || t >= a.vocabSize) throw new OptionError('prompt', `prompt token ${t} at index ${i} is outside the vocabulary [0, ${a.vocabSize})`, 'invalid_token');
+    for (const [what, ids] of [['prompt', prompt], ['suffix', suffix]] as const) {
+      for (let i = 0; i < ids.length; i++) {
+        const t = ids[i];
+        if (!Number.isInteger(t) || t < 0 || t >= a.vocabSize) throw new OptionError(what, `${what} token ${t} at index ${i} is outside the vocabulary [0, ${a.vocabSize})`, 'invalid_token');
+      }
     }
-    this.opts = resolveOptions(options, prompt.length, {
+    this.opts = resolveOptions(options, prompt.length + suffix.length, {
       maxPositions: a.maxPositions,
       vocabSize: a.vocabSize,
       attention: a.attention,
@@ -125,17 +130,20 @@ export class Generation {
     this.shift = a.shiftedLogits ? 1 : 0;
     this.rng = makeRng(this.opts.seed ?? randomSeed());
     this.promptLength = prompt.length;
-    const N = prompt.length + this.opts.maxTokens;
+    this.genEnd = prompt.length + this.opts.maxTokens;
+    const N = this.genEnd + suffix.length;
     this.tokens = new Int32Array(N).fill(this.mask);
     this.tokens.set(Array.from(prompt));
+    this.tokens.set(Array.from(suffix), this.genEnd);
     this.committed = new Uint8Array(N);
     this.committed.fill(1, 0, prompt.length);
+    this.committed.fill(1, this.genEnd);
     this.guess = new Int32Array(this.opts.maxTokens).fill(-1);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
     this.wantLogits = needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = [];
-    for (let s = prompt.length; s < N; s += this.opts.blockLength) this.blocks.push([s, Math.min(N, s + this.opts.blockLength)]);
+    for (let s = prompt.length; s < this.genEnd; s += this.opts.blockLength) this.blocks.push([s, Math.min(this.genEnd, s + this.opts.blockLength)]);
     this.startBlock();
   }
 
@@ -299,9 +307,8 @@ export class Generation {
 
   /** Extend the left-to-right final prefix; stop tokens and stop strings end the output there. */
   private advanceFinalized(): void {
-    const N = this.tokens.length;
     const before = this.finalizedEnd;
-    while (this.finalizedEnd < N && this.committed[this.finalizedEnd]) {
+    while (this.finalizedEnd < this.genEnd && this.committed[this.finalizedEnd]) {
       if (this.stopSet.has(this.tokens[this.finalizedEnd])) {
         this.outputEnd = this.finalizedEnd;
         this.finish = 'stop';
@@ -355,7 +362,7 @@ export class Generation {
   }
 
   result(): GenerateResult {
-    const end = this.outputEnd ?? this.tokens.length;
+    const end = this.outputEnd ?? this.genEnd;
     return {
       tokens: Array.from(this.tokens.subarray(this.promptLength, end)),
       text: this.text,

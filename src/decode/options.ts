@@ -29,6 +29,8 @@ export interface GenerateOptions {
   attention?: Attention;
   /** token ids that end the generation (default: the model's end-of-text / end-of-turn tokens) */
   stopTokens?: number[];
+  /** tokens placed after the masked span (fill in the middle); diffusion models only */
+  suffix?: number[];
   /** strings that end the generation; need `detokenize` */
   stopStrings?: string[];
   detokenize?: (ids: number[]) => string;

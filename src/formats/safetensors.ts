@@ -347,7 +347,8 @@ export function encodeSafetensorsHeader(tensors: TensorToWrite[], metadata?: Rec
     offset += t.data.byteLength;
   }
   let json = JSON.stringify(header);
-  json += ' '.repeat((8 - ((json.length + 8) % 8)) % 8);
+  // pad by UTF-8 bytes, not UTF-16 units: non-ASCII names would otherwise misalign the data
+  json += ' '.repeat((8 - ((Buffer.byteLength(json, 'utf8') + 8) % 8)) % 8);
   const hb = Buffer.from(json, 'utf8');
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hb.length));

@@ -54,9 +54,12 @@ export class TextCodec {
   readonly tokenizer: Tokenizer;
   readonly special: SpecialTokens;
   readonly vocabSize: number;
+  /** raw (non-chat) prompts start with bos */
+  readonly addBos: boolean;
   private template: Template | null;
   private bosText: string;
   private eosText: string;
+  private cleanUpSpaces: boolean;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, args?: ModelArgs, generationConfig?: Record<string, unknown> | null) {
     try {
@@ -68,7 +71,11 @@ export class TextCodec {
     this.vocabSize = Math.max(...vocab.values()) + 1;
     const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
     this.bosText = tokenString(config.bos_token) ?? '';
+    this.addBos = config.add_bos_token === true || (config.add_bos_token === undefined && args?.arch === 'llada');
     this.eosText = tokenString(config.eos_token) ?? '';
+    // transformers defaults clean_up_tokenization_spaces to false; the JS tokenizer defaults it to
+    // true, which would rewrite generated text (" ?" -> "?", " 's" -> "'s").
+    this.cleanUpSpaces = config.clean_up_tokenization_spaces === true;
 
     const stop = new Set<number>(args?.eosTokenIds ?? []);
     const genEos = generationConfig?.eos_token_id;
@@ -113,7 +120,9 @@ export class TextCodec {
   }
 
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
-    return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
+    const list = Array.from(ids);
+    if (list.length === 0) return ''; // the JS tokenizer throws on an empty list
+    return this.tokenizer.decode(list, { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: this.cleanUpSpaces });
   }
 
   get hasChatTemplate(): boolean {

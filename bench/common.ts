@@ -1,0 +1,60 @@
+// Shared bits of the benchmarks: argument parsing, timing, a bare-MatMul baseline.
+
+import ort from 'onnxruntime-node';
+import { Graph, DT, f32Bytes } from '../src/runtime/graph.ts';
+import { addLinear, type WeightFormat } from '../src/runtime/quant.ts';
+
+export function parseArgs(argv: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) continue;
+    const [k, v] = a.slice(2).split('=');
+    if (v !== undefined) out[k] = v;
+    else if (i + 1 < argv.length && !argv[i + 1].startsWith('--')) out[k] = argv[++i];
+    else out[k] = 'true';
+  }
+  return out;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Median milliseconds of `fn` over `runs` runs after `warmup` runs. */
+export async function timeMs(fn: () => Promise<unknown>, runs: number, warmup = 2): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const ts: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await fn();
+    ts.push(performance.now() - t0);
+  }
+  return median(ts);
+}
+
+/** A session holding one [K, N] weight in the given format, fed [M, K] activations. */
+export async function bareMatMul(K: number, N: number, format: WeightFormat, threads: number): Promise<(M: number) => Promise<number>> {
+  const g = new Graph(null);
+  const w = new Float32Array(K * N);
+  for (let i = 0; i < w.length; i++) w[i] = Math.sin(i * 0.37) * 0.05;
+  const x = g.input('x', DT.FLOAT, ['M', K]);
+  const y = addLinear(g, 'w', x, w, K, N, format);
+  g.op('Identity', [y], {}, { output: 'y' });
+  g.output('y', DT.FLOAT, ['M', N]);
+  const s = await ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: threads, graphOptimizationLevel: 'all', executionMode: 'sequential' });
+  void f32Bytes;
+  return async (M: number) => {
+    const a = new Float32Array(M * K).map((_, i) => Math.cos(i * 0.11));
+    const feeds = { x: new ort.Tensor('float32', a, [M, K]) };
+    const runs = M <= 8 ? 40 : M <= 128 ? 15 : 6;
+    const ms = await timeMs(() => s.run(feeds), runs);
+    return (2 * M * K * N) / (ms * 1e6); // GFLOP/s
+  };
+}
+
+export function fmt(n: number, d = 1): string {
+  return n.toFixed(d);
+}

@@ -1,0 +1,59 @@
+// quench bench forward: ms per forward of a generated LLaDA-layout model at several row
+// counts, achieved GFLOP/s, and the ratio to a bare ORT MatMul of the model's largest
+// weight matrix measured in the same run; peak RSS after loading.
+//
+//   quench bench forward [--hidden 1024 --layers 12 --ffn 2816 --vocab 32000]
+//                        [--dtype fp32,int8,int4] [--rows 1,8,32,128,512] [--threads 2]
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { writeFixture } from '../src/formats/fixtures.ts';
+import { loadModel } from '../src/models/registry.ts';
+import type { WeightFormat } from '../src/runtime/quant.ts';
+import { bareMatMul, fmt, parseArgs, timeMs } from './common.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  const a = parseArgs(argv);
+  const D = Number(a.hidden ?? 1024);
+  const layers = Number(a.layers ?? 12);
+  const Fi = Number(a.ffn ?? 2816);
+  const V = Number(a.vocab ?? 32000);
+  const heads = Number(a.heads ?? D / 64);
+  const threads = Number(a.threads ?? 2);
+  const rows = (a.rows ?? '1,8,32,128,512').split(',').map(Number);
+  const dtypes = (a.dtype ?? 'fp32').split(',') as WeightFormat[];
+  const dir = a.dir ?? join(tmpdir(), `quench-bench-llada-${D}x${layers}x${Fi}x${V}`);
+  if (!existsSync(join(dir, 'config.json'))) {
+    console.error(`writing a random LLaDA-layout checkpoint to ${dir} ...`);
+    await writeFixture(dir, { arch: 'llada', hidden: D, layers, heads, intermediate: Fi, vocab: V, dtype: 'BF16', std: 0.02, maxPositions: 4096 });
+  }
+  const linearParams = layers * (4 * D * D + 3 * D * Fi);
+  const totalParams = linearParams + 2 * V * D;
+  console.log(`model: LLaDA layout, d_model ${D}, ${layers} layers, ffn ${Fi}, vocab ${V}: ${(totalParams / 1e6).toFixed(0)}M parameters (${((totalParams * 4) / 2 ** 30).toFixed(2)} GiB fp32); threads ${threads}`);
+  for (const dtype of dtypes) {
+    const t0 = performance.now();
+    const model = await loadModel(dir, { threads, dtype, cacheDir: a.cache });
+    const loadMs = performance.now() - t0;
+    const rss = process.resourceUsage().maxRSS * 1024;
+    console.log(`\n[${dtype}] load ${(loadMs / 1000).toFixed(1)} s (${model.cached ? 'from cache' : 'converted'}), peak RSS ${(rss / 2 ** 30).toFixed(2)} GiB = ${(rss / (totalParams * 4)).toFixed(2)}x the fp32 weights`);
+    // the largest weight matrix of the graph: the fused gate+up projection [D, 2F]
+    const bare = await bareMatMul(D, 2 * Fi, dtype, threads);
+    console.log('| rows | ms/forward | GFLOP/s | bare MatMul GFLOP/s | ratio |');
+    console.log('|---:|---:|---:|---:|---:|');
+    for (const L of rows) {
+      const Q = Math.min(L, 32);
+      const pos = Int32Array.from({ length: L }, (_, i) => i);
+      const req = { ids: pos.map((i) => (i * 7) % 1000), positions: pos, visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from({ length: Q }, (_, i) => i) };
+      const runs = L <= 8 ? 20 : L <= 128 ? 10 : 5;
+      const ms = await timeMs(() => model.forward([req]), runs);
+      const flops = 2 * linearParams * L + 4 * layers * L * L * D + 2 * Q * D * V;
+      const gflops = flops / (ms * 1e6);
+      const bareRate = await bare(L);
+      console.log(`| ${L} | ${fmt(ms, 2)} | ${fmt(gflops)} | ${fmt(bareRate)} | ${fmt((gflops / bareRate) * 100, 0)}% |`);
+    }
+    await model.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));

@@ -1,0 +1,88 @@
+// quench serve | run | list | bench | eval
+
+import { Command, Option } from 'commander';
+import { listModels, resolveModel } from './paths.ts';
+
+const program = new Command();
+program.name('quench').description('Diffusion language models on ONNX Runtime, served through an OpenAI-compatible API').version('0.1.0');
+
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`not an integer: ${v}`);
+  return n;
+};
+
+program
+  .command('serve')
+  .description('serve a model over the OpenAI-compatible HTTP API (default: the bundled model)')
+  .option('-m, --model <dir|name>', 'model directory or name (default: quench-tiny)')
+  .option('--model-id <id>', 'the model id clients use (default: the directory name)')
+  .option('--host <host>', 'address to bind', '127.0.0.1')
+  .option('-p, --port <port>', 'port', int, 8000)
+  .addOption(new Option('--api-key <key>', 'require this Bearer key on /v1 routes').env('QUENCH_API_KEY'))
+  .option('--max-batch <n>', 'sequences batched into one forward', int, 4)
+  .option('--max-queue <n>', 'requests waiting beyond the batch before 503', int, 64)
+  .option('--threads <n>', 'compute threads (0 = one per core)', int, 0)
+  .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
+  .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')
+  .option('--log', 'log requests')
+  .action(async (o) => {
+    const { serve } = await import('./serve.ts');
+    await serve({ ...o, model: resolveModel(o.model) });
+  });
+
+program
+  .command('run')
+  .description('answer a prompt, showing the draft refine step by step (interactive chat without a prompt)')
+  .argument('[prompt...]', 'the prompt')
+  .option('-m, --model <dir|name>', 'model directory or name (default: quench-tiny)')
+  .option('--max-tokens <n>', 'tokens to draft', int)
+  .option('--policy <policy>', 'unmasking policy')
+  .option('--steps <n>', 'denoising steps', int)
+  .option('--block-length <n>', 'block length', int)
+  .option('--threshold <tau>', 'confidence threshold', Number)
+  .option('--cache <mode>', 'none | prefix | dual')
+  .option('--temperature <t>', 'sampling temperature', Number)
+  .option('--seed <n>', 'seed', int)
+  .option('--threads <n>', 'compute threads', int, 0)
+  .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
+  .option('--raw', 'no chat template: complete the text as given')
+  .option('--stats', 'print forward passes and speed after the answer')
+  .action(async (words: string[], o) => {
+    const { run } = await import('./run.ts');
+    await run(words.join(' '), { ...o, model: resolveModel(o.model) });
+  });
+
+program
+  .command('list')
+  .description('list bundled and local models')
+  .action(() => {
+    const ms = listModels();
+    if (ms.length === 0) console.log('no models found');
+    for (const m of ms) console.log(`${m.name.padEnd(24)} ${m.source.padEnd(8)} ${m.dir}`);
+  });
+
+program
+  .command('bench')
+  .description('benchmarks: forward (ms per forward and GFLOP/s vs a bare MatMul), decode (policies and caches vs an autoregressive baseline)')
+  .argument('<what>', 'forward | decode')
+  .allowUnknownOption(true)
+  .action(async (what: string, _o, cmd: Command) => {
+    const args = cmd.args.slice(1);
+    if (what === 'forward') await (await import('../../bench/forward.ts')).main(args);
+    else if (what === 'decode') await (await import('../../bench/decode.ts')).main(args);
+    else throw new Error(`unknown benchmark ${what}: forward | decode`);
+  });
+
+program
+  .command('eval')
+  .description('held-out task accuracy and speed per decoding policy (the speed/quality frontier)')
+  .allowUnknownOption(true)
+  .action(async (_o, cmd: Command) => {
+    await (await import('../../bench/eval.ts')).main(cmd.args);
+  });
+
+program.parseAsync(process.argv).catch((e) => {
+  console.error(`quench: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});

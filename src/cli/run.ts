@@ -1,0 +1,135 @@
+// quench run: one answer, or an interactive chat without a prompt. On a TTY the draft is
+// redrawn in place every step: committed tokens solid, current guesses dim; piped output
+// gets the final text only.
+
+import { createInterface } from 'node:readline/promises';
+import { generate, type StepEvent } from '../decode/generation.ts';
+import type { GenerateOptions } from '../decode/options.ts';
+import type { ChatMessage } from '../formats/tokenizer.ts';
+import { loadModel, type DTypeOption, type Model } from '../models/registry.ts';
+
+export interface RunOptions {
+  model: string;
+  maxTokens?: number;
+  policy?: GenerateOptions['policy'];
+  steps?: number;
+  blockLength?: number;
+  threshold?: number;
+  cache?: GenerateOptions['cache'];
+  temperature?: number;
+  seed?: number;
+  threads: number;
+  dtype: DTypeOption;
+  raw?: boolean;
+  stats?: boolean;
+}
+
+const DIM = '\x1b[2m';
+const RESET = '\x1b[0m';
+
+/** Redraws a block of text in place by moving the cursor up over the previous frame. */
+class LiveView {
+  private lines = 0;
+  constructor(private out: NodeJS.WriteStream) {}
+  draw(styled: string, plain: string): void {
+    const cols = this.out.columns || 80;
+    if (this.lines > 0) this.out.write(`\x1b[${this.lines}A\r`);
+    else this.out.write('\r');
+    this.out.write(`\x1b[J${styled}`);
+    this.lines = plain.split('\n').reduce((n, l) => n + Math.max(1, Math.ceil(l.length / cols)), 0) - 1;
+  }
+  end(): void {
+    this.out.write('\n');
+    this.lines = 0;
+  }
+}
+
+function render(model: Model, ev: StepEvent): { styled: string; plain: string } {
+  const stop = new Set(model.special.stop);
+  let styled = '';
+  let plain = '';
+  for (let i = 0; i < ev.draft.length; i++) {
+    const t = ev.draft[i];
+    if (t >= 0 && stop.has(t) && ev.final[i] && i <= ev.finalized) break;
+    const piece = t < 0 || stop.has(t) ? '·' : model.codec.decode([t], true);
+    plain += piece;
+    styled += ev.final[i] ? piece : `${DIM}${piece}${RESET}`;
+  }
+  return { styled, plain };
+}
+
+async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveView | null): Promise<string> {
+  const opts: GenerateOptions = {
+    maxTokens: o.maxTokens,
+    policy: o.policy,
+    steps: o.steps,
+    blockLength: o.blockLength,
+    threshold: o.threshold,
+    cache: o.cache,
+    temperature: o.temperature,
+    seed: o.seed,
+    detokenize: (ids) => model.codec.decode(ids, true),
+  };
+  const r = await generate(model, prompt, {
+    ...opts,
+    onStep: live
+      ? (ev) => {
+          const { styled, plain } = render(model, ev);
+          live.draw(styled, plain);
+        }
+      : undefined,
+  });
+  const text = r.text ?? model.codec.decode(r.tokens, true);
+  if (live) live.draw(text, text);
+  if (o.stats) {
+    const s = r.stats;
+    const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward), ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
+    console.error(msg);
+  }
+  return text;
+}
+
+export async function run(prompt: string, o: RunOptions): Promise<void> {
+  const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, onProgress: (m) => console.error(`quench: ${m}`) });
+  const tty = process.stdout.isTTY === true;
+  const encode = (messages: ChatMessage[]) =>
+    o.raw || !model.codec.hasChatTemplate
+      ? [...(model.codec.addBos && model.special.bos !== null ? [model.special.bos] : []), ...model.codec.encode(messages.map((m) => m.content).join('\n'), false)]
+      : model.codec.encodeChat(messages);
+  try {
+    if (prompt) {
+      const live = tty ? new LiveView(process.stdout) : null;
+      const text = await answer(model, encode([{ role: 'user', content: prompt }]), o, live);
+      if (live) live.end();
+      else process.stdout.write(`${text}\n`);
+      return;
+    }
+    const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
+    const history: ChatMessage[] = [];
+    if (tty) console.error(`${model.id}: type a message, or /exit (Ctrl-D) to quit; /reset clears the conversation`);
+    for (;;) {
+      let line: string;
+      try {
+        line = await rl.question(tty ? '> ' : '');
+      } catch {
+        break;
+      }
+      line = line.trim();
+      if (!line) continue;
+      if (line === '/exit' || line === '/quit') break;
+      if (line === '/reset') {
+        history.length = 0;
+        continue;
+      }
+      history.push({ role: 'user', content: line });
+      const live = tty ? new LiveView(process.stdout) : null;
+      const text = await answer(model, encode(history), o, live);
+      if (live) live.end();
+      else process.stdout.write(`${text}\n`);
+      history.push({ role: 'assistant', content: text });
+    }
+    rl.close();
+  } finally {
+    await model.close();
+  }
+}

@@ -1,0 +1,48 @@
+// quench serve: listen at once (health says 503 while loading), load the model, serve;
+// SIGTERM / SIGINT stop accepting, let running generations finish, then exit.
+
+import { loadModel, type DTypeOption } from '../models/registry.ts';
+import { attachScheduler, buildServer, type ServingState } from '../server/app.ts';
+
+export interface ServeOptions {
+  model: string;
+  modelId?: string;
+  host: string;
+  port: number;
+  apiKey?: string;
+  maxBatch: number;
+  maxQueue: number;
+  threads: number;
+  dtype: DTypeOption;
+  corsOrigin?: string[];
+  log?: boolean;
+}
+
+export async function serve(o: ServeOptions): Promise<void> {
+  const state: ServingState = { model: null, scheduler: null };
+  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log };
+  const { app, metrics } = await buildServer(state, opts);
+  await app.listen({ host: o.host, port: o.port });
+  console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);
+  let stopping = false;
+  const stop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`quench: ${sig}: draining`);
+    const closing = app.close();
+    await state.scheduler?.drain();
+    await closing;
+    await state.model?.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  try {
+    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, onProgress: (m) => console.error(`quench: ${m}`) });
+    attachScheduler(state, model, opts, metrics);
+    console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
+  } catch (e) {
+    state.error = e instanceof Error ? e.message : String(e);
+    console.error(`quench: failed to load the model: ${state.error}`);
+  }
+}

@@ -1,0 +1,148 @@
+// The step loop that many requests share. Requests queue; each iteration batches up to
+// maxBatch active generations into one forward (their windows padded through the
+// visibility mask), applies each result, and lets finished sequences leave and queued ones
+// join before the next step: continuous batching at step granularity. A cancelled request
+// leaves before the next forward is planned, so its slot frees within one step.
+
+import { CancelledError, UnavailableError } from '../errors.ts';
+import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
+import type { GenerateOptions } from '../decode/options.ts';
+
+export interface SchedulerOptions {
+  maxBatch?: number;
+  maxQueue?: number;
+}
+
+export interface Submission {
+  prompt: ArrayLike<number>;
+  options: GenerateOptions;
+  onStep?: (e: StepEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface SchedulerHooks {
+  onStep?: (batchSize: number, seconds: number) => void;
+  onFinish?: (r: GenerateResult) => void;
+  onCancel?: () => void;
+}
+
+interface Job {
+  gen: Generation;
+  sub: Submission;
+  resolve: (r: GenerateResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export class OverloadedError extends UnavailableError {
+  constructor(message: string) {
+    super(message, 'overloaded');
+  }
+}
+
+export class Scheduler {
+  readonly maxBatch: number;
+  readonly maxQueue: number;
+  private model: Denoiser;
+  private queue: Job[] = [];
+  private active: Job[] = [];
+  private running = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+  hooks: SchedulerHooks = {};
+
+  constructor(model: Denoiser, o: SchedulerOptions = {}) {
+    this.model = model;
+    this.maxBatch = Math.max(1, o.maxBatch ?? 4);
+    this.maxQueue = Math.max(0, o.maxQueue ?? 64);
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+  get activeCount(): number {
+    return this.active.length;
+  }
+
+  /** Validate and enqueue. Throws at once on bad options or a full queue. */
+  submit(sub: Submission): Promise<GenerateResult> {
+    if (this.closed) throw new OverloadedError('the server is shutting down');
+    if (sub.signal?.aborted) throw new CancelledError();
+    const gen = new Generation(this.model, sub.prompt, sub.options); // throws typed errors on bad input
+    if (this.active.length >= this.maxBatch && this.queue.length >= this.maxQueue)
+      throw new OverloadedError(`the server is at capacity (${this.maxBatch} running, ${this.queue.length} queued); retry later`);
+    return new Promise<GenerateResult>((resolve, reject) => {
+      this.queue.push({ gen, sub, resolve, reject });
+      void this.loop();
+    });
+  }
+
+  /** Stop taking requests; resolves when everything queued and running has finished. */
+  async drain(): Promise<void> {
+    this.closed = true;
+    if (!this.running && this.queue.length === 0 && this.active.length === 0) return;
+    await new Promise<void>((r) => this.idleWaiters.push(r));
+  }
+
+  private admit(): void {
+    while (this.active.length < this.maxBatch && this.queue.length > 0) this.active.push(this.queue.shift()!);
+  }
+
+  private dropCancelled(): void {
+    const keep = (j: Job) => {
+      if (j.sub.signal?.aborted) {
+        j.reject(new CancelledError());
+        this.hooks.onCancel?.();
+        return false;
+      }
+      return true;
+    };
+    this.queue = this.queue.filter(keep);
+    this.active = this.active.filter(keep);
+  }
+
+  private async loop(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      for (;;) {
+        this.dropCancelled();
+        this.admit();
+        if (this.active.length === 0) break;
+        const batch = this.active;
+        const t0 = performance.now();
+        let results;
+        try {
+          results = await this.model.forward(batch.map((j) => j.gen.plan()));
+        } catch (e) {
+          // a failed forward fails the sequences in it, not the server
+          for (const j of batch) j.reject(e);
+          this.active = this.active.filter((j) => !batch.includes(j));
+          continue;
+        }
+        this.hooks.onStep?.(batch.length, (performance.now() - t0) / 1000);
+        for (let i = 0; i < batch.length; i++) {
+          const j = batch[i];
+          try {
+            const ev = j.gen.accept(results[i]);
+            j.sub.onStep?.(ev);
+          } catch (e) {
+            j.reject(e);
+            this.active = this.active.filter((x) => x !== j);
+            continue;
+          }
+          if (j.gen.done) {
+            const r = j.gen.result();
+            this.hooks.onFinish?.(r);
+            j.resolve(r);
+            this.active = this.active.filter((x) => x !== j);
+          }
+        }
+        // let I/O (new requests, disconnects) in between steps
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      this.running = false;
+      if (this.queue.length === 0 && this.active.length === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+}

@@ -1,0 +1,332 @@
+// The OpenAI-compatible HTTP server: Fastify app, security hooks, and routes.
+// Nothing below this layer knows HTTP; this file turns requests into scheduler
+// submissions and step events into bytes on the wire.
+
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import cors from '@fastify/cors';
+import type { GenerateResult, StepEvent } from '../decode/generation.ts';
+import type { GenerateOptions } from '../decode/options.ts';
+import { CancelledError, NotFoundError, OptionError, UnavailableError } from '../errors.ts';
+import type { Model } from '../models/registry.ts';
+import { Scheduler } from '../engine/scheduler.ts';
+import { apiError, toEnvelope, type Envelope } from './errors.ts';
+import { generationOptions, messageText, rejectUnsupported, stopStrings, type Body } from './fields.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { chatBody, completionBody, fimBody } from './schemas.ts';
+import { draftText, FinalTextTracker } from './stream.ts';
+
+export interface ServerOptions {
+  /** model id clients name; default the model directory's name */
+  modelId?: string;
+  apiKey?: string;
+  maxBatch?: number;
+  maxQueue?: number;
+  /** origins allowed by CORS (none by default) */
+  corsOrigins?: string[];
+  /** the address bound; loopback addresses turn on the Host header check */
+  host?: string;
+  bodyLimit?: number;
+  /** defaults for every request (e.g. the bundled model's preferred decoding) */
+  defaults?: Partial<GenerateOptions>;
+  logger?: boolean;
+}
+
+/** Filled in once the model is loaded; until then inference routes answer 503. */
+export interface ServingState {
+  model: Model | null;
+  scheduler: Scheduler | null;
+  error?: string;
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+export function isLoopback(host: string | undefined): boolean {
+  return !host || host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+function hostName(header: string | undefined): string {
+  if (!header) return '';
+  if (header.startsWith('[')) return header.slice(0, header.indexOf(']') + 1);
+  return header.split(':')[0].toLowerCase();
+}
+
+function safeEqual(a: string, b: string): boolean {
+  // hash first so lengths match and the compare time does not depend on the key
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+function send(reply: FastifyReply, e: Envelope) {
+  return reply.code(e.status).type('application/json').send(e.body);
+}
+
+export function attachScheduler(state: ServingState, model: Model, o: ServerOptions, metrics: Metrics): void {
+  const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64 });
+  s.hooks = {
+    onStep: (b, sec) => {
+      metrics.stepSeconds.observe(sec);
+      metrics.batchSize.observe(b);
+      metrics.forwards.inc();
+      metrics.active.set(s.activeCount);
+      metrics.queueDepth.set(s.queued);
+    },
+    onFinish: (r) => {
+      metrics.generatedTokens.inc(r.tokens.length);
+      metrics.promptTokens.inc(r.promptTokens);
+      metrics.active.set(s.activeCount);
+      metrics.queueDepth.set(s.queued);
+    },
+    onCancel: () => {
+      metrics.cancelled.inc();
+      metrics.active.set(s.activeCount);
+      metrics.queueDepth.set(s.queued);
+    },
+  };
+  state.model = model;
+  state.scheduler = s;
+}
+
+interface Job {
+  prompt: number[];
+  suffix?: number[];
+  /** text put before the generated text (completions echo) */
+  echo?: string;
+}
+
+export async function buildServer(state: ServingState, o: ServerOptions = {}): Promise<{ app: FastifyInstance; metrics: Metrics }> {
+  const app = Fastify({
+    logger: o.logger ? { level: 'info' } : false,
+    bodyLimit: o.bodyLimit ?? 4 * 1024 * 1024,
+    connectionTimeout: 10 * 60_000,
+    requestTimeout: 10 * 60_000,
+    keepAliveTimeout: 5_000,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+  });
+  const metrics = createMetrics();
+  const checkHost = isLoopback(o.host);
+
+  if (o.corsOrigins && o.corsOrigins.length > 0) await app.register(cors, { origin: o.corsOrigins });
+
+  app.setErrorHandler((err, _req, reply) => {
+    const env = toEnvelope(err);
+    if (env.status >= 500) app.log.error(err);
+    return send(reply, env);
+  });
+  app.setNotFoundHandler((req, reply) => send(reply, apiError(404, 'invalid_request_error', `no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}`, 'not_found')));
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+  });
+  app.addHook('onRequest', async (req, reply) => {
+    if (checkHost && !LOOPBACK_HOSTS.has(hostName(req.headers.host))) return send(reply, apiError(403, 'invalid_request_error', 'Host header not allowed for a loopback-bound server', 'host_not_allowed'));
+    if (req.url.startsWith('/v1/') && o.apiKey) {
+      const h = req.headers.authorization ?? '';
+      const key = h.startsWith('Bearer ') ? h.slice(7) : '';
+      if (!key || !safeEqual(key, o.apiKey)) return send(reply, apiError(401, 'authentication_error', 'invalid or missing API key', 'invalid_api_key'));
+    }
+  });
+
+  const modelId = () => o.modelId ?? state.model?.id ?? 'quench';
+  const ready = (): { model: Model; scheduler: Scheduler } => {
+    if (!state.model || !state.scheduler) throw new UnavailableError(state.error ? `model failed to load: ${state.error}` : 'the model is still loading', state.error ? 'model_load_failed' : 'model_loading');
+    return { model: state.model, scheduler: state.scheduler };
+  };
+  const checkModel = (name: unknown) => {
+    if (typeof name === 'string' && name !== modelId() && name !== 'default')
+      throw new NotFoundError('model', `the model ${JSON.stringify(name.slice(0, 100))} does not exist; this server serves ${JSON.stringify(modelId())}`, 'model_not_found');
+  };
+
+  app.get('/health', async (_req, reply) => {
+    if (state.model) return reply.send({ status: 'ok', model: modelId() });
+    return reply.code(503).send({ status: state.error ? 'error' : 'loading' });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    if (state.scheduler) {
+      metrics.queueDepth.set(state.scheduler.queued);
+      metrics.active.set(state.scheduler.activeCount);
+    }
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  const modelCard = () => ({ id: modelId(), object: 'model', created: 0, owned_by: 'quench' });
+  app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
+  app.get<{ Params: { id: string } }>('/v1/models/:id', async (req, reply) => {
+    if (req.params.id !== modelId()) return send(reply, apiError(404, 'invalid_request_error', `the model ${JSON.stringify(req.params.id.slice(0, 100))} does not exist`, 'model_not_found', 'model'));
+    return modelCard();
+  });
+
+  // ------------------------------------------------------------ generation runner
+
+  async function run(req: FastifyRequest, reply: FastifyReply, kind: 'chat' | 'completion', body: Body, jobs: Job[]) {
+    const { model, scheduler } = ready();
+    const n = (body.n as number | undefined) ?? 1;
+    const stops = stopStrings(body);
+    const decode = (ids: number[]) => model.codec.decode(ids, true);
+    const base = generationOptions(body, o.defaults ?? {});
+    const stream = body.stream === true;
+    const diffusing = body.diffusing === true;
+    if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');
+    const includeUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
+    const created = Math.floor(Date.now() / 1000);
+    const stopSet = new Set(model.special.stop);
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    };
+    reply.raw.on('close', onClose);
+
+    const choices = jobs.flatMap((job, j) =>
+      Array.from({ length: n }, (_, i) => ({
+        index: j * n + i,
+        job,
+        options: {
+          ...base,
+          seed: base.seed === undefined ? undefined : base.seed + i,
+          suffix: job.suffix,
+          stopStrings: stops,
+          detokenize: decode,
+          signal: abort.signal,
+        } as GenerateOptions,
+      })),
+    );
+
+    const chunk = (choice: object) =>
+      kind === 'chat'
+        ? { id, object: 'chat.completion.chunk', created, model: modelId(), system_fingerprint: null, choices: [choice] }
+        : { id, object: 'text_completion', created, model: modelId(), choices: [choice] };
+    const write = (obj: unknown) => {
+      if (!reply.raw.writableEnded) reply.raw.write(`data: ${JSON.stringify(obj)}\n\n`);
+    };
+
+    // Submit everything first so validation errors answer 400 before any byte is streamed.
+    const trackers = new Map<number, FinalTextTracker>();
+    let promises: Promise<GenerateResult>[];
+    try {
+      promises = choices.map((c) => {
+        const tracker = new FinalTextTracker(decode, stops);
+        trackers.set(c.index, tracker);
+        const onStep = stream
+          ? (ev: StepEvent) => {
+              if (diffusing) {
+                const text = (c.job.echo ?? '') + draftText(ev, stopSet, decode);
+                write(chunk(kind === 'chat' ? { index: c.index, delta: { content: text }, finish_reason: null, logprobs: null } : { index: c.index, text, finish_reason: null, logprobs: null }));
+                return;
+              }
+              const delta = tracker.step(ev);
+              if (delta) write(chunk(kind === 'chat' ? { index: c.index, delta: { content: delta }, finish_reason: null, logprobs: null } : { index: c.index, text: delta, finish_reason: null, logprobs: null }));
+            }
+          : undefined;
+        return scheduler.submit({ prompt: c.job.prompt, options: c.options, onStep, signal: abort.signal });
+      });
+    } catch (e) {
+      abort.abort();
+      throw e;
+    }
+    // the requests already queued are cancelled if a later one fails validation
+    const settled = Promise.allSettled(promises);
+
+    if (!stream) {
+      const results = await settled;
+      reply.raw.off('close', onClose);
+      const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+      if (failed) {
+        if (failed.reason instanceof CancelledError) return reply; // client is gone
+        throw failed.reason;
+      }
+      const rs = (results as PromiseFulfilledResult<GenerateResult>[]).map((r) => r.value);
+      const usage = usageOf(rs, jobs, n);
+      const out = rs.map((r, i) => {
+        const text = (choices[i].job.echo ?? '') + (r.text ?? decode(r.tokens));
+        return kind === 'chat'
+          ? { index: i, message: { role: 'assistant', content: text, refusal: null }, finish_reason: r.finishReason, logprobs: null }
+          : { index: i, text, finish_reason: r.finishReason, logprobs: null };
+      });
+      return kind === 'chat'
+        ? { id, object: 'chat.completion', created, model: modelId(), system_fingerprint: null, choices: out, usage }
+        : { id, object: 'text_completion', created, model: modelId(), choices: out, usage };
+    }
+
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    if (kind === 'chat') for (const c of choices) write(chunk({ index: c.index, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }));
+    else for (const c of choices) if (c.job.echo && !diffusing) write(chunk({ index: c.index, text: c.job.echo, finish_reason: null, logprobs: null }));
+    const done: GenerateResult[] = [];
+    await Promise.all(
+      promises.map(async (p, i) => {
+        try {
+          const r = await p;
+          done[i] = r;
+          const c = choices[i];
+          const full = r.text ?? decode(r.tokens);
+          const rest = diffusing ? (c.job.echo ?? '') + full : trackers.get(c.index)!.finish(full);
+          const fin = r.finishReason;
+          write(chunk(kind === 'chat' ? { index: c.index, delta: rest ? { content: rest } : {}, finish_reason: fin, logprobs: null } : { index: c.index, text: rest, finish_reason: fin, logprobs: null }));
+        } catch (e) {
+          if (!(e instanceof CancelledError)) write(toEnvelope(e).body);
+        }
+      }),
+    );
+    if (includeUsage && done.filter(Boolean).length === choices.length) {
+      const usage = usageOf(done, jobs, n);
+      write(kind === 'chat' ? { id, object: 'chat.completion.chunk', created, model: modelId(), choices: [], usage } : { id, object: 'text_completion', created, model: modelId(), choices: [], usage });
+    }
+    if (!reply.raw.writableEnded) reply.raw.end('data: [DONE]\n\n');
+    reply.raw.off('close', onClose);
+  }
+
+  function usageOf(rs: GenerateResult[], jobs: Job[], n: number) {
+    const prompt = jobs.reduce((s, j) => s + j.prompt.length + (j.suffix?.length ?? 0), 0) * n;
+    const completion = rs.reduce((s, r) => s + r.tokens.length, 0);
+    const forwards = rs.reduce((s, r) => s + r.stats.forwards, 0);
+    return {
+      prompt_tokens: prompt,
+      completion_tokens: completion,
+      total_tokens: prompt + completion,
+      forward_passes: forwards,
+      tokens_per_forward: forwards > 0 ? Math.round((completion / forwards) * 1000) / 1000 : 0,
+    };
+  }
+
+  const encodePlain = (model: Model, text: string) => {
+    const ids = model.codec.encode(text, false);
+    return model.codec.addBos && model.special.bos !== null ? [model.special.bos, ...ids] : ids;
+  };
+
+  app.post('/v1/chat/completions', { schema: { body: chatBody } }, async (req, reply) => {
+    const body = req.body as Body;
+    checkModel(body.model);
+    rejectUnsupported(body);
+    const { model } = ready();
+    const messages = (body.messages as { role: string; content: unknown }[]).map((m, i) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content, i) }));
+    const prompt = model.codec.encodeChat(messages);
+    return run(req, reply, 'chat', body, [{ prompt }]);
+  });
+
+  app.post('/v1/completions', { schema: { body: completionBody } }, async (req, reply) => {
+    const body = req.body as Body;
+    checkModel(body.model);
+    rejectUnsupported(body);
+    const { model } = ready();
+    const p = body.prompt as string | string[] | number[];
+    const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
+    const echo = body.echo === true;
+    let jobs: Job[];
+    if (typeof p === 'string') jobs = [{ prompt: encodePlain(model, p), suffix, echo: echo ? p : undefined }];
+    else if (typeof p[0] === 'number') jobs = [{ prompt: p as number[], suffix, echo: echo ? model.codec.decode(p as number[]) : undefined }];
+    else jobs = (p as string[]).map((s) => ({ prompt: encodePlain(model, s), suffix, echo: echo ? s : undefined }));
+    return run(req, reply, 'completion', body, jobs);
+  });
+
+  app.post('/v1/fim/completions', { schema: { body: fimBody } }, async (req, reply) => {
+    const body = req.body as Body;
+    checkModel(body.model);
+    rejectUnsupported(body);
+    const { model } = ready();
+    const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
+    return run(req, reply, 'completion', body, [{ prompt: encodePlain(model, body.prompt as string), suffix }]);
+  });
+
+  return { app, metrics };
+}

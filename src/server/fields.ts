@@ -1,0 +1,72 @@
+// OpenAI request fields -> generation options. Presets for reasoning_effort, quench's
+// decoding extensions on top, and clear 400s for fields that are known but not
+// implemented (never silently ignored).
+
+import type { GenerateOptions } from '../decode/options.ts';
+import { OptionError } from '../errors.ts';
+
+/** reasoning_effort presets (documented in the README). Explicit fields override them. */
+export const PRESETS: Record<string, Partial<GenerateOptions>> = {
+  instant: { policy: 'threshold', threshold: 0.7, cache: 'dual' },
+  low: { policy: 'threshold', threshold: 0.8, cache: 'prefix' },
+  medium: { policy: 'threshold', threshold: 0.9, cache: 'prefix' },
+  high: { policy: 'low_confidence', cache: 'none' },
+};
+
+export type Body = Record<string, unknown>;
+
+function reject(param: string, message: string): never {
+  throw new OptionError(param, message, 'unsupported_field');
+}
+
+/** Fields OpenAI defines that quench does not implement yet: a clear 400 instead of ignoring. */
+export function rejectUnsupported(b: Body): void {
+  if (Array.isArray(b.tools) && b.tools.length > 0) reject('tools', 'tools (function calling) is not supported yet');
+  if (b.tool_choice !== undefined && b.tool_choice !== null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') reject('tool_choice', 'tool_choice is not supported yet');
+  const rf = b.response_format as { type?: unknown } | null | undefined;
+  if (rf && rf.type !== undefined && rf.type !== 'text') reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported yet; only "text"`);
+  if (b.logprobs === true || (typeof b.logprobs === 'number' && b.logprobs > 0)) reject('logprobs', 'logprobs are not supported yet');
+  if (typeof b.top_logprobs === 'number' && b.top_logprobs > 0) reject('top_logprobs', 'top_logprobs is not supported yet');
+  if (b.logit_bias && typeof b.logit_bias === 'object' && Object.keys(b.logit_bias).length > 0) reject('logit_bias', 'logit_bias is not supported yet');
+  if (typeof b.frequency_penalty === 'number' && b.frequency_penalty !== 0) reject('frequency_penalty', 'frequency_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
+  if (typeof b.presence_penalty === 'number' && b.presence_penalty !== 0) reject('presence_penalty', 'presence_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
+}
+
+export function stopStrings(b: Body): string[] {
+  if (typeof b.stop === 'string') return [b.stop];
+  if (Array.isArray(b.stop)) return b.stop as string[];
+  return [];
+}
+
+/** Decoding options from a request body; the seed of choice i is seed + i. */
+export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): GenerateOptions {
+  const effort = b.realtime === true ? 'instant' : typeof b.reasoning_effort === 'string' ? b.reasoning_effort : 'medium';
+  const o: GenerateOptions = { ...defaults, ...PRESETS[effort] };
+  const maxTokens = (b.max_completion_tokens ?? b.max_tokens) as number | null | undefined;
+  if (typeof maxTokens === 'number') o.maxTokens = maxTokens;
+  if (typeof b.temperature === 'number') o.temperature = b.temperature;
+  if (typeof b.top_p === 'number') o.topP = b.top_p;
+  if (typeof b.top_k === 'number') o.topK = b.top_k;
+  if (typeof b.seed === 'number') o.seed = b.seed;
+  if (typeof b.steps === 'number') o.steps = b.steps;
+  if (typeof b.block_length === 'number') o.blockLength = b.block_length;
+  if (typeof b.policy === 'string') o.policy = b.policy as GenerateOptions['policy'];
+  if (typeof b.threshold === 'number') o.threshold = b.threshold;
+  if (typeof b.gamma === 'number') o.gamma = b.gamma;
+  if (typeof b.alg_temp === 'number') o.algTemp = b.alg_temp;
+  if (typeof b.eps === 'number') o.eps = b.eps;
+  if (typeof b.cache === 'string') o.cache = b.cache as GenerateOptions['cache'];
+  return o;
+}
+
+export function messageText(content: unknown, index: number): string {
+  if (typeof content === 'string') return content;
+  if (content === null || content === undefined) return '';
+  const parts = content as { type: string; text?: string }[];
+  return parts
+    .map((p, j) => {
+      if (p.type !== 'text' || typeof p.text !== 'string') reject(`messages[${index}].content[${j}]`, `content part type ${JSON.stringify(p.type)} is not supported; only text`);
+      return p.text;
+    })
+    .join('');
+}

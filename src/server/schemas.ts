@@ -1,0 +1,103 @@
+// JSON schemas of the request bodies (validated by Fastify's ajv; errors become 400s with
+// the offending field as `param`). Unknown fields are ignored, as OpenAI clients send
+// fields added after this server was written; known-but-unsupported ones are rejected
+// in fields.ts with a clear message.
+
+import { POLICIES } from '../decode/policies.ts';
+import { CACHE_MODES } from '../decode/options.ts';
+
+const int = (minimum: number, maximum = 2 ** 31) => ({ type: 'integer', minimum, maximum });
+
+export const EFFORTS = ['instant', 'low', 'medium', 'high'] as const;
+
+const sampling = {
+  model: { type: 'string', maxLength: 256 },
+  stream: { type: 'boolean' },
+  stream_options: { type: ['object', 'null'], properties: { include_usage: { type: 'boolean' } } },
+  n: int(1, 8),
+  stop: { anyOf: [{ type: 'string', minLength: 1, maxLength: 256 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 256 } }, { type: 'null' }] },
+  max_tokens: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 20 },
+  temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+  top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
+  top_k: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 24 },
+  seed: { type: ['integer', 'null'], minimum: -(2 ** 53) + 1, maximum: 2 ** 53 - 1 },
+  user: { type: 'string', maxLength: 512 },
+  frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
+  presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
+  logit_bias: { type: ['object', 'null'] },
+  logprobs: { type: ['boolean', 'integer', 'null'] },
+  // quench's decoding extensions
+  steps: int(1, 1 << 20),
+  block_length: int(1, 1 << 20),
+  policy: { type: 'string', enum: [...POLICIES] },
+  threshold: { type: 'number', minimum: 0, maximum: 1 },
+  gamma: { type: 'number', minimum: 0, maximum: 1e6 },
+  alg_temp: { type: 'number', minimum: 0, maximum: 100 },
+  eps: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+  cache: { type: 'string', enum: [...CACHE_MODES] },
+  reasoning_effort: { type: 'string', enum: [...EFFORTS] },
+  realtime: { type: 'boolean' },
+  diffusing: { type: 'boolean' },
+};
+
+const textPart = {
+  type: 'object',
+  required: ['type'],
+  properties: { type: { type: 'string' }, text: { type: 'string' } },
+};
+
+export const chatBody = {
+  type: 'object',
+  required: ['messages'],
+  properties: {
+    ...sampling,
+    messages: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 1024,
+      items: {
+        type: 'object',
+        required: ['role'],
+        properties: {
+          role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
+          content: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 256, items: textPart }, { type: 'null' }] },
+          name: { type: 'string' },
+        },
+      },
+    },
+    max_completion_tokens: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 20 },
+    top_logprobs: { type: ['integer', 'null'] },
+    tools: { type: ['array', 'null'] },
+    tool_choice: {},
+    parallel_tool_calls: { type: 'boolean' },
+    response_format: { type: ['object', 'null'] },
+  },
+};
+
+export const completionBody = {
+  type: 'object',
+  required: ['prompt'],
+  properties: {
+    ...sampling,
+    prompt: {
+      anyOf: [
+        { type: 'string' },
+        { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string' } },
+        { type: 'array', minItems: 1, maxItems: 1 << 20, items: { type: 'integer' } },
+      ],
+    },
+    suffix: { type: ['string', 'null'] },
+    echo: { type: 'boolean' },
+    best_of: { type: 'integer', minimum: 1, maximum: 1 },
+  },
+};
+
+export const fimBody = {
+  type: 'object',
+  required: ['prompt'],
+  properties: {
+    ...sampling,
+    prompt: { type: 'string' },
+    suffix: { type: ['string', 'null'] },
+  },
+};

@@ -1,0 +1,46 @@
+// Turning step events into text for the wire. Normal streaming sends text as soon as a
+// left-to-right stretch of it is final, holding back what could still turn out to be the
+// start of a stop string or half of a UTF-8 character. The diffusing stream sends the
+// whole current draft (committed tokens plus the model's current guesses) every step.
+
+import type { StepEvent } from '../decode/generation.ts';
+
+export class FinalTextTracker {
+  private sent = 0;
+  private decode: (ids: number[]) => string;
+  private holdback: number;
+
+  constructor(decode: (ids: number[]) => string, stopStrings: string[]) {
+    this.decode = decode;
+    this.holdback = Math.max(0, ...stopStrings.map((s) => s.length - 1));
+  }
+
+  /** New final text since the last call (possibly empty). */
+  step(ev: StepEvent): string {
+    const text = this.decode(Array.from(ev.draft.subarray(0, ev.finalized)));
+    let safe = Math.max(this.sent, text.length - this.holdback);
+    while (safe > this.sent && text.charCodeAt(safe - 1) === 0xfffd) safe--;
+    const out = text.slice(this.sent, safe);
+    this.sent = safe;
+    return out;
+  }
+
+  /** The rest of the final text. */
+  finish(fullText: string): string {
+    const out = fullText.slice(this.sent);
+    this.sent = fullText.length;
+    return out;
+  }
+}
+
+/** The current draft as text: committed tokens and best guesses, up to the first end token. */
+export function draftText(ev: StepEvent, stop: Set<number>, decode: (ids: number[]) => string): string {
+  const ids: number[] = [];
+  for (let i = 0; i < ev.draft.length; i++) {
+    const t = ev.draft[i];
+    if (t < 0) continue;
+    if (stop.has(t)) break;
+    ids.push(t);
+  }
+  return decode(ids);
+}
