@@ -296,9 +296,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   app.post('/v1/chat/completions', { schema: { body: chatBody } }, async (req, reply) => {
     const body = req.body as Body;
+    const { model } = ready();
     checkModel(body.model);
     rejectUnsupported(body);
-    const { model } = ready();
     const messages = (body.messages as { role: string; content: unknown }[]).map((m, i) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content, i) }));
     const prompt = model.codec.encodeChat(messages);
     return run(req, reply, 'chat', body, [{ prompt }]);
@@ -306,9 +306,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   app.post('/v1/completions', { schema: { body: completionBody } }, async (req, reply) => {
     const body = req.body as Body;
+    const { model } = ready();
     checkModel(body.model);
     rejectUnsupported(body);
-    const { model } = ready();
     const p = body.prompt as string | string[] | number[];
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     const echo = body.echo === true;
@@ -321,9 +321,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   app.post('/v1/fim/completions', { schema: { body: fimBody } }, async (req, reply) => {
     const body = req.body as Body;
+    const { model } = ready();
     checkModel(body.model);
     rejectUnsupported(body);
-    const { model } = ready();
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     return run(req, reply, 'completion', body, [{ prompt: encodePlain(model, body.prompt as string), suffix }]);
   });

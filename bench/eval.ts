@@ -1,0 +1,122 @@
+// quench eval: held-out task instances (train/heldout.jsonl, generated with a fixed seed and
+// excluded from training) through the engine; exact-match accuracy per task family for
+// each decoding configuration, next to tokens/s and tokens per forward: the speed/quality
+// frontier. The causal baseline decodes the same prompts one token per step.
+//
+//   quench eval [--model quench-tiny] [--ar-model quench-tiny-ar] [--limit 20]
+//               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64]
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generate } from '../src/decode/generation.ts';
+import type { GenerateOptions } from '../src/decode/options.ts';
+import { loadModel, type Model, type DTypeOption } from '../src/models/registry.ts';
+import { PACKAGE_ROOT, resolveModel } from '../src/cli/paths.ts';
+import { parseArgs, fmt } from './common.ts';
+
+export interface Task {
+  family: string;
+  prompt: string;
+  answer: string;
+}
+
+export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
+  lc1: { label: 'low_confidence, 1 token/step, no cache', o: { policy: 'low_confidence', steps: 64, cache: 'none' } },
+  lc2: { label: 'low_confidence, 2 tokens/step, prefix cache', o: { policy: 'low_confidence', steps: 32, cache: 'prefix' } },
+  margin2: { label: 'margin, 2 tokens/step, prefix cache', o: { policy: 'margin', steps: 32, cache: 'prefix' } },
+  thr95: { label: 'threshold 0.95, prefix cache', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix' } },
+  thr90: { label: 'threshold 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix' } },
+  thr90d: { label: 'threshold 0.9, dual cache', o: { policy: 'threshold', threshold: 0.9, cache: 'dual' } },
+  thr70d: { label: 'threshold 0.7, dual cache', o: { policy: 'threshold', threshold: 0.7, cache: 'dual' } },
+  eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
+  dream: { label: 'dream_maskgit_plus, 16 steps/block, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
+};
+
+export function loadTasks(limit: number): Task[] {
+  const lines = readFileSync(join(PACKAGE_ROOT, 'train', 'heldout.jsonl'), 'utf8').trim().split('\n');
+  const per = new Map<string, number>();
+  const out: Task[] = [];
+  for (const l of lines) {
+    const t = JSON.parse(l) as Task;
+    const n = per.get(t.family) ?? 0;
+    if (n >= limit) continue;
+    per.set(t.family, n + 1);
+    out.push(t);
+  }
+  return out;
+}
+
+export interface EvalRow {
+  label: string;
+  perFamily: Record<string, number>;
+  accuracy: number;
+  tokensPerSecond: number;
+  tokensPerForward: number;
+  forwards: number;
+}
+
+export async function evaluate(model: Model, tasks: Task[], label: string, o: GenerateOptions): Promise<EvalRow> {
+  const right = new Map<string, number>();
+  const total = new Map<string, number>();
+  let tokens = 0;
+  let forwards = 0;
+  let ms = 0;
+  for (const t of tasks) {
+    const prompt = model.codec.encodeChat([{ role: 'user', content: t.prompt }]);
+    const r = await generate(model, prompt, { ...o, seed: 0 });
+    const text = model.codec.decode(r.tokens, true).trim();
+    total.set(t.family, (total.get(t.family) ?? 0) + 1);
+    if (text === t.answer.trim()) right.set(t.family, (right.get(t.family) ?? 0) + 1);
+    tokens += r.tokens.length;
+    forwards += r.stats.forwards;
+    ms += r.stats.elapsedMs;
+  }
+  const perFamily: Record<string, number> = {};
+  for (const [f, n] of total) perFamily[f] = (right.get(f) ?? 0) / n;
+  const all = [...right.values()].reduce((s, x) => s + x, 0) / tasks.length;
+  return { label, perFamily, accuracy: all, tokensPerSecond: (tokens / ms) * 1000, tokensPerForward: tokens / forwards, forwards };
+}
+
+export function table(rows: EvalRow[], baselineTps?: number): string {
+  const fams = Object.keys(rows[0].perFamily);
+  const head = `| decoding | ${fams.join(' | ')} | all | tokens/s | tokens/forward |${baselineTps ? ' vs AR |' : ''}`;
+  const sep = `|---|${fams.map(() => '---:').join('|')}|---:|---:|---:|${baselineTps ? '---:|' : ''}`;
+  const body = rows.map(
+    (r) =>
+      `| ${r.label} | ${fams.map((f) => fmt((r.perFamily[f] ?? 0) * 100, 0)).join(' | ')} | **${fmt(r.accuracy * 100, 1)}** | ${fmt(r.tokensPerSecond)} | ${fmt(r.tokensPerForward, 2)} |${baselineTps ? ` ${fmt(r.tokensPerSecond / baselineTps, 2)}x |` : ''}`,
+  );
+  return [head, sep, ...body].join('\n');
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const a = parseArgs(argv);
+  const limit = Number(a.limit ?? 50);
+  const maxTokens = Number(a['max-tokens'] ?? 64);
+  const threads = Number(a.threads ?? 2);
+  const dtype = (a.dtype ?? 'fp32') as DTypeOption;
+  const tasks = loadTasks(limit);
+  const rows: EvalRow[] = [];
+  let baseline: number | undefined;
+  if (a['ar-model'] !== 'none') {
+    const ar = await loadModel(resolveModel(a['ar-model'] ?? 'quench-tiny-ar'), { threads, dtype });
+    const r = await evaluate(ar, tasks, `causal AR baseline (${ar.id}), 1 token/step, KV cache`, { maxTokens });
+    baseline = r.tokensPerSecond;
+    rows.push(r);
+    console.error(`${r.label}: ${fmt(r.accuracy * 100)}% at ${fmt(r.tokensPerSecond)} tok/s`);
+    await ar.close();
+  }
+  const model = await loadModel(resolveModel(a.model ?? 'quench-tiny'), { threads, dtype });
+  const names = (a.configs ?? Object.keys(CONFIGS).join(',')).split(',');
+  for (const name of names) {
+    const c = CONFIGS[name];
+    if (!c) throw new Error(`unknown config ${name}: ${Object.keys(CONFIGS).join(', ')}`);
+    const r = await evaluate(model, tasks, c.label, { maxTokens, blockLength: 32, ...c.o });
+    rows.push(r);
+    console.error(`${r.label}: ${fmt(r.accuracy * 100)}% at ${fmt(r.tokensPerSecond)} tok/s, ${fmt(r.tokensPerForward, 2)} tokens/forward`);
+  }
+  await model.close();
+  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, block 32, ${dtype}, ${threads} threads, temperature 0\n`);
+  console.log(table(rows, baseline));
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));

@@ -1,0 +1,281 @@
+// The OpenAI-compatible server, driven by the official `openai` client and raw HTTP.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import OpenAI from 'openai';
+import { attachScheduler, buildServer, type ServingState, type ServerOptions } from '../src/server/app.ts';
+import { loadModel, type Model } from '../src/models/registry.ts';
+import { writeFixture } from '../src/formats/fixtures.ts';
+import { CACHE, tempDir } from './helpers.ts';
+
+const KEY = 'sk-test-0123456789';
+const dir = await tempDir('quench-srv-');
+await writeFixture(dir, { arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 256 });
+const model = await loadModel(dir, { cacheDir: CACHE, threads: 2 });
+const servers: { close(): Promise<unknown> }[] = [];
+after(async () => {
+  for (const s of servers) await s.close();
+  await model.close();
+});
+
+async function start(o: Partial<ServerOptions> = {}, loaded: Model | null = model) {
+  const state: ServingState = { model: null, scheduler: null };
+  const opts: ServerOptions = { apiKey: KEY, maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults: { maxTokens: 32 }, ...o };
+  const { app, metrics } = await buildServer(state, opts);
+  if (loaded) attachScheduler(state, loaded, opts, metrics);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  servers.push(app);
+  const port = (app.server.address() as { port: number }).port;
+  const base = `http://127.0.0.1:${port}`;
+  const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: KEY, maxRetries: 0 });
+  return { app, state, opts, metrics, base, client };
+}
+
+const main = await start();
+const chatReq = { model: model.id, messages: [{ role: 'user' as const, content: 'What is 2 + 2?' }], temperature: 0, seed: 7, max_tokens: 32 };
+
+async function post(base: string, path: string, body: unknown, headers: Record<string, string> = {}) {
+  const r = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const text = await r.text();
+  let json: any = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* SSE */
+  }
+  return { status: r.status, json, text, headers: r.headers };
+}
+
+function sseEvents(text: string): string[] {
+  return text.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+}
+
+test('models: list and retrieve', async () => {
+  const list = await main.client.models.list();
+  assert.deepEqual(list.data.map((m) => m.id), [model.id]);
+  const m = await main.client.models.retrieve(model.id);
+  assert.equal(m.id, model.id);
+  await assert.rejects(main.client.models.retrieve('nope'), (e: any) => e.status === 404);
+});
+
+test('chat: non-streaming and streaming give the same text; chunks are well formed', async () => {
+  const r = await main.client.chat.completions.create(chatReq);
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices[0].message.role, 'assistant');
+  assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
+  assert.equal(r.usage!.total_tokens, r.usage!.prompt_tokens + r.usage!.completion_tokens);
+  assert.ok((r.usage as any).forward_passes >= 1);
+  assert.ok((r.usage as any).tokens_per_forward > 0);
+
+  const stream = await main.client.chat.completions.create({ ...chatReq, stream: true, stream_options: { include_usage: true } });
+  let text = '';
+  const chunks: any[] = [];
+  for await (const c of stream) chunks.push(c);
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  assert.ok(chunks.every((c) => c.id === chunks[0].id && c.object === 'chat.completion.chunk' && c.created === chunks[0].created));
+  const finals = chunks.filter((c) => c.choices[0]?.finish_reason);
+  assert.equal(finals.length, 1);
+  assert.equal(finals[0].choices[0].finish_reason, r.choices[0].finish_reason);
+  const usage = chunks.at(-1);
+  assert.deepEqual(usage.choices, []);
+  assert.equal(usage.usage.completion_tokens, r.usage!.completion_tokens);
+  for (const c of chunks) text += c.choices[0]?.delta?.content ?? '';
+  assert.equal(text, r.choices[0].message.content);
+
+  const raw = await post(main.base, '/v1/chat/completions', { ...chatReq, stream: true });
+  assert.equal(raw.status, 200);
+  assert.match(raw.headers.get('content-type')!, /text\/event-stream/);
+  const ev = sseEvents(raw.text);
+  assert.equal(ev.at(-1), '[DONE]');
+  for (const e of ev.slice(0, -1)) JSON.parse(e);
+});
+
+test('diffusing stream: each chunk is the whole current draft; the last is the answer', async () => {
+  const r = await main.client.chat.completions.create(chatReq);
+  const raw = await post(main.base, '/v1/chat/completions', { ...chatReq, stream: true, diffusing: true });
+  const ev = sseEvents(raw.text).slice(0, -1).map((e) => JSON.parse(e));
+  const contents = ev.map((e) => e.choices[0].delta.content).filter((c) => typeof c === 'string' && c.length > 0);
+  assert.ok(contents.length >= 2, 'several drafts');
+  assert.equal(contents.at(-1), r.choices[0].message.content);
+});
+
+test('completions (string, array, echo) and FIM', async () => {
+  const c = await main.client.completions.create({ model: model.id, prompt: 'The cat', max_tokens: 16, temperature: 0 });
+  assert.equal(c.object, 'text_completion');
+  assert.equal(typeof c.choices[0].text, 'string');
+  const e = await main.client.completions.create({ model: model.id, prompt: 'The cat', max_tokens: 16, temperature: 0, echo: true });
+  assert.equal(e.choices[0].text, 'The cat' + c.choices[0].text);
+  const m = await main.client.completions.create({ model: model.id, prompt: ['one', 'two'], max_tokens: 8, temperature: 0 });
+  assert.equal(m.choices.length, 2);
+  const f = await post(main.base, '/v1/fim/completions', { model: model.id, prompt: 'def add(a, b):\n    return ', suffix: '\n\nprint(add(1, 2))', max_tokens: 16 });
+  assert.equal(f.status, 200, f.text);
+  assert.equal(typeof f.json.choices[0].text, 'string');
+  const s = await main.client.completions.create({ model: model.id, prompt: 'x = ', suffix: ' + 1', max_tokens: 8, temperature: 0 });
+  assert.equal(typeof s.choices[0].text, 'string');
+  const streamed = await post(main.base, '/v1/completions', { model: model.id, prompt: 'The cat', max_tokens: 16, temperature: 0, stream: true });
+  const text = sseEvents(streamed.text).slice(0, -1).map((x) => JSON.parse(x).choices[0].text).join('');
+  assert.equal(text, c.choices[0].text);
+});
+
+test('concurrency: 16 requests with max-batch 4 all succeed, each equal to its solo answer', async () => {
+  const prompts = Array.from({ length: 16 }, (_, i) => `question number ${i}`);
+  const solo: string[] = [];
+  for (const p of prompts) solo.push((await main.client.chat.completions.create({ ...chatReq, messages: [{ role: 'user', content: p }] })).choices[0].message.content!);
+  const before = await main.metrics.batchSize.get();
+  const together = await Promise.all(prompts.map((p) => main.client.chat.completions.create({ ...chatReq, messages: [{ role: 'user', content: p }] })));
+  assert.deepEqual(together.map((r) => r.choices[0].message.content), solo);
+  const after = await main.metrics.batchSize.get();
+  const sum = (h: typeof before) => h.values.find((v) => v.metricName === 'quench_batch_size_sum')!.value;
+  const count = (h: typeof before) => h.values.find((v) => v.metricName === 'quench_batch_size_count')!.value;
+  assert.ok((sum(after) - sum(before)) / (count(after) - count(before)) > 1.5, 'forwards were batched');
+});
+
+test('a client that disconnects mid-stream frees its slot', async () => {
+  const ac = new AbortController();
+  const before = (await main.metrics.cancelled.get()).values[0]?.value ?? 0;
+  const r = await fetch(`${main.base}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ ...chatReq, max_tokens: 192, policy: 'low_confidence', stream: true, diffusing: true }),
+    signal: ac.signal,
+  });
+  const reader = r.body!.getReader();
+  await reader.read();
+  ac.abort();
+  for (let i = 0; i < 100 && main.state.scheduler!.activeCount > 0; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.equal(main.state.scheduler!.activeCount, 0);
+  const now = (await main.metrics.cancelled.get()).values[0]?.value ?? 0;
+  assert.equal(now, before + 1);
+  const ok = await main.client.chat.completions.create(chatReq);
+  assert.ok(ok.choices[0].message.content !== undefined);
+});
+
+test('queue overflow answers 503 in the OpenAI envelope, and the server keeps serving', async () => {
+  const small = await start({ maxBatch: 1, maxQueue: 1 });
+  const rs = await Promise.all(Array.from({ length: 6 }, () => post(small.base, '/v1/chat/completions', { ...chatReq, max_tokens: 64, policy: 'low_confidence' })));
+  const codes = rs.map((r) => r.status).sort();
+  assert.ok(codes.includes(200) && codes.includes(503), `statuses ${codes}`);
+  const busy = rs.find((r) => r.status === 503)!;
+  assert.equal(busy.json.error.type, 'overloaded_error');
+  const ok = await post(small.base, '/v1/chat/completions', chatReq);
+  assert.equal(ok.status, 200);
+});
+
+test('bad requests get their 4xx with the OpenAI envelope; a valid request right after succeeds', async () => {
+  const bad: [string, unknown, number, string | null][] = [
+    ['max_tokens -1', { ...chatReq, max_tokens: -1 }, 400, 'max_tokens'],
+    ['max_tokens huge', { ...chatReq, max_tokens: 100000 }, 400, 'max_tokens'],
+    ['n too big', { ...chatReq, n: 100 }, 400, 'n'],
+    ['steps 0', { ...chatReq, steps: 0 }, 400, 'steps'],
+    ['block length does not divide', { ...chatReq, max_tokens: 32, block_length: 5 }, 400, 'block_length'],
+    ['temperature < 0', { ...chatReq, temperature: -1 }, 400, 'temperature'],
+    ['top_p 0', { ...chatReq, top_p: 0 }, 400, 'top_p'],
+    ['top_p > 1', { ...chatReq, top_p: 1.5 }, 400, 'top_p'],
+    ['unknown policy', { ...chatReq, policy: 'magic' }, 400, 'policy'],
+    ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
+    ['tools', { ...chatReq, tools: [{ type: 'function', function: { name: 'f' } }] }, 400, 'tools'],
+    ['json schema', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 400, 'response_format'],
+    ['logprobs', { ...chatReq, logprobs: true }, 400, 'logprobs'],
+    ['image part', { ...chatReq, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 400, 'messages[0].content[0]'],
+    ['unknown model', { ...chatReq, model: 'gpt-9' }, 404, 'model'],
+    ['string for a number', { ...chatReq, max_tokens: '12' }, 400, 'max_tokens'],
+  ];
+  for (const [label, body, status, param] of bad) {
+    const r = await post(main.base, '/v1/chat/completions', body);
+    assert.equal(r.status, status, `${label}: ${r.text}`);
+    assert.ok(r.json?.error?.message, label);
+    assert.equal(r.json.error.param, param, label);
+    assert.equal(typeof r.json.error.type, 'string');
+  }
+  const long = 'word '.repeat(400);
+  const ctx = await post(main.base, '/v1/chat/completions', { ...chatReq, messages: [{ role: 'user', content: long }] });
+  assert.equal(ctx.status, 400);
+  assert.match(ctx.json.error.message, /256/);
+  const ctx2 = await post(main.base, '/v1/chat/completions', { ...chatReq, max_tokens: 250 });
+  assert.equal(ctx2.status, 400);
+  assert.match(ctx2.json.error.message, /250/);
+  assert.match(ctx2.json.error.message, /256/);
+  const ids = await post(main.base, '/v1/completions', { model: model.id, prompt: [1, 2, 999999], max_tokens: 4 });
+  assert.equal(ids.status, 400);
+  assert.equal(ids.json.error.code, 'invalid_token');
+  const json = await post(main.base, '/v1/chat/completions', '{"model": "x", "messages": [');
+  assert.equal(json.status, 400);
+  assert.equal(json.json.error.type, 'invalid_request_error');
+  const big = await post(main.base, '/v1/chat/completions', { ...chatReq, messages: [{ role: 'user', content: 'x'.repeat(5 * 1024 * 1024) }] });
+  assert.equal(big.status, 413);
+  assert.ok(big.json.error);
+  const ok = await main.client.chat.completions.create(chatReq);
+  assert.ok(ok.choices.length === 1);
+});
+
+test('security: API key, Host check, CORS off by default, CORS on for named origins', async () => {
+  const none = await post(main.base, '/v1/chat/completions', chatReq, { authorization: '' });
+  assert.equal(none.status, 401);
+  assert.equal(none.json.error.type, 'authentication_error');
+  const wrong = await post(main.base, '/v1/chat/completions', chatReq, { authorization: 'Bearer sk-wrong' });
+  assert.equal(wrong.status, 401);
+  const models = await fetch(`${main.base}/v1/models`);
+  assert.equal(models.status, 401);
+  // fetch cannot set Host; a raw request can, as a DNS-rebinding page's browser would
+  const rebinding = await new Promise<number>((resolve, reject) => {
+    const u = new URL(main.base);
+    const r = http.request({ host: u.hostname, port: u.port, path: '/v1/models', headers: { host: 'evil.example.com', authorization: `Bearer ${KEY}` } }, (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    });
+    r.on('error', reject);
+    r.end();
+  });
+  assert.equal(rebinding, 403);
+  const pre = await fetch(`${main.base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin: 'http://evil.example.com', 'access-control-request-method': 'POST' } });
+  assert.equal(pre.headers.get('access-control-allow-origin'), null);
+  const withCors = await start({ corsOrigins: ['http://app.example.com'] });
+  const pre2 = await fetch(`${withCors.base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin: 'http://app.example.com', 'access-control-request-method': 'POST' } });
+  assert.equal(pre2.headers.get('access-control-allow-origin'), 'http://app.example.com');
+  const pre3 = await fetch(`${withCors.base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin: 'http://other.example.com', 'access-control-request-method': 'POST' } });
+  assert.notEqual(pre3.headers.get('access-control-allow-origin'), 'http://other.example.com');
+  const ok = await main.client.chat.completions.create(chatReq);
+  assert.equal(ok.choices.length, 1);
+});
+
+test('health is 503 while loading and 200 when ready; metrics speak Prometheus', async () => {
+  const s = await start({}, null);
+  const h1 = await fetch(`${s.base}/health`);
+  assert.equal(h1.status, 503);
+  const c1 = await post(s.base, '/v1/chat/completions', chatReq);
+  assert.equal(c1.status, 503);
+  attachScheduler(s.state, model, s.opts, s.metrics);
+  const h2 = await fetch(`${s.base}/health`);
+  assert.equal(h2.status, 200);
+  const m = await (await fetch(`${main.base}/metrics`)).text();
+  for (const name of ['quench_requests_total', 'quench_generated_tokens_total', 'quench_queue_depth', 'quench_step_seconds_bucket', 'quench_batch_size_bucket']) assert.ok(m.includes(name), name);
+});
+
+test('quench serve: SIGTERM lets the running request finish, then exits 0', async () => {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', dir, '--port', String(port), '--threads', '1'], {
+    env: { ...process.env, QUENCH_CACHE: CACHE, QUENCH_API_KEY: '' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr.on('data', (d) => (log += d));
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${base}/health`)).status === 200) break;
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const pending = fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...chatReq, max_tokens: 192, policy: 'low_confidence' }) });
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  child.kill('SIGTERM');
+  const res = await pending;
+  assert.equal(res.status, 200, log);
+  const body = (await res.json()) as any;
+  assert.equal(body.object, 'chat.completion');
+  assert.equal(await exited, 0, log);
+});
