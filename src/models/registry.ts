@@ -93,10 +93,10 @@ function resolveDtype(dtype: DTypeOption, args: ModelArgs): WeightFormat {
   return perLayer * args.numLayers >= AUTO_INT8_PARAMS ? 'int8' : 'fp32';
 }
 
-export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
+/** Build (or find) the converted graph + weights in the cache; returns its directory. */
+export async function convertModel(dir: string, opts: LoadOptions = {}): Promise<{ args: ModelArgs; target: string; dtype: WeightFormat; topK: number; cached: boolean }> {
   dir = resolve(dir);
   const { args } = await loadConfig(dir);
-  const codec = await TextCodec.load(dir, args);
   const dtypeOpt = opts.dtype ?? 'auto';
   if (!['auto', 'fp32', 'int8', 'int4'].includes(dtypeOpt)) throw new OptionError('dtype', `dtype must be one of auto, fp32, int8, int4; got ${JSON.stringify(dtypeOpt)}`);
   const dtype = resolveDtype(dtypeOpt, args);
@@ -110,8 +110,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     .slice(0, 24);
   const cacheRoot = opts.cacheDir ?? defaultCacheDir();
   const target = join(cacheRoot, key);
-  const modelPath = join(target, 'model.onnx');
-  let cached = existsSync(join(target, 'meta.json'));
+  const cached = existsSync(join(target, 'meta.json'));
   if (!cached) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} (one time, cached in ${cacheRoot})`);
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
@@ -135,6 +134,14 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
       throw e;
     }
   }
+  return { args, target, dtype, topK, cached };
+}
+
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
+  dir = resolve(dir);
+  const { args, target, dtype, topK, cached } = await convertModel(dir, opts);
+  const codec = await TextCodec.load(dir, args);
+  const modelPath = join(target, 'model.onnx');
   const meta = JSON.parse(await readFile(join(target, 'meta.json'), 'utf8')) as { params: number };
   const runner = await OrtRunner.create(modelPath, {
     layers: args.numLayers,
