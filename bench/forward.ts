@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { writeFixture } from '../src/formats/fixtures.ts';
-import { loadModel } from '../src/models/registry.ts';
+import { loadModel, lastConversionPeakRss } from '../src/models/registry.ts';
 import type { WeightFormat } from '../src/runtime/quant.ts';
 import { bareMatMul, fmt, parseArgs, timeMs } from './common.ts';
 
@@ -36,7 +36,8 @@ export async function main(argv: string[]): Promise<void> {
     const model = await loadModel(dir, { threads, dtype, cacheDir: a.cache });
     const loadMs = performance.now() - t0;
     const rss = process.resourceUsage().maxRSS * 1024;
-    console.log(`\n[${dtype}] load ${(loadMs / 1000).toFixed(1)} s (${model.cached ? 'from cache' : 'converted'}), peak RSS ${(rss / 2 ** 30).toFixed(2)} GiB = ${(rss / (totalParams * 4)).toFixed(2)}x the fp32 weights`);
+    const conv = !model.cached && lastConversionPeakRss ? `, conversion child peak RSS ${(lastConversionPeakRss / 2 ** 30).toFixed(2)} GiB` : '';
+    console.log(`\n[${dtype}] load ${(loadMs / 1000).toFixed(1)} s (${model.cached ? 'from cache' : 'converted'}${conv}), serving process peak RSS ${(rss / 2 ** 30).toFixed(2)} GiB = ${(rss / (totalParams * 4)).toFixed(2)}x the fp32 weights`);
     // the largest weight matrix of the graph: the fused gate+up projection [D, 2F]
     const bare = await bareMatMul(D, 2 * Fi, dtype, threads);
     console.log('| rows | ms/forward | GFLOP/s | bare MatMul GFLOP/s | ratio |');

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { OptionError } from '../errors.ts';
+import { FormatError, OptionError } from '../errors.ts';
 import { loadConfig, type ModelArgs } from '../formats/config.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec, type SpecialTokens } from '../formats/tokenizer.ts';
@@ -33,7 +33,12 @@ export interface LoadOptions {
   cacheDir?: string;
   /** called with progress text during a first conversion */
   onProgress?: (msg: string) => void;
+  /** convert in a child process (default: when the fp32 weights exceed 256 MB) */
+  isolate?: boolean;
 }
+
+/** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
+export let lastConversionPeakRss = 0;
 
 /** Below this many parameters fp32 is fast enough and exact; above it int8 pays. */
 export const AUTO_INT8_PARAMS = 100_000_000;
@@ -111,7 +116,11 @@ export async function convertModel(dir: string, opts: LoadOptions = {}): Promise
   const cacheRoot = opts.cacheDir ?? defaultCacheDir();
   const target = join(cacheRoot, key);
   const cached = existsSync(join(target, 'meta.json'));
-  if (!cached) {
+  const fp32Bytes = 4 * (args.numLayers * (4 * args.hiddenSize * args.hiddenSize + 3 * args.hiddenSize * args.intermediateSize) + 2 * args.vocabSize * args.hiddenSize);
+  if (!cached && (opts.isolate ?? fp32Bytes > 256 * 2 ** 20)) {
+    opts.onProgress?.(`converting ${basename(dir)} to ${dtype} in a child process (one time, cached in ${cacheRoot})`);
+    await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot });
+  } else if (!cached) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} (one time, cached in ${cacheRoot})`);
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
     await mkdir(tmp, { recursive: true });
@@ -164,4 +173,18 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     stats: runner.stats,
     close: () => runner.release(),
   };
+}
+
+async function convertInChild(dir: string, opts: LoadOptions): Promise<void> {
+  const { execFile } = await import('node:child_process');
+  const tsx = import.meta.resolve('tsx');
+  const script = fileURLToPath(new URL('./convert-child.ts', import.meta.url));
+  const out = await new Promise<string>((res, rej) =>
+    execFile(process.execPath, ['--import', tsx, script, dir, JSON.stringify(opts)], { maxBuffer: 1 << 20 }, (err, stdout, stderr) =>
+      err && !stdout ? rej(new Error(`conversion failed: ${stderr.split('\n').slice(-3).join(' ')}`)) : res(stdout),
+    ),
+  );
+  const r = JSON.parse(out) as { ok: boolean; code?: string; message?: string; peakRssBytes?: number };
+  if (!r.ok) throw r.code ? new FormatError(r.code, r.message ?? 'conversion failed') : new Error(r.message ?? 'conversion failed');
+  lastConversionPeakRss = r.peakRssBytes ?? 0;
 }
