@@ -172,11 +172,13 @@ export class OrtRunner {
             positions[i++] = r.past!.positions[j];
           }
           for (const w of Array.from(windowKeep)) positions[i++] = r.positions[w];
+          // keeping every entry of a single sequence: the present tensors are the cache
+          const all = B === 1 && index.length === T && index.every((x, i) => x === i);
           return {
             length: index.length,
             positions,
-            keys: presentK.map((k) => gatherTime(k, b, H, T, Dh, index)),
-            values: presentV.map((v) => gatherTime(v, b, H, T, Dh, index)),
+            keys: all ? presentK : presentK.map((k) => gatherTime(k, b, H, T, Dh, index)),
+            values: all ? presentV : presentV.map((v) => gatherTime(v, b, H, T, Dh, index)),
           };
         };
       }
