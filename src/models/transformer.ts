@@ -81,11 +81,9 @@ function rmsNorm(g: Graph, x: string, weight: string, eps: number): string {
   return g.op('SimplifiedLayerNormalization', [x, weight], { axis: I(-1), epsilon: F(eps) });
 }
 
-function rope(g: Graph, x: string, cos: string, sin: string, half: number): string {
-  // NeoX rotate_half: [x1, x2] -> [-x2, x1]
-  const [x1, x2] = g.node('Split', [x, g.i64([half, half])], { axis: I(-1) }, { outputs: 2 });
-  const rot = g.op('Concat', [g.op('Neg', [x2]), x1], { axis: I(-1) });
-  return g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [rot, sin])]);
+/** NeoX rotate_half RoPE on [B, L, heads*Dh] through ORT's RotaryEmbedding kernel. */
+function rope(g: Graph, x: string, pos: string, cos: string, sin: string, heads: number): string {
+  return g.op('RotaryEmbedding', [x, pos, cos, sin], { interleaved: I(0), num_heads: I(heads) }, { domain: 'com.microsoft' });
 }
 
 export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightNames, ck: Checkpoint, opts: GraphOptions): Promise<void> {
@@ -102,12 +100,18 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   let x = g.op('Gather', [g.weight('embed', DT.FLOAT, [V, D], f32Bytes(wte)), ids], { axis: I(0) }); // [B, L, D]
   const headW = names.head === null ? stackTransposed([wte], [V], D) : null;
 
-  // RoPE tables from positions: [B, 1, L, Dh]
-  const invFreq = Array.from({ length: Dh / 2 }, (_, i) => Math.fround(a.ropeTheta ** (-(2 * i) / Dh)));
-  const freqs = g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [pos], { to: I(DT.FLOAT) }), g.i64([-1])]), g.f32(invFreq)]); // [B, L, Dh/2]
-  const emb = g.op('Concat', [freqs, freqs], { axis: I(-1) });
-  const cos = g.op('Unsqueeze', [g.op('Cos', [emb]), g.i64([1])]);
-  const sin = g.op('Unsqueeze', [g.op('Sin', [emb]), g.i64([1])]);
+  // RoPE tables [maxPositions, Dh/2], computed in float64: inv_freq = theta^(-2i/Dh)
+  const half = Dh / 2;
+  const cosT = new Float32Array(a.maxPositions * half);
+  const sinT = new Float32Array(a.maxPositions * half);
+  for (let p = 0; p < a.maxPositions; p++)
+    for (let i = 0; i < half; i++) {
+      const ang = p * Math.fround(a.ropeTheta ** (-(2 * i) / Dh));
+      cosT[p * half + i] = Math.cos(ang);
+      sinT[p * half + i] = Math.sin(ang);
+    }
+  const cos = g.weight('rope_cos', DT.FLOAT, [a.maxPositions, half], f32Bytes(cosT), false);
+  const sin = g.weight('rope_sin', DT.FLOAT, [a.maxPositions, half], f32Bytes(sinT), false);
   // additive mask broadcast over heads: [B, 1, L, T] or [B, 1, 1, L, T] for grouped heads
   const maskAxes = rep > 1 ? [1, 2] : [1];
   const maskB = g.op('Unsqueeze', [bias, g.i64(maskAxes)]);
@@ -132,8 +136,8 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     }
     const [q0, k0, v0] = g.node('Split', [qkv, g.i64(outs)], { axis: I(-1) }, { outputs: 3 });
     const heads = (t: string, nh: number) => g.op('Transpose', [g.op('Reshape', [t, g.i64([0, 0, nh, Dh])])], { perm: Is([0, 2, 1, 3]) }); // [B, nh, L, Dh]
-    const q = g.op('Mul', [rope(g, heads(q0, H), cos, sin, Dh / 2), scale]);
-    const k = rope(g, heads(k0, Hkv), cos, sin, Dh / 2);
+    const q = g.op('Mul', [heads(rope(g, q0, pos, cos, sin, H), H), scale]);
+    const k = heads(rope(g, k0, pos, cos, sin, Hkv), Hkv);
     const v = heads(v0, Hkv);
     const kAll = g.op('Concat', [pastK, k], { axis: I(2) }, { output: `present_key_${l}` }); // [B, Hkv, T, Dh]
     const vAll = g.op('Concat', [pastV, v], { axis: I(2) }, { output: `present_value_${l}` });
@@ -169,17 +173,24 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   const sel = g.op('GatherND', [x, g.op('Unsqueeze', [qidx, g.i64([-1])])], { batch_dims: I(1) }); // [B, Q, D]
   const hf = rmsNorm(g, sel, g.weight('final_norm', DT.FLOAT, [D], f32Bytes(await load(ck, names.finalNorm, [D]))), a.rmsNormEps);
   const wHead = headW ?? stackTransposed([await load(ck, names.head!, [V, D])], [V], D);
-  // The head stays in fp32: it decides every token and is a small share of the weights.
-  const logits = g.op('MatMul', [hf, g.weight('head', DT.FLOAT, [D, V], f32Bytes(wHead))], {}, { output: 'logits' }); // [B, Q, V]
+  // The head is quantized per output channel to int8 for quantized models (int4 rows are
+  // too coarse for the token decision); fp32 models keep it fp32.
+  const headFormat = opts.weights === 'fp32' ? 'fp32' : 'int8';
+  const logits = g.op('Identity', [addLinear(g, 'head', hf, wHead, D, V, headFormat)], {}, { output: 'logits' }); // [B, Q, V]
   g.output('logits', DT.FLOAT, ['B', 'Q', V]);
   const k = Math.min(opts.topK, V);
   g.node('TopK', [logits, g.i64([k])], { axis: I(-1), largest: I(1), sorted: I(1) }, { outputs: ['top_values', 'top_ids'] });
   g.output('top_values', DT.FLOAT, ['B', 'Q', k]);
   g.output('top_ids', DT.INT64, ['B', 'Q', k]);
-  const lse = g.op('ReduceLogSumExp', [logits], { axes: Is([-1]), keepdims: I(0) }, { output: 'lse' }); // [B, Q]
+  // lse = m + log(sum(e)), entropy = lse - sum(e * logits) / sum(e), with e = exp(logits - m)
+  // and m the top-1 logit: one Exp over the rows.
+  const m = g.op('Slice', ['top_values', g.i64([0]), g.i64([1]), g.i64([-1])]); // [B, Q, 1]
+  const e = g.op('Exp', [g.op('Sub', [logits, m])]);
+  const z = g.op('ReduceSum', [e, g.i64([-1])], { keepdims: I(1) });
+  const lse1 = g.op('Add', [m, g.op('Log', [z])]); // [B, Q, 1]
+  g.op('Squeeze', [lse1, g.i64([-1])], {}, { output: 'lse' });
   g.output('lse', DT.FLOAT, ['B', 'Q']);
-  // entropy = lse - sum(p * logits)
-  const p = g.op('Exp', [g.op('Sub', [logits, g.op('Unsqueeze', [lse, g.i64([-1])])])]);
-  g.op('Sub', [lse, g.op('ReduceSum', [g.op('Mul', [p, logits]), g.i64([-1])], { keepdims: I(0) })], {}, { output: 'entropy' });
+  const ez = g.op('Div', [g.op('ReduceSum', [g.op('Mul', [e, logits]), g.i64([-1])], { keepdims: I(1) }), z]);
+  g.op('Squeeze', [g.op('Sub', [lse1, ez]), g.i64([-1])], {}, { output: 'entropy' });
   g.output('entropy', DT.FLOAT, ['B', 'Q']);
 }
