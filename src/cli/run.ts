@@ -44,6 +44,11 @@ class LiveView {
   }
 }
 
+/** Control characters would move the cursor under the redraw: show them as one cell. */
+function printable(s: string): string {
+  return s.replace(/\t/g, ' ').replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '\ufffd');
+}
+
 function render(model: Model, ev: StepEvent): { styled: string; plain: string } {
   const stop = new Set(model.special.stop);
   let styled = '';
@@ -51,7 +56,7 @@ function render(model: Model, ev: StepEvent): { styled: string; plain: string } 
   for (let i = 0; i < ev.draft.length; i++) {
     const t = ev.draft[i];
     if (t >= 0 && stop.has(t) && ev.final[i] && i <= ev.finalized) break;
-    const piece = t < 0 || stop.has(t) ? '·' : model.codec.decode([t], true);
+    const piece = t < 0 || stop.has(t) ? '·' : printable(model.codec.decode([t], true));
     plain += piece;
     styled += ev.final[i] ? piece : `${DIM}${piece}${RESET}`;
   }
@@ -80,7 +85,10 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
       : undefined,
   });
   const text = r.text ?? model.codec.decode(r.tokens, true);
-  if (live) live.draw(text, text);
+  if (live) {
+    live.draw(printable(text), printable(text));
+    live.end();
+  }
   if (o.stats) {
     const s = r.stats;
     const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward), ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
@@ -100,8 +108,7 @@ export async function run(prompt: string, o: RunOptions): Promise<void> {
     if (prompt) {
       const live = tty ? new LiveView(process.stdout) : null;
       const text = await answer(model, encode([{ role: 'user', content: prompt }]), o, live);
-      if (live) live.end();
-      else process.stdout.write(`${text}\n`);
+      if (!live) process.stdout.write(`${text}\n`);
       return;
     }
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
@@ -124,8 +131,7 @@ export async function run(prompt: string, o: RunOptions): Promise<void> {
       history.push({ role: 'user', content: line });
       const live = tty ? new LiveView(process.stdout) : null;
       const text = await answer(model, encode(history), o, live);
-      if (live) live.end();
-      else process.stdout.write(`${text}\n`);
+      if (!live) process.stdout.write(`${text}\n`);
       history.push({ role: 'assistant', content: text });
     }
     rl.close();
