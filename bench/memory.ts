@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<void> {
   const tsx = import.meta.resolve('tsx');
   const load = JSON.parse(execFileSync(process.execPath, ['--import', tsx, self, '--child', 'load', '--dir', dir, '--dtype', dtype, '--cache', cache], { maxBuffer: 1 << 20 }).toString()) as { ms: number; cached: boolean; peak: number };
   const GiB = 2 ** 30;
-  console.log(`checkpoint: ${(params / 1e9).toFixed(2)}B parameters, bf16 ${(params * 2 / GiB).toFixed(2)} GiB in 4 shards; ${dtype} weights file ${(size / GiB).toFixed(2)} GiB (embedding, norms and head stay fp32)`);
+  console.log(`checkpoint: ${(params / 1e9).toFixed(2)}B parameters, bf16 ${(params * 2 / GiB).toFixed(2)} GiB in 4 shards; ${dtype} weights file ${(size / GiB).toFixed(2)} GiB (embedding and norms stay fp32)`);
   console.log('\n| step | time | peak RSS | vs quantized size |');
   console.log('|---|---:|---:|---:|');
   console.log(`| convert bf16 -> ${dtype} (child process, streaming) | ${fmt(convertMs / 1000)} s | ${fmt(convPeak / GiB, 2)} GiB | ${fmt(convPeak / size, 2)}x |`);
