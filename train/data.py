@@ -12,7 +12,7 @@ from tokenizer import BOS, EOS, EOT, Tokenizer, render_chat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUCKETS = (64, 128, 192)
-MIX = (0.75, 0.15, 0.10)  # synthetic chat, English chat, plain text
+MIX = (0.85, 0.10, 0.05)  # synthetic chat, English chat, plain text
 PLAIN_BUCKET_P = (0.4, 0.3, 0.3)
 
 

@@ -498,7 +498,7 @@ FAMILIES = {
 }
 # sampling weights inside the synthetic share (arithmetic and sorting upweighted)
 FAMILY_WEIGHTS = {f: 1.0 for f in FAMILIES}
-FAMILY_WEIGHTS.update({'add': 1.5, 'sub': 1.5, 'mul': 1.5, 'sort_numbers': 1.3, 'sort_words': 1.3})
+FAMILY_WEIGHTS.update({'add': 3.0, 'sub': 3.0, 'mul': 2.0, 'sort_numbers': 2.5, 'sort_words': 2.5})
 
 
 def check(family, prompt, answer_text):
