@@ -1,0 +1,29 @@
+// The quench command as a user runs it (piped, so plain text).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFixture } from '../src/formats/fixtures.ts';
+import { CACHE, tempDir } from './helpers.ts';
+
+const env = { ...process.env, QUENCH_CACHE: CACHE, QUENCH_MODELS: '/nonexistent' };
+const quench = (args: string[], input?: string) => execFileSync(process.execPath, ['bin/quench.js', ...args], { env, input, timeout: 120_000 }).toString();
+
+test('quench list shows every bundled model directory', () => {
+  const out = quench(['list']);
+  const bundled = existsSync('models') ? readdirSync('models').filter((d) => existsSync(join('models', d, 'config.json'))) : [];
+  for (const name of bundled) assert.match(out, new RegExp(`^${name}\\s+bundled`, 'm'));
+  if (bundled.length === 0) assert.match(out, /no models found/);
+});
+
+test('quench run: one prompt, and a piped chat of several turns', async () => {
+  const dir = await tempDir('quench-cli-');
+  // weights that make every position say "a" (byte-level id 97)
+  await writeFixture(dir, { arch: 'llada', hidden: 64, heads: 4, layers: 2, favourToken: 97 });
+  const one = quench(['run', '--model', dir, '--max-tokens', '8', '--stats', 'hello']);
+  assert.equal(one, 'aaaaaaaa\n', 'the answer alone on stdout (stats go to stderr)');
+  const chat = quench(['run', '--model', dir, '--max-tokens', '4'], 'first\nsecond\n/exit\n');
+  assert.equal(chat, 'aaaa\naaaa\n', 'one answer per line of input');
+  assert.throws(() => quench(['run', '--model', '/nonexistent/model', 'hi']), /not found/);
+});
