@@ -111,28 +111,26 @@ export async function run(prompt: string, o: RunOptions): Promise<void> {
       if (!live) process.stdout.write(`${text}\n`);
       return;
     }
-    const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
+    // async iteration buffers lines that arrive while an answer is being generated
+    const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
     const history: ChatMessage[] = [];
-    if (tty) console.error(`${model.id}: type a message, or /exit (Ctrl-D) to quit; /reset clears the conversation`);
-    for (;;) {
-      let line: string;
-      try {
-        line = await rl.question(tty ? '> ' : '');
-      } catch {
-        break;
-      }
-      line = line.trim();
-      if (!line) continue;
+    if (tty) {
+      console.error(`${model.id}: type a message, or /exit (Ctrl-D) to quit; /reset clears the conversation`);
+      rl.setPrompt('> ');
+      rl.prompt();
+    }
+    for await (const raw of rl) {
+      const line = raw.trim();
       if (line === '/exit' || line === '/quit') break;
-      if (line === '/reset') {
-        history.length = 0;
-        continue;
+      if (line === '/reset') history.length = 0;
+      else if (line) {
+        history.push({ role: 'user', content: line });
+        const live = tty ? new LiveView(process.stdout) : null;
+        const text = await answer(model, encode(history), o, live);
+        if (!live) process.stdout.write(`${text}\n`);
+        history.push({ role: 'assistant', content: text });
       }
-      history.push({ role: 'user', content: line });
-      const live = tty ? new LiveView(process.stdout) : null;
-      const text = await answer(model, encode(history), o, live);
-      if (!live) process.stdout.write(`${text}\n`);
-      history.push({ role: 'assistant', content: text });
+      if (tty) rl.prompt();
     }
     rl.close();
   } finally {
