@@ -113,7 +113,7 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   const cos = g.weight('rope_cos', DT.FLOAT, [a.maxPositions, half], f32Bytes(cosT), false);
   const sin = g.weight('rope_sin', DT.FLOAT, [a.maxPositions, half], f32Bytes(sinT), false);
   // additive mask broadcast over heads: [B, 1, L, T] or [B, 1, 1, L, T] for grouped heads
-  const maskAxes = rep > 1 ? [1, 2] : [1]; // [B, 1, 1, L, T] grouped, [B, 1, L, T] fused kernel
+  const maskAxes = rep > 1 ? [1, 2] : [1]; // [B, 1, 1, L, T] grouped, [B, 1, L, T] otherwise
   const maskB = g.op('Unsqueeze', [bias, g.i64(maskAxes)]);
   const scale = g.f32([1 / Math.sqrt(Dh)], []);
 
@@ -135,29 +135,27 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
       qkv = g.op('Add', [qkv, g.weight(`l${l}.qkv_bias`, DT.FLOAT, [b.length], f32Bytes(b))]);
     }
     const [q0, k0, v0] = g.node('Split', [qkv, g.i64(outs)], { axis: I(-1) }, { outputs: 3 });
-    let merged: string; // [B, L, H*Dh]
-    if (rep === 1) {
-      // ORT's fused attention kernel: q/k/v as [B, L, H*Dh], cache as [B, H, P, Dh]
-      const q = rope(g, q0, pos, cos, sin, H);
-      const k = rope(g, k0, pos, cos, sin, Hkv);
-      const empty = '';
-      merged = g.node('MultiHeadAttention', [q, k, v0, empty, empty, maskB, pastK, pastV], { num_heads: I(H), scale: F(1 / Math.sqrt(Dh)) }, { domain: 'com.microsoft', outputs: [g.fresh('attn'), `present_key_${l}`, `present_value_${l}`] })[0];
-    } else {
-      const heads = (t: string, nh: number) => g.op('Transpose', [g.op('Reshape', [t, g.i64([0, 0, nh, Dh])])], { perm: Is([0, 2, 1, 3]) }); // [B, nh, L, Dh]
-      const q = g.op('Mul', [heads(rope(g, q0, pos, cos, sin, H), H), scale]);
-      const k = heads(rope(g, k0, pos, cos, sin, Hkv), Hkv);
-      const v = heads(v0, Hkv);
-      const kAll = g.op('Concat', [pastK, k], { axis: I(2) }, { output: `present_key_${l}` }); // [B, Hkv, T, Dh]
-      const vAll = g.op('Concat', [pastV, v], { axis: I(2) }, { output: `present_value_${l}` });
+    // (ORT's fused MultiHeadAttention kernel measured slower here at 32-128 rows and equal at 512.)
+    const heads = (t: string, nh: number) => g.op('Transpose', [g.op('Reshape', [t, g.i64([0, 0, nh, Dh])])], { perm: Is([0, 2, 1, 3]) }); // [B, nh, L, Dh]
+    const q = g.op('Mul', [heads(rope(g, q0, pos, cos, sin, H), H), scale]);
+    const k = heads(rope(g, k0, pos, cos, sin, Hkv), Hkv);
+    const v = heads(v0, Hkv);
+    const kAll = g.op('Concat', [pastK, k], { axis: I(2) }, { output: `present_key_${l}` }); // [B, Hkv, T, Dh]
+    const vAll = g.op('Concat', [pastV, v], { axis: I(2) }, { output: `present_value_${l}` });
+    let ctx: string; // [B, H, L, Dh]
+    if (rep > 1) {
       // grouped heads: head h uses kv head h / rep
       const q5 = g.op('Reshape', [q, g.i64([0, Hkv, rep, -1, Dh])]); // [B, Hkv, rep, L, Dh]
       const k5 = g.op('Unsqueeze', [kAll, g.i64([2])]); // [B, Hkv, 1, T, Dh]
       const v5 = g.op('Unsqueeze', [vAll, g.i64([2])]);
       const sc = g.op('Add', [g.op('MatMul', [q5, g.op('Transpose', [k5], { perm: Is([0, 1, 2, 4, 3]) })]), maskB]); // [B, Hkv, rep, L, T]
       const c5 = g.op('MatMul', [g.op('Softmax', [sc], { axis: I(-1) }), v5]); // [B, Hkv, rep, L, Dh]
-      const ctx = g.op('Reshape', [c5, g.i64([0, H, -1, Dh])]);
-      merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: Is([0, 2, 1, 3]) }), g.i64([0, 0, H * Dh])]);
+      ctx = g.op('Reshape', [c5, g.i64([0, H, -1, Dh])]);
+    } else {
+      const sc = g.op('Add', [g.op('MatMul', [q, g.op('Transpose', [kAll], { perm: Is([0, 1, 3, 2]) })]), maskB]); // [B, H, L, T]
+      ctx = g.op('MatMul', [g.op('Softmax', [sc], { axis: I(-1) }), vAll]);
     }
+    const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: Is([0, 2, 1, 3]) }), g.i64([0, 0, H * Dh])]); // [B, L, H*Dh]
     g.output(`present_key_${l}`, DT.FLOAT, ['B', Hkv, 'T', Dh]);
     g.output(`present_value_${l}`, DT.FLOAT, ['B', Hkv, 'T', Dh]);
     const wo = stackTransposed([await load(ck, n.o, [D, H * Dh])], [D], H * Dh);
@@ -180,7 +178,7 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   // The head is quantized per output channel to int8 for quantized models (int4 rows are
   // too coarse for the token decision); fp32 models keep it fp32.
   const headFormat = opts.weights === 'fp32' ? 'fp32' : 'int8';
-  const logits = g.op('Identity', [addLinear(g, 'head', hf, wHead, D, V, headFormat)], {}, { output: 'logits' }); // [B, Q, V]
+  const logits = addLinear(g, 'head', hf, wHead, D, V, headFormat, 'logits'); // [B, Q, V]
   g.output('logits', DT.FLOAT, ['B', 'Q', V]);
   const k = Math.min(opts.topK, V);
   g.node('TopK', [logits, g.i64([k])], { axis: I(-1), largest: I(1), sorted: I(1) }, { outputs: ['top_values', 'top_ids'] });

@@ -61,18 +61,18 @@ export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: U
 }
 
 /** x [.., K] @ W [K, N] in the chosen weight format; returns the output name. */
-export function addLinear(g: Graph, name: string, x: string, w: Float32Array, K: number, N: number, format: WeightFormat): string {
+export function addLinear(g: Graph, name: string, x: string, w: Float32Array, K: number, N: number, format: WeightFormat, output?: string): string {
   g.paramCount += format === 'fp32' ? 0 : K * N;
-  if (format === 'fp32') return g.op('MatMul', [x, g.weight(name, DT.FLOAT, [K, N], f32Bytes(w))]);
+  if (format === 'fp32') return g.op('MatMul', [x, g.weight(name, DT.FLOAT, [K, N], f32Bytes(w))], {}, { output });
   if (format === 'int8') {
     const { q, scale } = quantizeInt8(w, K, N);
     const wq = g.weight(`${name}.q8`, DT.INT8, [K, N], new Uint8Array(q.buffer));
     const ws = g.weight(`${name}.scale`, DT.FLOAT, [N], f32Bytes(scale), false);
-    return g.op('DynamicQuantizeMatMul', [x, wq, ws], {}, { domain: 'com.microsoft' });
+    return g.op('DynamicQuantizeMatMul', [x, wq, ws], {}, { domain: 'com.microsoft', output });
   }
   const { packed, scales } = quantizeInt4(w, K, N);
   const blocks = Math.ceil(K / INT4_BLOCK);
   const wq = g.weight(`${name}.q4`, DT.UINT8, [N, blocks, INT4_BLOCK / 2], packed);
   const ws = g.weight(`${name}.scales`, DT.FLOAT, [N * blocks], f32Bytes(scales), false);
-  return g.op('MatMulNBits', [x, wq, ws], { K: I(K), N: I(N), bits: I(4), block_size: I(INT4_BLOCK), accuracy_level: I(4) }, { domain: 'com.microsoft' });
+  return g.op('MatMulNBits', [x, wq, ws], { K: I(K), N: I(N), bits: I(4), block_size: I(INT4_BLOCK), accuracy_level: I(4) }, { domain: 'com.microsoft', output });
 }
