@@ -27,3 +27,10 @@ test('quench run: one prompt, and a piped chat of several turns', async () => {
   assert.equal(chat, 'aaaa\naaaa\n', 'one answer per line of input');
   assert.throws(() => quench(['run', '--model', '/nonexistent/model', 'hi']), /not found/);
 });
+
+test('quench bench forward passes its options through and prints one row per row count', () => {
+  const out = quench(['bench', 'forward', '--hidden', '64', '--layers', '1', '--ffn', '128', '--vocab', '300', '--rows', '1,4', '--threads', '1']);
+  assert.match(out, /^\| 1 \|/m);
+  assert.match(out, /^\| 4 \|/m);
+  assert.match(out, /d_model 64, 1 layers/);
+});

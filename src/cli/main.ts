@@ -66,9 +66,10 @@ program
   .command('bench')
   .description('benchmarks: forward (ms per forward and GFLOP/s vs a bare MatMul), decode (policies and caches vs an autoregressive baseline)')
   .argument('<what>', 'forward | decode')
+  .argument('[options...]', 'benchmark options, e.g. --dtype fp32,int8 --rows 1,128')
   .allowUnknownOption(true)
-  .action(async (what: string, _o, cmd: Command) => {
-    const args = cmd.args.slice(1);
+  .allowExcessArguments(true)
+  .action(async (what: string, args: string[]) => {
     if (what === 'forward') await (await import('../../bench/forward.ts')).main(args);
     else if (what === 'decode') await (await import('../../bench/decode.ts')).main(args);
     else throw new Error(`unknown benchmark ${what}: forward | decode`);
@@ -77,9 +78,11 @@ program
 program
   .command('eval')
   .description('held-out task accuracy and speed per decoding policy (the speed/quality frontier)')
+  .argument('[options...]', 'e.g. --model quench-tiny --ar-model quench-tiny-ar --limit 20 --configs thr90,lc1 --dtype int8')
   .allowUnknownOption(true)
-  .action(async (_o, cmd: Command) => {
-    await (await import('../../bench/eval.ts')).main(cmd.args);
+  .allowExcessArguments(true)
+  .action(async (args: string[]) => {
+    await (await import('../../bench/eval.ts')).main(args);
   });
 
 program.parseAsync(process.argv).catch((e) => {
