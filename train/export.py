@@ -180,7 +180,7 @@ def main():
     with open(os.path.join(args.out, 'tokenizer_config.json'), 'w') as f:
         json.dump(tokenizer_config(c['max_seq']), f, indent=2, ensure_ascii=False)
     with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:
-        json.dump({'bos_token_id': 1, 'eos_token_id': [0, 4], 'pad_token_id': 0}, f, indent=2)
+        json.dump({'bos_token_id': 1, 'eos_token_id': [0, 4], 'pad_token_id': 0, 'max_new_tokens': 64}, f, indent=2)
     n_params = sum(t.numel() for _, t in tensors)
     with open(os.path.join(args.out, 'README.md'), 'w') as f:
         f.write(model_card(args.kind, c, ck, n_params))

@@ -65,7 +65,7 @@ function render(model: Model, ev: StepEvent): { styled: string; plain: string } 
 
 async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveView | null): Promise<string> {
   const opts: GenerateOptions = {
-    maxTokens: o.maxTokens,
+    maxTokens: o.maxTokens ?? model.codec.maxNewTokens,
     policy: o.policy,
     steps: o.steps,
     blockLength: o.blockLength,

@@ -56,6 +56,8 @@ export class TextCodec {
   readonly vocabSize: number;
   /** raw (non-chat) prompts start with bos */
   readonly addBos: boolean;
+  /** generation_config.json max_new_tokens: the checkpoint's preferred answer budget */
+  readonly maxNewTokens: number | undefined;
   private template: Template | null;
   private bosText: string;
   private eosText: string;
@@ -71,6 +73,8 @@ export class TextCodec {
     this.vocabSize = Math.max(...vocab.values()) + 1;
     const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
     this.bosText = tokenString(config.bos_token) ?? '';
+    const mnt = generationConfig?.max_new_tokens;
+    this.maxNewTokens = typeof mnt === 'number' && Number.isInteger(mnt) && mnt > 0 ? mnt : undefined;
     this.addBos = config.add_bos_token === true || (config.add_bos_token === undefined && args?.arch === 'llada');
     this.eosText = tokenString(config.eos_token) ?? '';
     // transformers defaults clean_up_tokenization_spaces to false; the JS tokenizer defaults it to

@@ -163,7 +163,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const n = (body.n as number | undefined) ?? 1;
     const stops = stopStrings(body);
     const decode = (ids: number[]) => model.codec.decode(ids, true);
-    const base = generationOptions(body, o.defaults ?? {});
+    const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
     if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');
