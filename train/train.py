@@ -22,10 +22,11 @@ EPS_T = 1e-3
 
 def diffusion_loss(model, x, plen, real_len):
     n, L = x.shape
-    pos = torch.arange(L)[None]
+    dev = x.device
+    pos = torch.arange(L, device=dev)[None]
     resp = pos >= plen[:, None]  # answer + <|eot_id|> + <|endoftext|> padding (plain text: all but bos)
-    t = (1 - EPS_T) * torch.rand(n) + EPS_T
-    m = (torch.rand(n, L) < t[:, None]) & resp
+    t = (1 - EPS_T) * torch.rand(n, device=dev) + EPS_T
+    m = (torch.rand(n, L, device=dev) < t[:, None]) & resp
     xin = torch.where(m, torch.full_like(x, MASK), x)
     logits = model(xin, causal=False)
     ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x.reshape(-1), reduction='none').view(n, L)
@@ -38,7 +39,7 @@ def ar_loss(model, x, plen, real_len):
     x = x[:, :Lm]
     logits = model(x[:, :-1], causal=True)
     tgt = x[:, 1:]
-    pos = torch.arange(1, Lm)[None]
+    pos = torch.arange(1, Lm, device=x.device)[None]
     lm = (pos >= plen[:, None]) & (pos < real_len[:, None])  # answer + <|eot_id|>; all of plain text
     ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction='none')
     loss = (ce.view_as(tgt) * lm).sum() / lm.sum()
@@ -65,6 +66,7 @@ def main():
     ap.add_argument('--batch', type=int, default=32, help='sequences per batch in the 64-token bucket')
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
+    ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch too)')
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -81,7 +83,8 @@ def main():
     tok = Tokenizer.load(args.tokenizer)
     mc = ModelConfig(vocab_size=len(tok), **(TINY if args.tiny else {}))
     torch.manual_seed(args.seed)
-    model = Transformer(mc)
+    dev = torch.device(args.device)
+    model = Transformer(mc).to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
@@ -91,13 +94,13 @@ def main():
 
     step, elapsed0, tokens = 0, 0.0, 0
     if os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path)
+        ck = torch.load(ckpt_path, map_location=dev)
         assert ck['kind'] == args.kind
         model.load_state_dict(ck['model'])
         opt.load_state_dict(ck['opt'])
         step, elapsed0, tokens = ck['step'], ck['elapsed'], ck['tokens']
         data.rng.setstate(ck['data_rng'])
-        torch.set_rng_state(ck['torch_rng'])
+        torch.set_rng_state(ck['torch_rng'].cpu())
         say(f'resumed from {ckpt_path} at step {step}, elapsed {elapsed0:.0f}s')
     else:
         say(f'start kind={args.kind} params={n_params(model)} cfg={mc.to_dict()} args={vars(args)}')
@@ -132,8 +135,8 @@ def main():
         lr = lr_at(progress(), args.lr)
         for g in opt.param_groups:
             g['lr'] = lr
-        x, plen, rlen = data.next_batch()
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        x, plen, rlen = (t.to(dev) for t in data.next_batch())
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             loss, ntok = loss_fn(model, x, plen, rlen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
