@@ -27,8 +27,8 @@ export async function main(argv: string[]): Promise<void> {
   const port = (app.server.address() as { port: number }).port;
   const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'unused', maxRetries: 0 });
   const tasks = loadTasks(50);
-  const extra = a.policy ? { policy: a.policy } : {};
-  console.log(`model ${model.id} (${model.dtype}), max-batch ${maxBatch}, ${perClient} requests per client, max_tokens 64, temperature 0, median of ${rounds} rounds, threads ${threads}`);
+  const extra = { ...(a.policy ? { policy: a.policy } : {}), ...(a.effort ? { reasoning_effort: a.effort } : {}) };
+  console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens 64, temperature 0, median of ${rounds} rounds, threads ${threads}`);
   console.log('\n| clients | requests | completion tokens | seconds | aggregate tokens/s | vs 1 client | mean latency ms |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|');
   let single = 0;

@@ -7,6 +7,7 @@
 import { CancelledError, UnavailableError } from '../errors.ts';
 import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
+import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 
 export interface SchedulerOptions {
   maxBatch?: number;
@@ -108,34 +109,21 @@ export class Scheduler {
         this.dropCancelled();
         this.admit();
         if (this.active.length === 0) break;
-        const batch = this.active;
-        const t0 = performance.now();
-        let results;
-        try {
-          results = await this.model.forward(batch.map((j) => j.gen.plan()));
-        } catch (e) {
-          // a failed forward fails the sequences in it, not the server
-          for (const j of batch) j.reject(e);
-          this.active = this.active.filter((j) => !batch.includes(j));
-          continue;
-        }
-        this.hooks.onStep?.(batch.length, (performance.now() - t0) / 1000);
-        for (let i = 0; i < batch.length; i++) {
-          const j = batch[i];
+        const plans = this.active.map((j) => ({ job: j, req: j.gen.plan() }));
+        for (const group of groupByWindow(plans)) {
+          const batch = group.map((g) => g.job);
+          const t0 = performance.now();
+          let results;
           try {
-            const ev = j.gen.accept(results[i]);
-            j.sub.onStep?.(ev);
+            results = await this.model.forward(group.map((g) => g.req));
           } catch (e) {
-            j.reject(e);
-            this.active = this.active.filter((x) => x !== j);
+            // a failed forward fails the sequences in it, not the server
+            for (const j of batch) j.reject(e);
+            this.active = this.active.filter((j) => !batch.includes(j));
             continue;
           }
-          if (j.gen.done) {
-            const r = j.gen.result();
-            this.hooks.onFinish?.(r);
-            j.resolve(r);
-            this.active = this.active.filter((x) => x !== j);
-          }
+          this.hooks.onStep?.(batch.length, (performance.now() - t0) / 1000);
+          this.apply(batch, results);
         }
         // let I/O (new requests, disconnects) in between steps
         await new Promise((r) => setImmediate(r));
@@ -145,4 +133,53 @@ export class Scheduler {
       if (this.queue.length === 0 && this.active.length === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
+
+  private apply(batch: Job[], results: ForwardResult[]): void {
+    for (let i = 0; i < batch.length; i++) {
+      const j = batch[i];
+      try {
+        const ev = j.gen.accept(results[i]);
+        j.sub.onStep?.(ev);
+      } catch (e) {
+        j.reject(e);
+        this.active = this.active.filter((x) => x !== j);
+        continue;
+      }
+      if (j.gen.done) {
+        const r = j.gen.result();
+        this.hooks.onFinish?.(r);
+        j.resolve(r);
+        this.active = this.active.filter((x) => x !== j);
+      }
+    }
+  }
+}
+
+/**
+ * Split one step's plans into forwards whose padding stays small: a batch runs every
+ * sequence at the longest window (and cache) in it, so a sequence re-reading a whole canvas
+ * would make three one-row decode steps pay for its rows. Plans are sorted by window cost
+ * and cut where padding would more than double the rows actually needed.
+ */
+export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[]): T[][] {
+  const cost = (p: T) => p.req.ids.length * (p.req.ids.length + (p.req.past?.length ?? 0));
+  const sorted = [...plans].sort((a, b) => cost(b) - cost(a));
+  const groups: T[][] = [];
+  let cur: T[] = [];
+  let maxCost = 0;
+  let sum = 0;
+  for (const p of sorted) {
+    const c = cost(p);
+    if (cur.length > 0 && (cur.length + 1) * maxCost > 2 * (sum + c) + 64) {
+      groups.push(cur);
+      cur = [];
+      maxCost = 0;
+      sum = 0;
+    }
+    cur.push(p);
+    maxCost = Math.max(maxCost, c);
+    sum += c;
+  }
+  if (cur.length > 0) groups.push(cur);
+  return groups;
 }
