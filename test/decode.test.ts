@@ -187,7 +187,7 @@ test('end-of-text committed with nothing masked before it ends the generation', 
 });
 
 test('maxTokens bounds the output with finish reason length', async () => {
-  const m = scriptedModel(16, (p) => prefer(16, 7, 9));
+  const m = scriptedModel(16, () => prefer(16, 7, 9));
   const r = await generate(m, [0], { maxTokens: 6, blockLength: 3, cache: 'none' });
   assert.equal(r.finishReason, 'length');
   assert.equal(r.tokens.length, 6);

@@ -255,7 +255,7 @@ export class Generation {
 
     const K = res.topIds.length / Math.max(1, pend.targets.length);
     const V = this.model.args.vocabSize;
-    const choices: Choice[] = pend.targets.map((p, q) =>
+    const choices: Choice[] = pend.targets.map((_, q) =>
       choose(
         res.topIds.subarray(q * K, (q + 1) * K),
         res.topLogits.subarray(q * K, (q + 1) * K),

@@ -3,7 +3,7 @@
 // submissions and step events into bytes on the wire.
 
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
 import type { GenerateResult, StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
@@ -158,7 +158,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   // ------------------------------------------------------------ generation runner
 
-  async function run(req: FastifyRequest, reply: FastifyReply, kind: 'chat' | 'completion', body: Body, jobs: Job[]) {
+  async function run(reply: FastifyReply, kind: 'chat' | 'completion', body: Body, jobs: Job[]) {
     const { model, scheduler } = ready();
     const n = (body.n as number | undefined) ?? 1;
     const stops = stopStrings(body);
@@ -301,7 +301,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     rejectUnsupported(body);
     const messages = (body.messages as { role: string; content: unknown }[]).map((m, i) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content, i) }));
     const prompt = model.codec.encodeChat(messages);
-    return run(req, reply, 'chat', body, [{ prompt }]);
+    return run(reply, 'chat', body, [{ prompt }]);
   });
 
   app.post('/v1/completions', { schema: { body: completionBody } }, async (req, reply) => {
@@ -316,7 +316,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     if (typeof p === 'string') jobs = [{ prompt: encodePlain(model, p), suffix, echo: echo ? p : undefined }];
     else if (typeof p[0] === 'number') jobs = [{ prompt: p as number[], suffix, echo: echo ? model.codec.decode(p as number[]) : undefined }];
     else jobs = (p as string[]).map((s) => ({ prompt: encodePlain(model, s), suffix, echo: echo ? s : undefined }));
-    return run(req, reply, 'completion', body, jobs);
+    return run(reply, 'completion', body, jobs);
   });
 
   app.post('/v1/fim/completions', { schema: { body: fimBody } }, async (req, reply) => {
@@ -325,7 +325,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     checkModel(body.model);
     rejectUnsupported(body);
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
-    return run(req, reply, 'completion', body, [{ prompt: encodePlain(model, body.prompt as string), suffix }]);
+    return run(reply, 'completion', body, [{ prompt: encodePlain(model, body.prompt as string), suffix }]);
   });
 
   return { app, metrics };
