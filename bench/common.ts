@@ -1,7 +1,7 @@
 // Shared bits of the benchmarks: argument parsing, timing, a bare-MatMul baseline.
 
 import ort from 'onnxruntime-node';
-import { Graph, DT, f32Bytes } from '../src/runtime/graph.ts';
+import { Graph, DT } from '../src/runtime/graph.ts';
 import { addLinear, type WeightFormat } from '../src/runtime/quant.ts';
 
 export function parseArgs(argv: string[]): Record<string, string> {
@@ -45,7 +45,6 @@ export async function bareMatMul(K: number, N: number, format: WeightFormat, thr
   g.op('Identity', [y], {}, { output: 'y' });
   g.output('y', DT.FLOAT, ['M', N]);
   const s = await ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: threads, graphOptimizationLevel: 'all', executionMode: 'sequential' });
-  void f32Bytes;
   return async (M: number) => {
     const a = new Float32Array(M * K).map((_, i) => Math.cos(i * 0.11));
     const feeds = { x: new ort.Tensor('float32', a, [M, K]) };
@@ -64,4 +63,26 @@ export async function bareMatMul(K: number, N: number, format: WeightFormat, thr
 
 export function fmt(n: number, d = 1): string {
   return n.toFixed(d);
+}
+
+export interface ModelShape {
+  D: number;
+  layers: number;
+  Fi: number;
+  V: number;
+  heads: number;
+  threads: number;
+}
+
+/** The generated model's shape from --hidden --layers --ffn --vocab --heads --threads. */
+export function modelShape(a: Record<string, string>, defaults: { hidden: number; ffn: number }): ModelShape {
+  const D = Number(a.hidden ?? defaults.hidden);
+  return {
+    D,
+    layers: Number(a.layers ?? 12),
+    Fi: Number(a.ffn ?? defaults.ffn),
+    V: Number(a.vocab ?? 32000),
+    heads: Number(a.heads ?? D / 64),
+    threads: Number(a.threads ?? 2),
+  };
 }

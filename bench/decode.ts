@@ -12,7 +12,7 @@ import { writeFixture } from '../src/formats/fixtures.ts';
 import { loadModel, type Model } from '../src/models/registry.ts';
 import { generate } from '../src/decode/generation.ts';
 import type { GenerateOptions } from '../src/decode/options.ts';
-import { fmt, median, parseArgs } from './common.ts';
+import { fmt, median, parseArgs, modelShape } from './common.ts';
 
 async function measure(model: Model, prompt: number[], o: GenerateOptions, runs: number) {
   const tps: number[] = [];
@@ -28,12 +28,7 @@ async function measure(model: Model, prompt: number[], o: GenerateOptions, runs:
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
-  const D = Number(a.hidden ?? 768);
-  const layers = Number(a.layers ?? 12);
-  const Fi = Number(a.ffn ?? 2048);
-  const V = Number(a.vocab ?? 32000);
-  const heads = Number(a.heads ?? D / 64);
-  const threads = Number(a.threads ?? 2);
+  const { D, layers, Fi, V, heads, threads } = modelShape(a, { hidden: 768, ffn: 2048 });
   const tokens = Number(a.tokens ?? 128);
   const runs = Number(a.runs ?? 3);
   const base = join(tmpdir(), `quench-bench-decode-${D}x${layers}x${Fi}x${V}`);

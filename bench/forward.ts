@@ -11,16 +11,11 @@ import { tmpdir } from 'node:os';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import { loadModel, lastConversionPeakRss } from '../src/models/registry.ts';
 import type { WeightFormat } from '../src/runtime/quant.ts';
-import { bareMatMul, fmt, parseArgs, timeMs } from './common.ts';
+import { bareMatMul, fmt, parseArgs, timeMs, modelShape } from './common.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
-  const D = Number(a.hidden ?? 1024);
-  const layers = Number(a.layers ?? 12);
-  const Fi = Number(a.ffn ?? 2816);
-  const V = Number(a.vocab ?? 32000);
-  const heads = Number(a.heads ?? D / 64);
-  const threads = Number(a.threads ?? 2);
+  const { D, layers, Fi, V, heads, threads } = modelShape(a, { hidden: 1024, ffn: 2816 });
   const rows = (a.rows ?? '1,8,32,128,512').split(',').map(Number);
   const dtypes = (a.dtype ?? 'fp32').split(',') as WeightFormat[];
   const dir = a.dir ?? join(tmpdir(), `quench-bench-llada-${D}x${layers}x${Fi}x${V}`);
