@@ -96,6 +96,20 @@ def config_json(kind, c):
             'hidden_act': 'silu', 'torch_dtype': 'bfloat16'}
 
 
+def hardware(ck):
+    dev = ck.get('device', 'cpu')
+    if dev == 'cpu':
+        return f"CPU only, {ck['args']['threads']} thread(s)"
+    return f"one {dev} GPU, {ck['args'].get('workers', 0)} data-generator processes"
+
+
+def same_batches(a):
+    if a.get('kind') != 'both':
+        return ''
+    return ('; the diffusion model and its autoregressive twin were trained in the same process on the very same '
+            'batches, step for step')
+
+
 def model_card(kind, c, ck, n_params):
     import tasks
     a = ck['args']
@@ -136,8 +150,8 @@ a TypeScript engine for diffusion language models. It is a test and demo model, 
 
 ## Training compute
 
-- CPU only, {a['threads']} thread(s), bfloat16 autocast, wall-clock budget {a['minutes']:g} minutes
-  ({ck['elapsed'] / 60:.1f} minutes trained).
+- {hardware(ck)}, bfloat16 autocast, wall-clock budget {a['minutes']:g} minutes
+  ({ck['elapsed'] / 60:.1f} minutes trained){same_batches(a)}.
 - {ck['step']} optimizer steps, {ck['tokens']:,} tokens processed (including padding), AdamW
   (lr {a['lr']:g}, betas (0.9, 0.95), weight decay 0.1, grad clip 1.0), warmup then cosine decay.
 - Final training loss: {ck.get('last_loss', float('nan')):.4f}.
@@ -160,7 +174,10 @@ def main():
     ap.add_argument('--out', required=True)
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     args = ap.parse_args()
-    ck = torch.load(args.ckpt, map_location='cpu')
+    try:
+        ck = torch.load(args.ckpt, map_location='cpu', weights_only=False)
+    except TypeError:  # torch < 1.13
+        ck = torch.load(args.ckpt, map_location='cpu')
     assert ck['kind'] == args.kind, (ck['kind'], args.kind)
     c = ck['config']
     sd = ck['model']

@@ -26,6 +26,7 @@ class ModelConfig:
         return asdict(self)
 
 
+USE_SDPA = hasattr(F, 'scaled_dot_product_attention')
 TINY = dict(d_model=64, n_layers=2, n_heads=2, mlp_hidden=192)
 
 
@@ -68,6 +69,11 @@ class Block(nn.Module):
         v = self.v_proj(h).view(B, L, self.nh, self.hd).transpose(1, 2)
         q = q.float() * cos + rotate_half(q.float()) * sin
         k = k.float() * cos + rotate_half(k.float()) * sin
+        if USE_SDPA:  # torch >= 2: fused (flash) attention; same math as below
+            o = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=causal)
+            x = x + self.attn_out(o.transpose(1, 2).reshape(B, L, D))
+            m = self.ff_norm(x)
+            return x + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
         att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd))
         if causal:
             mask = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)

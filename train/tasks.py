@@ -14,6 +14,28 @@ import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDNET = '/usr/share/wordnet'
+# Parsed WordNet/KJV sources, for machines without the Debian packages (a lent GPU): written by
+# `python3 tasks.py --write-text-cache`, read by the three loaders below when present.
+TEXT_CACHE = os.path.join(HERE, 'runs', 'cache', 'text_sources.json.gz')
+
+
+@functools.lru_cache(None)
+def _text_cache():
+    if not os.path.exists(TEXT_CACHE):
+        return None
+    import gzip
+    with gzip.open(TEXT_CACHE, 'rt', encoding='utf-8') as f:
+        return json.load(f)
+
+
+def write_text_cache():
+    import gzip
+    os.makedirs(os.path.dirname(TEXT_CACHE), exist_ok=True)
+    data = {'common_words': common_words(), 'wordnet_synsets': wordnet_synsets(), 'kjv_verses': kjv_verses()}
+    tmp = TEXT_CACHE + '.tmp'
+    with gzip.open(tmp, 'wt', encoding='utf-8') as f:
+        json.dump(data, f)
+    os.replace(tmp, TEXT_CACHE)
 
 NAMES = ['Maria', 'James', 'Aiko', 'Omar', 'Lena', 'Carlos', 'Priya', 'Noah', 'Fatima', 'Ethan', 'Sofia', 'Liam',
          'Chen', 'Amara', 'Lucas', 'Ines', 'Mateo', 'Hana', 'David', 'Zara', 'Oliver', 'Yuki', 'Elena', 'Samuel',
@@ -29,6 +51,8 @@ DAYS = ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sun
 @functools.lru_cache(None)
 def common_words():
     """Lowercase alphabetic WordNet lemmas (3-9 letters) that occur in the sense-tagged corpus."""
+    if _text_cache():
+        return _text_cache()['common_words']
     words = set()
     for pos in ('noun', 'verb', 'adj', 'adv'):
         with open(f'{WORDNET}/index.{pos}', encoding='latin-1') as f:
@@ -535,6 +559,8 @@ def load_heldout(path=HELDOUT_PATH):
 @functools.lru_cache(None)
 def wordnet_synsets():
     """List of (lemmas, definition, examples)."""
+    if _text_cache():
+        return [tuple(x) for x in _text_cache()['wordnet_synsets']]
     out = []
     for pos in ('noun', 'verb', 'adj', 'adv'):
         with open(f'{WORDNET}/data.{pos}', encoding='latin-1') as f:
@@ -572,6 +598,8 @@ BOOKS = {'Ge': 'Genesis', 'Exo': 'Exodus', 'Lev': 'Leviticus', 'Num': 'Numbers',
 @functools.lru_cache(None)
 def kjv_verses():
     """List of (book, chapter, verse, text) from the `bible` CLI (package bible-kjv)."""
+    if _text_cache():
+        return [tuple(x) for x in _text_cache()['kjv_verses']]
     txt = subprocess.run(['bible', '-f', 'Gen1:1-Rev22:21'], capture_output=True, text=True, check=True).stdout
     out = []
     for line in txt.split('\n'):
@@ -655,6 +683,11 @@ def plain_documents():
 
 
 if __name__ == '__main__':
+    import sys
+    if '--write-text-cache' in sys.argv:
+        write_text_cache()
+        print('wrote', TEXT_CACHE, os.path.getsize(TEXT_CACHE))
+        sys.exit(0)
     rng = random.Random(0)
     for fam, (gen, chk) in FAMILIES.items():
         for _ in range(300):

@@ -1,9 +1,14 @@
 """Train quench-tiny: masked diffusion (LLaDA-style) or autoregressive, same model/data/budget.
 
-/usr/bin/python3 train/train.py --kind diffusion|ar --out DIR --minutes M --threads N [--steps S] [--tiny]
+/usr/bin/python3 train/train.py --kind diffusion|ar|both --out DIR --minutes M --threads N [--steps S] [--tiny]
+
+--kind both trains the two models in one process on the very same batches (same data, same steps, same
+wall clock), writing OUT/diffusion/ckpt.pt and OUT/ar/ckpt.pt. --workers N generates batches in N processes
+(needed to keep a GPU fed).
 """
 import argparse
 import math
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -12,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model as model_mod  # noqa: E402
 import tasks  # noqa: E402
 from data import DataStream  # noqa: E402
 from model import TINY, ModelConfig, Transformer, n_params  # noqa: E402
@@ -53,9 +59,106 @@ def lr_at(p, max_lr, warm=0.03, min_ratio=0.1):
     return max_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * q)))
 
 
+def torch_load(path, dev):
+    try:
+        return torch.load(path, map_location=dev, weights_only=False)
+    except TypeError:  # torch < 1.13
+        return torch.load(path, map_location=dev)
+
+
+def check_attention(model, dev, say):
+    """Use the fused attention kernel only if it matches the plain-op path on this machine."""
+    if not model_mod.USE_SDPA:
+        return
+    x = torch.randint(6, model.cfg.vocab_size, (2, 64), device=dev)
+    try:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            outs = []
+            for flag in (True, False):
+                model_mod.USE_SDPA = flag
+                outs.append([model(x, causal=c).float() for c in (False, True)])
+        err = max(float((a - b).abs().max()) for a, b in zip(*outs))
+        model_mod.USE_SDPA = err < 0.1
+        say(f'fused attention max|diff| {err:.4f}: {"on" if model_mod.USE_SDPA else "off"}')
+    except Exception as e:  # noqa: BLE001
+        model_mod.USE_SDPA = False
+        say(f'fused attention unavailable ({e}); plain ops')
+
+
+def _worker(q, tok_dir, seed, batch, tiny, heldout):
+    torch.set_num_threads(1)
+    tok = Tokenizer.load(tok_dir)
+    data = DataStream(tok, os.path.join(tok_dir, 'tokenizer.json'), seed=seed, batch=batch, tiny=tiny,
+                      heldout_prompts=heldout)
+    while True:
+        x, plen, rlen = data.next_batch()
+        q.put((x.to(torch.int16).numpy(), plen.numpy(), rlen.numpy()))
+
+
+class Batches:
+    """Batches from the in-process stream (workers=0, exact resume) or from worker processes."""
+
+    def __init__(self, args, tok, heldout, seed):
+        self.procs = []
+        if args.workers <= 0:
+            self.data = DataStream(tok, os.path.join(args.tokenizer, 'tokenizer.json'), seed=seed, batch=args.batch,
+                                   tiny=args.tiny, heldout_prompts=heldout)
+            return
+        self.data = None
+        ctx = mp.get_context('fork')
+        self.q = ctx.Queue(maxsize=8 * args.workers)
+        for i in range(args.workers):
+            p = ctx.Process(target=_worker, daemon=True,
+                            args=(self.q, args.tokenizer, seed * 1000 + i + 1, args.batch, args.tiny, heldout))
+            p.start()
+            self.procs.append(p)
+
+    def next(self):
+        if self.data is not None:
+            return self.data.next_batch()
+        x, plen, rlen = self.q.get(timeout=120)
+        return torch.from_numpy(x).long(), torch.from_numpy(plen), torch.from_numpy(rlen)
+
+    def close(self):
+        for p in self.procs:
+            p.terminate()
+
+
+class Run:
+    """One model being trained: weights, optimizer, checkpoint file."""
+
+    def __init__(self, kind, out, mc, args, dev):
+        self.kind, self.out = kind, out
+        self.ckpt_path = os.path.join(out, 'ckpt.pt')
+        os.makedirs(out, exist_ok=True)
+        torch.manual_seed(args.seed)
+        self.model = Transformer(mc).to(dev)
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1},
+                                      {'params': no_decay, 'weight_decay': 0.0}],
+                                     lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+        self.loss_fn = diffusion_loss if kind == 'diffusion' else ar_loss
+        self.loss_acc = torch.zeros((), device=dev)
+        self.gn = torch.zeros((), device=dev)
+        self.last_loss = float('nan')
+
+    def step(self, x, plen, rlen, dev, lr):
+        for g in self.opt.param_groups:
+            g['lr'] = lr
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss, ntok = self.loss_fn(self.model, x, plen, rlen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.loss_acc += loss.detach()
+        return ntok
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--kind', choices=['diffusion', 'ar'], required=True)
+    ap.add_argument('--kind', choices=['diffusion', 'ar', 'both'], required=True)
     ap.add_argument('--out', required=True)
     ap.add_argument('--minutes', type=float, default=100)
     ap.add_argument('--threads', type=int, default=1)
@@ -64,14 +167,17 @@ def main():
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--lr', type=float, default=1e-3)
     ap.add_argument('--batch', type=int, default=32, help='sequences per batch in the 64-token bucket')
+    ap.add_argument('--n-layers', type=int, default=0, help='override the number of layers (0 = default)')
+    ap.add_argument('--workers', type=int, default=0, help='data generator processes (0 = in-process)')
+    ap.add_argument('--log-every', type=int, default=0)
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
-    ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch too)')
+    ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch and --workers too)')
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, 'ckpt.pt')
+    kinds = ['diffusion', 'ar'] if args.kind == 'both' else [args.kind]
     log = open(os.path.join(args.out, 'train.log'), 'a')
 
     def say(s):
@@ -79,44 +185,42 @@ def main():
         log.write(s + '\n')
         log.flush()
 
-    tok_path = os.path.join(args.tokenizer, 'tokenizer.json')
     tok = Tokenizer.load(args.tokenizer)
-    mc = ModelConfig(vocab_size=len(tok), **(TINY if args.tiny else {}))
-    torch.manual_seed(args.seed)
+    shape = dict(TINY) if args.tiny else {}
+    if args.n_layers:
+        shape['n_layers'] = args.n_layers
+    mc = ModelConfig(vocab_size=len(tok), **shape)
     dev = torch.device(args.device)
-    model = Transformer(mc).to(dev)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    if dev.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        say(f'device {torch.cuda.get_device_name(0)} torch {torch.__version__}')
     heldout = [r['prompt'] for r in tasks.load_heldout()]
-    data = DataStream(tok, tok_path, seed=args.seed, batch=args.batch, tiny=args.tiny, heldout_prompts=heldout)
-
-    step, elapsed0, tokens = 0, 0.0, 0
-    if os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location=dev)
-        assert ck['kind'] == args.kind
-        model.load_state_dict(ck['model'])
-        opt.load_state_dict(ck['opt'])
+    out_of = {k: args.out if len(kinds) == 1 else os.path.join(args.out, k) for k in kinds}
+    first_ckpt = os.path.join(out_of[kinds[0]], 'ckpt.pt')
+    step, elapsed0, tokens, seed, ck = 0, 0.0, 0, args.seed, None
+    if os.path.exists(first_ckpt):
+        ck = torch_load(first_ckpt, 'cpu')
         step, elapsed0, tokens = ck['step'], ck['elapsed'], ck['tokens']
-        data.rng.setstate(ck['data_rng'])
+        if args.workers:
+            seed = args.seed + step  # worker streams cannot be resumed exactly: continue with fresh seeds
+    data = Batches(args, tok, heldout, seed)  # workers fork before CUDA starts
+    if ck is not None and data.data is not None:
+        data.data.rng.setstate(ck['data_rng'])
+    runs = [Run(k, out_of[k], mc, args, dev) for k in kinds]
+    if ck is not None:
+        for r in runs:
+            rck = torch_load(r.ckpt_path, dev)
+            assert rck['kind'] == r.kind and rck['step'] == step
+            r.model.load_state_dict(rck['model'])
+            r.opt.load_state_dict(rck['opt'])
         torch.set_rng_state(ck['torch_rng'].cpu())
-        say(f'resumed from {ckpt_path} at step {step}, elapsed {elapsed0:.0f}s')
+        say(f'resumed at step {step}, elapsed {elapsed0:.0f}s')
     else:
-        say(f'start kind={args.kind} params={n_params(model)} cfg={mc.to_dict()} args={vars(args)}')
+        say(f'start kinds={kinds} params={n_params(runs[0].model)} cfg={mc.to_dict()} args={vars(args)}')
+    check_attention(runs[0].model, dev, say)
 
     budget = args.minutes * 60.0
-    loss_fn = diffusion_loss if args.kind == 'diffusion' else ar_loss
-    last_loss = float('nan')
-
-    def save(done=False):
-        ck = {'model': model.state_dict(), 'opt': opt.state_dict(), 'step': step, 'elapsed': elapsed(),
-              'tokens': tokens, 'data_rng': data.rng.getstate(), 'torch_rng': torch.get_rng_state(),
-              'kind': args.kind, 'config': mc.to_dict(), 'args': vars(args), 'done': done, 'last_loss': last_loss}
-        tmp = ckpt_path + '.tmp'
-        torch.save(ck, tmp)
-        os.replace(tmp, ckpt_path)
-
     t_start = time.time()
 
     def elapsed():
@@ -128,38 +232,51 @@ def main():
             p = max(p, step / args.steps)
         return p
 
-    last_ck, t_log, tok_log, loss_acc, n_acc = time.time(), time.time(), 0, 0.0, 0
-    log_every = 1 if args.tiny else 10
-    model.train()
-    while progress() < 1.0:
-        lr = lr_at(progress(), args.lr)
-        for g in opt.param_groups:
-            g['lr'] = lr
-        x, plen, rlen = (t.to(dev) for t in data.next_batch())
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            loss, ntok = loss_fn(model, x, plen, rlen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        tokens += ntok
-        tok_log += ntok
-        loss_acc += loss.item()
-        n_acc += 1
-        if step % log_every == 0:
-            now = time.time()
-            last_loss = loss_acc / n_acc
-            say(f'step {step} elapsed {elapsed():.0f}s loss {last_loss:.4f} tok/s {tok_log / (now - t_log):.0f} '
-                f'lr {lr:.2e} gnorm {float(gn):.2f} tokens {tokens}')
-            t_log, tok_log, loss_acc, n_acc = now, 0, 0.0, 0
-        if time.time() - last_ck > args.ckpt_every:
-            save()
-            last_ck = time.time()
-    if n_acc:
-        last_loss = loss_acc / n_acc
+    def save(done=False):
+        for r in runs:
+            ck = {'model': r.model.state_dict(), 'opt': r.opt.state_dict(), 'step': step, 'elapsed': elapsed(),
+                  'tokens': tokens, 'data_rng': data.data.rng.getstate() if data.data else None,
+                  'torch_rng': torch.get_rng_state(), 'kind': r.kind, 'config': mc.to_dict(), 'args': vars(args),
+                  'done': done, 'last_loss': r.last_loss,
+                  'device': torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}
+            tmp = r.ckpt_path + '.tmp'
+            torch.save(ck, tmp)
+            os.replace(tmp, r.ckpt_path)
+
+    last_ck, t_log, tok_log, n_acc = time.time(), time.time(), 0, 0
+    log_every = args.log_every or (1 if args.tiny else 10)
+    for r in runs:
+        r.model.train()
+    try:
+        while progress() < 1.0:
+            lr = lr_at(progress(), args.lr)
+            x, plen, rlen = (t.to(dev, non_blocking=True) for t in data.next())
+            ntok = [r.step(x, plen, rlen, dev, lr) for r in runs][0]
+            step += 1
+            tokens += ntok
+            tok_log += ntok
+            n_acc += 1
+            if step % log_every == 0:
+                now = time.time()
+                parts = []
+                for r in runs:
+                    r.last_loss = float(r.loss_acc) / n_acc
+                    r.loss_acc.zero_()
+                    parts.append(f'{r.kind} loss {r.last_loss:.4f} gnorm {float(r.gn):.2f}')
+                say(f'step {step} elapsed {elapsed():.0f}s {" | ".join(parts)} tok/s {tok_log / (now - t_log):.0f} '
+                    f'lr {lr:.2e} tokens {tokens}')
+                t_log, tok_log, n_acc = now, 0, 0
+            if time.time() - last_ck > args.ckpt_every:
+                save()
+                last_ck = time.time()
+    finally:
+        data.close()
+    for r in runs:
+        if n_acc:
+            r.last_loss = float(r.loss_acc) / n_acc
     save(done=True)
-    say(f'done step {step} elapsed {elapsed():.0f}s tokens {tokens} final_loss {last_loss:.4f}')
+    say(f'done step {step} elapsed {elapsed():.0f}s tokens {tokens} final_loss '
+        + ' '.join(f'{r.kind} {r.last_loss:.4f}' for r in runs))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-shot training of both bundled models on a lent GPU (see train/README.md, "On a lent GPU").
+# Expects the parsed text sources in train/runs/gpu-carry/ (text_sources.json.gz, plain.npy.gz), writes the
+# exported model directories as a split tarball plus the training log into $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+MINUTES=${MINUTES:-7}
+DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-512}
+WORKERS=${WORKERS:-12}
+LAYERS=${LAYERS:-8}
+LR=${LR:-2e-3}
+RUN=${RUN:-/tmp/quench-run}
+EXP=${EXP:-/tmp/quench-export}
+cd "$(dirname "$0")/.."
+mkdir -p train/runs/cache "$OUT"
+cp train/runs/gpu-carry/text_sources.json.gz train/runs/cache/
+gunzip -c train/runs/gpu-carry/plain.npy.gz > "train/runs/cache/plain_$($PY -c "import hashlib;print(hashlib.md5(open('train/tokenizer/tokenizer.json','rb').read()).hexdigest()[:10])").npy"
+nvidia-smi -L 2>/dev/null; nproc
+train() {
+  $PY train/train.py --kind both --device "$DEVICE" --minutes "$MINUTES" --batch "$BATCH" --lr "$LR" \
+    --n-layers "$LAYERS" --log-every 100 --ckpt-every 120 --out "$RUN" "$@" 2>&1 | tee -a "$OUT/train.log"
+}
+# fall back to in-process data generation if the worker processes fail (resumes from the last checkpoint)
+train --workers "$WORKERS" || train --workers 0
+for kind in diffusion ar; do
+  name=quench-tiny; [ "$kind" = ar ] && name=quench-tiny-ar
+  $PY train/export.py --ckpt "$RUN/$kind/ckpt.pt" --kind "$kind" --out "$EXP/$name" 2>&1 | tee -a "$OUT/train.log"
+done
+tar czf - -C "$EXP" . | split -b 15M - "$OUT/models.tgz."
+ls -la "$OUT"
