@@ -40,7 +40,7 @@ export function scriptedModel(vocab: number, logitsAt: (position: number) => Flo
             topLogits[i * topK + k] = l[order[k]];
           }
         });
-        return { topIds, topLogits, lse, entropy, logits: r.wantLogits ? logits : undefined, takeCache: r.wantPresent ? () => ({ length: 0, positions: new Int32Array(0), keys: [], values: [] }) : undefined };
+        return { topIds, topLogits, lse, entropy, logits: r.wantLogits ? logits : undefined, takeCache: r.wantPresent ? () => ({ length: 0, capacity: 0, positions: new Int32Array(0), keys: [], values: [], tip: { used: 0 } }) : undefined };
       });
     },
   };

@@ -230,7 +230,7 @@ export class Generation {
 
     const rows = range(windowStart, windowEnd);
     const past = usePast && this.cache ? this.cache : undefined;
-    const cols = past ? [...Array.from(past.positions), ...rows] : rows;
+    const cols = past ? [...Array.from(past.positions.subarray(0, past.length)), ...rows] : rows;
     const queries = targets.map((p) => p - this.shift - windowStart);
     const req: ForwardRequest = {
       ids: Int32Array.from(rows, (p) => this.tokens[p]),

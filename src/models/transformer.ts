@@ -8,7 +8,7 @@
 //            past_key_i / past_value_i [B, Hkv, P, Dh] f32 (P may be 0)
 //   outputs  top_values [B, Q, K] f32, top_ids [B, Q, K] i64, lse [B, Q], entropy [B, Q],
 //            logits [B, Q, V] (fetched only on request),
-//            present_key_i / present_value_i [B, Hkv, P+L, Dh]
+//            present_key_i / present_value_i [B, Hkv, L, Dh] (the window's own keys and values)
 
 import { FormatError } from '../errors.ts';
 import type { ModelArgs } from '../formats/config.ts';
@@ -140,24 +140,29 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     const q = g.op('Mul', [heads(rope(g, q0, pos, cos, sin, H), H), scale]);
     const k = heads(rope(g, k0, pos, cos, sin, Hkv), Hkv);
     const v = heads(v0, Hkv);
-    const kAll = g.op('Concat', [pastK, k], { axis: I(2) }, { output: `present_key_${l}` }); // [B, Hkv, T, Dh]
-    const vAll = g.op('Concat', [pastV, v], { axis: I(2) }, { output: `present_value_${l}` });
-    let ctx: string; // [B, H, L, Dh]
-    if (rep > 1) {
-      // grouped heads: head h uses kv head h / rep
-      const q5 = g.op('Reshape', [q, g.i64([0, Hkv, rep, -1, Dh])]); // [B, Hkv, rep, L, Dh]
-      const k5 = g.op('Unsqueeze', [kAll, g.i64([2])]); // [B, Hkv, 1, T, Dh]
-      const v5 = g.op('Unsqueeze', [vAll, g.i64([2])]);
-      const sc = g.op('Add', [g.op('MatMul', [q5, g.op('Transpose', [k5], { perm: Is([0, 1, 2, 4, 3]) })]), maskB]); // [B, Hkv, rep, L, T]
-      const c5 = g.op('MatMul', [g.op('Softmax', [sc], { axis: I(-1) }), v5]); // [B, Hkv, rep, L, Dh]
-      ctx = g.op('Reshape', [c5, g.i64([0, H, -1, Dh])]);
-    } else {
-      const sc = g.op('Add', [g.op('MatMul', [q, g.op('Transpose', [kAll], { perm: Is([0, 1, 3, 2]) })]), maskB]); // [B, H, L, T]
-      ctx = g.op('MatMul', [g.op('Softmax', [sc], { axis: I(-1) }), vAll]);
-    }
+    // Scores against the cached entries and against the window are computed separately and
+    // joined only as scores: the cache is read in place, never concatenated (copied) per step,
+    // and only the window's own K/V go out (the caller appends them to its cache).
+    g.op('Identity', [k], {}, { output: `present_key_${l}` }); // [B, Hkv, L, Dh]
+    g.op('Identity', [v], {}, { output: `present_value_${l}` });
+    const grouped = rep > 1;
+    // grouped heads: head h uses kv head h / rep, via a broadcast axis
+    const qg = grouped ? g.op('Reshape', [q, g.i64([0, Hkv, rep, -1, Dh])]) : q; // [B, Hkv, rep, L, Dh] | [B, H, L, Dh]
+    const kvView = (t: string) => (grouped ? g.op('Unsqueeze', [t, g.i64([2])]) : t); // [B, Hkv, 1, *, Dh]
+    const tPerm = grouped ? Is([0, 1, 2, 4, 3]) : Is([0, 1, 3, 2]);
+    const [pk, pv, wk, wv] = [pastK, pastV, k, v].map(kvView);
+    const scores = g.op('Concat', [
+      g.op('MatMul', [qg, g.op('Transpose', [pk], { perm: tPerm })]),
+      g.op('MatMul', [qg, g.op('Transpose', [wk], { perm: tPerm })]),
+    ], { axis: I(-1) }); // [..., L, P + L]
+    const probs = g.op('Softmax', [g.op('Add', [scores, maskB])], { axis: I(-1) });
+    const sizes = g.op('Concat', [g.op('Shape', [pastK], { start: I(2), end: I(3) }), g.op('Shape', [k], { start: I(2), end: I(3) })], { axis: I(0) });
+    const [pp, pw] = g.node('Split', [probs, sizes], { axis: I(-1) }, { outputs: 2 });
+    const c = g.op('Add', [g.op('MatMul', [pp, pv]), g.op('MatMul', [pw, wv])]);
+    const ctx = grouped ? g.op('Reshape', [c, g.i64([0, H, -1, Dh])]) : c; // [B, H, L, Dh]
     const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: Is([0, 2, 1, 3]) }), g.i64([0, 0, H * Dh])]); // [B, L, H*Dh]
-    g.output(`present_key_${l}`, DT.FLOAT, ['B', Hkv, 'T', Dh]);
-    g.output(`present_value_${l}`, DT.FLOAT, ['B', Hkv, 'T', Dh]);
+    g.output(`present_key_${l}`, DT.FLOAT, ['B', Hkv, 'L', Dh]);
+    g.output(`present_value_${l}`, DT.FLOAT, ['B', Hkv, 'L', Dh]);
     const wo = stackTransposed([await load(ck, n.o, [D, H * Dh])], [D], H * Dh);
     x = g.op('Add', [x, addLinear(g, `l${l}.o`, merged, wo, H * Dh, D, opts.weights)]);
 

@@ -3,7 +3,7 @@
 
 import ort from 'onnxruntime-node';
 import type { KVCache } from './kv.ts';
-import { gatherTime } from './kv.ts';
+import { extendCache } from './kv.ts';
 
 export const HIDDEN = -1e9;
 
@@ -83,7 +83,10 @@ export class OrtRunner {
     const { layers, kvHeads: H, headDim: Dh, vocab: V } = this.shape;
     const B = reqs.length;
     const L = Math.max(...reqs.map((r) => r.ids.length));
-    const P = Math.max(...reqs.map((r) => r.past?.length ?? 0));
+    // One sequence feeds its cache buffer as is (no copy): columns past its length are hidden.
+    // Several are packed into [B, Hkv, P, Dh] with P their longest cache.
+    const solo = B === 1 && reqs[0].past !== undefined && reqs[0].past.length > 0;
+    const P = solo ? reqs[0].past!.capacity : Math.max(...reqs.map((r) => r.past?.length ?? 0));
     const Q = Math.max(1, ...reqs.map((r) => r.queries.length));
     const T = P + L;
 
@@ -117,14 +120,14 @@ export class OrtRunner {
     for (let l = 0; l < layers; l++) {
       for (const kind of ['key', 'value'] as const) {
         let data: Float32Array;
-        if (B === 1 && reqs[0].past && reqs[0].past.length === P) data = kind === 'key' ? reqs[0].past.keys[l] : reqs[0].past.values[l];
+        if (solo) data = kind === 'key' ? reqs[0].past!.keys[l] : reqs[0].past!.values[l];
         else {
           data = new Float32Array(B * H * P * Dh);
           reqs.forEach((r, b) => {
             const c = r.past;
             if (!c || c.length === 0) return;
             const src = kind === 'key' ? c.keys[l] : c.values[l];
-            for (let h = 0; h < H; h++) data.set(src.subarray(h * c.length * Dh, (h + 1) * c.length * Dh), ((b * H + h) * P) * Dh);
+            for (let h = 0; h < H; h++) data.set(src.subarray(h * c.capacity * Dh, (h * c.capacity + c.length) * Dh), (b * H + h) * P * Dh);
           });
         }
         feeds[`past_${kind}_${l}`] = new ort.Tensor('float32', data, [B, H, P, Dh]);
@@ -161,27 +164,9 @@ export class OrtRunner {
         entropy: ent.slice(b * Q, b * Q + q),
       };
       if (r.wantLogits && logits) res.logits = logits.slice(b * Q * V, b * Q * V + q * V);
-      if (r.wantPresent) {
-        const p = r.past?.length ?? 0;
-        res.takeCache = (pastKeep, windowKeep) => {
-          const index = [...Array.from(pastKeep), ...Array.from(windowKeep, (w) => P + w)];
-          const positions = new Int32Array(index.length);
-          let i = 0;
-          for (const j of Array.from(pastKeep)) {
-            if (j >= p) throw new Error('cache index out of range');
-            positions[i++] = r.past!.positions[j];
-          }
-          for (const w of Array.from(windowKeep)) positions[i++] = r.positions[w];
-          // keeping every entry of a single sequence: the present tensors are the cache
-          const all = B === 1 && index.length === T && index.every((x, i) => x === i);
-          return {
-            length: index.length,
-            positions,
-            keys: all ? presentK : presentK.map((k) => gatherTime(k, b, H, T, Dh, index)),
-            values: all ? presentV : presentV.map((v) => gatherTime(v, b, H, T, Dh, index)),
-          };
-        };
-      }
+      if (r.wantPresent)
+        res.takeCache = (pastKeep, windowKeep) =>
+          extendCache({ layers, kvHeads: H, headDim: Dh }, r.past, pastKeep, presentK, presentV, b, L, windowKeep, r.positions);
       return res;
     });
   }
