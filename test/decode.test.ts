@@ -169,6 +169,25 @@ test('same seed, same output; batch of 3 equals one at a time; different seeds d
   gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `sequence ${i}`));
 });
 
+test('causal model batched with caches: equals each alone while the batch changes and caches grow', async () => {
+  // steady steps reuse the runner's packed batch buffers, a finished sequence changes the
+  // batch (repack), and 40 tokens outgrow the first cache capacities (reallocation)
+  const { model } = await llama;
+  const prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14, 15], [20]];
+  const maxTokens = [40, 12, 30, 25];
+  const opts = (i: number) => ({ maxTokens: maxTokens[i], temperature: 0, cache: 'prefix' as const, stopTokens: [] });
+  const alone: Awaited<ReturnType<typeof generate>>[] = [];
+  for (let i = 0; i < prompts.length; i++) alone.push(await generate(model, prompts[i], opts(i)));
+  const gens = prompts.map((p, i) => new Generation(model, p, opts(i)));
+  while (gens.some((g) => !g.done)) {
+    const live = gens.filter((g) => !g.done);
+    const res = await model.forward(live.map((g) => g.plan()));
+    live.forEach((g, i) => g.accept(res[i]));
+  }
+  gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `sequence ${i}`));
+  assert.ok(new Set(alone.map((a) => a.tokens.join())).size > 1, 'sequences differ from one another');
+});
+
 test('end-of-text committed with nothing masked before it ends the generation', async () => {
   // EOS wins at position 3 of the output; tokens before it are plain
   const m = scriptedModel(16, (p) => (p === 2 + 3 ? prefer(16, MOCK_EOS, 20) : prefer(16, 4 + (p % 3), 6)));

@@ -3,7 +3,7 @@
 
 import ort from 'onnxruntime-node';
 import type { KVCache } from './kv.ts';
-import { extendCache } from './kv.ts';
+import { extendCache, growCapacity } from './kv.ts';
 
 export const HIDDEN = -1e9;
 
@@ -55,6 +55,9 @@ export class OrtRunner {
   private session: ort.InferenceSession;
   /** forward passes run, and rows processed (for throughput accounting) */
   stats = { forwards: 0, rows: 0, batches: 0 };
+  /** the last batch's packed caches, kept for the next step (see packBatch) */
+  private packed: PackedBatch | null = null;
+  private running = 0;
 
   private constructor(session: ort.InferenceSession, shape: SessionShape) {
     this.session = session;
@@ -85,8 +88,12 @@ export class OrtRunner {
     const L = Math.max(...reqs.map((r) => r.ids.length));
     // One sequence feeds its cache buffer as is (no copy): columns past its length are hidden.
     // Several are packed into [B, Hkv, P, Dh] with P their longest cache.
+    // One sequence feeds its cache buffer as is (no copy): columns past its length are hidden.
+    // Several feed a packed [B, Hkv, P, Dh] batch buffer that persists across steps.
     const solo = B === 1 && reqs[0].past !== undefined && reqs[0].past.length > 0;
-    const P = solo ? reqs[0].past!.capacity : Math.max(...reqs.map((r) => r.past?.length ?? 0));
+    const anyPast = reqs.some((r) => (r.past?.length ?? 0) > 0);
+    const packed = solo || !anyPast ? null : this.packBatch(reqs.map((r) => r.past));
+    const P = solo ? reqs[0].past!.capacity : packed ? packed.cap : 0;
     const Q = Math.max(1, ...reqs.map((r) => r.queries.length));
     const T = P + L;
 
@@ -121,15 +128,8 @@ export class OrtRunner {
       for (const kind of ['key', 'value'] as const) {
         let data: Float32Array;
         if (solo) data = kind === 'key' ? reqs[0].past!.keys[l] : reqs[0].past!.values[l];
-        else {
-          data = new Float32Array(B * H * P * Dh);
-          reqs.forEach((r, b) => {
-            const c = r.past;
-            if (!c || c.length === 0) return;
-            const src = kind === 'key' ? c.keys[l] : c.values[l];
-            for (let h = 0; h < H; h++) data.set(src.subarray(h * c.capacity * Dh, (h * c.capacity + c.length) * Dh), (b * H + h) * P * Dh);
-          });
-        }
+        else if (packed) data = kind === 'key' ? packed.keys[l] : packed.values[l];
+        else data = new Float32Array(0);
         feeds[`past_${kind}_${l}`] = new ort.Tensor('float32', data, [B, H, P, Dh]);
       }
     }
@@ -139,7 +139,13 @@ export class OrtRunner {
     if (wantLogits) fetches.push('logits');
     if (wantPresent) for (let l = 0; l < layers; l++) fetches.push(`present_key_${l}`, `present_value_${l}`);
 
-    const out = await this.session.run(feeds, fetches);
+    this.running++;
+    let out: ort.InferenceSession.ReturnType;
+    try {
+      out = await this.session.run(feeds, fetches);
+    } finally {
+      this.running--;
+    }
     this.stats.forwards += 1;
     this.stats.batches += B;
     this.stats.rows += B * L;
@@ -170,4 +176,54 @@ export class OrtRunner {
       return res;
     });
   }
+
+  /**
+   * Pack several sequences' caches into [B, Hkv, cap, Dh] buffers. In steady decoding the
+   * batch is the same sequences step after step and each cache only grew at its tip, so the
+   * last step's buffers are kept and only the new rows are copied in; anything else
+   * (another batch, a cache that was reallocated or branched, a full buffer) repacks.
+   * While another forward of this runner is in flight its buffers are left alone.
+   */
+  private packBatch(caches: (KVCache | undefined)[]): PackedBatch {
+    const { layers, kvHeads: H, headDim: Dh } = this.shape;
+    const B = caches.length;
+    const lens = caches.map((c) => c?.length ?? 0);
+    const maxLen = Math.max(...lens);
+    let pb = this.running === 0 ? this.packed : null;
+    const reuse =
+      pb !== null &&
+      pb.tips.length === B &&
+      pb.cap >= maxLen &&
+      caches.every((c, b) => (c?.tip ?? null) === pb!.tips[b] && lens[b] >= pb!.lens[b]);
+    if (!reuse) {
+      const cap = growCapacity(maxLen);
+      pb = {
+        cap,
+        tips: caches.map((c) => c?.tip ?? null),
+        lens: new Array(B).fill(0),
+        keys: Array.from({ length: layers }, () => new Float32Array(B * H * cap * Dh)),
+        values: Array.from({ length: layers }, () => new Float32Array(B * H * cap * Dh)),
+      };
+    }
+    const p = pb!;
+    caches.forEach((c, b) => {
+      const from = p.lens[b];
+      if (!c || lens[b] === from) return;
+      for (let l = 0; l < layers; l++)
+        for (const [src, dst] of [[c.keys[l], p.keys[l]], [c.values[l], p.values[l]]] as const)
+          for (let h = 0; h < H; h++) dst.set(src.subarray((h * c.capacity + from) * Dh, (h * c.capacity + lens[b]) * Dh), ((b * H + h) * p.cap + from) * Dh);
+      p.lens[b] = lens[b];
+    });
+    if (this.running === 0) this.packed = p;
+    return p;
+  }
+}
+
+interface PackedBatch {
+  cap: number;
+  /** the cache buffer each row was packed from, and how many of its entries */
+  tips: ({ used: number } | null)[];
+  lens: number[];
+  keys: Float32Array[];
+  values: Float32Array[];
 }

@@ -102,7 +102,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     connectionTimeout: 10 * 60_000,
     requestTimeout: 10 * 60_000,
     keepAliveTimeout: 5_000,
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, allowUnionTypes: true } },
   });
   const metrics = createMetrics();
   const checkHost = isLoopback(o.host);
