@@ -3,6 +3,10 @@
 // tokens/s for each N, as a ratio to one client measured in the same process.
 //
 //   npx tsx bench/load.ts [--model quench-tiny] [--clients 1,4,16] [--requests 8] [--max-batch 16]
+//                         [--max-tokens 64] [--ignore-eos] [--policy P] [--effort E] [--rounds 3]
+//
+// --ignore-eos makes every answer max_tokens long (as vLLM's serving benchmark does), so the
+// measure is decoding throughput rather than the per-request overhead of 5-token answers.
 
 import OpenAI from 'openai';
 import { loadModel } from '../src/models/registry.ts';
@@ -18,6 +22,8 @@ export async function main(argv: string[]): Promise<void> {
   const maxBatch = Number(a['max-batch'] ?? 16);
   const threads = Number(a.threads ?? 2);
   const rounds = Number(a.rounds ?? 3);
+  const maxTokens = Number(a['max-tokens'] ?? 64);
+  const ignoreEos = a['ignore-eos'] === 'true';
   const model = await loadModel(resolveModel(a.model ?? 'quench-tiny'), { threads, dtype: (a.dtype as 'fp32') ?? 'auto' });
   const state: ServingState = { model: null, scheduler: null };
   const opts = { maxBatch, maxQueue: 1024, host: '127.0.0.1' };
@@ -27,8 +33,8 @@ export async function main(argv: string[]): Promise<void> {
   const port = (app.server.address() as { port: number }).port;
   const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'unused', maxRetries: 0 });
   const tasks = loadTasks(50);
-  const extra = { ...(a.policy ? { policy: a.policy } : {}), ...(a.effort ? { reasoning_effort: a.effort } : {}) };
-  console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens 64, temperature 0, median of ${rounds} rounds, threads ${threads}`);
+  const extra = { ...(a.policy ? { policy: a.policy } : {}), ...(a.effort ? { reasoning_effort: a.effort } : {}), ...(ignoreEos ? { ignore_eos: true } : {}) };
+  console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens ${maxTokens}${ignoreEos ? ' (ignore_eos)' : ''}, temperature 0, median of ${rounds} rounds, threads ${threads}`);
   console.log('\n| clients | requests | completion tokens | seconds | aggregate tokens/s | vs 1 client | mean latency ms |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|');
   let single = 0;
@@ -44,7 +50,7 @@ export async function main(argv: string[]): Promise<void> {
           for (let i = 0; i < perClient; i++) {
             const t = tasks[(c * perClient + i + round * 97) % tasks.length];
             const s = performance.now();
-            const r = await client.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: t.prompt }], max_tokens: 64, temperature: 0, ...extra } as never);
+            const r = await client.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: t.prompt }], max_tokens: maxTokens, temperature: 0, ...extra } as never);
             lats.push(performance.now() - s);
             tokens += (r as { usage?: { completion_tokens: number } }).usage?.completion_tokens ?? 0;
           }

@@ -6,7 +6,7 @@ import http from 'node:http';
 import OpenAI from 'openai';
 import { attachScheduler, buildServer, type ServingState, type ServerOptions } from '../src/server/app.ts';
 import { loadModel, type Model } from '../src/models/registry.ts';
-import { writeFixture } from '../src/formats/fixtures.ts';
+import { fixtureTokenizer, writeFixture } from '../src/formats/fixtures.ts';
 import { CACHE, tempDir } from './helpers.ts';
 
 const KEY = 'sk-test-0123456789';
@@ -116,6 +116,27 @@ test('completions (string, array, echo) and FIM', async () => {
   const streamed = await post(main.base, '/v1/completions', { model: model.id, prompt: 'The cat', max_tokens: 16, temperature: 0, stream: true });
   const text = sseEvents(streamed.text).slice(0, -1).map((x) => JSON.parse(x).choices[0].text).join('');
   assert.equal(text, c.choices[0].text);
+});
+
+test('ignore_eos: a model that ends at once writes max_tokens tokens instead', async () => {
+  const eosDir = await tempDir('quench-srv-eos-');
+  const eos = fixtureTokenizer('llada').specials['<|endoftext|>'];
+  await writeFixture(eosDir, { arch: 'llada', hidden: 64, heads: 4, layers: 2, favourToken: eos, maxPositions: 256 });
+  const eosModel = await loadModel(eosDir, { cacheDir: CACHE, threads: 2 });
+  try {
+    const s = await start({}, eosModel);
+    const req = { model: eosModel.id, messages: [{ role: 'user' as const, content: 'hi' }], temperature: 0, max_tokens: 12 };
+    const stopped = await s.client.chat.completions.create(req);
+    assert.equal(stopped.choices[0].finish_reason, 'stop');
+    assert.equal(stopped.usage!.completion_tokens, 0);
+    const full = await s.client.chat.completions.create({ ...req, ignore_eos: true } as never);
+    assert.equal(full.choices[0].finish_reason, 'length');
+    assert.equal(full.usage!.completion_tokens, 12);
+    const bad = await post(s.base, '/v1/chat/completions', { ...req, ignore_eos: 'yes' });
+    assert.equal(bad.status, 400);
+  } finally {
+    await eosModel.close();
+  }
 });
 
 test('concurrency: 16 requests with max-batch 4 all succeed, each equal to its solo answer', async () => {

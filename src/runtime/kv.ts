@@ -29,9 +29,15 @@ export interface CacheShape {
   headDim: number;
 }
 
-/** Room for n entries plus slack, so appending one row per step reallocates rarely. */
+/**
+ * Room for n entries plus slack: powers of two from 32, so appending one row per step
+ * reallocates rarely and the graph sees few distinct cache shapes (each new shape costs ORT
+ * a slower first run). At most 2x the entries; attention over the unused columns is masked.
+ */
 export function growCapacity(n: number): number {
-  return Math.ceil(Math.max(n * 1.25, n + 16) / 16) * 16;
+  let c = 32;
+  while (c < n + 1) c *= 2;
+  return c;
 }
 
 export function allocCache(s: CacheShape, capacity: number): KVCache {

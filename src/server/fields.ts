@@ -56,6 +56,8 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.alg_temp === 'number') o.algTemp = b.alg_temp;
   if (typeof b.eps === 'number') o.eps = b.eps;
   if (typeof b.cache === 'string') o.cache = b.cache as GenerateOptions['cache'];
+  // vLLM's extension: end-of-text / end-of-turn do not stop the answer (fixed-length load tests)
+  if (b.ignore_eos === true) o.stopTokens = [];
   return o;
 }
 

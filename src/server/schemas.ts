@@ -35,6 +35,7 @@ const sampling = {
   alg_temp: { type: 'number', minimum: 0, maximum: 100 },
   eps: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
   cache: { type: 'string', enum: [...CACHE_MODES] },
+  ignore_eos: { type: 'boolean' },
   reasoning_effort: { type: 'string', enum: [...EFFORTS] },
   realtime: { type: 'boolean' },
   diffusing: { type: 'boolean' },
