@@ -1,6 +1,6 @@
-// Load generator: a real server on an ephemeral loopback port, N concurrent clients each
-// sending chat requests back to back (held-out task prompts), aggregate completion
-// tokens/s for each N, as a ratio to one client measured in the same process.
+// Load generator: `quench serve` started as its own process on a free loopback port, N
+// concurrent clients (this process) each sending chat requests back to back (held-out task
+// prompts); aggregate completion tokens/s for each N, as a ratio to one client on the same server.
 //
 //   npx tsx bench/load.ts [--model quench-tiny] [--clients 1,4,16] [--requests 8] [--max-batch 16]
 //                         [--max-tokens 64] [--ignore-eos] [--policy P] [--effort E] [--rounds 3]
@@ -8,12 +8,24 @@
 // --ignore-eos makes every answer max_tokens long (as vLLM's serving benchmark does), so the
 // measure is decoding throughput rather than the per-request overhead of 5-token answers.
 
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
 import OpenAI from 'openai';
-import { loadModel } from '../src/models/registry.ts';
-import { attachScheduler, buildServer, type ServingState } from '../src/server/app.ts';
-import { resolveModel } from '../src/cli/paths.ts';
+import { PACKAGE_ROOT } from '../src/cli/paths.ts';
 import { loadTasks } from './eval.ts';
 import { fmt, median, parseArgs } from './common.ts';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
@@ -24,24 +36,35 @@ export async function main(argv: string[]): Promise<void> {
   const rounds = Number(a.rounds ?? 3);
   const maxTokens = Number(a['max-tokens'] ?? 64);
   const ignoreEos = a['ignore-eos'] === 'true';
-  const model = await loadModel(resolveModel(a.model ?? 'quench-tiny'), { threads, dtype: (a.dtype as 'fp32') ?? 'auto' });
-  const state: ServingState = { model: null, scheduler: null };
-  const opts = { maxBatch, maxQueue: 1024, host: '127.0.0.1' };
-  const { app, metrics } = await buildServer(state, opts);
-  attachScheduler(state, model, opts, metrics);
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const port = (app.server.address() as { port: number }).port;
-  const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const dtype = a.dtype ?? 'auto';
+  // The server is its own process, as in production: the clients' HTTP and JSON work must not
+  // share the event loop that runs the engine's steps.
+  const port = await freePort();
+  const server = spawn(process.execPath, [join(PACKAGE_ROOT, 'bin', 'quench.js'), 'serve', '--model', a.model ?? 'quench-tiny', '--port', String(port),
+    '--max-batch', String(maxBatch), '--max-queue', '1024', '--threads', String(threads), '--dtype', dtype], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  server.stderr.on('data', (d) => (log += d));
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (server.exitCode !== null) throw new Error(`quench serve exited: ${log}`);
+    const ok = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (i > 1200) throw new Error(`quench serve did not become ready: ${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const info = await client.models.list();
+  const model = { id: info.data[0].id, dtype: (/ready: \S+ \([^,]+, (\w+)/.exec(log) ?? [])[1] ?? dtype };
   const tasks = loadTasks(50);
   const extra = { ...(a.policy ? { policy: a.policy } : {}), ...(a.effort ? { reasoning_effort: a.effort } : {}), ...(ignoreEos ? { ignore_eos: true } : {}) };
-  console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens ${maxTokens}${ignoreEos ? ' (ignore_eos)' : ''}, temperature 0, median of ${rounds} rounds, threads ${threads}`);
+  console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens ${maxTokens}${ignoreEos ? ' (ignore_eos)' : ''}, temperature 0, median of ${rounds} interleaved rounds, threads ${threads}`);
   console.log('\n| clients | requests | completion tokens | seconds | aggregate tokens/s | vs 1 client | mean latency ms |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|');
-  let single = 0;
-  for (const n of clients) {
-    const rates: number[] = [];
-    let last = { tokens: 0, sec: 0, lat: 0 };
-    for (let round = 0; round < rounds + 1; round++) {
+  // Rounds are interleaved across client counts (1, 4, 16, 1, 4, 16, ...), so a drift in the
+  // machine's speed (this VM's varies by tens of percent over minutes) hits every count alike.
+  const runs = new Map<number, { rate: number; tokens: number; sec: number; lat: number }[]>(clients.map((n) => [n, []]));
+  for (let round = 0; round < rounds + 1; round++)
+    for (const n of clients) {
       let tokens = 0;
       const lats: number[] = [];
       const t0 = performance.now();
@@ -58,15 +81,17 @@ export async function main(argv: string[]): Promise<void> {
       );
       const sec = (performance.now() - t0) / 1000;
       if (round === 0) continue; // warm-up
-      rates.push(tokens / sec);
-      last = { tokens, sec, lat: lats.reduce((x, y) => x + y, 0) / lats.length };
+      runs.get(n)!.push({ rate: tokens / sec, tokens, sec, lat: lats.reduce((x, y) => x + y, 0) / lats.length });
     }
-    const rate = median(rates);
-    if (n === clients[0]) single = rate;
+  const single = median(runs.get(clients[0])!.map((r) => r.rate));
+  for (const n of clients) {
+    const rs = runs.get(n)!;
+    const rate = median(rs.map((r) => r.rate));
+    const last = rs[rs.length - 1];
     console.log(`| ${n} | ${n * perClient} | ${last.tokens} | ${fmt(last.sec, 2)} | ${fmt(rate)} | ${fmt(rate / single, 2)}x | ${fmt(last.lat, 0)} |`);
   }
-  await app.close();
-  await model.close();
+  server.kill('SIGTERM');
+  await new Promise((r) => server.once('exit', r));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));
