@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Scheduler, OverloadedError } from '../src/engine/scheduler.ts';
+import { Scheduler, OverloadedError, groupByWindow } from '../src/engine/scheduler.ts';
+import { mulberry32 } from '../src/formats/fixtures.ts';
 import { generate } from '../src/decode/generation.ts';
 import { CancelledError, OptionError } from '../src/errors.ts';
 import { scriptedModel, prefer } from './mock.ts';
@@ -52,4 +53,29 @@ test('a failing forward fails its batch only; the loop keeps serving; drain wait
   assert.equal((await ok).tokens.length, 12);
   await drained;
   assert.throws(() => s.submit({ prompt: [3], options: opts }), OverloadedError, 'no new work after drain');
+});
+
+test('groupByWindow: decode rows batch whatever their caches; long canvases are not padded', () => {
+  const plan = (L: number, P: number, id: number) => ({ id, req: { ids: new Int32Array(L), positions: new Int32Array(L), visible: new Uint8Array(0), queries: new Int32Array(0), past: P ? ({ length: P } as never) : undefined } });
+  // four one-row decode steps with caches of 20..300 entries: one forward
+  const decode = [plan(1, 20, 0), plan(1, 300, 1), plan(1, 90, 2), plan(1, 150, 3)];
+  const g1 = groupByWindow(decode, 384);
+  assert.equal(g1.length, 1);
+  // a 90-row canvas next to three 64-row windows: the canvas runs alone, the windows together
+  const mixed = [plan(64, 30, 0), plan(90, 0, 1), plan(64, 30, 2), plan(64, 30, 3)];
+  const g2 = groupByWindow(mixed, 384);
+  assert.deepEqual(g2.map((g) => g.map((p) => p.id).sort()), [[1], [0, 2, 3]]);
+  // property: every plan exactly once; padded rows within a quarter (+ slack) of the real rows
+  const rnd = mulberry32(5);
+  for (let t = 0; t < 200; t++) {
+    const ps = Array.from({ length: 1 + Math.floor(rnd() * 12) }, (_, i) => plan(1 + Math.floor(rnd() * 100), Math.floor(rnd() * 200), i));
+    const gs = groupByWindow(ps, 512);
+    assert.deepEqual(gs.flat().map((p) => p.id).sort((a, b) => a - b), ps.map((p) => p.id));
+    for (const g of gs) {
+      if (g.length < 2) continue;
+      const L = Math.max(...g.map((p) => p.req.ids.length));
+      const real = g.reduce((a, p) => a + p.req.ids.length, 0);
+      assert.ok(g.length * L <= 1.25 * real * (1 + 400 / 3072) + g.length, `padding ${g.length * L} vs ${real}`);
+    }
+  }
 });

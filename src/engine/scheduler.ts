@@ -110,7 +110,7 @@ export class Scheduler {
         this.admit();
         if (this.active.length === 0) break;
         const plans = this.active.map((j) => ({ job: j, req: j.gen.plan() }));
-        for (const group of groupByWindow(plans)) {
+        for (const group of groupByWindow(plans, this.model.args.hiddenSize)) {
           const batch = group.map((g) => g.job);
           const t0 = performance.now();
           let results;
@@ -156,29 +156,35 @@ export class Scheduler {
 }
 
 /**
- * Split one step's plans into forwards whose padding stays small: a batch runs every
- * sequence at the longest window (and cache) in it, so a sequence re-reading a whole canvas
- * would make three one-row decode steps pay for its rows. Plans are sorted by window cost
- * and cut where padding would more than double the rows actually needed.
+ * Split one step's plans into forwards whose padding stays small. A batch runs every
+ * sequence at the longest window and the longest cache in it. On a CPU the window rows are
+ * what costs (each runs through every weight matrix); a cache column costs about 1/(6D) of
+ * a row (one dot product per head against the 12 D^2 of the linear layers). Padding rows are
+ * pure loss once a forward is compute-bound, which a diffusion canvas already is, while
+ * decode steps (one row each) batch freely whatever their cache lengths. Plans are sorted by
+ * rows; a plan joins the current forward while running at its size costs that plan at most
+ * a quarter more than running alone.
  */
-export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[]): T[][] {
-  const cost = (p: T) => p.req.ids.length * (p.req.ids.length + (p.req.past?.length ?? 0));
-  const sorted = [...plans].sort((a, b) => cost(b) - cost(a));
+export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hidden = 1024): T[][] {
+  const rows = (p: T) => p.req.ids.length;
+  const cols = (p: T) => p.req.ids.length + (p.req.past?.length ?? 0);
+  const cost = (L: number, T: number) => L * (1 + T / (6 * hidden));
+  const sorted = [...plans].sort((a, b) => rows(b) - rows(a) || cols(b) - cols(a));
   const groups: T[][] = [];
   let cur: T[] = [];
-  let maxCost = 0;
-  let sum = 0;
+  let maxL = 0;
+  let maxT = 0;
   for (const p of sorted) {
-    const c = cost(p);
-    if (cur.length > 0 && (cur.length + 1) * maxCost > 2 * (sum + c) + 64) {
+    // join only if running at the group's size costs this sequence at most a quarter more
+    const T = Math.max(maxT, cols(p));
+    if (cur.length > 0 && cost(maxL, T) > 1.25 * cost(rows(p), cols(p)) + 1) {
       groups.push(cur);
       cur = [];
-      maxCost = 0;
-      sum = 0;
+      maxT = 0;
     }
+    if (cur.length === 0) maxL = rows(p);
     cur.push(p);
-    maxCost = Math.max(maxCost, c);
-    sum += c;
+    maxT = Math.max(maxT, cols(p));
   }
   if (cur.length > 0) groups.push(cur);
   return groups;
