@@ -11,7 +11,7 @@ import torch.nn.functional as F
 class ModelConfig:
     vocab_size: int = 2048
     d_model: int = 384
-    n_layers: int = 6
+    n_layers: int = 8
     n_heads: int = 6
     mlp_hidden: int = 1024
     max_seq: int = 192
