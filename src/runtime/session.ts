@@ -87,8 +87,6 @@ export class OrtRunner {
     const B = reqs.length;
     const L = Math.max(...reqs.map((r) => r.ids.length));
     // One sequence feeds its cache buffer as is (no copy): columns past its length are hidden.
-    // Several are packed into [B, Hkv, P, Dh] with P their longest cache.
-    // One sequence feeds its cache buffer as is (no copy): columns past its length are hidden.
     // Several feed a packed [B, Hkv, P, Dh] batch buffer that persists across steps.
     const solo = B === 1 && reqs[0].past !== undefined && reqs[0].past.length > 0;
     const anyPast = reqs.some((r) => (r.past?.length ?? 0) > 0);
