@@ -92,10 +92,14 @@ async function graphCodeHash(): Promise<string> {
   return h.digest('hex').slice(0, 16);
 }
 
+/** Parameters of the transformer blocks' linear layers (what int8 quantizes). */
+function linearParams(args: ModelArgs): number {
+  return args.numLayers * (4 * args.hiddenSize * args.hiddenSize + 3 * args.hiddenSize * args.intermediateSize);
+}
+
 function resolveDtype(dtype: DTypeOption, args: ModelArgs): WeightFormat {
   if (dtype !== 'auto') return dtype;
-  const perLayer = 4 * args.hiddenSize * args.hiddenSize + 3 * args.hiddenSize * args.intermediateSize;
-  return perLayer * args.numLayers >= AUTO_INT8_PARAMS ? 'int8' : 'fp32';
+  return linearParams(args) >= AUTO_INT8_PARAMS ? 'int8' : 'fp32';
 }
 
 /** Build (or find) the converted graph + weights in the cache; returns its directory. */
@@ -116,7 +120,7 @@ export async function convertModel(dir: string, opts: LoadOptions = {}): Promise
   const cacheRoot = opts.cacheDir ?? defaultCacheDir();
   const target = join(cacheRoot, key);
   const cached = existsSync(join(target, 'meta.json'));
-  const fp32Bytes = 4 * (args.numLayers * (4 * args.hiddenSize * args.hiddenSize + 3 * args.hiddenSize * args.intermediateSize) + 2 * args.vocabSize * args.hiddenSize);
+  const fp32Bytes = 4 * (linearParams(args) + 2 * args.vocabSize * args.hiddenSize);
   if (!cached && (opts.isolate ?? fp32Bytes > 256 * 2 ** 20)) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} in a child process (one time, cached in ${cacheRoot})`);
     await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot });

@@ -104,22 +104,27 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   const half = Dh / 2;
   const cosT = new Float32Array(a.maxPositions * half);
   const sinT = new Float32Array(a.maxPositions * half);
+  const invFreq = Float32Array.from({ length: half }, (_, i) => a.ropeTheta ** (-(2 * i) / Dh));
   for (let p = 0; p < a.maxPositions; p++)
     for (let i = 0; i < half; i++) {
-      const ang = p * Math.fround(a.ropeTheta ** (-(2 * i) / Dh));
+      const ang = p * invFreq[i];
       cosT[p * half + i] = Math.cos(ang);
       sinT[p * half + i] = Math.sin(ang);
     }
   const cos = g.weight('rope_cos', DT.FLOAT, [a.maxPositions, half], f32Bytes(cosT), false);
   const sin = g.weight('rope_sin', DT.FLOAT, [a.maxPositions, half], f32Bytes(sinT), false);
   // additive mask broadcast over heads: [B, 1, L, T] or [B, 1, 1, L, T] for grouped heads
-  const maskAxes = rep > 1 ? [1, 2] : [1]; // [B, 1, 1, L, T] grouped, [B, 1, L, T] otherwise
-  const maskB = g.op('Unsqueeze', [bias, g.i64(maskAxes)]);
+  const grouped = rep > 1; // grouped heads: head h uses kv head h / rep, via a broadcast axis
+  const maskB = g.op('Unsqueeze', [bias, g.i64(grouped ? [1, 2] : [1])]);
   const scale = g.f32([1 / Math.sqrt(Dh)], []);
+  // [P, L]: how the joined attention scores split into cache and window columns (all layers)
+  const cacheCols = g.op('Shape', [g.input('past_key_0', DT.FLOAT, ['B', Hkv, 'P', Dh])], { start: I(2), end: I(3) });
+  const windowCols = g.op('Shape', [ids], { start: I(1), end: I(2) });
+  const scoreSplit = g.op('Concat', [cacheCols, windowCols], { axis: I(0) });
 
   for (let l = 0; l < a.numLayers; l++) {
     const n = names.layer(l);
-    const pastK = g.input(`past_key_${l}`, DT.FLOAT, ['B', Hkv, 'P', Dh]);
+    const pastK = l === 0 ? 'past_key_0' : g.input(`past_key_${l}`, DT.FLOAT, ['B', Hkv, 'P', Dh]);
     const pastV = g.input(`past_value_${l}`, DT.FLOAT, ['B', Hkv, 'P', Dh]);
 
     // --- attention
@@ -136,17 +141,13 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     }
     const [q0, k0, v0] = g.node('Split', [qkv, g.i64(outs)], { axis: I(-1) }, { outputs: 3 });
     // (ORT's fused MultiHeadAttention kernel measured slower here at 32-128 rows and equal at 512.)
-    const heads = (t: string, nh: number) => g.op('Transpose', [g.op('Reshape', [t, g.i64([0, 0, nh, Dh])])], { perm: Is([0, 2, 1, 3]) }); // [B, nh, L, Dh]
+    // [B, nh, L, Dh]; the window's keys and values are graph outputs (the caller appends them to its cache)
+    const heads = (t: string, nh: number, output?: string) => g.op('Transpose', [g.op('Reshape', [t, g.i64([0, 0, nh, Dh])])], { perm: Is([0, 2, 1, 3]) }, { output });
     const q = g.op('Mul', [heads(rope(g, q0, pos, cos, sin, H), H), scale]);
-    const k = heads(rope(g, k0, pos, cos, sin, Hkv), Hkv);
-    const v = heads(v0, Hkv);
+    const k = heads(rope(g, k0, pos, cos, sin, Hkv), Hkv, `present_key_${l}`);
+    const v = heads(v0, Hkv, `present_value_${l}`);
     // Scores against the cached entries and against the window are computed separately and
-    // joined only as scores: the cache is read in place, never concatenated (copied) per step,
-    // and only the window's own K/V go out (the caller appends them to its cache).
-    g.op('Identity', [k], {}, { output: `present_key_${l}` }); // [B, Hkv, L, Dh]
-    g.op('Identity', [v], {}, { output: `present_value_${l}` });
-    const grouped = rep > 1;
-    // grouped heads: head h uses kv head h / rep, via a broadcast axis
+    // joined only as scores: the cache is read in place, never concatenated (copied) per step.
     const qg = grouped ? g.op('Reshape', [q, g.i64([0, Hkv, rep, -1, Dh])]) : q; // [B, Hkv, rep, L, Dh] | [B, H, L, Dh]
     const kvView = (t: string) => (grouped ? g.op('Unsqueeze', [t, g.i64([2])]) : t); // [B, Hkv, 1, *, Dh]
     const tPerm = grouped ? Is([0, 1, 2, 4, 3]) : Is([0, 1, 3, 2]);
@@ -156,8 +157,7 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
       g.op('MatMul', [qg, g.op('Transpose', [wk], { perm: tPerm })]),
     ], { axis: I(-1) }); // [..., L, P + L]
     const probs = g.op('Softmax', [g.op('Add', [scores, maskB])], { axis: I(-1) });
-    const sizes = g.op('Concat', [g.op('Shape', [pastK], { start: I(2), end: I(3) }), g.op('Shape', [k], { start: I(2), end: I(3) })], { axis: I(0) });
-    const [pp, pw] = g.node('Split', [probs, sizes], { axis: I(-1) }, { outputs: 2 });
+    const [pp, pw] = g.node('Split', [probs, scoreSplit], { axis: I(-1) }, { outputs: 2 });
     const c = g.op('Add', [g.op('MatMul', [pp, pv]), g.op('MatMul', [pw, wv])]);
     const ctx = grouped ? g.op('Reshape', [c, g.i64([0, H, -1, Dh])]) : c; // [B, H, L, Dh]
     const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: Is([0, 2, 1, 3]) }), g.i64([0, 0, H * Dh])]); // [B, L, H*Dh]

@@ -40,7 +40,7 @@ export function growCapacity(n: number): number {
   return c;
 }
 
-export function allocCache(s: CacheShape, capacity: number): KVCache {
+function allocCache(s: CacheShape, capacity: number): KVCache {
   const size = s.kvHeads * capacity * s.headDim;
   return {
     length: 0,
@@ -52,19 +52,30 @@ export function allocCache(s: CacheShape, capacity: number): KVCache {
   };
 }
 
-export function emptyCache(s: CacheShape): KVCache {
-  return allocCache(s, 0);
-}
-
-/** Copy rows [0, n) of every head from one buffer layout to another. */
-function copyRows(src: Float32Array, srcCap: number, dst: Float32Array, dstCap: number, H: number, Dh: number, n: number): void {
-  for (let h = 0; h < H; h++) dst.set(src.subarray(h * srcCap * Dh, (h * srcCap + n) * Dh), h * dstCap * Dh);
+/**
+ * For each of H heads, copy rows src[srcBase(h) + idx[i]] to dst[dstBase(h) + i] (rows of
+ * Dh floats; bases in rows), runs of consecutive indices in one call.
+ */
+export function copyRuns(src: Float32Array, srcBase: (h: number) => number, idx: ArrayLike<number>, dst: Float32Array, dstBase: (h: number) => number, H: number, Dh: number): void {
+  const n = idx.length;
+  for (let h = 0; h < H; h++) {
+    const sb = srcBase(h);
+    const db = dstBase(h);
+    let i = 0;
+    while (i < n) {
+      let j = i + 1;
+      while (j < n && idx[j] === idx[j - 1] + 1) j++;
+      dst.set(src.subarray((sb + idx[i]) * Dh, (sb + idx[j - 1] + 1) * Dh), (db + i) * Dh);
+      i = j;
+    }
+  }
 }
 
 /**
  * A cache holding `past`'s entries [pastKeep...] followed by rows [windowKeep...] of a forward's
  * window K/V (present: per layer [B, Hkv, Lw, Dh], batch row b). Appends in place when
- * pastKeep is all of past in order and past is at its buffer's tip.
+ * pastKeep is all of past in order, past is at its buffer's tip and the buffer has room;
+ * otherwise copies into a new buffer.
  */
 export function extendCache(
   s: CacheShape,
@@ -80,55 +91,33 @@ export function extendCache(
   const { layers, kvHeads: H, headDim: Dh } = s;
   const p = past?.length ?? 0;
   const nKeep = pastKeep.length;
-  for (let i = 0; i < nKeep; i++) if (pastKeep[i] >= p || pastKeep[i] < 0) throw new Error('cache index out of range');
   const n = nKeep + windowKeep.length;
-  let isPrefix = past !== undefined && nKeep === p;
-  for (let i = 0; isPrefix && i < nKeep; i++) isPrefix = pastKeep[i] === i;
+  let isPrefix = nKeep === p;
+  for (let i = 0; i < nKeep; i++) {
+    if (pastKeep[i] >= p || pastKeep[i] < 0) throw new Error('cache index out of range');
+    isPrefix &&= pastKeep[i] === i;
+  }
 
   let c: KVCache;
-  if (past && isPrefix && past.tip.used === p) {
-    if (past.capacity >= n) c = { ...past, length: p };
-    else {
-      c = allocCache(s, growCapacity(n));
-      for (let l = 0; l < layers; l++) {
-        copyRows(past.keys[l], past.capacity, c.keys[l], c.capacity, H, Dh, p);
-        copyRows(past.values[l], past.capacity, c.values[l], c.capacity, H, Dh, p);
-      }
-      c.positions.set(past.positions.subarray(0, p));
-      c.length = p;
-    }
-  } else {
+  if (past && isPrefix && past.tip.used === p && past.capacity >= n) c = { ...past, length: p };
+  else {
     c = allocCache(s, growCapacity(n));
     if (past && nKeep > 0) {
-      for (let l = 0; l < layers; l++)
-        for (const [src, dst] of [[past.keys[l], c.keys[l]], [past.values[l], c.values[l]]] as const)
-          for (let h = 0; h < H; h++)
-            for (let i = 0; i < nKeep; i++) {
-              const from = (h * past.capacity + pastKeep[i]) * Dh;
-              dst.set(src.subarray(from, from + Dh), (h * c.capacity + i) * Dh);
-            }
+      for (let l = 0; l < layers; l++) {
+        copyRuns(past.keys[l], (h) => h * past.capacity, pastKeep, c.keys[l], (h) => h * c.capacity, H, Dh);
+        copyRuns(past.values[l], (h) => h * past.capacity, pastKeep, c.values[l], (h) => h * c.capacity, H, Dh);
+      }
       for (let i = 0; i < nKeep; i++) c.positions[i] = past.positions[pastKeep[i]];
     }
     c.length = nKeep;
   }
 
-  // append window rows, runs of consecutive rows in one copy
   const base = c.length;
-  const m = windowKeep.length;
-  for (let l = 0; l < layers; l++)
-    for (const [src, dst] of [[presentK[l], c.keys[l]], [presentV[l], c.values[l]]] as const)
-      for (let h = 0; h < H; h++) {
-        const sBase = (b * H + h) * Lw * Dh;
-        const dBase = (h * c.capacity + base) * Dh;
-        let i = 0;
-        while (i < m) {
-          let j = i + 1;
-          while (j < m && windowKeep[j] === windowKeep[j - 1] + 1) j++;
-          dst.set(src.subarray(sBase + windowKeep[i] * Dh, sBase + (windowKeep[j - 1] + 1) * Dh), dBase + i * Dh);
-          i = j;
-        }
-      }
-  for (let i = 0; i < m; i++) c.positions[base + i] = windowPositions[windowKeep[i]];
+  for (let l = 0; l < layers; l++) {
+    copyRuns(presentK[l], (h) => (b * H + h) * Lw, windowKeep, c.keys[l], (h) => h * c.capacity + base, H, Dh);
+    copyRuns(presentV[l], (h) => (b * H + h) * Lw, windowKeep, c.values[l], (h) => h * c.capacity + base, H, Dh);
+  }
+  for (let i = 0; i < windowKeep.length; i++) c.positions[base + i] = windowPositions[windowKeep[i]];
   c.length = n;
   c.tip.used = n;
   return c;

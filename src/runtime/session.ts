@@ -170,7 +170,7 @@ export class OrtRunner {
       if (r.wantLogits && logits) res.logits = logits.slice(b * Q * V, b * Q * V + q * V);
       if (r.wantPresent)
         res.takeCache = (pastKeep, windowKeep) =>
-          extendCache({ layers, kvHeads: H, headDim: Dh }, r.past, pastKeep, presentK, presentV, b, L, windowKeep, r.positions);
+          extendCache(this.shape, r.past, pastKeep, presentK, presentV, b, L, windowKeep, r.positions);
       return res;
     });
   }
