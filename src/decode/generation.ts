@@ -163,15 +163,16 @@ export class Generation {
   private visibility(rows: number[], cols: number[]): Uint8Array {
     const v = new Uint8Array(rows.length * cols.length);
     const att = this.opts.attention;
+    if (att === 'bidirectional') return v.fill(1);
     const g0 = this.promptLength;
     const bl = this.opts.blockLength;
     const blk = (p: number) => (p < g0 ? -1 : Math.floor((p - g0) / bl));
+    // causal: column j is visible from row i when j <= i; block-causal: when its block is not later
+    const key = att === 'causal' ? (p: number) => p : blk;
+    const colKey = cols.map(key);
     for (let r = 0; r < rows.length; r++) {
-      const i = rows[r];
-      for (let c = 0; c < cols.length; c++) {
-        const j = cols[c];
-        v[r * cols.length + c] = att === 'bidirectional' ? 1 : att === 'causal' ? (j <= i ? 1 : 0) : blk(j) <= blk(i) ? 1 : 0;
-      }
+      const ki = key(rows[r]);
+      for (let c = 0; c < cols.length; c++) v[r * cols.length + c] = colKey[c] <= ki ? 1 : 0;
     }
     return v;
   }
@@ -271,11 +272,8 @@ export class Generation {
     let picks: number[];
     if (this.causal) picks = [0];
     else {
-      const lastStep = this.stepInBlock >= this.opts.stepsPerBlock - 1;
       const count = this.schedule[Math.min(this.stepInBlock, this.schedule.length - 1)];
-      picks = lastStep && !isFixedCount(this.opts.policy)
-        ? choices.map((_, i) => i)
-        : selectCommits(this.opts.policy, choices, { step: this.stepInBlock, steps: this.opts.stepsPerBlock, count }, this.opts.params, this.rng);
+      picks = selectCommits(this.opts.policy, choices, { step: this.stepInBlock, steps: this.opts.stepsPerBlock, count }, this.opts.params, this.rng);
     }
     const committedNow: StepEvent['committed'] = [];
     for (const i of picks) {

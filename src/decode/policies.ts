@@ -4,7 +4,7 @@
 
 import type { Choice } from './sampling.ts';
 import type { Rng } from './rng.ts';
-import { dreamCount, dreamTimesteps } from './schedule.ts';
+import { dreamCount, dreamTimestep } from './schedule.ts';
 
 export const POLICIES = [
   'low_confidence',
@@ -79,6 +79,8 @@ function softmax(xs: number[], temp: number): number[] {
 export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContext, p: PolicyParams, rng: Rng): number[] {
   const n = choices.length;
   if (n === 0) return [];
+  // the last step of a block commits whatever is left (fixed-count policies' counts add up to it)
+  if (!isFixedCount(policy) && ctx.step >= ctx.steps - 1) return choices.map((_, i) => i);
   switch (policy) {
     case 'low_confidence':
       return topByScore(choices.map((c) => c.prob), ctx.count);
@@ -104,9 +106,7 @@ export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContex
       return out;
     }
     case 'dream_origin': {
-      if (ctx.step >= ctx.steps - 1) return choices.map((_, i) => i);
-      const ts = dreamTimesteps(ctx.steps, p.eps);
-      const pTransfer = 1 - ts[ctx.step + 1] / ts[ctx.step];
+      const pTransfer = 1 - dreamTimestep(ctx.step + 1, ctx.steps, p.eps) / dreamTimestep(ctx.step, ctx.steps, p.eps);
       return choices.map((_, i) => (rng.next() < pTransfer ? i : -1)).filter((i) => i >= 0);
     }
     case 'dream_maskgit_plus':

@@ -7,14 +7,13 @@ export function transferCounts(n: number, steps: number): number[] {
   return Array.from({ length: steps }, (_, i) => base + (i < rem ? 1 : 0));
 }
 
-/** Dream: timesteps linspace(1, eps, steps + 1). */
-export function dreamTimesteps(steps: number, eps: number): number[] {
-  return Array.from({ length: steps + 1 }, (_, i) => 1 + ((eps - 1) * i) / steps);
+/** Dream: timestep i of linspace(1, eps, steps + 1). */
+export function dreamTimestep(i: number, steps: number, eps: number): number {
+  return 1 + ((eps - 1) * i) / steps;
 }
 
 /** Dream: at step i of `steps` with n masks left, commit floor(n * (1 - s/t)); all at the last step. */
 export function dreamCount(n: number, i: number, steps: number, eps: number): number {
   if (i >= steps - 1) return n;
-  const ts = dreamTimesteps(steps, eps);
-  return Math.floor(n * (1 - ts[i + 1] / ts[i]));
+  return Math.floor(n * (1 - dreamTimestep(i + 1, steps, eps) / dreamTimestep(i, steps, eps)));
 }

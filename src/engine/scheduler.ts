@@ -165,7 +165,7 @@ export class Scheduler {
  * rows; a plan joins the current forward while running at its size costs that plan at most
  * a quarter more than running alone.
  */
-export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hidden = 1024): T[][] {
+export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hidden: number): T[][] {
   const rows = (p: T) => p.req.ids.length;
   const cols = (p: T) => p.req.ids.length + (p.req.past?.length ?? 0);
   const cost = (L: number, T: number) => L * (1 + T / (6 * hidden));
