@@ -1,6 +1,9 @@
-// Shared bits of the benchmarks: argument parsing, timing, a bare-MatMul baseline.
+// Shared bits of the benchmarks: argument parsing, timing, a bare-MatMul baseline, generated models.
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import ort from 'onnxruntime-node';
+import { writeFixture } from '../src/formats/fixtures.ts';
 import { Graph, DT } from '../src/runtime/graph.ts';
 import { addLinear, type WeightFormat } from '../src/runtime/quant.ts';
 
@@ -75,14 +78,27 @@ export interface ModelShape {
 }
 
 /** The generated model's shape from --hidden --layers --ffn --vocab --heads --threads. */
-export function modelShape(a: Record<string, string>, defaults: { hidden: number; ffn: number }): ModelShape {
+export function modelShape(a: Record<string, string>, defaults: { hidden: number; ffn: number; layers?: number }): ModelShape {
   const D = Number(a.hidden ?? defaults.hidden);
   return {
     D,
-    layers: Number(a.layers ?? 12),
+    layers: Number(a.layers ?? defaults.layers ?? 12),
     Fi: Number(a.ffn ?? defaults.ffn),
     V: Number(a.vocab ?? 32000),
     heads: Number(a.heads ?? D / 64),
     threads: Number(a.threads ?? 2),
   };
+}
+
+/** Parameters of a generated model of this shape: its blocks' linear layers, and in all. */
+export function paramCount(s: ModelShape): { linear: number; total: number } {
+  const linear = s.layers * (4 * s.D * s.D + 3 * s.D * s.Fi);
+  return { linear, total: linear + 2 * s.V * s.D };
+}
+
+/** Write a random bf16 checkpoint of this shape to `dir`, unless one is already there. */
+export async function ensureFixture(dir: string, arch: 'llada' | 'llama', s: ModelShape, extra: { maxPositions?: number; shards?: number } = {}): Promise<void> {
+  if (existsSync(join(dir, 'config.json'))) return;
+  console.error(`writing a random ${arch} checkpoint to ${dir} ...`);
+  await writeFixture(dir, { arch, hidden: s.D, layers: s.layers, heads: s.heads, intermediate: s.Fi, vocab: s.V, dtype: 'BF16', std: 0.02, ...extra });
 }

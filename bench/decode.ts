@@ -5,14 +5,12 @@
 //
 //   quench bench decode [--hidden 768 --layers 12 --ffn 2048 --vocab 32000] [--tokens 128]
 
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { writeFixture } from '../src/formats/fixtures.ts';
 import { loadModel, type Model } from '../src/models/registry.ts';
 import { generate } from '../src/decode/generation.ts';
 import type { GenerateOptions } from '../src/decode/options.ts';
-import { fmt, median, parseArgs, modelShape } from './common.ts';
+import { ensureFixture, fmt, median, modelShape, paramCount, parseArgs } from './common.ts';
 
 async function measure(model: Model, prompt: number[], o: GenerateOptions, runs: number) {
   const tps: number[] = [];
@@ -28,15 +26,13 @@ async function measure(model: Model, prompt: number[], o: GenerateOptions, runs:
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
-  const { D, layers, Fi, V, heads, threads } = modelShape(a, { hidden: 768, ffn: 2048 });
+  const shape = modelShape(a, { hidden: 768, ffn: 2048 });
+  const { D, layers, Fi, V, threads } = shape;
   const tokens = Number(a.tokens ?? 128);
   const runs = Number(a.runs ?? 3);
   const base = join(tmpdir(), `quench-bench-decode-${D}x${layers}x${Fi}x${V}`);
-  for (const arch of ['llada', 'llama'] as const) {
-    const dir = `${base}-${arch}`;
-    if (!existsSync(join(dir, 'config.json'))) await writeFixture(dir, { arch, hidden: D, layers, heads, intermediate: Fi, vocab: V, dtype: 'BF16', std: 0.02, maxPositions: 4096 });
-  }
-  const params = layers * (4 * D * D + 3 * D * Fi) + 2 * V * D;
+  for (const arch of ['llada', 'llama'] as const) await ensureFixture(`${base}-${arch}`, arch, shape, { maxPositions: 4096 });
+  const params = paramCount(shape).total;
   console.log(`models: d_model ${D}, ${layers} layers, ffn ${Fi}, vocab ${V} (${(params / 1e6).toFixed(0)}M parameters), ${tokens} new tokens after a 32-token prompt, threads ${threads}, median of ${runs} runs`);
   const prompt = Array.from({ length: 32 }, (_, i) => 300 + i);
 

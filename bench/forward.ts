@@ -5,26 +5,21 @@
 //   quench bench forward [--hidden 1024 --layers 12 --ffn 2816 --vocab 32000]
 //                        [--dtype fp32,int8,int4] [--rows 1,8,32,128,512] [--threads 2]
 
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { writeFixture } from '../src/formats/fixtures.ts';
 import { loadModel, lastConversionPeakRss } from '../src/models/registry.ts';
 import type { WeightFormat } from '../src/runtime/quant.ts';
-import { bareMatMul, fmt, parseArgs, timeMs, modelShape } from './common.ts';
+import { bareMatMul, ensureFixture, fmt, modelShape, paramCount, parseArgs, timeMs } from './common.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
-  const { D, layers, Fi, V, heads, threads } = modelShape(a, { hidden: 1024, ffn: 2816 });
+  const shape = modelShape(a, { hidden: 1024, ffn: 2816 });
+  const { D, layers, Fi, V, threads } = shape;
   const rows = (a.rows ?? '1,8,32,128,512').split(',').map(Number);
   const dtypes = (a.dtype ?? 'fp32').split(',') as WeightFormat[];
   const dir = a.dir ?? join(tmpdir(), `quench-bench-llada-${D}x${layers}x${Fi}x${V}`);
-  if (!existsSync(join(dir, 'config.json'))) {
-    console.error(`writing a random LLaDA-layout checkpoint to ${dir} ...`);
-    await writeFixture(dir, { arch: 'llada', hidden: D, layers, heads, intermediate: Fi, vocab: V, dtype: 'BF16', std: 0.02, maxPositions: 4096 });
-  }
-  const linearParams = layers * (4 * D * D + 3 * D * Fi);
-  const totalParams = linearParams + 2 * V * D;
+  await ensureFixture(dir, 'llada', shape, { maxPositions: 4096 });
+  const { linear: linearParams, total: totalParams } = paramCount(shape);
   console.log(`model: LLaDA layout, d_model ${D}, ${layers} layers, ffn ${Fi}, vocab ${V}: ${(totalParams / 1e6).toFixed(0)}M parameters (${((totalParams * 4) / 2 ** 30).toFixed(2)} GiB fp32); threads ${threads}`);
   for (const dtype of dtypes) {
     const t0 = performance.now();

@@ -44,54 +44,60 @@ export async function main(argv: string[]): Promise<void> {
     '--max-batch', String(maxBatch), '--max-queue', '1024', '--threads', String(threads), '--dtype', dtype], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   server.stderr.on('data', (d) => (log += d));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (server.exitCode !== null) throw new Error(`quench serve exited: ${log}`);
-    const ok = await fetch(`${base}/health`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (i > 1200) throw new Error(`quench serve did not become ready: ${log}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 });
-  const info = await client.models.list();
-  const model = { id: info.data[0].id, dtype: (/ready: \S+ \([^,]+, (\w+)/.exec(log) ?? [])[1] ?? dtype };
-  const tasks = loadTasks(50);
-  const extra = { ...(a.policy ? { policy: a.policy } : {}), ...(a.effort ? { reasoning_effort: a.effort } : {}), ...(ignoreEos ? { ignore_eos: true } : {}) };
-  console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens ${maxTokens}${ignoreEos ? ' (ignore_eos)' : ''}, temperature 0, median of ${rounds} interleaved rounds, threads ${threads}`);
-  console.log('\n| clients | requests | completion tokens | seconds | aggregate tokens/s | vs 1 client | mean latency ms |');
-  console.log('|---:|---:|---:|---:|---:|---:|---:|');
-  // Rounds are interleaved across client counts (1, 4, 16, 1, 4, 16, ...), so a drift in the
-  // machine's speed (this VM's varies by tens of percent over minutes) hits every count alike.
-  const runs = new Map<number, { rate: number; tokens: number; sec: number; lat: number }[]>(clients.map((n) => [n, []]));
-  for (let round = 0; round < rounds + 1; round++)
-    for (const n of clients) {
-      let tokens = 0;
-      const lats: number[] = [];
-      const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: n }, async (_, c) => {
-          for (let i = 0; i < perClient; i++) {
-            const t = tasks[(c * perClient + i + round * 97) % tasks.length];
-            const s = performance.now();
-            const r = await client.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: t.prompt }], max_tokens: maxTokens, temperature: 0, ...extra } as never);
-            lats.push(performance.now() - s);
-            tokens += (r as { usage?: { completion_tokens: number } }).usage?.completion_tokens ?? 0;
-          }
-        }),
-      );
-      const sec = (performance.now() - t0) / 1000;
-      if (round === 0) continue; // warm-up
-      runs.get(n)!.push({ rate: tokens / sec, tokens, sec, lat: lats.reduce((x, y) => x + y, 0) / lats.length });
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    for (let i = 0; ; i++) {
+      if (server.exitCode !== null) throw new Error(`quench serve exited: ${log}`);
+      const ok = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+      if (ok) break;
+      if (i > 1200) throw new Error(`quench serve did not become ready: ${log}`);
+      await new Promise((r) => setTimeout(r, 100));
     }
-  const single = median(runs.get(clients[0])!.map((r) => r.rate));
-  for (const n of clients) {
-    const rs = runs.get(n)!;
-    const rate = median(rs.map((r) => r.rate));
-    const last = rs[rs.length - 1];
-    console.log(`| ${n} | ${n * perClient} | ${last.tokens} | ${fmt(last.sec, 2)} | ${fmt(rate)} | ${fmt(rate / single, 2)}x | ${fmt(last.lat, 0)} |`);
+    const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const info = await client.models.list();
+    // the served format, from serve's "ready: <id> (<arch>, <dtype>, ...)" line
+    const model = { id: info.data[0].id, dtype: (/ready: \S+ \([^,]+, (\w+)/.exec(log) ?? [])[1] ?? dtype };
+    const tasks = loadTasks(50);
+    const extra = { ...(a.policy ? { policy: a.policy } : {}), ...(a.effort ? { reasoning_effort: a.effort } : {}), ...(ignoreEos ? { ignore_eos: true } : {}) };
+    console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens ${maxTokens}${ignoreEos ? ' (ignore_eos)' : ''}, temperature 0, median of ${rounds} interleaved rounds, threads ${threads}`);
+    console.log('\n| clients | requests | completion tokens | seconds | aggregate tokens/s | vs 1 client | mean latency ms |');
+    console.log('|---:|---:|---:|---:|---:|---:|---:|');
+    // Rounds are interleaved across client counts (1, 4, 16, 1, 4, 16, ...), so a drift in the
+    // machine's speed (this VM's varies by tens of percent over minutes) hits every count alike.
+    const runs = new Map<number, { rate: number; tokens: number; sec: number; lat: number }[]>(clients.map((n) => [n, []]));
+    for (let round = 0; round < rounds + 1; round++)
+      for (const n of clients) {
+        let tokens = 0;
+        const lats: number[] = [];
+        const t0 = performance.now();
+        await Promise.all(
+          Array.from({ length: n }, async (_, c) => {
+            for (let i = 0; i < perClient; i++) {
+              const t = tasks[(c * perClient + i + round * 97) % tasks.length];
+              const s = performance.now();
+              const r = await client.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: t.prompt }], max_tokens: maxTokens, temperature: 0, ...extra } as never);
+              lats.push(performance.now() - s);
+              tokens += (r as { usage?: { completion_tokens: number } }).usage?.completion_tokens ?? 0;
+            }
+          }),
+        );
+        const sec = (performance.now() - t0) / 1000;
+        if (round === 0) continue; // warm-up
+        runs.get(n)!.push({ rate: tokens / sec, tokens, sec, lat: lats.reduce((x, y) => x + y, 0) / lats.length });
+      }
+    const single = median(runs.get(clients[0])!.map((r) => r.rate));
+    for (const n of clients) {
+      const rs = runs.get(n)!;
+      const rate = median(rs.map((r) => r.rate));
+      const last = rs[rs.length - 1];
+      console.log(`| ${n} | ${n * perClient} | ${last.tokens} | ${fmt(last.sec, 2)} | ${fmt(rate)} | ${fmt(rate / single, 2)}x | ${fmt(last.lat, 0)} |`);
+    }
+  } finally {
+    if (server.exitCode === null) {
+      server.kill('SIGTERM');
+      await new Promise((r) => server.once('exit', r));
+    }
   }
-  server.kill('SIGTERM');
-  await new Promise((r) => server.once('exit', r));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));

@@ -4,39 +4,32 @@
 //
 //   npx tsx bench/memory.ts [--hidden 2560 --layers 32 --ffn 6912 --vocab 32000] [--dtype int8]
 
-import { existsSync, statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { writeFixture } from '../src/formats/fixtures.ts';
-import { convertModel, lastConversionPeakRss } from '../src/models/registry.ts';
-import { parseArgs, fmt } from './common.ts';
+import { convertModel, lastConversionPeakRss, loadModel } from '../src/models/registry.ts';
+import { ensureFixture, fmt, modelShape, paramCount, parseArgs } from './common.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
   if (a.child === 'load') {
     // child: load from the cache and report
-    const { loadModel } = await import('../src/models/registry.ts');
     const t0 = performance.now();
-    const m = await loadModel(a.dir, { dtype: a.dtype as 'int8', cacheDir: a.cache, threads: 2 });
+    await loadModel(a.dir, { dtype: a.dtype as 'int8', cacheDir: a.cache, threads: 2 });
     const ms = performance.now() - t0;
-    process.stdout.write(JSON.stringify({ ms, cached: m.cached, peak: process.resourceUsage().maxRSS * 1024 }));
+    process.stdout.write(JSON.stringify({ ms, peak: process.resourceUsage().maxRSS * 1024 }));
     return;
   }
-  const D = Number(a.hidden ?? 2560);
-  const layers = Number(a.layers ?? 32);
-  const Fi = Number(a.ffn ?? 6912);
-  const V = Number(a.vocab ?? 32000);
+  const shape = modelShape(a, { hidden: 2560, ffn: 6912, layers: 32 });
+  const { D, layers, Fi, V } = shape;
   const dtype = (a.dtype ?? 'int8') as 'int8' | 'int4';
   const dir = join(tmpdir(), `quench-bench-big-${D}x${layers}x${Fi}x${V}`);
   const cache = join(tmpdir(), 'quench-bench-big-cache');
-  if (!existsSync(join(dir, 'config.json'))) {
-    console.error(`writing a random bf16 LLaDA-layout checkpoint to ${dir} ...`);
-    await writeFixture(dir, { arch: 'llada', hidden: D, layers, heads: D / 64, intermediate: Fi, vocab: V, dtype: 'BF16', std: 0.02, shards: 4 });
-  }
-  const params = layers * (4 * D * D + 3 * D * Fi) + 2 * V * D;
-  execFileSync('rm', ['-rf', cache]);
+  await ensureFixture(dir, 'llada', shape, { shards: 4 });
+  const params = paramCount(shape).total;
+  rmSync(cache, { recursive: true, force: true });
   const t0 = performance.now();
   const r = await convertModel(dir, { dtype, cacheDir: cache, isolate: true });
   const convertMs = performance.now() - t0;
@@ -44,7 +37,7 @@ export async function main(argv: string[]): Promise<void> {
   const size = statSync(join(r.target, 'weights.bin')).size;
   const self = fileURLToPath(import.meta.url);
   const tsx = import.meta.resolve('tsx');
-  const load = JSON.parse(execFileSync(process.execPath, ['--import', tsx, self, '--child', 'load', '--dir', dir, '--dtype', dtype, '--cache', cache], { maxBuffer: 1 << 20 }).toString()) as { ms: number; cached: boolean; peak: number };
+  const load = JSON.parse(execFileSync(process.execPath, ['--import', tsx, self, '--child', 'load', '--dir', dir, '--dtype', dtype, '--cache', cache], { maxBuffer: 1 << 20 }).toString()) as { ms: number; peak: number };
   const GiB = 2 ** 30;
   console.log(`checkpoint: ${(params / 1e9).toFixed(2)}B parameters, bf16 ${(params * 2 / GiB).toFixed(2)} GiB in 4 shards; ${dtype} weights file ${(size / GiB).toFixed(2)} GiB (embedding and norms stay fp32)`);
   console.log('\n| step | time | peak RSS | vs quantized size |');

@@ -102,7 +102,7 @@ export async function run(prompt: string, o: RunOptions): Promise<void> {
   const tty = process.stdout.isTTY === true;
   const encode = (messages: ChatMessage[]) =>
     o.raw || !model.codec.hasChatTemplate
-      ? [...(model.codec.addBos && model.special.bos !== null ? [model.special.bos] : []), ...model.codec.encode(messages.map((m) => m.content).join('\n'), false)]
+      ? model.codec.encodePrompt(messages.map((m) => m.content).join('\n'))
       : model.codec.encodeChat(messages);
   try {
     if (prompt) {

@@ -123,6 +123,12 @@ export class TextCodec {
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
+  /** Token ids of a plain-text prompt: the text, after the BOS token where the model wants one. */
+  encodePrompt(text: string): number[] {
+    const ids = this.encode(text, false);
+    return this.addBos && this.special.bos !== null ? [this.special.bos, ...ids] : ids;
+  }
+
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
     const list = Array.from(ids);
     if (list.length === 0) return ''; // the JS tokenizer throws on an empty list

@@ -69,20 +69,13 @@ export function attachScheduler(state: ServingState, model: Model, o: ServerOpti
       metrics.stepSeconds.observe(sec);
       metrics.batchSize.observe(b);
       metrics.forwards.inc();
-      metrics.active.set(s.activeCount);
-      metrics.queueDepth.set(s.queued);
     },
     onFinish: (r) => {
       metrics.generatedTokens.inc(r.tokens.length);
       metrics.promptTokens.inc(r.promptTokens);
-      metrics.active.set(s.activeCount);
-      metrics.queueDepth.set(s.queued);
     },
-    onCancel: () => {
-      metrics.cancelled.inc();
-      metrics.active.set(s.activeCount);
-      metrics.queueDepth.set(s.queued);
-    },
+    // the active / queue-depth gauges are read from the scheduler when /metrics is scraped
+    onCancel: () => metrics.cancelled.inc(),
   };
   state.model = model;
   state.scheduler = s;
@@ -289,11 +282,6 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     };
   }
 
-  const encodePlain = (model: Model, text: string) => {
-    const ids = model.codec.encode(text, false);
-    return model.codec.addBos && model.special.bos !== null ? [model.special.bos, ...ids] : ids;
-  };
-
   app.post('/v1/chat/completions', { schema: { body: chatBody } }, async (req, reply) => {
     const body = req.body as Body;
     const { model } = ready();
@@ -313,9 +301,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     const echo = body.echo === true;
     let jobs: Job[];
-    if (typeof p === 'string') jobs = [{ prompt: encodePlain(model, p), suffix, echo: echo ? p : undefined }];
+    if (typeof p === 'string') jobs = [{ prompt: model.codec.encodePrompt(p), suffix, echo: echo ? p : undefined }];
     else if (typeof p[0] === 'number') jobs = [{ prompt: p as number[], suffix, echo: echo ? model.codec.decode(p as number[]) : undefined }];
-    else jobs = (p as string[]).map((s) => ({ prompt: encodePlain(model, s), suffix, echo: echo ? s : undefined }));
+    else jobs = (p as string[]).map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined }));
     return run(reply, 'completion', body, jobs);
   });
 
@@ -325,7 +313,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     checkModel(body.model);
     rejectUnsupported(body);
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
-    return run(reply, 'completion', body, [{ prompt: encodePlain(model, body.prompt as string), suffix }]);
+    return run(reply, 'completion', body, [{ prompt: model.codec.encodePrompt(body.prompt as string), suffix }]);
   });
 
   return { app, metrics };

@@ -5,10 +5,9 @@
 
 import { POLICIES } from '../decode/policies.ts';
 import { CACHE_MODES } from '../decode/options.ts';
+import { PRESETS } from './fields.ts';
 
 const int = (minimum: number, maximum = 2 ** 31) => ({ type: 'integer', minimum, maximum });
-
-export const EFFORTS = ['instant', 'low', 'medium', 'high'] as const;
 
 const sampling = {
   model: { type: 'string', maxLength: 256 },
@@ -36,7 +35,7 @@ const sampling = {
   eps: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
   cache: { type: 'string', enum: [...CACHE_MODES] },
   ignore_eos: { type: 'boolean' },
-  reasoning_effort: { type: 'string', enum: [...EFFORTS] },
+  reasoning_effort: { type: 'string', enum: Object.keys(PRESETS) },
   realtime: { type: 'boolean' },
   diffusing: { type: 'boolean' },
 };
