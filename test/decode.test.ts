@@ -148,6 +148,15 @@ test('fixed-step schedule: counts split evenly, first steps take the remainder',
   assert.deepEqual(transferCounts(3, 5), [1, 1, 1, 0, 0]);
 });
 
+/** Step several generations together, one batched forward per step, until all are done. */
+async function stepTogether(model: Model, gens: Generation[]): Promise<void> {
+  while (gens.some((g) => !g.done)) {
+    const live = gens.filter((g) => !g.done);
+    const res = await model.forward(live.map((g) => g.plan()));
+    live.forEach((g, i) => g.accept(res[i]));
+  }
+}
+
 test('same seed, same output; batch of 3 equals one at a time; different seeds differ', async () => {
   const { model } = await llada;
   const opts = { maxTokens: 16, blockLength: 8, policy: 'low_confidence' as const, temperature: 1, cache: 'prefix' as const, stopTokens: [] };
@@ -161,11 +170,7 @@ test('same seed, same output; batch of 3 equals one at a time; different seeds d
   const prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14, 15]];
   const alone = await Promise.all(prompts.map((p, i) => generate(model, p, { ...opts, seed: 100 + i })));
   const gens = prompts.map((p, i) => new Generation(model, p, { ...opts, seed: 100 + i }));
-  while (gens.some((g) => !g.done)) {
-    const live = gens.filter((g) => !g.done);
-    const res = await model.forward(live.map((g) => g.plan()));
-    live.forEach((g, i) => g.accept(res[i]));
-  }
+  await stepTogether(model, gens);
   gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `sequence ${i}`));
 });
 
@@ -179,11 +184,7 @@ test('causal model batched with caches: equals each alone while the batch change
   const alone: Awaited<ReturnType<typeof generate>>[] = [];
   for (let i = 0; i < prompts.length; i++) alone.push(await generate(model, prompts[i], opts(i)));
   const gens = prompts.map((p, i) => new Generation(model, p, opts(i)));
-  while (gens.some((g) => !g.done)) {
-    const live = gens.filter((g) => !g.done);
-    const res = await model.forward(live.map((g) => g.plan()));
-    live.forEach((g, i) => g.accept(res[i]));
-  }
+  await stepTogether(model, gens);
   gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `sequence ${i}`));
   assert.ok(new Set(alone.map((a) => a.tokens.join())).size > 1, 'sequences differ from one another');
 });

@@ -5,14 +5,12 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import OpenAI from 'openai';
 import { attachScheduler, buildServer, type ServingState, type ServerOptions } from '../src/server/app.ts';
-import { loadModel, type Model } from '../src/models/registry.ts';
-import { fixtureTokenizer, writeFixture } from '../src/formats/fixtures.ts';
-import { CACHE, tempDir } from './helpers.ts';
+import type { Model } from '../src/models/registry.ts';
+import { fixtureTokenizer } from '../src/formats/fixtures.ts';
+import { CACHE, fixtureModel } from './helpers.ts';
 
 const KEY = 'sk-test-0123456789';
-const dir = await tempDir('quench-srv-');
-await writeFixture(dir, { arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 256 });
-const model = await loadModel(dir, { cacheDir: CACHE, threads: 2 });
+const { model, dir } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 256 });
 const servers: { close(): Promise<unknown> }[] = [];
 after(async () => {
   for (const s of servers) await s.close();
@@ -119,10 +117,8 @@ test('completions (string, array, echo) and FIM', async () => {
 });
 
 test('ignore_eos: a model that ends at once writes max_tokens tokens instead', async () => {
-  const eosDir = await tempDir('quench-srv-eos-');
   const eos = fixtureTokenizer('llada').specials['<|endoftext|>'];
-  await writeFixture(eosDir, { arch: 'llada', hidden: 64, heads: 4, layers: 2, favourToken: eos, maxPositions: 256 });
-  const eosModel = await loadModel(eosDir, { cacheDir: CACHE, threads: 2 });
+  const { model: eosModel } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, favourToken: eos, maxPositions: 256 });
   try {
     const s = await start({}, eosModel);
     const req = { model: eosModel.id, messages: [{ role: 'user' as const, content: 'hi' }], temperature: 0, max_tokens: 12 };

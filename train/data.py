@@ -16,10 +16,15 @@ MIX = (0.85, 0.10, 0.05)  # synthetic chat, English chat, plain text
 PLAIN_BUCKET_P = (0.4, 0.3, 0.3)
 
 
+def plain_cache_path(tok_path, tiny=False):
+    """Where plain_stream caches the encoded plain text (keyed by the tokenizer file)."""
+    h = hashlib.md5(open(tok_path, 'rb').read()).hexdigest()[:10]
+    return os.path.join(HERE, 'runs', 'cache', f'plain_{h}{"_tiny" if tiny else ""}.npy')
+
+
 def plain_stream(tok, tok_path, tiny=False):
     """All plain documents encoded and concatenated (separated by a blank line); cached as .npy."""
-    h = hashlib.md5(open(tok_path, 'rb').read()).hexdigest()[:10]
-    cache = os.path.join(HERE, 'runs', 'cache', f'plain_{h}{"_tiny" if tiny else ""}.npy')
+    cache = plain_cache_path(tok_path, tiny)
     if os.path.exists(cache):
         return np.load(cache)
     docs = tasks.plain_documents()

@@ -6,6 +6,7 @@
 import argparse
 import json
 import os
+import shutil
 import struct
 import sys
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import torch_load  # noqa: E402
 from tokenizer import DEFAULT_DIR, MAX_SEQ, tokenizer_config  # noqa: E402
 
 
@@ -54,6 +56,13 @@ def read_safetensors(path):
     return out
 
 
+# Llama-layout block tensor names -> ours
+LLAMA_NAMES = [('input_layernorm', 'attn_norm'), ('self_attn.q_proj', 'q_proj'), ('self_attn.k_proj', 'k_proj'),
+               ('self_attn.v_proj', 'v_proj'), ('self_attn.o_proj', 'attn_out'),
+               ('post_attention_layernorm', 'ff_norm'), ('mlp.gate_proj', 'ff_proj'), ('mlp.up_proj', 'up_proj'),
+               ('mlp.down_proj', 'ff_out')]
+
+
 def mapped(sd, kind, n_layers):
     res = []
     if kind == 'diffusion':
@@ -66,12 +75,8 @@ def mapped(sd, kind, n_layers):
         res.append((p + 'ff_out.weight', sd['head.weight']))
     else:
         res.append(('model.embed_tokens.weight', sd['wte.weight']))
-        names = [('input_layernorm', 'attn_norm'), ('self_attn.q_proj', 'q_proj'), ('self_attn.k_proj', 'k_proj'),
-                 ('self_attn.v_proj', 'v_proj'), ('self_attn.o_proj', 'attn_out'),
-                 ('post_attention_layernorm', 'ff_norm'), ('mlp.gate_proj', 'ff_proj'), ('mlp.up_proj', 'up_proj'),
-                 ('mlp.down_proj', 'ff_out')]
         for i in range(n_layers):
-            for hf, ours in names:
+            for hf, ours in LLAMA_NAMES:
                 res.append((f'model.layers.{i}.{hf}.weight', sd[f'blocks.{i}.{ours}.weight']))
         res.append(('model.norm.weight', sd['ln_f.weight']))
         res.append(('lm_head.weight', sd['head.weight']))
@@ -174,10 +179,7 @@ def main():
     ap.add_argument('--out', required=True)
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     args = ap.parse_args()
-    try:
-        ck = torch.load(args.ckpt, map_location='cpu', weights_only=False)
-    except TypeError:  # torch < 1.13
-        ck = torch.load(args.ckpt, map_location='cpu')
+    ck = torch_load(args.ckpt, 'cpu')
     assert ck['kind'] == args.kind, (ck['kind'], args.kind)
     c = ck['config']
     sd = ck['model']
@@ -190,10 +192,7 @@ def main():
         assert torch.equal(back[n], t.to(torch.bfloat16).float()), n
     with open(os.path.join(args.out, 'config.json'), 'w') as f:
         json.dump(config_json(args.kind, c), f, indent=2)
-    with open(os.path.join(args.tokenizer, 'tokenizer.json')) as f:
-        tj = f.read()
-    with open(os.path.join(args.out, 'tokenizer.json'), 'w') as f:
-        f.write(tj)
+    shutil.copyfile(os.path.join(args.tokenizer, 'tokenizer.json'), os.path.join(args.out, 'tokenizer.json'))
     with open(os.path.join(args.out, 'tokenizer_config.json'), 'w') as f:
         json.dump(tokenizer_config(c['max_seq']), f, indent=2, ensure_ascii=False)
     with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:

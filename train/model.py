@@ -69,21 +69,17 @@ class Block(nn.Module):
         v = self.v_proj(h).view(B, L, self.nh, self.hd).transpose(1, 2)
         q = q.float() * cos + rotate_half(q.float()) * sin
         k = k.float() * cos + rotate_half(k.float()) * sin
-        if USE_SDPA:  # torch >= 2: fused (flash) attention; same math as below
+        if USE_SDPA:  # torch >= 2: fused (flash) attention; same math as the plain ops
             o = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=causal)
-            x = x + self.attn_out(o.transpose(1, 2).reshape(B, L, D))
-            m = self.ff_norm(x)
-            return x + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
-        att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd))
-        if causal:
-            mask = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
-            att = att.masked_fill(mask, float('-inf'))
-        att = att.float().softmax(-1)
-        o = torch.matmul(att, v).transpose(1, 2).reshape(B, L, D)
-        x = x + self.attn_out(o)
+        else:
+            att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd))
+            if causal:
+                mask = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
+                att = att.masked_fill(mask, float('-inf'))
+            o = torch.matmul(att.float().softmax(-1), v)
+        x = x + self.attn_out(o.transpose(1, 2).reshape(B, L, D))
         m = self.ff_norm(x)
-        x = x + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
-        return x
+        return x + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
 
 
 class Transformer(nn.Module):
@@ -123,3 +119,31 @@ class Transformer(nn.Module):
 
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
+
+
+def torch_load(path, map_location):
+    """torch.load of a training checkpoint (which holds more than tensors) on old and new torch."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except TypeError:  # torch < 1.13
+        return torch.load(path, map_location=map_location)
+
+
+def check_attention(model, dev, say=print):
+    """Keep the fused attention kernel only if it matches the plain-op path on this machine."""
+    global USE_SDPA
+    if not USE_SDPA:
+        return
+    x = torch.randint(6, model.cfg.vocab_size, (2, 64), device=dev)
+    try:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            outs = []
+            for flag in (True, False):
+                USE_SDPA = flag
+                outs.append([model(x, causal=c).float() for c in (False, True)])
+        err = max(float((a - b).abs().max()) for a, b in zip(*outs))
+        USE_SDPA = err < 0.1
+        say(f'fused attention max|diff| {err:.4f}: {"on" if USE_SDPA else "off"}')
+    except Exception as e:  # noqa: BLE001
+        USE_SDPA = False
+        say(f'fused attention unavailable ({e}); plain ops')

@@ -15,17 +15,17 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tasks  # noqa: E402
-from model import ModelConfig, Transformer  # noqa: E402
+from model import ModelConfig, Transformer, torch_load  # noqa: E402
 from tokenizer import DEFAULT_DIR, EOS, EOT, MASK, Tokenizer, render_chat  # noqa: E402
 
 
 def load_model(args):
     if args.ckpt:
-        ck = torch.load(args.ckpt, map_location='cpu')
+        ck = torch_load(args.ckpt, 'cpu')
         m = Transformer(ModelConfig(**ck['config']))
         m.load_state_dict(ck['model'])
         return m
-    from export import read_safetensors
+    from export import LLAMA_NAMES, read_safetensors
     cfg = json.load(open(os.path.join(args.model, 'config.json')))
     w = read_safetensors(os.path.join(args.model, 'model.safetensors'))
     if args.kind == 'diffusion':
@@ -38,9 +38,7 @@ def load_model(args):
         mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['hidden_size'], n_layers=cfg['num_hidden_layers'],
                          n_heads=cfg['num_attention_heads'], mlp_hidden=cfg['intermediate_size'],
                          max_seq=cfg['max_position_embeddings'], rope_theta=cfg['rope_theta'], eps=cfg['rms_norm_eps'])
-        ren = {'input_layernorm': 'attn_norm', 'self_attn.q_proj': 'q_proj', 'self_attn.k_proj': 'k_proj',
-               'self_attn.v_proj': 'v_proj', 'self_attn.o_proj': 'attn_out', 'post_attention_layernorm': 'ff_norm',
-               'mlp.gate_proj': 'ff_proj', 'mlp.up_proj': 'up_proj', 'mlp.down_proj': 'ff_out'}
+        ren = dict(LLAMA_NAMES)
         sd = {'wte.weight': w['model.embed_tokens.weight'], 'ln_f.weight': w['model.norm.weight'],
               'head.weight': w['lm_head.weight']}
         for k, v in w.items():

@@ -6,6 +6,7 @@ Plain text documents: plain_documents() -> list of strings.
 """
 import datetime
 import functools
+import gzip
 import json
 import os
 import random
@@ -23,13 +24,11 @@ TEXT_CACHE = os.path.join(HERE, 'runs', 'cache', 'text_sources.json.gz')
 def _text_cache():
     if not os.path.exists(TEXT_CACHE):
         return None
-    import gzip
     with gzip.open(TEXT_CACHE, 'rt', encoding='utf-8') as f:
         return json.load(f)
 
 
 def write_text_cache():
-    import gzip
     os.makedirs(os.path.dirname(TEXT_CACHE), exist_ok=True)
     data = {'common_words': common_words(), 'wordnet_synsets': wordnet_synsets(), 'kjv_verses': kjv_verses()}
     tmp = TEXT_CACHE + '.tmp'
@@ -51,8 +50,9 @@ DAYS = ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sun
 @functools.lru_cache(None)
 def common_words():
     """Lowercase alphabetic WordNet lemmas (3-9 letters) that occur in the sense-tagged corpus."""
-    if _text_cache():
-        return _text_cache()['common_words']
+    c = _text_cache()
+    if c:
+        return c['common_words']
     words = set()
     for pos in ('noun', 'verb', 'adj', 'adv'):
         with open(f'{WORDNET}/index.{pos}', encoding='latin-1') as f:
@@ -559,8 +559,9 @@ def load_heldout(path=HELDOUT_PATH):
 @functools.lru_cache(None)
 def wordnet_synsets():
     """List of (lemmas, definition, examples)."""
-    if _text_cache():
-        return [tuple(x) for x in _text_cache()['wordnet_synsets']]
+    c = _text_cache()
+    if c:
+        return [tuple(x) for x in c['wordnet_synsets']]
     out = []
     for pos in ('noun', 'verb', 'adj', 'adv'):
         with open(f'{WORDNET}/data.{pos}', encoding='latin-1') as f:
@@ -598,8 +599,9 @@ BOOKS = {'Ge': 'Genesis', 'Exo': 'Exodus', 'Lev': 'Leviticus', 'Num': 'Numbers',
 @functools.lru_cache(None)
 def kjv_verses():
     """List of (book, chapter, verse, text) from the `bible` CLI (package bible-kjv)."""
-    if _text_cache():
-        return [tuple(x) for x in _text_cache()['kjv_verses']]
+    c = _text_cache()
+    if c:
+        return [tuple(x) for x in c['kjv_verses']]
     txt = subprocess.run(['bible', '-f', 'Gen1:1-Rev22:21'], capture_output=True, text=True, check=True).stdout
     out = []
     for line in txt.split('\n'):

@@ -17,16 +17,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import model as model_mod  # noqa: E402
 import tasks  # noqa: E402
 from data import DataStream  # noqa: E402
-from model import TINY, ModelConfig, Transformer, n_params  # noqa: E402
+from model import TINY, ModelConfig, Transformer, check_attention, n_params, torch_load  # noqa: E402
 from tokenizer import DEFAULT_DIR, MASK, Tokenizer  # noqa: E402
 
 EPS_T = 1e-3
 
 
-def diffusion_loss(model, x, plen, real_len):
+def diffusion_loss(model, x, plen, real_len, lmax):
     n, L = x.shape
     dev = x.device
     pos = torch.arange(L, device=dev)[None]
@@ -40,8 +39,8 @@ def diffusion_loss(model, x, plen, real_len):
     return loss, n * L
 
 
-def ar_loss(model, x, plen, real_len):
-    Lm = int(real_len.max())
+def ar_loss(model, x, plen, real_len, lmax):
+    Lm = lmax  # longest real length in the batch, read on the host before the copy to the device
     x = x[:, :Lm]
     logits = model(x[:, :-1], causal=True)
     tgt = x[:, 1:]
@@ -59,37 +58,9 @@ def lr_at(p, max_lr, warm=0.03, min_ratio=0.1):
     return max_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * q)))
 
 
-def torch_load(path, dev):
-    try:
-        return torch.load(path, map_location=dev, weights_only=False)
-    except TypeError:  # torch < 1.13
-        return torch.load(path, map_location=dev)
-
-
-def check_attention(model, dev, say):
-    """Use the fused attention kernel only if it matches the plain-op path on this machine."""
-    if not model_mod.USE_SDPA:
-        return
-    x = torch.randint(6, model.cfg.vocab_size, (2, 64), device=dev)
-    try:
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
-            outs = []
-            for flag in (True, False):
-                model_mod.USE_SDPA = flag
-                outs.append([model(x, causal=c).float() for c in (False, True)])
-        err = max(float((a - b).abs().max()) for a, b in zip(*outs))
-        model_mod.USE_SDPA = err < 0.1
-        say(f'fused attention max|diff| {err:.4f}: {"on" if model_mod.USE_SDPA else "off"}')
-    except Exception as e:  # noqa: BLE001
-        model_mod.USE_SDPA = False
-        say(f'fused attention unavailable ({e}); plain ops')
-
-
-def _worker(q, tok_dir, seed, batch, tiny, heldout):
+def _worker(q, make_stream, seed):
     torch.set_num_threads(1)
-    tok = Tokenizer.load(tok_dir)
-    data = DataStream(tok, os.path.join(tok_dir, 'tokenizer.json'), seed=seed, batch=batch, tiny=tiny,
-                      heldout_prompts=heldout)
+    data = make_stream(seed)
     while True:
         x, plen, rlen = data.next_batch()
         q.put((x.to(torch.int16).numpy(), plen.numpy(), rlen.numpy()))
@@ -100,16 +71,19 @@ class Batches:
 
     def __init__(self, args, tok, heldout, seed):
         self.procs = []
+
+        def make_stream(s):
+            return DataStream(tok, os.path.join(args.tokenizer, 'tokenizer.json'), seed=s, batch=args.batch,
+                              tiny=args.tiny, heldout_prompts=heldout)
+
         if args.workers <= 0:
-            self.data = DataStream(tok, os.path.join(args.tokenizer, 'tokenizer.json'), seed=seed, batch=args.batch,
-                                   tiny=args.tiny, heldout_prompts=heldout)
+            self.data = make_stream(seed)
             return
         self.data = None
-        ctx = mp.get_context('fork')
+        ctx = mp.get_context('fork')  # the workers inherit the tokenizer and the stream factory
         self.q = ctx.Queue(maxsize=8 * args.workers)
         for i in range(args.workers):
-            p = ctx.Process(target=_worker, daemon=True,
-                            args=(self.q, args.tokenizer, seed * 1000 + i + 1, args.batch, args.tiny, heldout))
+            p = ctx.Process(target=_worker, daemon=True, args=(self.q, make_stream, seed * 1000 + i + 1))
             p.start()
             self.procs.append(p)
 
@@ -143,11 +117,11 @@ class Run:
         self.gn = torch.zeros((), device=dev)
         self.last_loss = float('nan')
 
-    def step(self, x, plen, rlen, dev, lr):
+    def step(self, x, plen, rlen, lmax, dev, lr):
         for g in self.opt.param_groups:
             g['lr'] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16):
-            loss, ntok = self.loss_fn(self.model, x, plen, rlen)
+            loss, ntok = self.loss_fn(self.model, x, plen, rlen, lmax)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -205,12 +179,12 @@ def main():
         if args.workers:
             seed = args.seed + step  # worker streams cannot be resumed exactly: continue with fresh seeds
     data = Batches(args, tok, heldout, seed)  # workers fork before CUDA starts
-    if ck is not None and data.data is not None:
+    if ck is not None and data.data is not None and ck['data_rng'] is not None:  # None after a worker run
         data.data.rng.setstate(ck['data_rng'])
     runs = [Run(k, out_of[k], mc, args, dev) for k in kinds]
     if ck is not None:
-        for r in runs:
-            rck = torch_load(r.ckpt_path, dev)
+        for r in runs:  # load_state_dict copies onto the model's device
+            rck = ck if r.ckpt_path == first_ckpt else torch_load(r.ckpt_path, 'cpu')
             assert rck['kind'] == r.kind and rck['step'] == step
             r.model.load_state_dict(rck['model'])
             r.opt.load_state_dict(rck['opt'])
@@ -250,8 +224,10 @@ def main():
     try:
         while progress() < 1.0:
             lr = lr_at(progress(), args.lr)
-            x, plen, rlen = (t.to(dev, non_blocking=True) for t in data.next())
-            ntok = [r.step(x, plen, rlen, dev, lr) for r in runs][0]
+            batch = data.next()
+            lmax = int(batch[2].max())  # on the host: no device sync in the step
+            x, plen, rlen = (t.to(dev, non_blocking=True) for t in batch)
+            ntok = [r.step(x, plen, rlen, lmax, dev, lr) for r in runs][0]
             step += 1
             tokens += ntok
             tok_log += ntok
