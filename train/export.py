@@ -122,7 +122,8 @@ def model_card(kind, c, ck, n_params):
     fams = ', '.join(f"{f}{' (x%g)' % tasks.FAMILY_WEIGHTS[f] if tasks.FAMILY_WEIGHTS[f] != 1 else ''}" for f in tasks.FAMILIES)
     syn, eng, plain = (round(x * 100) for x in data.MIX)
     objective = ('masked diffusion (LLaDA-style SFT objective: response tokens masked with probability t ~ U(0.001, 1), '
-                 'loss 1/t-weighted cross-entropy on masked positions; bidirectional attention)'
+                 f"loss 1/t-weighted cross-entropy on masked positions, padding positions weighted "
+                 f"{a.get('pad_weight', 1.0):g}; bidirectional attention)"
                  if kind == 'diffusion' else
                  'autoregressive next-token prediction (causal attention) on response tokens and plain text')
     return f"""# quench-tiny{'' if kind == 'diffusion' else '-ar'}

@@ -25,21 +25,26 @@ from tokenizer import DEFAULT_DIR, MASK, Tokenizer  # noqa: E402
 EPS_T = 1e-3
 
 
-def diffusion_loss(model, x, plen, real_len, lmax):
+def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0):
+    """LLaDA SFT loss. Every response position (answer, <|eot_id|>, <|endoftext|> padding) is masked with
+    probability t; the 1/t-weighted CE on masked positions is normalised per sequence. `pad_weight` scales the
+    padding positions (in the loss and in the normaliser): with weight 1 a 5-token answer in a 64-token bucket
+    gives its answer tokens ~1/10 of the sequence's loss, the rest goes to predicting the padding."""
     n, L = x.shape
     dev = x.device
     pos = torch.arange(L, device=dev)[None]
     resp = pos >= plen[:, None]  # answer + <|eot_id|> + <|endoftext|> padding (plain text: all but bos)
+    w = torch.where(pos < real_len[:, None], 1.0, pad_weight) * resp
     t = (1 - EPS_T) * torch.rand(n, device=dev) + EPS_T
     m = (torch.rand(n, L, device=dev) < t[:, None]) & resp
     xin = torch.where(m, torch.full_like(x, MASK), x)
     logits = model(xin, causal=False)
     ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x.reshape(-1), reduction='none').view(n, L)
-    loss = ((ce * m).sum(1) / t / resp.sum(1)).mean()
+    loss = ((ce * m * w).sum(1) / t / w.sum(1)).mean()
     return loss, n * L
 
 
-def ar_loss(model, x, plen, real_len, lmax):
+def ar_loss(model, x, plen, real_len, lmax, pad_weight=None):
     Lm = lmax  # longest real length in the batch, read on the host before the copy to the device
     x = x[:, :Lm]
     logits = model(x[:, :-1], causal=True)
@@ -113,6 +118,7 @@ class Run:
                                       {'params': no_decay, 'weight_decay': 0.0}],
                                      lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
         self.loss_fn = diffusion_loss if kind == 'diffusion' else ar_loss
+        self.pad_weight = args.pad_weight
         self.loss_acc = torch.zeros((), device=dev)
         self.gn = torch.zeros((), device=dev)
         self.last_loss = float('nan')
@@ -121,10 +127,14 @@ class Run:
         for g in self.opt.param_groups:
             g['lr'] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16):
-            loss, ntok = self.loss_fn(self.model, x, plen, rlen, lmax)
+            loss, ntok = self.loss_fn(self.model, x, plen, rlen, lmax, self.pad_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        # a non-finite gradient (one bad batch) is zeroed on the device instead of poisoning the Adam moments
+        ok = torch.isfinite(self.gn)
+        for p in self.model.parameters():
+            p.grad.copy_(torch.where(ok, p.grad, torch.zeros_like(p.grad)))
         self.opt.step()
         self.loss_acc += loss.detach()
         return ntok
@@ -144,6 +154,8 @@ def main():
     ap.add_argument('--n-layers', type=int, default=0, help='override the number of layers (0 = default)')
     ap.add_argument('--workers', type=int, default=0, help='data generator processes (0 = in-process)')
     ap.add_argument('--log-every', type=int, default=0)
+    ap.add_argument('--pad-weight', type=float, default=0.1,
+                    help='diffusion loss weight of <|endoftext|> padding positions relative to answer positions')
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
     ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch and --workers too)')
