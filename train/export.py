@@ -63,6 +63,35 @@ LLAMA_NAMES = [('input_layernorm', 'attn_norm'), ('self_attn.q_proj', 'q_proj'),
                ('mlp.down_proj', 'ff_out')]
 
 
+def load_exported(model_dir):
+    """An exported model directory (either layout) -> (Transformer, kind): the inverse of `mapped`."""
+    from model import ModelConfig, Transformer
+    cfg = json.load(open(os.path.join(model_dir, 'config.json')))
+    w = read_safetensors(os.path.join(model_dir, 'model.safetensors'))
+    if cfg['model_type'] == 'llada':
+        kind = 'diffusion'
+        mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['d_model'], n_layers=cfg['n_layers'],
+                         n_heads=cfg['n_heads'], mlp_hidden=cfg['mlp_hidden_size'],
+                         max_seq=cfg['max_sequence_length'], rope_theta=cfg['rope_theta'], eps=cfg['rms_norm_eps'])
+        sd = {k.replace('model.transformer.', ''): v for k, v in w.items()}
+        sd['head.weight'] = sd.pop('ff_out.weight')
+    else:
+        kind = 'ar'
+        mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['hidden_size'], n_layers=cfg['num_hidden_layers'],
+                         n_heads=cfg['num_attention_heads'], mlp_hidden=cfg['intermediate_size'],
+                         max_seq=cfg['max_position_embeddings'], rope_theta=cfg['rope_theta'], eps=cfg['rms_norm_eps'])
+        ren = dict(LLAMA_NAMES)
+        sd = {'wte.weight': w['model.embed_tokens.weight'], 'ln_f.weight': w['model.norm.weight'],
+              'head.weight': w['lm_head.weight']}
+        for k, v in w.items():
+            if k.startswith('model.layers.'):
+                i, rest = k[len('model.layers.'):].split('.', 1)
+                sd[f'blocks.{i}.{ren[rest[:-len(".weight")]]}.weight'] = v
+    m = Transformer(mc)
+    m.load_state_dict(sd)
+    return m, kind
+
+
 def mapped(sd, kind, n_layers):
     res = []
     if kind == 'diffusion':

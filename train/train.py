@@ -156,6 +156,9 @@ def main():
     ap.add_argument('--log-every', type=int, default=0)
     ap.add_argument('--pad-weight', type=float, default=0.1,
                     help='diffusion loss weight of <|endoftext|> padding positions relative to answer positions')
+    ap.add_argument('--init-from', default='',
+                    help='start every model from this exported model directory (either layout), e.g. a diffusion '
+                         'model adapted from the AR twin')
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
     ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch and --workers too)')
@@ -203,6 +206,13 @@ def main():
         torch.set_rng_state(ck['torch_rng'].cpu())
         say(f'resumed at step {step}, elapsed {elapsed0:.0f}s')
     else:
+        if args.init_from:
+            from export import load_exported
+            init, init_kind = load_exported(args.init_from)
+            assert init.cfg.to_dict() == mc.to_dict(), (init.cfg.to_dict(), mc.to_dict())
+            for r in runs:
+                r.model.load_state_dict(init.state_dict())
+            say(f'initialised from {args.init_from} ({init_kind} model)')
         say(f'start kinds={kinds} params={n_params(runs[0].model)} cfg={mc.to_dict()} args={vars(args)}')
     check_attention(runs[0].model, dev, say)
 
