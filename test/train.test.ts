@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../src/models/registry.ts';
 import { generate } from '../src/decode/generation.ts';
+import { SafetensorsFile } from '../src/formats/safetensors.ts';
 import { CACHE, tempDir } from './helpers.ts';
 
 const PY = '/usr/bin/python3';
@@ -35,3 +36,36 @@ for (const kind of ['diffusion', 'ar'] as const) {
     await model.close();
   });
 }
+
+test('stage 2: --init-from starts the diffusion model from the exported AR twin (weights copied exactly)', async () => {
+  const work = await tempDir('quench-train-init-');
+  const ar = join(work, 'ar');
+  py(['train/train.py', '--kind', 'ar', '--tiny', '--steps', '2', '--minutes', '1', '--threads', '1', '--out', join(work, 'run-ar')]);
+  py(['train/export.py', '--ckpt', join(work, 'run-ar', 'ckpt.pt'), '--kind', 'ar', '--out', ar]);
+  // lr 0: one step that must leave the copied weights untouched, so the export equals the twin
+  const diff = join(work, 'diff');
+  py(['train/train.py', '--kind', 'diffusion', '--tiny', '--steps', '1', '--minutes', '1', '--threads', '1', '--lr', '0', '--init-from', ar, '--out', join(work, 'run-d')]);
+  py(['train/export.py', '--ckpt', join(work, 'run-d', 'ckpt.pt'), '--kind', 'diffusion', '--out', diff]);
+  const a = await SafetensorsFile.open(join(ar, 'model.safetensors'));
+  const d = await SafetensorsFile.open(join(diff, 'model.safetensors'));
+  const pairs: [string, string][] = [
+    ['model.embed_tokens.weight', 'model.transformer.wte.weight'],
+    ['model.layers.0.self_attn.q_proj.weight', 'model.transformer.blocks.0.q_proj.weight'],
+    ['model.layers.1.mlp.down_proj.weight', 'model.transformer.blocks.1.ff_out.weight'],
+    ['model.layers.1.post_attention_layernorm.weight', 'model.transformer.blocks.1.ff_norm.weight'],
+    ['model.norm.weight', 'model.transformer.ln_f.weight'],
+    ['lm_head.weight', 'model.transformer.ff_out.weight'],
+  ];
+  assert.equal(d.tensors.size, a.tensors.size);
+  for (const [an, dn] of pairs) assert.ok((await a.read(an)).equals(await d.read(dn)), `${dn} == ${an}`);
+  await a.close();
+  await d.close();
+  // and the adapted model trains: a few steps at a real learning rate change the weights
+  py(['train/train.py', '--kind', 'diffusion', '--tiny', '--steps', '3', '--minutes', '1', '--threads', '1', '--init-from', ar, '--out', join(work, 'run-d2')]);
+  py(['train/export.py', '--ckpt', join(work, 'run-d2', 'ckpt.pt'), '--kind', 'diffusion', '--out', join(work, 'diff2')]);
+  const d2 = await SafetensorsFile.open(join(work, 'diff2', 'model.safetensors'));
+  const a2 = await SafetensorsFile.open(join(ar, 'model.safetensors'));
+  assert.ok(!(await d2.read('model.transformer.blocks.0.q_proj.weight')).equals(await a2.read('model.layers.0.self_attn.q_proj.weight')));
+  await d2.close();
+  await a2.close();
+});

@@ -144,6 +144,13 @@ def same_batches(a):
             'batches, step for step')
 
 
+def initialised(a):
+    if not a.get('init_from'):
+        return ''
+    return (f"\n- Started from the weights of the exported model `{a['init_from']}` (not from a random initialisation); "
+            'its own training is part of this model\'s compute')
+
+
 def model_card(kind, c, ck, n_params):
     import tasks
     a = ck['args']
@@ -186,7 +193,7 @@ a TypeScript engine for diffusion language models. It is a test and demo model, 
 ## Training compute
 
 - {hardware(ck)}, bfloat16 autocast, wall-clock budget {a['minutes']:g} minutes
-  ({ck['elapsed'] / 60:.1f} minutes trained){same_batches(a)}.
+  ({ck['elapsed'] / 60:.1f} minutes trained){same_batches(a)}.{initialised(a)}
 - {ck['step']} optimizer steps, {ck['tokens']:,} tokens processed (including padding), AdamW
   (lr {a['lr']:g}, betas (0.9, 0.95), weight decay 0.1, grad clip 1.0), warmup then cosine decay.
 - Final training loss: {ck.get('last_loss', float('nan')):.4f}.
