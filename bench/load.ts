@@ -16,6 +16,13 @@ import { PACKAGE_ROOT } from '../src/cli/paths.ts';
 import { loadTasks } from './eval.ts';
 import { fmt, median, parseArgs } from './common.ts';
 
+/** The server's step counters from /metrics (summed histograms), to diff around a run. */
+async function engineCounters(base: string): Promise<{ steps: number; stepSeconds: number; sequences: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const num = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { steps: num('quench_step_seconds_count'), stepSeconds: num('quench_step_seconds_sum'), sequences: num('quench_batch_size_sum') };
+}
+
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -40,10 +47,10 @@ export async function main(argv: string[]): Promise<void> {
   // The server is its own process, as in production: the clients' HTTP and JSON work must not
   // share the event loop that runs the engine's steps.
   const port = await freePort();
-  const server = spawn(process.execPath, [join(PACKAGE_ROOT, 'bin', 'quench.js'), 'serve', '--model', a.model ?? 'quench-tiny', '--port', String(port),
+  const server = spawn(process.execPath, [...(process.env.PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), join(PACKAGE_ROOT, 'bin', 'quench.js'), 'serve', '--model', a.model ?? 'quench-tiny', '--port', String(port),
     '--max-batch', String(maxBatch), '--max-queue', '1024', '--threads', String(threads), '--dtype', dtype], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
-  server.stderr.on('data', (d) => (log += d));
+  server.stderr.on('data', (d) => { log += d; if (process.env.QPROF) process.stderr.write(d); });
   try {
     const base = `http://127.0.0.1:${port}`;
     for (let i = 0; ; i++) {
@@ -60,15 +67,16 @@ export async function main(argv: string[]): Promise<void> {
     const tasks = loadTasks(50);
     const extra = { ...(a.policy ? { policy: a.policy } : {}), ...(a.effort ? { reasoning_effort: a.effort } : {}), ...(ignoreEos ? { ignore_eos: true } : {}) };
     console.log(`model ${model.id} (${model.dtype}), ${a.effort ? `reasoning_effort ${a.effort}, ` : ''}max-batch ${maxBatch}, ${perClient} requests per client, max_tokens ${maxTokens}${ignoreEos ? ' (ignore_eos)' : ''}, temperature 0, median of ${rounds} interleaved rounds, threads ${threads}`);
-    console.log('\n| clients | requests | completion tokens | seconds | aggregate tokens/s | vs 1 client | mean latency ms |');
-    console.log('|---:|---:|---:|---:|---:|---:|---:|');
+    console.log('\n| clients | requests | completion tokens | seconds | aggregate tokens/s | vs 1 client | mean latency ms | forwards | sequences/forward | forward ms | time in forwards |');
+    console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     // Rounds are interleaved across client counts (1, 4, 16, 1, 4, 16, ...), so a drift in the
     // machine's speed (this VM's varies by tens of percent over minutes) hits every count alike.
-    const runs = new Map<number, { rate: number; tokens: number; sec: number; lat: number }[]>(clients.map((n) => [n, []]));
+    const runs = new Map<number, { rate: number; tokens: number; sec: number; lat: number; steps: number; perStep: number; stepMs: number; busy: number }[]>(clients.map((n) => [n, []]));
     for (let round = 0; round < rounds + 1; round++)
       for (const n of clients) {
         let tokens = 0;
         const lats: number[] = [];
+        const c0 = await engineCounters(base);
         const t0 = performance.now();
         await Promise.all(
           Array.from({ length: n }, async (_, c) => {
@@ -82,15 +90,24 @@ export async function main(argv: string[]): Promise<void> {
           }),
         );
         const sec = (performance.now() - t0) / 1000;
+        const c1 = await engineCounters(base);
         if (round === 0) continue; // warm-up
-        runs.get(n)!.push({ rate: tokens / sec, tokens, sec, lat: lats.reduce((x, y) => x + y, 0) / lats.length });
+        const steps = c1.steps - c0.steps;
+        const busy = c1.stepSeconds - c0.stepSeconds;
+        runs.get(n)!.push({
+          rate: tokens / sec, tokens, sec, lat: lats.reduce((x, y) => x + y, 0) / lats.length,
+          steps, perStep: (c1.sequences - c0.sequences) / steps, stepMs: (busy / steps) * 1000, busy: busy / sec,
+        });
       }
     const single = median(runs.get(clients[0])!.map((r) => r.rate));
     for (const n of clients) {
       const rs = runs.get(n)!;
       const rate = median(rs.map((r) => r.rate));
       const last = rs[rs.length - 1];
-      console.log(`| ${n} | ${n * perClient} | ${last.tokens} | ${fmt(last.sec, 2)} | ${fmt(rate)} | ${fmt(rate / single, 2)}x | ${fmt(last.lat, 0)} |`);
+      const med = (f: (r: (typeof rs)[number]) => number) => median(rs.map(f));
+      console.log(
+        `| ${n} | ${n * perClient} | ${last.tokens} | ${fmt(last.sec, 2)} | ${fmt(rate)} | ${fmt(rate / single, 2)}x | ${fmt(last.lat, 0)} | ${last.steps} | ${fmt(med((r) => r.perStep), 2)} | ${fmt(med((r) => r.stepMs), 2)} | ${fmt(med((r) => r.busy) * 100, 0)} % |`,
+      );
     }
   } finally {
     if (server.exitCode === null) {

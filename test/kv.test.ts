@@ -70,3 +70,21 @@ test('extendCache: rows, positions, in-place append at the tip, copy on branch',
   assert.deepEqual(rows(sub, 1, 'keys')[1], [rows(g, 1, 'keys')[1][43], rows(g, 1, 'keys')[1][0]]);
   assert.throws(() => extendCache(s, g, [44], k1, v1, 0, Lw, [], pos1), /out of range/);
 });
+
+test('extendCache: a reservation allocates the whole canvas up front, so appends never reallocate', () => {
+  const first = extendCache(s, undefined, [], present(1, 10, 7), present(1, 10, 8), 0, 10, Array.from({ length: 10 }, (_, i) => i), Int32Array.from({ length: 10 }, (_, i) => i), 100);
+  assert.ok(first.capacity >= 100 && first.capacity < 256, `capacity ${first.capacity}`);
+  let c = first;
+  const expect: number[][] = rows(first, 1, 'values')[2];
+  for (let i = 10; i < 100; i++) {
+    const v = present(1, 1, 100 + i);
+    c = extendCache(s, c, Array.from({ length: c.length }, (_, j) => j), present(1, 1, i), v, 0, 1, [0], Int32Array.from([i]), 100);
+    expect.push(windowRows(v[1], 0, 1, 2, 0));
+    assert.equal(c.keys[0], first.keys[0], `step ${i} appended in place`);
+  }
+  assert.equal(c.length, 100);
+  assert.deepEqual(rows(c, 1, 'values')[2], expect);
+  // without a reservation the same appends reallocate as the cache grows
+  const small = extendCache(s, undefined, [], present(1, 10, 7), present(1, 10, 8), 0, 10, Array.from({ length: 10 }, (_, i) => i), Int32Array.from({ length: 10 }, (_, i) => i));
+  assert.ok(small.capacity < 100);
+});

@@ -240,6 +240,7 @@ export class Generation {
       visible: this.visibility(rows, cols),
       queries: Int32Array.from(queries),
       wantPresent: keep !== undefined,
+      cacheRows: this.genEnd,
       wantLogits: this.wantLogits,
     };
     this.pending = { req, targets, keep };

@@ -75,7 +75,8 @@ export function copyRuns(src: Float32Array, srcBase: (h: number) => number, idx:
  * A cache holding `past`'s entries [pastKeep...] followed by rows [windowKeep...] of a forward's
  * window K/V (present: per layer [B, Hkv, Lw, Dh], batch row b). Appends in place when
  * pastKeep is all of past in order, past is at its buffer's tip and the buffer has room;
- * otherwise copies into a new buffer.
+ * otherwise copies into a new buffer, with room for `reserve` entries (the sequence's whole
+ * canvas, when the caller knows it) so later steps append in place.
  */
 export function extendCache(
   s: CacheShape,
@@ -87,6 +88,7 @@ export function extendCache(
   Lw: number,
   windowKeep: ArrayLike<number>,
   windowPositions: ArrayLike<number>,
+  reserve = 0,
 ): KVCache {
   const { layers, kvHeads: H, headDim: Dh } = s;
   const p = past?.length ?? 0;
@@ -101,7 +103,7 @@ export function extendCache(
   let c: KVCache;
   if (past && isPrefix && past.tip.used === p && past.capacity >= n) c = { ...past, length: p };
   else {
-    c = allocCache(s, growCapacity(n));
+    c = allocCache(s, growCapacity(Math.max(n, reserve)));
     if (past && nKeep > 0) {
       for (let l = 0; l < layers; l++) {
         copyRuns(past.keys[l], (h) => h * past.capacity, pastKeep, c.keys[l], (h) => h * c.capacity, H, Dh);

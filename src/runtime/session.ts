@@ -21,6 +21,9 @@ export interface ForwardRequest {
   queries: Int32Array;
   /** return the K/V of this forward so the caller can keep part of it */
   wantPresent?: boolean;
+  /** entries this sequence's cache may grow to (its whole canvas): a cache kept from this
+   * forward is allocated for that many up front, so it never reallocates mid-generation */
+  cacheRows?: number;
   /** return full logits rows (sampling over the whole vocabulary, logprobs) */
   wantLogits?: boolean;
 }
@@ -57,6 +60,8 @@ export class OrtRunner {
   stats = { forwards: 0, rows: 0, batches: 0 };
   /** the last batch's packed caches, kept for the next step (see packBatch) */
   private packed: PackedBatch | null = null;
+  /** the memory behind `packed`, reused by repacks that fit */
+  private pool: { keys: Float32Array[]; values: Float32Array[] } | null = null;
   private running = 0;
 
   private constructor(session: ort.InferenceSession, shape: SessionShape) {
@@ -170,37 +175,47 @@ export class OrtRunner {
       if (r.wantLogits && logits) res.logits = logits.slice(b * Q * V, b * Q * V + q * V);
       if (r.wantPresent)
         res.takeCache = (pastKeep, windowKeep) =>
-          extendCache(this.shape, r.past, pastKeep, presentK, presentV, b, L, windowKeep, r.positions);
+          extendCache(this.shape, r.past, pastKeep, presentK, presentV, b, L, windowKeep, r.positions, r.cacheRows);
       return res;
     });
   }
 
   /**
-   * Pack several sequences' caches into [B, Hkv, cap, Dh] buffers. In steady decoding the
-   * batch is the same sequences step after step and each cache only grew at its tip, so the
-   * last step's buffers are kept and only the new rows are copied in; anything else
-   * (another batch, a cache that was reallocated or branched, a full buffer) repacks.
-   * While another forward of this runner is in flight its buffers are left alone.
+   * Pack several sequences' caches into [B, Hkv, cap, Dh] buffers, cap = the largest member
+   * cache's capacity (caches are allocated for their whole canvas, so the shape the graph
+   * sees stays the same for a generation's life). In steady decoding the batch is the same
+   * sequences step after step and each cache only grew at its tip, so the last step's buffers
+   * are kept and only the new rows are copied in; anything else (another batch, a cache that
+   * was reallocated or branched) repacks into the same memory when it is large enough, so a
+   * sequence joining or leaving does not allocate. While another forward of this runner is in
+   * flight its buffers are left alone.
    */
   private packBatch(caches: (KVCache | undefined)[]): PackedBatch {
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = caches.length;
     const lens = caches.map((c) => c?.length ?? 0);
-    const maxLen = Math.max(...lens);
-    let pb = this.running === 0 ? this.packed : null;
+    const cap = Math.max(growCapacity(Math.max(...lens)), ...caches.map((c) => c?.capacity ?? 0));
+    const idle = this.running === 0;
+    let pb = idle ? this.packed : null;
     const reuse =
       pb !== null &&
       pb.tips.length === B &&
-      pb.cap >= maxLen &&
+      pb.cap === cap &&
       caches.every((c, b) => (c?.tip ?? null) === pb!.tips[b] && lens[b] >= pb!.lens[b]);
     if (!reuse) {
-      const cap = growCapacity(maxLen);
+      const size = B * H * cap * Dh;
+      const pool = idle && this.pool !== null && this.pool.keys[0].length >= size ? this.pool : null;
+      const buffers = pool ?? {
+        keys: Array.from({ length: layers }, () => new Float32Array(size)),
+        values: Array.from({ length: layers }, () => new Float32Array(size)),
+      };
+      if (idle) this.pool = buffers;
       pb = {
         cap,
         tips: caches.map((c) => c?.tip ?? null),
         lens: new Array(B).fill(0),
-        keys: Array.from({ length: layers }, () => new Float32Array(B * H * cap * Dh)),
-        values: Array.from({ length: layers }, () => new Float32Array(B * H * cap * Dh)),
+        keys: buffers.keys.map((k) => k.subarray(0, size)),
+        values: buffers.values.map((v) => v.subarray(0, size)),
       };
     }
     const p = pb!;
@@ -212,7 +227,7 @@ export class OrtRunner {
           for (let h = 0; h < H; h++) dst.set(src.subarray((h * c.capacity + from) * Dh, (h * c.capacity + lens[b]) * Dh), ((b * H + h) * p.cap + from) * Dh);
       p.lens[b] = lens[b];
     });
-    if (this.running === 0) this.packed = p;
+    if (idle) this.packed = p;
     return p;
   }
 }

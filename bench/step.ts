@@ -1,0 +1,43 @@
+// Decode-step latency of B sequences stepping together (the scheduler's steady state, without
+// HTTP): each sequence is prefilled alone, then all B run one batched forward per step until
+// max_tokens; median and p90 step time over 3 repetitions. Prompts are synthetic token ids of
+// slightly different lengths, as real requests have.
+//
+//   npx tsx bench/step.ts [--model quench-tiny-ar] [--batch 1,4] [--prompt 40] [--max-tokens 64] [--threads 2]
+
+import { loadModel } from '../src/models/registry.ts';
+import { Generation } from '../src/decode/generation.ts';
+import { resolveModel } from '../src/cli/paths.ts';
+import { fmt, median, parseArgs } from './common.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  const a = parseArgs(argv);
+  const model = await loadModel(resolveModel(a.model ?? 'quench-tiny-ar'), { threads: Number(a.threads ?? 2) });
+  const plen = Number(a.prompt ?? 40);
+  const maxTokens = Number(a['max-tokens'] ?? 64);
+  console.log(`model ${model.id} (${model.dtype}), prompt ~${plen} tokens, ${maxTokens} new tokens, ignore_eos\n`);
+  console.log('| batch | steps | median step ms | p90 step ms | per sequence vs batch 1 |');
+  console.log('|---:|---:|---:|---:|---:|');
+  let single = 0;
+  for (const B of (a.batch ?? '1,4').split(',').map(Number)) {
+    const times: number[] = [];
+    for (let rep = 0; rep < 4; rep++) {
+      const gens = Array.from({ length: B }, (_, i) => new Generation(model, Array.from({ length: plen + i }, (_, j) => 10 + ((j * 7 + i) % 500)), { maxTokens, stopTokens: [] }));
+      for (const g of gens) g.accept((await model.forward([g.plan()]))[0]);
+      while (!gens[0].done) {
+        const reqs = gens.map((g) => g.plan());
+        const t0 = performance.now();
+        const res = await model.forward(reqs);
+        if (rep > 0) times.push(performance.now() - t0); // the first repetition warms up
+        gens.forEach((g, i) => g.accept(res[i]));
+      }
+    }
+    const med = median(times);
+    times.sort((x, y) => x - y);
+    if (B === 1 || single === 0) single = med / B;
+    console.log(`| ${B} | ${times.length} | ${fmt(med, 2)} | ${fmt(times[Math.floor(times.length * 0.9)], 2)} | ${fmt(single / (med / B), 2)}x |`);
+  }
+  await model.close();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));
