@@ -4,7 +4,7 @@
 // frontier. The causal baseline decodes the same prompts one token per step.
 //
 //   quench eval [--model quench-tiny] [--ar-model quench-tiny-ar] [--limit 20]
-//               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64]
+//               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64] [--block 32]
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -92,6 +92,7 @@ export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
   const limit = Number(a.limit ?? 50);
   const maxTokens = Number(a['max-tokens'] ?? 64);
+  const block = Number(a.block ?? 32);
   const threads = Number(a.threads ?? 2);
   const dtype = (a.dtype ?? 'fp32') as DTypeOption;
   const tasks = loadTasks(limit);
@@ -110,12 +111,12 @@ export async function main(argv: string[]): Promise<void> {
   for (const name of names) {
     const c = CONFIGS[name];
     if (!c) throw new Error(`unknown config ${name}: ${Object.keys(CONFIGS).join(', ')}`);
-    const r = await evaluate(model, tasks, c.label, { maxTokens, blockLength: 32, ...c.o });
+    const r = await evaluate(model, tasks, c.label, { maxTokens, blockLength: block, ...c.o });
     rows.push(r);
     console.error(`${r.label}: ${fmt(r.accuracy * 100)}% at ${fmt(r.tokensPerSecond)} tok/s, ${fmt(r.tokensPerForward, 2)} tokens/forward`);
   }
   await model.close();
-  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, block 32, ${dtype}, ${threads} threads, temperature 0\n`);
+  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, block ${block}, ${dtype}, ${threads} threads, temperature 0\n`);
   console.log(table(rows, baseline));
 }
 
