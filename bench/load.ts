@@ -19,7 +19,11 @@ import { fmt, median, parseArgs } from './common.ts';
 /** The server's step counters from /metrics (summed histograms), to diff around a run. */
 async function engineCounters(base: string): Promise<{ steps: number; stepSeconds: number; sequences: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const num = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const num = (name: string) => {
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    if (!m) throw new Error(`/metrics has no ${name} line`);
+    return Number(m[1]);
+  };
   return { steps: num('quench_step_seconds_count'), stepSeconds: num('quench_step_seconds_sum'), sequences: num('quench_batch_size_sum') };
 }
 
@@ -47,10 +51,10 @@ export async function main(argv: string[]): Promise<void> {
   // The server is its own process, as in production: the clients' HTTP and JSON work must not
   // share the event loop that runs the engine's steps.
   const port = await freePort();
-  const server = spawn(process.execPath, [...(process.env.PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), join(PACKAGE_ROOT, 'bin', 'quench.js'), 'serve', '--model', a.model ?? 'quench-tiny', '--port', String(port),
+  const server = spawn(process.execPath, [join(PACKAGE_ROOT, 'bin', 'quench.js'), 'serve', '--model', a.model ?? 'quench-tiny', '--port', String(port),
     '--max-batch', String(maxBatch), '--max-queue', '1024', '--threads', String(threads), '--dtype', dtype], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
-  server.stderr.on('data', (d) => { log += d; if (process.env.QPROF) process.stderr.write(d); });
+  server.stderr.on('data', (d) => (log += d));
   try {
     const base = `http://127.0.0.1:${port}`;
     for (let i = 0; ; i++) {
@@ -96,7 +100,7 @@ export async function main(argv: string[]): Promise<void> {
         const busy = c1.stepSeconds - c0.stepSeconds;
         runs.get(n)!.push({
           rate: tokens / sec, tokens, sec, lat: lats.reduce((x, y) => x + y, 0) / lats.length,
-          steps, perStep: (c1.sequences - c0.sequences) / steps, stepMs: (busy / steps) * 1000, busy: busy / sec,
+          steps, perStep: (c1.sequences - c0.sequences) / Math.max(1, steps), stepMs: (busy / Math.max(1, steps)) * 1000, busy: busy / sec,
         });
       }
     const single = median(runs.get(clients[0])!.map((r) => r.rate));

@@ -176,7 +176,8 @@ test('same seed, same output; batch of 3 equals one at a time; different seeds d
 
 test('causal model batched with caches: equals each alone while the batch changes and caches grow', async () => {
   // steady steps reuse the runner's packed batch buffers, a finished sequence changes the
-  // batch (repack), and 40 tokens outgrow the first cache capacities (reallocation)
+  // batch (repack into the same memory), and 40 tokens outgrow the packed buffers' first
+  // capacity (repack into larger ones)
   const { model } = await llama;
   const prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14, 15], [20]];
   const maxTokens = [40, 12, 30, 25];

@@ -131,12 +131,13 @@ class Run:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        # a non-finite gradient (one bad batch) is zeroed on the device instead of poisoning the Adam moments
+        # a non-finite gradient (one bad batch) is zeroed on the device, without a host sync, so it
+        # cannot poison the Adam moments (that step still decays the weights and the moments)
         ok = torch.isfinite(self.gn)
         for p in self.model.parameters():
             p.grad.copy_(torch.where(ok, p.grad, torch.zeros_like(p.grad)))
         self.opt.step()
-        self.loss_acc += loss.detach()
+        self.loss_acc += torch.where(ok, loss.detach(), torch.zeros_like(loss))
         return ntok
 
 

@@ -240,7 +240,9 @@ export class Generation {
       visible: this.visibility(rows, cols),
       queries: Int32Array.from(queries),
       wantPresent: keep !== undefined,
-      cacheRows: this.genEnd,
+      // a cache that is appended in place (causal, block-causal) is allocated for the whole
+      // canvas at once; a bidirectional cache is rebuilt at every block start
+      cacheRows: this.causal || this.opts.attention !== 'bidirectional' ? this.genEnd : undefined,
       wantLogits: this.wantLogits,
     };
     this.pending = { req, targets, keep };

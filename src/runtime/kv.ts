@@ -33,6 +33,7 @@ export interface CacheShape {
  * Room for n entries plus slack: powers of two from 32, so appending one row per step
  * reallocates rarely and the graph sees few distinct cache shapes (each new shape costs ORT
  * a slower first run). At most 2x the entries; attention over the unused columns is masked.
+ * Also the column count of the runner's packed batch buffers.
  */
 export function growCapacity(n: number): number {
   let c = 32;
@@ -75,8 +76,9 @@ export function copyRuns(src: Float32Array, srcBase: (h: number) => number, idx:
  * A cache holding `past`'s entries [pastKeep...] followed by rows [windowKeep...] of a forward's
  * window K/V (present: per layer [B, Hkv, Lw, Dh], batch row b). Appends in place when
  * pastKeep is all of past in order, past is at its buffer's tip and the buffer has room;
- * otherwise copies into a new buffer, with room for `reserve` entries (the sequence's whole
- * canvas, when the caller knows it) so later steps append in place.
+ * otherwise copies into a new buffer: exactly `reserve` entries when the caller knows how far
+ * the cache will grow (a causal sequence's canvas), so later steps append in place, else
+ * growCapacity(n).
  */
 export function extendCache(
   s: CacheShape,
@@ -103,7 +105,7 @@ export function extendCache(
   let c: KVCache;
   if (past && isPrefix && past.tip.used === p && past.capacity >= n) c = { ...past, length: p };
   else {
-    c = allocCache(s, growCapacity(Math.max(n, reserve)));
+    c = allocCache(s, reserve >= n ? reserve : growCapacity(n));
     if (past && nKeep > 0) {
       for (let l = 0; l < layers; l++) {
         copyRuns(past.keys[l], (h) => h * past.capacity, pastKeep, c.keys[l], (h) => h * c.capacity, H, Dh);

@@ -21,8 +21,8 @@ export interface ForwardRequest {
   queries: Int32Array;
   /** return the K/V of this forward so the caller can keep part of it */
   wantPresent?: boolean;
-  /** entries this sequence's cache may grow to (its whole canvas): a cache kept from this
-   * forward is allocated for that many up front, so it never reallocates mid-generation */
+  /** entries this sequence's cache will grow to, when it is appended in place: a cache kept
+   * from this forward is allocated for that many at once, so it never reallocates */
   cacheRows?: number;
   /** return full logits rows (sampling over the whole vocabulary, logprobs) */
   wantLogits?: boolean;
@@ -91,12 +91,12 @@ export class OrtRunner {
     const { layers, kvHeads: H, headDim: Dh, vocab: V } = this.shape;
     const B = reqs.length;
     const L = Math.max(...reqs.map((r) => r.ids.length));
-    // One sequence feeds its cache buffer as is (no copy): columns past its length are hidden.
-    // Several feed a packed [B, Hkv, P, Dh] batch buffer that persists across steps.
-    const solo = B === 1 && reqs[0].past !== undefined && reqs[0].past.length > 0;
+    // Caches feed a packed [B, Hkv, P, Dh] batch buffer that persists across steps (only new
+    // rows are copied in), P a power of two: few distinct shapes, and no column read that no
+    // sequence uses beyond that rounding (a cache's own capacity can be its whole canvas).
     const anyPast = reqs.some((r) => (r.past?.length ?? 0) > 0);
-    const packed = solo || !anyPast ? null : this.packBatch(reqs.map((r) => r.past));
-    const P = solo ? reqs[0].past!.capacity : packed ? packed.cap : 0;
+    const packed = anyPast ? this.packBatch(reqs.map((r) => r.past)) : null;
+    const P = packed ? packed.cap : 0;
     const Q = Math.max(1, ...reqs.map((r) => r.queries.length));
     const T = P + L;
 
@@ -129,10 +129,7 @@ export class OrtRunner {
     };
     for (let l = 0; l < layers; l++) {
       for (const kind of ['key', 'value'] as const) {
-        let data: Float32Array;
-        if (solo) data = kind === 'key' ? reqs[0].past!.keys[l] : reqs[0].past!.values[l];
-        else if (packed) data = kind === 'key' ? packed.keys[l] : packed.values[l];
-        else data = new Float32Array(0);
+        const data = packed ? (kind === 'key' ? packed.keys[l] : packed.values[l]) : new Float32Array(0);
         feeds[`past_${kind}_${l}`] = new ort.Tensor('float32', data, [B, H, P, Dh]);
       }
     }
@@ -181,28 +178,27 @@ export class OrtRunner {
   }
 
   /**
-   * Pack several sequences' caches into [B, Hkv, cap, Dh] buffers, cap = the largest member
-   * cache's capacity (caches are allocated for their whole canvas, so the shape the graph
-   * sees stays the same for a generation's life). In steady decoding the batch is the same
-   * sequences step after step and each cache only grew at its tip, so the last step's buffers
-   * are kept and only the new rows are copied in; anything else (another batch, a cache that
-   * was reallocated or branched) repacks into the same memory when it is large enough, so a
-   * sequence joining or leaving does not allocate. While another forward of this runner is in
-   * flight its buffers are left alone.
+   * Pack the sequences' caches into [B, Hkv, cap, Dh] buffers, cap = growCapacity(longest).
+   * In steady decoding the batch is the same sequences step after step and each cache only
+   * grew at its tip, so the last step's buffers are kept and only the new rows are copied in;
+   * anything else (another batch, a cache that was reallocated or branched, a longer cache than
+   * the buffers hold) repacks, into the same memory when it is large enough. While another
+   * forward of this runner is in flight its buffers are left alone.
    */
   private packBatch(caches: (KVCache | undefined)[]): PackedBatch {
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = caches.length;
     const lens = caches.map((c) => c?.length ?? 0);
-    const cap = Math.max(growCapacity(Math.max(...lens)), ...caches.map((c) => c?.capacity ?? 0));
+    const maxLen = Math.max(...lens);
     const idle = this.running === 0;
     let pb = idle ? this.packed : null;
     const reuse =
       pb !== null &&
       pb.tips.length === B &&
-      pb.cap === cap &&
+      pb.cap >= maxLen &&
       caches.every((c, b) => (c?.tip ?? null) === pb!.tips[b] && lens[b] >= pb!.lens[b]);
     if (!reuse) {
+      const cap = growCapacity(maxLen);
       const size = B * H * cap * Dh;
       const pool = idle && this.pool !== null && this.pool.keys[0].length >= size ? this.pool : null;
       const buffers = pool ?? {
