@@ -105,3 +105,31 @@ for (const c of ARCHS) {
     await model.close();
   });
 }
+
+test('a batch packed into memory an earlier batch used sees none of its rows (not even NaN)', async () => {
+  const { model } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2 });
+  const V = model.args.vocabSize;
+  const r = rand(11);
+  const seq = (n: number) => Array.from({ length: n }, () => Math.floor(r() * (V - 8)));
+  const [a, c, d] = [seq(20), seq(6), seq(5)];
+  const cached = async (s: number[]) => (await forwardFull(model, s.slice(0, -1), 'causal', [0])).takeCache!([], range(0, s.length - 1));
+  const last = (s: number[], past: Awaited<ReturnType<typeof cached>>) => ({
+    ids: Int32Array.of(s[s.length - 1]),
+    positions: Int32Array.of(s.length - 1),
+    past,
+    visible: visibility('causal', range(0, s.length), [s.length - 1]),
+    queries: Int32Array.of(0),
+    wantLogits: true,
+  });
+  // c's last position, computed alone
+  const [alone] = await model.forward([last(c, await cached(c))]);
+  // a batch whose first row holds 20 cache entries of NaN
+  const poisoned = await cached(a);
+  for (const t of [...poisoned.keys, ...poisoned.values]) t.fill(NaN);
+  await model.forward([last(a, poisoned), last(d, await cached(d))]);
+  // the next batch (same size, other sequences) is packed into the same memory: c's row 0
+  // has 5 entries, its hidden columns 5..19 are where a's NaN rows were
+  const [withC] = await model.forward([last(c, await cached(c)), last(d, await cached(d))]);
+  assert.ok(withC.logits!.every(Number.isFinite), 'no NaN leaks into another sequence');
+  for (let t = 0; t < V; t++) assert.ok(Math.abs(withC.logits![t] - alone.logits![t]) < 1e-4, `logit ${t}`);
+});

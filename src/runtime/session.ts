@@ -201,9 +201,11 @@ export class OrtRunner {
       const cap = growCapacity(maxLen);
       const size = B * H * cap * Dh;
       const pool = idle && this.pool !== null && this.pool.keys[0].length >= size ? this.pool : null;
+      // new memory has room for a batch that grows to the next power of two
+      const room = 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh;
       const buffers = pool ?? {
-        keys: Array.from({ length: layers }, () => new Float32Array(size)),
-        values: Array.from({ length: layers }, () => new Float32Array(size)),
+        keys: Array.from({ length: layers }, () => new Float32Array(room)),
+        values: Array.from({ length: layers }, () => new Float32Array(room)),
       };
       if (idle) this.pool = buffers;
       pb = {
@@ -213,6 +215,9 @@ export class OrtRunner {
         keys: buffers.keys.map((k) => k.subarray(0, size)),
         values: buffers.values.map((v) => v.subarray(0, size)),
       };
+      // reused memory holds other sequences' rows; hidden columns must hold finite values (a
+      // NaN there would survive the attention bias), so they start from zero as new memory does
+      if (pool) for (const a of [...pb.keys, ...pb.values]) a.fill(0);
     }
     const p = pb!;
     caches.forEach((c, b) => {
