@@ -133,3 +133,29 @@ test('a batch packed into memory an earlier batch used sees none of its rows (no
   assert.ok(withC.logits!.every(Number.isFinite), 'no NaN leaks into another sequence');
   for (let t = 0; t < V; t++) assert.ok(Math.abs(withC.logits![t] - alone.logits![t]) < 1e-4, `logit ${t}`);
 });
+
+test('logprobs: each token of a causal generation carries its log-softmax under the Float64 reference', async () => {
+  const { model, dir } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2 });
+  const ref = await loadReference(dir);
+  const { generate } = await import('../src/decode/generation.ts');
+  const prompt = [3, 9, 27, 81];
+  const r = await generate(model, prompt, { maxTokens: 8, temperature: 0, stopTokens: [], logprobs: 3 });
+  assert.equal(r.logprobs!.length, r.tokens.length);
+  const ids = [...prompt, ...r.tokens];
+  const pos = range(0, ids.length);
+  const rows = referenceForward(ref, ids, pos, visibility('causal', pos, pos));
+  r.tokens.forEach((t, i) => {
+    const row = rows[prompt.length - 1 + i]; // the row that predicts output token i
+    let mx = -Infinity;
+    for (const x of row) mx = Math.max(mx, x);
+    let z = 0;
+    for (const x of row) z += Math.exp(x - mx);
+    const logp = (k: number) => row[k] - mx - Math.log(z);
+    const lp = r.logprobs![i];
+    assert.equal(lp.token, t);
+    assert.ok(Math.abs(lp.logprob - logp(t)) < 1e-4, `token ${i}: ${lp.logprob} vs ${logp(t)}`);
+    const best = Array.from(row.keys()).sort((a, b) => row[b] - row[a]).slice(0, 3);
+    assert.deepEqual(lp.top.map((a) => a.token), best, `token ${i}: the 3 best alternatives`);
+    lp.top.forEach((a) => assert.ok(Math.abs(a.logprob - logp(a.token)) < 1e-4));
+  });
+});

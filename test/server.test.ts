@@ -116,6 +116,31 @@ test('completions (string, array, echo) and FIM', async () => {
   assert.equal(text, c.choices[0].text);
 });
 
+test('logprobs: one entry per completion token, in the chat and the completions shapes', async () => {
+  const r = await main.client.chat.completions.create({ ...chatReq, logprobs: true, top_logprobs: 3 });
+  const content = r.choices[0].logprobs!.content!;
+  assert.equal(content.length, r.usage!.completion_tokens);
+  assert.ok(content.length > 0);
+  assert.equal(Buffer.from(content.flatMap((t) => t.bytes!)).toString('utf8'), r.choices[0].message.content, 'token bytes spell the answer');
+  for (const t of content) {
+    assert.ok(t.logprob <= 0 && Number.isFinite(t.logprob));
+    assert.equal(t.top_logprobs.length, 3);
+    for (let k = 1; k < 3; k++) assert.ok(t.top_logprobs[k].logprob <= t.top_logprobs[k - 1].logprob, 'alternatives best first');
+    assert.ok(t.top_logprobs.reduce((a, x) => a + Math.exp(x.logprob), 0) <= 1 + 1e-6);
+    // temperature 0 commits the best candidate: the token is its own first alternative
+    assert.equal(t.top_logprobs[0].token, t.token);
+    assert.ok(Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6);
+  }
+  const plain = await main.client.chat.completions.create(chatReq);
+  assert.equal(plain.choices[0].logprobs, null);
+  assert.equal(plain.choices[0].message.content, r.choices[0].message.content, 'asking for logprobs does not change the answer');
+  const c = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 2 });
+  const lp = c.choices[0].logprobs!;
+  assert.equal(lp.tokens!.length, c.usage!.completion_tokens);
+  assert.deepEqual(lp.text_offset, lp.tokens!.map((_, i) => lp.tokens!.slice(0, i).join('').length));
+  assert.ok(lp.top_logprobs!.every((m) => Object.keys(m).length <= 2));
+});
+
 test('ignore_eos: a model that ends at once writes max_tokens tokens instead', async () => {
   const eos = fixtureTokenizer('llada').specials['<|endoftext|>'];
   const { model: eosModel } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, favourToken: eos, maxPositions: 256 });
@@ -193,7 +218,9 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
     ['tools', { ...chatReq, tools: [{ type: 'function', function: { name: 'f' } }] }, 400, 'tools'],
     ['json schema', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 400, 'response_format'],
-    ['logprobs', { ...chatReq, logprobs: true }, 400, 'logprobs'],
+    ['logprobs while streaming', { ...chatReq, logprobs: true, stream: true }, 400, 'logprobs'],
+    ['top_logprobs without logprobs', { ...chatReq, top_logprobs: 2 }, 400, 'top_logprobs'],
+    ['top_logprobs over the candidates', { ...chatReq, logprobs: true, top_logprobs: 20 }, 400, 'top_logprobs'],
     ['image part', { ...chatReq, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 400, 'messages[0].content[0]'],
     ['unknown model', { ...chatReq, model: 'gpt-9' }, 404, 'model'],
     ['string for a number', { ...chatReq, max_tokens: '12' }, 400, 'max_tokens'],

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { FormatError } from '../src/errors.ts';
 import { parseConfig } from '../src/formats/config.ts';
-import { bytesToUnicode, fixtureTokenizer, writeFixture, type FixtureArch } from '../src/formats/fixtures.ts';
-import { TextCodec, type ChatMessage } from '../src/formats/tokenizer.ts';
+import { fixtureTokenizer, writeFixture, type FixtureArch } from '../src/formats/fixtures.ts';
+import { bytesToUnicode, TextCodec, type ChatMessage } from '../src/formats/tokenizer.ts';
 import { tempDir } from './helpers.ts';
 
 const dirs: string[] = [];
@@ -375,4 +375,14 @@ describe('hostile chat templates', () => {
       (e: unknown) => e instanceof FormatError && e.code === 'chat_template_error',
     );
   });
+});
+
+test('tokenBytes: the raw bytes of each token rebuild the UTF-8 text, multi-byte characters split or not', async () => {
+  const codec = await TextCodec.load('models/quench-tiny');
+  const text = 'naïve café, 27 + 58 = 85 — ünïcødé ☃ 😀 end';
+  const ids = codec.encode(text, false);
+  const bytes = ids.flatMap((id) => codec.tokenBytes(id));
+  assert.deepEqual(Buffer.from(bytes), Buffer.from(text, 'utf8'));
+  // a token that is part of a character is U+FFFD on its own, its bytes are still exact
+  assert.ok(ids.some((id) => codec.decode([id]).includes('\uFFFD')), 'some token splits a character');
 });

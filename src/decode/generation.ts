@@ -56,8 +56,18 @@ export interface StepEvent {
   stats: StepStats;
 }
 
+/** An output token's log-probability under the model when it was committed, and the best
+ * alternatives at that moment (for a diffusion model: given the draft of that step). */
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  top: { token: number; logprob: number }[];
+}
+
 export interface GenerateResult {
   tokens: number[];
+  /** one per token, when asked for (options.logprobs) */
+  logprobs?: TokenLogprob[];
   /** set when a stop string cut the text (needs detokenize) */
   text?: string;
   finishReason: FinishReason;
@@ -102,6 +112,8 @@ export class Generation {
   private stopSet: Set<number>;
   private detokenize?: (ids: number[]) => string;
   private wantLogits: boolean;
+  /** per output position, filled when it is committed (options.logprobs) */
+  private logprobs?: TokenLogprob[];
 
   constructor(model: Denoiser, prompt: ArrayLike<number>, options: GenerateOptions = {}) {
     const a = model.args;
@@ -122,6 +134,7 @@ export class Generation {
       attention: a.attention,
       stopTokens: model.special.stop,
       causal: this.causal,
+      topK: model.topK,
     });
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
     if (this.opts.stopStrings.length > 0 && !options.detokenize) throw new OptionError('stop', 'stop strings need a detokenize function');
@@ -139,6 +152,7 @@ export class Generation {
     this.committed.fill(1, 0, prompt.length);
     this.committed.fill(1, this.genEnd);
     this.guess = new Int32Array(this.opts.maxTokens).fill(-1);
+    if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
     this.wantLogits = needsFullLogits(this.opts.sampler, model.topK);
@@ -283,6 +297,11 @@ export class Generation {
       const p = pend.targets[i];
       this.tokens[p] = choices[i].token;
       this.committed[p] = 1;
+      if (this.logprobs) {
+        const top = [];
+        for (let k = 0; k < (this.opts.logprobs ?? 0) && k < K; k++) top.push({ token: res.topIds[i * K + k], logprob: res.topLogits[i * K + k] - res.lse[i] });
+        this.logprobs[p - this.promptLength] = { token: choices[i].token, logprob: choices[i].logprob, top };
+      }
       this.committedCount++;
       committedNow.push({ position: p - this.promptLength, token: choices[i].token });
     }
@@ -366,6 +385,7 @@ export class Generation {
     const end = this.outputEnd ?? this.genEnd;
     return {
       tokens: Array.from(this.tokens.subarray(this.promptLength, end)),
+      ...(this.logprobs ? { logprobs: this.logprobs.slice(0, end - this.promptLength) } : {}),
       text: this.text,
       finishReason: this.finish ?? 'length',
       promptTokens: this.promptLength,

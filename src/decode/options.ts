@@ -34,6 +34,8 @@ export interface GenerateOptions {
   /** strings that end the generation; need `detokenize` */
   stopStrings?: string[];
   detokenize?: (ids: number[]) => string;
+  /** report each output token's log-probability and this many alternatives (off when absent) */
+  logprobs?: number;
   signal?: AbortSignal;
 }
 
@@ -49,6 +51,8 @@ export interface ResolvedOptions {
   attention: Attention;
   stopTokens: number[];
   stopStrings: string[];
+  /** alternatives per token, or null when log-probabilities are off */
+  logprobs: number | null;
 }
 
 export const DEFAULTS = { maxTokens: 128, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };
@@ -70,6 +74,8 @@ export interface ModelLimits {
   attention: Attention;
   stopTokens: number[];
   causal: boolean;
+  /** candidates the graph returns per position (the most alternatives a token can report) */
+  topK: number;
 }
 
 export function resolveOptions(o: GenerateOptions, promptLength: number, m: ModelLimits): ResolvedOptions {
@@ -123,5 +129,6 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     attention,
     stopTokens,
     stopStrings,
+    logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.topK),
   };
 }

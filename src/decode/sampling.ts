@@ -18,6 +18,8 @@ export interface Choice {
   token: number;
   /** model probability of the token (temperature 1) */
   prob: number;
+  /** its log: the raw model log-probability, whatever the sampling temperature */
+  logprob: number;
   /** top-1 minus top-2 model probability */
   margin: number;
   /** entropy of the model distribution (nats) */
@@ -90,7 +92,7 @@ export function choose(
     token = sampleLogits(topIds, topLogits, o, rng);
     logit = topLogits[Array.prototype.indexOf.call(topIds, token)];
   }
-  return { token, prob: Math.exp(logit - lse), margin: p1 - p2, entropy };
+  return { token, prob: Math.exp(logit - lse), logprob: logit - lse, margin: p1 - p2, entropy };
 }
 
 const identities = new Map<number, Int32Array>();

@@ -7,6 +7,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodeSafetensorsHeader, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
+import { bytesToUnicode } from './tokenizer.ts';
 
 export type FixtureArch = 'llada' | 'dream' | 'llama' | 'qwen2';
 
@@ -58,25 +59,6 @@ function normal(rand: () => number, n: number, std: number, mean = 0): Float32Ar
 }
 
 // ---------------------------------------------------------------- tokenizer files
-
-/** GPT-2's reversible byte -> printable unicode map used by ByteLevel BPE. */
-export function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let i = 33; i <= 126; i++) bs.push(i);
-  for (let i = 161; i <= 172; i++) bs.push(i);
-  for (let i = 174; i <= 255; i++) bs.push(i);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n++);
-    }
-  }
-  const map: string[] = new Array(256);
-  bs.forEach((b, i) => (map[b] = String.fromCodePoint(cs[i])));
-  return map;
-}
 
 const MERGE_WORDS = ['the', 'and', 'is', 'in', 'of', 'to', 'at', 'on', 'an', 'er', 're', 'he', 'ing'];
 

@@ -50,6 +50,28 @@ function tokenString(v: unknown): string | null {
   return null;
 }
 
+/** GPT-2's reversible byte -> printable character map used by ByteLevel BPE. */
+export function bytesToUnicode(): string[] {
+  const bs: number[] = [];
+  for (let i = 33; i <= 126; i++) bs.push(i);
+  for (let i = 161; i <= 172; i++) bs.push(i);
+  for (let i = 174; i <= 255; i++) bs.push(i);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
+  const map: string[] = new Array(256);
+  bs.forEach((b, i) => (map[b] = String.fromCodePoint(cs[i])));
+  return map;
+}
+
+/** The same map inverted: which byte each piece character stands for. */
+const BYTE_OF_CHAR = new Map(bytesToUnicode().map((ch, b) => [ch, b]));
+
 export class TextCodec {
   readonly tokenizer: Tokenizer;
   readonly special: SpecialTokens;
@@ -62,6 +84,9 @@ export class TextCodec {
   private bosText: string;
   private eosText: string;
   private cleanUpSpaces: boolean;
+  /** id -> vocabulary piece, and whether pieces are GPT-2 byte-level strings */
+  private pieces: Map<number, string>;
+  private byteLevel: boolean;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, args?: ModelArgs, generationConfig?: Record<string, unknown> | null) {
     try {
@@ -71,6 +96,8 @@ export class TextCodec {
     }
     const vocab = this.tokenizer.get_vocab(true);
     this.vocabSize = Math.max(...vocab.values()) + 1;
+    this.pieces = new Map([...vocab].map(([piece, i]) => [i, piece]));
+    this.byteLevel = JSON.stringify(tokenizerJson.decoder ?? null).includes('"ByteLevel"');
     const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
     this.bosText = tokenString(config.bos_token) ?? '';
     const mnt = generationConfig?.max_new_tokens;
@@ -127,6 +154,20 @@ export class TextCodec {
   encodePrompt(text: string): number[] {
     const ids = this.encode(text, false);
     return this.addBos && this.special.bos !== null ? [this.special.bos, ...ids] : ids;
+  }
+
+  /**
+   * The raw bytes a token stands for (OpenAI's logprobs `bytes`): a byte-level BPE piece maps
+   * back through the GPT-2 byte table, a SentencePiece byte-fallback piece `<0xNN>` is that
+   * byte and `▁` a space; anything else is its UTF-8. A token that is part of a multi-byte
+   * character decodes alone to U+FFFD, while its bytes are exact.
+   */
+  tokenBytes(id: number): number[] {
+    const piece = this.pieces.get(id) ?? '';
+    if (this.byteLevel) return Array.from(piece, (ch) => BYTE_OF_CHAR.get(ch) ?? 0x3f);
+    const hex = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (hex) return [parseInt(hex[1], 16)];
+    return [...Buffer.from(piece.replace(/\u2581/g, ' '), 'utf8')];
   }
 
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {

@@ -5,13 +5,13 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
-import type { GenerateResult, StepEvent } from '../decode/generation.ts';
+import type { GenerateResult, StepEvent, TokenLogprob } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import { CancelledError, NotFoundError, OptionError, UnavailableError } from '../errors.ts';
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, type Envelope } from './errors.ts';
-import { generationOptions, messageText, rejectUnsupported, stopStrings, type Body } from './fields.ts';
+import { generationOptions, logprobsOption, messageText, rejectUnsupported, stopStrings, type Body } from './fields.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { chatBody, completionBody, fimBody } from './schemas.ts';
 import { draftText, FinalTextTracker } from './stream.ts';
@@ -157,6 +157,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const stops = stopStrings(body);
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
+    base.logprobs = logprobsOption(body, kind, model.topK);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
     if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');
@@ -231,10 +232,11 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       const rs = (results as PromiseFulfilledResult<GenerateResult>[]).map((r) => r.value);
       const usage = usageOf(rs, jobs, n);
       const out = rs.map((r, i) => {
-        const text = (choices[i].job.echo ?? '') + (r.text ?? decode(r.tokens));
+        const echo = choices[i].job.echo ?? '';
+        const text = echo + (r.text ?? decode(r.tokens));
         return kind === 'chat'
-          ? { index: i, message: { role: 'assistant', content: text, refusal: null }, finish_reason: r.finishReason, logprobs: null }
-          : { index: i, text, finish_reason: r.finishReason, logprobs: null };
+          ? { index: i, message: { role: 'assistant', content: text, refusal: null }, finish_reason: r.finishReason, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null }
+          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, echo.length) : null };
       });
       return kind === 'chat'
         ? { id, object: 'chat.completion', created, model: modelId(), system_fingerprint: null, choices: out, usage }
@@ -267,6 +269,29 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     }
     if (!reply.raw.writableEnded) reply.raw.end('data: [DONE]\n\n');
     reply.raw.off('close', onClose);
+  }
+
+  // log-probabilities in OpenAI's two shapes; a token's text is its own decoding
+  function tokenText(id: number): string {
+    return ready().model.codec.decode([id], false);
+  }
+  function chatLogprobs(lp: TokenLogprob[]) {
+    const entry = (token: number, logprob: number) => ({ token: tokenText(token), logprob, bytes: ready().model.codec.tokenBytes(token) });
+    return { content: lp.map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) })), refusal: null };
+  }
+  function completionLogprobs(lp: TokenLogprob[], offset: number) {
+    const tokens = lp.map((x) => tokenText(x.token));
+    const textOffset: number[] = [];
+    for (const t of tokens) {
+      textOffset.push(offset);
+      offset += t.length;
+    }
+    return {
+      tokens,
+      token_logprobs: lp.map((x) => x.logprob),
+      top_logprobs: lp.map((x) => Object.fromEntries(x.top.map((a) => [tokenText(a.token), a.logprob]))),
+      text_offset: textOffset,
+    };
   }
 
   function usageOf(rs: GenerateResult[], jobs: Job[], n: number) {

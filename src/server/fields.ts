@@ -25,11 +25,30 @@ export function rejectUnsupported(b: Body): void {
   if (b.tool_choice !== undefined && b.tool_choice !== null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') reject('tool_choice', 'tool_choice is not supported yet');
   const rf = b.response_format as { type?: unknown } | null | undefined;
   if (rf && rf.type !== undefined && rf.type !== 'text') reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported yet; only "text"`);
-  if (b.logprobs === true || (typeof b.logprobs === 'number' && b.logprobs > 0)) reject('logprobs', 'logprobs are not supported yet');
-  if (typeof b.top_logprobs === 'number' && b.top_logprobs > 0) reject('top_logprobs', 'top_logprobs is not supported yet');
   if (b.logit_bias && typeof b.logit_bias === 'object' && Object.keys(b.logit_bias).length > 0) reject('logit_bias', 'logit_bias is not supported yet');
   if (typeof b.frequency_penalty === 'number' && b.frequency_penalty !== 0) reject('frequency_penalty', 'frequency_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
   if (typeof b.presence_penalty === 'number' && b.presence_penalty !== 0) reject('presence_penalty', 'presence_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
+}
+
+/**
+ * How many alternatives to report per token, or undefined when log-probabilities are off.
+ * Chat: `logprobs: true` plus `top_logprobs`; completions: `logprobs: n` (OpenAI's legacy form).
+ * The graph returns `limit` candidates per position, the most a token can report.
+ */
+export function logprobsOption(b: Body, kind: 'chat' | 'completion', limit: number): number | undefined {
+  let n: number | undefined;
+  if (kind === 'chat') {
+    const top = b.top_logprobs as number | null | undefined;
+    if (b.logprobs === true) n = top ?? 0;
+    else if (typeof top === 'number' && top > 0) throw new OptionError('top_logprobs', 'top_logprobs needs logprobs: true');
+    if (n !== undefined && n > limit) throw new OptionError('top_logprobs', `top_logprobs is at most ${limit} for this model (the candidates it scores per position), got ${n}`);
+  } else {
+    if (typeof b.logprobs === 'boolean') throw new OptionError('logprobs', 'logprobs is an integer for completions (the number of alternatives per token)');
+    if (typeof b.logprobs === 'number') n = b.logprobs;
+    if (n !== undefined && (n < 0 || n > limit)) throw new OptionError('logprobs', `logprobs must be in [0, ${limit}] for this model, got ${n}`);
+  }
+  if (n !== undefined && b.stream === true) throw new OptionError('logprobs', 'logprobs with stream: true is not supported yet; ask without streaming');
+  return n;
 }
 
 export function stopStrings(b: Body): string[] {

@@ -66,7 +66,7 @@ export const chatBody = {
       },
     },
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 20 },
-    top_logprobs: { type: ['integer', 'null'] },
+    top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
     tools: { type: ['array', 'null'] },
     tool_choice: {},
     parallel_tool_calls: { type: 'boolean' },
