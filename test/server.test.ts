@@ -134,11 +134,33 @@ test('logprobs: one entry per completion token, in the chat and the completions 
   const plain = await main.client.chat.completions.create(chatReq);
   assert.equal(plain.choices[0].logprobs, null);
   assert.equal(plain.choices[0].message.content, r.choices[0].message.content, 'asking for logprobs does not change the answer');
+  // streamed: the chunks' entries, concatenated, are the non-streamed list
+  const stream = await main.client.chat.completions.create({ ...chatReq, logprobs: true, top_logprobs: 3, stream: true });
+  const streamed: typeof content = [];
+  for await (const ch of stream) streamed.push(...(ch.choices[0]?.logprobs?.content ?? []));
+  assert.deepEqual(streamed, content);
+  // with stop strings the entries wait for the final chunk, and still add up to the same list
+  const withStop = { ...chatReq, logprobs: true, top_logprobs: 1, stop: ['never appears'] };
+  const plainStop = (await main.client.chat.completions.create(withStop)).choices[0].logprobs!.content!;
+  const chunks: (typeof content)[] = [];
+  for await (const ch of await main.client.chat.completions.create({ ...withStop, stream: true })) if (ch.choices[0]?.logprobs?.content?.length) chunks.push(ch.choices[0].logprobs.content);
+  assert.equal(chunks.length, 1);
+  assert.deepEqual(chunks[0], plainStop);
   const c = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 2 });
   const lp = c.choices[0].logprobs!;
   assert.equal(lp.tokens!.length, c.usage!.completion_tokens);
   assert.deepEqual(lp.text_offset, lp.tokens!.map((_, i) => lp.tokens!.slice(0, i).join('').length));
   assert.ok(lp.top_logprobs!.every((m) => Object.keys(m).length <= 2));
+  const cs = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 2, stream: true });
+  const parts = { tokens: [] as string[], token_logprobs: [] as number[], text_offset: [] as number[] };
+  for await (const ch of cs) {
+    const l = ch.choices[0]?.logprobs;
+    if (!l) continue;
+    parts.tokens.push(...l.tokens!);
+    parts.token_logprobs.push(...l.token_logprobs!);
+    parts.text_offset.push(...l.text_offset!);
+  }
+  assert.deepEqual(parts, { tokens: lp.tokens, token_logprobs: lp.token_logprobs, text_offset: lp.text_offset });
 });
 
 test('ignore_eos: a model that ends at once writes max_tokens tokens instead', async () => {
@@ -218,7 +240,7 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
     ['tools', { ...chatReq, tools: [{ type: 'function', function: { name: 'f' } }] }, 400, 'tools'],
     ['json schema', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 400, 'response_format'],
-    ['logprobs while streaming', { ...chatReq, logprobs: true, stream: true }, 400, 'logprobs'],
+    ['logprobs of the diffusing stream', { ...chatReq, logprobs: true, stream: true, diffusing: true }, 400, 'logprobs'],
     ['top_logprobs without logprobs', { ...chatReq, top_logprobs: 2 }, 400, 'top_logprobs'],
     ['top_logprobs over the candidates', { ...chatReq, logprobs: true, top_logprobs: 20 }, 400, 'top_logprobs'],
     ['image part', { ...chatReq, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 400, 'messages[0].content[0]'],

@@ -54,6 +54,8 @@ export interface StepEvent {
   finalized: number;
   done: boolean;
   stats: StepStats;
+  /** when asked for: per generated position, filled once committed (the first `finalized` are final) */
+  logprobs?: readonly TokenLogprob[];
 }
 
 /** An output token's log-probability under the model when it was committed, and the best
@@ -374,6 +376,7 @@ export class Generation {
       finalized: Math.min(this.finalizedEnd, end) - this.promptLength,
       done: this.done,
       stats: this.stats(),
+      ...(this.logprobs ? { logprobs: this.logprobs } : {}),
     };
   }
 

@@ -196,11 +196,21 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
     // Submit everything first so validation errors answer 400 before any byte is streamed.
     const trackers = new Map<number, FinalTextTracker>();
+    // per choice: log-probabilities streamed so far, and the text offset after them (completions)
+    const streamedLogprobs = new Map(choices.map((c) => [c.index, { sent: 0, offset: c.job.echo?.length ?? 0 }]));
+    const logprobsOf = (entries: readonly TokenLogprob[], at: { offset: number }) => {
+      if (base.logprobs === undefined) return null;
+      if (kind === 'chat') return chatLogprobs(entries);
+      const out = completionLogprobs(entries, at.offset);
+      at.offset += out.tokens.join('').length;
+      return out;
+    };
     let promises: Promise<GenerateResult>[];
     try {
       promises = choices.map((c) => {
         const tracker = new FinalTextTracker(decode, stops);
         trackers.set(c.index, tracker);
+        const lp = streamedLogprobs.get(c.index)!;
         const onStep = stream
           ? (ev: StepEvent) => {
               if (diffusing) {
@@ -209,7 +219,11 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
                 return;
               }
               const delta = tracker.step(ev);
-              if (delta) write(chunk(kind === 'chat' ? { index: c.index, delta: { content: delta }, finish_reason: null, logprobs: null } : { index: c.index, text: delta, finish_reason: null, logprobs: null }));
+              // log-probabilities travel with the tokens finalized since the last chunk; with stop
+              // strings they wait for the final chunk (the cut is known only at the end)
+              const entries = ev.logprobs && stops.length === 0 ? ev.logprobs.slice(lp.sent, ev.finalized) : [];
+              lp.sent += entries.length;
+              if (delta || entries.length > 0) write(chunk(kind === 'chat' ? { index: c.index, delta: { content: delta }, finish_reason: null, logprobs: logprobsOf(entries, lp) } : { index: c.index, text: delta, finish_reason: null, logprobs: logprobsOf(entries, lp) }));
             }
           : undefined;
         return scheduler.submit({ prompt: c.job.prompt, options: c.options, onStep, signal: abort.signal });
@@ -257,7 +271,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           const full = r.text ?? decode(r.tokens);
           const rest = diffusing ? (c.job.echo ?? '') + full : trackers.get(c.index)!.finish(full);
           const fin = r.finishReason;
-          write(chunk(kind === 'chat' ? { index: c.index, delta: rest ? { content: rest } : {}, finish_reason: fin, logprobs: null } : { index: c.index, text: rest, finish_reason: fin, logprobs: null }));
+          const lp = streamedLogprobs.get(c.index)!;
+          const last = logprobsOf(r.logprobs?.slice(lp.sent) ?? [], lp);
+          write(chunk(kind === 'chat' ? { index: c.index, delta: rest ? { content: rest } : {}, finish_reason: fin, logprobs: last } : { index: c.index, text: rest, finish_reason: fin, logprobs: last }));
         } catch (e) {
           if (!(e instanceof CancelledError)) write(toEnvelope(e).body);
         }
@@ -275,11 +291,11 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   function tokenText(id: number): string {
     return ready().model.codec.decode([id], false);
   }
-  function chatLogprobs(lp: TokenLogprob[]) {
+  function chatLogprobs(lp: readonly TokenLogprob[]) {
     const entry = (token: number, logprob: number) => ({ token: tokenText(token), logprob, bytes: ready().model.codec.tokenBytes(token) });
     return { content: lp.map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) })), refusal: null };
   }
-  function completionLogprobs(lp: TokenLogprob[], offset: number) {
+  function completionLogprobs(lp: readonly TokenLogprob[], offset: number) {
     const tokens = lp.map((x) => tokenText(x.token));
     const textOffset: number[] = [];
     for (const t of tokens) {

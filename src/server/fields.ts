@@ -47,7 +47,7 @@ export function logprobsOption(b: Body, kind: 'chat' | 'completion', limit: numb
     if (typeof b.logprobs === 'number') n = b.logprobs;
     if (n !== undefined && (n < 0 || n > limit)) throw new OptionError('logprobs', `logprobs must be in [0, ${limit}] for this model, got ${n}`);
   }
-  if (n !== undefined && b.stream === true) throw new OptionError('logprobs', 'logprobs with stream: true is not supported yet; ask without streaming');
+  if (n !== undefined && b.diffusing === true) throw new OptionError('logprobs', 'logprobs are not defined for the diffusing stream (its chunks are drafts); stream without diffusing');
   return n;
 }
 
