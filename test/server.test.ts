@@ -345,3 +345,17 @@ test('quench serve: SIGTERM lets the running request finish, then exits 0', asyn
   assert.equal(body.object, 'chat.completion');
   assert.equal(await exited, 0, log);
 });
+
+test('reasoning_effort presets: high prefers blocks of 8 where they fit, explicit fields win', async () => {
+  const { generationOptions } = await import('../src/server/fields.ts');
+  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 64 }, {}).blockLength, 8);
+  assert.equal(generationOptions({ reasoning_effort: 'high' }, { maxTokens: 64 }).blockLength, 8);
+  // 8 does not divide 12; an unknown max_tokens or explicit steps also fall back to the default
+  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 12 }, {}).blockLength, undefined);
+  assert.equal(generationOptions({ reasoning_effort: 'high' }, {}).blockLength, undefined);
+  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 64, steps: 12 }, {}).blockLength, undefined);
+  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 64, block_length: 16 }, {}).blockLength, 16);
+  // and a request with such a max_tokens is served, not refused
+  const r = await main.client.chat.completions.create({ ...chatReq, max_tokens: 12, reasoning_effort: 'high' } as never);
+  assert.equal(r.choices[0].finish_reason === 'length' || r.choices[0].finish_reason === 'stop', true);
+});
