@@ -25,6 +25,7 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   lc2: { label: 'low_confidence, 2 tokens/step, prefix cache', o: { policy: 'low_confidence', steps: 32, cache: 'prefix' } },
   margin2: { label: 'margin, 2 tokens/step, prefix cache', o: { policy: 'margin', steps: 32, cache: 'prefix' } },
   thr95: { label: 'threshold 0.95, prefix cache', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix' } },
+  thr95b8: { label: 'threshold 0.95, blocks of 8, prefix cache (high)', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', blockLength: 8 } },
   thr90: { label: 'threshold 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix' } },
   thr90d: { label: 'threshold 0.9, dual cache', o: { policy: 'threshold', threshold: 0.9, cache: 'dual' } },
   thr70d: { label: 'threshold 0.7, dual cache', o: { policy: 'threshold', threshold: 0.7, cache: 'dual' } },
