@@ -139,9 +139,19 @@ test('logprobs: one entry per completion token, in the chat and the completions 
   const streamed: typeof content = [];
   for await (const ch of stream) streamed.push(...(ch.choices[0]?.logprobs?.content ?? []));
   assert.deepEqual(streamed, content);
-  // with stop strings the entries wait for the final chunk, and still add up to the same list
-  const withStop = { ...chatReq, logprobs: true, top_logprobs: 1, stop: ['never appears'] };
-  const plainStop = (await main.client.chat.completions.create(withStop)).choices[0].logprobs!.content!;
+  // with stop strings the entries wait for the final chunk, and still add up to the same list;
+  // the stop string is a piece of the answer, so it really cuts it
+  const answer = r.choices[0].message.content!;
+  let at = Math.floor(answer.length / 2);
+  while (at < answer.length - 2 && (answer.slice(at, at + 2).includes('\uFFFD') || answer.indexOf(answer.slice(at, at + 2)) !== at)) at++;
+  const cut = answer.slice(at, at + 2);
+  assert.ok(at > 0 && at < answer.length - 2, 'a stop string that first occurs mid-answer');
+  const withStop = { ...chatReq, logprobs: true, top_logprobs: 1, stop: [cut] };
+  const stopped = await main.client.chat.completions.create(withStop);
+  assert.equal(stopped.choices[0].finish_reason, 'stop');
+  assert.equal(stopped.choices[0].message.content, answer.slice(0, at));
+  const plainStop = stopped.choices[0].logprobs!.content!;
+  assert.ok(plainStop.length < content.length, 'the cut drops the entries of the tokens after it');
   const chunks: (typeof content)[] = [];
   for await (const ch of await main.client.chat.completions.create({ ...withStop, stream: true })) if (ch.choices[0]?.logprobs?.content?.length) chunks.push(ch.choices[0].logprobs.content);
   assert.equal(chunks.length, 1);
@@ -149,7 +159,11 @@ test('logprobs: one entry per completion token, in the chat and the completions 
   const c = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 2 });
   const lp = c.choices[0].logprobs!;
   assert.equal(lp.tokens!.length, c.usage!.completion_tokens);
-  assert.deepEqual(lp.text_offset, lp.tokens!.map((_, i) => lp.tokens!.slice(0, i).join('').length));
+  // offsets point into the returned text: from 0, never backwards, never past its end
+  assert.equal(lp.text_offset![0], 0);
+  lp.text_offset!.forEach((o, i) => assert.ok(o >= (lp.text_offset![i - 1] ?? 0) && o <= c.choices[0].text.length, `offset ${i}`));
+  const echoed = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 0, echo: true });
+  assert.equal(echoed.choices[0].logprobs!.text_offset![0], 'hello'.length, 'offsets count the echoed prompt');
   assert.ok(lp.top_logprobs!.every((m) => Object.keys(m).length <= 2));
   const cs = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 2, stream: true });
   const parts = { tokens: [] as string[], token_logprobs: [] as number[], text_offset: [] as number[] };

@@ -386,3 +386,12 @@ test('tokenBytes: the raw bytes of each token rebuild the UTF-8 text, multi-byte
   // a token that is part of a character is U+FFFD on its own, its bytes are still exact
   assert.ok(ids.some((id) => codec.decode([id]).includes('\uFFFD')), 'some token splits a character');
 });
+
+test('tokenBytes: an added token is the UTF-8 of its text, not byte-level pieces', () => {
+  const tk = fixtureTokenizer('llada');
+  const json = structuredClone(tk.tokenizer) as { added_tokens: Record<string, unknown>[] };
+  const id = Math.max(...json.added_tokens.map((t) => t.id as number)) + 1000;
+  json.added_tokens.push({ id, content: ' <think> é', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const codec = new TextCodec(json, tk.config);
+  assert.deepEqual(Buffer.from(codec.tokenBytes(id)), Buffer.from(' <think> é', 'utf8'));
+});

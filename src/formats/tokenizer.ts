@@ -87,6 +87,8 @@ export class TextCodec {
   /** id -> vocabulary piece, and whether pieces are GPT-2 byte-level strings */
   private pieces: Map<number, string>;
   private byteLevel: boolean;
+  /** added (special) tokens: their content is plain text, not byte-level pieces */
+  private added: Map<number, string>;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, args?: ModelArgs, generationConfig?: Record<string, unknown> | null) {
     try {
@@ -98,6 +100,8 @@ export class TextCodec {
     this.vocabSize = Math.max(...vocab.values()) + 1;
     this.pieces = new Map([...vocab].map(([piece, i]) => [i, piece]));
     this.byteLevel = JSON.stringify(tokenizerJson.decoder ?? null).includes('"ByteLevel"');
+    const added = (tokenizerJson.added_tokens ?? []) as { id: number; content: string }[];
+    this.added = new Map(added.map((t) => [t.id, t.content]));
     const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
     this.bosText = tokenString(config.bos_token) ?? '';
     const mnt = generationConfig?.max_new_tokens;
@@ -157,12 +161,14 @@ export class TextCodec {
   }
 
   /**
-   * The raw bytes a token stands for (OpenAI's logprobs `bytes`): a byte-level BPE piece maps
-   * back through the GPT-2 byte table, a SentencePiece byte-fallback piece `<0xNN>` is that
+   * The raw bytes a token stands for (OpenAI's logprobs `bytes`): an added token is the UTF-8
+   * of its text, a byte-level BPE piece maps back through the GPT-2 byte table, a SentencePiece byte-fallback piece `<0xNN>` is that
    * byte and `▁` a space; anything else is its UTF-8. A token that is part of a multi-byte
    * character decodes alone to U+FFFD, while its bytes are exact.
    */
   tokenBytes(id: number): number[] {
+    const text = this.added.get(id);
+    if (text !== undefined) return [...Buffer.from(text, 'utf8')];
     const piece = this.pieces.get(id) ?? '';
     if (this.byteLevel) return Array.from(piece, (ch) => BYTE_OF_CHAR.get(ch) ?? 0x3f);
     const hex = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);

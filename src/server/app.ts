@@ -196,14 +196,11 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
     // Submit everything first so validation errors answer 400 before any byte is streamed.
     const trackers = new Map<number, FinalTextTracker>();
-    // per choice: log-probabilities streamed so far, and the text offset after them (completions)
-    const streamedLogprobs = new Map(choices.map((c) => [c.index, { sent: 0, offset: c.job.echo?.length ?? 0 }]));
-    const logprobsOf = (entries: readonly TokenLogprob[], at: { offset: number }) => {
+    // per choice: log-probabilities streamed so far, and their tokens (completions' text offsets)
+    const streamedLogprobs = new Map(choices.map((c) => [c.index, { sent: 0, ids: [] as number[], base: c.job.echo?.length ?? 0 }]));
+    const logprobsOf = (entries: readonly TokenLogprob[], at: { ids: number[]; base: number }) => {
       if (base.logprobs === undefined) return null;
-      if (kind === 'chat') return chatLogprobs(entries);
-      const out = completionLogprobs(entries, at.offset);
-      at.offset += out.tokens.join('').length;
-      return out;
+      return kind === 'chat' ? chatLogprobs(entries) : completionLogprobs(entries, at);
     };
     let promises: Promise<GenerateResult>[];
     try {
@@ -250,7 +247,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
         const text = echo + (r.text ?? decode(r.tokens));
         return kind === 'chat'
           ? { index: i, message: { role: 'assistant', content: text, refusal: null }, finish_reason: r.finishReason, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null }
-          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, echo.length) : null };
+          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, { ids: [], base: echo.length }) : null };
       });
       return kind === 'chat'
         ? { id, object: 'chat.completion', created, model: modelId(), system_fingerprint: null, choices: out, usage }
@@ -295,15 +292,16 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const entry = (token: number, logprob: number) => ({ token: tokenText(token), logprob, bytes: ready().model.codec.tokenBytes(token) });
     return { content: lp.map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) })), refusal: null };
   }
-  function completionLogprobs(lp: readonly TokenLogprob[], offset: number) {
-    const tokens = lp.map((x) => tokenText(x.token));
-    const textOffset: number[] = [];
-    for (const t of tokens) {
-      textOffset.push(offset);
-      offset += t.length;
-    }
+  /** `at.ids`: the tokens before these (grows); offsets are lengths of the text they decode to */
+  function completionLogprobs(lp: readonly TokenLogprob[], at: { ids: number[]; base: number }) {
+    const decode = (ids: number[]) => ready().model.codec.decode(ids, true);
+    const textOffset = lp.map((x) => {
+      const offset = at.base + decode(at.ids).length;
+      at.ids.push(x.token);
+      return offset;
+    });
     return {
-      tokens,
+      tokens: lp.map((x) => tokenText(x.token)),
       token_logprobs: lp.map((x) => x.logprob),
       top_logprobs: lp.map((x) => Object.fromEntries(x.top.map((a) => [tokenText(a.token), a.logprob]))),
       text_offset: textOffset,

@@ -38,12 +38,13 @@ export function rejectUnsupported(b: Body): void {
 export function logprobsOption(b: Body, kind: 'chat' | 'completion', limit: number): number | undefined {
   let n: number | undefined;
   if (kind === 'chat') {
+    if (typeof b.logprobs === 'number') throw new OptionError('logprobs', 'logprobs is a boolean for chat completions (top_logprobs sets the alternatives)');
     const top = b.top_logprobs as number | null | undefined;
     if (b.logprobs === true) n = top ?? 0;
     else if (typeof top === 'number' && top > 0) throw new OptionError('top_logprobs', 'top_logprobs needs logprobs: true');
     if (n !== undefined && n > limit) throw new OptionError('top_logprobs', `top_logprobs is at most ${limit} for this model (the candidates it scores per position), got ${n}`);
   } else {
-    if (typeof b.logprobs === 'boolean') throw new OptionError('logprobs', 'logprobs is an integer for completions (the number of alternatives per token)');
+    if (b.logprobs === true) throw new OptionError('logprobs', 'logprobs is an integer for completions (the number of alternatives per token)');
     if (typeof b.logprobs === 'number') n = b.logprobs;
     if (n !== undefined && (n < 0 || n > limit)) throw new OptionError('logprobs', `logprobs must be in [0, ${limit}] for this model, got ${n}`);
   }
@@ -60,12 +61,17 @@ export function stopStrings(b: Body): string[] {
 /** Decoding options from a request body; the seed of choice i is seed + i. */
 export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): GenerateOptions {
   const effort = b.realtime === true ? 'instant' : typeof b.reasoning_effort === 'string' ? b.reasoning_effort : 'medium';
-  const o: GenerateOptions = { ...defaults, ...PRESETS[effort] };
+  const preset = PRESETS[effort];
+  const o: GenerateOptions = { ...defaults, ...preset };
   const maxTokens = (b.max_completion_tokens ?? b.max_tokens) as number | null | undefined;
   if (typeof maxTokens === 'number') o.maxTokens = maxTokens;
   // a preset's block length is a preference: it applies when it divides a known max_tokens and
-  // the request sets no steps (whose count must split over the blocks)
-  if (o.blockLength !== undefined && (o.maxTokens === undefined || o.maxTokens % o.blockLength !== 0 || typeof b.steps === 'number')) delete o.blockLength;
+  // the request sets no steps (whose count must split over the blocks); else the defaults' stands
+  const pb = preset?.blockLength;
+  if (pb !== undefined && (o.maxTokens === undefined || o.maxTokens % pb !== 0 || typeof b.steps === 'number')) {
+    if (defaults.blockLength !== undefined) o.blockLength = defaults.blockLength;
+    else delete o.blockLength;
+  }
   if (typeof b.temperature === 'number') o.temperature = b.temperature;
   if (typeof b.top_p === 'number') o.topP = b.top_p;
   if (typeof b.top_k === 'number') o.topK = b.top_k;
