@@ -159,3 +159,24 @@ test('logprobs: each token of a causal generation carries its log-softmax under 
     lp.top.forEach((a) => assert.ok(Math.abs(a.logprob - logp(a.token)) < 1e-4));
   });
 });
+
+test('logprobs of diffusion decoding (LLaDA, and Dream with shifted logits): one entry per token, the committed candidate at temperature 0', async () => {
+  const { generate } = await import('../src/decode/generation.ts');
+  for (const arch of ['llada', 'dream'] as const) {
+    const { model } = await fixtureModel({ arch, hidden: 64, heads: 4, layers: 2 });
+    // several positions per step (4 steps for 16 tokens), and a second block
+    const r = await generate(model, [3, 9, 27], { maxTokens: 16, blockLength: 8, steps: 4, policy: 'low_confidence', temperature: 0, stopTokens: [], logprobs: 2 });
+    assert.equal(r.tokens.length, 16);
+    assert.equal(r.logprobs!.length, 16, arch);
+    r.logprobs!.forEach((lp, i) => {
+      assert.ok(lp, `${arch}: entry ${i} filled`);
+      assert.equal(lp.token, r.tokens[i], `${arch}: entry ${i} is its token`);
+      assert.ok(lp.logprob <= 0);
+      assert.equal(lp.top.length, 2);
+      assert.equal(lp.top[0].token, lp.token, `${arch}: greedy commits the best candidate`);
+      assert.ok(Math.abs(lp.top[0].logprob - lp.logprob) < 1e-6);
+      assert.ok(lp.top[1].logprob <= lp.top[0].logprob);
+    });
+    await model.close();
+  }
+});
