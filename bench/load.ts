@@ -4,6 +4,7 @@
 //
 //   npx tsx bench/load.ts [--model quench-tiny] [--clients 1,4,16] [--requests 8] [--max-batch 16]
 //                         [--max-tokens 64] [--ignore-eos] [--policy P] [--effort E] [--rounds 3]
+//                         [--graph-thread auto|on|off]
 //
 // --ignore-eos makes every answer max_tokens long (as vLLM's serving benchmark does), so the
 // measure is decoding throughput rather than the per-request overhead of 5-token answers.
@@ -52,7 +53,8 @@ export async function main(argv: string[]): Promise<void> {
   // share the event loop that runs the engine's steps.
   const port = await freePort();
   const server = spawn(process.execPath, [join(PACKAGE_ROOT, 'bin', 'quench.js'), 'serve', '--model', a.model ?? 'quench-tiny', '--port', String(port),
-    '--max-batch', String(maxBatch), '--max-queue', '1024', '--threads', String(threads), '--dtype', dtype], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--max-batch', String(maxBatch), '--max-queue', '1024', '--threads', String(threads), '--dtype', dtype,
+    '--graph-thread', a['graph-thread'] ?? 'auto'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   server.stderr.on('data', (d) => (log += d));
   try {

@@ -174,11 +174,12 @@ test('same seed, same output; batch of 3 equals one at a time; different seeds d
   gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `sequence ${i}`));
 });
 
-test('causal model batched with caches: equals each alone while the batch changes and caches grow', async () => {
+for (const worker of [false, true])
+test(`causal model batched with caches${worker ? ' (graph in a worker thread)' : ''}: equals each alone while the batch changes and caches grow`, async () => {
   // steady steps reuse the runner's packed batch buffers, a finished sequence changes the
   // batch (repack into the same memory), and 40 tokens outgrow the packed buffers' first
-  // capacity (repack into larger ones)
-  const { model } = await llama;
+  // capacity (repack into larger ones); in a worker the buffers are the worker's
+  const { model } = worker ? await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3 }, { worker: true }) : await llama;
   const prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14, 15], [20]];
   const maxTokens = [40, 12, 30, 25];
   const opts = (i: number) => ({ maxTokens: maxTokens[i], temperature: 0, cache: 'prefix' as const, stopTokens: [] });
@@ -188,6 +189,12 @@ test('causal model batched with caches: equals each alone while the batch change
   await stepTogether(model, gens);
   gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `sequence ${i}`));
   assert.ok(new Set(alone.map((a) => a.tokens.join())).size > 1, 'sequences differ from one another');
+  if (worker) {
+    // and the same tokens as the in-thread runner
+    const inline = (await llama).model;
+    for (let i = 0; i < prompts.length; i++) assert.deepEqual((await generate(inline, prompts[i], opts(i))).tokens, alone[i].tokens, `worker = inline, sequence ${i}`);
+    await model.close();
+  }
 });
 
 test('end-of-text committed with nothing masked before it ends the generation', async () => {

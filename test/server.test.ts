@@ -10,7 +10,8 @@ import { fixtureTokenizer } from '../src/formats/fixtures.ts';
 import { CACHE, fixtureModel } from './helpers.ts';
 
 const KEY = 'sk-test-0123456789';
-const { model, dir } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 256 });
+// forwards in a worker thread, as `quench serve` runs them
+const { model, dir } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 256 }, { worker: true });
 const servers: { close(): Promise<unknown> }[] = [];
 after(async () => {
   for (const s of servers) await s.close();

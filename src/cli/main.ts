@@ -24,6 +24,7 @@ program
   .option('--max-queue <n>', 'requests waiting beyond the batch before 503', int, 64)
   .option('--threads <n>', 'compute threads (0 = one per core)', int, 0)
   .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
+  .addOption(new Option('--graph-thread <mode>', 'run forwards in a worker thread, off the event loop (auto: for models of 100M parameters and more)').choices(['auto', 'on', 'off']).default('auto'))
   .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')
   .option('--log', 'log requests')
   .action(async (o) => {

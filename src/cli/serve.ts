@@ -14,6 +14,7 @@ export interface ServeOptions {
   maxQueue: number;
   threads: number;
   dtype: DTypeOption;
+  graphThread?: 'auto' | 'on' | 'off';
   corsOrigin?: string[];
   log?: boolean;
 }
@@ -38,7 +39,9 @@ export async function serve(o: ServeOptions): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   try {
-    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, onProgress: (m) => console.error(`quench: ${m}`) });
+    // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
+    const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
+    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, onProgress: (m) => console.error(`quench: ${m}`) });
     attachScheduler(state, model, opts, metrics);
     console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
   } catch (e) {

@@ -35,6 +35,9 @@ export interface LoadOptions {
   onProgress?: (msg: string) => void;
   /** convert in a child process (default: when the fp32 weights exceed 256 MB) */
   isolate?: boolean;
+  /** run forwards in a worker thread, off the event loop; auto: for models of AUTO_WORKER_PARAMS
+   * and more (a worker adds ~0.5-1 ms per forward, which only a small model notices) */
+  worker?: boolean | 'auto';
 }
 
 /** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
@@ -42,6 +45,9 @@ export let lastConversionPeakRss = 0;
 
 /** Below this many parameters fp32 is fast enough and exact; above it int8 pays. */
 export const AUTO_INT8_PARAMS = 100_000_000;
+
+/** From this many parameters a forward is long enough that it should not block the event loop. */
+export const AUTO_WORKER_PARAMS = 100_000_000;
 
 export interface Model {
   /** directory name, used as the model id by default */
@@ -162,7 +168,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     headDim: args.headDim,
     vocab: args.vocabSize,
     topK: Math.min(topK, args.vocabSize),
-  }, { threads: opts.threads });
+  }, { threads: opts.threads, worker: opts.worker === 'auto' ? meta.params >= AUTO_WORKER_PARAMS : opts.worker });
   return {
     id: basename(dir),
     dir,

@@ -2,6 +2,7 @@
 // requests into one batched run (padding handled through the attention bias).
 
 import ort from 'onnxruntime-node';
+import { Worker } from 'node:worker_threads';
 import type { KVCache } from './kv.ts';
 import { extendCache, growCapacity } from './kv.ts';
 
@@ -51,11 +52,93 @@ export interface SessionShape {
 
 export interface SessionOptions {
   threads?: number;
+  /** run the graph in a worker thread, off the event loop (see GraphWorker) */
+  worker?: boolean;
+}
+
+function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: o.threads ?? 0,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    enableCpuMemArena: true,
+    logSeverityLevel: 3,
+  };
+}
+
+type Outputs = Record<string, { data: Float32Array | BigInt64Array; dims: readonly number[] }>;
+
+/** One write into the packed cache buffers: layer, keys (0) or values (1), offset, rows. */
+interface PackWrite {
+  l: number;
+  kv: 0 | 1;
+  at: number;
+  rows: Float32Array;
+}
+
+/**
+ * The graph in a worker thread (graph-worker.mjs), so that the event loop keeps serving HTTP,
+ * streams and disconnects while a forward runs: ORT's node binding runs a forward synchronously
+ * on the calling thread. ORT refuses tensors over SharedArrayBuffer, so the packed cache
+ * buffers live in the worker and each forward ships only what changed in them (the new rows of
+ * each cache in steady decoding, everything after a repack); outputs come back by transfer.
+ */
+class GraphWorker {
+  private next = 1;
+  private waiting = new Map<number, (r: { ok: boolean; message?: string; outputs?: Outputs }) => void>();
+  private failed: Error | null = null;
+
+  private constructor(private worker: Worker) {
+    worker.on('message', (r: { id: number; ok: boolean; message?: string; outputs?: Outputs }) => {
+      const done = this.waiting.get(r.id);
+      this.waiting.delete(r.id);
+      done?.(r);
+    });
+    const fail = (e: Error) => {
+      this.failed ??= e;
+      for (const done of this.waiting.values()) done({ ok: false, message: e.message });
+      this.waiting.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`the graph worker stopped (exit code ${code})`)));
+  }
+
+  static async create(modelPath: string, o: SessionOptions): Promise<GraphWorker> {
+    const g = new GraphWorker(new Worker(new URL('./graph-worker.mjs', import.meta.url)));
+    await g.call({ op: 'load', modelPath, options: sessionOptions(o) }, []);
+    return g;
+  }
+
+  async call(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Outputs | undefined> {
+    if (this.failed) throw this.failed;
+    const id = this.next++;
+    // the worker keeps the process alive only while a call waits on it (an idle model left
+    // unclosed does not hold the process open)
+    this.worker.ref();
+    const reply = await new Promise<{ ok: boolean; message?: string; outputs?: Outputs }>((resolve) => {
+      this.waiting.set(id, resolve);
+      this.worker.postMessage({ ...msg, id }, transfer);
+    });
+    if (this.waiting.size === 0) this.worker.unref();
+    if (!reply.ok) throw new Error(reply.message);
+    return reply.outputs;
+  }
+
+  async release(): Promise<void> {
+    if (!this.failed) await this.call({ op: 'release' }, []).catch(() => undefined);
+    await this.worker.terminate();
+  }
 }
 
 export class OrtRunner {
   readonly shape: SessionShape;
-  private session: ort.InferenceSession;
+  private session: ort.InferenceSession | null;
+  private worker: GraphWorker | null;
+  /** worker mode: writes into the worker's packed buffers, sent with the next forward */
+  private journal: { size: number; room: number }[] = [];
+  private writes: PackWrite[] = [];
   /** forward passes run, and rows processed (for throughput accounting) */
   stats = { forwards: 0, rows: 0, batches: 0 };
   /** the last batch's packed caches, kept for the next step (see packBatch) */
@@ -64,26 +147,20 @@ export class OrtRunner {
   private pool: { keys: Float32Array[]; values: Float32Array[] } | null = null;
   private running = 0;
 
-  private constructor(session: ort.InferenceSession, shape: SessionShape) {
+  private constructor(session: ort.InferenceSession | null, worker: GraphWorker | null, shape: SessionShape) {
     this.session = session;
+    this.worker = worker;
     this.shape = shape;
   }
 
   static async create(modelPath: string, shape: SessionShape, opts: SessionOptions = {}): Promise<OrtRunner> {
-    const session = await ort.InferenceSession.create(modelPath, {
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: opts.threads ?? 0,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      enableCpuMemArena: true,
-      logSeverityLevel: 3,
-    });
-    return new OrtRunner(session, shape);
+    if (opts.worker) return new OrtRunner(null, await GraphWorker.create(modelPath, opts), shape);
+    return new OrtRunner(await ort.InferenceSession.create(modelPath, sessionOptions(opts)), null, shape);
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    if (this.worker) await this.worker.release();
+    else await this.session!.release();
   }
 
   /** Run several sequences' windows as one batch. */
@@ -127,7 +204,8 @@ export class OrtRunner {
       attention_bias: new ort.Tensor('float32', bias, [B, L, T]),
       query_index: new ort.Tensor('int64', qidx, [B, Q]),
     };
-    for (let l = 0; l < layers; l++) {
+    // (worker mode: the worker feeds the caches from its own buffers)
+    for (let l = 0; l < layers && !this.worker; l++) {
       for (const kind of ['key', 'value'] as const) {
         const data = packed ? (kind === 'key' ? packed.keys[l] : packed.values[l]) : new Float32Array(0);
         feeds[`past_${kind}_${l}`] = new ort.Tensor('float32', data, [B, H, P, Dh]);
@@ -140,9 +218,9 @@ export class OrtRunner {
     if (wantPresent) for (let l = 0; l < layers; l++) fetches.push(`present_key_${l}`, `present_value_${l}`);
 
     this.running++;
-    let out: ort.InferenceSession.ReturnType;
+    let out: Outputs;
     try {
-      out = await this.session.run(feeds, fetches);
+      out = this.worker ? await this.runInWorker(feeds, fetches, packed) : ((await this.session!.run(feeds, fetches)) as unknown as Outputs);
     } finally {
       this.running--;
     }
@@ -177,6 +255,37 @@ export class OrtRunner {
     });
   }
 
+  /** The worker builds the past_* feeds from its own packed buffers after applying the writes. */
+  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: PackedBatch | null): Promise<Outputs> {
+    const plain: Record<string, { type: string; data: unknown; dims: readonly number[] }> = {};
+    const transfer: ArrayBuffer[] = [];
+    for (const [k, t] of Object.entries(feeds)) {
+      if (k.startsWith('past_')) continue;
+      plain[k] = { type: t.type, data: t.data, dims: t.dims };
+      transfer.push((t.data as Float32Array).buffer as ArrayBuffer);
+    }
+    // all rows written since the last forward travel as one array, with [layer, k/v, at, length]
+    // per write (the caches they come from keep growing, so the rows are copied now)
+    const layouts = this.journal;
+    let total = 0;
+    for (const w of this.writes) total += w.rows.length;
+    const rows = new Float32Array(total);
+    const index = new Int32Array(this.writes.length * 4);
+    let o = 0;
+    this.writes.forEach((w, i) => {
+      rows.set(w.rows, o);
+      index.set([w.l, w.kv, w.at, w.rows.length], i * 4);
+      o += w.rows.length;
+    });
+    this.writes = [];
+    this.journal = [];
+    transfer.push(rows.buffer, index.buffer);
+    const { layers, kvHeads: H, headDim: Dh } = this.shape;
+    const B = (feeds.input_ids.dims[0] as number) ?? 0;
+    const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], layouts, rows, index };
+    return (await this.worker!.call({ op: 'run', feeds: plain, past, fetches }, transfer))!;
+  }
+
   /**
    * Pack the sequences' caches into [B, Hkv, cap, Dh] buffers, cap = growCapacity(longest).
    * In steady decoding the batch is the same sequences step after step and each cache only
@@ -197,7 +306,14 @@ export class OrtRunner {
       pb.tips.length === B &&
       pb.cap >= maxLen &&
       caches.every((c, b) => (c?.tip ?? null) === pb!.tips[b] && lens[b] >= pb!.lens[b]);
-    if (!reuse) {
+    if (!reuse && this.worker) {
+      // the buffers are the worker's: it lays them out (reusing and zeroing, or growing) and
+      // gets every row; forwards reach it in order, so an in-flight one is never disturbed
+      const cap = growCapacity(maxLen);
+      const size = B * H * cap * Dh;
+      this.journal.push({ size, room: 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh });
+      pb = { cap, tips: caches.map((c) => c?.tip ?? null), lens: new Array(B).fill(0), keys: [], values: [] };
+    } else if (!reuse) {
       const cap = growCapacity(maxLen);
       const size = B * H * cap * Dh;
       const pool = idle && this.pool !== null && this.pool.keys[0].length >= size ? this.pool : null;
@@ -224,11 +340,21 @@ export class OrtRunner {
       const from = p.lens[b];
       if (!c || lens[b] === from) return;
       for (let l = 0; l < layers; l++)
-        for (const [src, dst] of [[c.keys[l], p.keys[l]], [c.values[l], p.values[l]]] as const)
-          for (let h = 0; h < H; h++) dst.set(src.subarray((h * c.capacity + from) * Dh, (h * c.capacity + lens[b]) * Dh), ((b * H + h) * p.cap + from) * Dh);
+        for (const kv of [0, 1] as const) {
+          const src = kv === 0 ? c.keys[l] : c.values[l];
+          for (let h = 0; h < H; h++) {
+            const rows = src.subarray((h * c.capacity + from) * Dh, (h * c.capacity + lens[b]) * Dh);
+            const at = ((b * H + h) * p.cap + from) * Dh;
+            if (this.worker) this.writes.push({ l, kv, at, rows });
+            else (kv === 0 ? p.keys[l] : p.values[l]).set(rows, at);
+          }
+        }
       p.lens[b] = lens[b];
     });
+    // worker mode: a pack made while another forward was in flight rewrote the worker's buffers
+    // behind the kept batch's back, so the next pack starts over
     if (idle) this.packed = p;
+    else if (this.worker) this.packed = null;
     return p;
   }
 }
