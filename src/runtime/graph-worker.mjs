@@ -31,10 +31,14 @@ async function handle(msg) {
     session = null;
     return undefined;
   }
-  const { layers, dims, layouts, rows, index } = msg.past;
-  for (const l of layouts) layout(layers, l.size, l.room);
-  // index: [layer, 0 = keys / 1 = values, offset, length] per write, rows back to back
+  const { layers, dims, rows, index } = msg.past;
+  // in order: [-1, size, room, 0] lays the buffers out; [layer, 0 = keys / 1 = values, at,
+  // length] writes the next `length` floats of `rows` there
   for (let i = 0, o = 0; i < index.length; i += 4) {
+    if (index[i] === -1) {
+      layout(layers, index[i + 1], index[i + 2]);
+      continue;
+    }
     (index[i + 1] === 0 ? keys : values)[index[i]].set(rows.subarray(o, o + index[i + 3]), index[i + 2]);
     o += index[i + 3];
   }

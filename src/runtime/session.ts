@@ -102,12 +102,18 @@ class GraphWorker {
       this.waiting.clear();
     };
     worker.on('error', fail);
+    worker.on('messageerror', fail);
     worker.on('exit', (code) => fail(new Error(`the graph worker stopped (exit code ${code})`)));
   }
 
   static async create(modelPath: string, o: SessionOptions): Promise<GraphWorker> {
     const g = new GraphWorker(new Worker(new URL('./graph-worker.mjs', import.meta.url)));
-    await g.call({ op: 'load', modelPath, options: sessionOptions(o) }, []);
+    try {
+      await g.call({ op: 'load', modelPath, options: sessionOptions(o) }, []);
+    } catch (e) {
+      await g.worker.terminate();
+      throw e;
+    }
     return g;
   }
 
@@ -119,7 +125,12 @@ class GraphWorker {
     this.worker.ref();
     const reply = await new Promise<{ ok: boolean; message?: string; outputs?: Outputs }>((resolve) => {
       this.waiting.set(id, resolve);
-      this.worker.postMessage({ ...msg, id }, transfer);
+      try {
+        this.worker.postMessage({ ...msg, id }, transfer);
+      } catch (e) {
+        this.waiting.delete(id);
+        resolve({ ok: false, message: `could not send to the graph worker: ${(e as Error).message}` });
+      }
     });
     if (this.waiting.size === 0) this.worker.unref();
     if (!reply.ok) throw new Error(reply.message);
@@ -136,9 +147,9 @@ export class OrtRunner {
   readonly shape: SessionShape;
   private session: ort.InferenceSession | null;
   private worker: GraphWorker | null;
-  /** worker mode: writes into the worker's packed buffers, sent with the next forward */
-  private journal: { size: number; room: number }[] = [];
-  private writes: PackWrite[] = [];
+  /** worker mode: layouts of and writes into the worker's packed buffers, in order, sent with
+   * the next forward */
+  private ops: ({ size: number; room: number } | PackWrite)[] = [];
   /** forward passes run, and rows processed (for throughput accounting) */
   stats = { forwards: 0, rows: 0, batches: 0 };
   /** the last batch's packed caches, kept for the next step (see packBatch) */
@@ -165,6 +176,20 @@ export class OrtRunner {
 
   /** Run several sequences' windows as one batch. */
   async forward(reqs: ForwardRequest[]): Promise<ForwardResult[]> {
+    try {
+      return await this.forwardOnce(reqs);
+    } catch (e) {
+      // worker mode: what the worker's buffers hold is no longer known (a failed request after
+      // packing, or a worker error part-way): drop what was queued, the next batch repacks
+      if (this.worker) {
+        this.ops = [];
+        this.packed = null;
+      }
+      throw e;
+    }
+  }
+
+  private async forwardOnce(reqs: ForwardRequest[]): Promise<ForwardResult[]> {
     const { layers, kvHeads: H, headDim: Dh, vocab: V } = this.shape;
     const B = reqs.length;
     const L = Math.max(...reqs.map((r) => r.ids.length));
@@ -264,25 +289,25 @@ export class OrtRunner {
       plain[k] = { type: t.type, data: t.data, dims: t.dims };
       transfer.push((t.data as Float32Array).buffer as ArrayBuffer);
     }
-    // all rows written since the last forward travel as one array, with [layer, k/v, at, length]
-    // per write (the caches they come from keep growing, so the rows are copied now)
-    const layouts = this.journal;
+    // everything queued since the last forward, in order: [-1, size, room, 0] lays the buffers
+    // out, [layer, 0 = keys / 1 = values, at, length] writes rows; the rows travel back to back
+    // in one array (copied now: the caches they come from keep growing)
     let total = 0;
-    for (const w of this.writes) total += w.rows.length;
+    for (const op of this.ops) if ('rows' in op) total += op.rows.length;
     const rows = new Float32Array(total);
-    const index = new Int32Array(this.writes.length * 4);
+    const index = new Int32Array(this.ops.length * 4);
     let o = 0;
-    this.writes.forEach((w, i) => {
-      rows.set(w.rows, o);
-      index.set([w.l, w.kv, w.at, w.rows.length], i * 4);
-      o += w.rows.length;
+    this.ops.forEach((op, i) => {
+      if (!('rows' in op)) return index.set([-1, op.size, op.room, 0], i * 4);
+      rows.set(op.rows, o);
+      index.set([op.l, op.kv, op.at, op.rows.length], i * 4);
+      o += op.rows.length;
     });
-    this.writes = [];
-    this.journal = [];
+    this.ops = [];
     transfer.push(rows.buffer, index.buffer);
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = (feeds.input_ids.dims[0] as number) ?? 0;
-    const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], layouts, rows, index };
+    const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], rows, index };
     return (await this.worker!.call({ op: 'run', feeds: plain, past, fetches }, transfer))!;
   }
 
@@ -311,7 +336,7 @@ export class OrtRunner {
       // gets every row; forwards reach it in order, so an in-flight one is never disturbed
       const cap = growCapacity(maxLen);
       const size = B * H * cap * Dh;
-      this.journal.push({ size, room: 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh });
+      this.ops.push({ size, room: 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh });
       pb = { cap, tips: caches.map((c) => c?.tip ?? null), lens: new Array(B).fill(0), keys: [], values: [] };
     } else if (!reuse) {
       const cap = growCapacity(maxLen);
@@ -345,7 +370,7 @@ export class OrtRunner {
           for (let h = 0; h < H; h++) {
             const rows = src.subarray((h * c.capacity + from) * Dh, (h * c.capacity + lens[b]) * Dh);
             const at = ((b * H + h) * p.cap + from) * Dh;
-            if (this.worker) this.writes.push({ l, kv, at, rows });
+            if (this.worker) this.ops.push({ l, kv, at, rows });
             else (kv === 0 ? p.keys[l] : p.values[l]).set(rows, at);
           }
         }
