@@ -2,8 +2,9 @@
 // requests into one batched run (padding handled through the attention bias).
 
 import ort from 'onnxruntime-node';
-import { Worker } from 'node:worker_threads';
+import { GraphWorker, sessionOptions, type Outputs } from './graph-thread.ts';
 import type { KVCache } from './kv.ts';
+import { PackedStore } from './packed-store.mjs';
 import { extendCache, growCapacity } from './kv.ts';
 
 export const HIDDEN = -1e9;
@@ -52,94 +53,41 @@ export interface SessionShape {
 
 export interface SessionOptions {
   threads?: number;
-  /** run the graph in a worker thread, off the event loop (see GraphWorker) */
+  /** run the graph in a worker thread, off the event loop (see graph-thread.ts) */
   worker?: boolean;
 }
 
-function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
-  return {
-    executionProviders: ['cpu'],
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: o.threads ?? 0,
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    enableCpuMemArena: true,
-    logSeverityLevel: 3,
-  };
+/** Where packBatch's layouts and row writes go: a store in this thread, or the worker's queue. */
+interface PackSink {
+  layout(size: number, room: number): void;
+  write(l: number, kv: 0 | 1, at: number, rows: Float32Array): void;
 }
 
-type Outputs = Record<string, { data: Float32Array | BigInt64Array; dims: readonly number[] }>;
-
-/** One write into the packed cache buffers: layer, keys (0) or values (1), offset, rows. */
-interface PackWrite {
-  l: number;
-  kv: 0 | 1;
-  at: number;
-  rows: Float32Array;
-}
-
-/**
- * The graph in a worker thread (graph-worker.mjs), so that the event loop keeps serving HTTP,
- * streams and disconnects while a forward runs: ORT's node binding runs a forward synchronously
- * on the calling thread. ORT refuses tensors over SharedArrayBuffer, so the packed cache
- * buffers live in the worker and each forward ships only what changed in them (the new rows of
- * each cache in steady decoding, everything after a repack); outputs come back by transfer.
- */
-class GraphWorker {
-  private next = 1;
-  private waiting = new Map<number, (r: { ok: boolean; message?: string; outputs?: Outputs }) => void>();
-  private failed: Error | null = null;
-
-  private constructor(private worker: Worker) {
-    worker.on('message', (r: { id: number; ok: boolean; message?: string; outputs?: Outputs }) => {
-      const done = this.waiting.get(r.id);
-      this.waiting.delete(r.id);
-      done?.(r);
+/** Worker mode: layouts and writes queued in order, sent with the next forward. */
+class PackJournal implements PackSink {
+  ops: ({ size: number; room: number } | { l: number; kv: 0 | 1; at: number; rows: Float32Array })[] = [];
+  layout(size: number, room: number): void {
+    this.ops.push({ size, room });
+  }
+  write(l: number, kv: 0 | 1, at: number, rows: Float32Array): void {
+    this.ops.push({ l, kv, at, rows });
+  }
+  /** PackedStore.apply's encoding: four ints per op, the rows back to back (copied now: the
+   * caches they come from keep growing). Empties the queue. */
+  take(): { rows: Float32Array; index: Int32Array } {
+    let total = 0;
+    for (const op of this.ops) if ('rows' in op) total += op.rows.length;
+    const rows = new Float32Array(total);
+    const index = new Int32Array(this.ops.length * 4);
+    let o = 0;
+    this.ops.forEach((op, i) => {
+      if (!('rows' in op)) return index.set([-1, op.size, op.room, 0], i * 4);
+      rows.set(op.rows, o);
+      index.set([op.l, op.kv, op.at, op.rows.length], i * 4);
+      o += op.rows.length;
     });
-    const fail = (e: Error) => {
-      this.failed ??= e;
-      for (const done of this.waiting.values()) done({ ok: false, message: e.message });
-      this.waiting.clear();
-    };
-    worker.on('error', fail);
-    worker.on('messageerror', fail);
-    worker.on('exit', (code) => fail(new Error(`the graph worker stopped (exit code ${code})`)));
-  }
-
-  static async create(modelPath: string, o: SessionOptions): Promise<GraphWorker> {
-    const g = new GraphWorker(new Worker(new URL('./graph-worker.mjs', import.meta.url)));
-    try {
-      await g.call({ op: 'load', modelPath, options: sessionOptions(o) }, []);
-    } catch (e) {
-      await g.worker.terminate();
-      throw e;
-    }
-    return g;
-  }
-
-  async call(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Outputs | undefined> {
-    if (this.failed) throw this.failed;
-    const id = this.next++;
-    // the worker keeps the process alive only while a call waits on it (an idle model left
-    // unclosed does not hold the process open)
-    this.worker.ref();
-    const reply = await new Promise<{ ok: boolean; message?: string; outputs?: Outputs }>((resolve) => {
-      this.waiting.set(id, resolve);
-      try {
-        this.worker.postMessage({ ...msg, id }, transfer);
-      } catch (e) {
-        this.waiting.delete(id);
-        resolve({ ok: false, message: `could not send to the graph worker: ${(e as Error).message}` });
-      }
-    });
-    if (this.waiting.size === 0) this.worker.unref();
-    if (!reply.ok) throw new Error(reply.message);
-    return reply.outputs;
-  }
-
-  async release(): Promise<void> {
-    if (!this.failed) await this.call({ op: 'release' }, []).catch(() => undefined);
-    await this.worker.terminate();
+    this.ops = [];
+    return { rows, index };
   }
 }
 
@@ -147,21 +95,21 @@ export class OrtRunner {
   readonly shape: SessionShape;
   private session: ort.InferenceSession | null;
   private worker: GraphWorker | null;
-  /** worker mode: layouts of and writes into the worker's packed buffers, in order, sent with
-   * the next forward */
-  private ops: ({ size: number; room: number } | PackWrite)[] = [];
+  /** worker mode: what the worker's packed buffers still have to receive */
+  private journal = new PackJournal();
   /** forward passes run, and rows processed (for throughput accounting) */
   stats = { forwards: 0, rows: 0, batches: 0 };
   /** the last batch's packed caches, kept for the next step (see packBatch) */
   private packed: PackedBatch | null = null;
-  /** the memory behind `packed`, reused by repacks that fit */
-  private pool: { keys: Float32Array[]; values: Float32Array[] } | null = null;
+  /** in-thread mode: the packed buffers behind `packed`, reused by repacks that fit */
+  private store: PackedStore;
   private running = 0;
 
   private constructor(session: ort.InferenceSession | null, worker: GraphWorker | null, shape: SessionShape) {
     this.session = session;
     this.worker = worker;
     this.shape = shape;
+    this.store = new PackedStore(shape.layers);
   }
 
   static async create(modelPath: string, shape: SessionShape, opts: SessionOptions = {}): Promise<OrtRunner> {
@@ -182,7 +130,7 @@ export class OrtRunner {
       // worker mode: what the worker's buffers hold is no longer known (a failed request after
       // packing, or a worker error part-way): drop what was queued, the next batch repacks
       if (this.worker) {
-        this.ops = [];
+        this.journal.ops = [];
         this.packed = null;
       }
       throw e;
@@ -232,7 +180,7 @@ export class OrtRunner {
     // (worker mode: the worker feeds the caches from its own buffers)
     for (let l = 0; l < layers && !this.worker; l++) {
       for (const kind of ['key', 'value'] as const) {
-        const data = packed ? (kind === 'key' ? packed.keys[l] : packed.values[l]) : new Float32Array(0);
+        const data = packed ? (kind === 'key' ? packed.store!.keys[l] : packed.store!.values[l]) : new Float32Array(0);
         feeds[`past_${kind}_${l}`] = new ort.Tensor('float32', data, [B, H, P, Dh]);
       }
     }
@@ -281,7 +229,7 @@ export class OrtRunner {
   }
 
   /** The worker builds the past_* feeds from its own packed buffers after applying the writes. */
-  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: PackedBatch | null): Promise<Outputs> {
+  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: { cap: number } | null): Promise<Outputs> {
     const plain: Record<string, { type: string; data: unknown; dims: readonly number[] }> = {};
     const transfer: ArrayBuffer[] = [];
     for (const [k, t] of Object.entries(feeds)) {
@@ -289,22 +237,8 @@ export class OrtRunner {
       plain[k] = { type: t.type, data: t.data, dims: t.dims };
       transfer.push((t.data as Float32Array).buffer as ArrayBuffer);
     }
-    // everything queued since the last forward, in order: [-1, size, room, 0] lays the buffers
-    // out, [layer, 0 = keys / 1 = values, at, length] writes rows; the rows travel back to back
-    // in one array (copied now: the caches they come from keep growing)
-    let total = 0;
-    for (const op of this.ops) if ('rows' in op) total += op.rows.length;
-    const rows = new Float32Array(total);
-    const index = new Int32Array(this.ops.length * 4);
-    let o = 0;
-    this.ops.forEach((op, i) => {
-      if (!('rows' in op)) return index.set([-1, op.size, op.room, 0], i * 4);
-      rows.set(op.rows, o);
-      index.set([op.l, op.kv, op.at, op.rows.length], i * 4);
-      o += op.rows.length;
-    });
-    this.ops = [];
-    transfer.push(rows.buffer, index.buffer);
+    const { rows, index } = this.journal.take();
+    transfer.push(rows.buffer as ArrayBuffer, index.buffer as ArrayBuffer);
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = (feeds.input_ids.dims[0] as number) ?? 0;
     const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], rows, index };
@@ -319,7 +253,7 @@ export class OrtRunner {
    * the buffers hold) repacks, into the same memory when it is large enough. While another
    * forward of this runner is in flight its buffers are left alone.
    */
-  private packBatch(caches: (KVCache | undefined)[]): PackedBatch {
+  private packBatch(caches: (KVCache | undefined)[]): { cap: number; store: PackedStore | null } {
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = caches.length;
     const lens = caches.map((c) => c?.length ?? 0);
@@ -331,34 +265,13 @@ export class OrtRunner {
       pb.tips.length === B &&
       pb.cap >= maxLen &&
       caches.every((c, b) => (c?.tip ?? null) === pb!.tips[b] && lens[b] >= pb!.lens[b]);
-    if (!reuse && this.worker) {
-      // the buffers are the worker's: it lays them out (reusing and zeroing, or growing) and
-      // gets every row; forwards reach it in order, so an in-flight one is never disturbed
+    // in this thread a forward in flight still reads the store, so a pack beside it gets its own
+    const sink = this.worker ? this.journal : idle ? this.store : new PackedStore(layers);
+    if (!reuse) {
       const cap = growCapacity(maxLen);
-      const size = B * H * cap * Dh;
-      this.ops.push({ size, room: 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh });
-      pb = { cap, tips: caches.map((c) => c?.tip ?? null), lens: new Array(B).fill(0), keys: [], values: [] };
-    } else if (!reuse) {
-      const cap = growCapacity(maxLen);
-      const size = B * H * cap * Dh;
-      const pool = idle && this.pool !== null && this.pool.keys[0].length >= size ? this.pool : null;
       // new memory has room for a batch that grows to the next power of two
-      const room = 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh;
-      const buffers = pool ?? {
-        keys: Array.from({ length: layers }, () => new Float32Array(room)),
-        values: Array.from({ length: layers }, () => new Float32Array(room)),
-      };
-      if (idle) this.pool = buffers;
-      pb = {
-        cap,
-        tips: caches.map((c) => c?.tip ?? null),
-        lens: new Array(B).fill(0),
-        keys: buffers.keys.map((k) => k.subarray(0, size)),
-        values: buffers.values.map((v) => v.subarray(0, size)),
-      };
-      // reused memory holds other sequences' rows; hidden columns must hold finite values (a
-      // NaN there would survive the attention bias), so they start from zero as new memory does
-      if (pool) for (const a of [...pb.keys, ...pb.values]) a.fill(0);
+      sink.layout(B * H * cap * Dh, 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh);
+      pb = { cap, tips: caches.map((c) => c?.tip ?? null), lens: new Array(B).fill(0) };
     }
     const p = pb!;
     caches.forEach((c, b) => {
@@ -367,12 +280,8 @@ export class OrtRunner {
       for (let l = 0; l < layers; l++)
         for (const kv of [0, 1] as const) {
           const src = kv === 0 ? c.keys[l] : c.values[l];
-          for (let h = 0; h < H; h++) {
-            const rows = src.subarray((h * c.capacity + from) * Dh, (h * c.capacity + lens[b]) * Dh);
-            const at = ((b * H + h) * p.cap + from) * Dh;
-            if (this.worker) this.ops.push({ l, kv, at, rows });
-            else (kv === 0 ? p.keys[l] : p.values[l]).set(rows, at);
-          }
+          for (let h = 0; h < H; h++)
+            sink.write(l, kv, ((b * H + h) * p.cap + from) * Dh, src.subarray((h * c.capacity + from) * Dh, (h * c.capacity + lens[b]) * Dh));
         }
       p.lens[b] = lens[b];
     });
@@ -380,15 +289,14 @@ export class OrtRunner {
     // behind the kept batch's back, so the next pack starts over
     if (idle) this.packed = p;
     else if (this.worker) this.packed = null;
-    return p;
+    return { cap: p.cap, store: sink instanceof PackedStore ? sink : null };
   }
 }
 
+/** What the packed buffers hold: columns per row, and per row the cache buffer it was packed
+ * from and how many of its entries. */
 interface PackedBatch {
   cap: number;
-  /** the cache buffer each row was packed from, and how many of its entries */
   tips: ({ used: number } | null)[];
   lens: number[];
-  keys: Float32Array[];
-  values: Float32Array[];
 }
