@@ -190,6 +190,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       kind === 'chat'
         ? { id, object: 'chat.completion.chunk', created, model: modelId(), system_fingerprint: null, choices: [choice] }
         : { id, object: 'text_completion', created, model: modelId(), choices: [choice] };
+    // one choice's piece of a stream chunk in the endpoint's shape; text undefined = no content
+    const piece = (index: number, text: string | undefined, finish: string | null, logprobs: unknown) =>
+      chunk(kind === 'chat' ? { index, delta: text === undefined ? {} : { content: text }, finish_reason: finish, logprobs } : { index, text: text ?? '', finish_reason: finish, logprobs });
     const write = (obj: unknown) => {
       if (!reply.raw.writableEnded) reply.raw.write(`data: ${JSON.stringify(obj)}\n\n`);
     };
@@ -212,7 +215,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           ? (ev: StepEvent) => {
               if (diffusing) {
                 const text = (c.job.echo ?? '') + draftText(ev, stopSet, decode);
-                write(chunk(kind === 'chat' ? { index: c.index, delta: { content: text }, finish_reason: null, logprobs: null } : { index: c.index, text, finish_reason: null, logprobs: null }));
+                write(piece(c.index, text, null, null));
                 return;
               }
               const delta = tracker.step(ev);
@@ -220,7 +223,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
               // strings they wait for the final chunk (the cut is known only at the end)
               const entries = ev.logprobs && stops.length === 0 ? ev.logprobs.slice(lp.sent, ev.finalized) : [];
               lp.sent += entries.length;
-              if (delta || entries.length > 0) write(chunk(kind === 'chat' ? { index: c.index, delta: { content: delta }, finish_reason: null, logprobs: logprobsOf(entries, lp) } : { index: c.index, text: delta, finish_reason: null, logprobs: logprobsOf(entries, lp) }));
+              if (delta || entries.length > 0) write(piece(c.index, delta, null, logprobsOf(entries, lp)));
             }
           : undefined;
         return scheduler.submit({ prompt: c.job.prompt, options: c.options, onStep, signal: abort.signal });
@@ -257,7 +260,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     if (kind === 'chat') for (const c of choices) write(chunk({ index: c.index, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }));
-    else for (const c of choices) if (c.job.echo && !diffusing) write(chunk({ index: c.index, text: c.job.echo, finish_reason: null, logprobs: null }));
+    else for (const c of choices) if (c.job.echo && !diffusing) write(piece(c.index, c.job.echo, null, null));
     const done: GenerateResult[] = [];
     await Promise.all(
       promises.map(async (p, i) => {
@@ -270,7 +273,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           const fin = r.finishReason;
           const lp = streamedLogprobs.get(c.index)!;
           const last = logprobsOf(r.logprobs?.slice(lp.sent) ?? [], lp);
-          write(chunk(kind === 'chat' ? { index: c.index, delta: rest ? { content: rest } : {}, finish_reason: fin, logprobs: last } : { index: c.index, text: rest, finish_reason: fin, logprobs: last }));
+          write(piece(c.index, rest || undefined, fin, last));
         } catch (e) {
           if (!(e instanceof CancelledError)) write(toEnvelope(e).body);
         }
