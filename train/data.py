@@ -51,13 +51,14 @@ def encode_chat(tok, prompt, answer):
 
 
 class DataStream:
-    def __init__(self, tok, tok_path, seed=0, batch=32, tiny=False, heldout_prompts=()):
+    def __init__(self, tok, tok_path, seed=0, batch=32, tiny=False, heldout_prompts=(), family_weights=None):
         self.tok = tok
         self.rng = random.Random(seed)
         self.heldout = set(heldout_prompts)
         self.plain = plain_stream(tok, tok_path, tiny)
         self.fams = list(tasks.FAMILIES)
-        self.fam_w = [tasks.FAMILY_WEIGHTS[f] for f in self.fams]
+        weights = {**tasks.FAMILY_WEIGHTS, **(family_weights or {})}
+        self.fam_w = [weights[f] for f in self.fams]
         self.eng = list(tasks.ENGLISH)
         self.bs = {64: batch, 128: max(1, batch // 2), 192: max(1, batch // 3)}
         self.queues = {b: [] for b in BUCKETS}

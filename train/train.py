@@ -63,6 +63,17 @@ def lr_at(p, max_lr, warm=0.03, min_ratio=0.1):
     return max_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * q)))
 
 
+def parse_family_weights(spec):
+    """'mul=4,spell=3' -> {'mul': 4.0, 'spell': 3.0}; unknown families are an error."""
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(','))):
+        name, _, w = part.partition('=')
+        if name not in tasks.FAMILIES:
+            raise SystemExit(f'--family-weights: unknown family {name!r} (families: {", ".join(tasks.FAMILIES)})')
+        out[name] = float(w)
+    return out
+
+
 def _worker(q, make_stream, seed):
     torch.set_num_threads(1)
     data = make_stream(seed)
@@ -79,7 +90,8 @@ class Batches:
 
         def make_stream(s):
             return DataStream(tok, os.path.join(args.tokenizer, 'tokenizer.json'), seed=s, batch=args.batch,
-                              tiny=args.tiny, heldout_prompts=heldout)
+                              tiny=args.tiny, heldout_prompts=heldout,
+                              family_weights=parse_family_weights(args.family_weights))
 
         if args.workers <= 0:
             self.data = make_stream(seed)
@@ -160,6 +172,11 @@ def main():
     ap.add_argument('--init-from', default='',
                     help='start every model from this exported model directory (either layout), e.g. a diffusion '
                          'model adapted from the AR twin')
+    ap.add_argument('--init-diffusion', default='',
+                    help='start the diffusion model from this exported model directory instead (with --kind both: '
+                         'continue each bundled model from its own weights)')
+    ap.add_argument('--family-weights', default='',
+                    help='override synthetic families\' sampling weights, e.g. "mul=4,reverse_word=3"')
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
     ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch and --workers too)')
@@ -207,13 +224,15 @@ def main():
         torch.set_rng_state(ck['torch_rng'].cpu())
         say(f'resumed at step {step}, elapsed {elapsed0:.0f}s')
     else:
-        if args.init_from:
-            from export import load_exported
-            init, init_kind = load_exported(args.init_from)
+        from export import load_exported
+        for r in runs:
+            src = args.init_diffusion if r.kind == 'diffusion' and args.init_diffusion else args.init_from
+            if not src:
+                continue
+            init, init_kind = load_exported(src)
             assert init.cfg.to_dict() == mc.to_dict(), (init.cfg.to_dict(), mc.to_dict())
-            for r in runs:
-                r.model.load_state_dict(init.state_dict())
-            say(f'initialised from {args.init_from} ({init_kind} model)')
+            r.model.load_state_dict(init.state_dict())
+            say(f'{r.kind} model initialised from {src} ({init_kind} model)')
         say(f'start kinds={kinds} params={n_params(runs[0].model)} cfg={mc.to_dict()} args={vars(args)}')
     check_attention(runs[0].model, dev, say)
 
