@@ -5,6 +5,7 @@
 //
 //   quench eval [--model quench-tiny] [--ar-model quench-tiny-ar] [--limit 20]
 //               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64] [--block 32]
+//               [--canvas adaptive|fixed] [--initial-canvas 16]
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -95,6 +96,7 @@ export async function main(argv: string[]): Promise<void> {
   const maxTokens = Number(a['max-tokens'] ?? 64);
   const block = Number(a.block ?? 32);
   const threads = Number(a.threads ?? 2);
+  const canvas = { canvas: (a.canvas ?? 'adaptive') as GenerateOptions['canvas'], initialCanvas: Number(a['initial-canvas'] ?? 16) };
   const dtype = (a.dtype ?? 'fp32') as DTypeOption;
   const tasks = loadTasks(limit);
   const rows: EvalRow[] = [];
@@ -114,7 +116,7 @@ export async function main(argv: string[]): Promise<void> {
   for (const name of names) {
     const c = CONFIGS[name];
     if (!c) throw new Error(`unknown config ${name}: ${Object.keys(CONFIGS).join(', ')}`);
-    const r = await evaluate(model, tasks, c.label, { maxTokens, blockLength: block, ...c.o });
+    const r = await evaluate(model, tasks, c.label, { maxTokens, blockLength: block, ...canvas, ...c.o });
     rows.push(r);
     console.error(`${r.label}: ${fmt(r.accuracy * 100)}% at ${fmt(r.tokensPerSecond)} tok/s, ${fmt(r.tokensPerForward, 2)} tokens/forward`);
   }
@@ -128,7 +130,8 @@ export async function main(argv: string[]): Promise<void> {
     baseline = first.tokensPerSecond;
     await ar.close();
   }
-  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, block ${block}, ${dtype}, ${threads} threads, temperature 0\n`);
+  const canvasText = canvas.canvas === 'fixed' ? 'fixed canvas' : `adaptive canvas from ${canvas.initialCanvas}`;
+  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, ${canvasText}, block ${block}, ${dtype}, ${threads} threads, temperature 0\n`);
   console.log(table(rows, baseline));
 }
 

@@ -244,6 +244,105 @@ test('stop strings end the text at the string, including one spanning two tokens
   assert.equal(one.text, 'abcdef');
 });
 
+// An answer of A tokens after a prompt of 2 that the model "knows": content at its positions,
+// end-of-text after. At the canvas's last position a full-window forward (a block start)
+// predicts content when the canvas is too short for the answer and end-of-text when it fits,
+// as a model trained with end padding does. `lastLies`: a probe that is wrong: at block starts
+// the last position leans to end-of-text (~0.57, too weakly to commit at threshold 0.9) whatever
+// the canvas, and the narrower forwards after a block start put content (token 9) there.
+function knowsLength(A: number, lastLies = false) {
+  return scriptedModel(16, (p, r) => {
+    const end = Math.max(...r.positions) + 1;
+    const fullWindow = r.positions[0] === 0;
+    if (p === end - 1 && lastLies) {
+      if (!fullWindow) return prefer(16, 9, 9);
+      const l = prefer(16, MOCK_EOS, 4);
+      l[9] = 3.3;
+      return l;
+    }
+    if (p === end - 1 && fullWindow && end < 2 + A + 1) return prefer(16, 9, 6);
+    return p < 2 + A ? prefer(16, 4 + (p % 5), 9) : prefer(16, MOCK_EOS, 9);
+  });
+}
+
+test('adaptive canvas: grows while the end probe says the answer does not fit, then decodes as a fixed canvas of that size', async () => {
+  const A = 20;
+  const answer = Array.from({ length: A }, (_, i) => 4 + ((2 + i) % 5));
+  for (const cache of ['none', 'prefix', 'dual'] as const) {
+    const o = { maxTokens: 64, blockLength: 32, policy: 'threshold' as const, cache };
+    const m = knowsLength(A);
+    const windows: number[] = [];
+    const fwd = m.forward.bind(m);
+    m.forward = (reqs) => (windows.push(reqs[0].ids.length), fwd(reqs));
+    const drafts: number[] = [];
+    const r = await generate(m, [0, 0], { ...o, initialCanvas: 8, onStep: (e) => drafts.push(e.draft.length) });
+    assert.deepEqual(r.tokens, answer, cache);
+    assert.equal(r.finishReason, 'stop');
+    // probes at 8 and 16 positions fail (discarded forwards), 32 fits
+    assert.deepEqual(windows.slice(0, 3), [2 + 8, 2 + 16, 2 + 32], cache);
+    assert.ok(Math.max(...windows) <= 2 + 32, `no forward beyond the grown canvas (${windows})`);
+    assert.deepEqual(drafts.slice(0, 3), [16, 32, 32], `the draft is the current canvas (${drafts})`);
+    // the same as a fixed canvas of the grown size, plus the two discarded forwards
+    const fixed = await generate(knowsLength(A), [0, 0], { ...o, maxTokens: 32, canvas: 'fixed' });
+    assert.deepEqual(fixed.tokens, answer);
+    assert.equal(r.stats.forwards, fixed.stats.forwards + 2, cache);
+    // and a fixed canvas of max_tokens runs its first forward over all 64 positions
+    const full = knowsLength(A);
+    const seen: number[] = [];
+    const ff = full.forward.bind(full);
+    full.forward = (reqs) => (seen.push(reqs[0].ids.length), ff(reqs));
+    assert.deepEqual((await generate(full, [0, 0], { ...o, canvas: 'fixed' })).tokens, answer);
+    assert.equal(seen[0], 2 + 64);
+  }
+  // a canvas that fits from the start never grows; max_tokens caps growth
+  const short = await generate(knowsLength(5), [0, 0], { maxTokens: 64, policy: 'threshold', initialCanvas: 8 });
+  assert.deepEqual(short.tokens, answer.slice(0, 5));
+  assert.equal(short.stats.forwards, 1);
+  const capped = await generate(knowsLength(A), [0, 0], { maxTokens: 12, blockLength: 12, policy: 'threshold', initialCanvas: 8 });
+  assert.equal(capped.finishReason, 'length');
+  assert.equal(capped.tokens.length, 12);
+});
+
+test('adaptive canvas: a canvas that fills without an end grows by blocks and decoding continues', async () => {
+  const A = 20;
+  const answer = Array.from({ length: A }, (_, i) => 4 + ((2 + i) % 5));
+  const m = knowsLength(A, true);
+  const windows: number[] = [];
+  const fwd = m.forward.bind(m);
+  m.forward = (reqs) => (windows.push(reqs[0].ids.length), fwd(reqs));
+  const r = await generate(m, [0, 0], { maxTokens: 64, blockLength: 8, policy: 'threshold', cache: 'prefix', initialCanvas: 16 });
+  // the 16-position canvas is decoded whole (its last token the wrong probe's content 9), then
+  // grows to 32 and the answer ends in the new blocks
+  assert.deepEqual(r.tokens, [...answer.slice(0, 15), 9, ...answer.slice(16)]);
+  assert.equal(r.finishReason, 'stop');
+  assert.equal(Math.max(...windows), 2 + 32);
+  // without end tokens to probe for, the canvas is max_tokens from the start
+  const noEnd = await generate(knowsLength(A), [0, 0], { maxTokens: 24, blockLength: 8, policy: 'threshold', initialCanvas: 8, stopTokens: [] });
+  assert.equal(noEnd.tokens.length, 24);
+  assert.equal(noEnd.stats.forwards, 3, 'one forward per block, no probes');
+});
+
+test('adaptive canvas: committed end tokens at the tail cut the canvas, later forwards skip them', async () => {
+  // answer tokens are uncertain (~0.57, one committed per step), the padding after it certain
+  const A = 5;
+  const model = () => scriptedModel(16, (p) => (p < 2 + A ? prefer(16, 4 + (p % 5), 3) : prefer(16, MOCK_EOS, 9)));
+  for (const cache of ['none', 'prefix', 'dual'] as const) {
+    const m = model();
+    const windows: number[] = [];
+    const fwd = m.forward.bind(m);
+    m.forward = (reqs) => (windows.push(reqs[0].ids.length), fwd(reqs));
+    const o = { maxTokens: 64, blockLength: 16, policy: 'threshold' as const, cache };
+    const r = await generate(m, [0, 0], o);
+    const fixed = await generate(model(), [0, 0], { ...o, canvas: 'fixed' });
+    assert.deepEqual(r.tokens, fixed.tokens, cache);
+    assert.equal(r.tokens.length, A);
+    // the first forward commits the padding; after it the canvas ends one past the answer
+    assert.equal(windows[0], 2 + 16, cache);
+    assert.ok(windows.slice(1).every((w) => w <= 2 + A + 1), `${cache}: ${windows}`);
+    assert.equal(windows.length, 1 + A, cache);
+  }
+});
+
 test('bad options get typed errors', async () => {
   const { model } = await llada;
   const cases: [object, string][] = [
@@ -257,6 +356,8 @@ test('bad options get typed errors', async () => {
     [{ topP: 1.5 }, 'top_p'],
     [{ policy: 'nope' }, 'policy'],
     [{ cache: 'huge' }, 'cache'],
+    [{ canvas: 'huge' }, 'canvas'],
+    [{ initialCanvas: 0 }, 'initial_canvas'],
   ];
   for (const [opts, param] of cases) {
     assert.throws(() => new Generation(model, [1, 2], opts), (e: unknown) => e instanceof OptionError && e.param === param, JSON.stringify(opts));

@@ -1,5 +1,6 @@
 // A scripted denoiser for decode tests: the score of each position is a function of the
-// canvas position, so a test can place end-of-text or any token exactly where it wants.
+// canvas position (and, where a test needs it, of the request), so a test can place
+// end-of-text or any token exactly where it wants.
 import type { Denoiser } from '../src/decode/generation.ts';
 import type { ModelArgs } from '../src/formats/config.ts';
 import type { ForwardRequest, ForwardResult } from '../src/runtime/session.ts';
@@ -7,7 +8,7 @@ import type { ForwardRequest, ForwardResult } from '../src/runtime/session.ts';
 export const MOCK_MASK = 1;
 export const MOCK_EOS = 2;
 
-export function scriptedModel(vocab: number, logitsAt: (position: number) => Float32Array, topK = 4): Denoiser & { calls: number } {
+export function scriptedModel(vocab: number, logitsAt: (position: number, req: ForwardRequest) => Float32Array, topK = 4): Denoiser & { calls: number } {
   const args = {
     arch: 'llada', hiddenSize: 8, numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: 8, intermediateSize: 8, vocabSize: vocab,
     ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 512, qkvBias: false, tiedEmbeddings: false, attention: 'bidirectional',
@@ -28,7 +29,7 @@ export function scriptedModel(vocab: number, logitsAt: (position: number) => Flo
         const entropy = new Float32Array(q);
         const logits = new Float32Array(q * vocab);
         r.queries.forEach((row, i) => {
-          const l = logitsAt(r.positions[row]);
+          const l = logitsAt(r.positions[row], r);
           logits.set(l, i * vocab);
           const order = Array.from(l.keys()).sort((a, b) => l[b] - l[a] || a - b);
           const mx = l[order[0]];

@@ -252,6 +252,8 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['top_p 0', { ...chatReq, top_p: 0 }, 400, 'top_p'],
     ['top_p > 1', { ...chatReq, top_p: 1.5 }, 400, 'top_p'],
     ['unknown policy', { ...chatReq, policy: 'magic' }, 400, 'policy'],
+    ['unknown canvas', { ...chatReq, canvas: 'elastic' }, 400, 'canvas'],
+    ['initial canvas 0', { ...chatReq, initial_canvas: 0 }, 400, 'initial_canvas'],
     ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
     ['tools', { ...chatReq, tools: [{ type: 'function', function: { name: 'f' } }] }, 400, 'tools'],
     ['json schema', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 400, 'response_format'],

@@ -16,6 +16,7 @@ export interface RunOptions {
   blockLength?: number;
   threshold?: number;
   cache?: GenerateOptions['cache'];
+  canvas?: GenerateOptions['canvas'];
   temperature?: number;
   seed?: number;
   threads: number;
@@ -71,6 +72,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     blockLength: o.blockLength,
     threshold: o.threshold,
     cache: o.cache,
+    canvas: o.canvas,
     temperature: o.temperature,
     seed: o.seed,
     detokenize: (ids) => model.codec.decode(ids, true),

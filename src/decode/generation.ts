@@ -11,6 +11,15 @@
 //   dual    also keep the suffix's K/V; then run only the block (approximate).
 // Block-causal and causal attention make the prefix cache exact: finished blocks never
 // see later positions, so their K/V are final once computed.
+//
+// Adaptive canvas (bidirectional models, no suffix): max_tokens is a cap, not the canvas.
+// The canvas starts at initialCanvas positions. At each block start, while it can grow, the
+// forward also scores the canvas's last position: a model trained with end-of-text padding
+// puts nearly all its probability there on end tokens when the answer fits, and almost none
+// when it does not. Below END_PROBE the forward is discarded and the canvas doubles (capped
+// at max_tokens). A canvas that fills without an end grows the same way. Once committed end
+// tokens fill the canvas's tail (the padding after the answer), the canvas is cut after the
+// first of them: later forwards no longer run the padding rows.
 
 import { CancelledError, OptionError } from '../errors.ts';
 import type { ModelArgs } from '../formats/config.ts';
@@ -77,10 +86,16 @@ export interface GenerateResult {
   stats: StepStats & { steps: number };
 }
 
+/** The canvas fits the answer when at least this much of its last position's probability is
+ * on end tokens (measured on the bundled model: >= 0.98 when it fits, <= 0.4 when it does not). */
+export const END_PROBE = 0.5;
+
 interface Pending {
   req: ForwardRequest;
-  /** canvas positions being scored, one per query */
+  /** canvas positions being scored, one per query (then the probe's, if any) */
   targets: number[];
+  /** query row scoring the canvas's last position, when the canvas may grow */
+  probe?: number;
   /** after the forward, keep cache entries [0..pastKeep) plus these window rows */
   keep?: { past: number; window: number[] };
 }
@@ -89,7 +104,13 @@ export class Generation {
   readonly opts: ResolvedOptions;
   readonly promptLength: number;
   private model: Denoiser;
+  /** end of the canvas (exclusive); grows up to capEnd with an adaptive canvas */
   private genEnd: number;
+  private readonly capEnd: number;
+  private readonly adaptive: boolean;
+  /** the answer's end is committed: the canvas neither grows nor probes any more */
+  private sized = false;
+  private readonly suffixLength: number;
   private rng: Rng;
   private tokens: Int32Array;
   private committed: Uint8Array;
@@ -145,22 +166,46 @@ export class Generation {
     this.shift = a.shiftedLogits ? 1 : 0;
     this.rng = makeRng(this.opts.seed ?? randomSeed());
     this.promptLength = prompt.length;
-    this.genEnd = prompt.length + this.opts.maxTokens;
-    const N = this.genEnd + suffix.length;
+    this.capEnd = prompt.length + this.opts.maxTokens;
+    this.suffixLength = suffix.length;
+    // (without end tokens an answer never ends early: the canvas is max_tokens from the start)
+    this.adaptive = this.opts.canvas === 'adaptive' && this.opts.attention === 'bidirectional' && suffix.length === 0 && this.opts.stopTokens.length > 0;
+    this.genEnd = this.adaptive ? prompt.length + Math.min(this.opts.maxTokens, this.opts.initialCanvas) : this.capEnd;
+    const N = this.capEnd + suffix.length;
     this.tokens = new Int32Array(N).fill(this.mask);
     this.tokens.set(Array.from(prompt));
-    this.tokens.set(Array.from(suffix), this.genEnd);
+    this.tokens.set(Array.from(suffix), this.capEnd);
     this.committed = new Uint8Array(N);
     this.committed.fill(1, 0, prompt.length);
-    this.committed.fill(1, this.genEnd);
+    this.committed.fill(1, this.capEnd);
     this.guess = new Int32Array(this.opts.maxTokens).fill(-1);
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
     this.wantLogits = needsFullLogits(this.opts.sampler, model.topK);
-    this.blocks = [];
-    for (let s = prompt.length; s < this.genEnd; s += this.opts.blockLength) this.blocks.push([s, Math.min(this.genEnd, s + this.opts.blockLength)]);
+    this.blocks = this.partition(prompt.length);
     this.startBlock();
+  }
+
+  /** Blocks of blockLength from `from` to the canvas end (the last one may be shorter). */
+  private partition(from: number): [number, number][] {
+    const out: [number, number][] = [];
+    for (let s = from; s < this.genEnd; s += this.opts.blockLength) out.push([s, Math.min(this.genEnd, s + this.opts.blockLength)]);
+    return out;
+  }
+
+  /** Double the canvas (up to the cap); the blocks from the current one on are re-cut. */
+  private grow(): void {
+    const from = this.block < this.blocks.length ? this.blocks[this.block][0] : this.genEnd;
+    this.genEnd = Math.min(this.capEnd, this.promptLength + 2 * (this.genEnd - this.promptLength));
+    this.blocks = [...this.blocks.slice(0, this.block), ...this.partition(from)];
+    this.cache = null;
+    this.startBlock();
+  }
+
+  /** positions the model sees: the canvas, then the suffix */
+  private get seqEnd(): number {
+    return this.genEnd + (this.genEnd === this.capEnd ? this.suffixLength : 0);
   }
 
   get done(): boolean {
@@ -196,7 +241,8 @@ export class Generation {
   /** The forward the next step needs. */
   plan(): ForwardRequest {
     if (this.done) throw new Error('generation is finished');
-    const N = this.tokens.length;
+    const N = this.seqEnd;
+    let probe: number | undefined;
     const mode = this.opts.cache;
     let windowStart: number;
     let windowEnd: number;
@@ -243,6 +289,13 @@ export class Generation {
         windowStart = ws;
         windowEnd = mode === 'dual' ? be : visibleEnd;
       }
+      if (atStart && this.adaptive && !this.sized && this.genEnd < this.capEnd) {
+        probe = targets.indexOf(this.genEnd - 1);
+        if (probe < 0) {
+          probe = targets.length;
+          targets.push(this.genEnd - 1);
+        }
+      }
     }
 
     const rows = range(windowStart, windowEnd);
@@ -261,7 +314,7 @@ export class Generation {
       cacheRows: this.causal || this.opts.attention !== 'bidirectional' ? this.genEnd : undefined,
       wantLogits: this.wantLogits,
     };
-    this.pending = { req, targets, keep };
+    this.pending = { req, targets, keep, probe };
     return req;
   }
 
@@ -271,11 +324,19 @@ export class Generation {
     if (!pend) throw new Error('accept() without plan()');
     this.pending = null;
     this.forwards++;
+    const K = res.topIds.length / Math.max(1, pend.targets.length);
+    if (pend.probe !== undefined && this.endMass(res, pend.probe, K) < END_PROBE) {
+      // the answer does not fit: nothing from this forward is kept
+      this.grow();
+      this.stepCount++;
+      return this.event([]);
+    }
     if (pend.keep && res.takeCache) this.cache = res.takeCache(range(0, pend.keep.past), pend.keep.window);
 
-    const K = res.topIds.length / Math.max(1, pend.targets.length);
     const V = this.model.args.vocabSize;
-    const choices: Choice[] = pend.targets.map((_, q) =>
+    // (a probe row past the block is scored but never a commit candidate)
+    const blockTargets = pend.probe === pend.targets.length - 1 && pend.targets[pend.probe] >= this.blocks[this.block][1] ? pend.targets.slice(0, -1) : pend.targets;
+    const choices: Choice[] = blockTargets.map((_, q) =>
       choose(
         res.topIds.subarray(q * K, (q + 1) * K),
         res.topLogits.subarray(q * K, (q + 1) * K),
@@ -286,7 +347,7 @@ export class Generation {
         res.logits?.subarray(q * V, (q + 1) * V),
       ),
     );
-    pend.targets.forEach((p, q) => (this.guess[p - this.promptLength] = choices[q].token));
+    blockTargets.forEach((p, q) => (this.guess[p - this.promptLength] = choices[q].token));
 
     let picks: number[];
     if (this.causal) picks = [0];
@@ -311,14 +372,16 @@ export class Generation {
     this.stepInBlock++;
 
     this.advanceFinalized();
+    if (this.adaptive && !this.done) this.trimEnd();
     if (!this.done) {
       const [bs, be] = this.blocks[this.block];
       let open = false;
       for (let p = bs; p < be; p++) if (!this.committed[p]) open = true;
       if (!open) {
         this.block++;
-        if (this.block >= this.blocks.length) this.finish = 'length';
-        else this.startBlock();
+        if (this.block < this.blocks.length) this.startBlock();
+        else if (this.adaptive && !this.sized && this.genEnd < this.capEnd) this.grow();
+        else this.finish = 'length';
       } else if (this.stepInBlock >= this.opts.stepsPerBlock && isFixedCount(this.opts.policy)) {
         // the schedule committed every mask it counted at block start; nothing is left
         throw new Error('schedule exhausted with masks left');
@@ -357,8 +420,27 @@ export class Generation {
     }
   }
 
+  /** Cut the canvas after the first of the committed end tokens that fill its tail. */
+  private trimEnd(): void {
+    let t = this.genEnd;
+    while (t > this.finalizedEnd && this.committed[t - 1] && this.stopSet.has(this.tokens[t - 1])) t--;
+    if (t + 1 >= this.genEnd) return;
+    this.genEnd = t + 1;
+    this.sized = true;
+    // blocks past the cut go; the block it falls in ends there (the current block still has
+    // masks before the cut: everything from t on is committed)
+    this.blocks = this.blocks.filter(([s]) => s < this.genEnd).map(([s, e]) => [s, Math.min(e, this.genEnd)] as [number, number]);
+  }
+
+  /** Probability on end tokens at query row q (from the candidates the forward returned). */
+  private endMass(res: ForwardResult, q: number, K: number): number {
+    let m = 0;
+    for (let k = q * K; k < (q + 1) * K; k++) if (this.stopSet.has(res.topIds[k])) m += Math.exp(res.topLogits[k] - res.lse[q]);
+    return m;
+  }
+
   private event(committed: StepEvent['committed']): StepEvent {
-    const n = this.opts.maxTokens;
+    const n = this.genEnd - this.promptLength;
     const draft = new Int32Array(n);
     const final = new Uint8Array(n);
     for (let i = 0; i < n; i++) {

@@ -7,10 +7,17 @@ import type { SamplerOptions } from './sampling.ts';
 
 export const CACHE_MODES = ['none', 'prefix', 'dual'] as const;
 export type CacheMode = (typeof CACHE_MODES)[number];
+export const CANVAS_MODES = ['adaptive', 'fixed'] as const;
+export type CanvasMode = (typeof CANVAS_MODES)[number];
 
 export interface GenerateOptions {
-  /** masked positions drafted after the prompt (default 128) */
+  /** the most tokens generated (default 128); with a fixed canvas also the masked positions drafted */
   maxTokens?: number;
+  /** adaptive (default): the canvas starts at initialCanvas positions and doubles while the model
+   * says the answer does not fit (bidirectional models); fixed: maxTokens positions from the start */
+  canvas?: CanvasMode;
+  /** first canvas size of an adaptive canvas (default 16) */
+  initialCanvas?: number;
   /** semi-autoregressive block size (default 32, or maxTokens if smaller); if given it must divide maxTokens */
   blockLength?: number;
   /** total denoising steps over all blocks (default: blockLength per block); must split evenly over the blocks */
@@ -41,6 +48,8 @@ export interface GenerateOptions {
 
 export interface ResolvedOptions {
   maxTokens: number;
+  canvas: CanvasMode;
+  initialCanvas: number;
   blockLength: number;
   stepsPerBlock: number;
   policy: Policy;
@@ -55,7 +64,7 @@ export interface ResolvedOptions {
   logprobs: number | null;
 }
 
-export const DEFAULTS = { maxTokens: 128, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };
+export const DEFAULTS = { maxTokens: 128, canvas: 'adaptive' as CanvasMode, initialCanvas: 16, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };
 
 function intIn(v: unknown, param: string, lo: number, hi: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new OptionError(param, `${param} must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
@@ -102,6 +111,9 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   const temperature = numIn(o.temperature ?? 0, 'temperature', 0, 100);
   const topP = o.topP === undefined ? undefined : numIn(o.topP, 'top_p', 0, 1, true);
   const topK = o.topK === undefined ? undefined : intIn(o.topK, 'top_k', 1, m.vocabSize);
+  const canvas = o.canvas ?? DEFAULTS.canvas;
+  if (!CANVAS_MODES.includes(canvas)) throw new OptionError('canvas', `canvas must be one of ${CANVAS_MODES.join(', ')}; got ${JSON.stringify(canvas)}`);
+  const initialCanvas = intIn(o.initialCanvas ?? DEFAULTS.initialCanvas, 'initial_canvas', 1, 1 << 20);
   const cache = o.cache ?? DEFAULTS.cache;
   if (!CACHE_MODES.includes(cache)) throw new OptionError('cache', `cache must be one of ${CACHE_MODES.join(', ')}; got ${JSON.stringify(cache)}`);
   const attention = o.attention ?? m.attention;
@@ -114,6 +126,8 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   if (stopStrings.some((s) => typeof s !== 'string' || s.length === 0)) throw new OptionError('stop', 'stop strings must be non-empty strings');
   return {
     maxTokens,
+    canvas,
+    initialCanvas,
     blockLength,
     stepsPerBlock,
     policy,

@@ -84,6 +84,8 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.alg_temp === 'number') o.algTemp = b.alg_temp;
   if (typeof b.eps === 'number') o.eps = b.eps;
   if (typeof b.cache === 'string') o.cache = b.cache as GenerateOptions['cache'];
+  if (typeof b.canvas === 'string') o.canvas = b.canvas as GenerateOptions['canvas'];
+  if (typeof b.initial_canvas === 'number') o.initialCanvas = b.initial_canvas;
   // vLLM's extension: end-of-text / end-of-turn do not stop the answer (fixed-length load tests)
   if (b.ignore_eos === true) o.stopTokens = [];
   return o;

@@ -4,7 +4,7 @@
 // in fields.ts with a clear message.
 
 import { POLICIES } from '../decode/policies.ts';
-import { CACHE_MODES } from '../decode/options.ts';
+import { CACHE_MODES, CANVAS_MODES } from '../decode/options.ts';
 import { PRESETS } from './fields.ts';
 
 const int = (minimum: number, maximum = 2 ** 31) => ({ type: 'integer', minimum, maximum });
@@ -34,6 +34,8 @@ const sampling = {
   alg_temp: { type: 'number', minimum: 0, maximum: 100 },
   eps: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
   cache: { type: 'string', enum: [...CACHE_MODES] },
+  canvas: { type: 'string', enum: [...CANVAS_MODES] },
+  initial_canvas: int(1, 1 << 20),
   ignore_eos: { type: 'boolean' },
   reasoning_effort: { type: 'string', enum: Object.keys(PRESETS) },
   realtime: { type: 'boolean' },
