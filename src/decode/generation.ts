@@ -26,6 +26,7 @@ import type { ModelArgs } from '../formats/config.ts';
 import type { SpecialTokens } from '../formats/tokenizer.ts';
 import type { KVCache } from '../runtime/kv.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
+import { IncrementalDecoder } from '../formats/incremental.ts';
 import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.ts';
 import { isFixedCount, selectCommits } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
@@ -133,7 +134,9 @@ export class Generation {
   private finish: FinishReason | null = null;
   private startedAt = performance.now();
   private stopSet: Set<number>;
-  private detokenize?: (ids: number[]) => string;
+  /** the finalized text, when stop strings are searched for */
+  private finalText?: IncrementalDecoder;
+  private longestStop = 0;
   private wantLogits: boolean;
   /** per output position, filled when it is committed (options.logprobs) */
   private logprobs?: TokenLogprob[];
@@ -161,7 +164,10 @@ export class Generation {
     });
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
     if (this.opts.stopStrings.length > 0 && !options.detokenize) throw new OptionError('stop', 'stop strings need a detokenize function');
-    this.detokenize = options.detokenize;
+    if (options.detokenize && this.opts.stopStrings.length > 0) {
+      this.finalText = new IncrementalDecoder(options.detokenize);
+      this.longestStop = Math.max(...this.opts.stopStrings.map((x) => x.length));
+    }
     this.mask = model.special.mask ?? 0;
     this.shift = a.shiftedLogits ? 1 : 0;
     this.rng = makeRng(this.opts.seed ?? randomSeed());
@@ -401,19 +407,19 @@ export class Generation {
       }
       this.finalizedEnd++;
     }
-    if (this.opts.stopStrings.length > 0 && this.finalizedEnd > before && this.detokenize) {
-      const ids = Array.from(this.tokens.subarray(this.promptLength, this.finalizedEnd));
-      const text = this.detokenize(ids);
+    if (this.finalText && this.finalizedEnd > before) {
+      // only text that could hold a stop string not seen before is searched
+      const from = Math.max(0, this.finalText.text.length - this.longestStop + 1);
+      this.finalText.push(this.tokens.subarray(before, this.finalizedEnd));
+      const text = this.finalText.text;
       let cut = -1;
       for (const s of this.opts.stopStrings) {
-        const at = text.indexOf(s);
+        const at = text.indexOf(s, from);
         if (at >= 0 && (cut < 0 || at < cut)) cut = at;
       }
       if (cut >= 0) {
         // keep the shortest token prefix whose text reaches the cut
-        let k = 0;
-        while (k < ids.length && this.detokenize(ids.slice(0, k)).length < cut) k++;
-        this.outputEnd = this.promptLength + k;
+        this.outputEnd = this.promptLength + this.finalText.tokensCovering(cut);
         this.text = text.slice(0, cut);
         this.finish = 'stop';
       }

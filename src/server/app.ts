@@ -15,6 +15,13 @@ import { generationOptions, logprobsOption, messageText, rejectUnsupported, stop
 import { createMetrics, type Metrics } from './metrics.ts';
 import { chatBody, completionBody, fimBody } from './schemas.ts';
 import { draftText, FinalTextTracker } from './stream.ts';
+import { IncrementalDecoder } from '../formats/incremental.ts';
+
+/** A choice's text so far, for completions' text offsets (after `base` echoed characters). */
+interface TextSoFar {
+  text: IncrementalDecoder;
+  base: number;
+}
 
 export interface ServerOptions {
   /** model id clients name; default the model directory's name */
@@ -200,8 +207,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     // Submit everything first so validation errors answer 400 before any byte is streamed.
     const trackers = new Map<number, FinalTextTracker>();
     // per choice: log-probabilities streamed so far, and their tokens (completions' text offsets)
-    const streamedLogprobs = new Map(choices.map((c) => [c.index, { sent: 0, ids: [] as number[], base: c.job.echo?.length ?? 0 }]));
-    const logprobsOf = (entries: readonly TokenLogprob[], at: { ids: number[]; base: number }) => {
+    const streamedLogprobs = new Map(choices.map((c) => [c.index, { sent: 0, text: new IncrementalDecoder(decode), base: c.job.echo?.length ?? 0 }]));
+    const logprobsOf = (entries: readonly TokenLogprob[], at: TextSoFar) => {
       if (base.logprobs === undefined) return null;
       return kind === 'chat' ? chatLogprobs(entries) : completionLogprobs(entries, at);
     };
@@ -250,7 +257,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
         const text = echo + (r.text ?? decode(r.tokens));
         return kind === 'chat'
           ? { index: i, message: { role: 'assistant', content: text, refusal: null }, finish_reason: r.finishReason, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null }
-          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, { ids: [], base: echo.length }) : null };
+          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null };
       });
       return kind === 'chat'
         ? { id, object: 'chat.completion', created, model: modelId(), system_fingerprint: null, choices: out, usage }
@@ -295,12 +302,12 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const entry = (token: number, logprob: number) => ({ token: tokenText(token), logprob, bytes: ready().model.codec.tokenBytes(token) });
     return { content: lp.map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) })), refusal: null };
   }
-  /** `at.ids`: the tokens before these (grows); offsets are lengths of the text they decode to */
-  function completionLogprobs(lp: readonly TokenLogprob[], at: { ids: number[]; base: number }) {
-    const decode = (ids: number[]) => ready().model.codec.decode(ids, true);
+  /** `at.text`: the tokens before these (grows); a token's offset is the length of the text
+   * before it (a token inside a multi-byte character: where that character starts) */
+  function completionLogprobs(lp: readonly TokenLogprob[], at: TextSoFar) {
     const textOffset = lp.map((x) => {
-      const offset = at.base + decode(at.ids).length;
-      at.ids.push(x.token);
+      const offset = at.base + at.text.text.length;
+      at.text.push([x.token]);
       return offset;
     });
     return {

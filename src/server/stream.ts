@@ -4,22 +4,24 @@
 // whole current draft (committed tokens plus the model's current guesses) every step.
 
 import type { StepEvent } from '../decode/generation.ts';
+import { IncrementalDecoder } from '../formats/incremental.ts';
 
 export class FinalTextTracker {
   private sent = 0;
-  private decode: (ids: number[]) => string;
+  private text: IncrementalDecoder;
   private holdback: number;
 
   constructor(decode: (ids: number[]) => string, stopStrings: string[]) {
-    this.decode = decode;
+    this.text = new IncrementalDecoder(decode);
     this.holdback = Math.max(0, ...stopStrings.map((s) => s.length - 1));
   }
 
   /** New final text since the last call (possibly empty). */
   step(ev: StepEvent): string {
-    const text = this.decode(Array.from(ev.draft.subarray(0, ev.finalized)));
-    let safe = Math.max(this.sent, text.length - this.holdback);
-    while (safe > this.sent && text.charCodeAt(safe - 1) === 0xfffd) safe--;
+    // (the final prefix only grows; the decoder holds back a character split across tokens)
+    if (ev.finalized > this.text.length) this.text.push(ev.draft.subarray(this.text.length, ev.finalized));
+    const text = this.text.text;
+    const safe = Math.max(this.sent, text.length - this.holdback);
     const out = text.slice(this.sent, safe);
     this.sent = safe;
     return out;
