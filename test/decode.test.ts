@@ -4,7 +4,10 @@ import { generate, Generation, type StepEvent } from '../src/decode/generation.t
 import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
 import { OptionError, CancelledError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
-import { fixtureModel } from './helpers.ts';
+import { CACHE, fixtureModel } from './helpers.ts';
+import { join } from 'node:path';
+import { convertModel } from '../src/models/registry.ts';
+import { OrtRunner } from '../src/runtime/session.ts';
 import { fixtureTokenizer } from '../src/formats/fixtures.ts';
 import { scriptedModel, prefer, MOCK_EOS } from './mock.ts';
 
@@ -206,6 +209,33 @@ test(`causal model batched with caches${worker ? ' (graph in a worker thread)' :
     for (let i = 0; i < prompts.length; i++) assert.deepEqual((await generate(inline, prompts[i], opts(i))).tokens, alone[i].tokens, `worker = inline, sequence ${i}`);
     await model.close();
   }
+});
+
+test('graph worker: one that dies is started again and the generation goes on equal to the in-thread run; one that keeps dying fails', async () => {
+  const { model: inline, dir } = await llama;
+  const { target } = await convertModel(dir, { cacheDir: CACHE });
+  const a = inline.args;
+  const runner = await OrtRunner.create(join(target, 'model.onnx'), { layers: a.numLayers, kvHeads: a.numKvHeads, headDim: a.headDim, vocab: a.vocabSize, topK: inline.topK }, { threads: 2, worker: true });
+  const model = { args: a, special: inline.special, topK: inline.topK, forward: (r: Parameters<typeof runner.forward>[0]) => runner.forward(r) };
+  const kill = () => (runner as unknown as { worker: { release(): Promise<void> } }).worker.release();
+  const opts = { maxTokens: 24, temperature: 0, cache: 'prefix' as const, stopTokens: [] };
+  const want = await generate(inline, [5, 6, 7], opts);
+  // killed mid-generation, between two forwards: the caches kept so far are repacked into
+  // the new worker's buffers
+  const g = new Generation(model, [5, 6, 7], opts);
+  for (let step = 0; !g.done; step++) {
+    if (step === 6) await kill();
+    g.accept((await model.forward([g.plan()]))[0]);
+  }
+  assert.deepEqual(g.result().tokens, want.tokens);
+  // two more restarts fit in the minute, the next death is final
+  for (let i = 0; i < 2; i++) {
+    await kill();
+    assert.deepEqual((await generate(model, [5, 6, 7], opts)).tokens, want.tokens, `after restart ${i + 2}`);
+  }
+  await kill();
+  await assert.rejects(generate(model, [5, 6, 7], opts), /graph worker stopped/);
+  await runner.release();
 });
 
 test('end-of-text committed with nothing masked before it ends the generation', async () => {

@@ -31,6 +31,11 @@ export class GraphWorker {
   private waiting = new Map<number, (r: { ok: boolean; message?: string; outputs?: Outputs }) => void>();
   private failed: Error | null = null;
 
+  /** why the worker can no longer run forwards (it stopped, or failed to receive), or null */
+  get dead(): Error | null {
+    return this.failed;
+  }
+
   private constructor(private worker: Worker) {
     worker.on('message', (r: { id: number; ok: boolean; message?: string; outputs?: Outputs }) => {
       const done = this.waiting.get(r.id);

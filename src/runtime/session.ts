@@ -8,6 +8,8 @@ import { PackedStore } from './packed-store.mjs';
 import { extendCache, growCapacity } from './kv.ts';
 
 export const HIDDEN = -1e9;
+/** graph worker restarts allowed per minute before its error is final */
+export const RESTARTS_PER_MINUTE = 3;
 
 /** One sequence's forward: a window of tokens attending to its cache and to itself. */
 export interface ForwardRequest {
@@ -104,6 +106,11 @@ export class OrtRunner {
   /** in-thread mode: the packed buffers behind `packed`, reused by repacks that fit */
   private store: PackedStore;
   private running = 0;
+  /** worker mode: how to start the worker again if it dies, and when it was restarted */
+  private spawn: (() => Promise<GraphWorker>) | null = null;
+  private restarts: number[] = [];
+  private restarting: Promise<void> | null = null;
+  private closed = false;
 
   private constructor(session: ort.InferenceSession | null, worker: GraphWorker | null, shape: SessionShape) {
     this.session = session;
@@ -113,13 +120,43 @@ export class OrtRunner {
   }
 
   static async create(modelPath: string, shape: SessionShape, opts: SessionOptions = {}): Promise<OrtRunner> {
-    if (opts.worker) return new OrtRunner(null, await GraphWorker.create(modelPath, opts), shape);
-    return new OrtRunner(await ort.InferenceSession.create(modelPath, sessionOptions(opts)), null, shape);
+    if (!opts.worker) return new OrtRunner(await ort.InferenceSession.create(modelPath, sessionOptions(opts)), null, shape);
+    const spawn = () => GraphWorker.create(modelPath, opts);
+    const r = new OrtRunner(null, await spawn(), shape);
+    r.spawn = spawn;
+    return r;
   }
 
   async release(): Promise<void> {
+    this.closed = true;
+    await this.restarting?.catch(() => undefined);
     if (this.worker) await this.worker.release();
     else await this.session!.release();
+  }
+
+  /**
+   * Worker mode: a worker that died (an uncaught error in it, a failed message) is started
+   * again before the next forward, with empty buffers (the next batch repacks). Forwards in
+   * flight when it died have failed with its error. At most RESTARTS_PER_MINUTE restarts a
+   * minute: a worker that keeps dying fails every forward with its error instead.
+   */
+  private async ensureWorker(): Promise<void> {
+    const dead = this.worker?.dead;
+    if (!dead || this.closed) return;
+    if (!this.restarting) {
+      const now = Date.now();
+      this.restarts = this.restarts.filter((t) => now - t < 60_000);
+      if (this.restarts.length >= RESTARTS_PER_MINUTE) throw dead;
+      this.restarts.push(now);
+      this.restarting = this.spawn!()
+        .then((w) => {
+          this.worker = w;
+          this.journal.ops = [];
+          this.packed = null;
+        })
+        .finally(() => (this.restarting = null));
+    }
+    await this.restarting;
   }
 
   /** Run several sequences' windows as one batch. */
@@ -138,6 +175,8 @@ export class OrtRunner {
   }
 
   private async forwardOnce(reqs: ForwardRequest[]): Promise<ForwardResult[]> {
+    // (before packing: a restarted worker's buffers are empty)
+    if (this.worker) await this.ensureWorker();
     const { layers, kvHeads: H, headDim: Dh, vocab: V } = this.shape;
     const B = reqs.length;
     const L = Math.max(...reqs.map((r) => r.ids.length));
