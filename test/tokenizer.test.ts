@@ -395,3 +395,39 @@ test('tokenBytes: an added token is the UTF-8 of its text, not byte-level pieces
   const codec = new TextCodec(json, tk.config);
   assert.deepEqual(Buffer.from(codec.tokenBytes(id)), Buffer.from(' <think> é', 'utf8'));
 });
+
+test('tokenBytes: a SentencePiece-style tokenizer (Metaspace, byte fallback): pieces and <0xNN> tokens rebuild the UTF-8 text', () => {
+  // the layout of Llama-2 / Mistral tokenizer.json files: "▁" marks a space, characters
+  // outside the vocabulary fall back to one <0xNN> token per byte
+  const vocab: Record<string, number> = { '<unk>': 0, '<s>': 1, '</s>': 2 };
+  for (let b = 0; b < 256; b++) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`] = 3 + b;
+  const merges: string[] = [];
+  for (const w of ['▁the', '▁cat', '▁caf']) {
+    let cur = w[0];
+    for (const ch of w) vocab[ch] ??= Object.keys(vocab).length;
+    for (let i = 1; i < w.length; i++) {
+      merges.push(`${cur} ${w[i]}`);
+      cur += w[i];
+      vocab[cur] ??= Object.keys(vocab).length;
+    }
+  }
+  vocab['▁'] ??= Object.keys(vocab).length;
+  const json = {
+    version: '1.0',
+    added_tokens: [0, 1, 2].map((id) => ({ id, content: ['<unk>', '<s>', '</s>'][id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges },
+  };
+  const codec = new TextCodec(json, { bos_token: '<s>', eos_token: '</s>' });
+  const text = 'the cat café ☃';
+  const ids = codec.encode(text, false);
+  assert.ok(ids.some((id) => /^<0x/.test(Object.keys(vocab).find((k) => vocab[k] === id) ?? '')), 'some characters fell back to bytes');
+  assert.equal(codec.decode(ids), text);
+  // the pieces' bytes: the leading "▁" is the space SentencePiece prepends
+  assert.deepEqual(Buffer.from(ids.flatMap((id) => codec.tokenBytes(id))), Buffer.from(` ${text}`, 'utf8'));
+  assert.deepEqual(codec.tokenBytes(vocab['<0xE2>']), [0xe2]);
+  assert.deepEqual(codec.tokenBytes(vocab['▁cat']), [...Buffer.from(' cat')]);
+});
