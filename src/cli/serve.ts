@@ -15,13 +15,15 @@ export interface ServeOptions {
   threads: number;
   dtype: DTypeOption;
   graphThread?: 'auto' | 'on' | 'off';
+  /** the default canvas of requests that name none */
+  canvas?: 'adaptive' | 'fixed';
   corsOrigin?: string[];
   log?: boolean;
 }
 
 export async function serve(o: ServeOptions): Promise<void> {
   const state: ServingState = { model: null, scheduler: null };
-  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log };
+  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, defaults: o.canvas ? { canvas: o.canvas } : undefined };
   const { app, metrics } = await buildServer(state, opts);
   await app.listen({ host: o.host, port: o.port });
   console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);
