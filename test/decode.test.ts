@@ -211,7 +211,7 @@ test(`causal model batched with caches${worker ? ' (graph in a worker thread)' :
   }
 });
 
-test('graph worker: one that dies is started again and the generation goes on equal to the in-thread run; one that keeps dying fails', async () => {
+test('graph worker: one that dies is started again and the generation goes on equal to the in-thread run; a fourth death within a minute is not restarted', async () => {
   const { model: inline, dir } = await llama;
   const { target } = await convertModel(dir, { cacheDir: CACHE });
   const a = inline.args;
@@ -234,8 +234,17 @@ test('graph worker: one that dies is started again and the generation goes on eq
     assert.deepEqual((await generate(model, [5, 6, 7], opts)).tokens, want.tokens, `after restart ${i + 2}`);
   }
   await kill();
-  await assert.rejects(generate(model, [5, 6, 7], opts), /graph worker stopped/);
+  await assert.rejects(generate(model, [5, 6, 7], opts), /died 4 times within a minute.*graph worker stopped/);
   await runner.release();
+  // a worker that failed to receive a message is still running: the restart stops it
+  const second = await OrtRunner.create(join(target, 'model.onnx'), { layers: a.numLayers, kvHeads: a.numKvHeads, headDim: a.headDim, vocab: a.vocabSize, topK: inline.topK }, { threads: 2, worker: true });
+  const m2 = { ...model, forward: (r: Parameters<typeof runner.forward>[0]) => second.forward(r) };
+  const thread = (second as unknown as { worker: { worker: import('node:worker_threads').Worker } }).worker.worker;
+  thread.emit('messageerror', new Error('could not deserialise'));
+  assert.deepEqual((await generate(m2, [5, 6, 7], opts)).tokens, want.tokens);
+  if (thread.threadId !== -1) await new Promise((res) => thread.once('exit', res));
+  assert.equal(thread.threadId, -1, 'the old worker thread has stopped');
+  await second.release();
 });
 
 test('end-of-text committed with nothing masked before it ends the generation', async () => {
@@ -371,6 +380,24 @@ test('adaptive canvas: committed end tokens at the tail cut the canvas, later fo
     assert.ok(windows.slice(1).every((w) => w <= 2 + A + 1), `${cache}: ${windows}`);
     assert.equal(windows.length, 1 + A, cache);
   }
+});
+
+test('stop strings: one that a decoder rewrite creates across pushes is found', async () => {
+  // clean_up_tokenization_spaces-like: " cat " then "." becomes " cat." (the stop string "t."
+  // appears only once the space before the mark is removed, before the searched tail)
+  const pieces: Record<number, string> = { 4: ' the', 5: ' cat ', 6: '.', 7: ' sat', 8: ' on', 9: ' a', 10: ' mat' };
+  const cleanup = (ids: number[]) => ids.map((i) => pieces[i] ?? '').join('').replace(/ ([.!,])/g, '$1');
+  const answer = [4, 5, 6, 7, 8, 9, 10];
+  // one answer token per step, left to right (a position is confident once the one before is committed)
+  const m = scriptedModel(16, (p, req) => {
+    const i = p - 1;
+    if (i >= answer.length) return prefer(16, MOCK_EOS, 9);
+    const prev = req.positions.indexOf(p - 1);
+    return prefer(16, answer[i], i === 0 || (prev >= 0 && req.ids[prev] !== 1) ? 9 : 1);
+  });
+  const r = await generate(m, [3], { maxTokens: 8, blockLength: 8, canvas: 'fixed', stopStrings: ['t.'], detokenize: cleanup });
+  assert.equal(r.finishReason, 'stop');
+  assert.equal(r.text, ' the ca');
 });
 
 test('bad options get typed errors', async () => {

@@ -69,6 +69,18 @@ test('incremental decoding: a decoder that strips the leading space, and one tha
     for (let i = 0; i < b.length; i++) inc.push([b[i]]);
     assert.equal(inc.text, cleanup(b), JSON.stringify(b));
   }
+  // a token that decodes to nothing (a skipped special token) must not become the window's
+  // first token: the next one would lose its leading space
+  const withSpecial = [...pieces, ''];
+  const sp2 = (ids: number[]) => ids.map((i) => withSpecial[i]).join('').replace(/^ /, '');
+  const special = withSpecial.length - 1;
+  for (let trial = 0; trial < 50; trial++) {
+    const a = Array.from({ length: 1 + Math.floor(rng() * 12) }, () => (rng() < 0.3 ? special : Math.floor(rng() * pieces.length)));
+    check(sp2, a, 100 + trial);
+  }
+  const inc = new IncrementalDecoder(sp2);
+  for (const t of [0, 1, special, 3]) inc.push([t]);
+  assert.equal(inc.text, 'the cat sat');
 });
 
 test('incremental decoding: text before an incomplete tail is not held back with it', async () => {

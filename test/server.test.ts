@@ -376,3 +376,19 @@ test('reasoning_effort presets: high prefers blocks of 8 where they fit, explici
   const r = await main.client.chat.completions.create({ ...chatReq, max_tokens: 12, reasoning_effort: 'high' } as never);
   assert.equal(r.choices[0].finish_reason === 'length' || r.choices[0].finish_reason === 'stop', true);
 });
+
+test('streamed final text stops at a stop string even when the last token runs past it', async () => {
+  const { FinalTextTracker } = await import('../src/server/stream.ts');
+  const { generate } = await import('../src/decode/generation.ts');
+  const { scriptedModel, prefer } = await import('./mock.ts');
+  const pieces: Record<number, string> = { 4: 'Hi', 5: ' there', 6: '.\nBye', 7: ' now' };
+  const decode = (ids: number[]) => ids.map((i) => pieces[i] ?? '').join('');
+  const answer = [4, 5, 6, 7];
+  const m = scriptedModel(16, (p) => (p - 1 < answer.length ? prefer(16, answer[p - 1], 9) : prefer(16, 2, 9)));
+  const tracker = new FinalTextTracker(decode, ['\n']);
+  let streamed = '';
+  const r = await generate(m, [3], { maxTokens: 8, canvas: 'fixed', stopStrings: ['\n'], detokenize: decode, onStep: (e) => (streamed += tracker.step(e)) });
+  streamed += tracker.finish(r.text ?? decode(r.tokens));
+  assert.equal(r.text, 'Hi there.');
+  assert.equal(streamed, r.text);
+});

@@ -408,9 +408,9 @@ export class Generation {
       this.finalizedEnd++;
     }
     if (this.finalText && this.finalizedEnd > before) {
-      // only text that could hold a stop string not seen before is searched
-      const from = Math.max(0, this.finalText.text.length - this.longestStop + 1);
       this.finalText.push(this.tokens.subarray(before, this.finalizedEnd));
+      // only text that could hold a stop string not seen before is searched
+      const from = Math.max(0, this.finalText.changedAt - this.longestStop + 1);
       const text = this.finalText.text;
       let cut = -1;
       for (const s of this.opts.stopStrings) {

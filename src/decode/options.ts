@@ -20,7 +20,8 @@ export interface GenerateOptions {
   initialCanvas?: number;
   /** semi-autoregressive block size (default 32, or maxTokens if smaller); if given it must divide maxTokens */
   blockLength?: number;
-  /** total denoising steps over all blocks (default: blockLength per block); must split evenly over the blocks */
+  /** total denoising steps of a maxTokens canvas (default: blockLength per block); must split evenly over
+   * its blocks. Each block gets steps / blocks; an adaptive canvas gives that to each block it has */
   steps?: number;
   policy?: Policy;
   threshold?: number;

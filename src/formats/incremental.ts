@@ -14,6 +14,8 @@ export class IncrementalDecoder {
   /** first token of the decode window, and the tokens whose text is in `text` */
   private prefix = 0;
   private read = 0;
+  /** where the last push changed `text`: its old length, or earlier after a rewrite */
+  changedAt = 0;
   private decode: (ids: number[]) => string;
 
   constructor(decode: (ids: number[]) => string) {
@@ -28,7 +30,12 @@ export class IncrementalDecoder {
   /** Append tokens; returns the text they completed (possibly empty). */
   push(ids: ArrayLike<number>): string {
     for (let i = 0; i < ids.length; i++) this.ids.push(ids[i]);
-    const before = this.decode(this.ids.slice(this.prefix, this.read));
+    this.changedAt = this.text.length;
+    // the window starts at a token with text of its own: after tokens that decode to nothing
+    // (skipped special tokens) a decoder would take the next token for the first and strip
+    // its leading space
+    let before = this.decode(this.ids.slice(this.prefix, this.read));
+    while (before === '' && this.prefix > 0) before = this.decode(this.ids.slice(--this.prefix, this.read));
     // the tokens whose text is complete: trailing ones that end in U+FFFD (half a character,
     // or bytes that never form one) wait for the next push
     let end = this.ids.length;
@@ -41,8 +48,14 @@ export class IncrementalDecoder {
       const all = this.decode(this.ids.slice(0, end));
       // (text already handed out cannot be taken back: if the rewrite reached into it, the
       // record restarts from the full decode)
-      added = all.startsWith(this.text) ? all.slice(this.text.length) : '';
-      if (!added) this.text = all;
+      if (all.startsWith(this.text)) added = all.slice(this.text.length);
+      else {
+        let common = 0;
+        while (common < all.length && all[common] === this.text[common]) common++;
+        this.changedAt = common;
+        this.text = all;
+        added = '';
+      }
     }
     this.text += added;
     this.prefix = this.read;

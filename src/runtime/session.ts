@@ -137,8 +137,9 @@ export class OrtRunner {
   /**
    * Worker mode: a worker that died (an uncaught error in it, a failed message) is started
    * again before the next forward, with empty buffers (the next batch repacks). Forwards in
-   * flight when it died have failed with its error. At most RESTARTS_PER_MINUTE restarts a
-   * minute: a worker that keeps dying fails every forward with its error instead.
+   * flight when it died have failed with its error. At most RESTARTS_PER_MINUTE restarts in
+   * any minute: beyond that, forwards fail (naming the worker's error) until the oldest
+   * restart is a minute old.
    */
   private async ensureWorker(): Promise<void> {
     const dead = this.worker?.dead;
@@ -146,8 +147,11 @@ export class OrtRunner {
     if (!this.restarting) {
       const now = Date.now();
       this.restarts = this.restarts.filter((t) => now - t < 60_000);
-      if (this.restarts.length >= RESTARTS_PER_MINUTE) throw dead;
+      if (this.restarts.length >= RESTARTS_PER_MINUTE)
+        throw new Error(`the graph worker died ${RESTARTS_PER_MINUTE + 1} times within a minute, not restarting it until a minute has passed: ${dead.message}`);
       this.restarts.push(now);
+      // a worker that failed to receive a message may still be running: stop it
+      void this.worker!.release().catch(() => undefined);
       this.restarting = this.spawn!()
         .then((w) => {
           this.worker = w;

@@ -18,6 +18,8 @@ export class FinalTextTracker {
 
   /** New final text since the last call (possibly empty). */
   step(ev: StepEvent): string {
+    // the last event's final tokens may run past a stop string's cut: finish() sends the rest
+    if (ev.done) return '';
     // (the final prefix only grows; the decoder holds back a character split across tokens)
     if (ev.finalized > this.text.length) this.text.push(ev.draft.subarray(this.text.length, ev.finalized));
     const text = this.text.text;
