@@ -80,4 +80,19 @@ test('stage 2: --init-from starts the diffusion model from the exported AR twin 
   assert.ok(rel > 0 && rel < 0.5, `relative change ${rel.toFixed(4)} after 3 steps from the twin`);
   await d2.close();
   await a2.close();
+  // continuing a pair: --kind both, the twin from --init-from and the diffusion model from its
+  // own export (--init-diffusion); lr 0, so the exports equal what each started from
+  py(['train/train.py', '--kind', 'both', '--tiny', '--steps', '1', '--minutes', '1', '--threads', '1', '--lr', '0', '--init-from', ar, '--init-diffusion', join(work, 'diff2'),
+    '--family-weights', 'mul=4,reverse_word=3', '--out', join(work, 'run-both')]);
+  for (const [kind, from] of [['diffusion', join(work, 'diff2')], ['ar', ar]] as const) {
+    py(['train/export.py', '--ckpt', join(work, 'run-both', kind, 'ckpt.pt'), '--kind', kind, '--out', join(work, `both-${kind}`)]);
+    const got = await SafetensorsFile.open(join(work, `both-${kind}`, 'model.safetensors'));
+    const want = await SafetensorsFile.open(join(from, 'model.safetensors'));
+    const name = kind === 'ar' ? 'model.layers.0.self_attn.q_proj.weight' : 'model.transformer.blocks.0.q_proj.weight';
+    assert.ok((await got.read(name)).equals(await want.read(name)), `${kind} continues from ${from}`);
+    await got.close();
+    await want.close();
+  }
+  // an unknown family in --family-weights is an error naming it
+  assert.throws(() => py(['train/train.py', '--kind', 'ar', '--tiny', '--steps', '1', '--minutes', '1', '--family-weights', 'mull=4', '--out', join(work, 'run-bad')]), /unknown family 'mull'/);
 });
