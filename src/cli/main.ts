@@ -45,6 +45,7 @@ program
   .option('--threshold <tau>', 'confidence threshold', Number)
   .option('--cache <mode>', 'none | prefix | dual')
   .addOption(new Option('--canvas <mode>', 'adaptive: the canvas starts small and grows while the model says the answer does not fit; fixed: max-tokens positions').choices(['adaptive', 'fixed']))
+  .option('--initial-canvas <n>', 'first size of an adaptive canvas', int)
   .option('--temperature <t>', 'sampling temperature', Number)
   .option('--seed <n>', 'seed', int)
   .option('--threads <n>', 'compute threads', int, 0)

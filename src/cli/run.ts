@@ -17,6 +17,7 @@ export interface RunOptions {
   threshold?: number;
   cache?: GenerateOptions['cache'];
   canvas?: GenerateOptions['canvas'];
+  initialCanvas?: number;
   temperature?: number;
   seed?: number;
   threads: number;
@@ -73,6 +74,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     threshold: o.threshold,
     cache: o.cache,
     canvas: o.canvas,
+    initialCanvas: o.initialCanvas,
     temperature: o.temperature,
     seed: o.seed,
     detokenize: (ids) => model.codec.decode(ids, true),
