@@ -342,6 +342,19 @@ test('adaptive canvas: grows while the end probe says the answer does not fit, t
   assert.equal(capped.tokens.length, 12);
 });
 
+test('adaptive canvas: a fixed-count policy keeps its tokens per step on a short block (no steps that commit nothing)', async () => {
+  // the 16-position canvas is one block of 16: steps = max_tokens is one token per step, and
+  // steps = max_tokens / 2 two per step (with the full block's 16 steps it would be one)
+  const counts: number[] = [];
+  const r = await generate(knowsLength(5), [0, 0], { maxTokens: 64, blockLength: 32, steps: 64, policy: 'low_confidence', cache: 'prefix', onStep: (e) => counts.push(e.committed.length) });
+  assert.deepEqual(r.tokens, [6, 7, 8, 4, 5]);
+  assert.ok(counts.length > 1 && counts.every((c) => c === 1), `tokens per step: ${counts}`);
+  // two tokens per step likewise
+  const two: number[] = [];
+  await generate(knowsLength(5), [0, 0], { maxTokens: 64, blockLength: 32, steps: 32, policy: 'low_confidence', onStep: (e) => two.push(e.committed.length) });
+  assert.ok(two.every((c) => c === 2), `tokens per step: ${two}`);
+});
+
 test('adaptive canvas: a canvas that fills without an end grows by blocks and decoding continues', async () => {
   const A = 20;
   const answer = Array.from({ length: A }, (_, i) => 4 + ((2 + i) % 5));

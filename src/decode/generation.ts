@@ -122,6 +122,8 @@ export class Generation {
   private blocks: [number, number][];
   private block = 0;
   private stepInBlock = 0;
+  /** the current block's step budget */
+  private blockSteps = 0;
   private schedule: number[] = [];
   private cache: KVCache | null = null;
   private pending: Pending | null = null;
@@ -223,7 +225,10 @@ export class Generation {
     const [s, e] = this.blocks[this.block];
     let n = 0;
     for (let p = s; p < e; p++) if (!this.committed[p]) n++;
-    this.schedule = transferCounts(n, this.opts.stepsPerBlock);
+    // a block shorter than blockLength (an adaptive canvas's) gets its share of the steps, so
+    // a fixed count per step stays what `steps` asked for (no steps that commit nothing)
+    this.blockSteps = e - s === this.opts.blockLength ? this.opts.stepsPerBlock : Math.max(1, Math.round((this.opts.stepsPerBlock * (e - s)) / this.opts.blockLength));
+    this.schedule = transferCounts(n, this.blockSteps);
   }
 
   /** Visibility of window rows over [cache entries, window]. */
@@ -359,7 +364,7 @@ export class Generation {
     if (this.causal) picks = [0];
     else {
       const count = this.schedule[Math.min(this.stepInBlock, this.schedule.length - 1)];
-      picks = selectCommits(this.opts.policy, choices, { step: this.stepInBlock, steps: this.opts.stepsPerBlock, count }, this.opts.params, this.rng);
+      picks = selectCommits(this.opts.policy, choices, { step: this.stepInBlock, steps: this.blockSteps, count }, this.opts.params, this.rng);
     }
     const committedNow: StepEvent['committed'] = [];
     for (const i of picks) {
@@ -388,7 +393,7 @@ export class Generation {
         if (this.block < this.blocks.length) this.startBlock();
         else if (this.adaptive && !this.sized && this.genEnd < this.capEnd) this.grow();
         else this.finish = 'length';
-      } else if (this.stepInBlock >= this.opts.stepsPerBlock && isFixedCount(this.opts.policy)) {
+      } else if (this.stepInBlock >= this.blockSteps && isFixedCount(this.opts.policy)) {
         // the schedule committed every mask it counted at block start; nothing is left
         throw new Error('schedule exhausted with masks left');
       }

@@ -21,7 +21,7 @@ export interface GenerateOptions {
   /** semi-autoregressive block size (default 32, or maxTokens if smaller); if given it must divide maxTokens */
   blockLength?: number;
   /** total denoising steps of a maxTokens canvas (default: blockLength per block); must split evenly over
-   * its blocks. Each block gets steps / blocks; an adaptive canvas gives that to each block it has */
+   * its blocks. A block gets steps x its length / maxTokens (an adaptive canvas's shorter blocks fewer) */
   steps?: number;
   policy?: Policy;
   threshold?: number;
