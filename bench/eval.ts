@@ -5,7 +5,7 @@
 //
 //   quench eval [--model quench-tiny] [--ar-model quench-tiny-ar] [--limit 20]
 //               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64] [--block 32]
-//               [--canvas adaptive|fixed] [--initial-canvas 16]
+//               [--canvas adaptive|fixed|adaptive,fixed] [--initial-canvas 16] [--rounds 1]
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -96,43 +96,53 @@ export async function main(argv: string[]): Promise<void> {
   const maxTokens = Number(a['max-tokens'] ?? 64);
   const block = Number(a.block ?? 32);
   const threads = Number(a.threads ?? 2);
-  const canvas = { canvas: (a.canvas ?? 'adaptive') as GenerateOptions['canvas'], initialCanvas: Number(a['initial-canvas'] ?? 16) };
+  const rounds = Math.max(1, Number(a.rounds ?? 1));
+  const canvases = (a.canvas ?? 'adaptive').split(',') as NonNullable<GenerateOptions['canvas']>[];
+  const initialCanvas = Number(a['initial-canvas'] ?? 16);
   const dtype = (a.dtype ?? 'fp32') as DTypeOption;
   const tasks = loadTasks(limit);
-  const rows: EvalRow[] = [];
-  let baseline: number | undefined;
-  // The AR baseline runs before and after the diffusion configs and its speed is the mean of
-  // the two: this VM's speed drifts over the minutes the configs take, and a baseline timed
-  // only at the start would tilt every ratio.
-  const ar = a['ar-model'] !== 'none' ? await loadModel(resolveModel(a['ar-model'] ?? 'quench-tiny-ar'), { threads, dtype }) : null;
-  const arLabel = ar ? `causal AR baseline (${ar.id}), 1 token/step, KV cache` : '';
-  const first = ar ? await evaluate(ar, tasks, arLabel, { maxTokens }) : null;
-  if (first) {
-    rows.push(first);
-    console.error(`${first.label}: ${fmt(first.accuracy * 100)}% at ${fmt(first.tokensPerSecond)} tok/s`);
-  }
-  const model = await loadModel(resolveModel(a.model ?? 'quench-tiny'), { threads, dtype });
   const names = (a.configs ?? Object.keys(CONFIGS).join(',')).split(',');
-  for (const name of names) {
-    const c = CONFIGS[name];
-    if (!c) throw new Error(`unknown config ${name}: ${Object.keys(CONFIGS).join(', ')}`);
-    const r = await evaluate(model, tasks, c.label, { maxTokens, blockLength: block, ...canvas, ...c.o });
-    rows.push(r);
+  for (const name of names) if (!CONFIGS[name]) throw new Error(`unknown config ${name}: ${Object.keys(CONFIGS).join(', ')}`);
+  // Every round runs the AR baseline, then each configuration under each canvas; the AR
+  // baseline runs once more at the end. Accuracy is the same every round (temperature 0);
+  // tokens/s is the median over the rounds, the baseline's over all its runs: this VM's
+  // speed drifts by tens of percent over the minutes a round takes.
+  const ar = a['ar-model'] !== 'none' ? await loadModel(resolveModel(a['ar-model'] ?? 'quench-tiny-ar'), { threads, dtype }) : null;
+  const model = await loadModel(resolveModel(a.model ?? 'quench-tiny'), { threads, dtype });
+  const arLabel = ar ? `causal AR baseline (${ar.id}), 1 token/step, KV cache` : '';
+  const runs = new Map<string, EvalRow[]>();
+  const record = (key: string, r: EvalRow) => {
+    runs.set(key, [...(runs.get(key) ?? []), r]);
     console.error(`${r.label}: ${fmt(r.accuracy * 100)}% at ${fmt(r.tokensPerSecond)} tok/s, ${fmt(r.tokensPerForward, 2)} tokens/forward`);
+  };
+  const keys: string[] = [];
+  for (let round = 0; round < rounds; round++) {
+    if (ar) record('ar', await evaluate(ar, tasks, arLabel, { maxTokens }));
+    for (const name of names)
+      for (const canvas of canvases) {
+        const key = `${name}/${canvas}`;
+        if (round === 0) keys.push(key);
+        const label = canvases.length > 1 ? `${CONFIGS[name].label}, ${canvas} canvas` : CONFIGS[name].label;
+        record(key, await evaluate(model, tasks, label, { maxTokens, blockLength: block, canvas, initialCanvas, ...CONFIGS[name].o }));
+      }
   }
+  if (ar) record('ar', await evaluate(ar, tasks, arLabel, { maxTokens }));
   await model.close();
-  if (ar && first) {
-    const again = await evaluate(ar, tasks, arLabel, { maxTokens });
-    console.error(`${arLabel}, again: ${fmt(again.accuracy * 100)}% at ${fmt(again.tokensPerSecond)} tok/s`);
-    const before = first.tokensPerSecond;
-    first.tokensPerSecond = (before + again.tokensPerSecond) / 2;
-    first.label += ` (tokens/s: mean of ${fmt(before)} before and ${fmt(again.tokensPerSecond)} after the rest)`;
-    baseline = first.tokensPerSecond;
-    await ar.close();
-  }
-  const canvasText = canvas.canvas === 'fixed' ? 'fixed canvas' : `adaptive canvas from ${canvas.initialCanvas}`;
-  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, ${canvasText}, block ${block}, ${dtype}, ${threads} threads, temperature 0\n`);
-  console.log(table(rows, baseline));
+  await ar?.close();
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
+  const summary = (key: string): EvalRow => {
+    const rs = runs.get(key)!;
+    const tps = rs.map((r) => r.tokensPerSecond);
+    const label = rs.length > 1 ? `${rs[0].label} (tokens/s: median of ${tps.map((x) => fmt(x)).join(', ')})` : rs[0].label;
+    return { ...rs[0], label, tokensPerSecond: median(tps) };
+  };
+  const rows = [...(ar ? [summary('ar')] : []), ...keys.map(summary)];
+  const canvasText = canvases.length > 1 ? `canvas ${canvases.join(' / ')}` : canvases[0] === 'fixed' ? 'fixed canvas' : 'adaptive canvas';
+  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, ${canvasText} (adaptive from ${initialCanvas}), block ${block}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
+  console.log(table(rows, ar ? rows[0].tokensPerSecond : undefined));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));
