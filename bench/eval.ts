@@ -31,7 +31,7 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr90d: { label: 'threshold 0.9, dual cache', o: { policy: 'threshold', threshold: 0.9, cache: 'dual' } },
   thr70d: { label: 'threshold 0.7, dual cache', o: { policy: 'threshold', threshold: 0.7, cache: 'dual' } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
-  dream: { label: 'dream_maskgit_plus, 16 steps/block, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
+  dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };
 
 export function loadTasks(limit: number): Task[] {
@@ -96,7 +96,8 @@ export async function main(argv: string[]): Promise<void> {
   const maxTokens = Number(a['max-tokens'] ?? 64);
   const block = Number(a.block ?? 32);
   const threads = Number(a.threads ?? 2);
-  const rounds = Math.max(1, Number(a.rounds ?? 1));
+  const rounds = Number(a.rounds ?? 1);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${a.rounds}`);
   const canvases = (a.canvas ?? 'adaptive').split(',') as NonNullable<GenerateOptions['canvas']>[];
   const initialCanvas = Number(a['initial-canvas'] ?? 16);
   const dtype = (a.dtype ?? 'fp32') as DTypeOption;
@@ -140,8 +141,8 @@ export async function main(argv: string[]): Promise<void> {
     return { ...rs[0], label, tokensPerSecond: median(tps) };
   };
   const rows = [...(ar ? [summary('ar')] : []), ...keys.map(summary)];
-  const canvasText = canvases.length > 1 ? `canvas ${canvases.join(' / ')}` : canvases[0] === 'fixed' ? 'fixed canvas' : 'adaptive canvas';
-  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, ${canvasText} (adaptive from ${initialCanvas}), block ${block}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
+  const canvasText = canvases.length > 1 ? `canvas ${canvases.join(' / ')} (adaptive from ${initialCanvas})` : canvases[0] === 'fixed' ? 'fixed canvas' : `adaptive canvas from ${initialCanvas}`;
+  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, ${canvasText}, block ${block}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
   console.log(table(rows, ar ? rows[0].tokensPerSecond : undefined));
 }
 

@@ -353,6 +353,9 @@ test('adaptive canvas: a fixed-count policy keeps its tokens per step on a short
   const two: number[] = [];
   await generate(knowsLength(5), [0, 0], { maxTokens: 64, blockLength: 32, steps: 32, policy: 'low_confidence', onStep: (e) => two.push(e.committed.length) });
   assert.ok(two.every((c) => c === 2), `tokens per step: ${two}`);
+  // a fixed canvas keeps the reference schedule: each block (a last short one too) steps/blocks
+  const fixed = await generate(knowsLength(60), [0, 0], { maxTokens: 48, steps: 10, policy: 'low_confidence', canvas: 'fixed', stopTokens: [] });
+  assert.equal(fixed.stats.steps, 10);
 });
 
 test('adaptive canvas: a canvas that fills without an end grows by blocks and decoding continues', async () => {

@@ -93,3 +93,16 @@ test('incremental decoding: text before an incomplete tail is not held back with
   assert.equal(inc.push(emoji.slice(1)), '😀');
   assert.equal(inc.text, 'ab(;😀');
 });
+
+test('incremental decoding: tokens without text cost no growing decode windows (linear work)', () => {
+  const pieces = [' a', ' b', ''];
+  let slots = 0;
+  const decode = (ids: number[]) => ((slots += ids.length), ids.map((i) => pieces[i]).join('').replace(/^ /, ''));
+  const inc = new IncrementalDecoder(decode);
+  const n = 2000;
+  inc.push([0]);
+  for (let i = 0; i < n; i++) inc.push([2]);
+  inc.push([1]);
+  assert.equal(inc.text, 'a b');
+  assert.ok(slots < 10 * n, `${slots} token slots decoded for ${n + 2} tokens`);
+});

@@ -225,9 +225,10 @@ export class Generation {
     const [s, e] = this.blocks[this.block];
     let n = 0;
     for (let p = s; p < e; p++) if (!this.committed[p]) n++;
-    // a block shorter than blockLength (an adaptive canvas's) gets its share of the steps, so
-    // a fixed count per step stays what `steps` asked for (no steps that commit nothing)
-    this.blockSteps = e - s === this.opts.blockLength ? this.opts.stepsPerBlock : Math.max(1, Math.round((this.opts.stepsPerBlock * (e - s)) / this.opts.blockLength));
+    // an adaptive canvas's block shorter than blockLength gets its share of the steps, so a
+    // fixed count per step stays what `steps` asked for (no steps that commit nothing); a
+    // fixed canvas keeps the reference schedule (every block stepsPerBlock)
+    this.blockSteps = !this.adaptive || e - s === this.opts.blockLength ? this.opts.stepsPerBlock : Math.max(1, Math.round((this.opts.stepsPerBlock * (e - s)) / this.opts.blockLength));
     this.schedule = transferCounts(n, this.blockSteps);
   }
 

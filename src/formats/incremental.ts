@@ -11,7 +11,12 @@ export class IncrementalDecoder {
   /** text of the tokens pushed so far (up to any incomplete trailing character) */
   text = '';
   private ids: number[] = [];
-  /** first token of the decode window, and the tokens whose text is in `text` */
+  /** the pushed tokens that have text: tokens that decode to nothing (skipped special tokens)
+   * never start a window, where a decoder would take the next token for the first and strip
+   * its leading space */
+  private textIds: number[] = [];
+  private silent = new Map<number, boolean>();
+  /** first token of the decode window, and the tokens whose text is in `text` (in textIds) */
   private prefix = 0;
   private read = 0;
   /** where the last push changed `text`: its old length, or earlier after a rewrite */
@@ -27,25 +32,33 @@ export class IncrementalDecoder {
     return this.ids.length;
   }
 
+  /** A token with no text in any context (twice in a row: a lone "▁" decodes to '' only
+   * because a decoder strips the first space). */
+  private isSilent(id: number): boolean {
+    let s = this.silent.get(id);
+    if (s === undefined) this.silent.set(id, (s = this.decode([id, id]) === ''));
+    return s;
+  }
+
   /** Append tokens; returns the text they completed (possibly empty). */
   push(ids: ArrayLike<number>): string {
-    for (let i = 0; i < ids.length; i++) this.ids.push(ids[i]);
+    for (let i = 0; i < ids.length; i++) {
+      this.ids.push(ids[i]);
+      if (!this.isSilent(ids[i])) this.textIds.push(ids[i]);
+    }
     this.changedAt = this.text.length;
-    // the window starts at a token with text of its own: after tokens that decode to nothing
-    // (skipped special tokens) a decoder would take the next token for the first and strip
-    // its leading space
-    let before = this.decode(this.ids.slice(this.prefix, this.read));
-    while (before === '' && this.prefix > 0) before = this.decode(this.ids.slice(--this.prefix, this.read));
+    const t = this.textIds;
+    const before = this.decode(t.slice(this.prefix, this.read));
     // the tokens whose text is complete: trailing ones that end in U+FFFD (half a character,
     // or bytes that never form one) wait for the next push
-    let end = this.ids.length;
-    let after = this.decode(this.ids.slice(this.prefix, end));
-    while (end > this.read && after.endsWith('\ufffd')) after = this.decode(this.ids.slice(this.prefix, --end));
+    let end = t.length;
+    let after = this.decode(t.slice(this.prefix, end));
+    while (end > this.read && after.endsWith('\ufffd')) after = this.decode(t.slice(this.prefix, --end));
     if (end === this.read) return '';
     let added: string;
     if (after.startsWith(before)) added = after.slice(before.length);
     else {
-      const all = this.decode(this.ids.slice(0, end));
+      const all = this.decode(t.slice(0, end));
       // (text already handed out cannot be taken back: if the rewrite reached into it, the
       // record restarts from the full decode)
       if (all.startsWith(this.text)) added = all.slice(this.text.length);

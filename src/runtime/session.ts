@@ -110,6 +110,7 @@ export class OrtRunner {
   private spawn: (() => Promise<GraphWorker>) | null = null;
   private restarts: number[] = [];
   private restarting: Promise<void> | null = null;
+  private spawnError: Error | null = null;
   private closed = false;
 
   private constructor(session: ort.InferenceSession | null, worker: GraphWorker | null, shape: SessionShape) {
@@ -148,15 +149,23 @@ export class OrtRunner {
       const now = Date.now();
       this.restarts = this.restarts.filter((t) => now - t < 60_000);
       if (this.restarts.length >= RESTARTS_PER_MINUTE)
-        throw new Error(`the graph worker died ${RESTARTS_PER_MINUTE + 1} times within a minute, not restarting it until a minute has passed: ${dead.message}`);
+        throw new Error(
+          `the graph worker died ${RESTARTS_PER_MINUTE + 1} times within a minute, not restarting it until a minute has passed: ${dead.message}` +
+            (this.spawnError ? ` (the last restart failed: ${this.spawnError.message})` : ''),
+        );
       this.restarts.push(now);
       // a worker that failed to receive a message may still be running: stop it
       void this.worker!.release().catch(() => undefined);
       this.restarting = this.spawn!()
         .then((w) => {
+          this.spawnError = null;
           this.worker = w;
           this.journal.ops = [];
           this.packed = null;
+        })
+        .catch((e: Error) => {
+          this.spawnError = e;
+          throw e;
         })
         .finally(() => (this.restarting = null));
     }

@@ -225,6 +225,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
                 write(piece(c.index, text, null, null));
                 return;
               }
+              // the last event's text and log-probabilities go out together in the final chunk
+              if (ev.done) return;
               const delta = tracker.step(ev);
               // log-probabilities travel with the tokens finalized since the last chunk; with stop
               // strings they wait for the final chunk (the cut is known only at the end)
