@@ -325,6 +325,9 @@ test('adaptive canvas: grows while the end probe says the answer does not fit, t
     const fixed = await generate(knowsLength(A), [0, 0], { ...o, maxTokens: 32, canvas: 'fixed' });
     assert.deepEqual(fixed.tokens, answer);
     assert.equal(r.stats.forwards, fixed.stats.forwards + 2, cache);
+    assert.equal(r.stats.discarded, 2);
+    assert.equal(r.stats.canvas, 32);
+    assert.equal(fixed.stats.discarded, 0);
     // and a fixed canvas of max_tokens runs its first forward over all 64 positions
     const full = knowsLength(A);
     const seen: number[] = [];

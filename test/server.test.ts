@@ -332,7 +332,20 @@ test('health is 503 while loading and 200 when ready; metrics speak Prometheus',
   const h2 = await fetch(`${s.base}/health`);
   assert.equal(h2.status, 200);
   const m = await (await fetch(`${main.base}/metrics`)).text();
-  for (const name of ['quench_requests_total', 'quench_generated_tokens_total', 'quench_queue_depth', 'quench_step_seconds_bucket', 'quench_batch_size_bucket']) assert.ok(m.includes(name), name);
+  for (const name of ['quench_requests_total', 'quench_generated_tokens_total', 'quench_queue_depth', 'quench_step_seconds_bucket', 'quench_batch_size_bucket', 'quench_discarded_forwards_total']) assert.ok(m.includes(name), name);
+  // discarded forwards: what an adaptive canvas costs beyond a fixed one that decodes the same
+  // answer (this random fixture never says that 16 positions fit: one discarded probe, then 32)
+  const discarded = async () => (await main.metrics.discarded.get()).values[0]?.value ?? 0;
+  const d0 = await discarded();
+  const fixed = await main.client.chat.completions.create({ ...chatReq, canvas: 'fixed' } as never);
+  const d1 = await discarded();
+  const adaptive = await main.client.chat.completions.create(chatReq);
+  const d2 = await discarded();
+  assert.equal(d1, d0, 'a fixed canvas discards nothing');
+  assert.equal(adaptive.choices[0].message.content, fixed.choices[0].message.content);
+  const usage = (r: typeof fixed) => (r.usage as unknown as { forward_passes: number }).forward_passes;
+  assert.equal(d2 - d1, usage(adaptive) - usage(fixed));
+  assert.equal(d2 - d1, 1);
 });
 
 test('quench serve: SIGTERM lets the running request finish, then exits 0', async () => {

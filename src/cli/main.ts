@@ -26,6 +26,7 @@ program
   .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
   .addOption(new Option('--graph-thread <mode>', 'run forwards in a worker thread, off the event loop (auto: for models of 100M parameters and more)').choices(['auto', 'on', 'off']).default('auto'))
   .addOption(new Option('--canvas <mode>', 'default canvas: adaptive (starts small, grows while the model says the answer does not fit) or fixed (max_tokens positions; for models not trained with end padding)').choices(['adaptive', 'fixed']).default('adaptive'))
+  .option('--initial-canvas <n>', 'first size of an adaptive canvas (default 16)', int)
   .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')
   .option('--log', 'log requests')
   .action(async (o) => {

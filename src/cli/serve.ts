@@ -17,13 +17,14 @@ export interface ServeOptions {
   graphThread?: 'auto' | 'on' | 'off';
   /** the default canvas of requests that name none */
   canvas?: 'adaptive' | 'fixed';
+  initialCanvas?: number;
   corsOrigin?: string[];
   log?: boolean;
 }
 
 export async function serve(o: ServeOptions): Promise<void> {
   const state: ServingState = { model: null, scheduler: null };
-  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, defaults: o.canvas ? { canvas: o.canvas } : undefined };
+  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, defaults: { ...(o.canvas ? { canvas: o.canvas } : {}), ...(o.initialCanvas ? { initialCanvas: o.initialCanvas } : {}) } };
   const { app, metrics } = await buildServer(state, opts);
   await app.listen({ host: o.host, port: o.port });
   console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);

@@ -46,6 +46,10 @@ export type FinishReason = 'stop' | 'length';
 export interface StepStats {
   /** forward passes so far */
   forwards: number;
+  /** of which discarded: an adaptive canvas's probe found it too short */
+  discarded: number;
+  /** positions drafted (the canvas; with an adaptive canvas its size so far) */
+  canvas: number;
   /** positions committed so far */
   committed: number;
   elapsedMs: number;
@@ -129,6 +133,7 @@ export class Generation {
   private pending: Pending | null = null;
   private stepCount = 0;
   private forwards = 0;
+  private discarded = 0;
   private committedCount = 0;
   private finalizedEnd: number;
   private outputEnd: number | null = null;
@@ -339,6 +344,7 @@ export class Generation {
     const K = res.topIds.length / Math.max(1, pend.targets.length);
     if (pend.probe !== undefined && this.endMass(res, pend.probe, K) < END_PROBE) {
       // the answer does not fit: nothing from this forward is kept
+      this.discarded++;
       this.grow();
       this.stepCount++;
       return this.event([]);
@@ -475,7 +481,7 @@ export class Generation {
   }
 
   private stats(): StepStats {
-    return { forwards: this.forwards, committed: this.committedCount, elapsedMs: performance.now() - this.startedAt };
+    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, elapsedMs: performance.now() - this.startedAt };
   }
 
   result(): GenerateResult {

@@ -80,6 +80,7 @@ export function attachScheduler(state: ServingState, model: Model, o: ServerOpti
     onFinish: (r) => {
       metrics.generatedTokens.inc(r.tokens.length);
       metrics.promptTokens.inc(r.promptTokens);
+      metrics.discarded.inc(r.stats.discarded);
     },
     // the active / queue-depth gauges are read from the scheduler when /metrics is scraped
     onCancel: () => metrics.cancelled.inc(),

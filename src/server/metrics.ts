@@ -11,6 +11,7 @@ export function createMetrics() {
     promptTokens: new client.Counter({ name: 'quench_prompt_tokens_total', help: 'prompt tokens processed', registers: [registry] }),
     generatedTokens: new client.Counter({ name: 'quench_generated_tokens_total', help: 'tokens generated', registers: [registry] }),
     forwards: new client.Counter({ name: 'quench_forward_passes_total', help: 'batched forward passes run', registers: [registry] }),
+    discarded: new client.Counter({ name: 'quench_discarded_forwards_total', help: "sequences' forwards discarded because an adaptive canvas was too short (it doubled)", registers: [registry] }),
     cancelled: new client.Counter({ name: 'quench_cancelled_total', help: 'generations cancelled (client gone)', registers: [registry] }),
     queueDepth: new client.Gauge({ name: 'quench_queue_depth', help: 'requests waiting for a batch slot', registers: [registry] }),
     active: new client.Gauge({ name: 'quench_active_sequences', help: 'sequences in the running batch', registers: [registry] }),
