@@ -376,18 +376,19 @@ test('quench serve: SIGTERM lets the running request finish, then exits 0', asyn
   assert.equal(await exited, 0, log);
 });
 
-test('reasoning_effort presets: high prefers blocks of 8 where they fit, explicit fields win', async () => {
-  const { generationOptions } = await import('../src/server/fields.ts');
-  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 64 }, {}).blockLength, 8);
-  assert.equal(generationOptions({ reasoning_effort: 'high' }, { maxTokens: 64 }).blockLength, 8);
-  // 8 does not divide 12; an unknown max_tokens or explicit steps also fall back to the default
-  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 12 }, {}).blockLength, undefined);
-  assert.equal(generationOptions({ reasoning_effort: 'high' }, {}).blockLength, undefined);
-  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 64, steps: 12 }, {}).blockLength, undefined);
-  assert.equal(generationOptions({ reasoning_effort: 'high', max_tokens: 64, block_length: 16 }, {}).blockLength, 16);
-  // and a request with such a max_tokens is served, not refused
-  const r = await main.client.chat.completions.create({ ...chatReq, max_tokens: 12, reasoning_effort: 'high' } as never);
-  assert.equal(r.choices[0].finish_reason === 'length' || r.choices[0].finish_reason === 'stop', true);
+test('reasoning_effort presets: each sets its policy, explicit fields and the operator\'s other defaults stand', async () => {
+  const { generationOptions, PRESETS } = await import('../src/server/fields.ts');
+  assert.equal(generationOptions({ reasoning_effort: 'high' }, {}).threshold, 0.99);
+  assert.equal(generationOptions({}, {}).threshold, 0.9, 'medium by default');
+  assert.equal(generationOptions({ realtime: true }, {}).cache, 'dual', 'realtime is instant');
+  assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5, cache: 'none' }, {}).threshold, 0.5);
+  assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5, cache: 'none' }, {}).cache, 'none');
+  assert.equal(generationOptions({ reasoning_effort: 'low' }, { blockLength: 16, canvas: 'fixed' }).blockLength, 16);
+  assert.equal(generationOptions({ reasoning_effort: 'low' }, { blockLength: 16, canvas: 'fixed' }).canvas, 'fixed');
+  for (const effort of Object.keys(PRESETS)) {
+    const r = await main.client.chat.completions.create({ ...chatReq, max_tokens: 12, reasoning_effort: effort } as never);
+    assert.ok(r.choices[0].finish_reason === 'length' || r.choices[0].finish_reason === 'stop', effort);
+  }
 });
 
 test('streamed final text stops at a stop string even when the last token runs past it', async () => {

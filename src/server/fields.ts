@@ -10,7 +10,7 @@ export const PRESETS: Record<string, Partial<GenerateOptions>> = {
   instant: { policy: 'threshold', threshold: 0.7, cache: 'dual' },
   low: { policy: 'threshold', threshold: 0.8, cache: 'prefix' },
   medium: { policy: 'threshold', threshold: 0.9, cache: 'prefix' },
-  high: { policy: 'threshold', threshold: 0.95, cache: 'prefix', blockLength: 8 },
+  high: { policy: 'threshold', threshold: 0.99, cache: 'prefix' },
 };
 
 export type Body = Record<string, unknown>;
@@ -65,13 +65,6 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   const o: GenerateOptions = { ...defaults, ...preset };
   const maxTokens = (b.max_completion_tokens ?? b.max_tokens) as number | null | undefined;
   if (typeof maxTokens === 'number') o.maxTokens = maxTokens;
-  // a preset's block length is a preference: it applies when it divides a known max_tokens and
-  // the request sets no steps (whose count must split over the blocks); else the defaults' stands
-  const pb = preset?.blockLength;
-  if (pb !== undefined && (o.maxTokens === undefined || o.maxTokens % pb !== 0 || typeof b.steps === 'number')) {
-    if (defaults.blockLength !== undefined) o.blockLength = defaults.blockLength;
-    else delete o.blockLength;
-  }
   if (typeof b.temperature === 'number') o.temperature = b.temperature;
   if (typeof b.top_p === 'number') o.topP = b.top_p;
   if (typeof b.top_k === 'number') o.topK = b.top_k;
