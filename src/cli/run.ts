@@ -95,7 +95,8 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
   }
   if (o.stats) {
     const s = r.stats;
-    const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward), ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
+    const canvas = model.args.attention === 'causal' ? '' : `, canvas ${s.canvas}${s.discarded ? ` (${s.discarded} discarded forward${s.discarded > 1 ? "s" : ""} while it grew)` : ''}`;
+    const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward)${canvas}, ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
     console.error(msg);
   }
   return text;
