@@ -99,6 +99,8 @@ interface Pending {
   req: ForwardRequest;
   /** canvas positions being scored, one per query (then the probe's, if any) */
   targets: number[];
+  /** the first `candidates` targets are the block's masks, the ones a step may commit */
+  candidates: number;
   /** query row scoring the canvas's last position, when the canvas may grow */
   probe?: number;
   /** after the forward, keep cache entries [0..pastKeep) plus these window rows */
@@ -260,6 +262,7 @@ export class Generation {
     if (this.done) throw new Error('generation is finished');
     const N = this.seqEnd;
     let probe: number | undefined;
+    let candidates: number;
     const mode = this.opts.cache;
     let windowStart: number;
     let windowEnd: number;
@@ -270,6 +273,7 @@ export class Generation {
     if (this.causal) {
       const i = this.blocks[this.block][0];
       targets = [i];
+      candidates = 1;
       const cached = mode === 'none' ? 0 : (this.cache?.length ?? 0);
       windowStart = cached;
       windowEnd = i;
@@ -306,6 +310,7 @@ export class Generation {
         windowStart = ws;
         windowEnd = mode === 'dual' ? be : visibleEnd;
       }
+      candidates = targets.length;
       if (atStart && this.adaptive && !this.sized && this.genEnd < this.capEnd) {
         probe = targets.indexOf(this.genEnd - 1);
         if (probe < 0) {
@@ -331,7 +336,7 @@ export class Generation {
       cacheRows: this.causal || this.opts.attention !== 'bidirectional' ? this.genEnd : undefined,
       wantLogits: this.wantLogits,
     };
-    this.pending = { req, targets, keep, probe };
+    this.pending = { req, targets, candidates, keep, probe };
     return req;
   }
 
@@ -353,7 +358,7 @@ export class Generation {
 
     const V = this.model.args.vocabSize;
     // (a probe row past the block is scored but never a commit candidate)
-    const blockTargets = pend.probe === pend.targets.length - 1 && pend.targets[pend.probe] >= this.blocks[this.block][1] ? pend.targets.slice(0, -1) : pend.targets;
+    const blockTargets = pend.targets.slice(0, pend.candidates);
     const choices: Choice[] = blockTargets.map((_, q) =>
       choose(
         res.topIds.subarray(q * K, (q + 1) * K),

@@ -162,8 +162,8 @@ export class TextCodec {
 
   /**
    * The raw bytes a token stands for (OpenAI's logprobs `bytes`): an added token is the UTF-8
-   * of its text, a byte-level BPE piece maps back through the GPT-2 byte table, a SentencePiece byte-fallback piece `<0xNN>` is that
-   * byte and `▁` a space; anything else is its UTF-8. A token that is part of a multi-byte
+   * of its text, a byte-level BPE piece maps back through the GPT-2 byte table, a SentencePiece
+   * byte-fallback piece `<0xNN>` is that byte and `▁` a space; anything else is its UTF-8. A token that is part of a multi-byte
    * character decodes alone to U+FFFD, while its bytes are exact.
    */
   tokenBytes(id: number): number[] {

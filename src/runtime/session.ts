@@ -160,8 +160,7 @@ export class OrtRunner {
         .then((w) => {
           this.spawnError = null;
           this.worker = w;
-          this.journal.ops = [];
-          this.packed = null;
+          this.forgetPacked();
         })
         .catch((e: Error) => {
           this.spawnError = e;
@@ -178,13 +177,17 @@ export class OrtRunner {
       return await this.forwardOnce(reqs);
     } catch (e) {
       // worker mode: what the worker's buffers hold is no longer known (a failed request after
-      // packing, or a worker error part-way): drop what was queued, the next batch repacks
-      if (this.worker) {
-        this.journal.ops = [];
-        this.packed = null;
-      }
+      // packing, or a worker error part-way)
+      if (this.worker) this.forgetPacked();
       throw e;
     }
+  }
+
+  /** Worker mode: the worker's buffers are unknown or empty: drop what was queued for them,
+   * the next batch repacks. */
+  private forgetPacked(): void {
+    this.journal.ops = [];
+    this.packed = null;
   }
 
   private async forwardOnce(reqs: ForwardRequest[]): Promise<ForwardResult[]> {

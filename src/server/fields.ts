@@ -61,8 +61,7 @@ export function stopStrings(b: Body): string[] {
 /** Decoding options from a request body; the seed of choice i is seed + i. */
 export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): GenerateOptions {
   const effort = b.realtime === true ? 'instant' : typeof b.reasoning_effort === 'string' ? b.reasoning_effort : 'medium';
-  const preset = PRESETS[effort];
-  const o: GenerateOptions = { ...defaults, ...preset };
+  const o: GenerateOptions = { ...defaults, ...PRESETS[effort] };
   const maxTokens = (b.max_completion_tokens ?? b.max_tokens) as number | null | undefined;
   if (typeof maxTokens === 'number') o.maxTokens = maxTokens;
   if (typeof b.temperature === 'number') o.temperature = b.temperature;
