@@ -93,6 +93,27 @@ test('stage 2: --init-from starts the diffusion model from the exported AR twin 
     await got.close();
     await want.close();
   }
+  // --shift (Dream-style adaptation): lr 0, so the export is the twin's weights in the Dream
+  // layout with zero q/k/v biases, and quench loads it as a shifted bidirectional model
+  py(['train/train.py', '--kind', 'diffusion', '--shift', '--tiny', '--steps', '1', '--minutes', '1', '--threads', '1', '--lr', '0', '--init-from', ar, '--out', join(work, 'run-shift')]);
+  const dream = join(work, 'dream');
+  py(['train/export.py', '--ckpt', join(work, 'run-shift', 'ckpt.pt'), '--kind', 'diffusion', '--out', dream]);
+  const ds = await SafetensorsFile.open(join(dream, 'model.safetensors'));
+  const as = await SafetensorsFile.open(join(ar, 'model.safetensors'));
+  for (const name of as.tensors.keys()) assert.ok((await ds.read(name)).equals(await as.read(name)), `Dream export ${name} == the twin's`);
+  const bias = await ds.read('model.layers.1.self_attn.k_proj.bias');
+  assert.ok(bias.length > 0 && bias.every((b) => b === 0), 'zero k bias');
+  assert.equal(ds.tensors.size, as.tensors.size + 3 * 2, 'q/k/v biases of both tiny layers added');
+  await ds.close();
+  await as.close();
+  const dm = await loadModel(dream, { cacheDir: CACHE, threads: 1 });
+  assert.equal(dm.args.arch, 'dream');
+  assert.ok(dm.args.shiftedLogits && dm.args.attention === 'bidirectional' && dm.special.mask === 5);
+  const dr = await generate(dm, dm.codec.encodeChat([{ role: 'user', content: 'What is 27 + 58?' }]), { maxTokens: 8, policy: 'low_confidence', stopTokens: [] });
+  assert.equal(dr.tokens.length, 8);
+  await dm.close();
+  // a shifted export continues only with --shift (the loss would read the wrong rows otherwise)
+  assert.throws(() => py(['train/train.py', '--kind', 'diffusion', '--tiny', '--steps', '1', '--minutes', '1', '--init-diffusion', dream, '--out', join(work, 'run-noshift')]), /add --shift/);
   // an unknown family in --family-weights is an error naming it
   assert.throws(() => py(['train/train.py', '--kind', 'ar', '--tiny', '--steps', '1', '--minutes', '1', '--family-weights', 'mull=4', '--out', join(work, 'run-bad')]), /unknown family 'mull'/);
 });

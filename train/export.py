@@ -64,10 +64,12 @@ LLAMA_NAMES = [('input_layernorm', 'attn_norm'), ('self_attn.q_proj', 'q_proj'),
 
 
 def load_exported(model_dir):
-    """An exported model directory (either layout) -> (Transformer, kind): the inverse of `mapped`."""
+    """An exported model directory (any of the three layouts) -> (Transformer, kind, shift): the inverse of
+    `mapped`. shift: a diffusion model in the Dream layout, whose logits are shifted (row i - 1 predicts i)."""
     from model import ModelConfig, Transformer
     cfg = json.load(open(os.path.join(model_dir, 'config.json')))
     w = read_safetensors(os.path.join(model_dir, 'model.safetensors'))
+    shift = cfg['model_type'] == 'Dream'
     if cfg['model_type'] == 'llada':
         kind = 'diffusion'
         mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['d_model'], n_layers=cfg['n_layers'],
@@ -76,7 +78,7 @@ def load_exported(model_dir):
         sd = {k.replace('model.transformer.', ''): v for k, v in w.items()}
         sd['head.weight'] = sd.pop('ff_out.weight')
     else:
-        kind = 'ar'
+        kind = 'diffusion' if shift else 'ar'
         mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['hidden_size'], n_layers=cfg['num_hidden_layers'],
                          n_heads=cfg['num_attention_heads'], mlp_hidden=cfg['intermediate_size'],
                          max_seq=cfg['max_position_embeddings'], rope_theta=cfg['rope_theta'], eps=cfg['rms_norm_eps'])
@@ -86,15 +88,20 @@ def load_exported(model_dir):
         for k, v in w.items():
             if k.startswith('model.layers.'):
                 i, rest = k[len('model.layers.'):].split('.', 1)
+                if rest.endswith('.bias'):  # the Dream layout's q/k/v biases: written as zeros, the model has none
+                    assert not v.any(), f'{k}: non-zero bias (this model has no biases)'
+                    continue
                 sd[f'blocks.{i}.{ren[rest[:-len(".weight")]]}.weight'] = v
     m = Transformer(mc)
     m.load_state_dict(sd)
-    return m, kind
+    return m, kind, shift
 
 
-def mapped(sd, kind, n_layers):
+def mapped(sd, kind, n_layers, shift=False):
+    """Our state dict -> [(name, tensor)] in the exported layout: LLaDA (diffusion), Dream (diffusion with
+    shifted logits: the Qwen2 names with zero q/k/v biases, as Dream checkpoints have them) or Llama (AR)."""
     res = []
-    if kind == 'diffusion':
+    if kind == 'diffusion' and not shift:
         p = 'model.transformer.'
         res.append((p + 'wte.weight', sd['wte.weight']))
         for i in range(n_layers):
@@ -107,12 +114,22 @@ def mapped(sd, kind, n_layers):
         for i in range(n_layers):
             for hf, ours in LLAMA_NAMES:
                 res.append((f'model.layers.{i}.{hf}.weight', sd[f'blocks.{i}.{ours}.weight']))
+                if kind == 'diffusion' and hf in ('self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'):
+                    res.append((f'model.layers.{i}.{hf}.bias', torch.zeros(sd[f'blocks.{i}.{ours}.weight'].shape[0])))
         res.append(('model.norm.weight', sd['ln_f.weight']))
         res.append(('lm_head.weight', sd['head.weight']))
     return res
 
 
-def config_json(kind, c):
+def config_json(kind, c, shift=False):
+    if kind == 'diffusion' and shift:
+        return {'architectures': ['DreamModel'], 'model_type': 'Dream', 'hidden_size': c['d_model'],
+                'intermediate_size': c['mlp_hidden'], 'num_hidden_layers': c['n_layers'],
+                'num_attention_heads': c['n_heads'], 'num_key_value_heads': c['n_heads'],
+                'vocab_size': c['vocab_size'], 'max_position_embeddings': c['max_seq'],
+                'rope_theta': c['rope_theta'], 'rms_norm_eps': c['eps'], 'tie_word_embeddings': False,
+                'mask_token_id': 5, 'bos_token_id': 1, 'eos_token_id': 0, 'pad_token_id': 0,
+                'hidden_act': 'silu', 'torch_dtype': 'bfloat16'}
     if kind == 'diffusion':
         return {'architectures': ['LLaDAModelLM'], 'model_type': 'llada', 'd_model': c['d_model'],
                 'n_layers': c['n_layers'], 'n_heads': c['n_heads'], 'n_kv_heads': c['n_heads'],
@@ -151,15 +168,18 @@ def initialised(a):
             'its own training is part of this model\'s compute')
 
 
-def model_card(kind, c, ck, n_params):
+def model_card(kind, c, ck, n_params, shift=False):
     import tasks
     a = ck['args']
+    layout = 'Dream (Qwen2 names, zero q/k/v biases)' if shift else 'LLaDA' if kind == 'diffusion' else 'Llama'
     import data
     fams = ', '.join(f"{f}{' (x%g)' % tasks.FAMILY_WEIGHTS[f] if tasks.FAMILY_WEIGHTS[f] != 1 else ''}" for f in tasks.FAMILIES)
     syn, eng, plain = (round(x * 100) for x in data.MIX)
     objective = ('masked diffusion (LLaDA-style SFT objective: response tokens masked with probability t ~ U(0.001, 1), '
                  f"loss 1/t-weighted cross-entropy on masked positions, padding positions weighted "
-                 f"{a.get('pad_weight', 1.0):g}; bidirectional attention)"
+                 f"{a.get('pad_weight', 1.0):g}; bidirectional attention"
+                 + ('; shifted logits as in Dream: the prediction for position i is read from the output at i - 1)'
+                    if shift else ')')
                  if kind == 'diffusion' else
                  'autoregressive next-token prediction (causal attention) on response tokens and plain text')
     return f"""# quench-tiny{'' if kind == 'diffusion' else '-ar'}
@@ -173,7 +193,7 @@ a TypeScript engine for diffusion language models. It is a test and demo model, 
   (theta {c['rope_theta']:g}), SwiGLU MLP, no biases, untied output head.
 - d_model {c['d_model']}, {c['n_layers']} layers, {c['n_heads']} heads (head_dim {c['d_model'] // c['n_heads']},
   n_kv_heads = n_heads), MLP hidden {c['mlp_hidden']}, vocab {c['vocab_size']}, max sequence length {c['max_seq']}.
-- {n_params:,} parameters, stored as bfloat16 ({'LLaDA' if kind == 'diffusion' else 'Llama'} tensor layout).
+- {n_params:,} parameters, stored as bfloat16 ({layout} tensor layout).
 - Objective: {objective}.
 - Tokenizer: byte-level BPE, {c['vocab_size']} tokens, digits split individually. Special tokens:
   `<|endoftext|>` (0, eos/pad), `<|startoftext|>` (1, bos), `<|start_header_id|>` (2), `<|end_header_id|>` (3),
@@ -221,14 +241,15 @@ def main():
     c = ck['config']
     sd = ck['model']
     os.makedirs(args.out, exist_ok=True)
-    tensors = mapped(sd, args.kind, c['n_layers'])
+    shift = bool(ck['args'].get('shift')) and args.kind == 'diffusion'
+    tensors = mapped(sd, args.kind, c['n_layers'], shift)
     st = os.path.join(args.out, 'model.safetensors')
     write_safetensors(st, tensors)
     back = read_safetensors(st)
     for n, t in tensors:
         assert torch.equal(back[n], t.to(torch.bfloat16).float()), n
     with open(os.path.join(args.out, 'config.json'), 'w') as f:
-        json.dump(config_json(args.kind, c), f, indent=2)
+        json.dump(config_json(args.kind, c, shift), f, indent=2)
     shutil.copyfile(os.path.join(args.tokenizer, 'tokenizer.json'), os.path.join(args.out, 'tokenizer.json'))
     with open(os.path.join(args.out, 'tokenizer_config.json'), 'w') as f:
         json.dump(tokenizer_config(c['max_seq']), f, indent=2, ensure_ascii=False)
@@ -236,7 +257,7 @@ def main():
         json.dump({'bos_token_id': 1, 'eos_token_id': [0, 4], 'pad_token_id': 0, 'max_new_tokens': 64}, f, indent=2)
     n_params = sum(t.numel() for _, t in tensors)
     with open(os.path.join(args.out, 'README.md'), 'w') as f:
-        f.write(model_card(args.kind, c, ck, n_params))
+        f.write(model_card(args.kind, c, ck, n_params, shift))
     print(f'wrote {args.out}: {len(tensors)} tensors, {n_params:,} params, {os.path.getsize(st) / 1e6:.1f} MB')
 
 

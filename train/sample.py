@@ -19,23 +19,26 @@ from tokenizer import DEFAULT_DIR, EOS, EOT, MASK, Tokenizer, render_chat  # noq
 
 
 def load_model(args):
+    """-> (model, shift): shift = the diffusion model's logits are Dream-style shifted."""
     if args.ckpt:
         ck = torch_load(args.ckpt, 'cpu')
         m = Transformer(ModelConfig(**ck['config']))
         m.load_state_dict(ck['model'])
-        return m
+        return m, bool(ck['args'].get('shift'))
     from export import load_exported
-    return load_exported(args.model)[0]
+    m, _, shift = load_exported(args.model)
+    return m, shift
 
 
 @torch.no_grad()
-def gen_diffusion(model, prompt, gen_len=48, steps=24):
+def gen_diffusion(model, prompt, gen_len=48, steps=24, shift=False):
     x = torch.tensor([prompt + [MASK] * gen_len])
     P = len(prompt)
     per = [gen_len // steps + (1 if i < gen_len % steps else 0) for i in range(steps)]
     for k in per:
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            logits = model(x, causal=False)[0, P:].float()
+            out = model(x, causal=False)[0]
+            logits = (out[P - 1:-1] if shift else out[P:]).float()
         conf, pred = logits.softmax(-1).max(-1)
         masked = x[0, P:] == MASK
         if not masked.any():
@@ -81,11 +84,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tok = Tokenizer.load(DEFAULT_DIR)
-    model = load_model(args).eval()
+    model, shift = load_model(args)
+    model.eval()
 
     def run(p):
         ids = tok.encode(render_chat([{'role': 'user', 'content': p}]))
-        out = gen_diffusion(model, ids, args.gen_len, args.steps) if args.kind == 'diffusion' else \
+        out = gen_diffusion(model, ids, args.gen_len, args.steps, shift) if args.kind == 'diffusion' else \
             gen_ar(model, ids, args.gen_len)
         return answer_text(tok, out)
 

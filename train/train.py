@@ -25,11 +25,13 @@ from tokenizer import DEFAULT_DIR, MASK, Tokenizer  # noqa: E402
 EPS_T = 1e-3
 
 
-def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0):
+def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0, shift=False):
     """LLaDA SFT loss. Every response position (answer, <|eot_id|>, <|endoftext|> padding) is masked with
     probability t; the 1/t-weighted CE on masked positions is normalised per sequence. `pad_weight` scales the
     padding positions (in the loss and in the normaliser): with weight 1 a 5-token answer in a 64-token bucket
-    gives its answer tokens ~1/10 of the sequence's loss, the rest goes to predicting the padding."""
+    gives its answer tokens ~1/10 of the sequence's loss, the rest goes to predicting the padding.
+    `shift` (Dream-style): the prediction for position i is read from the output at i - 1, as in the causal model
+    the diffusion model is adapted from."""
     n, L = x.shape
     dev = x.device
     pos = torch.arange(L, device=dev)[None]
@@ -39,8 +41,11 @@ def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0):
     m = (torch.rand(n, L, device=dev) < t[:, None]) & resp
     xin = torch.where(m, torch.full_like(x, MASK), x)
     logits = model(xin, causal=False)
-    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x.reshape(-1), reduction='none').view(n, L)
-    loss = ((ce * m * w).sum(1) / t / w.sum(1)).mean()
+    tgt, mt, wt = x, m, w
+    if shift:  # row i - 1 predicts position i; position 0 (bos, never masked) has no row
+        logits, tgt, mt, wt = logits[:, :-1], x[:, 1:], m[:, 1:], w[:, 1:]
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction='none')
+    loss = ((ce.view_as(tgt) * mt * wt).sum(1) / t / w.sum(1)).mean()
     return loss, n * L
 
 
@@ -130,7 +135,9 @@ class Run:
                                       {'params': no_decay, 'weight_decay': 0.0}],
                                      lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
         self.loss_fn = diffusion_loss if kind == 'diffusion' else ar_loss
-        self.pad_weight = args.pad_weight
+        self.loss_kw = {'pad_weight': args.pad_weight}
+        if kind == 'diffusion':
+            self.loss_kw['shift'] = args.shift
         self.loss_acc = torch.zeros((), device=dev)
         self.gn = torch.zeros((), device=dev)
         self.last_loss = float('nan')
@@ -139,7 +146,7 @@ class Run:
         for g in self.opt.param_groups:
             g['lr'] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16):
-            loss, ntok = self.loss_fn(self.model, x, plen, rlen, lmax, self.pad_weight)
+            loss, ntok = self.loss_fn(self.model, x, plen, rlen, lmax, **self.loss_kw)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -169,6 +176,9 @@ def main():
     ap.add_argument('--log-every', type=int, default=0)
     ap.add_argument('--pad-weight', type=float, default=0.1,
                     help='diffusion loss weight of <|endoftext|> padding positions relative to answer positions')
+    ap.add_argument('--shift', action='store_true',
+                    help='diffusion: Dream-style shifted logits (row i - 1 predicts position i), exported in the '
+                         'Dream layout; the natural choice when adapting from the AR twin')
     ap.add_argument('--init-from', default='',
                     help='start every model from this exported model directory (either layout), e.g. a diffusion '
                          'model adapted from the AR twin')
@@ -229,10 +239,13 @@ def main():
             src = args.init_diffusion if r.kind == 'diffusion' and args.init_diffusion else args.init_from
             if not src:
                 continue
-            init, init_kind = load_exported(src)
+            init, init_kind, init_shift = load_exported(src)
+            if r.kind == 'diffusion' and init_kind == 'diffusion' and init_shift != args.shift:
+                raise SystemExit(f'{src} is a diffusion model {"with" if init_shift else "without"} shifted logits: '
+                                 f'{"add" if init_shift else "drop"} --shift to continue it')
             assert init.cfg.to_dict() == mc.to_dict(), (init.cfg.to_dict(), mc.to_dict())
             r.model.load_state_dict(init.state_dict())
-            say(f'{r.kind} model initialised from {src} ({init_kind} model)')
+            say(f'{r.kind} model initialised from {src} ({init_kind} model{", shifted logits" if init_shift else ""})')
         say(f'start kinds={kinds} params={n_params(runs[0].model)} cfg={mc.to_dict()} args={vars(args)}')
     check_attention(runs[0].model, dev, say)
 
