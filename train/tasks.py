@@ -30,7 +30,8 @@ def _text_cache():
 
 def write_text_cache():
     os.makedirs(os.path.dirname(TEXT_CACHE), exist_ok=True)
-    data = {'common_words': common_words(), 'wordnet_synsets': wordnet_synsets(), 'kjv_verses': kjv_verses()}
+    data = {'common_words': common_words(), 'wordnet_synsets': wordnet_synsets(), 'kjv_verses': kjv_verses(),
+            'wordnet_nouns': wordnet_nouns()}
     tmp = TEXT_CACHE + '.tmp'
     with gzip.open(tmp, 'wt', encoding='utf-8') as f:
         json.dump(data, f)
@@ -581,6 +582,35 @@ def wordnet_synsets():
     return out
 
 
+@functools.lru_cache(None)
+def wordnet_nouns():
+    """[(noun, definition, examples)]: common one-word nouns (sense-tagged in WordNet's corpus) with their most
+    frequent sense's gloss."""
+    c = _text_cache()
+    if c and 'wordnet_nouns' in c:
+        return [tuple(x) for x in c['wordnet_nouns']]
+    if not os.path.isdir(WORDNET):
+        raise SystemExit('wordnet_nouns: the text cache predates it and WordNet is not installed; rebuild the cache '
+                         'where it is (tasks.py --write-text-cache)')
+    out = []
+    with open(f'{WORDNET}/index.noun', encoding='latin-1') as idx, open(f'{WORDNET}/data.noun', 'rb') as data:
+        for line in idx:
+            if line.startswith(' '):
+                continue
+            p = line.split()
+            pc = int(p[3])
+            if not re.fullmatch(r'[a-z]{3,12}', p[0]) or int(p[5 + pc]) == 0:
+                continue
+            data.seek(int(p[6 + pc]))  # the first synset listed is the most frequent sense
+            gloss = data.readline().decode('latin-1').split('|', 1)[1].strip()
+            definition = gloss.split('; "')[0].strip().rstrip(';').strip()
+            examples = [x.strip('"').strip() for x in re.findall(r'"[^"]+"', gloss)]
+            plural = p[0].endswith('s') and not p[0].endswith('ss')  # "colors": the gloss would not fit "a colors is"
+            if definition.isascii() and len(definition.split()) >= 3 and not plural:
+                out.append((p[0], definition, [e for e in examples if e.isascii()]))
+    return out
+
+
 BOOKS = {'Ge': 'Genesis', 'Exo': 'Exodus', 'Lev': 'Leviticus', 'Num': 'Numbers', 'Deu': 'Deuteronomy',
          'Josh': 'Joshua', 'Jdgs': 'Judges', 'Ruth': 'Ruth', '1Sm': '1 Samuel', '2Sm': '2 Samuel', '1Ki': '1 Kings',
          '2Ki': '2 Kings', '1Chr': '1 Chronicles', '2Chr': '2 Chronicles', 'Ezra': 'Ezra', 'Neh': 'Nehemiah',
@@ -658,8 +688,23 @@ def gen_continue_text(rng):
     return 'Continue the text: ' + ' '.join(ws[:k]), ' '.join(ws[k:])
 
 
+DESCRIBE_T = ['Tell me about the {w}.', 'What is {a} {w}?', 'Describe {a} {w}.', 'Write about the {w}.',
+              'What do you know about the {w}?', 'Explain what {a} {w} is.']
+
+
+def gen_describe(rng):
+    """Open prompts about a thing, answered in whole sentences built from its WordNet gloss and example."""
+    w, d, exs = rng.choice(wordnet_nouns())
+    art = 'an' if w[0] in 'aeiou' else 'a'
+    a = f'{art.capitalize()} {w} is {d}.'
+    if exs:
+        e = rng.choice(exs)
+        a += f' For example: "{e[0].upper() + e[1:]}."'
+    return rng.choice(DESCRIBE_T).format(w=w, a=art), a
+
+
 ENGLISH = {'define': gen_define, 'use_word': gen_use_word, 'quote_verse': gen_quote_verse,
-           'continue_text': gen_continue_text}
+           'continue_text': gen_continue_text, 'describe': gen_describe}
 
 
 def plain_documents():

@@ -266,7 +266,7 @@ def main():
             ck = {'model': r.model.state_dict(), 'opt': r.opt.state_dict(), 'step': step, 'elapsed': elapsed(),
                   'tokens': tokens, 'data_rng': data.data.rng.getstate() if data.data else None,
                   'torch_rng': torch.get_rng_state(), 'kind': r.kind, 'config': mc.to_dict(), 'args': vars(args),
-                  'done': done, 'last_loss': r.last_loss,
+                  'done': done, 'last_loss': r.last_loss, 'english': list(tasks.ENGLISH),
                   'device': torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}
             tmp = r.ckpt_path + '.tmp'
             torch.save(ck, tmp)
