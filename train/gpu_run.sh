@@ -13,6 +13,7 @@ LR=${LR:-1e-3}  # 2e-3 diverged for the diffusion model (train/logs)
 INIT=${INIT:-}  # an exported model directory to start both models from (e.g. models/quench-tiny-ar)
 INIT_DIFFUSION=${INIT_DIFFUSION:-}  # ... and one for the diffusion model alone (continue each bundled model)
 FAMILY_WEIGHTS=${FAMILY_WEIGHTS:-}  # e.g. "mul=4,sort_words=4" (train.py --family-weights)
+SHIFT=${SHIFT:-}  # non-empty: adapt the diffusion model Dream-style (train.py --shift; exported in the Dream layout)
 RUN=${RUN:-/tmp/quench-run}
 EXP=${EXP:-/tmp/quench-export}
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ nvidia-smi -L 2>/dev/null; nproc
 train() {
   $PY train/train.py --kind both --device "$DEVICE" --minutes "$MINUTES" --batch "$BATCH" --lr "$LR" \
     --log-every 100 --ckpt-every 120 --out "$RUN" ${INIT:+--init-from "$INIT"} \
-    ${INIT_DIFFUSION:+--init-diffusion "$INIT_DIFFUSION"} ${FAMILY_WEIGHTS:+--family-weights "$FAMILY_WEIGHTS"} "$@" 2>&1 | tee -a "$OUT/train.log"
+    ${INIT_DIFFUSION:+--init-diffusion "$INIT_DIFFUSION"} ${FAMILY_WEIGHTS:+--family-weights "$FAMILY_WEIGHTS"} ${SHIFT:+--shift} "$@" 2>&1 | tee -a "$OUT/train.log"
 }
 # fall back to in-process data generation if the worker processes fail (resumes from the last checkpoint)
 train --workers "$WORKERS" || train --workers 0
