@@ -61,3 +61,11 @@ export class UnavailableError extends QuenchError {
     this.name = 'UnavailableError';
   }
 }
+
+/** Fetching a model from the Hugging Face Hub failed (not found, no access, not a loadable model). */
+export class HubError extends QuenchError {
+  constructor(code: string, message: string) {
+    super(code, message, { status: 400 });
+    this.name = 'HubError';
+  }
+}

@@ -1,7 +1,7 @@
-// quench serve | run | list | bench | eval
+// quench serve | run | pull | list | bench | eval
 
 import { Command, Option } from 'commander';
-import { listModels, resolveModel } from './paths.ts';
+import { listModels, resolveModel, resolveModelEntry } from './paths.ts';
 
 const program = new Command();
 program.name('quench').description('Diffusion language models on ONNX Runtime, served through an OpenAI-compatible API').version('0.1.0');
@@ -31,7 +31,8 @@ program
   .option('--log', 'log requests')
   .action(async (o) => {
     const { serve } = await import('./serve.ts');
-    await serve({ ...o, model: resolveModel(o.model) });
+    const m = resolveModelEntry(o.model);
+    await serve({ ...o, model: m.dir, modelId: o.modelId ?? m.name });
   });
 
 program
@@ -59,8 +60,20 @@ program
   });
 
 program
+  .command('pull')
+  .description('download a model from the Hugging Face Hub (config, tokenizer, safetensors weights) into the Hub cache')
+  .argument('<repo>', 'the Hub model id, owner/name (e.g. GSAI-ML/LLaDA-8B-Instruct)')
+  .option('--revision <rev>', 'branch, tag or commit', 'main')
+  .addOption(new Option('--endpoint <url>', 'the Hub address').env('HF_ENDPOINT'))
+  .addOption(new Option('--token <token>', 'access token for gated or private models').env('HF_TOKEN'))
+  .action(async (repo: string, o) => {
+    const { pullCommand } = await import('./pull.ts');
+    await pullCommand(repo, o);
+  });
+
+program
   .command('list')
-  .description('list bundled and local models')
+  .description('list bundled, local and pulled models')
   .action(() => {
     const ms = listModels();
     if (ms.length === 0) console.log('no models found');

@@ -1,10 +1,12 @@
 // Where models live: the bundled ones in the package's models/, local ones under
-// $QUENCH_MODELS (default ~/.cache/quench/models).
+// $QUENCH_MODELS (default ~/.cache/quench/models), pulled ones in the Hugging Face Hub
+// cache (named owner/name, or owner/name@revision).
 
 import { existsSync, readdirSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cachedModels, cachedSnapshot, isRepoId } from '../models/hub.ts';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 export const BUNDLED_DIR = join(PACKAGE_ROOT, 'models');
@@ -17,7 +19,7 @@ export function localModelsDir(): string {
 export interface ModelEntry {
   name: string;
   dir: string;
-  source: 'bundled' | 'local';
+  source: 'bundled' | 'local' | 'hub';
 }
 
 function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
@@ -28,14 +30,26 @@ function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
 }
 
 export function listModels(): ModelEntry[] {
-  return [...scan(BUNDLED_DIR, 'bundled'), ...scan(localModelsDir(), 'local')];
+  const hub = cachedModels().map((m) => ({ name: m.repo, dir: m.dir, source: 'hub' as const }));
+  return [...scan(BUNDLED_DIR, 'bundled'), ...scan(localModelsDir(), 'local'), ...hub];
 }
 
-/** A model argument: a directory path, or the name of a bundled or local model. */
-export function resolveModel(arg: string | undefined): string {
+/** A model argument (a directory path, a bundled or local model's name, a pulled Hub model's
+ * owner/name[@revision]) -> its directory and the name it is served under. */
+export function resolveModelEntry(arg: string | undefined): { dir: string; name: string } {
   const name = arg ?? DEFAULT_MODEL;
-  if (existsSync(join(name, 'config.json'))) return resolve(name);
-  const hit = listModels().find((m) => m.name === name);
-  if (hit) return hit.dir;
-  throw new Error(`model ${JSON.stringify(name)} not found: give a directory with config.json, or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`);
+  if (existsSync(join(name, 'config.json'))) return { dir: resolve(name), name: basename(resolve(name)) };
+  const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
+  if (hit) return { dir: hit.dir, name };
+  const [repo, revision] = name.split('@');
+  if (isRepoId(repo)) {
+    const dir = cachedSnapshot(repo, revision || 'main');
+    if (dir) return { dir, name };
+    throw new Error(`model ${JSON.stringify(name)} is not pulled yet: quench pull ${repo}${revision ? ` --revision ${revision}` : ''}`);
+  }
+  throw new Error(`model ${JSON.stringify(name)} not found: give a directory with config.json, a Hub id (owner/name, after quench pull), or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`);
+}
+
+export function resolveModel(arg: string | undefined): string {
+  return resolveModelEntry(arg).dir;
 }

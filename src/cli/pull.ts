@@ -1,0 +1,30 @@
+// quench pull owner/name: fetch a model from the Hugging Face Hub into the shared Hub cache,
+// with one progress line per file (redrawn in place on a TTY).
+
+import { pull, type PullOptions } from '../models/hub.ts';
+
+const mb = (n: number) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
+
+export async function pullCommand(repo: string, o: Pick<PullOptions, 'revision' | 'endpoint' | 'token'>): Promise<void> {
+  const tty = process.stderr.isTTY;
+  let last = 0;
+  const t0 = performance.now();
+  const r = await pull(repo, {
+    ...o,
+    onProgress: (e) => {
+      if (e.done) {
+        if (tty) process.stderr.write('\r\x1b[2K');
+        process.stderr.write(`${e.file}  ${mb(e.size)}${e.cached ? '  (cached)' : ''}\n`);
+        return;
+      }
+      const now = performance.now();
+      if (!tty || now - last < 100) return;
+      last = now;
+      const pct = e.size > 0 ? ((e.bytes / e.size) * 100).toFixed(0) : '?';
+      process.stderr.write(`\r\x1b[2K${e.file}  ${mb(e.bytes)} / ${mb(e.size)}  ${pct} %`);
+    },
+  });
+  const s = (performance.now() - t0) / 1000;
+  console.log(`pulled ${r.repo} at ${r.commit.slice(0, 12)}: ${r.files.length} files, ${mb(r.bytes)} in ${s.toFixed(1)} s -> ${r.dir}`);
+  console.log(`run it: quench run --model ${r.repo} "..."   serve it: quench serve --model ${r.repo}`);
+}

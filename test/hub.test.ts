@@ -1,0 +1,191 @@
+// quench pull against a local stand-in for the Hugging Face Hub: the HTTP API that
+// @huggingface/hub speaks (model info, paginated tree listing, paths-info, resolve with
+// ranges), serving repositories made of generated fixture checkpoints.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { writeFixture } from '../src/formats/fixtures.ts';
+import { pull, cachedSnapshot, cachedModels } from '../src/models/hub.ts';
+import { loadModel } from '../src/models/registry.ts';
+import { generate } from '../src/decode/generation.ts';
+import { HubError } from '../src/errors.ts';
+import { CACHE, tempDir } from './helpers.ts';
+
+interface Repo {
+  sha: string;
+  files: Map<string, Buffer>;
+  gated?: boolean;
+  /** lie about this file's size in listings */
+  wrongSize?: string;
+}
+
+const repos = new Map<string, Repo>();
+const bodies: string[] = []; // files whose whole body was served
+let hub: FastifyInstance;
+let url = '';
+let fixtureDir = '';
+
+const sha1 = (b: Buffer | string) => createHash('sha1').update(b).digest('hex');
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+function entry(r: Repo, path: string) {
+  const b = r.files.get(path)!;
+  const size = path === r.wrongSize ? b.length + 1 : b.length;
+  const big = path.endsWith('.safetensors') || path.endsWith('.bin');
+  return { type: 'file', path, size: big ? 134 : size, oid: sha1(path + b.length), ...(big ? { lfs: { oid: sha256(b), size, pointerSize: 134 } } : {}) };
+}
+
+async function repoOf(dir: string, names: string[], extra: Record<string, string> = {}): Promise<Map<string, Buffer>> {
+  const m = new Map<string, Buffer>();
+  for (const n of names) m.set(n, readFileSync(join(dir, n)));
+  for (const [k, v] of Object.entries(extra)) m.set(k, Buffer.from(v));
+  return m;
+}
+
+before(async () => {
+  fixtureDir = await tempDir('quench-hub-src-');
+  await writeFixture(fixtureDir, { arch: 'llada', shards: 2, seed: 5 });
+  const names = readdirSync(fixtureDir);
+  assert.ok(names.includes('model.safetensors.index.json'), 'a sharded fixture');
+  repos.set('quench-test/llada-tiny', {
+    sha: sha1('llada-tiny-commit'),
+    files: await repoOf(fixtureDir, names, { 'README.md': '# tiny', 'pytorch_model.bin': 'not wanted', 'modeling_llada.py': '# code', 'onnx/model.onnx': 'not wanted' }),
+  });
+  repos.set('quench-test/gated', { sha: sha1('gated'), files: await repoOf(fixtureDir, names), gated: true });
+  repos.set('quench-test/bin-only', { sha: sha1('bin'), files: await repoOf(fixtureDir, ['config.json', 'tokenizer.json'], { 'pytorch_model.bin': 'weights' }) });
+  repos.set('quench-test/liar', { sha: sha1('liar'), files: await repoOf(fixtureDir, names), wrongSize: 'tokenizer.json' });
+
+  hub = Fastify();
+  const find = (owner: string, name: string, auth: string | undefined) => {
+    const r = repos.get(`${owner}/${name}`);
+    if (!r) return { status: 404, error: 'Repository not found' };
+    if (r.gated && auth !== 'Bearer hf_test') return { status: 401, error: 'Access to model is restricted' };
+    return { repo: r };
+  };
+  type P = { owner: string; name: string; rev: string; '*': string };
+  hub.get<{ Params: P }>('/api/models/:owner/:name/revision/:rev', async (req, reply) => {
+    const f = find(req.params.owner, req.params.name, req.headers.authorization);
+    if (!f.repo) return reply.code(f.status!).header('X-Error-Code', 'RepoNotFound').send({ error: f.error });
+    return { _id: 'x', id: `${req.params.owner}/${req.params.name}`, sha: f.repo.sha, private: false, lastModified: '2026-01-01T00:00:00.000Z' };
+  });
+  // paginated three entries at a time, as the Hub does (1,000 there), with a Link header
+  hub.get<{ Params: P; Querystring: { cursor?: string } }>('/api/models/:owner/:name/tree/:rev', async (req, reply) => {
+    const f = find(req.params.owner, req.params.name, req.headers.authorization);
+    if (!f.repo) return reply.code(f.status!).send({ error: f.error });
+    if (req.params.rev !== f.repo.sha) return reply.code(404).send({ error: 'listed by name, not by commit' });
+    const all = [...f.repo.files.keys()].map((p) => entry(f.repo!, p));
+    const from = Number(req.query.cursor ?? 0);
+    if (from + 3 < all.length) reply.header('Link', `<${url}${req.url.split('?')[0]}?recursive=false&cursor=${from + 3}>; rel="next"`);
+    return all.slice(from, from + 3);
+  });
+  hub.post<{ Params: P; Body: { paths: string[] } }>('/api/models/:owner/:name/paths-info/:rev', async (req, reply) => {
+    const f = find(req.params.owner, req.params.name, req.headers.authorization);
+    if (!f.repo) return reply.code(f.status!).send({ error: f.error });
+    return req.body.paths.filter((p) => f.repo!.files.has(p)).map((p) => entry(f.repo!, p));
+  });
+  hub.get<{ Params: P }>('/:owner/:name/resolve/:rev/*', async (req, reply) => {
+    const f = find(req.params.owner, req.params.name, req.headers.authorization);
+    if (!f.repo) return reply.code(f.status!).send({ error: f.error });
+    const path = req.params['*'];
+    const b = f.repo.files.get(path);
+    if (!b) return reply.code(404).header('X-Error-Code', 'EntryNotFound').send({ error: 'Entry not found' });
+    const e = entry(f.repo, path);
+    reply.header('ETag', `"${e.lfs?.oid ?? e.oid}"`).header('X-Repo-Commit', f.repo.sha).header('Accept-Ranges', 'bytes');
+    const range = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ''));
+    if (range) {
+      const [a, z] = [Number(range[1]), Math.min(Number(range[2]), b.length - 1)];
+      return reply.code(206).header('Content-Range', `bytes ${a}-${z}/${b.length}`).send(b.subarray(a, z + 1));
+    }
+    bodies.push(path);
+    return reply.send(b);
+  });
+  url = await hub.listen({ host: '127.0.0.1', port: 0 });
+});
+
+after(async () => {
+  await hub.close();
+});
+
+test('pull: a sharded LLaDA repository -> the Hub cache; loads and generates exactly like the original', async () => {
+  const cacheDir = await tempDir('quench-hub-cache-');
+  const seen: string[] = [];
+  const partial = new Map<string, number>();
+  const r = await pull('quench-test/llada-tiny', {
+    endpoint: url,
+    cacheDir,
+    onProgress: (e) => (e.done ? seen.push(e.file) : partial.set(e.file, e.bytes)),
+  });
+  const repo = repos.get('quench-test/llada-tiny')!;
+  assert.equal(r.commit, repo.sha);
+  assert.equal(r.dir, join(cacheDir, 'models--quench-test--llada-tiny', 'snapshots', repo.sha));
+  // what quench loads (and the card), not the pickled weights, the code or the subfolder
+  const want = [...repo.files.keys()].filter((p) => !['pytorch_model.bin', 'modeling_llada.py', 'onnx/model.onnx'].includes(p)).sort();
+  assert.deepEqual([...r.files].sort(), want);
+  assert.deepEqual([...seen].sort(), want);
+  // byte progress while a body streams in, up to the file's size
+  for (const shard of want.filter((p) => p.endsWith('.safetensors'))) assert.equal(partial.get(shard), repo.files.get(shard)!.length, shard);
+  for (const p of want) {
+    assert.ok(lstatSync(join(r.dir, p)).isSymbolicLink(), `${p} is a link into blobs/`);
+    assert.ok(readFileSync(join(r.dir, p)).equals(repo.files.get(p)!), `${p} has the repository's bytes`);
+  }
+  assert.equal(readFileSync(join(cacheDir, 'models--quench-test--llada-tiny', 'refs', 'main'), 'utf8'), repo.sha);
+  assert.equal(cachedSnapshot('quench-test/llada-tiny', 'main', cacheDir), r.dir);
+  assert.equal(cachedSnapshot('quench-test/llada-tiny', repo.sha, cacheDir), r.dir);
+  assert.deepEqual(cachedModels(cacheDir), [{ repo: 'quench-test/llada-tiny', dir: r.dir }]);
+  // the pulled model decodes token for token like the directory it was served from
+  const prompt = [1, 20, 21, 22, 23];
+  const outs = [];
+  for (const dir of [fixtureDir, r.dir]) {
+    const m = await loadModel(dir, { cacheDir: CACHE, threads: 1 });
+    outs.push((await generate(m, prompt, { maxTokens: 8, policy: 'low_confidence', stopTokens: [] })).tokens);
+    await m.close();
+  }
+  assert.deepEqual(outs[1], outs[0]);
+  // a second pull finds every file in the cache: no body is downloaded again
+  const before = bodies.length;
+  const again = await pull('quench-test/llada-tiny', { endpoint: url, cacheDir });
+  assert.equal(again.dir, r.dir);
+  assert.equal(bodies.length, before);
+});
+
+test('pull: typed errors for a bad id, a missing repository, a gated one without a token, no safetensors, a wrong size', async () => {
+  const cacheDir = await tempDir('quench-hub-cache-');
+  const o = { endpoint: url, cacheDir };
+  const code = async (p: Promise<unknown>, c: string, re?: RegExp) =>
+    assert.rejects(p, (e: unknown) => e instanceof HubError && e.code === c && (!re || re.test(e.message)));
+  await code(pull('no-slash', o), 'hub_bad_repo');
+  await code(pull('../etc/passwd', o), 'hub_bad_repo');
+  await code(pull('quench-test/llada-tiny', { ...o, revision: '../../x' }), 'hub_bad_revision');
+  await code(pull('quench-test/missing', o), 'hub_not_found');
+  await code(pull('quench-test/gated', o), 'hub_unauthorized', /HF_TOKEN/);
+  const ok = await pull('quench-test/gated', { ...o, token: 'hf_test' });
+  assert.ok(existsSync(join(ok.dir, 'config.json')));
+  await code(pull('quench-test/bin-only', o), 'hub_no_safetensors', /pytorch_model\.bin/);
+  await code(pull('quench-test/liar', o), 'hub_size_mismatch', /tokenizer\.json/);
+  // the bad blob went with its link: pulling again downloads it again (and fails again)
+  const n = bodies.filter((b) => b === 'tokenizer.json').length;
+  await code(pull('quench-test/liar', o), 'hub_size_mismatch');
+  assert.equal(bodies.filter((b) => b === 'tokenizer.json').length, n + 1);
+  // nothing of the repositories that failed before their first file is left behind
+  assert.equal(cachedSnapshot('quench-test/bin-only', 'main', cacheDir), null);
+  assert.equal(cachedSnapshot('quench-test/missing', 'main', cacheDir), null);
+});
+
+test('quench pull / list / run --model owner/name through the CLI, with HF_ENDPOINT and HF_HUB_CACHE', async () => {
+  const cacheDir = await tempDir('quench-hub-cache-');
+  const env = { ...process.env, HF_ENDPOINT: url, HF_HUB_CACHE: cacheDir, QUENCH_CACHE: CACHE };
+  const cli = (args: string[]) => promisify(execFile)(process.execPath, ['bin/quench.js', ...args], { env, timeout: 120_000 });
+  const p = await cli(['pull', 'quench-test/llada-tiny']);
+  assert.match(p.stdout, /pulled quench-test\/llada-tiny at [0-9a-f]{12}: \d+ files/);
+  const l = await cli(['list']);
+  assert.match(l.stdout, /quench-test\/llada-tiny\s+hub\s/);
+  const r = await cli(['run', '--model', 'quench-test/llada-tiny', '--max-tokens', '4', '--raw', 'hello']);
+  assert.equal(typeof r.stdout, 'string');
+  await assert.rejects(cli(['run', '--model', 'quench-test/not-pulled', 'hi']), /not pulled yet: quench pull quench-test\/not-pulled/);
+  assert.ok(statSync(join(cacheDir, 'models--quench-test--llada-tiny')).isDirectory());
+});
