@@ -289,7 +289,7 @@ test('stop strings end the text at the string, including one spanning two tokens
 // as a model trained with end padding does. `lastLies`: a probe that is wrong: at block starts
 // the last position leans to end-of-text (~0.57, too weakly to commit at threshold 0.9) whatever
 // the canvas, and the narrower forwards after a block start put content (token 9) there.
-function knowsLength(A: number, lastLies = false) {
+function knowsLength(A: number, lastLies = false, shifted = false) {
   return scriptedModel(16, (p, r) => {
     const end = Math.max(...r.positions) + 1;
     const fullWindow = r.positions[0] === 0;
@@ -301,35 +301,36 @@ function knowsLength(A: number, lastLies = false) {
     }
     if (p === end - 1 && fullWindow && end < 2 + A + 1) return prefer(16, 9, 6);
     return p < 2 + A ? prefer(16, 4 + (p % 5), 9) : prefer(16, MOCK_EOS, 9);
-  });
+  }, 4, shifted);
 }
 
 test('adaptive canvas: grows while the end probe says the answer does not fit, then decodes as a fixed canvas of that size', async () => {
   const A = 20;
   const answer = Array.from({ length: A }, (_, i) => 4 + ((2 + i) % 5));
-  for (const cache of ['none', 'prefix', 'dual'] as const) {
+  for (const [cache, shifted] of [['none', false], ['prefix', false], ['dual', false], ['none', true], ['prefix', true], ['dual', true]] as const) {
     const o = { maxTokens: 64, blockLength: 32, policy: 'threshold' as const, cache };
-    const m = knowsLength(A);
+    const m = knowsLength(A, false, shifted);
     const windows: number[] = [];
     const fwd = m.forward.bind(m);
     m.forward = (reqs) => (windows.push(reqs[0].ids.length), fwd(reqs));
     const drafts: number[] = [];
     const r = await generate(m, [0, 0], { ...o, initialCanvas: 8, onStep: (e) => drafts.push(e.draft.length) });
-    assert.deepEqual(r.tokens, answer, cache);
+    const label = `${cache}${shifted ? ', shifted' : ''}`;
+    assert.deepEqual(r.tokens, answer, label);
     assert.equal(r.finishReason, 'stop');
     // probes at 8 and 16 positions fail (discarded forwards), 32 fits
-    assert.deepEqual(windows.slice(0, 3), [2 + 8, 2 + 16, 2 + 32], cache);
-    assert.ok(Math.max(...windows) <= 2 + 32, `no forward beyond the grown canvas (${windows})`);
+    assert.deepEqual(windows.slice(0, 3), [2 + 8, 2 + 16, 2 + 32], label);
+    assert.ok(Math.max(...windows) <= 2 + 32, `${label}: no forward beyond the grown canvas (${windows})`);
     assert.deepEqual(drafts.slice(0, 3), [16, 32, 32], `the draft is the current canvas (${drafts})`);
     // the same as a fixed canvas of the grown size, plus the two discarded forwards
-    const fixed = await generate(knowsLength(A), [0, 0], { ...o, maxTokens: 32, canvas: 'fixed' });
+    const fixed = await generate(knowsLength(A, false, shifted), [0, 0], { ...o, maxTokens: 32, canvas: 'fixed' });
     assert.deepEqual(fixed.tokens, answer);
-    assert.equal(r.stats.forwards, fixed.stats.forwards + 2, cache);
+    assert.equal(r.stats.forwards, fixed.stats.forwards + 2, label);
     assert.equal(r.stats.discarded, 2);
     assert.equal(r.stats.canvas, 32);
     assert.equal(fixed.stats.discarded, 0);
     // and a fixed canvas of max_tokens runs its first forward over all 64 positions
-    const full = knowsLength(A);
+    const full = knowsLength(A, false, shifted);
     const seen: number[] = [];
     const ff = full.forward.bind(full);
     full.forward = (reqs) => (seen.push(reqs[0].ids.length), ff(reqs));

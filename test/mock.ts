@@ -8,11 +8,12 @@ import type { ForwardRequest, ForwardResult } from '../src/runtime/session.ts';
 export const MOCK_MASK = 1;
 export const MOCK_EOS = 2;
 
-export function scriptedModel(vocab: number, logitsAt: (position: number, req: ForwardRequest) => Float32Array, topK = 4): Denoiser & { calls: number } {
+/** `shifted`: a Dream-style model, whose row at position p scores position p + 1. */
+export function scriptedModel(vocab: number, logitsAt: (position: number, req: ForwardRequest) => Float32Array, topK = 4, shifted = false): Denoiser & { calls: number } {
   const args = {
     arch: 'llada', hiddenSize: 8, numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: 8, intermediateSize: 8, vocabSize: vocab,
     ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 512, qkvBias: false, tiedEmbeddings: false, attention: 'bidirectional',
-    shiftedLogits: false, maskTokenId: MOCK_MASK, eosTokenIds: [MOCK_EOS], bosTokenId: null, padTokenId: null,
+    shiftedLogits: shifted, maskTokenId: MOCK_MASK, eosTokenIds: [MOCK_EOS], bosTokenId: null, padTokenId: null,
   } as ModelArgs;
   const m = {
     args,
@@ -29,7 +30,7 @@ export function scriptedModel(vocab: number, logitsAt: (position: number, req: F
         const entropy = new Float32Array(q);
         const logits = new Float32Array(q * vocab);
         r.queries.forEach((row, i) => {
-          const l = logitsAt(r.positions[row], r);
+          const l = logitsAt(r.positions[row] + (shifted ? 1 : 0), r);
           logits.set(l, i * vocab);
           const order = Array.from(l.keys()).sort((a, b) => l[b] - l[a] || a - b);
           const mx = l[order[0]];
