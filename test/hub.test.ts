@@ -22,6 +22,10 @@ interface Repo {
   gated?: boolean;
   /** lie about this file's size in listings */
   wrongSize?: string;
+  /** serve this file with one byte changed (its listed hash stays the original's) */
+  corrupt?: string;
+  /** paths-info gives this content hash for every file */
+  evilHash?: string;
 }
 
 const repos = new Map<string, Repo>();
@@ -33,11 +37,13 @@ let fixtureDir = '';
 const sha1 = (b: Buffer | string) => createHash('sha1').update(b).digest('hex');
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+// as the Hub lists files: git's blob sha1 as oid; LFS files (weights) with their sha256 and size
 function entry(r: Repo, path: string) {
   const b = r.files.get(path)!;
   const size = path === r.wrongSize ? b.length + 1 : b.length;
   const big = path.endsWith('.safetensors') || path.endsWith('.bin');
-  return { type: 'file', path, size: big ? 134 : size, oid: sha1(path + b.length), ...(big ? { lfs: { oid: sha256(b), size, pointerSize: 134 } } : {}) };
+  const gitOid = sha1(Buffer.concat([Buffer.from(`blob ${b.length}\0`), b]));
+  return { type: 'file', path, size: big ? 134 : size, oid: r.evilHash ?? gitOid, ...(big ? { lfs: { oid: r.evilHash ?? sha256(b), size, pointerSize: 134 } } : {}) };
 }
 
 async function repoOf(dir: string, names: string[], extra: Record<string, string> = {}): Promise<Map<string, Buffer>> {
@@ -59,6 +65,12 @@ before(async () => {
   repos.set('quench-test/gated', { sha: sha1('gated'), files: await repoOf(fixtureDir, names), gated: true });
   repos.set('quench-test/bin-only', { sha: sha1('bin'), files: await repoOf(fixtureDir, ['config.json', 'tokenizer.json'], { 'pytorch_model.bin': 'weights' }) });
   repos.set('quench-test/liar', { sha: sha1('liar'), files: await repoOf(fixtureDir, names), wrongSize: 'tokenizer.json' });
+  const shard = names.find((n) => n.endsWith('.safetensors'))!;
+  repos.set('quench-test/corrupt', { sha: sha1('corrupt'), files: await repoOf(fixtureDir, names), corrupt: shard });
+  repos.set('quench-test/evil-hash', { sha: sha1('evil'), files: await repoOf(fixtureDir, names), evilHash: '../../../../tmp/quench-evil' });
+  const index = JSON.parse(readFileSync(join(fixtureDir, 'model.safetensors.index.json'), 'utf8'));
+  for (const k of Object.keys(index.weight_map)) index.weight_map[k] = '../escape.safetensors';
+  repos.set('quench-test/evil-index', { sha: sha1('evil-index'), files: await repoOf(fixtureDir, names.filter((n) => n !== 'model.safetensors.index.json'), { 'model.safetensors.index.json': JSON.stringify(index) }) });
 
   hub = Fastify();
   const find = (owner: string, name: string, auth: string | undefined) => {
@@ -102,6 +114,11 @@ before(async () => {
       return reply.code(206).header('Content-Range', `bytes ${a}-${z}/${b.length}`).send(b.subarray(a, z + 1));
     }
     bodies.push(path);
+    if (path === f.repo.corrupt) {
+      const c = Buffer.from(b);
+      c[c.length - 1] ^= 1;
+      return reply.send(c);
+    }
     return reply.send(b);
   });
   url = await hub.listen({ host: '127.0.0.1', port: 0 });
@@ -167,6 +184,11 @@ test('pull: typed errors for a bad id, a missing repository, a gated one without
   assert.ok(existsSync(join(ok.dir, 'config.json')));
   await code(pull('quench-test/bin-only', o), 'hub_no_safetensors', /pytorch_model\.bin/);
   await code(pull('quench-test/liar', o), 'hub_size_mismatch', /tokenizer\.json/);
+  // a body that differs from the listed content hash, a malformed hash, an index naming a path
+  await code(pull('quench-test/corrupt', o), 'hub_hash_mismatch', /differs from the Hub's/);
+  await code(pull('quench-test/evil-hash', o), 'hub_bad_response', /malformed content hash/);
+  assert.ok(!existsSync('/tmp/quench-evil'), 'nothing written outside the cache');
+  await code(pull('quench-test/evil-index', o), 'hub_bad_name', /escape/);
   // the bad blob went with its link: pulling again downloads it again (and fails again)
   const n = bodies.filter((b) => b === 'tokenizer.json').length;
   await code(pull('quench-test/liar', o), 'hub_size_mismatch');

@@ -7,7 +7,8 @@
 // finds cached snapshots.
 
 import { downloadFileToCacheDir, getHFHubCachePath, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
-import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FormatError, HubError, QuenchError } from '../errors.ts';
@@ -40,9 +41,18 @@ export interface FilePlan {
   all: Map<string, ListFileEntry>;
 }
 
-/** From a repo's top-level listing: what to fetch first, or a typed error naming what is missing. */
+/** A top-level file name that is safe to join to a directory: no separators, drive letters or dot names. */
+export function safeName(name: unknown): name is string {
+  return typeof name === 'string' && /^[\w][\w.+-]{0,254}$/.test(name) && !name.includes('..');
+}
+
+/** Content hashes are hex (they name the blobs on disk): git blob sha1 or sha256. */
+const HASH = /^([0-9a-f]{40}|[0-9a-f]{64})$/;
+
+/** From a repo's top-level listing: what to fetch first, or a typed error naming what is missing.
+ * Files in subfolders and files with unsafe names are never fetched. */
 export function planFiles(entries: ListFileEntry[], repo: string): FilePlan {
-  const all = new Map(entries.filter((e) => e.type === 'file' && !e.path.includes('/')).map((e) => [e.path, e]));
+  const all = new Map(entries.filter((e) => e.type === 'file' && safeName(e.path)).map((e) => [e.path, e]));
   for (const need of ['config.json', 'tokenizer.json'])
     if (!all.has(need)) throw new HubError('hub_incomplete', `${repo} has no ${need} (quench needs config.json, tokenizer.json and safetensors weights)`);
   const metadata = [...all.values()].filter((e) => METADATA.includes(e.path) || CARD.test(e.path));
@@ -69,7 +79,8 @@ export function shardsOf(indexJson: string, plan: FilePlan, repo: string): ListF
   if (!map || typeof map !== 'object') throw new FormatError('index_invalid', `${repo}: model.safetensors.index.json has no weight_map`);
   const names = [...new Set(Object.values(map as Record<string, unknown>))];
   return names.map((n) => {
-    const e = typeof n === 'string' ? plan.all.get(n) : undefined;
+    if (!safeName(n)) throw new HubError('hub_bad_name', `${repo}: the index names ${JSON.stringify(n)}, not a plain file name`);
+    const e = plan.all.get(n);
     if (!e) throw new HubError('hub_incomplete', `${repo}: the index names ${JSON.stringify(n)}, which is not in the repository`);
     return e;
   });
@@ -121,24 +132,35 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
   const accessToken = o.token ?? process.env.HF_TOKEN ?? undefined;
   let current: { file: string; size: number; bytes: number } | null = null;
   const baseFetch = o.fetch ?? fetch;
-  // counts the bytes of the file body being downloaded (the library has no progress hook)
-  const counting: typeof fetch = async (input, init) => {
+  const urlOf = (input: Parameters<typeof fetch>[0]) => String(input instanceof Request ? input.url : input);
+  // The library has no progress hook and trusts the server's content hashes, which name files
+  // on disk (blobs/<hash>): this wrapper checks those hashes and counts the bytes of each file
+  // body while it streams in (from /resolve/ or, for Xet storage, from its chunk servers).
+  const checked: typeof fetch = async (input, init) => {
     const res = await baseFetch(input, init);
-    const ranged = new Headers(init?.headers).get('Range') === 'bytes=0-0';
-    if (!current || ranged || !res.ok || !res.body || !String(input instanceof Request ? input.url : input).includes('/resolve/')) return res;
+    const url = urlOf(input);
+    if (res.ok && /\/api\/models\/.+\/paths-info\//.test(url)) {
+      const items = (await res.clone().json()) as { oid?: unknown; lfs?: { oid?: unknown }; xetHash?: unknown }[];
+      for (const it of Array.isArray(items) ? items : [])
+        for (const h of [it.oid, it.lfs?.oid, it.xetHash])
+          if (h !== undefined && !(typeof h === 'string' && HASH.test(h))) throw new HubError('hub_bad_response', `${repo}: the Hub gave a malformed content hash ${JSON.stringify(h)}`);
+      return res;
+    }
+    const probe = new Headers(init?.headers).get('Range') === 'bytes=0-0';
+    if (!current || probe || !res.ok || !res.body || /\/api\//.test(url) || (res.headers.get('content-type') ?? '').includes('json')) return res;
     const cur = current;
     const body = res.body.pipeThrough(
       new TransformStream<Uint8Array, Uint8Array>({
         transform(chunk, ctl) {
           cur.bytes += chunk.byteLength;
-          o.onProgress?.({ file: cur.file, bytes: cur.bytes, size: cur.size, done: false, cached: false });
+          o.onProgress?.({ file: cur.file, bytes: Math.min(cur.bytes, cur.size), size: cur.size, done: false, cached: false });
           ctl.enqueue(chunk);
         },
       }),
     );
     return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
   };
-  const common = { repo: { type: 'model' as const, name: repo }, hubUrl, accessToken, fetch: counting };
+  const common = { repo: { type: 'model' as const, name: repo }, hubUrl, accessToken, fetch: checked };
   const commit = await hubCall(repo, async () => {
     if (COMMIT.test(revision)) return revision;
     const info = (await modelInfo({ ...common, name: repo, revision, additionalFields: ['sha'] })) as { sha?: string };
@@ -159,10 +181,11 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
     const path = await hubCall(repo, () => downloadFileToCacheDir({ ...common, path: e.path, revision: commit, cacheDir }));
     current = null;
     const got = statSync(path).size;
-    if (got !== fileSize(e)) {
+    const bad = got !== fileSize(e) ? `got ${got} bytes, the Hub lists ${fileSize(e)}` : cached ? null : await hashMismatch(path, e);
+    if (bad) {
       await rm(realpathSync(path), { force: true }); // the blob, or a later pull would link it again
       await rm(path, { force: true });
-      throw new HubError('hub_size_mismatch', `${repo}/${e.path}: got ${got} bytes, the Hub lists ${fileSize(e)}; run pull again`);
+      throw new HubError(got !== fileSize(e) ? 'hub_size_mismatch' : 'hub_hash_mismatch', `${repo}/${e.path}: ${bad}; run pull again`);
     }
     files.push(e.path);
     bytes += got;
@@ -182,6 +205,17 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
     await writeFile(ref, commit);
   }
   return { repo, commit, dir: join(repoFolder(cacheDir, repo), 'snapshots', commit), files, bytes };
+}
+
+/** A downloaded file against the listing's hash: sha256 of an LFS file, else git's blob sha1. */
+async function hashMismatch(path: string, e: ListFileEntry): Promise<string | null> {
+  const want = e.lfs?.oid ?? e.oid;
+  if (!want) return null;
+  const h = createHash(e.lfs ? 'sha256' : 'sha1');
+  if (!e.lfs) h.update(`blob ${statSync(path).size}\0`);
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  const got = h.digest('hex');
+  return got === want ? null : `content hash ${got.slice(0, 12)}... differs from the Hub's ${want.slice(0, 12)}...`;
 }
 
 /** Hub failures as typed errors: which repository, and what to do about it. */
