@@ -5,12 +5,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { writeFixture } from '../src/formats/fixtures.ts';
-import { pull, cachedSnapshot, cachedModels } from '../src/models/hub.ts';
+import { pull, cachedSnapshot, cachedModels, hubToken } from '../src/models/hub.ts';
 import { loadModel } from '../src/models/registry.ts';
 import { generate } from '../src/decode/generation.ts';
 import { HubError } from '../src/errors.ts';
@@ -26,6 +26,10 @@ interface Repo {
   corrupt?: string;
   /** paths-info gives this content hash for every file */
   evilHash?: string;
+  /** tags -> this repo's commit */
+  tags?: string[];
+  /** this file's download answers 500 */
+  broken?: string;
 }
 
 const repos = new Map<string, Repo>();
@@ -43,7 +47,7 @@ function entry(r: Repo, path: string) {
   const size = path === r.wrongSize ? b.length + 1 : b.length;
   const big = path.endsWith('.safetensors') || path.endsWith('.bin');
   const gitOid = sha1(Buffer.concat([Buffer.from(`blob ${b.length}\0`), b]));
-  return { type: 'file', path, size: big ? 134 : size, oid: r.evilHash ?? gitOid, ...(big ? { lfs: { oid: r.evilHash ?? sha256(b), size, pointerSize: 134 } } : {}) };
+  return { type: 'file', path, size, oid: r.evilHash ?? gitOid, ...(big ? { lfs: { oid: r.evilHash ?? sha256(b), size, pointerSize: 134 } } : {}) };
 }
 
 async function repoOf(dir: string, names: string[], extra: Record<string, string> = {}): Promise<Map<string, Buffer>> {
@@ -54,13 +58,18 @@ async function repoOf(dir: string, names: string[], extra: Record<string, string
 }
 
 before(async () => {
+  // hermetic: no token from this machine's environment or saved login
+  delete process.env.HF_TOKEN;
+  process.env.HF_TOKEN_PATH = '/nonexistent/quench-test-token';
   fixtureDir = await tempDir('quench-hub-src-');
   await writeFixture(fixtureDir, { arch: 'llada', shards: 2, seed: 5 });
   const names = readdirSync(fixtureDir);
   assert.ok(names.includes('model.safetensors.index.json'), 'a sharded fixture');
   repos.set('quench-test/llada-tiny', {
     sha: sha1('llada-tiny-commit'),
-    files: await repoOf(fixtureDir, names, { 'README.md': '# tiny', 'pytorch_model.bin': 'not wanted', 'modeling_llada.py': '# code', 'onnx/model.onnx': 'not wanted' }),
+    files: await repoOf(fixtureDir, names, { 'README.md': '# tiny', 'LICENSE': 'Apache-2.0', 'pytorch_model.bin': 'not wanted', 'modeling_llada.py': '# code', 'onnx/model.onnx': 'not wanted' }),
+    tags: ['v1', 'refs/pr/1'],
+    broken: 'LICENSE',
   });
   repos.set('quench-test/gated', { sha: sha1('gated'), files: await repoOf(fixtureDir, names), gated: true });
   repos.set('quench-test/bin-only', { sha: sha1('bin'), files: await repoOf(fixtureDir, ['config.json', 'tokenizer.json'], { 'pytorch_model.bin': 'weights' }) });
@@ -73,22 +82,29 @@ before(async () => {
   repos.set('quench-test/evil-index', { sha: sha1('evil-index'), files: await repoOf(fixtureDir, names.filter((n) => n !== 'model.safetensors.index.json'), { 'model.safetensors.index.json': JSON.stringify(index) }) });
 
   hub = Fastify();
-  const find = (owner: string, name: string, auth: string | undefined) => {
+  // as the Hub answers: an unknown (or private) repository is 401 RepoNotFound without a token;
+  // a gated one lists its files to anyone and refuses downloads (401 without a token, 403
+  // with one that has no access)
+  const find = (owner: string, name: string, auth: string | undefined, download = false) => {
     const r = repos.get(`${owner}/${name}`);
-    if (!r) return { status: 404, error: 'Repository not found' };
-    if (r.gated && auth !== 'Bearer hf_test') return { status: 401, error: 'Access to model is restricted' };
+    if (!r) return { status: auth ? 404 : 401, code: 'RepoNotFound', error: 'Repository not found' };
+    if (r.gated && download && auth !== 'Bearer hf_test')
+      return auth ? { status: 403, code: 'GatedRepo', error: 'Access to model is restricted and you are not in the authorized list.' } : { status: 401, code: 'GatedRepo', error: 'Access to model is restricted. You must have access to it and be authenticated to access it. Please log in.' };
     return { repo: r };
   };
+  const fail = (reply: import('fastify').FastifyReply, f: { status?: number; code?: string; error?: string }) => reply.code(f.status!).header('X-Error-Code', f.code).send({ error: f.error });
   type P = { owner: string; name: string; rev: string; '*': string };
   hub.get<{ Params: P }>('/api/models/:owner/:name/revision/:rev', async (req, reply) => {
     const f = find(req.params.owner, req.params.name, req.headers.authorization);
-    if (!f.repo) return reply.code(f.status!).header('X-Error-Code', 'RepoNotFound').send({ error: f.error });
+    if (!f.repo) return fail(reply, f);
+    const rev = req.params.rev;
+    if (rev !== 'main' && rev !== f.repo.sha && !f.repo.tags?.includes(rev)) return fail(reply, { status: 404, code: 'RevisionNotFound', error: `Invalid rev id: ${rev}` });
     return { _id: 'x', id: `${req.params.owner}/${req.params.name}`, sha: f.repo.sha, private: false, lastModified: '2026-01-01T00:00:00.000Z' };
   });
   // paginated three entries at a time, as the Hub does (1,000 there), with a Link header
   hub.get<{ Params: P; Querystring: { cursor?: string } }>('/api/models/:owner/:name/tree/:rev', async (req, reply) => {
     const f = find(req.params.owner, req.params.name, req.headers.authorization);
-    if (!f.repo) return reply.code(f.status!).send({ error: f.error });
+    if (!f.repo) return fail(reply, f);
     if (req.params.rev !== f.repo.sha) return reply.code(404).send({ error: 'listed by name, not by commit' });
     const all = [...f.repo.files.keys()].map((p) => entry(f.repo!, p));
     const from = Number(req.query.cursor ?? 0);
@@ -97,13 +113,14 @@ before(async () => {
   });
   hub.post<{ Params: P; Body: { paths: string[] } }>('/api/models/:owner/:name/paths-info/:rev', async (req, reply) => {
     const f = find(req.params.owner, req.params.name, req.headers.authorization);
-    if (!f.repo) return reply.code(f.status!).send({ error: f.error });
+    if (!f.repo) return fail(reply, f);
     return req.body.paths.filter((p) => f.repo!.files.has(p)).map((p) => entry(f.repo!, p));
   });
   hub.get<{ Params: P }>('/:owner/:name/resolve/:rev/*', async (req, reply) => {
-    const f = find(req.params.owner, req.params.name, req.headers.authorization);
-    if (!f.repo) return reply.code(f.status!).send({ error: f.error });
+    const f = find(req.params.owner, req.params.name, req.headers.authorization, true);
+    if (!f.repo) return fail(reply, f);
     const path = req.params['*'];
+    if (path === f.repo.broken) return reply.code(500).send({ error: 'Internal Error' });
     const b = f.repo.files.get(path);
     if (!b) return reply.code(404).header('X-Error-Code', 'EntryNotFound').send({ error: 'Entry not found' });
     const e = entry(f.repo, path);
@@ -141,13 +158,19 @@ test('pull: a sharded LLaDA repository -> the Hub cache; loads and generates exa
   assert.equal(r.commit, repo.sha);
   assert.equal(r.dir, join(cacheDir, 'models--quench-test--llada-tiny', 'snapshots', repo.sha));
   // what quench loads (and the card), not the pickled weights, the code or the subfolder
-  const want = [...repo.files.keys()].filter((p) => !['pytorch_model.bin', 'modeling_llada.py', 'onnx/model.onnx'].includes(p)).sort();
+  const want = [...repo.files.keys()].filter((p) => !['pytorch_model.bin', 'modeling_llada.py', 'onnx/model.onnx', 'LICENSE'].includes(p)).sort();
   assert.deepEqual([...r.files].sort(), want);
   assert.deepEqual([...seen].sort(), want);
+  // an optional file that fails (LICENSE answers 500) is reported, not fatal
+  assert.equal(r.skipped.length, 1);
+  assert.match(r.skipped[0], /^LICENSE \(.*500/);
   // byte progress while a body streams in, up to the file's size
   for (const shard of want.filter((p) => p.endsWith('.safetensors'))) assert.equal(partial.get(shard), repo.files.get(shard)!.length, shard);
   for (const p of want) {
-    assert.ok(lstatSync(join(r.dir, p)).isSymbolicLink(), `${p} is a link into blobs/`);
+    // the Hub cache layout: a relative link to blobs/<sha256 of LFS files | git blob sha1>
+    assert.ok(lstatSync(join(r.dir, p)).isSymbolicLink(), p);
+    const e = entry(repo, p) as { oid: string; lfs?: { oid: string } };
+    assert.equal(readlinkSync(join(r.dir, p)), join('..', '..', 'blobs', e.lfs?.oid ?? e.oid), p);
     assert.ok(readFileSync(join(r.dir, p)).equals(repo.files.get(p)!), `${p} has the repository's bytes`);
   }
   assert.equal(readFileSync(join(cacheDir, 'models--quench-test--llada-tiny', 'refs', 'main'), 'utf8'), repo.sha);
@@ -164,10 +187,25 @@ test('pull: a sharded LLaDA repository -> the Hub cache; loads and generates exa
   }
   assert.deepEqual(outs[1], outs[0]);
   // a second pull finds every file in the cache: no body is downloaded again
-  const before = bodies.length;
+  const before = bodies.filter((b) => b !== 'LICENSE').length;
   const again = await pull('quench-test/llada-tiny', { endpoint: url, cacheDir });
   assert.equal(again.dir, r.dir);
-  assert.equal(bodies.length, before);
+  assert.equal(bodies.filter((b) => b !== 'LICENSE').length, before);
+  // revisions: a tag and a pull-request ref are written as refs (as huggingface_hub does) and
+  // listed as owner/name@rev; a commit needs no ref; an unknown revision is a typed error
+  for (const rev of ['v1', 'refs/pr/1', repo.sha]) {
+    const t = await pull('quench-test/llada-tiny', { endpoint: url, cacheDir, revision: rev });
+    assert.equal(t.dir, r.dir, rev);
+    assert.equal(cachedSnapshot('quench-test/llada-tiny', rev, cacheDir), r.dir, rev);
+  }
+  assert.equal(readFileSync(join(cacheDir, 'models--quench-test--llada-tiny', 'refs', 'refs', 'pr', '1'), 'utf8'), repo.sha);
+  assert.deepEqual(cachedModels(cacheDir).map((m) => m.repo).sort(), ['quench-test/llada-tiny', 'quench-test/llada-tiny@refs/pr/1', 'quench-test/llada-tiny@v1']);
+  await assert.rejects(pull('quench-test/llada-tiny', { endpoint: url, cacheDir, revision: 'v9' }), (e: unknown) => e instanceof HubError && e.code === 'hub_revision_not_found');
+  // a snapshot without its shards (as a config-only download leaves) is not a pulled model
+  const { rmSync } = await import('node:fs');
+  rmSync(join(r.dir, want.find((p) => p.endsWith('.safetensors'))!));
+  assert.equal(cachedSnapshot('quench-test/llada-tiny', 'main', cacheDir), null);
+  assert.deepEqual(cachedModels(cacheDir), []);
 });
 
 test('pull: typed errors for a bad id, a missing repository, a gated one without a token, no safetensors, a wrong size', async () => {
@@ -178,10 +216,19 @@ test('pull: typed errors for a bad id, a missing repository, a gated one without
   await code(pull('no-slash', o), 'hub_bad_repo');
   await code(pull('../etc/passwd', o), 'hub_bad_repo');
   await code(pull('quench-test/llada-tiny', { ...o, revision: '../../x' }), 'hub_bad_revision');
-  await code(pull('quench-test/missing', o), 'hub_not_found');
-  await code(pull('quench-test/gated', o), 'hub_unauthorized', /HF_TOKEN/);
+  await code(pull('quench-test/missing', o), 'hub_not_found', /no such model on .*or it is private: if it is yours, pass --token/);
+  await code(pull('quench-test/missing', { ...o, token: 'hf_x' }), 'hub_not_found', /token cannot read it/);
+  await code(pull('quench-test/gated', o), 'hub_unauthorized', /is gated: request access at http.*quench-test\/gated, then pass --token or set HF_TOKEN/);
+  await code(pull('quench-test/gated', { ...o, token: 'hf_wrong' }), 'hub_unauthorized', /this token has no access yet.*not in the authorized list/);
   const ok = await pull('quench-test/gated', { ...o, token: 'hf_test' });
   assert.ok(existsSync(join(ok.dir, 'config.json')));
+  // nothing listens on a port just closed: the cause is named
+  const { createServer } = await import('node:net');
+  const srv = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  await code(pull('quench-test/llada-tiny', { ...o, endpoint: `http://127.0.0.1:${port}` }), 'hub_unreachable', /ECONNREFUSED.*HF_ENDPOINT/);
   await code(pull('quench-test/bin-only', o), 'hub_no_safetensors', /pytorch_model\.bin/);
   await code(pull('quench-test/liar', o), 'hub_size_mismatch', /tokenizer\.json/);
   // a body that differs from the listed content hash, a malformed hash, an index naming a path
@@ -193,9 +240,9 @@ test('pull: typed errors for a bad id, a missing repository, a gated one without
   const n = bodies.filter((b) => b === 'tokenizer.json').length;
   await code(pull('quench-test/liar', o), 'hub_size_mismatch');
   assert.equal(bodies.filter((b) => b === 'tokenizer.json').length, n + 1);
-  // nothing of the repositories that failed before their first file is left behind
-  assert.equal(cachedSnapshot('quench-test/bin-only', 'main', cacheDir), null);
-  assert.equal(cachedSnapshot('quench-test/missing', 'main', cacheDir), null);
+  // a repository refused before its first file leaves nothing behind
+  assert.ok(!existsSync(join(cacheDir, 'models--quench-test--bin-only', 'snapshots')));
+  assert.ok(!existsSync(join(cacheDir, 'models--quench-test--missing')));
 });
 
 test('quench pull / list / run --model owner/name through the CLI, with HF_ENDPOINT and HF_HUB_CACHE', async () => {
@@ -206,8 +253,34 @@ test('quench pull / list / run --model owner/name through the CLI, with HF_ENDPO
   assert.match(p.stdout, /pulled quench-test\/llada-tiny at [0-9a-f]{12}: \d+ files/);
   const l = await cli(['list']);
   assert.match(l.stdout, /quench-test\/llada-tiny\s+hub\s/);
-  const r = await cli(['run', '--model', 'quench-test/llada-tiny', '--max-tokens', '4', '--raw', 'hello']);
-  assert.equal(typeof r.stdout, 'string');
+  await cli(['run', '--model', 'quench-test/llada-tiny', '--max-tokens', '4', '--raw', 'hello']); // exits 0
   await assert.rejects(cli(['run', '--model', 'quench-test/not-pulled', 'hi']), /not pulled yet: quench pull quench-test\/not-pulled/);
+  await assert.rejects(cli(['run', '--model', 'quench-test/llada-tiny@v1', 'hi']), /not pulled yet: quench pull quench-test\/llada-tiny --revision v1/);
+  const v1 = await cli(['pull', 'quench-test/llada-tiny', '--revision', 'v1']);
+  assert.match(v1.stdout, /quench run --model quench-test\/llada-tiny@v1/);
   assert.ok(statSync(join(cacheDir, 'models--quench-test--llada-tiny')).isDirectory());
+});
+
+test('the token: given, else HF_TOKEN, else the saved login (HF_TOKEN_PATH, else HF_HOME/token)', async () => {
+  const dir = await tempDir('quench-hub-token-');
+  const saved = { ...process.env };
+  try {
+    delete process.env.HF_TOKEN;
+    process.env.HF_HOME = dir;
+    delete process.env.HF_TOKEN_PATH;
+    assert.equal(hubToken(), undefined);
+    writeFileSync(join(dir, 'token'), 'hf_saved\n');
+    assert.equal(hubToken(), 'hf_saved');
+    writeFileSync(join(dir, 'other'), 'hf_path');
+    process.env.HF_TOKEN_PATH = join(dir, 'other');
+    assert.equal(hubToken(), 'hf_path');
+    process.env.HF_TOKEN = 'hf_env';
+    assert.equal(hubToken(), 'hf_env');
+    assert.equal(hubToken('hf_given'), 'hf_given');
+  } finally {
+    for (const k of ['HF_TOKEN', 'HF_HOME', 'HF_TOKEN_PATH']) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+  }
 });

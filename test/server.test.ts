@@ -406,3 +406,17 @@ test('streamed final text stops at a stop string even when the last token runs p
   assert.equal(r.text, 'Hi there.');
   assert.equal(streamed, r.text);
 });
+
+test('a model id with a slash (a pulled Hub model, owner/name): listed, retrieved by id, accepted in requests', async () => {
+  const s = await start({ modelId: 'quench-test/llada-tiny' });
+  const auth = { authorization: `Bearer ${KEY}` };
+  const one = await fetch(`${s.base}/v1/models/quench-test/llada-tiny`, { headers: auth });
+  assert.equal(one.status, 200);
+  assert.equal((await one.json()).id, 'quench-test/llada-tiny');
+  assert.equal((await fetch(`${s.base}/v1/models/quench-test/other`, { headers: auth })).status, 404);
+  assert.equal((await fetch(`${s.base}/v1/models/quench-test`, { headers: auth })).status, 404);
+  const list = await s.client.models.list();
+  assert.deepEqual(list.data.map((m) => m.id), ['quench-test/llada-tiny']);
+  const r = await post(s.base, '/v1/chat/completions', { ...chatReq, model: 'quench-test/llada-tiny', max_tokens: 4 });
+  assert.equal(r.status, 200);
+});

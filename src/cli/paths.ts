@@ -6,7 +6,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cachedModels, cachedSnapshot, isRepoId } from '../models/hub.ts';
+import { NotFoundError } from '../errors.ts';
+import { cachedModels, isRepoId, snapshotDir, snapshotMissing } from '../models/hub.ts';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 export const BUNDLED_DIR = join(PACKAGE_ROOT, 'models');
@@ -41,13 +42,18 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
   if (existsSync(join(name, 'config.json'))) return { dir: resolve(name), name: basename(resolve(name)) };
   const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
   if (hit) return { dir: hit.dir, name };
-  const [repo, revision] = name.split('@');
+  const at = name.indexOf('@');
+  const repo = at < 0 ? name : name.slice(0, at);
+  const revision = at < 0 ? 'main' : name.slice(at + 1);
   if (isRepoId(repo)) {
-    const dir = cachedSnapshot(repo, revision || 'main');
-    if (dir) return { dir, name };
-    throw new Error(`model ${JSON.stringify(name)} is not pulled yet: quench pull ${repo}${revision ? ` --revision ${revision}` : ''}`);
+    const pullIt = `quench pull ${repo}${at < 0 ? '' : ` --revision ${revision}`}`;
+    const dir = snapshotDir(repo, revision);
+    if (!dir) throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
+    const missing = snapshotMissing(dir);
+    if (missing.length) throw new NotFoundError('model', `model ${JSON.stringify(name)} is only partly downloaded (no ${missing.slice(0, 3).join(', ')}): ${pullIt}`, 'model_not_pulled');
+    return { dir, name };
   }
-  throw new Error(`model ${JSON.stringify(name)} not found: give a directory with config.json, a Hub id (owner/name, after quench pull), or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`);
+  throw new NotFoundError('model', `model ${JSON.stringify(name)} not found: give a directory with config.json, a Hub id (owner/name, after quench pull), or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`, 'model_not_found');
 }
 
 export function resolveModel(arg: string | undefined): string {

@@ -20,11 +20,14 @@ export async function pullCommand(repo: string, o: Pick<PullOptions, 'revision' 
       const now = performance.now();
       if (!tty || now - last < 100) return;
       last = now;
-      const pct = e.size > 0 ? ((e.bytes / e.size) * 100).toFixed(0) : '?';
-      process.stderr.write(`\r\x1b[2K${e.file}  ${mb(e.bytes)} / ${mb(e.size)}  ${pct} %`);
+      const got = Math.min(e.bytes, e.size); // Xet chunk bytes can run past the file's size
+      const pct = e.size > 0 ? ((got / e.size) * 100).toFixed(0) : '?';
+      process.stderr.write(`\r\x1b[2K${e.file}  ${mb(got)} / ${mb(e.size)}  ${pct} %`);
     },
   });
   const s = (performance.now() - t0) / 1000;
-  console.log(`pulled ${r.repo} at ${r.commit.slice(0, 12)}: ${r.files.length} files, ${mb(r.bytes)} in ${s.toFixed(1)} s -> ${r.dir}`);
-  console.log(`run it: quench run --model ${r.repo} "..."   serve it: quench serve --model ${r.repo}`);
+  for (const k of r.skipped) process.stderr.write(`skipped ${k}\n`);
+  const name = r.revision === 'main' ? r.repo : `${r.repo}@${r.revision}`;
+  console.log(`pulled ${name} at ${r.commit.slice(0, 12)}: ${r.files.length} files, ${mb(r.bytes)} in ${s.toFixed(1)} s -> ${r.dir}`);
+  console.log(`run it: quench run --model ${name} "..."   serve it: quench serve --model ${name}`);
 }

@@ -3,21 +3,39 @@
 // (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), which it shares with
 // Python's huggingface_hub: a model downloaded by either is found by both. Files land in
 // snapshots/<commit>/ as symlinks to content-addressed blobs; refs/<revision> names the
-// commit. The HTTP side is @huggingface/hub's; this file chooses the files, checks them and
-// finds cached snapshots.
+// commit and is written last, so a failed pull leaves the previous snapshot in use. The HTTP
+// side is @huggingface/hub's; this file chooses the files, checks what the server says and
+// what arrives, and finds complete snapshots.
 
 import { downloadFileToCacheDir, getHFHubCachePath, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, join, sep } from 'node:path';
 import { FormatError, HubError, QuenchError } from '../errors.ts';
 
-const REPO_ID = /^[A-Za-z0-9][\w.-]{0,95}\/[A-Za-z0-9][\w.-]{0,95}$/;
+// ---------------------------------------------------------------- names
+
+// as huggingface_hub's validate_repo_id: word characters, '.', '-'; no '--' or '..'
+const REPO_PART = /^[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?$/;
 const COMMIT = /^[0-9a-f]{40}$/;
+/** Content hashes name the blobs on disk: git blob sha1 or sha256, hex. */
+const HASH = /^([0-9a-f]{40}|[0-9a-f]{64})$/;
 
 export function isRepoId(s: string): boolean {
-  return REPO_ID.test(s) && !s.includes('..');
+  const parts = s.split('/');
+  return parts.length === 2 && parts.every((p) => REPO_PART.test(p)) && !s.includes('--') && !s.includes('..');
+}
+
+/** A branch, tag or commit: slash-separated plain segments (refs/pr/1), no dot segments. */
+export function isRevision(s: string): boolean {
+  return s.length <= 128 && s.split('/').every((seg) => /^[\w.-]+$/.test(seg) && seg !== '.' && seg !== '..');
+}
+
+/** A top-level file name that is safe to join to a directory: no separators, drive letters or dot names. */
+export function safeName(name: unknown): name is string {
+  return typeof name === 'string' && /^\w[\w.+-]{0,254}$/.test(name) && !name.includes('..');
 }
 
 export function hubCacheDir(): string {
@@ -28,34 +46,41 @@ function repoFolder(cacheDir: string, repo: string): string {
   return join(cacheDir, `models--${repo.replace('/', '--')}`);
 }
 
+/** The token: given, else HF_TOKEN, else the one `hf auth login` saved (HF_TOKEN_PATH, else HF_HOME/token). */
+export function hubToken(given?: string): string | undefined {
+  if (given) return given;
+  if (process.env.HF_TOKEN) return process.env.HF_TOKEN;
+  const file = process.env.HF_TOKEN_PATH ?? join(process.env.HF_HOME ?? join(homedir(), '.cache', 'huggingface'), 'token');
+  try {
+    return readFileSync(file, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 // ---------------------------------------------------------------- which files
 
 /** Small files read before the weights (the index names the shards). */
 const METADATA = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', 'model.safetensors.index.json'];
+/** Fetched when they can be; a failure is reported, not fatal. */
 const CARD = /^(README\.md|LICEN[CS]E(\.\w+)?|NOTICE(\.\w+)?)$/i;
 
 export interface FilePlan {
   metadata: ListFileEntry[];
+  card: ListFileEntry[];
   /** null until the index is read: then the shards it names */
   weights: ListFileEntry[] | null;
   all: Map<string, ListFileEntry>;
 }
 
-/** A top-level file name that is safe to join to a directory: no separators, drive letters or dot names. */
-export function safeName(name: unknown): name is string {
-  return typeof name === 'string' && /^[\w][\w.+-]{0,254}$/.test(name) && !name.includes('..');
-}
-
-/** Content hashes are hex (they name the blobs on disk): git blob sha1 or sha256. */
-const HASH = /^([0-9a-f]{40}|[0-9a-f]{64})$/;
-
-/** From a repo's top-level listing: what to fetch first, or a typed error naming what is missing.
+/** From a repo's top-level listing: what to fetch, or a typed error naming what is missing.
  * Files in subfolders and files with unsafe names are never fetched. */
 export function planFiles(entries: ListFileEntry[], repo: string): FilePlan {
   const all = new Map(entries.filter((e) => e.type === 'file' && safeName(e.path)).map((e) => [e.path, e]));
   for (const need of ['config.json', 'tokenizer.json'])
     if (!all.has(need)) throw new HubError('hub_incomplete', `${repo} has no ${need} (quench needs config.json, tokenizer.json and safetensors weights)`);
-  const metadata = [...all.values()].filter((e) => METADATA.includes(e.path) || CARD.test(e.path));
+  const metadata = [...all.values()].filter((e) => METADATA.includes(e.path));
+  const card = [...all.values()].filter((e) => CARD.test(e.path));
   let weights: ListFileEntry[] | null = null;
   if (!all.has('model.safetensors.index.json')) {
     const single = all.get('model.safetensors');
@@ -65,20 +90,24 @@ export function planFiles(entries: ListFileEntry[], repo: string): FilePlan {
     }
     weights = [single];
   }
-  return { metadata, weights, all };
+  return { metadata, card, weights, all };
 }
 
-/** The shards a safetensors index names, each present in the listing. */
-export function shardsOf(indexJson: string, plan: FilePlan, repo: string): ListFileEntry[] {
+/** The file names a safetensors index's weight_map points to. */
+function indexShards(indexJson: string, where: string): unknown[] {
   let map: unknown;
   try {
     map = (JSON.parse(indexJson) as { weight_map?: unknown }).weight_map;
   } catch {
-    throw new FormatError('index_invalid', `${repo}: model.safetensors.index.json is not valid JSON`);
+    throw new FormatError('index_invalid', `${where}: model.safetensors.index.json is not valid JSON`);
   }
-  if (!map || typeof map !== 'object') throw new FormatError('index_invalid', `${repo}: model.safetensors.index.json has no weight_map`);
-  const names = [...new Set(Object.values(map as Record<string, unknown>))];
-  return names.map((n) => {
+  if (!map || typeof map !== 'object') throw new FormatError('index_invalid', `${where}: model.safetensors.index.json has no weight_map`);
+  return [...new Set(Object.values(map as Record<string, unknown>))];
+}
+
+/** The shards a safetensors index names, each a plain name present in the listing. */
+export function shardsOf(indexJson: string, plan: FilePlan, repo: string): ListFileEntry[] {
+  return indexShards(indexJson, repo).map((n) => {
     if (!safeName(n)) throw new HubError('hub_bad_name', `${repo}: the index names ${JSON.stringify(n)}, not a plain file name`);
     const e = plan.all.get(n);
     if (!e) throw new HubError('hub_incomplete', `${repo}: the index names ${JSON.stringify(n)}, which is not in the repository`);
@@ -88,24 +117,35 @@ export function shardsOf(indexJson: string, plan: FilePlan, repo: string): ListF
 
 // ---------------------------------------------------------------- download
 
+export interface PullProgress {
+  file: string;
+  /** bytes received so far (for Xet storage: compressed chunk bytes, an estimate) */
+  bytes: number;
+  size: number;
+  done: boolean;
+  cached: boolean;
+}
+
 export interface PullOptions {
   /** branch, tag or commit (default main) */
   revision?: string;
   /** the Hub's address (default https://huggingface.co, or HF_ENDPOINT) */
   endpoint?: string;
-  /** access token for gated or private repositories (default HF_TOKEN) */
+  /** access token for gated or private repositories (default HF_TOKEN, then the saved login) */
   token?: string;
   cacheDir?: string;
-  /** bytes of the file being downloaded so far; done once per file */
-  onProgress?: (e: { file: string; bytes: number; size: number; done: boolean; cached: boolean }) => void;
+  onProgress?: (e: PullProgress) => void;
   fetch?: typeof fetch;
 }
 
 export interface PullResult {
   repo: string;
+  revision: string;
   commit: string;
   dir: string;
   files: string[];
+  /** optional files (model card, license) that could not be fetched, with why */
+  skipped: string[];
   bytes: number;
 }
 
@@ -126,20 +166,26 @@ export async function pull(repo: string, o: PullOptions = {}): Promise<PullResul
 async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
   if (!isRepoId(repo)) throw new HubError('hub_bad_repo', `${JSON.stringify(repo)} is not a Hub model id (owner/name)`);
   const revision = o.revision ?? 'main';
-  if (!/^[\w.\/-]{1,128}$/.test(revision) || revision.split('/').includes('..')) throw new HubError('hub_bad_revision', `${JSON.stringify(revision)} is not a branch, tag or commit`);
+  if (!isRevision(revision)) throw new HubError('hub_bad_revision', `${JSON.stringify(revision)} is not a branch, tag or commit`);
   const cacheDir = o.cacheDir ?? hubCacheDir();
+  const root = repoFolder(cacheDir, repo);
   const hubUrl = (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  const accessToken = o.token ?? process.env.HF_TOKEN ?? undefined;
+  const accessToken = hubToken(o.token);
+  const ctx: HubContext = { repo, revision, hubUrl, token: !!accessToken, lastError: null };
   let current: { file: string; size: number; bytes: number } | null = null;
   const baseFetch = o.fetch ?? fetch;
-  const urlOf = (input: Parameters<typeof fetch>[0]) => String(input instanceof Request ? input.url : input);
-  // The library has no progress hook and trusts the server's content hashes, which name files
-  // on disk (blobs/<hash>): this wrapper checks those hashes and counts the bytes of each file
-  // body while it streams in (from /resolve/ or, for Xet storage, from its chunk servers).
+  // The library has no progress hook, trusts the content hashes the server names blobs by,
+  // and drops the server's error code: this wrapper checks the hashes, keeps the error code
+  // and counts the bytes of each file body as it streams in (from /resolve/ or, for Xet
+  // storage, from its chunk servers).
   const checked: typeof fetch = async (input, init) => {
     const res = await baseFetch(input, init);
-    const url = urlOf(input);
-    if (res.ok && /\/api\/models\/.+\/paths-info\//.test(url)) {
+    const url = String(input instanceof Request ? input.url : input);
+    if (!res.ok) {
+      ctx.lastError = { status: res.status, code: res.headers.get('X-Error-Code'), message: await res.clone().text().then(serverMessage, () => '') };
+      return res;
+    }
+    if (/\/api\/models\/.+\/paths-info\//.test(url)) {
       const items = (await res.clone().json()) as { oid?: unknown; lfs?: { oid?: unknown }; xetHash?: unknown }[];
       for (const it of Array.isArray(items) ? items : [])
         for (const h of [it.oid, it.lfs?.oid, it.xetHash])
@@ -147,13 +193,13 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
       return res;
     }
     const probe = new Headers(init?.headers).get('Range') === 'bytes=0-0';
-    if (!current || probe || !res.ok || !res.body || /\/api\//.test(url) || (res.headers.get('content-type') ?? '').includes('json')) return res;
+    if (!current || probe || !res.body || /\/api\//.test(url) || (res.headers.get('content-type') ?? '').includes('json')) return res;
     const cur = current;
     const body = res.body.pipeThrough(
       new TransformStream<Uint8Array, Uint8Array>({
         transform(chunk, ctl) {
           cur.bytes += chunk.byteLength;
-          o.onProgress?.({ file: cur.file, bytes: Math.min(cur.bytes, cur.size), size: cur.size, done: false, cached: false });
+          o.onProgress?.({ file: cur.file, bytes: cur.bytes, size: cur.size, done: false, cached: false });
           ctl.enqueue(chunk);
         },
       }),
@@ -161,29 +207,35 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
     return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
   };
   const common = { repo: { type: 'model' as const, name: repo }, hubUrl, accessToken, fetch: checked };
-  const commit = await hubCall(repo, async () => {
+  const commit = await hubCall(ctx, async () => {
     if (COMMIT.test(revision)) return revision;
-    const info = (await modelInfo({ ...common, name: repo, revision, additionalFields: ['sha'] })) as { sha?: string };
-    if (!info.sha || !COMMIT.test(info.sha)) throw new HubError('hub_bad_response', `${repo}: the Hub gave no commit for revision ${revision}`);
+    const info = (await modelInfo({ ...common, name: repo, revision, additionalFields: ['sha'] })) as { sha?: unknown };
+    if (typeof info.sha !== 'string' || !COMMIT.test(info.sha)) throw new HubError('hub_bad_response', `${repo}: the Hub gave no commit for revision ${revision}`);
     return info.sha;
   });
   const entries: ListFileEntry[] = [];
-  await hubCall(repo, async () => {
+  await hubCall(ctx, async () => {
     for await (const e of listFiles({ ...common, revision: commit })) entries.push(e);
   });
   const plan = planFiles(entries, repo);
   const files: string[] = [];
+  const skipped: string[] = [];
   let bytes = 0;
   const fetchOne = async (e: ListFileEntry) => {
-    const dir = join(repoFolder(cacheDir, repo), 'snapshots', commit);
-    const cached = existsSync(join(dir, e.path));
+    const cached = existsSync(join(root, 'snapshots', commit, e.path));
     current = { file: e.path, size: fileSize(e), bytes: 0 };
-    const path = await hubCall(repo, () => downloadFileToCacheDir({ ...common, path: e.path, revision: commit, cacheDir }));
-    current = null;
+    let path: string;
+    try {
+      path = await hubCall(ctx, () => downloadFileToCacheDir({ ...common, path: e.path, revision: commit, cacheDir }));
+    } finally {
+      current = null;
+    }
     const got = statSync(path).size;
     const bad = got !== fileSize(e) ? `got ${got} bytes, the Hub lists ${fileSize(e)}` : cached ? null : await hashMismatch(path, e);
     if (bad) {
-      await rm(realpathSync(path), { force: true }); // the blob, or a later pull would link it again
+      // the blob goes too, or a later pull would link it again (only a blob of this repository)
+      const target = realpathSync(path);
+      if (target.startsWith(realpathSync(join(root, 'blobs')) + sep)) await rm(target, { force: true });
       await rm(path, { force: true });
       throw new HubError(got !== fileSize(e) ? 'hub_size_mismatch' : 'hub_hash_mismatch', `${repo}/${e.path}: ${bad}; run pull again`);
     }
@@ -199,12 +251,19 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
   }
   const weights = plan.weights ?? shardsOf(index!, plan, repo);
   for (const e of weights) await fetchOne(e);
+  for (const e of plan.card) {
+    try {
+      await fetchOne(e);
+    } catch (err) {
+      skipped.push(`${e.path} (${err instanceof Error ? err.message : String(err)})`);
+    }
+  }
   if (revision !== commit) {
-    const ref = join(repoFolder(cacheDir, repo), 'refs', revision);
+    const ref = join(root, 'refs', revision);
     await mkdir(dirname(ref), { recursive: true });
     await writeFile(ref, commit);
   }
-  return { repo, commit, dir: join(repoFolder(cacheDir, repo), 'snapshots', commit), files, bytes };
+  return { repo, revision, commit, dir: join(root, 'snapshots', commit), files, skipped, bytes };
 }
 
 /** A downloaded file against the listing's hash: sha256 of an LFS file, else git's blob sha1. */
@@ -218,46 +277,126 @@ async function hashMismatch(path: string, e: ListFileEntry): Promise<string | nu
   return got === want ? null : `content hash ${got.slice(0, 12)}... differs from the Hub's ${want.slice(0, 12)}...`;
 }
 
-/** Hub failures as typed errors: which repository, and what to do about it. */
-async function hubCall<T>(repo: string, f: () => Promise<T>): Promise<T> {
+// ---------------------------------------------------------------- errors
+
+interface HubContext {
+  repo: string;
+  revision: string;
+  hubUrl: string;
+  token: boolean;
+  /** the last failed response: status, X-Error-Code, the server's message */
+  lastError: { status: number; code: string | null; message: string } | null;
+}
+
+function serverMessage(text: string): string {
+  try {
+    const j = JSON.parse(text) as { error?: unknown };
+    if (typeof j.error === 'string') return j.error.slice(0, 300);
+  } catch {
+    /* not JSON */
+  }
+  return text.slice(0, 300);
+}
+
+/** Hub failures as typed errors that say what happened and what to do about it. */
+async function hubCall<T>(ctx: HubContext, f: () => Promise<T>): Promise<T> {
+  ctx.lastError = null;
   try {
     return await f();
   } catch (e) {
     if (e instanceof QuenchError) throw e;
-    const status = (e as { statusCode?: number }).statusCode;
-    const msg = e instanceof Error ? e.message : String(e);
-    if (status === 401 || status === 403) throw new HubError('hub_unauthorized', `${repo}: access denied (${status}); gated or private models need a token: --token or HF_TOKEN`);
-    if (status === 404) throw new HubError('hub_not_found', `${repo}: not found on the Hub (${msg})`);
-    throw new HubError('hub_failed', `${repo}: ${msg}`);
+    throw hubError(ctx, e);
   }
+}
+
+function hubError(ctx: HubContext, e: unknown): HubError {
+  const { repo, hubUrl } = ctx;
+  const last = ctx.lastError;
+  const said = last?.message ? ` (the Hub says: ${last.message})` : '';
+  const status = last?.status ?? (e as { statusCode?: number }).statusCode;
+  const code = last?.code;
+  const page = `${hubUrl}/${repo}`;
+  if (code === 'RepoNotFound' || (status === 404 && !code))
+    return new HubError('hub_not_found', `${repo}: no such model on ${hubUrl}, or it is private${ctx.token ? ' and the token cannot read it' : ': if it is yours, pass --token or set HF_TOKEN'}`);
+  if (code === 'RevisionNotFound') return new HubError('hub_revision_not_found', `${repo}: no revision ${JSON.stringify(ctx.revision)}${said}`);
+  if (code === 'GatedRepo')
+    return new HubError('hub_unauthorized', `${repo} is gated: ${ctx.token ? `this token has no access yet; request it at ${page}` : `request access at ${page}, then pass --token or set HF_TOKEN`}${said}`);
+  if (status === 401 || status === 403)
+    return new HubError('hub_unauthorized', `${repo}: access denied (${status})${said}; ${ctx.token ? 'check the token' : 'gated or private models need a token: --token or HF_TOKEN'}`);
+  if (code === 'EntryNotFound' || status === 404) return new HubError('hub_not_found', `${repo}: a file listed by the Hub is not there${said}; run pull again`);
+  if (status) return new HubError('hub_failed', `${repo}: the Hub answered ${status}${said}; run pull again later`);
+  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+  const why = cause?.code ?? cause?.message ?? (e instanceof Error ? e.message : String(e));
+  return new HubError('hub_unreachable', `${repo}: cannot download from ${hubUrl} (${why}); check the network, HF_ENDPOINT and proxy settings, then run pull again`);
 }
 
 // ---------------------------------------------------------------- the cache
 
-/** The snapshot directory of a pulled model, or null. `revision` may be a ref or a commit. */
-export function cachedSnapshot(repo: string, revision = 'main', cacheDir = hubCacheDir()): string | null {
-  if (!isRepoId(repo)) return null;
+/** What a snapshot directory lacks for quench to load it ([] when complete). */
+export function snapshotMissing(dir: string): string[] {
+  const missing = ['config.json', 'tokenizer.json'].filter((f) => !existsSync(join(dir, f)));
+  if (existsSync(join(dir, 'model.safetensors.index.json'))) {
+    try {
+      for (const n of indexShards(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8'), dir))
+        if (!safeName(n) || !existsSync(join(dir, n))) missing.push(String(n));
+    } catch {
+      missing.push('model.safetensors.index.json (unreadable)');
+    }
+  } else if (!existsSync(join(dir, 'model.safetensors'))) missing.push('model.safetensors');
+  return missing;
+}
+
+/** The snapshot directory a pulled model's ref (or commit) names, complete or not; null when none. */
+export function snapshotDir(repo: string, revision = 'main', cacheDir = hubCacheDir()): string | null {
+  if (!isRepoId(repo) || !isRevision(revision)) return null;
   const root = repoFolder(cacheDir, repo);
   let commit = revision;
   if (!COMMIT.test(revision)) {
-    const ref = join(root, 'refs', revision);
-    if (!existsSync(ref)) return null;
-    commit = readFileSync(ref, 'utf8').trim();
+    try {
+      commit = readFileSync(join(root, 'refs', revision), 'utf8').trim();
+    } catch {
+      return null;
+    }
+    if (!COMMIT.test(commit)) return null;
   }
   const dir = join(root, 'snapshots', commit);
-  return existsSync(join(dir, 'config.json')) ? dir : null;
+  return existsSync(dir) ? dir : null;
 }
 
-/** Pulled models (their main ref) with a config.json: [{ repo, dir }]. */
+/** The snapshot directory of a completely pulled model, or null. */
+export function cachedSnapshot(repo: string, revision = 'main', cacheDir = hubCacheDir()): string | null {
+  const dir = snapshotDir(repo, revision, cacheDir);
+  return dir && snapshotMissing(dir).length === 0 ? dir : null;
+}
+
+/** Completely pulled models, one entry per ref: owner/name for main, owner/name@ref for others. */
 export function cachedModels(cacheDir = hubCacheDir()): { repo: string; dir: string }[] {
-  if (!existsSync(cacheDir)) return [];
   const out: { repo: string; dir: string }[] = [];
-  for (const d of readdirSync(cacheDir)) {
-    const m = /^models--([^-].*?)--(.+)$/.exec(d);
-    if (!m) continue;
-    const repo = `${m[1]}/${m[2]}`;
-    const dir = cachedSnapshot(repo, 'main', cacheDir);
-    if (dir) out.push({ repo, dir });
+  let dirs: string[];
+  try {
+    dirs = readdirSync(cacheDir);
+  } catch {
+    return [];
+  }
+  for (const d of dirs) {
+    const parts = d.split('--');
+    if (parts.length !== 3 || parts[0] !== 'models') continue;
+    const repo = `${parts[1]}/${parts[2]}`;
+    try {
+      for (const ref of listRefs(join(cacheDir, d, 'refs'))) {
+        const dir = cachedSnapshot(repo, ref, cacheDir);
+        if (dir) out.push({ repo: ref === 'main' ? repo : `${repo}@${ref}`, dir });
+      }
+    } catch {
+      /* an unreadable entry of the shared cache is not ours to fail on */
+    }
   }
   return out;
+}
+
+function listRefs(dir: string, prefix = ''): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? listRefs(join(dir, e.name), `${prefix}${e.name}/`) : e.isFile() ? [`${prefix}${e.name}`] : [],
+  );
 }

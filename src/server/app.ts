@@ -152,8 +152,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   const modelCard = () => ({ id: modelId(), object: 'model', created: 0, owned_by: 'quench' });
   app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
-  app.get<{ Params: { id: string } }>('/v1/models/:id', async (req, reply) => {
-    if (req.params.id !== modelId()) return send(reply, apiError(404, 'invalid_request_error', `the model ${JSON.stringify(req.params.id.slice(0, 100))} does not exist`, 'model_not_found', 'model'));
+  // model ids may hold a slash (owner/name of a pulled model)
+  app.get<{ Params: { '*': string } }>('/v1/models/*', async (req, reply) => {
+    if (req.params['*'] !== modelId()) return send(reply, apiError(404, 'invalid_request_error', `the model ${JSON.stringify(req.params['*'].slice(0, 100))} does not exist`, 'model_not_found', 'model'));
     return modelCard();
   });
 
