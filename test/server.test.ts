@@ -420,3 +420,28 @@ test('a model id with a slash (a pulled Hub model, owner/name): listed, retrieve
   const r = await post(s.base, '/v1/chat/completions', { ...chatReq, model: 'quench-test/llada-tiny', max_tokens: 4 });
   assert.equal(r.status, 200);
 });
+
+test('response_format json_object: every answer is one JSON object (or a valid prefix cut by max_tokens), streamed the same', async () => {
+  let whole = 0;
+  for (let seed = 0; seed < 6; seed++) {
+    const req = { ...chatReq, seed, temperature: seed === 0 ? 0 : 1, max_tokens: 48, response_format: { type: 'json_object' as const } };
+    const r = await main.client.chat.completions.create(req);
+    const c = r.choices[0];
+    const text = c.message.content ?? '';
+    assert.ok(text.startsWith('{'), JSON.stringify(text));
+    if (c.finish_reason === 'stop') {
+      const v = JSON.parse(text);
+      assert.ok(v && typeof v === 'object' && !Array.isArray(v));
+      whole++;
+    } else assert.equal(c.finish_reason, 'length');
+    // the stream says the same
+    let streamed = '';
+    for await (const ch of await main.client.chat.completions.create({ ...req, stream: true })) streamed += ch.choices[0]?.delta?.content ?? '';
+    assert.equal(streamed, text);
+  }
+  assert.ok(whole >= 1, 'some answers complete');
+  // json_schema is not json_object: still a clear 400
+  const bad = await post(main.base, '/v1/chat/completions', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.error.message, /"text" and "json_object" are/);
+});

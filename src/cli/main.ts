@@ -54,6 +54,7 @@ program
   .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
   .option('--raw', 'no chat template: complete the text as given')
   .option('--stats', 'print forward passes and speed after the answer')
+  .option('--json', 'JSON mode: the answer is one JSON object (constrained decoding, left to right)')
   .action(async (words: string[], o) => {
     const { run } = await import('./run.ts');
     await run(words.join(' '), { ...o, model: resolveModel(o.model) });

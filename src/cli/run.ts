@@ -7,6 +7,7 @@ import { generate, type StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ChatMessage } from '../formats/tokenizer.ts';
 import { loadModel, type DTypeOption, type Model } from '../models/registry.ts';
+import { jsonObjectConstraint } from '../decode/json-grammar.ts';
 
 export interface RunOptions {
   model: string;
@@ -24,6 +25,8 @@ export interface RunOptions {
   dtype: DTypeOption;
   raw?: boolean;
   stats?: boolean;
+  /** the answer is one JSON object (constrained decoding) */
+  json?: boolean;
 }
 
 const DIM = '\x1b[2m';
@@ -78,6 +81,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     temperature: o.temperature,
     seed: o.seed,
     detokenize: (ids) => model.codec.decode(ids, true),
+    constraint: o.json ? jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize), model.special.stop) : undefined,
   };
   const r = await generate(model, prompt, {
     ...opts,

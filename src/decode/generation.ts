@@ -20,6 +20,11 @@
 // at max_tokens). A canvas that fills without an end grows the same way. Once committed end
 // tokens fill the canvas's tail (the padding after the answer), the canvas is cut after the
 // first of them: later forwards no longer run the padding rows.
+//
+// Constrained (options.constraint, e.g. JSON mode): each step commits the first masked
+// position and the ones after it while the model's choice is confident (above the threshold
+// policy's tau, else 0.9), every token chosen among those the constraint allows after the
+// tokens before it (constraint.ts). Only the first CONSTRAINED_ROWS masks are scored.
 
 import { CancelledError, OptionError } from '../errors.ts';
 import type { ModelArgs } from '../formats/config.ts';
@@ -31,6 +36,7 @@ import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './op
 import { isFixedCount, selectCommits } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
 import { choose, needsFullLogits, type Choice } from './sampling.ts';
+import { constrainedChoice, type Constraint } from './constraint.ts';
 import { transferCounts } from './schedule.ts';
 
 /** What decoding needs of a model. */
@@ -95,6 +101,9 @@ export interface GenerateResult {
  * on end tokens (measured on the bundled model: >= 0.98 when it fits, <= 0.4 when it does not). */
 export const END_PROBE = 0.5;
 
+/** masks scored per step of a constrained generation (the longest run one step can commit) */
+export const CONSTRAINED_ROWS = 8;
+
 interface Pending {
   req: ForwardRequest;
   /** canvas positions being scored, one per query (then the probe's, if any) */
@@ -149,6 +158,9 @@ export class Generation {
   private wantLogits: boolean;
   /** per output position, filled when it is committed (options.logprobs) */
   private logprobs?: TokenLogprob[];
+  private constraint: Constraint | null;
+  /** the constraint's state after the committed output */
+  private cState: unknown;
 
   constructor(model: Denoiser, prompt: ArrayLike<number>, options: GenerateOptions = {}) {
     const a = model.args;
@@ -172,6 +184,9 @@ export class Generation {
       topK: model.topK,
     });
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
+    this.constraint = options.constraint ?? null;
+    if (this.constraint && suffix.length > 0) throw new OptionError('suffix', 'a constrained output (JSON mode) cannot fill in the middle');
+    this.cState = this.constraint?.start();
     if (this.opts.stopStrings.length > 0 && !options.detokenize) throw new OptionError('stop', 'stop strings need a detokenize function');
     if (options.detokenize && this.opts.stopStrings.length > 0) {
       this.finalText = new IncrementalDecoder(options.detokenize);
@@ -197,7 +212,7 @@ export class Generation {
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
-    this.wantLogits = needsFullLogits(this.opts.sampler, model.topK);
+    this.wantLogits = this.constraint !== null || needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = this.partition(prompt.length);
     this.startBlock();
   }
@@ -283,6 +298,7 @@ export class Generation {
       const [bs, be] = this.blocks[this.block];
       targets = [];
       for (let p = bs; p < be; p++) if (!this.committed[p]) targets.push(p);
+      if (this.constraint) targets = targets.slice(0, CONSTRAINED_ROWS);
       const ws = bs - this.shift;
       const bidir = this.opts.attention === 'bidirectional';
       const visibleEnd = bidir ? N : be;
@@ -359,6 +375,7 @@ export class Generation {
     const V = this.model.args.vocabSize;
     // (a probe row past the block is scored but never a commit candidate)
     const blockTargets = pend.targets.slice(0, pend.candidates);
+    if (this.constraint) return this.acceptConstrained(res, blockTargets, K);
     const choices: Choice[] = blockTargets.map((_, q) =>
       choose(
         res.topIds.subarray(q * K, (q + 1) * K),
@@ -391,6 +408,44 @@ export class Generation {
       this.committedCount++;
       committedNow.push({ position: p - this.promptLength, token: choices[i].token });
     }
+    return this.afterCommits(committedNow);
+  }
+
+  /** A constrained step: the first mask, then the next ones while confident, each allowed. */
+  private acceptConstrained(res: ForwardResult, targets: number[], K: number): StepEvent {
+    const V = this.model.args.vocabSize;
+    const c = this.constraint!;
+    const tau = this.opts.params.threshold;
+    targets.forEach((p, q) => (this.guess[p - this.promptLength] = res.topIds[q * K]));
+    const committedNow: StepEvent['committed'] = [];
+    for (let q = 0; q < targets.length; q++) {
+      const p = targets[q];
+      if (p !== this.finalizedEnd + q) break; // only a run from the first uncommitted position
+      const got = constrainedChoice(c, this.cState, res.logits!.subarray(q * V, (q + 1) * V), res.topIds.subarray(q * K, (q + 1) * K), res.lse[q], res.entropy[q], this.opts.sampler, this.rng);
+      if (!got) {
+        if (q === 0) throw new OptionError('response_format', 'the constraint allows no token here (the output cannot be completed)', 'constraint_dead_end');
+        break;
+      }
+      if (q > 0 && got.choice.prob <= tau) break;
+      const t = got.choice.token;
+      this.tokens[p] = t;
+      this.committed[p] = 1;
+      this.guess[p - this.promptLength] = t;
+      if (this.logprobs) {
+        const top = [];
+        for (let k = 0; k < (this.opts.logprobs ?? 0) && k < K; k++) top.push({ token: res.topIds[q * K + k], logprob: res.topLogits[q * K + k] - res.lse[q] });
+        this.logprobs[p - this.promptLength] = { token: t, logprob: got.choice.logprob, top };
+      }
+      this.committedCount++;
+      committedNow.push({ position: p - this.promptLength, token: t });
+      this.cState = got.state;
+      if (this.stopSet.has(t)) break;
+    }
+    return this.afterCommits(committedNow);
+  }
+
+  /** After a step's commits: the final prefix, stops, the canvas's end, the next block. */
+  private afterCommits(committedNow: StepEvent['committed']): StepEvent {
     this.stepCount++;
     this.stepInBlock++;
 
@@ -405,7 +460,7 @@ export class Generation {
         if (this.block < this.blocks.length) this.startBlock();
         else if (this.adaptive && !this.sized && this.genEnd < this.capEnd) this.grow();
         else this.finish = 'length';
-      } else if (this.stepInBlock >= this.blockSteps && isFixedCount(this.opts.policy)) {
+      } else if (this.stepInBlock >= this.blockSteps && isFixedCount(this.opts.policy) && !this.constraint) {
         // the schedule committed every mask it counted at block start; nothing is left
         throw new Error('schedule exhausted with masks left');
       }

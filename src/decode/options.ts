@@ -4,6 +4,7 @@ import { OptionError } from '../errors.ts';
 import type { Attention } from '../formats/config.ts';
 import { POLICIES, type Policy, type PolicyParams } from './policies.ts';
 import type { SamplerOptions } from './sampling.ts';
+import type { Constraint } from './constraint.ts';
 
 export const CACHE_MODES = ['none', 'prefix', 'dual'] as const;
 export type CacheMode = (typeof CACHE_MODES)[number];
@@ -42,6 +43,8 @@ export interface GenerateOptions {
   /** strings that end the generation; need `detokenize` */
   stopStrings?: string[];
   detokenize?: (ids: number[]) => string;
+  /** the output must be a string this accepts (JSON mode): decoding commits left to right */
+  constraint?: Constraint;
   /** report each output token's log-probability and this many alternatives (off when absent) */
   logprobs?: number;
   signal?: AbortSignal;

@@ -32,7 +32,7 @@ export function needsFullLogits(o: SamplerOptions, candidates: number): boolean 
 }
 
 /** Sample one of `ids` with weights softmax(logits / T), after top-k / top-p filtering. */
-function sampleLogits(ids: ArrayLike<number>, logits: ArrayLike<number>, o: SamplerOptions, rng: Rng): number {
+export function sampleLogits(ids: ArrayLike<number>, logits: ArrayLike<number>, o: SamplerOptions, rng: Rng): number {
   const n = logits.length;
   let order: number[];
   if (o.topK !== undefined || (o.topP !== undefined && o.topP < 1)) {

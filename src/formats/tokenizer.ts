@@ -176,6 +176,14 @@ export class TextCodec {
     return [...Buffer.from(piece.replace(/\u2581/g, ' '), 'utf8')];
   }
 
+  /** Each id's bytes for constrained decoding: null for added (special, control) tokens and
+   * ids the tokenizer does not know (a model's vocabulary may be padded past it). */
+  vocabBytes(size: number): (Uint8Array | null)[] {
+    const out: (Uint8Array | null)[] = new Array(size).fill(null);
+    for (const id of this.pieces.keys()) if (id < size && !this.added.has(id)) out[id] = Uint8Array.from(this.tokenBytes(id));
+    return out;
+  }
+
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
     const list = Array.from(ids);
     if (list.length === 0) return ''; // the JS tokenizer throws on an empty list

@@ -11,7 +11,9 @@ import { CancelledError, NotFoundError, OptionError, UnavailableError } from '..
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, type Envelope } from './errors.ts';
-import { generationOptions, logprobsOption, messageText, rejectUnsupported, stopStrings, type Body } from './fields.ts';
+import { generationOptions, logprobsOption, messageText, rejectUnsupported, stopStrings, wantsJson, type Body } from './fields.ts';
+import { jsonObjectConstraint } from '../decode/json-grammar.ts';
+import type { Constraint } from '../decode/constraint.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { chatBody, completionBody, fimBody } from './schemas.ts';
 import { draftText, FinalTextTracker } from './stream.ts';
@@ -96,6 +98,14 @@ interface Job {
   echo?: string;
 }
 
+/** JSON mode's constraint over a model's vocabulary, built once per model. */
+const jsonConstraints = new WeakMap<Model, Constraint>();
+function jsonConstraint(model: Model): Constraint {
+  let c = jsonConstraints.get(model);
+  if (!c) jsonConstraints.set(model, (c = jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize), model.special.stop)));
+  return c;
+}
+
 export async function buildServer(state: ServingState, o: ServerOptions = {}): Promise<{ app: FastifyInstance; metrics: Metrics }> {
   const app = Fastify({
     logger: o.logger ? { level: 'info' } : false,
@@ -167,6 +177,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
     base.logprobs = logprobsOption(body, kind, model.topK);
+    if (wantsJson(body)) base.constraint = jsonConstraint(model);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
     if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');

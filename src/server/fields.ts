@@ -24,7 +24,8 @@ export function rejectUnsupported(b: Body): void {
   if (Array.isArray(b.tools) && b.tools.length > 0) reject('tools', 'tools (function calling) is not supported yet');
   if (b.tool_choice !== undefined && b.tool_choice !== null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') reject('tool_choice', 'tool_choice is not supported yet');
   const rf = b.response_format as { type?: unknown } | null | undefined;
-  if (rf && rf.type !== undefined && rf.type !== 'text') reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported yet; only "text"`);
+  if (rf && rf.type !== undefined && rf.type !== 'text' && rf.type !== 'json_object')
+    reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported yet; "text" and "json_object" are`);
   if (b.logit_bias && typeof b.logit_bias === 'object' && Object.keys(b.logit_bias).length > 0) reject('logit_bias', 'logit_bias is not supported yet');
   if (typeof b.frequency_penalty === 'number' && b.frequency_penalty !== 0) reject('frequency_penalty', 'frequency_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
   if (typeof b.presence_penalty === 'number' && b.presence_penalty !== 0) reject('presence_penalty', 'presence_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
@@ -50,6 +51,11 @@ export function logprobsOption(b: Body, kind: 'chat' | 'completion', limit: numb
   }
   if (n !== undefined && b.diffusing === true) throw new OptionError('logprobs', 'logprobs are not defined for the diffusing stream (its chunks are drafts); stream without diffusing');
   return n;
+}
+
+/** response_format json_object: the answer is one JSON object (constrained decoding). */
+export function wantsJson(b: Body): boolean {
+  return (b.response_format as { type?: unknown } | null | undefined)?.type === 'json_object';
 }
 
 export function stopStrings(b: Body): string[] {

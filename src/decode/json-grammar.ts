@@ -1,0 +1,206 @@
+// JSON as a decoding constraint (response_format json_object): a byte-level recognizer of
+// JSON prefixes (RFC 8259), and the token-level Constraint built from it and a vocabulary's
+// token bytes. Every prefix the recognizer accepts can still be completed to a valid
+// document; `complete` says the document (an object) is whole, which is when a stop token is
+// allowed. The output starts with '{' and ends with its '}'; whitespace runs inside are
+// capped (a model cannot pad forever), and so is nesting. Bytes >= 0x80 are taken inside
+// strings as they come: a sequence that is not UTF-8 decodes to U+FFFD, still valid JSON.
+
+import type { Constraint } from './constraint.ts';
+
+const enum M {
+  Top, // the output's first byte: '{' (no leading whitespace: a model could pad forever)
+  Value, // a value (after ':', ',' in an array)
+  ArrFirst, // after '[': a value or ']'
+  ObjFirst, // after '{': a key or '}'
+  Key, // after ',' in an object: a key
+  Colon, // after a key
+  After, // after a value inside a container: ',' or the closing bracket
+  Str,
+  Num,
+  Lit,
+  Done,
+}
+
+const enum N {
+  Minus, // after '-': a digit
+  Zero, // "0": may end; '.', 'e'
+  Int, // more digits: may end
+  Dot, // after '.': a digit
+  Frac, // may end
+  E, // after 'e': sign or digit
+  ESign, // after the exponent's sign: a digit
+  Exp, // may end
+}
+
+export const MAX_WHITESPACE = 16;
+export const MAX_DEPTH = 32;
+
+export interface JsonState {
+  /** open containers, '{' or '[' */
+  stack: string;
+  mode: M;
+  /** the string being read is an object key */
+  key: boolean;
+  /** in a string: 0, or 1 after a backslash, or 2..5 while reading \uXXXX's hex digits */
+  esc: number;
+  num: N;
+  lit: string;
+  litAt: number;
+  /** consecutive whitespace bytes */
+  ws: number;
+}
+
+export function jsonStart(): JsonState {
+  return { stack: '', mode: M.Top, key: false, esc: 0, num: N.Zero, lit: '', litAt: 0, ws: 0 };
+}
+
+const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
+const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+const numEnds = (n: N) => n === N.Zero || n === N.Int || n === N.Frac || n === N.Exp;
+
+function afterValue(s: JsonState): void {
+  s.mode = s.stack.length === 0 ? M.Done : M.After;
+}
+
+function open(s: JsonState, bracket: string): boolean {
+  if (s.stack.length >= MAX_DEPTH) return false;
+  s.stack += bracket;
+  s.mode = bracket === '{' ? M.ObjFirst : M.ArrFirst;
+  return true;
+}
+
+function close(s: JsonState, bracket: string): boolean {
+  if (s.stack[s.stack.length - 1] !== bracket) return false;
+  s.stack = s.stack.slice(0, -1);
+  afterValue(s);
+  return true;
+}
+
+/** The first byte of a value. */
+function startValue(s: JsonState, b: number): boolean {
+  switch (b) {
+    case 0x7b: return open(s, '{');
+    case 0x5b: return open(s, '[');
+    case 0x22: s.mode = M.Str; s.key = false; s.esc = 0; return true;
+    case 0x2d: s.mode = M.Num; s.num = N.Minus; return true;
+    case 0x74: s.mode = M.Lit; s.lit = 'true'; s.litAt = 1; return true;
+    case 0x66: s.mode = M.Lit; s.lit = 'false'; s.litAt = 1; return true;
+    case 0x6e: s.mode = M.Lit; s.lit = 'null'; s.litAt = 1; return true;
+  }
+  if (isDigit(b)) {
+    s.mode = M.Num;
+    s.num = b === 0x30 ? N.Zero : N.Int;
+    return true;
+  }
+  return false;
+}
+
+/** Feed one byte; false (and `s` undefined) when it cannot continue a JSON object. */
+export function jsonStep(s: JsonState, b: number): boolean {
+  if (s.mode === M.Str) {
+    if (s.esc === 1) {
+      if (b === 0x75) s.esc = 2;
+      else if (b === 0x22 || b === 0x5c || b === 0x2f || b === 0x62 || b === 0x66 || b === 0x6e || b === 0x72 || b === 0x74) s.esc = 0;
+      else return false;
+      return true;
+    }
+    if (s.esc >= 2) {
+      if (!isHex(b)) return false;
+      s.esc = s.esc === 5 ? 0 : s.esc + 1;
+      return true;
+    }
+    if (b === 0x22) {
+      if (s.key) s.mode = M.Colon;
+      else afterValue(s);
+      s.ws = 0;
+      return true;
+    }
+    if (b === 0x5c) s.esc = 1;
+    else if (b < 0x20) return false;
+    return true;
+  }
+  if (s.mode === M.Num) {
+    switch (s.num) {
+      case N.Minus: if (!isDigit(b)) return false; s.num = b === 0x30 ? N.Zero : N.Int; return true;
+      case N.Dot: if (!isDigit(b)) return false; s.num = N.Frac; return true;
+      case N.E: if (b === 0x2b || b === 0x2d) { s.num = N.ESign; return true; } if (!isDigit(b)) return false; s.num = N.Exp; return true;
+      case N.ESign: if (!isDigit(b)) return false; s.num = N.Exp; return true;
+    }
+    if (isDigit(b) && s.num !== N.Zero) return true;
+    if (b === 0x2e && (s.num === N.Zero || s.num === N.Int)) { s.num = N.Dot; return true; }
+    if ((b === 0x65 || b === 0x45) && s.num !== N.Exp) { s.num = N.E; return true; }
+    if (!numEnds(s.num)) return false;
+    afterValue(s); // the number ended; the byte belongs to what follows
+    s.ws = 0;
+    return jsonStep(s, b);
+  }
+  if (s.mode === M.Lit) {
+    if (b !== s.lit.charCodeAt(s.litAt)) return false;
+    if (++s.litAt === s.lit.length) afterValue(s);
+    return true;
+  }
+  if (isWs(b)) {
+    if (s.mode === M.Done || s.mode === M.Top || ++s.ws > MAX_WHITESPACE) return false;
+    return true;
+  }
+  s.ws = 0;
+  switch (s.mode) {
+    case M.Top: return b === 0x7b && open(s, '{');
+    case M.Value: return startValue(s, b);
+    case M.ArrFirst: return b === 0x5d ? close(s, '[') : startValue(s, b);
+    case M.ObjFirst:
+      if (b === 0x7d) return close(s, '{');
+      if (b !== 0x22) return false;
+      s.mode = M.Str; s.key = true; s.esc = 0;
+      return true;
+    case M.Key:
+      if (b !== 0x22) return false;
+      s.mode = M.Str; s.key = true; s.esc = 0;
+      return true;
+    case M.Colon:
+      if (b !== 0x3a) return false;
+      s.mode = M.Value;
+      return true;
+    case M.After:
+      if (b === 0x2c) {
+        s.mode = s.stack[s.stack.length - 1] === '{' ? M.Key : M.Value;
+        return true;
+      }
+      if (b === 0x7d) return close(s, '{');
+      if (b === 0x5d) return close(s, '[');
+      return false;
+  }
+  return false; // Done
+}
+
+export function jsonComplete(s: JsonState): boolean {
+  return s.mode === M.Done;
+}
+
+/** Feed bytes to a copy of `s`: the new state, or null. */
+export function jsonFeed(s: JsonState, bytes: ArrayLike<number>): JsonState | null {
+  const t = { ...s };
+  for (let i = 0; i < bytes.length; i++) if (!jsonStep(t, bytes[i])) return null;
+  return t;
+}
+
+/**
+ * A JSON-object constraint over a vocabulary. `tokenBytes[id]` is the text a token stands for,
+ * or null for tokens that never belong in the output (special and control tokens); stop
+ * tokens are allowed exactly when the object is complete.
+ */
+export function jsonObjectConstraint(tokenBytes: readonly (Uint8Array | null)[], stopTokens: readonly number[]): Constraint<JsonState> {
+  const stops = new Set(stopTokens);
+  return {
+    start: jsonStart,
+    next(state, token) {
+      if (stops.has(token)) return jsonComplete(state) ? state : null;
+      const bytes = tokenBytes[token];
+      if (!bytes || bytes.length === 0) return null;
+      return jsonFeed(state, bytes);
+    },
+    complete: jsonComplete,
+  };
+}
