@@ -2,8 +2,9 @@
 // fixture models of each attention kind, whose outputs must parse whatever the weights.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsonComplete, jsonFeed, jsonObjectConstraint, jsonStart, MAX_WHITESPACE } from '../src/decode/json-grammar.ts';
-import { generate } from '../src/decode/generation.ts';
+import { jsonComplete, jsonFeed, jsonObjectConstraint, jsonStart, MAX_NEWLINES, MAX_SPACES } from '../src/decode/json-grammar.ts';
+import { generate, type StepEvent } from '../src/decode/generation.ts';
+import { MOCK_EOS, prefer, scriptedModel } from './mock.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
 import type { Model } from '../src/models/registry.ts';
 import { fixtureModel } from './helpers.ts';
@@ -70,17 +71,23 @@ test('JSON recognizer agrees with JSON.parse on mutated documents', () => {
     }
     const s = accepts(text);
     const whole = s !== null && jsonComplete(s);
- // the recognizer asks for an object, no whitespace around it and bounded whitespace runs
-    const inScope = ok && value !== null && typeof value === 'object' && !Array.isArray(value) && !/^\s|\s$/.test(text) && !new RegExp(`\\s{${MAX_WHITESPACE + 1}}`).test(text);
+    // the recognizer asks for an object, no whitespace around it and bounded whitespace runs
+    const newlines = new RegExp(`(\\n[ \\t\\r]*){${MAX_NEWLINES + 1}}`);
+    const spaces = new RegExp(`[ \\t\\r]{${MAX_SPACES + 1}}`);
+    const inScope = ok && value !== null && typeof value === 'object' && !Array.isArray(value) && !/^\s|\s$/.test(text) && !newlines.test(text) && !spaces.test(text);
     if (whole) assert.ok(ok, `recognized but JSON.parse fails: ${JSON.stringify(text)}`);
     if (inScope) assert.ok(whole, `JSON.parse takes it, the recognizer does not: ${JSON.stringify(text)}`);
     if (ok) parsed++;
     else rejected++;
   }
   assert.ok(parsed > 200 && rejected > 200, `both kinds exercised (${parsed} valid, ${rejected} invalid)`);
-  // the caps: whitespace runs and nesting
-  assert.equal(accepts(`{${' '.repeat(MAX_WHITESPACE)}"a":1}`) !== null, true);
-  assert.equal(accepts(`{${' '.repeat(MAX_WHITESPACE + 1)}`), null);
+  // the caps: spaces on a line, newlines in a row, nesting; pretty-printed output fits
+  assert.ok(accepts(`{${' '.repeat(MAX_SPACES)}"a":1}`));
+  assert.equal(accepts(`{${' '.repeat(MAX_SPACES + 1)}`), null);
+  assert.ok(accepts(`{${'\n'.repeat(MAX_NEWLINES)}"a":1}`));
+  assert.equal(accepts(`{${'\n'.repeat(MAX_NEWLINES + 1)}`), null);
+  const deep = JSON.stringify({ a: { b: { c: { d: { e: { f: { g: { h: [1, { i: 2 }] } } } } } } } }, null, 4);
+  assert.ok(accepts(deep) && jsonComplete(accepts(deep)!), 'indented 4 spaces, 9 deep');
   assert.equal(accepts(`{"a":${'['.repeat(40)}`), null);
   // a top-level value that is not an object, text after the object
   for (const t of ['[1]', '"x"', '1', '{"a":1} ', '{"a":1}x', '{"a":01}', '{"a":1.}', '{"a":tru}', '{"a" 1}', '{,}', '{"a":"\u0001"}'])
@@ -96,7 +103,7 @@ test('JSON mode on random models (bidirectional, shifted, causal): every output 
   for (const arch of ['llada', 'dream', 'llama'] as const) {
     const { model } = await fixtureModel({ arch, seed: 3 });
     models.push(model);
-    const constraint = jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize), model.special.stop);
+    const constraint = jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize));
     let whole = 0;
     for (let seed = 0; seed < 6; seed++) {
       const prompt = model.codec.encodeChat([{ role: 'user', content: `Give me JSON number ${seed}.` }]);
@@ -110,9 +117,65 @@ test('JSON mode on random models (bidirectional, shifted, causal): every output 
         assert.equal(r.finishReason, 'length');
         assert.ok(accepts(text), `${arch}: a valid prefix: ${JSON.stringify(text)}`);
       }
-      assert.ok(r.tokens.every((t) => t !== model.special.mask));
     }
-    // sampled outputs end too (stop tokens become allowed once the object is whole)
+    // sampled outputs end too (the generation ends once the object is whole)
     assert.ok(whole >= 1, `${arch}: some outputs complete`);
   }
+});
+
+// A scripted model over a tiny vocabulary of JSON pieces: the exact tokens and commits per step.
+const PIECES: Record<number, string> = { 3: '{', 4: '"a"', 5: ':', 6: '1', 7: '}', 8: 'x', 9: ',', 10: ' ' };
+const BYTES = Array.from({ length: 16 }, (_, id) => (PIECES[id] ? enc(PIECES[id]) : null));
+const WANT = [3, 4, 5, 6, 7]; // {"a":1}
+
+/** After a prompt of 2: the answer WANT then end tokens; `weak` positions prefer their token
+ * weakly (probability ~0.33); at `xFirst` the invalid 'x' is the model's first choice. */
+function jsonModel(shifted: boolean, o: { weak?: number[]; xFirst?: number[] } = {}) {
+  return scriptedModel(16, (p) => {
+    const i = p - 2;
+    if (i < 0 || i >= WANT.length) return prefer(16, MOCK_EOS, 9);
+    const l = prefer(16, WANT[i], o.weak?.includes(i) ? 2 : 9);
+    if (o.xFirst?.includes(i)) l[8] = 12;
+    return l;
+  }, 4, shifted);
+}
+
+test('JSON mode on a scripted model: confident runs commit together, a weak position ends a run, the first position is always committed, rows are read per position', async () => {
+  const constraint = jsonObjectConstraint(BYTES);
+  for (const shifted of [false, true])
+    for (const cache of ['none', 'prefix', 'dual'] as const) {
+      const label = `${cache}${shifted ? ', shifted' : ''}`;
+      const run = async (o: { weak?: number[]; xFirst?: number[] }, extra: object = {}) => {
+        const per: number[] = [];
+        const r = await generate(jsonModel(shifted, o), [0, 0], { maxTokens: 32, cache, constraint, onStep: (e: StepEvent) => per.push(e.committed.length), ...extra });
+        return { r, per };
+      };
+      // all confident: the whole object in one forward, ended without an end token
+      const a = await run({});
+      assert.deepEqual(a.r.tokens, WANT, label);
+      assert.equal(a.r.finishReason, 'stop');
+      assert.deepEqual(a.per, [5], label);
+      // position 2 (':') weak: the first step stops before it, the next commits it first
+      const b = await run({ weak: [2] });
+      assert.deepEqual(b.r.tokens, WANT, label);
+      assert.deepEqual(b.per, [2, 3], label);
+      // the model's first choice at position 0 is 'x' (not JSON): '{' is chosen and committed
+      // (the first position always is, confident or not); the confident rest follows
+      const c = await run({ xFirst: [0] }, { logprobs: 1 });
+      assert.deepEqual(c.r.tokens, WANT, label);
+      assert.deepEqual(c.per, [5], label);
+      // ... but an 'x' preferred further on ends the run there: that row's allowed choice is weak
+      const e = await run({ xFirst: [3] });
+      assert.deepEqual(e.r.tokens, WANT, label);
+      assert.deepEqual(e.per, [3, 2], label);
+      const lp = c.r.logprobs![0];
+      assert.equal(lp.token, 3);
+      assert.ok(lp.logprob < Math.log(0.1) && lp.top[0].token === 8, `${label}: the constrained choice's own log-probability (${lp.logprob})`);
+      // ignore_eos (no end tokens) and an object that fills max_tokens exactly both end at '}'
+      for (const extra of [{ stopTokens: [] }, { maxTokens: 5, canvas: 'fixed' }]) {
+        const d = await run({}, extra);
+        assert.deepEqual(d.r.tokens, WANT, `${label} ${JSON.stringify(extra)}`);
+        assert.equal(d.r.finishReason, 'stop');
+      }
+    }
 });

@@ -444,4 +444,8 @@ test('response_format json_object: every answer is one JSON object (or a valid p
   const bad = await post(main.base, '/v1/chat/completions', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } });
   assert.equal(bad.status, 400);
   assert.match(bad.json.error.message, /"text" and "json_object" are/);
+  // JSON mode is a chat feature (a completions prompt may be echoed in front of the object)
+  const comp = await post(main.base, '/v1/completions', { model: model.id, prompt: 'x', max_tokens: 4, response_format: { type: 'json_object' } });
+  assert.equal(comp.status, 400);
+  assert.equal(comp.json.error.param, 'response_format');
 });

@@ -430,4 +430,12 @@ test('tokenBytes: a SentencePiece-style tokenizer (Metaspace, byte fallback): pi
   assert.deepEqual(Buffer.from(ids.flatMap((id) => codec.tokenBytes(id))), Buffer.from(` ${text}`, 'utf8'));
   assert.deepEqual(codec.tokenBytes(vocab['<0xE2>']), [0xe2]);
   assert.deepEqual(codec.tokenBytes(vocab['▁cat']), [...Buffer.from(' cat')]);
+  // for constrained decoding: pieces as bytes, the special tokens (added: unk, bos, eos) none,
+  // ids past the tokenizer none
+  const size = Object.keys(vocab).length + 3;
+  const vb = codec.vocabBytes(size);
+  assert.equal(vb.length, size);
+  assert.deepEqual(vb[vocab['▁cat']], Uint8Array.from(Buffer.from(' cat')));
+  assert.deepEqual(vb[vocab['<0xE2>']], Uint8Array.of(0xe2));
+  for (const id of [0, 1, 2, size - 1]) assert.equal(vb[id], null, `id ${id}`);
 });

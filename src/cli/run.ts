@@ -81,7 +81,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     temperature: o.temperature,
     seed: o.seed,
     detokenize: (ids) => model.codec.decode(ids, true),
-    constraint: o.json ? jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize), model.special.stop) : undefined,
+    constraint: o.json ? jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize)) : undefined,
   };
   const r = await generate(model, prompt, {
     ...opts,

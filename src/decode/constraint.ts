@@ -7,13 +7,15 @@
 import type { Rng } from './rng.ts';
 import { sampleLogits, type Choice, type SamplerOptions } from './sampling.ts';
 
+/** draws from the unconstrained distribution before scanning for the allowed tokens */
+const REJECTION_TRIES = 16;
+
 export interface Constraint<S = unknown> {
   /** the state before the first generated token */
   start(): S;
-  /** the state after `token`, or null when the token is not allowed here (stop tokens
-   * are allowed exactly where the output may end) */
+  /** the state after `token`, or null when the token is not allowed here */
   next(state: S, token: number): S | null;
-  /** whether the output is whole here */
+  /** whether the output is whole here: the generation ends */
   complete(state: S): boolean;
 }
 
@@ -51,19 +53,37 @@ export function constrainedChoice<S>(
     for (let k = 0; k < topIds.length; k++) consider(topIds[k]);
     for (let t = 0; t < logits.length; t++) consider(t);
   } else {
-    const ids: number[] = [];
-    const ls: number[] = [];
-    const states = new Map<number, S>();
-    for (let t = 0; t < logits.length; t++) {
-      const s = c.next(state, t);
-      if (s === null) continue;
-      ids.push(t);
-      ls.push(logits[t]);
-      states.set(t, s);
+    // rejection: draw from the sampler's own distribution until an allowed token comes up
+    // (exact: the draw conditioned on being allowed); a scan of the allowed ones otherwise
+    if (o.topK === undefined && (o.topP === undefined || o.topP >= 1)) {
+      const w = new Float64Array(logits.length);
+      let mx = -Infinity;
+      for (let t = 0; t < logits.length; t++) mx = Math.max(mx, logits[t]);
+      let z = 0;
+      for (let t = 0; t < logits.length; t++) z += w[t] = Math.exp((logits[t] - mx) / o.temperature);
+      for (let tries = 0; tries < REJECTION_TRIES && token < 0; tries++) {
+        let r = rng.next() * z;
+        let t = 0;
+        while (t < logits.length - 1 && (r -= w[t]) >= 0) t++;
+        const s = c.next(state, t);
+        if (s !== null) {
+          token = t;
+          next = s;
+        }
+      }
     }
-    if (ids.length > 0) {
-      token = sampleLogits(ids, ls, o, rng);
-      next = states.get(token)!;
+    if (token < 0) {
+      const ids: number[] = [];
+      const ls: number[] = [];
+      for (let t = 0; t < logits.length; t++) {
+        if (c.next(state, t) === null) continue;
+        ids.push(t);
+        ls.push(logits[t]);
+      }
+      if (ids.length > 0) {
+        token = sampleLogits(ids, ls, o, rng);
+        next = c.next(state, token);
+      }
     }
   }
   if (token < 0 || next === null) return null;

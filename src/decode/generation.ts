@@ -22,9 +22,10 @@
 // first of them: later forwards no longer run the padding rows.
 //
 // Constrained (options.constraint, e.g. JSON mode): each step commits the first masked
-// position and the ones after it while the model's choice is confident (above the threshold
-// policy's tau, else 0.9), every token chosen among those the constraint allows after the
-// tokens before it (constraint.ts). Only the first CONSTRAINED_ROWS masks are scored.
+// position and the ones after it while the model's choice is confident (above `threshold`,
+// 0.9 by default; `policy` and `steps` do not apply), every token chosen among those the
+// constraint allows after the tokens before it (constraint.ts). Only the first
+// CONSTRAINED_ROWS masks are scored. The output ends when the constraint says it is whole.
 
 import { CancelledError, OptionError } from '../errors.ts';
 import type { ModelArgs } from '../formats/config.ts';
@@ -411,16 +412,21 @@ export class Generation {
     return this.afterCommits(committedNow);
   }
 
-  /** A constrained step: the first mask, then the next ones while confident, each allowed. */
+  /** A constrained step: the first mask, then the next ones while confident, each allowed.
+   * The output ends as soon as the constraint says it is whole (no stop token needed, so
+   * ignore_eos and models without end tokens end there too). */
   private acceptConstrained(res: ForwardResult, targets: number[], K: number): StepEvent {
     const V = this.model.args.vocabSize;
     const c = this.constraint!;
     const tau = this.opts.params.threshold;
     targets.forEach((p, q) => (this.guess[p - this.promptLength] = res.topIds[q * K]));
+    if (targets[0] !== this.finalizedEnd) throw new Error(`constrained step at ${targets[0]}, the output is final up to ${this.finalizedEnd}`);
     const committedNow: StepEvent['committed'] = [];
     for (let q = 0; q < targets.length; q++) {
       const p = targets[q];
       if (p !== this.finalizedEnd + q) break; // only a run from the first uncommitted position
+      // past the first row only a confident model extends the run: no token can pass when the best cannot
+      if (q > 0 && Math.exp(res.topLogits[q * K] - res.lse[q]) <= tau) break;
       const got = constrainedChoice(c, this.cState, res.logits!.subarray(q * V, (q + 1) * V), res.topIds.subarray(q * K, (q + 1) * K), res.lse[q], res.entropy[q], this.opts.sampler, this.rng);
       if (!got) {
         if (q === 0) throw new OptionError('response_format', 'the constraint allows no token here (the output cannot be completed)', 'constraint_dead_end');
@@ -439,7 +445,11 @@ export class Generation {
       this.committedCount++;
       committedNow.push({ position: p - this.promptLength, token: t });
       this.cState = got.state;
-      if (this.stopSet.has(t)) break;
+      if (c.complete(this.cState)) {
+        this.outputEnd = p + 1;
+        this.finish = 'stop';
+        break;
+      }
     }
     return this.afterCommits(committedNow);
   }

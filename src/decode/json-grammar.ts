@@ -2,8 +2,9 @@
 // JSON prefixes (RFC 8259), and the token-level Constraint built from it and a vocabulary's
 // token bytes. Every prefix the recognizer accepts can still be completed to a valid
 // document; `complete` says the document (an object) is whole, which is when a stop token is
-// allowed. The output starts with '{' and ends with its '}'; whitespace runs inside are
-// capped (a model cannot pad forever), and so is nesting. Bytes >= 0x80 are taken inside
+// allowed. The output starts with '{' and ends with its '}'; whitespace inside is capped (at
+// most MAX_NEWLINES newlines in a row, MAX_SPACES spaces on a line: a model cannot pad
+// forever, pretty-printing fits), and so is nesting. Bytes >= 0x80 are taken inside
 // strings as they come: a sequence that is not UTF-8 decodes to U+FFFD, still valid JSON.
 
 import type { Constraint } from './constraint.ts';
@@ -33,7 +34,10 @@ const enum N {
   Exp, // may end
 }
 
-export const MAX_WHITESPACE = 16;
+/** spaces, tabs and carriage returns in a row (indentation after a newline included) */
+export const MAX_SPACES = 64;
+/** newlines in one whitespace run */
+export const MAX_NEWLINES = 2;
 export const MAX_DEPTH = 32;
 
 export interface JsonState {
@@ -47,12 +51,13 @@ export interface JsonState {
   num: N;
   lit: string;
   litAt: number;
-  /** consecutive whitespace bytes */
+  /** spaces since the last non-whitespace byte or newline, newlines in this whitespace run */
   ws: number;
+  nl: number;
 }
 
 export function jsonStart(): JsonState {
-  return { stack: '', mode: M.Top, key: false, esc: 0, num: N.Zero, lit: '', litAt: 0, ws: 0 };
+  return { stack: '', mode: M.Top, key: false, esc: 0, num: N.Zero, lit: '', litAt: 0, ws: 0, nl: 0 };
 }
 
 const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
@@ -114,7 +119,6 @@ export function jsonStep(s: JsonState, b: number): boolean {
     if (b === 0x22) {
       if (s.key) s.mode = M.Colon;
       else afterValue(s);
-      s.ws = 0;
       return true;
     }
     if (b === 0x5c) s.esc = 1;
@@ -133,7 +137,6 @@ export function jsonStep(s: JsonState, b: number): boolean {
     if ((b === 0x65 || b === 0x45) && s.num !== N.Exp) { s.num = N.E; return true; }
     if (!numEnds(s.num)) return false;
     afterValue(s); // the number ended; the byte belongs to what follows
-    s.ws = 0;
     return jsonStep(s, b);
   }
   if (s.mode === M.Lit) {
@@ -142,10 +145,15 @@ export function jsonStep(s: JsonState, b: number): boolean {
     return true;
   }
   if (isWs(b)) {
-    if (s.mode === M.Done || s.mode === M.Top || ++s.ws > MAX_WHITESPACE) return false;
-    return true;
+    if (s.mode === M.Done || s.mode === M.Top) return false;
+    if (b === 0x0a) {
+      s.ws = 0;
+      return ++s.nl <= MAX_NEWLINES;
+    }
+    return ++s.ws <= MAX_SPACES;
   }
   s.ws = 0;
+  s.nl = 0;
   switch (s.mode) {
     case M.Top: return b === 0x7b && open(s, '{');
     case M.Value: return startValue(s, b);
@@ -188,15 +196,13 @@ export function jsonFeed(s: JsonState, bytes: ArrayLike<number>): JsonState | nu
 
 /**
  * A JSON-object constraint over a vocabulary. `tokenBytes[id]` is the text a token stands for,
- * or null for tokens that never belong in the output (special and control tokens); stop
- * tokens are allowed exactly when the object is complete.
+ * or null for tokens that never belong in the output (special, control and end tokens: the
+ * generation ends when the object is complete).
  */
-export function jsonObjectConstraint(tokenBytes: readonly (Uint8Array | null)[], stopTokens: readonly number[]): Constraint<JsonState> {
-  const stops = new Set(stopTokens);
+export function jsonObjectConstraint(tokenBytes: readonly (Uint8Array | null)[]): Constraint<JsonState> {
   return {
     start: jsonStart,
     next(state, token) {
-      if (stops.has(token)) return jsonComplete(state) ? state : null;
       const bytes = tokenBytes[token];
       if (!bytes || bytes.length === 0) return null;
       return jsonFeed(state, bytes);

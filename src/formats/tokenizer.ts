@@ -176,11 +176,19 @@ export class TextCodec {
     return [...Buffer.from(piece.replace(/\u2581/g, ' '), 'utf8')];
   }
 
-  /** Each id's bytes for constrained decoding: null for added (special, control) tokens and
-   * ids the tokenizer does not know (a model's vocabulary may be padded past it). */
+  /** Each id's bytes for constrained decoding: null for added tokens, the special ones (mask,
+   * pad, bos, end tokens, wherever the tokenizer keeps them), byte-level pieces that are not
+   * made of byte characters, and ids the tokenizer does not know (a model's vocabulary may
+   * be padded past it). */
   vocabBytes(size: number): (Uint8Array | null)[] {
     const out: (Uint8Array | null)[] = new Array(size).fill(null);
-    for (const id of this.pieces.keys()) if (id < size && !this.added.has(id)) out[id] = Uint8Array.from(this.tokenBytes(id));
+    const sp = this.special;
+    const special = new Set([sp.mask, sp.pad, sp.bos, ...sp.stop].filter((x): x is number => x !== null));
+    for (const [id, piece] of this.pieces) {
+      if (id >= size || this.added.has(id) || special.has(id)) continue;
+      if (this.byteLevel && Array.from(piece).some((ch) => !BYTE_OF_CHAR.has(ch))) continue;
+      out[id] = Uint8Array.from(this.tokenBytes(id));
+    }
     return out;
   }
 

@@ -102,7 +102,7 @@ interface Job {
 const jsonConstraints = new WeakMap<Model, Constraint>();
 function jsonConstraint(model: Model): Constraint {
   let c = jsonConstraints.get(model);
-  if (!c) jsonConstraints.set(model, (c = jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize), model.special.stop)));
+  if (!c) jsonConstraints.set(model, (c = jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize))));
   return c;
 }
 
@@ -177,7 +177,10 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
     base.logprobs = logprobsOption(body, kind, model.topK);
-    if (wantsJson(body)) base.constraint = jsonConstraint(model);
+    if (wantsJson(body)) {
+      if (kind !== 'chat') throw new OptionError('response_format', 'JSON mode (response_format json_object) is for /v1/chat/completions');
+      base.constraint = jsonConstraint(model);
+    }
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
     if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');
