@@ -23,7 +23,7 @@ const enum M {
   Done,
 }
 
-const enum N {
+export enum N {
   Minus, // after '-': a digit
   Zero, // "0": may end; '.', 'e'
   Int, // more digits: may end
@@ -102,40 +102,63 @@ function startValue(s: JsonState, b: number): boolean {
   return false;
 }
 
+/** Inside a string, the next escape state after byte b (0 plain, 1 after '\\', 2..5 reading
+ * \uXXXX): STR_END when b closes the string, -1 when b cannot be there. */
+export const STR_END = -2;
+export function stringByte(esc: number, b: number): number {
+  if (esc === 1) {
+    if (b === 0x75) return 2;
+    return b === 0x22 || b === 0x5c || b === 0x2f || b === 0x62 || b === 0x66 || b === 0x6e || b === 0x72 || b === 0x74 ? 0 : -1;
+  }
+  if (esc >= 2) return isHex(b) ? (esc === 5 ? 0 : esc + 1) : -1;
+  if (b === 0x22) return STR_END;
+  if (b === 0x5c) return 1;
+  return b < 0x20 ? -1 : 0;
+}
+
+/** A number's first byte: its state, or -1. */
+export function numberStart(b: number): N | -1 {
+  if (b === 0x2d) return N.Minus;
+  if (isDigit(b)) return b === 0x30 ? N.Zero : N.Int;
+  return -1;
+}
+
+/** Inside a number, the next state after byte b: NUM_END when the number ended before b (b
+ * belongs to what follows), -1 when b cannot be there. `integer`: no fraction or exponent. */
+export const NUM_END = -2;
+export function numberByte(n: N, b: number, integer = false): N | -1 | -2 {
+  switch (n) {
+    case N.Minus: return isDigit(b) ? (b === 0x30 ? N.Zero : N.Int) : -1;
+    case N.Dot: return isDigit(b) ? N.Frac : -1;
+    case N.E: return b === 0x2b || b === 0x2d ? N.ESign : isDigit(b) ? N.Exp : -1;
+    case N.ESign: return isDigit(b) ? N.Exp : -1;
+  }
+  if (isDigit(b) && n !== N.Zero) return n;
+  if (!integer && b === 0x2e && (n === N.Zero || n === N.Int)) return N.Dot;
+  if (!integer && (b === 0x65 || b === 0x45) && n !== N.Exp) return N.E;
+  return numEnds(n) ? NUM_END : -1;
+}
+
 /** Feed one byte; false (and `s` undefined) when it cannot continue a JSON object. */
 export function jsonStep(s: JsonState, b: number): boolean {
   if (s.mode === M.Str) {
-    if (s.esc === 1) {
-      if (b === 0x75) s.esc = 2;
-      else if (b === 0x22 || b === 0x5c || b === 0x2f || b === 0x62 || b === 0x66 || b === 0x6e || b === 0x72 || b === 0x74) s.esc = 0;
-      else return false;
-      return true;
-    }
-    if (s.esc >= 2) {
-      if (!isHex(b)) return false;
-      s.esc = s.esc === 5 ? 0 : s.esc + 1;
-      return true;
-    }
-    if (b === 0x22) {
+    const e = stringByte(s.esc, b);
+    if (e === -1) return false;
+    if (e === STR_END) {
       if (s.key) s.mode = M.Colon;
       else afterValue(s);
       return true;
     }
-    if (b === 0x5c) s.esc = 1;
-    else if (b < 0x20) return false;
+    s.esc = e;
     return true;
   }
   if (s.mode === M.Num) {
-    switch (s.num) {
-      case N.Minus: if (!isDigit(b)) return false; s.num = b === 0x30 ? N.Zero : N.Int; return true;
-      case N.Dot: if (!isDigit(b)) return false; s.num = N.Frac; return true;
-      case N.E: if (b === 0x2b || b === 0x2d) { s.num = N.ESign; return true; } if (!isDigit(b)) return false; s.num = N.Exp; return true;
-      case N.ESign: if (!isDigit(b)) return false; s.num = N.Exp; return true;
+    const n = numberByte(s.num, b);
+    if (n === -1) return false;
+    if (n !== NUM_END) {
+      s.num = n;
+      return true;
     }
-    if (isDigit(b) && s.num !== N.Zero) return true;
-    if (b === 0x2e && (s.num === N.Zero || s.num === N.Int)) { s.num = N.Dot; return true; }
-    if ((b === 0x65 || b === 0x45) && s.num !== N.Exp) { s.num = N.E; return true; }
-    if (!numEnds(s.num)) return false;
     afterValue(s); // the number ended; the byte belongs to what follows
     return jsonStep(s, b);
   }

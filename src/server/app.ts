@@ -11,8 +11,9 @@ import { CancelledError, NotFoundError, OptionError, UnavailableError } from '..
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, type Envelope } from './errors.ts';
-import { generationOptions, logprobsOption, messageText, rejectUnsupported, stopStrings, wantsJson, type Body } from './fields.ts';
+import { generationOptions, logprobsOption, messageText, rejectUnsupported, responseFormat, stopStrings, type Body } from './fields.ts';
 import { jsonObjectConstraint } from '../decode/json-grammar.ts';
+import { jsonSchemaConstraint } from '../decode/json-schema.ts';
 import type { Constraint } from '../decode/constraint.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { chatBody, completionBody, fimBody } from './schemas.ts';
@@ -98,12 +99,19 @@ interface Job {
   echo?: string;
 }
 
-/** JSON mode's constraint over a model's vocabulary, built once per model. */
-const jsonConstraints = new WeakMap<Model, Constraint>();
-function jsonConstraint(model: Model): Constraint {
-  let c = jsonConstraints.get(model);
-  if (!c) jsonConstraints.set(model, (c = jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize))));
-  return c;
+/** Each model's token bytes for constrained decoding (JSON mode, json_schema), built once. */
+const vocabTables = new WeakMap<Model, (Uint8Array | null)[]>();
+function vocabBytes(model: Model): (Uint8Array | null)[] {
+  let t = vocabTables.get(model);
+  if (!t) vocabTables.set(model, (t = model.codec.vocabBytes(model.args.vocabSize)));
+  return t;
+}
+
+function outputConstraint(model: Model, body: Body, kind: 'chat' | 'completion'): Constraint | undefined {
+  const rf = responseFormat(body);
+  if (rf.type === 'text') return undefined;
+  if (kind !== 'chat') throw new OptionError('response_format', 'response_format (JSON output) is for /v1/chat/completions');
+  return rf.type === 'json_object' ? jsonObjectConstraint(vocabBytes(model)) : jsonSchemaConstraint(rf.schema, vocabBytes(model));
 }
 
 export async function buildServer(state: ServingState, o: ServerOptions = {}): Promise<{ app: FastifyInstance; metrics: Metrics }> {
@@ -177,10 +185,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
     base.logprobs = logprobsOption(body, kind, model.topK);
-    if (wantsJson(body)) {
-      if (kind !== 'chat') throw new OptionError('response_format', 'JSON mode (response_format json_object) is for /v1/chat/completions');
-      base.constraint = jsonConstraint(model);
-    }
+    base.constraint = outputConstraint(model, body, kind);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
     if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');

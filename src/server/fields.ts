@@ -24,8 +24,8 @@ export function rejectUnsupported(b: Body): void {
   if (Array.isArray(b.tools) && b.tools.length > 0) reject('tools', 'tools (function calling) is not supported yet');
   if (b.tool_choice !== undefined && b.tool_choice !== null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') reject('tool_choice', 'tool_choice is not supported yet');
   const rf = b.response_format as { type?: unknown } | null | undefined;
-  if (rf && rf.type !== undefined && rf.type !== 'text' && rf.type !== 'json_object')
-    reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported yet; "text" and "json_object" are`);
+  if (rf && rf.type !== undefined && rf.type !== 'text' && rf.type !== 'json_object' && rf.type !== 'json_schema')
+    reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported; "text", "json_object" and "json_schema" are`);
   if (b.logit_bias && typeof b.logit_bias === 'object' && Object.keys(b.logit_bias).length > 0) reject('logit_bias', 'logit_bias is not supported yet');
   if (typeof b.frequency_penalty === 'number' && b.frequency_penalty !== 0) reject('frequency_penalty', 'frequency_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
   if (typeof b.presence_penalty === 'number' && b.presence_penalty !== 0) reject('presence_penalty', 'presence_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
@@ -53,9 +53,16 @@ export function logprobsOption(b: Body, kind: 'chat' | 'completion', limit: numb
   return n;
 }
 
-/** response_format json_object: the answer is one JSON object (constrained decoding). */
-export function wantsJson(b: Body): boolean {
-  return (b.response_format as { type?: unknown } | null | undefined)?.type === 'json_object';
+/** response_format: free text, one JSON object (JSON mode), or a document of a JSON schema. */
+export function responseFormat(b: Body): { type: 'text' } | { type: 'json_object' } | { type: 'json_schema'; schema: unknown } {
+  const rf = b.response_format as { type?: unknown; json_schema?: { schema?: unknown } } | null | undefined;
+  if (rf?.type === 'json_object') return { type: 'json_object' };
+  if (rf?.type === 'json_schema') {
+    const js = rf.json_schema;
+    if (!js || typeof js !== 'object' || js.schema === undefined) throw new OptionError('response_format', 'response_format json_schema needs json_schema.schema');
+    return { type: 'json_schema', schema: js.schema };
+  }
+  return { type: 'text' };
 }
 
 export function stopStrings(b: Body): string[] {
