@@ -6,6 +6,7 @@
 //   quench eval [--model quench-tiny] [--ar-model quench-tiny-ar] [--limit 20]
 //               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64] [--block 32]
 //               [--canvas adaptive|fixed|adaptive,fixed] [--initial-canvas 16] [--rounds 1]
+//               [--families json_extract,...] [--json]   (--json: every answer in JSON mode)
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import type { GenerateOptions } from '../src/decode/options.ts';
 import { loadModel, type Model, type DTypeOption } from '../src/models/registry.ts';
 import { PACKAGE_ROOT, resolveModel } from '../src/cli/paths.ts';
 import { parseArgs, fmt } from './common.ts';
+import { jsonObjectConstraint } from '../src/decode/json-grammar.ts';
 
 export interface Task {
   family: string;
@@ -35,12 +37,13 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };
 
-export function loadTasks(limit: number): Task[] {
+export function loadTasks(limit: number, families?: string[]): Task[] {
   const lines = readFileSync(join(PACKAGE_ROOT, 'train', 'heldout.jsonl'), 'utf8').trim().split('\n');
   const per = new Map<string, number>();
   const out: Task[] = [];
   for (const l of lines) {
     const t = JSON.parse(l) as Task;
+    if (families && !families.includes(t.family)) continue;
     const n = per.get(t.family) ?? 0;
     if (n >= limit) continue;
     per.set(t.family, n + 1);
@@ -102,7 +105,13 @@ export async function main(argv: string[]): Promise<void> {
   const canvases = (a.canvas ?? 'adaptive').split(',') as NonNullable<GenerateOptions['canvas']>[];
   const initialCanvas = Number(a['initial-canvas'] ?? 16);
   const dtype = (a.dtype ?? 'fp32') as DTypeOption;
-  const tasks = loadTasks(limit);
+  const families = a.families ? a.families.split(',') : undefined;
+  const tasks = loadTasks(limit, families);
+  if (tasks.length === 0) throw new Error(`no held-out tasks in families ${a.families}`);
+  // JSON mode: every answer constrained to one JSON object (compare with the same families free)
+  const json = a.json !== undefined;
+  const withJson = (m: Model, o: GenerateOptions): GenerateOptions => (json ? { ...o, constraint: jsonObjectConstraint(m.codec.vocabBytes(m.args.vocabSize)) } : o);
+  const jsonLabel = json ? ', JSON mode' : '';
   const names = (a.configs ?? Object.keys(CONFIGS).join(',')).split(',');
   for (const name of names) if (!CONFIGS[name]) throw new Error(`unknown config ${name}: ${Object.keys(CONFIGS).join(', ')}`);
   // Every round runs the AR baseline, then each configuration under each canvas; the AR
@@ -111,7 +120,7 @@ export async function main(argv: string[]): Promise<void> {
   // speed drifts by tens of percent over the minutes a round takes.
   const ar = a['ar-model'] !== 'none' ? await loadModel(resolveModel(a['ar-model'] ?? 'quench-tiny-ar'), { threads, dtype }) : null;
   const model = await loadModel(resolveModel(a.model ?? 'quench-tiny'), { threads, dtype });
-  const arLabel = ar ? `causal AR baseline (${ar.id}), 1 token/step, KV cache` : '';
+  const arLabel = ar ? `causal AR baseline (${ar.id}), 1 token/step, KV cache${jsonLabel}` : '';
   const runs = new Map<string, EvalRow[]>();
   const record = (key: string, r: EvalRow) => {
     runs.set(key, [...(runs.get(key) ?? []), r]);
@@ -119,16 +128,16 @@ export async function main(argv: string[]): Promise<void> {
   };
   const keys: string[] = [];
   for (let round = 0; round < rounds; round++) {
-    if (ar) record('ar', await evaluate(ar, tasks, arLabel, { maxTokens }));
+    if (ar) record('ar', await evaluate(ar, tasks, arLabel, withJson(ar, { maxTokens })));
     for (const name of names)
       for (const canvas of canvases) {
         const key = `${name}/${canvas}`;
         if (round === 0) keys.push(key);
-        const label = canvases.length > 1 ? `${CONFIGS[name].label}, ${canvas} canvas` : CONFIGS[name].label;
-        record(key, await evaluate(model, tasks, label, { maxTokens, blockLength: block, canvas, initialCanvas, ...CONFIGS[name].o }));
+        const label = (canvases.length > 1 ? `${CONFIGS[name].label}, ${canvas} canvas` : CONFIGS[name].label) + jsonLabel;
+        record(key, await evaluate(model, tasks, label, withJson(model, { maxTokens, blockLength: block, canvas, initialCanvas, ...CONFIGS[name].o })));
       }
   }
-  if (ar) record('ar', await evaluate(ar, tasks, arLabel, { maxTokens }));
+  if (ar) record('ar', await evaluate(ar, tasks, arLabel, withJson(ar, { maxTokens })));
   await model.close();
   await ar?.close();
   const median = (xs: number[]) => {
@@ -143,7 +152,7 @@ export async function main(argv: string[]): Promise<void> {
   };
   const rows = [...(ar ? [summary('ar')] : []), ...keys.map(summary)];
   const canvasText = canvases.length > 1 ? `canvas ${canvases.join(' / ')} (adaptive from ${initialCanvas})` : canvases[0] === 'fixed' ? 'fixed canvas' : `adaptive canvas from ${initialCanvas}`;
-  console.log(`\n${tasks.length} held-out tasks (${limit} per family), max_tokens ${maxTokens}, ${canvasText}, block ${block}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
+  console.log(`\n${tasks.length} held-out tasks (${limit} per family${families ? `: ${families.join(', ')}` : ''}), max_tokens ${maxTokens}, ${canvasText}, block ${block}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
   console.log(table(rows, ar ? rows[0].tokensPerSecond : undefined));
 }
 
