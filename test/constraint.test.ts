@@ -179,3 +179,25 @@ test('JSON mode on a scripted model: confident runs commit together, a weak posi
       }
     }
 });
+
+test('candidates by first byte: a superset of the allowed tokens in every state (JSON mode and json_schema)', async () => {
+  const { jsonSchemaConstraint } = await import('../src/decode/json-schema.ts');
+  // every printable ASCII byte (a byte-level vocabulary has them all), pairs of JSON's own
+  // characters, a few longer pieces
+  const ascii = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i));
+  const alphabet = '{}[]":,0123456789-.eE+tfrulnsa \\\n'.split('');
+  const vocab = [...new Set([...ascii, '\n', ...alphabet.flatMap((a) => alphabet.map((b) => a + b)), 'é', '"}', ',"a":'])].map((t) => enc(t));
+  const schema = { type: 'object', properties: { a: { type: 'array', items: { type: ['integer', 'null'] } }, b: { enum: ['x', 'xy'] } } };
+  const r = mulberry32(31);
+  for (const c of [jsonObjectConstraint(vocab), jsonSchemaConstraint(schema, vocab)] as const) {
+    const con = c as ReturnType<typeof jsonObjectConstraint>;
+    let s = con.start();
+    for (let step = 0; step < 200 && !con.complete(s); step++) {
+      const cands = new Set(Array.from(con.candidates!(s)));
+      const allowed = vocab.map((_, t) => t).filter((t) => con.next(s, t) !== null);
+      for (const t of allowed) assert.ok(cands.has(t), `token ${JSON.stringify(Buffer.from(vocab[t]).toString())} allowed but not a candidate`);
+      assert.ok(allowed.length > 0);
+      s = con.next(s, allowed[Math.floor(r() * allowed.length)])!;
+    }
+  }
+});

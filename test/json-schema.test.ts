@@ -2,7 +2,7 @@
 // JSON.parse, the refused keywords, and random models whose outputs must fit the schema.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileSchema, jsonSchemaConstraint, schemaComplete, schemaFeed, type SchemaState } from '../src/decode/json-schema.ts';
+import { compileSchema, jsonSchemaConstraint, schemaComplete, schemaFeed, schemaStep, type SchemaState } from '../src/decode/json-schema.ts';
 import { generate } from '../src/decode/generation.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
 import { OptionError } from '../src/errors.ts';
@@ -13,26 +13,38 @@ type Schema = Record<string, unknown>;
 const enc = (s: string) => Buffer.from(s, 'utf8');
 const start = (schema: Schema): SchemaState => jsonSchemaConstraint(schema, []).start();
 
+// keys that need escaping or are not ASCII, enum values that are prefixes of each other
+const KEYS = ['k', 'a b', 'say "x"', 'back\\slash', 'é', '日本', '', 'tab\t'];
+const ENUMS: unknown[] = ['red', 'gr', 'green', '', 'q"uote', 'é', 1, 10, 100, -1, 1.5, 1e21, null, true, false];
+const SCALARS = ['string', 'number', 'integer', 'boolean', 'null'];
+
 function randomSchema(r: () => number, depth: number): Schema {
   const k = r();
+  const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
   if (depth > 0 && k < 0.25) {
     const props: Record<string, Schema> = {};
-    for (let i = 0; i < Math.floor(r() * 4); i++) props[`k${i}${'xyz'[Math.floor(r() * 3)]}`] = randomSchema(r, depth - 1);
+    for (let i = 0; i < Math.floor(r() * 4); i++) props[`${pick(KEYS)}${i}`] = randomSchema(r, depth - 1);
     return { type: 'object', properties: props, required: Object.keys(props), additionalProperties: false };
   }
-  if (depth > 0 && k < 0.4) return { type: 'array', items: randomSchema(r, depth - 1) };
-  if (k < 0.5) return { enum: [['red', 'green', 'gr'][Math.floor(r() * 3)], 1, 10, null, true].slice(0, 1 + Math.floor(r() * 5)) };
-  if (k < 0.6) return { type: ['string', 'null'] };
-  return { type: ['string', 'number', 'integer', 'boolean', 'null'][Math.floor(r() * 5)] };
+  if (depth > 0 && k < 0.35) return { type: 'array', items: randomSchema(r, depth - 1) };
+  if (depth > 0 && k < 0.42) {
+    // a type list mixing containers and scalars
+    const props = { [pick(KEYS)]: randomSchema(r, depth - 1) };
+    return { type: ['object', 'array', pick(SCALARS)], properties: props, items: randomSchema(r, depth - 1) };
+  }
+  if (k < 0.55) return { enum: Array.from({ length: 1 + Math.floor(r() * 4) }, () => pick(ENUMS)) };
+  if (k < 0.62) return { type: 'string', enum: ['x', 'xy', 'é"'] };
+  if (k < 0.7) return { type: [pick(SCALARS), pick(SCALARS)] };
+  return { type: pick(SCALARS) };
 }
 
-function randomValue(s: Schema, r: () => number): unknown {
+function randomValue(s: Schema, r: () => number, depth = 0): unknown {
   if (s.enum) return (s.enum as unknown[])[Math.floor(r() * (s.enum as unknown[]).length)];
   const types = Array.isArray(s.type) ? (s.type as string[]) : [s.type as string];
   const t = types[Math.floor(r() * types.length)];
   switch (t) {
-    case 'object': return Object.fromEntries(Object.entries(s.properties as Record<string, Schema>).map(([k, v]) => [k, randomValue(v, r)]));
-    case 'array': return Array.from({ length: Math.floor(r() * 3) }, () => randomValue(s.items as Schema, r));
+    case 'object': return Object.fromEntries(Object.entries(s.properties as Record<string, Schema>).map(([k, v]) => [k, randomValue(v, r, depth + 1)]));
+    case 'array': return Array.from({ length: depth > 3 ? 0 : Math.floor(r() * 3) }, () => randomValue(s.items as Schema, r, depth + 1));
     case 'string': return ['', 'a', 'say "hi"\n', 'é€𝄞', '\\'][Math.floor(r() * 5)];
     case 'number': return [0, -1.5, 3e21, 2.5e-7, 42][Math.floor(r() * 5)];
     case 'integer': return [0, -7, 12345][Math.floor(r() * 3)];
@@ -55,6 +67,7 @@ function fits(v: unknown, s: Schema): boolean {
       case 'array': return Array.isArray(v) && v.every((x) => fits(x, s.items as Schema));
       case 'string': return typeof v === 'string';
       case 'number': return typeof v === 'number';
+      // (a parsed body lists integer-like keys first: none are generated)
       case 'integer': return Number.isInteger(v);
       case 'boolean': return typeof v === 'boolean';
       default: return v === null;
@@ -73,7 +86,7 @@ test('json_schema recognizer: conforming documents are accepted byte by byte, co
   for (let i = 0; i < 300; i++) {
     const schema = rootOf(r);
     const text = JSON.stringify(randomValue(schema, r));
-    let s: SchemaState | null = start(schema);
+    let s: SchemaState | undefined = start(schema);
     const bytes = enc(text);
     for (let j = 0; j < bytes.length; j++) {
       s = schemaFeed(s!, [bytes[j]]);
@@ -103,6 +116,36 @@ test('json_schema recognizer: whatever it completes parses and fits the schema (
   assert.ok(whole > 100, `mutations that stay valid were exercised (${whole})`);
 });
 
+test('json_schema recognizer: from every state it reaches a byte is allowed, and random walks end in documents that fit', () => {
+  const r = mulberry32(23);
+  let whole = 0;
+  for (let i = 0; i < 400; i++) {
+    const schema = rootOf(r);
+    let s: SchemaState = start(schema);
+    const out: number[] = [];
+    for (let step = 0; step < 600 && !schemaComplete(s); step++) {
+      const allowed: [number, SchemaState][] = [];
+      for (let b = 0; b < 256; b++) {
+        const n = schemaStep(s, b);
+        if (n) allowed.push([b, n]);
+      }
+      assert.ok(allowed.length > 0, `dead end after ${JSON.stringify(Buffer.from(out).toString())} (${JSON.stringify(schema)})`);
+      // lean toward bytes that close things, so walks end
+      const closing = allowed.filter(([b]) => '"}],0'.includes(String.fromCharCode(b)));
+      const pool = closing.length && r() < 0.6 ? closing : allowed;
+      const [b, n] = pool[Math.floor(r() * pool.length)];
+      out.push(b);
+      s = n;
+    }
+    if (schemaComplete(s)) {
+      whole++;
+      const text = Buffer.from(out).toString('utf8');
+      assert.ok(fits(JSON.parse(text), schema), `${text} does not fit ${JSON.stringify(schema)}`);
+    }
+  }
+  assert.ok(whole > 200, `walks that ended (${whole})`);
+});
+
 test('json_schema: keywords outside the subset are refused by name; the root must be an object', () => {
   const refuse = (schema: unknown, re: RegExp) => assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof OptionError && e.param === 'response_format' && re.test(e.message));
   refuse({ type: 'object', properties: { a: { anyOf: [{ type: 'string' }] } } }, /properties\.a: "anyOf" is not supported/);
@@ -112,6 +155,15 @@ test('json_schema: keywords outside the subset are refused by name; the root mus
   refuse({ type: 'array' }, /needs "items"/);
   refuse({ type: 'date' }, /"type" must be one of/);
   refuse({ type: 'object', properties: { a: { type: 'string' } }, required: ['b'] }, /required must list properties/);
+  // type and enum together: every value of the type; keywords that do not apply to the type
+  refuse({ type: 'string', enum: ['x', 5] }, /enum value 5 is not of type string/);
+  refuse({ type: 'integer', enum: [1, 1.5] }, /enum value 1.5 is not of type integer/);
+  refuse({ type: 'bogus', enum: ['x'] }, /"type" must be one of/);
+  refuse({ type: 'string', items: { type: 'string' } }, /"items" applies to arrays/);
+  refuse({ enum: ['a'], properties: {} }, /"properties" applies to objects/);
+  refuse({ type: 'object', properties: null }, /properties must be an object/);
+  refuse({ type: 'object', properties: Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`k${i}`, { type: 'null' }])) }, /more than 1000 properties/);
+  refuse({ enum: Array.from({ length: 1001 }, (_, i) => i) }, /more than 1000 enum values/);
   assert.throws(() => jsonSchemaConstraint({ type: 'array', items: { type: 'string' } }, []), /root must be/);
   // enum: "1" then "10" — a finished option ends the value only when no longer one goes on
   const e = { type: 'object', properties: { n: { enum: [1, 10] } } };

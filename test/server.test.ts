@@ -256,7 +256,9 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['initial canvas 0', { ...chatReq, initial_canvas: 0 }, 400, 'initial_canvas'],
     ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
     ['tools', { ...chatReq, tools: [{ type: 'function', function: { name: 'f' } }] }, 400, 'tools'],
-    ['json schema', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 400, 'response_format'],
+    ['json schema with anyOf', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { anyOf: [{ type: 'string' }] } } } } } }, 400, 'response_format'],
+    ['json schema without its schema', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x' } } }, 400, 'response_format'],
+    ['response_format grammar', { ...chatReq, response_format: { type: 'grammar' } }, 400, 'response_format'],
     ['logprobs of the diffusing stream', { ...chatReq, logprobs: true, stream: true, diffusing: true }, 400, 'logprobs'],
     ['top_logprobs without logprobs', { ...chatReq, top_logprobs: 2 }, 400, 'top_logprobs'],
     ['top_logprobs over the candidates', { ...chatReq, logprobs: true, top_logprobs: 20 }, 400, 'top_logprobs'],
@@ -449,6 +451,10 @@ test('response_format json_object / json_schema: every answer is one JSON object
     assert.deepEqual(Object.keys(v), ['ok', 'n']);
     assert.ok(typeof v.ok === 'boolean' && [1, 2].includes(v.n), jt);
   } else assert.ok(jt.startsWith('{"ok":'), jt);
+  let jsStreamed = '';
+  for await (const ch of await main.client.chat.completions.create({ ...chatReq, max_tokens: 32, stream: true, response_format: { type: 'json_schema', json_schema: { name: 'x', schema, strict: true } } }))
+    jsStreamed += ch.choices[0]?.delta?.content ?? '';
+  assert.equal(jsStreamed, jt);
   const bad = await post(main.base, '/v1/chat/completions', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', pattern: 'x+' } } } } } });
   assert.equal(bad.status, 400);
   assert.match(bad.json.error.message, /properties\.a: "pattern" is not supported/);

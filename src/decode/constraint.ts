@@ -17,6 +17,36 @@ export interface Constraint<S = unknown> {
   next(state: S, token: number): S | null;
   /** whether the output is whole here: the generation ends */
   complete(state: S): boolean;
+  /** the tokens worth testing in this state (a superset of the allowed ones), when the
+   * constraint can narrow the vocabulary cheaply; all tokens otherwise */
+  candidates?(state: S): ArrayLike<number>;
+}
+
+/** Token ids by their first byte, for constraints that know which bytes may come next. */
+export function firstByteIndex(tokenBytes: readonly (Uint8Array | null)[]): Int32Array[] {
+  const lists: number[][] = Array.from({ length: 256 }, () => []);
+  tokenBytes.forEach((b, id) => {
+    if (b && b.length > 0) lists[b[0]].push(id);
+  });
+  return lists.map((l) => Int32Array.from(l));
+}
+
+/** The ids of the tokens whose first byte `allowed` accepts. */
+export function candidatesByFirstByte(index: Int32Array[], allowed: (byte: number) => boolean): Int32Array {
+  const parts: Int32Array[] = [];
+  let n = 0;
+  for (let b = 0; b < 256; b++)
+    if (index[b].length > 0 && allowed(b)) {
+      parts.push(index[b]);
+      n += index[b].length;
+    }
+  const out = new Int32Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /**
@@ -51,7 +81,9 @@ export function constrainedChoice<S>(
       next = s;
     };
     for (let k = 0; k < topIds.length; k++) consider(topIds[k]);
-    for (let t = 0; t < logits.length; t++) consider(t);
+    const cands = c.candidates?.(state);
+    if (cands) for (let i = 0; i < cands.length; i++) consider(cands[i]);
+    else for (let t = 0; t < logits.length; t++) consider(t);
   } else {
     // rejection: draw from the sampler's own distribution until an allowed token comes up
     // (exact: the draw conditioned on being allowed); a scan of the allowed ones otherwise
@@ -75,7 +107,10 @@ export function constrainedChoice<S>(
     if (token < 0) {
       const ids: number[] = [];
       const ls: number[] = [];
-      for (let t = 0; t < logits.length; t++) {
+      const cands = c.candidates?.(state) ?? null;
+      const n = cands ? cands.length : logits.length;
+      for (let i = 0; i < n; i++) {
+        const t = cands ? cands[i] : i;
         if (c.next(state, t) === null) continue;
         ids.push(t);
         ls.push(logits[t]);

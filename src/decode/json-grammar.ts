@@ -7,7 +7,7 @@
 // forever, pretty-printing fits), and so is nesting. Bytes >= 0x80 are taken inside
 // strings as they come: a sequence that is not UTF-8 decodes to U+FFFD, still valid JSON.
 
-import type { Constraint } from './constraint.ts';
+import { candidatesByFirstByte, firstByteIndex, type Constraint } from './constraint.ts';
 
 const enum M {
   Top, // the output's first byte: '{' (no leading whitespace: a model could pad forever)
@@ -223,8 +223,10 @@ export function jsonFeed(s: JsonState, bytes: ArrayLike<number>): JsonState | nu
  * generation ends when the object is complete).
  */
 export function jsonObjectConstraint(tokenBytes: readonly (Uint8Array | null)[]): Constraint<JsonState> {
+  const index = firstByteIndex(tokenBytes);
   return {
     start: jsonStart,
+    candidates: (state) => candidatesByFirstByte(index, (b) => jsonStep({ ...state }, b)),
     next(state, token) {
       const bytes = tokenBytes[token];
       if (!bytes || bytes.length === 0) return null;

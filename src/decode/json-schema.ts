@@ -1,75 +1,124 @@
 // response_format json_schema: the answer is a JSON document of a given schema, by the same
 // constrained decoding as JSON mode. The schema subset is the one structured-output APIs
 // use in strict mode: `type` (object, array, string, number, integer, boolean, null, or a
-// list of them), `properties` (every property is written, in the schema's order),
-// `required`, `additionalProperties: false`, `items`, `enum`; `description`, `title` and
-// `$schema` are ignored. Anything else (anyOf, $ref, pattern, minimum, ...) is refused when
-// the schema is compiled, never silently dropped. Output is compact: no whitespace.
+// list of them), `properties` (every property is written, in the schema's order — integer-
+// like keys excepted: a parsed JSON body lists those first), `required`,
+// `additionalProperties: false`, `items`, `enum` (with `type`, every value must be of it);
+// `description`, `title` and `$schema` are ignored. Anything else (anyOf, $ref, pattern,
+// minimum, ...) is refused when the schema is compiled, never silently dropped, and so are
+// keywords that do not apply to the schema's type. Output is compact: no whitespace.
 //
 // The recognizer is a stack of pending parts (literal bytes, a value of a schema, the inside
-// of a string, number, enum or array), consumed byte by byte.
+// of a string, number, enum or array), consumed byte by byte. The stack is an immutable
+// linked list, so testing a token against a state copies nothing it does not change.
 
 import { OptionError } from '../errors.ts';
-import type { Constraint } from './constraint.ts';
+import { candidatesByFirstByte, firstByteIndex, type Constraint } from './constraint.ts';
 import { N, numberByte, numberStart, NUM_END, stringByte, STR_END } from './json-grammar.ts';
 
 type JsonType = 'object' | 'array' | 'string' | 'number' | 'integer' | 'boolean' | 'null';
 
 export interface SchemaNode {
   types: Set<JsonType>;
-  /** object: the properties in order */
-  props: { key: string; node: SchemaNode }[];
+  /** object: the properties in order, each with its literal `"key":` (after the first: `,"key":`) */
+  props: { key: string; lit: Uint8Array; node: SchemaNode }[];
   /** array: the items' schema */
   items: SchemaNode | null;
-  /** enum: the allowed values, serialized */
-  enum: string[] | null;
+  /** enum: the allowed values as a byte trie of their serializations */
+  enum: Trie | null;
+}
+
+/** A byte trie: children by byte; `end`: a value ends here. */
+export interface Trie {
+  next: Map<number, Trie>;
+  end: boolean;
 }
 
 const TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
-const IGNORED = new Set(['description', 'title', '$schema', 'required', 'additionalProperties', 'strict']);
-const MAX_SCHEMA_DEPTH = 16;
-const MAX_PROPERTIES = 256;
+const KNOWN = new Set(['type', 'properties', 'items', 'enum', 'required', 'additionalProperties', 'description', 'title', '$schema']);
+export const SCHEMA_LIMITS = { depth: 16, properties: 1000, enumValues: 1000, literalBytes: 100_000 };
+
+const encoder = new TextEncoder();
+const enc = (s: string) => encoder.encode(s);
+
+function typeOf(v: unknown): JsonType {
+  return v === null ? 'null' : typeof v === 'number' ? (Number.isInteger(v) ? 'integer' : 'number') : (typeof v as JsonType);
+}
 
 /** Compile a JSON schema (the subset above) or throw an OptionError naming what is not supported. */
-export function compileSchema(schema: unknown, path = 'schema', depth = 0): SchemaNode {
+export function compileSchema(schema: unknown): SchemaNode {
+  const budget = { properties: 0, enumValues: 0, literalBytes: 0 };
+  return compileNode(schema, 'schema', 0, budget);
+}
+
+function compileNode(schema: unknown, path: string, depth: number, budget: { properties: number; enumValues: number; literalBytes: number }): SchemaNode {
   const bad = (msg: string): never => {
     throw new OptionError('response_format', `json_schema: ${path}: ${msg}`);
   };
-  if (depth > MAX_SCHEMA_DEPTH) bad(`nested deeper than ${MAX_SCHEMA_DEPTH} levels`);
+  if (depth > SCHEMA_LIMITS.depth) bad(`nested deeper than ${SCHEMA_LIMITS.depth} levels`);
   if (!schema || typeof schema !== 'object' || Array.isArray(schema)) bad('a schema must be an object');
   const s = schema as Record<string, unknown>;
-  for (const k of Object.keys(s)) if (!IGNORED.has(k) && !['type', 'properties', 'items', 'enum'].includes(k)) bad(`"${k}" is not supported (supported: type, properties, required, additionalProperties: false, items, enum)`);
-  if (s.additionalProperties !== undefined && s.additionalProperties !== false) bad('additionalProperties must be false (every property is listed)');
-  let types: Set<JsonType>;
-  let en: string[] | null = null;
+  for (const k of Object.keys(s)) if (!KNOWN.has(k)) bad(`"${k}" is not supported (supported: type, properties, required, additionalProperties: false, items, enum)`);
+  let types: Set<JsonType> | null = null;
+  if (s.type !== undefined) {
+    const list = Array.isArray(s.type) ? s.type : [s.type];
+    if (list.length === 0 || list.some((x) => typeof x !== 'string' || !TYPES.has(x))) bad('"type" must be one of object, array, string, number, integer, boolean, null (or a list of them)');
+    types = new Set(list as JsonType[]);
+  }
+  let trie: Trie | null = null;
   if (s.enum !== undefined) {
     if (!Array.isArray(s.enum) || s.enum.length === 0) bad('enum must be a non-empty array');
     const vals = s.enum as unknown[];
-    if (vals.some((v) => v !== null && typeof v === 'object')) bad('enum values must be strings, numbers, booleans or null');
-    en = [...new Set(vals.map((v) => JSON.stringify(v)))];
-    types = new Set(vals.map((v) => (v === null ? 'null' : typeof v === 'number' ? 'number' : (typeof v as JsonType))));
-  } else {
-    const t = s.type;
-    const list = Array.isArray(t) ? t : [t];
-    if (t === undefined || list.length === 0 || list.some((x) => typeof x !== 'string' || !TYPES.has(x))) bad('"type" must be one of object, array, string, number, integer, boolean, null (or a list of them)');
-    types = new Set(list as JsonType[]);
+    budget.enumValues += vals.length;
+    if (budget.enumValues > SCHEMA_LIMITS.enumValues) bad(`more than ${SCHEMA_LIMITS.enumValues} enum values in the schema`);
+    for (const v of vals) {
+      if (v !== null && typeof v === 'object') bad('enum values must be strings, numbers, booleans or null');
+      const t = typeOf(v);
+      if (types && !types.has(t) && !(t === 'integer' && types.has('number'))) bad(`enum value ${JSON.stringify(v)} is not of type ${[...types].join(' or ')}`);
+    }
+    trie = { next: new Map(), end: false };
+    for (const v of vals) {
+      const bytes = enc(JSON.stringify(v));
+      budget.literalBytes += bytes.length;
+      let n = trie;
+      for (const b of bytes) {
+        let c = n.next.get(b);
+        if (!c) n.next.set(b, (c = { next: new Map(), end: false }));
+        n = c;
+      }
+      n.end = true;
+    }
+    types ??= new Set(vals.map(typeOf));
   }
+  if (!types) return bad('a schema needs "type" or "enum"');
+  const isObject = types.has('object') && !trie;
+  const isArray = types.has('array') && !trie;
+  for (const k of ['properties', 'required', 'additionalProperties'] as const) if (s[k] !== undefined && !isObject) bad(`"${k}" applies to objects, and this schema is not one`);
+  if (s.items !== undefined && !isArray) bad('"items" applies to arrays, and this schema is not one');
+  if (s.additionalProperties !== undefined && s.additionalProperties !== false) bad('additionalProperties must be false (every property is listed)');
   const props: SchemaNode['props'] = [];
-  if (types.has('object') && !en) {
-    const p = s.properties ?? {};
+  if (isObject) {
+    const p = s.properties === undefined ? {} : s.properties;
     if (!p || typeof p !== 'object' || Array.isArray(p)) bad('properties must be an object');
     const keys = Object.keys(p as object);
-    if (keys.length > MAX_PROPERTIES) bad(`more than ${MAX_PROPERTIES} properties`);
+    budget.properties += keys.length;
+    if (budget.properties > SCHEMA_LIMITS.properties) bad(`more than ${SCHEMA_LIMITS.properties} properties in the schema`);
     const req = s.required;
-    if (req !== undefined && (!Array.isArray(req) || req.some((k) => typeof k !== 'string' || !keys.includes(k)))) bad('required must list properties of this object');
-    for (const key of keys) props.push({ key, node: compileSchema((p as Record<string, unknown>)[key], `${path}.properties.${key}`, depth + 1) });
+    const keySet = new Set(keys);
+    if (req !== undefined && (!Array.isArray(req) || req.some((k) => typeof k !== 'string' || !keySet.has(k)))) bad('required must list properties of this object');
+    keys.forEach((key, i) => {
+      const lit = enc(`${i > 0 ? ',' : ''}${JSON.stringify(key)}:`);
+      budget.literalBytes += lit.length;
+      props.push({ key, lit, node: compileNode((p as Record<string, unknown>)[key], `${path}.properties.${key}`, depth + 1, budget) });
+    });
   }
+  if (budget.literalBytes > SCHEMA_LIMITS.literalBytes) bad(`keys and enum values longer than ${SCHEMA_LIMITS.literalBytes} bytes in all`);
   let items: SchemaNode | null = null;
-  if (types.has('array') && !en) {
+  if (isArray) {
     if (s.items === undefined) bad('an array needs "items"');
-    items = compileSchema(s.items, `${path}.items`, depth + 1);
+    items = compileNode(s.items, `${path}.items`, depth + 1, budget);
   }
-  return { types, props, items, enum: en };
+  return { types, props, items, enum: trie };
 }
 
 // ---------------------------------------------------------------- the recognizer
@@ -79,105 +128,114 @@ type Part =
   | { k: 'value'; node: SchemaNode }
   | { k: 'str'; esc: number }
   | { k: 'num'; n: N; integer: boolean }
-  | { k: 'enum'; options: Uint8Array[]; at: number }
-  | { k: 'arr'; items: SchemaNode; first: boolean };
+  | { k: 'enum'; at: Trie }
+  | { k: 'obj'; node: SchemaNode; i: number } // the properties from i on, then '}'
+  | { k: 'arr'; items: SchemaNode; first: boolean }
+  | { k: 'end' }; // the bottom: the document is whole
 
-/** What is still to come, the next part last. Parts are never mutated: a step copies the top one. */
-export type SchemaState = readonly Part[];
-
-const enc = (s: string) => new TextEncoder().encode(s);
-
-function objectParts(node: SchemaNode): Part[] {
-  // after '{': "k0":v0,"k1":v1,...} pushed in reverse
-  const seq: Part[] = [];
-  node.props.forEach((p, i) => {
-    seq.push({ k: 'lit', bytes: enc(`${i > 0 ? ',' : ''}${JSON.stringify(p.key)}:`), at: 0 });
-    seq.push({ k: 'value', node: p.node });
-  });
-  seq.push({ k: 'lit', bytes: enc('}'), at: 0 });
-  return seq.reverse();
+/** What is still to come, the next part on top; `end` at the bottom. */
+export interface SchemaState {
+  part: Part;
+  below: SchemaState;
 }
+const END: SchemaState = { part: { k: 'end' }, below: null as unknown as SchemaState };
 
-/** Start a value of `node` with byte b: the parts that follow it, or null. */
-function startValue(node: SchemaNode, b: number): Part[] | null {
+const push = (below: SchemaState, part: Part): SchemaState => ({ part, below });
+const LIT = { true: enc('rue'), false: enc('alse'), null: enc('ull'), close: enc('}') };
+
+/** Start a value of `node` with byte b: the stack after it, or undefined. */
+function startValue(below: SchemaState, node: SchemaNode, b: number): SchemaState | undefined {
   if (node.enum) {
-    const options = node.enum.map(enc).filter((o) => o[0] === b);
-    return options.length ? [{ k: 'enum', options, at: 1 }] : null;
+    const c = node.enum.next.get(b);
+    return c ? push(below, { k: 'enum', at: c }) : undefined;
   }
   const t = node.types;
-  if (b === 0x7b && t.has('object')) return objectParts(node);
-  if (b === 0x5b && t.has('array')) return [{ k: 'arr', items: node.items!, first: true }];
-  if (b === 0x22 && t.has('string')) return [{ k: 'str', esc: 0 }];
-  if (b === 0x74 && t.has('boolean')) return [{ k: 'lit', bytes: enc('rue'), at: 0 }];
-  if (b === 0x66 && t.has('boolean')) return [{ k: 'lit', bytes: enc('alse'), at: 0 }];
-  if (b === 0x6e && t.has('null')) return [{ k: 'lit', bytes: enc('ull'), at: 0 }];
-  const num = t.has('number') || t.has('integer');
-  const n = num ? numberStart(b) : -1;
-  if (n !== -1) return [{ k: 'num', n, integer: !t.has('number') }];
-  return null;
+  if (b === 0x7b && t.has('object')) return push(below, { k: 'obj', node, i: 0 });
+  if (b === 0x5b && t.has('array')) return push(below, { k: 'arr', items: node.items!, first: true });
+  if (b === 0x22 && t.has('string')) return push(below, { k: 'str', esc: 0 });
+  if (b === 0x74 && t.has('boolean')) return push(below, { k: 'lit', bytes: LIT.true, at: 0 });
+  if (b === 0x66 && t.has('boolean')) return push(below, { k: 'lit', bytes: LIT.false, at: 0 });
+  if (b === 0x6e && t.has('null')) return push(below, { k: 'lit', bytes: LIT.null, at: 0 });
+  if (t.has('number') || t.has('integer')) {
+    const n = numberStart(b);
+    if (n !== -1) return push(below, { k: 'num', n, integer: !t.has('number') });
+  }
+  return undefined;
 }
 
-/** Feed one byte: the new stack, or null. */
-export function schemaStep(st: SchemaState, b: number): SchemaState | null {
-  if (st.length === 0) return null;
-  const top = st[st.length - 1];
-  const rest = st.slice(0, -1);
+/** Feed one byte: the new state, or undefined when b cannot come next. */
+export function schemaStep(st: SchemaState, b: number): SchemaState | undefined {
+  const top = st.part;
+  const below = st.below;
   switch (top.k) {
-    case 'lit': {
-      if (top.bytes[top.at] !== b) return null;
-      return top.at + 1 === top.bytes.length ? rest : [...rest, { ...top, at: top.at + 1 }];
-    }
-    case 'value': {
-      const parts = startValue(top.node, b);
-      return parts ? [...rest, ...parts] : null;
-    }
+    case 'lit':
+      if (top.bytes[top.at] !== b) return undefined;
+      return top.at + 1 === top.bytes.length ? below : push(below, { k: 'lit', bytes: top.bytes, at: top.at + 1 });
+    case 'value':
+      return startValue(below, top.node, b);
     case 'str': {
       const e = stringByte(top.esc, b);
-      if (e === -1) return null;
-      return e === STR_END ? rest : [...rest, { k: 'str', esc: e }];
+      if (e === -1) return undefined;
+      return e === STR_END ? below : e === top.esc ? st : push(below, { k: 'str', esc: e });
     }
     case 'num': {
       const n = numberByte(top.n, b, top.integer);
-      if (n === -1) return null;
-      return n === NUM_END ? schemaStep(rest, b) : [...rest, { ...top, n }];
+      if (n === -1) return undefined;
+      return n === NUM_END ? schemaStep(below, b) : n === top.n ? st : push(below, { k: 'num', n, integer: top.integer });
     }
     case 'enum': {
-      const options = top.options.filter((o) => o.length > top.at && o[top.at] === b);
-      if (options.length) return [...rest, { k: 'enum', options, at: top.at + 1 }];
-      // a finished option ends the value; the byte belongs to what follows
-      return top.options.some((o) => o.length === top.at) ? schemaStep(rest, b) : null;
+      const c = top.at.next.get(b);
+      if (c) return push(below, { k: 'enum', at: c });
+      // a finished value ends here; the byte belongs to what follows
+      return top.at.end ? schemaStep(below, b) : undefined;
+    }
+    case 'obj': {
+      const { node, i } = top;
+      if (i === node.props.length) return b === 0x7d ? below : undefined;
+      // property i: its literal (from its second byte on), then its value, then the rest
+      const p = node.props[i];
+      if (p.lit[0] !== b) return undefined;
+      const rest = push(below, { k: 'obj', node, i: i + 1 });
+      const value = push(rest, { k: 'value', node: p.node });
+      return p.lit.length === 1 ? value : push(value, { k: 'lit', bytes: p.lit, at: 1 });
     }
     case 'arr': {
-      if (b === 0x5d) return rest;
-      if (top.first) {
-        const parts = startValue(top.items, b);
-        return parts ? [...rest, { k: 'arr', items: top.items, first: false }, ...parts] : null;
-      }
-      return b === 0x2c ? [...rest, { k: 'arr', items: top.items, first: false }, { k: 'value', node: top.items }] : null;
+      if (b === 0x5d) return below;
+      if (top.first) return startValue(push(below, { k: 'arr', items: top.items, first: false }), top.items, b);
+      return b === 0x2c ? push(push(below, { k: 'arr', items: top.items, first: false }), { k: 'value', node: top.items }) : undefined;
     }
+    case 'end':
+      return undefined;
   }
 }
 
 export function schemaComplete(st: SchemaState): boolean {
-  return st.length === 0;
+  return st.part.k === 'end';
 }
 
-export function schemaFeed(st: SchemaState, bytes: ArrayLike<number>): SchemaState | null {
-  let s: SchemaState | null = st;
-  for (let i = 0; i < bytes.length && s; i++) s = schemaStep(s, bytes[i]);
+export function schemaFeed(st: SchemaState, bytes: ArrayLike<number>): SchemaState | undefined {
+  let s: SchemaState | undefined = st;
+  for (let i = 0; i < bytes.length && s !== undefined; i++) s = schemaStep(s, bytes[i]);
   return s;
+}
+
+/** The state before a document of `schema`. */
+export function schemaStart(root: SchemaNode): SchemaState {
+  return push(END, { k: 'value', node: root });
 }
 
 /** A constraint to documents of `schema` (its root must be an object) over a vocabulary. */
 export function jsonSchemaConstraint(schema: unknown, tokenBytes: readonly (Uint8Array | null)[]): Constraint<SchemaState> {
   const root = compileSchema(schema);
   if (!root.types.has('object') || root.types.size !== 1 || root.enum) throw new OptionError('response_format', 'json_schema: the root must be {"type": "object", ...}');
+  const index = firstByteIndex(tokenBytes);
   return {
-    start: () => [{ k: 'value', node: root }],
+    start: () => schemaStart(root),
+    candidates: (state) => candidatesByFirstByte(index, (b) => schemaStep(state, b) !== undefined),
     next(state, token) {
       const bytes = tokenBytes[token];
       if (!bytes || bytes.length === 0) return null;
-      return schemaFeed(state, bytes);
+      return schemaFeed(state, bytes) ?? null;
     },
     complete: schemaComplete,
   };
