@@ -15,19 +15,21 @@ import { CONFIGS } from './eval.ts';
 import { fmt, parseArgs } from './common.ts';
 import type { GenerateOptions } from '../src/decode/options.ts';
 
+// phrasings outside the training families' templates, about nouns the `describe` family
+// never uses (train/tasks.py BENCH_NOUNS)
 export const OPEN_PROMPTS = [
-  'Tell me about the sea.',
-  'What is a river?',
-  'Describe a city.',
-  'What do you know about the moon?',
+  'Say something about the sea.',
+  'What can you tell me about rivers?',
+  'Talk about a city.',
+  'What do you think of the moon?',
   'Write a sentence about a dog.',
-  'Write about the wind.',
-  'What is a teacher?',
-  'Explain what a bridge is.',
-  'Tell me about bread.',
-  'What is music?',
-  'Describe a garden.',
-  'What is a king?',
+  'Write two sentences about the wind.',
+  'Who is a teacher?',
+  'How is a bridge built?',
+  'Why do people eat bread?',
+  'Why do people like music?',
+  'What grows in a garden?',
+  'What does a king do?',
   'Why do birds sing?',
   'Tell me a short story.',
   'What happens in winter?',

@@ -69,3 +69,12 @@ export class HubError extends QuenchError {
     this.name = 'HubError';
   }
 }
+
+/** A constrained output (JSON mode, json_schema) reached a state where the model's vocabulary
+ * has no allowed token: the request was valid, the server cannot finish it. */
+export class ConstraintError extends QuenchError {
+  constructor(message: string) {
+    super('constraint_dead_end', message, { status: 500, type: 'server_error' });
+    this.name = 'ConstraintError';
+  }
+}

@@ -201,3 +201,10 @@ test('candidates by first byte: a superset of the allowed tokens in every state 
     }
   }
 });
+
+test('a constrained output that the vocabulary cannot continue fails with a typed server error', async () => {
+  const { ConstraintError } = await import('../src/errors.ts');
+  // a vocabulary whose only JSON piece is '{': after it nothing can follow
+  const only = Array.from({ length: 16 }, (_, id) => (id === 3 ? enc('{') : null));
+  await assert.rejects(generate(jsonModel(false), [0, 0], { maxTokens: 16, constraint: jsonObjectConstraint(only) }), (e: unknown) => e instanceof ConstraintError && e.status === 500 && /after 1 tokens/.test(e.message));
+});

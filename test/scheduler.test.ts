@@ -65,9 +65,6 @@ test('groupByWindow: decode rows batch whatever their caches; long canvases are 
   const mixed = [plan(64, 30, 0), plan(90, 0, 1), plan(64, 30, 2), plan(64, 30, 3)];
   const g2 = groupByWindow(mixed, 384);
   assert.deepEqual(g2.map((g) => g.map((p) => p.id).sort()), [[1], [0, 2, 3]]);
-  // a plan that wants full logits rows (JSON mode, sampling) is not batched with the others
-  const withLogits = [plan(1, 20, 0), { ...plan(1, 30, 1), req: { ...plan(1, 30, 1).req, wantLogits: true } }, plan(1, 40, 2)];
-  assert.deepEqual(groupByWindow(withLogits, 384).map((g) => g.map((p) => p.id).sort()), [[0, 2], [1]]);
   // property: every plan exactly once; padded rows within a quarter (+ slack) of the real rows
   const rnd = mulberry32(5);
   for (let t = 0; t < 200; t++) {

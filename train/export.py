@@ -181,7 +181,7 @@ def model_card(kind, c, ck, n_params, shift=False):
     fams = ', '.join(f"{f}{' (x%g)' % tasks.FAMILY_WEIGHTS[f] if tasks.FAMILY_WEIGHTS[f] != 1 else ''}" for f in tasks.FAMILIES)
     syn, eng, plain = (round(x * 100) for x in data.MIX)
     # the English families the run drew from (checkpoints written before `describe` existed do not record them)
-    english = ', '.join(ENGLISH_FAMILIES[f] for f in ck.get('english', ['define', 'use_word', 'quote_verse', 'continue_text']))
+    english = ', '.join(ENGLISH_FAMILIES.get(f, f) for f in ck.get('english', ['define', 'use_word', 'quote_verse', 'continue_text']))
     objective = ('masked diffusion (LLaDA-style SFT objective: response tokens masked with probability t ~ U(0.001, 1), '
                  f"loss 1/t-weighted cross-entropy on masked positions, padding positions weighted "
                  f"{a.get('pad_weight', 1.0):g}; bidirectional attention"

@@ -207,6 +207,7 @@ def tokenizer_config(max_seq=MAX_SEQ):
     return {
         'bos_token': SPECIALS[BOS], 'eos_token': SPECIALS[EOS], 'pad_token': SPECIALS[EOS],
         'mask_token': SPECIALS[MASK], 'model_max_length': max_seq, 'tokenizer_class': 'PreTrainedTokenizerFast',
+        'add_bos_token': True,  # training puts <|startoftext|> first: raw prompts get it too
         'clean_up_tokenization_spaces': False,
         'added_tokens_decoder': {str(i): {'content': s, 'lstrip': False, 'normalized': False, 'rstrip': False,
                                           'single_word': False, 'special': True} for i, s in enumerate(SPECIALS)},

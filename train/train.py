@@ -218,6 +218,9 @@ def main():
     step, elapsed0, tokens, seed, ck = 0, 0.0, 0, args.seed, None
     if os.path.exists(first_ckpt):
         ck = torch_load(first_ckpt, 'cpu')
+        if 'diffusion' in kinds and bool(ck['args'].get('shift')) != args.shift:
+            raise SystemExit(f'{first_ckpt} was trained {"with" if ck["args"].get("shift") else "without"} --shift: '
+                             f'{"add" if ck["args"].get("shift") else "drop"} --shift to resume it')
         step, elapsed0, tokens = ck['step'], ck['elapsed'], ck['tokens']
         if args.workers:
             seed = args.seed + step  # worker streams cannot be resumed exactly: continue with fresh seeds

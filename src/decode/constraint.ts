@@ -22,8 +22,16 @@ export interface Constraint<S = unknown> {
   candidates?(state: S): ArrayLike<number>;
 }
 
-/** Token ids by their first byte, for constraints that know which bytes may come next. */
+/** Token ids by their first byte, for constraints that know which bytes may come next
+ * (built once per token table). */
+const indexes = new WeakMap<readonly (Uint8Array | null)[], Int32Array[]>();
 export function firstByteIndex(tokenBytes: readonly (Uint8Array | null)[]): Int32Array[] {
+  let idx = indexes.get(tokenBytes);
+  if (!idx) indexes.set(tokenBytes, (idx = buildIndex(tokenBytes)));
+  return idx;
+}
+
+function buildIndex(tokenBytes: readonly (Uint8Array | null)[]): Int32Array[] {
   const lists: number[][] = Array.from({ length: 256 }, () => []);
   tokenBytes.forEach((b, id) => {
     if (b && b.length > 0) lists[b[0]].push(id);

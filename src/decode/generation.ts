@@ -27,7 +27,7 @@
 // constraint allows after the tokens before it (constraint.ts). Only the first
 // CONSTRAINED_ROWS masks are scored. The output ends when the constraint says it is whole.
 
-import { CancelledError, OptionError } from '../errors.ts';
+import { CancelledError, ConstraintError, OptionError } from '../errors.ts';
 import type { ModelArgs } from '../formats/config.ts';
 import type { SpecialTokens } from '../formats/tokenizer.ts';
 import type { KVCache } from '../runtime/kv.ts';
@@ -429,7 +429,7 @@ export class Generation {
       if (q > 0 && Math.exp(res.topLogits[q * K] - res.lse[q]) <= tau) break;
       const got = constrainedChoice(c, this.cState, res.logits!.subarray(q * V, (q + 1) * V), res.topIds.subarray(q * K, (q + 1) * K), res.lse[q], res.entropy[q], this.opts.sampler, this.rng);
       if (!got) {
-        if (q === 0) throw new OptionError('response_format', 'the constraint allows no token here (the output cannot be completed)', 'constraint_dead_end');
+        if (q === 0) throw new ConstraintError(`no token of this model's vocabulary can continue the constrained output after ${this.finalizedEnd - this.promptLength} tokens`);
         break;
       }
       if (q > 0 && got.choice.prob <= tau) break;

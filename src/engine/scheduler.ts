@@ -166,14 +166,6 @@ export class Scheduler {
  * a quarter more than running alone.
  */
 export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hidden: number): T[][] {
-  // a forward returns full logits rows for all its sequences when one asks (sampling without
-  // top_k, JSON mode): those are batched among themselves, not with the rest
-  const full = plans.filter((p) => p.req.wantLogits);
-  const top = plans.filter((p) => !p.req.wantLogits);
-  return [...groupRows(top, hidden), ...groupRows(full, hidden)];
-}
-
-function groupRows<T extends { req: ForwardRequest }>(plans: T[], hidden: number): T[][] {
   const rows = (p: T) => p.req.ids.length;
   const cols = (p: T) => p.req.ids.length + (p.req.past?.length ?? 0);
   const cost = (L: number, T: number) => L * (1 + T / (6 * hidden));

@@ -50,7 +50,8 @@ function repoFolder(cacheDir: string, repo: string): string {
 export function hubToken(given?: string): string | undefined {
   if (given) return given;
   if (process.env.HF_TOKEN) return process.env.HF_TOKEN;
-  const file = process.env.HF_TOKEN_PATH ?? join(process.env.HF_HOME ?? join(homedir(), '.cache', 'huggingface'), 'token');
+  const home = process.env.HF_HOME ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
+  const file = process.env.HF_TOKEN_PATH ?? join(home, 'token');
   try {
     return readFileSync(file, 'utf8').trim() || undefined;
   } catch {

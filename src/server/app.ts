@@ -262,13 +262,16 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       abort.abort();
       throw e;
     }
-    // the requests already queued are cancelled if a later one fails validation
+    // the requests already queued are cancelled if a later one fails validation; a choice that
+    // fails while generating cancels its siblings (the request has failed)
+    for (const p of promises) p.catch((e) => !(e instanceof CancelledError) && abort.abort());
     const settled = Promise.allSettled(promises);
 
     if (!stream) {
       const results = await settled;
       reply.raw.off('close', onClose);
-      const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+      const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      const failed = rejected.find((r) => !(r.reason instanceof CancelledError)) ?? rejected[0];
       if (failed) {
         if (failed.reason instanceof CancelledError) return reply; // client is gone
         throw failed.reason;
