@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import { CACHE, tempDir } from './helpers.ts';
@@ -26,6 +26,14 @@ test('quench run: one prompt, and a piped chat of several turns', async () => {
   const chat = quench(['run', '--model', dir, '--max-tokens', '4'], 'first\nsecond\n/exit\n');
   assert.equal(chat, 'aaaa\naaaa\n', 'one answer per line of input');
   assert.throws(() => quench(['run', '--model', '/nonexistent/model', 'hi']), /not found/);
+  // a model that only ever says "a" is held to JSON with --json (cut by max_tokens: a prefix
+  // of an object) and to the schema with --json-schema (no free text in it: it ends)
+  assert.match(quench(['run', '--model', dir, '--max-tokens', '8', '--json', 'hello']), /^\{/);
+  const schemaFile = join(dir, 'schema.json');
+  writeFileSync(schemaFile, JSON.stringify({ type: 'object', properties: { ok: { type: 'boolean' }, n: { enum: [1, 2] } } }));
+  const doc = JSON.parse(quench(['run', '--model', dir, '--max-tokens', '16', '--json-schema', schemaFile, 'hello']));
+  assert.deepEqual(Object.keys(doc), ['ok', 'n']);
+  assert.ok(typeof doc.ok === 'boolean' && [1, 2].includes(doc.n));
 });
 
 test('quench bench forward passes its options through and prints one row per row count', () => {

@@ -55,6 +55,7 @@ program
   .option('--raw', 'no chat template: complete the text as given')
   .option('--stats', 'print forward passes and speed after the answer')
   .option('--json', 'JSON mode: the answer is one JSON object (constrained decoding, left to right)')
+  .option('--json-schema <file>', 'the answer is a document of this JSON schema (the strict structured-output subset)')
   .action(async (words: string[], o) => {
     const { run } = await import('./run.ts');
     await run(words.join(' '), { ...o, model: resolveModel(o.model) });

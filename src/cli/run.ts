@@ -7,7 +7,10 @@ import { generate, type StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ChatMessage } from '../formats/tokenizer.ts';
 import { loadModel, type DTypeOption, type Model } from '../models/registry.ts';
+import { readFileSync } from 'node:fs';
 import { jsonObjectConstraint } from '../decode/json-grammar.ts';
+import { jsonSchemaConstraint } from '../decode/json-schema.ts';
+import type { Constraint } from '../decode/constraint.ts';
 
 export interface RunOptions {
   model: string;
@@ -27,6 +30,22 @@ export interface RunOptions {
   stats?: boolean;
   /** the answer is one JSON object (constrained decoding) */
   json?: boolean;
+  /** the answer is a document of the JSON schema in this file */
+  jsonSchema?: string;
+}
+
+function constraintOf(model: Model, o: RunOptions): Constraint | undefined {
+  const vocab = () => model.codec.vocabBytes(model.args.vocabSize);
+  if (o.jsonSchema) {
+    let schema: unknown;
+    try {
+      schema = JSON.parse(readFileSync(o.jsonSchema, 'utf8'));
+    } catch (e) {
+      throw new Error(`--json-schema ${o.jsonSchema}: ${(e as Error).message}`);
+    }
+    return jsonSchemaConstraint(schema, vocab());
+  }
+  return o.json ? jsonObjectConstraint(vocab()) : undefined;
 }
 
 const DIM = '\x1b[2m';
@@ -81,7 +100,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     temperature: o.temperature,
     seed: o.seed,
     detokenize: (ids) => model.codec.decode(ids, true),
-    constraint: o.json ? jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize)) : undefined,
+    constraint: constraintOf(model, o),
   };
   const r = await generate(model, prompt, {
     ...opts,
