@@ -31,7 +31,7 @@ test('quench run: one prompt, and a piped chat of several turns', async () => {
   assert.match(quench(['run', '--model', dir, '--max-tokens', '8', '--json', 'hello']), /^\{/);
   const schemaFile = join(dir, 'schema.json');
   writeFileSync(schemaFile, JSON.stringify({ type: 'object', properties: { ok: { type: 'boolean' }, n: { enum: [1, 2] } } }));
-  const doc = JSON.parse(quench(['run', '--model', dir, '--max-tokens', '16', '--json-schema', schemaFile, 'hello']));
+  const doc = JSON.parse(quench(['run', '--model', dir, '--max-tokens', '32', '--json-schema', schemaFile, 'hello']));
   assert.deepEqual(Object.keys(doc), ['ok', 'n']);
   assert.ok(typeof doc.ok === 'boolean' && [1, 2].includes(doc.n));
 });
