@@ -30,6 +30,8 @@ interface Repo {
   tags?: string[];
   /** this file's download answers 500 */
   broken?: string;
+  /** this file's body stops half-way (the connection drops) */
+  cut?: string;
 }
 
 const repos = new Map<string, Repo>();
@@ -76,6 +78,7 @@ before(async () => {
   repos.set('quench-test/liar', { sha: sha1('liar'), files: await repoOf(fixtureDir, names), wrongSize: 'tokenizer.json' });
   const shard = names.find((n) => n.endsWith('.safetensors'))!;
   repos.set('quench-test/corrupt', { sha: sha1('corrupt'), files: await repoOf(fixtureDir, names), corrupt: shard });
+  repos.set('quench-test/cut', { sha: sha1('cut'), files: await repoOf(fixtureDir, names), cut: shard });
   repos.set('quench-test/evil-hash', { sha: sha1('evil'), files: await repoOf(fixtureDir, names), evilHash: '../../../../tmp/quench-evil' });
   const index = JSON.parse(readFileSync(join(fixtureDir, 'model.safetensors.index.json'), 'utf8'));
   for (const k of Object.keys(index.weight_map)) index.weight_map[k] = '../escape.safetensors';
@@ -131,6 +134,13 @@ before(async () => {
       return reply.code(206).header('Content-Range', `bytes ${a}-${z}/${b.length}`).send(b.subarray(a, z + 1));
     }
     bodies.push(path);
+    if (path === f.repo.cut) {
+      reply.hijack();
+      reply.raw.writeHead(200, { 'content-length': String(b.length), etag: `"${e.lfs?.oid ?? e.oid}"` });
+      reply.raw.write(b.subarray(0, b.length >> 1));
+      setTimeout(() => reply.raw.destroy(), 20);
+      return reply;
+    }
     if (path === f.repo.corrupt) {
       const c = Buffer.from(b);
       c[c.length - 1] ^= 1;
@@ -236,6 +246,10 @@ test('pull: typed errors for a bad id, a missing repository, a gated one without
   await code(pull('quench-test/evil-hash', o), 'hub_bad_response', /malformed content hash/);
   assert.ok(!existsSync('/tmp/quench-evil'), 'nothing written outside the cache');
   await code(pull('quench-test/evil-index', o), 'hub_bad_name', /escape/);
+  // a body cut short: a typed error, and no .incomplete file left in blobs/
+  await assert.rejects(pull('quench-test/cut', o), (e: unknown) => e instanceof HubError);
+  const blobs = join(cacheDir, 'models--quench-test--cut', 'blobs');
+  assert.deepEqual(readdirSync(blobs).filter((f) => f.endsWith('.incomplete')), []);
   // the bad blob went with its link: pulling again downloads it again (and fails again)
   const n = bodies.filter((b) => b === 'tokenizer.json').length;
   await code(pull('quench-test/liar', o), 'hub_size_mismatch');

@@ -228,6 +228,11 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
     let path: string;
     try {
       path = await hubCall(ctx, () => downloadFileToCacheDir({ ...common, path: e.path, revision: commit, cacheDir }));
+    } catch (err) {
+      // a download cut short leaves blobs/<hash>.incomplete: not resumed, so not kept
+      const hash = e.lfs?.oid ?? e.xetHash ?? e.oid;
+      if (hash && HASH.test(hash)) await rm(join(root, 'blobs', `${hash}.incomplete`), { force: true });
+      throw err;
     } finally {
       current = null;
     }
