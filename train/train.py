@@ -79,6 +79,13 @@ def parse_family_weights(spec):
     return out
 
 
+def same_shift(what, was, now, verb):
+    """A diffusion model goes on only with the logit alignment it was trained with."""
+    if was != now:
+        raise SystemExit(f'{what} {"with" if was else "without"} shifted logits (--shift): '
+                         f'{"add" if was else "drop"} --shift to {verb} it')
+
+
 def _worker(q, make_stream, seed):
     torch.set_num_threads(1)
     data = make_stream(seed)
@@ -218,9 +225,8 @@ def main():
     step, elapsed0, tokens, seed, ck = 0, 0.0, 0, args.seed, None
     if os.path.exists(first_ckpt):
         ck = torch_load(first_ckpt, 'cpu')
-        if 'diffusion' in kinds and bool(ck['args'].get('shift')) != args.shift:
-            raise SystemExit(f'{first_ckpt} was trained {"with" if ck["args"].get("shift") else "without"} --shift: '
-                             f'{"add" if ck["args"].get("shift") else "drop"} --shift to resume it')
+        if 'diffusion' in kinds:
+            same_shift(f'{first_ckpt} was trained', bool(ck['args'].get('shift')), args.shift, 'resume')
         step, elapsed0, tokens = ck['step'], ck['elapsed'], ck['tokens']
         if args.workers:
             seed = args.seed + step  # worker streams cannot be resumed exactly: continue with fresh seeds
@@ -243,9 +249,8 @@ def main():
             if not src:
                 continue
             init, init_kind, init_shift = load_exported(src)
-            if r.kind == 'diffusion' and init_kind == 'diffusion' and init_shift != args.shift:
-                raise SystemExit(f'{src} is a diffusion model {"with" if init_shift else "without"} shifted logits: '
-                                 f'{"add" if init_shift else "drop"} --shift to continue it')
+            if r.kind == 'diffusion' and init_kind == 'diffusion':
+                same_shift(f'{src} is a diffusion model', init_shift, args.shift, 'continue')
             assert init.cfg.to_dict() == mc.to_dict(), (init.cfg.to_dict(), mc.to_dict())
             r.model.load_state_dict(init.state_dict())
             say(f'{r.kind} model initialised from {src} ({init_kind} model{", shifted logits" if init_shift else ""})')

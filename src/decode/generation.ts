@@ -399,19 +399,22 @@ export class Generation {
       picks = selectCommits(this.opts.policy, choices, { step: this.stepInBlock, steps: this.blockSteps, count }, this.opts.params, this.rng);
     }
     const committedNow: StepEvent['committed'] = [];
-    for (const i of picks) {
-      const p = pend.targets[i];
-      this.tokens[p] = choices[i].token;
-      this.committed[p] = 1;
-      if (this.logprobs) {
-        const top = [];
-        for (let k = 0; k < (this.opts.logprobs ?? 0) && k < K; k++) top.push({ token: res.topIds[i * K + k], logprob: res.topLogits[i * K + k] - res.lse[i] });
-        this.logprobs[p - this.promptLength] = { token: choices[i].token, logprob: choices[i].logprob, top };
-      }
-      this.committedCount++;
-      committedNow.push({ position: p - this.promptLength, token: choices[i].token });
-    }
+    for (const i of picks) committedNow.push(this.commit(pend.targets[i], choices[i], res, i, K));
     return this.afterCommits(committedNow);
+  }
+
+  /** Commit `choice` at canvas position p, scored by query row q (its log-probabilities kept). */
+  private commit(p: number, choice: Choice, res: ForwardResult, q: number, K: number): StepEvent['committed'][number] {
+    this.tokens[p] = choice.token;
+    this.committed[p] = 1;
+    this.guess[p - this.promptLength] = choice.token;
+    if (this.logprobs) {
+      const top = [];
+      for (let k = 0; k < (this.opts.logprobs ?? 0) && k < K; k++) top.push({ token: res.topIds[q * K + k], logprob: res.topLogits[q * K + k] - res.lse[q] });
+      this.logprobs[p - this.promptLength] = { token: choice.token, logprob: choice.logprob, top };
+    }
+    this.committedCount++;
+    return { position: p - this.promptLength, token: choice.token };
   }
 
   /** A constrained step: the first mask, then the next ones while confident, each allowed.
@@ -435,17 +438,7 @@ export class Generation {
         break;
       }
       if (q > 0 && got.choice.prob <= tau) break;
-      const t = got.choice.token;
-      this.tokens[p] = t;
-      this.committed[p] = 1;
-      this.guess[p - this.promptLength] = t;
-      if (this.logprobs) {
-        const top = [];
-        for (let k = 0; k < (this.opts.logprobs ?? 0) && k < K; k++) top.push({ token: res.topIds[q * K + k], logprob: res.topLogits[q * K + k] - res.lse[q] });
-        this.logprobs[p - this.promptLength] = { token: t, logprob: got.choice.logprob, top };
-      }
-      this.committedCount++;
-      committedNow.push({ position: p - this.promptLength, token: t });
+      committedNow.push(this.commit(p, got.choice, res, q, K));
       this.cState = got.state;
       if (c.complete(this.cState)) {
         this.outputEnd = p + 1;

@@ -89,17 +89,15 @@ function startValue(s: JsonState, b: number): boolean {
     case 0x7b: return open(s, '{');
     case 0x5b: return open(s, '[');
     case 0x22: s.mode = M.Str; s.key = false; s.esc = 0; return true;
-    case 0x2d: s.mode = M.Num; s.num = N.Minus; return true;
     case 0x74: s.mode = M.Lit; s.lit = 'true'; s.litAt = 1; return true;
     case 0x66: s.mode = M.Lit; s.lit = 'false'; s.litAt = 1; return true;
     case 0x6e: s.mode = M.Lit; s.lit = 'null'; s.litAt = 1; return true;
   }
-  if (isDigit(b)) {
-    s.mode = M.Num;
-    s.num = b === 0x30 ? N.Zero : N.Int;
-    return true;
-  }
-  return false;
+  const n = numberStart(b);
+  if (n === -1) return false;
+  s.mode = M.Num;
+  s.num = n;
+  return true;
 }
 
 /** Inside a string, the next escape state after byte b (0 plain, 1 after '\\', 2..5 reading

@@ -89,6 +89,7 @@ export class TextCodec {
   private byteLevel: boolean;
   /** added (special) tokens: their content is plain text, not byte-level pieces */
   private added: Map<number, string>;
+  private vocabTables = new Map<number, (Uint8Array | null)[]>();
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, args?: ModelArgs, generationConfig?: Record<string, unknown> | null) {
     try {
@@ -181,7 +182,11 @@ export class TextCodec {
    * made of byte characters, and ids the tokenizer does not know (a model's vocabulary may
    * be padded past it). */
   vocabBytes(size: number): (Uint8Array | null)[] {
-    const out: (Uint8Array | null)[] = new Array(size).fill(null);
+    // built once per size: constraints index the table by identity (their first-byte index)
+    let out = this.vocabTables.get(size);
+    if (out) return out;
+    out = new Array<Uint8Array | null>(size).fill(null);
+    this.vocabTables.set(size, out);
     const sp = this.special;
     const special = new Set([sp.mask, sp.pad, sp.bos, ...sp.stop].filter((x): x is number => x !== null));
     for (const [id, piece] of this.pieces) {

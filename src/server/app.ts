@@ -99,19 +99,12 @@ interface Job {
   echo?: string;
 }
 
-/** Each model's token bytes for constrained decoding (JSON mode, json_schema), built once. */
-const vocabTables = new WeakMap<Model, (Uint8Array | null)[]>();
-function vocabBytes(model: Model): (Uint8Array | null)[] {
-  let t = vocabTables.get(model);
-  if (!t) vocabTables.set(model, (t = model.codec.vocabBytes(model.args.vocabSize)));
-  return t;
-}
-
 function outputConstraint(model: Model, body: Body, kind: 'chat' | 'completion'): Constraint | undefined {
   const rf = responseFormat(body);
   if (rf.type === 'text') return undefined;
   if (kind !== 'chat') throw new OptionError('response_format', 'response_format (JSON output) is for /v1/chat/completions');
-  return rf.type === 'json_object' ? jsonObjectConstraint(vocabBytes(model)) : jsonSchemaConstraint(rf.schema, vocabBytes(model));
+  const vocab = model.codec.vocabBytes(model.args.vocabSize);
+  return rf.type === 'json_object' ? jsonObjectConstraint(vocab) : jsonSchemaConstraint(rf.schema, vocab);
 }
 
 export async function buildServer(state: ServingState, o: ServerOptions = {}): Promise<{ app: FastifyInstance; metrics: Metrics }> {
