@@ -3,6 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { compileSchema, jsonSchemaConstraint, schemaComplete, schemaFeed, schemaStep, type SchemaState } from '../src/decode/json-schema.ts';
+import { jsonComplete, jsonFeed, jsonStart } from '../src/decode/json-grammar.ts';
 import { generate } from '../src/decode/generation.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
 import { OptionError } from '../src/errors.ts';
@@ -196,5 +197,16 @@ test('json_schema on random models (bidirectional, causal): every output fits th
       } else assert.ok(schemaFeed(start(schema), enc(text)), `${arch}: a valid prefix: ${JSON.stringify(text)}`);
     }
     assert.ok(whole >= 1, `${arch}: some outputs complete (${whole})`);
+  }
+});
+
+test('numbers: at most 24 digits in a row (integer part, fraction, exponent) in JSON mode and schemas; a capped number can still end', () => {
+  const d = (n: number) => '1'.repeat(n);
+  const schema = { type: 'object', properties: { x: { type: 'number' } } };
+  for (const [num, ok] of [[d(24), true], [d(25), false], [`-${d(24)}`, true], [`-${d(25)}`, false], [`1.${d(24)}`, true], [`1.${d(25)}`, false], [`1e${d(24)}`, true], [`${d(24)}.${d(24)}e-${d(24)}`, true], [`${d(24)}.${d(25)}`, false], [String(-1.2345678901234567e-7), true], [String(0.0000016372234513983128), true], [String(123456789012345678901), true]] as const) {
+    const s = schemaFeed(start(schema), enc(`{"x":${num}}`));
+    assert.equal(!!s && schemaComplete(s), ok, `schema ${num}`);
+    const j = jsonFeed(jsonStart(), enc(`{"x":${num}}`));
+    assert.equal(!!j && jsonComplete(j), ok, `JSON mode ${num}`);
   }
 });

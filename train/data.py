@@ -51,7 +51,7 @@ def encode_chat(tok, prompt, answer):
 
 
 class DataStream:
-    def __init__(self, tok, tok_path, seed=0, batch=32, tiny=False, heldout_prompts=(), family_weights=None):
+    def __init__(self, tok, tok_path, seed=0, batch=32, tiny=False, heldout_prompts=(), family_weights=None, mix=None):
         self.tok = tok
         self.rng = random.Random(seed)
         self.heldout = set(heldout_prompts)
@@ -60,17 +60,19 @@ class DataStream:
         weights = {**tasks.FAMILY_WEIGHTS, **(family_weights or {})}
         self.fam_w = [weights[f] for f in self.fams]
         self.eng = list(tasks.ENGLISH)
+        self.eng_w = [weights.get(f, 1.0) for f in self.eng]
+        self.mix = mix or MIX
         self.bs = {64: batch, 128: max(1, batch // 2), 192: max(1, batch // 3)}
         self.queues = {b: [] for b in BUCKETS}
 
     def example(self):
         rng = self.rng
         r = rng.random()
-        if r < MIX[0] + MIX[1]:
-            if r < MIX[0]:
+        if r < self.mix[0] + self.mix[1]:
+            if r < self.mix[0]:
                 gen = tasks.FAMILIES[rng.choices(self.fams, self.fam_w)[0]][0]
             else:
-                gen = tasks.ENGLISH[rng.choice(self.eng)]
+                gen = tasks.ENGLISH[rng.choices(self.eng, self.eng_w)[0]]
             while True:
                 p, a = gen(rng)
                 if p not in self.heldout:

@@ -179,7 +179,8 @@ def model_card(kind, c, ck, n_params, shift=False):
     layout = 'Dream (Qwen2 names, zero q/k/v biases)' if shift else 'LLaDA' if kind == 'diffusion' else 'Llama'
     import data
     fams = ', '.join(f"{f}{' (x%g)' % tasks.FAMILY_WEIGHTS[f] if tasks.FAMILY_WEIGHTS[f] != 1 else ''}" for f in tasks.FAMILIES)
-    syn, eng, plain = (round(x * 100) for x in data.MIX)
+    mix = [float(x) for x in a['mix'].split(',')] if a.get('mix') else data.MIX
+    syn, eng, plain = (round(x * 100 / sum(mix)) for x in mix)
     # the English families the run drew from (checkpoints written before `describe` existed do not record them)
     english = ', '.join(ENGLISH_FAMILIES.get(f, f) for f in ck.get('english', ['define', 'use_word', 'quote_verse', 'continue_text']))
     objective = ('masked diffusion (LLaDA-style SFT objective: response tokens masked with probability t ~ U(0.001, 1), '

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tasks  # noqa: E402
-from data import DataStream  # noqa: E402
+from data import MIX, DataStream  # noqa: E402
 from model import TINY, ModelConfig, Transformer, check_attention, n_params, torch_load  # noqa: E402
 from tokenizer import DEFAULT_DIR, MASK, Tokenizer  # noqa: E402
 
@@ -69,14 +69,29 @@ def lr_at(p, max_lr, warm=0.03, min_ratio=0.1):
 
 
 def parse_family_weights(spec):
-    """'mul=4,spell=3' -> {'mul': 4.0, 'spell': 3.0}; unknown families are an error."""
+    """'mul=4,describe=3' -> {'mul': 4.0, 'describe': 3.0}: task families weigh within the synthetic share,
+    English families within the English share (each defaults to 1 there); unknown families are an error."""
     out = {}
+    known = [*tasks.FAMILIES, *tasks.ENGLISH]
     for part in filter(None, (p.strip() for p in spec.split(','))):
         name, _, w = part.partition('=')
-        if name not in tasks.FAMILIES:
-            raise SystemExit(f'--family-weights: unknown family {name!r} (families: {", ".join(tasks.FAMILIES)})')
+        if name not in known:
+            raise SystemExit(f'--family-weights: unknown family {name!r} (families: {", ".join(known)})')
         out[name] = float(w)
     return out
+
+
+def parse_mix(spec):
+    """'0.6,0.35,0.05' -> the shares of synthetic chat, English chat and plain text (normalised)."""
+    if not spec:
+        return None
+    try:
+        parts = [float(x) for x in spec.split(',')]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise SystemExit(f'--mix: three non-negative shares (synthetic,english,plain), not {spec!r}')
+    return tuple(x / sum(parts) for x in parts)
 
 
 def same_shift(what, was, now, verb):
@@ -103,7 +118,8 @@ class Batches:
         def make_stream(s):
             return DataStream(tok, os.path.join(args.tokenizer, 'tokenizer.json'), seed=s, batch=args.batch,
                               tiny=args.tiny, heldout_prompts=heldout,
-                              family_weights=parse_family_weights(args.family_weights))
+                              family_weights=parse_family_weights(args.family_weights),
+                              mix=parse_mix(args.mix))
 
         if args.workers <= 0:
             self.data = make_stream(seed)
@@ -194,6 +210,9 @@ def main():
                          'continue each bundled model from its own weights)')
     ap.add_argument('--family-weights', default='',
                     help='override synthetic families\' sampling weights, e.g. "mul=4,reverse_word=3"')
+    ap.add_argument('--mix', default='',
+                    help='shares of synthetic chat, English chat and plain text, e.g. 0.6,0.35,0.05 '
+                         f'(default {",".join(str(x) for x in MIX)})')
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
     ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch and --workers too)')

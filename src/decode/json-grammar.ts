@@ -39,6 +39,10 @@ export const MAX_SPACES = 64;
 /** newlines in one whitespace run */
 export const MAX_NEWLINES = 2;
 export const MAX_DEPTH = 32;
+/** digits in a row within a number (integer part, fraction, exponent): a model that repeats a
+ * digit does not run to max_tokens. Every double as JavaScript writes it fits (at most 21
+ * integer digits, or 6 zeros and 17 digits after the point). */
+export const MAX_DIGITS = 24;
 
 export interface JsonState {
   /** open containers, '{' or '[' */
@@ -49,6 +53,8 @@ export interface JsonState {
   /** in a string: 0, or 1 after a backslash, or 2..5 while reading \uXXXX's hex digits */
   esc: number;
   num: N;
+  /** digits in a row in the number being read */
+  digits: number;
   lit: string;
   litAt: number;
   /** spaces since the last non-whitespace byte or newline, newlines in this whitespace run */
@@ -57,7 +63,7 @@ export interface JsonState {
 }
 
 export function jsonStart(): JsonState {
-  return { stack: '', mode: M.Top, key: false, esc: 0, num: N.Zero, lit: '', litAt: 0, ws: 0, nl: 0 };
+  return { stack: '', mode: M.Top, key: false, esc: 0, num: N.Zero, digits: 0, lit: '', litAt: 0, ws: 0, nl: 0 };
 }
 
 const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
@@ -97,6 +103,7 @@ function startValue(s: JsonState, b: number): boolean {
   if (n === -1) return false;
   s.mode = M.Num;
   s.num = n;
+  s.digits = isDigit(b) ? 1 : 0;
   return true;
 }
 
@@ -119,6 +126,14 @@ export function numberStart(b: number): N | -1 {
   if (b === 0x2d) return N.Minus;
   if (isDigit(b)) return b === 0x30 ? N.Zero : N.Int;
   return -1;
+}
+
+/** The digits in a row after byte b moved a number from state `prev` to `next` (`run` before it),
+ * or -1 past MAX_DIGITS. */
+export function digitRun(prev: N, next: N, b: number, run: number): number {
+  if (!isDigit(b)) return 0;
+  const r = next === prev ? run + 1 : 1;
+  return r > MAX_DIGITS ? -1 : r;
 }
 
 /** Inside a number, the next state after byte b: NUM_END when the number ended before b (b
@@ -154,7 +169,10 @@ export function jsonStep(s: JsonState, b: number): boolean {
     const n = numberByte(s.num, b);
     if (n === -1) return false;
     if (n !== NUM_END) {
+      const run = digitRun(s.num, n, b, s.digits);
+      if (run === -1) return false;
       s.num = n;
+      s.digits = run;
       return true;
     }
     afterValue(s); // the number ended; the byte belongs to what follows

@@ -14,7 +14,7 @@
 
 import { OptionError } from '../errors.ts';
 import { candidatesByFirstByte, firstByteIndex, type Constraint } from './constraint.ts';
-import { N, numberByte, numberStart, NUM_END, stringByte, STR_END } from './json-grammar.ts';
+import { digitRun, N, numberByte, numberStart, NUM_END, stringByte, STR_END } from './json-grammar.ts';
 
 type JsonType = 'object' | 'array' | 'string' | 'number' | 'integer' | 'boolean' | 'null';
 
@@ -26,6 +26,17 @@ export interface SchemaNode {
   items: SchemaNode | null;
   /** enum: the allowed values as a byte trie of their serializations */
   enum: Trie | null;
+  /** array: at least one item (internal: tool_choice "required") */
+  nonEmpty?: boolean;
+  /** one of several alternatives told apart by a literal start (internal: tool calls,
+   * `{"name":"f","arguments":` then f's schema then `}`); no alternative's start is a prefix of another's */
+  alt?: AltTrie;
+}
+
+/** A byte trie of literal starts; at a leaf (`then`) the rest is a value of `node`, then `close`. */
+export interface AltTrie {
+  next: Map<number, AltTrie>;
+  then?: { node: SchemaNode; close: Uint8Array };
 }
 
 /** A byte trie: children by byte; `end`: a value ends here. */
@@ -45,15 +56,26 @@ function typeOf(v: unknown): JsonType {
   return v === null ? 'null' : typeof v === 'number' ? (Number.isInteger(v) ? 'integer' : 'number') : (typeof v as JsonType);
 }
 
-/** Compile a JSON schema (the subset above) or throw an OptionError naming what is not supported. */
-export function compileSchema(schema: unknown): SchemaNode {
-  const budget = { properties: 0, enumValues: 0, literalBytes: 0 };
-  return compileNode(schema, 'schema', 0, budget);
+/** Where a schema comes from, for error messages: the request field and a label. */
+export interface SchemaSource {
+  param: string;
+  label: string;
+}
+interface Budget extends SchemaSource {
+  properties: number;
+  enumValues: number;
+  literalBytes: number;
 }
 
-function compileNode(schema: unknown, path: string, depth: number, budget: { properties: number; enumValues: number; literalBytes: number }): SchemaNode {
+/** Compile a JSON schema (the subset above) or throw an OptionError naming what is not supported. */
+export function compileSchema(schema: unknown, from: SchemaSource = { param: 'response_format', label: 'json_schema' }, path = 'schema'): SchemaNode {
+  const budget: Budget = { ...from, properties: 0, enumValues: 0, literalBytes: 0 };
+  return compileNode(schema, path, 0, budget);
+}
+
+function compileNode(schema: unknown, path: string, depth: number, budget: Budget): SchemaNode {
   const bad = (msg: string): never => {
-    throw new OptionError('response_format', `json_schema: ${path}: ${msg}`);
+    throw new OptionError(budget.param, `${budget.label}: ${path}: ${msg}`);
   };
   if (depth > SCHEMA_LIMITS.depth) bad(`nested deeper than ${SCHEMA_LIMITS.depth} levels`);
   if (!schema || typeof schema !== 'object' || Array.isArray(schema)) bad('a schema must be an object');
@@ -127,10 +149,11 @@ type Part =
   | { k: 'lit'; bytes: Uint8Array; at: number }
   | { k: 'value'; node: SchemaNode }
   | { k: 'str'; esc: number }
-  | { k: 'num'; n: N; integer: boolean }
+  | { k: 'num'; n: N; integer: boolean; digits: number }
   | { k: 'enum'; at: Trie }
   | { k: 'obj'; node: SchemaNode; i: number } // the properties from i on, then '}'
-  | { k: 'arr'; items: SchemaNode; first: boolean }
+  | { k: 'arr'; items: SchemaNode; first: boolean; nonEmpty: boolean }
+  | { k: 'alt'; at: AltTrie }
   | { k: 'end' }; // the bottom: the document is whole
 
 /** What is still to come, the next part on top; `end` at the bottom. */
@@ -145,20 +168,21 @@ const LIT = { true: enc('rue'), false: enc('alse'), null: enc('ull'), close: enc
 
 /** Start a value of `node` with byte b: the stack after it, or undefined. */
 function startValue(below: SchemaState, node: SchemaNode, b: number): SchemaState | undefined {
+  if (node.alt) return altStep(below, node.alt, b);
   if (node.enum) {
     const c = node.enum.next.get(b);
     return c ? push(below, { k: 'enum', at: c }) : undefined;
   }
   const t = node.types;
   if (b === 0x7b && t.has('object')) return push(below, { k: 'obj', node, i: 0 });
-  if (b === 0x5b && t.has('array')) return push(below, { k: 'arr', items: node.items!, first: true });
+  if (b === 0x5b && t.has('array')) return push(below, { k: 'arr', items: node.items!, first: true, nonEmpty: node.nonEmpty === true });
   if (b === 0x22 && t.has('string')) return push(below, { k: 'str', esc: 0 });
   if (b === 0x74 && t.has('boolean')) return push(below, { k: 'lit', bytes: LIT.true, at: 0 });
   if (b === 0x66 && t.has('boolean')) return push(below, { k: 'lit', bytes: LIT.false, at: 0 });
   if (b === 0x6e && t.has('null')) return push(below, { k: 'lit', bytes: LIT.null, at: 0 });
   if (t.has('number') || t.has('integer')) {
     const n = numberStart(b);
-    if (n !== -1) return push(below, { k: 'num', n, integer: !t.has('number') });
+    if (n !== -1) return push(below, { k: 'num', n, integer: !t.has('number'), digits: n === N.Minus ? 0 : 1 });
   }
   return undefined;
 }
@@ -181,7 +205,9 @@ export function schemaStep(st: SchemaState, b: number): SchemaState | undefined 
     case 'num': {
       const n = numberByte(top.n, b, top.integer);
       if (n === -1) return undefined;
-      return n === NUM_END ? schemaStep(below, b) : n === top.n ? st : push(below, { k: 'num', n, integer: top.integer });
+      if (n === NUM_END) return schemaStep(below, b);
+      const digits = digitRun(top.n, n, b, top.digits);
+      return digits === -1 ? undefined : push(below, { k: 'num', n, integer: top.integer, digits });
     }
     case 'enum': {
       const c = top.at.next.get(b);
@@ -200,13 +226,42 @@ export function schemaStep(st: SchemaState, b: number): SchemaState | undefined 
       return p.lit.length === 1 ? value : push(value, { k: 'lit', bytes: p.lit, at: 1 });
     }
     case 'arr': {
-      if (b === 0x5d) return below;
-      if (top.first) return startValue(push(below, { k: 'arr', items: top.items, first: false }), top.items, b);
-      return b === 0x2c ? push(push(below, { k: 'arr', items: top.items, first: false }), { k: 'value', node: top.items }) : undefined;
+      if (b === 0x5d) return top.first && top.nonEmpty ? undefined : below;
+      const more = push(below, { k: 'arr', items: top.items, first: false, nonEmpty: false });
+      if (top.first) return startValue(more, top.items, b);
+      return b === 0x2c ? push(more, { k: 'value', node: top.items }) : undefined;
     }
+    case 'alt':
+      return altStep(below, top.at, b);
     case 'end':
       return undefined;
   }
+}
+
+/** One byte into an alternative's literal start; at its end, the alternative's value and close. */
+function altStep(below: SchemaState, at: AltTrie, b: number): SchemaState | undefined {
+  const c = at.next.get(b);
+  if (!c) return undefined;
+  if (!c.then) return push(below, { k: 'alt', at: c });
+  return push(push(below, { k: 'lit', bytes: c.then.close, at: 0 }), { k: 'value', node: c.then.node });
+}
+
+/** A node for one of several alternatives, each a literal start, a value of its node, and a close. */
+export function altNode(alternatives: { start: Uint8Array; node: SchemaNode; close: Uint8Array }[]): SchemaNode {
+  const root: AltTrie = { next: new Map() };
+  for (const a of alternatives) {
+    if (a.start.length === 0 || a.close.length === 0) throw new Error('altNode: empty start or close');
+    let n = root;
+    for (const b of a.start) {
+      if (n.then) throw new Error('altNode: one start is a prefix of another');
+      let c = n.next.get(b);
+      if (!c) n.next.set(b, (c = { next: new Map() }));
+      n = c;
+    }
+    if (n.then || n.next.size > 0) throw new Error('altNode: one start is a prefix of another');
+    n.then = { node: a.node, close: a.close };
+  }
+  return { types: new Set(['object']), props: [], items: null, enum: null, alt: root };
 }
 
 export function schemaComplete(st: SchemaState): boolean {
@@ -228,6 +283,11 @@ export function schemaStart(root: SchemaNode): SchemaState {
 export function jsonSchemaConstraint(schema: unknown, tokenBytes: readonly (Uint8Array | null)[]): Constraint<SchemaState> {
   const root = compileSchema(schema);
   if (!root.types.has('object') || root.types.size !== 1 || root.enum) throw new OptionError('response_format', 'json_schema: the root must be {"type": "object", ...}');
+  return nodeConstraint(root, tokenBytes);
+}
+
+/** A constraint to documents of a compiled schema node over a vocabulary. */
+export function nodeConstraint(root: SchemaNode, tokenBytes: readonly (Uint8Array | null)[]): Constraint<SchemaState> {
   const index = firstByteIndex(tokenBytes);
   return {
     start: () => schemaStart(root),

@@ -12,6 +12,17 @@ import type { ModelArgs } from './config.ts';
 export interface ChatMessage {
   role: string;
   content: string;
+  /** an assistant turn's function calls, arguments as parsed JSON (the chat-template convention) */
+  tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: unknown } }[];
+  /** a tool turn: the call it answers */
+  tool_call_id?: string;
+  name?: string;
+}
+
+/** A function offered to the model, as chat templates expect it (OpenAI's tool shape). */
+export interface ChatTool {
+  type: 'function';
+  function: { name: string; description?: string; parameters: unknown };
 }
 
 export interface SpecialTokens {
@@ -90,6 +101,7 @@ export class TextCodec {
   /** added (special) tokens: their content is plain text, not byte-level pieces */
   private added: Map<number, string>;
   private vocabTables = new Map<number, (Uint8Array | null)[]>();
+  private toolProbe: { tools: boolean; toolCalls: boolean } | null = null;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, args?: ModelArgs, generationConfig?: Record<string, unknown> | null) {
     try {
@@ -208,7 +220,7 @@ export class TextCodec {
   }
 
   /** Render messages through the model's own template (untrusted code: sandboxed by jinja). */
-  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true): string {
+  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true, tools?: ChatTool[]): string {
     if (!this.template) {
       // No template: plain role-prefixed transcript.
       return messages.map((m) => `${m.role}: ${m.content}\n`).join('') + (addGenerationPrompt ? 'assistant: ' : '');
@@ -220,6 +232,7 @@ export class TextCodec {
         add_generation_prompt: addGenerationPrompt,
         bos_token: this.bosText,
         eos_token: this.eosText,
+        ...(tools ? { tools } : {}),
       });
     } catch (e) {
       throw new FormatError('chat_template_error', `chat template failed to render: ${(e as Error).message}`);
@@ -229,7 +242,30 @@ export class TextCodec {
   }
 
   /** Token ids of a chat prompt; special tokens written by the template are parsed as such. */
-  encodeChat(messages: ChatMessage[]): number[] {
-    return this.encode(this.applyChatTemplate(messages, true), false);
+  encodeChat(messages: ChatMessage[], tools?: ChatTool[]): number[] {
+    return this.encode(this.applyChatTemplate(messages, true, tools), false);
+  }
+
+  /**
+   * What the chat template does with function calling, found by rendering probes once:
+   * `tools` — it writes the offered functions; `toolCalls` — it writes an assistant turn's calls
+   * and tool turns. Where it does not, the caller writes them as text (server/tools.ts).
+   */
+  get toolSupport(): { tools: boolean; toolCalls: boolean } {
+    if (this.toolProbe) return this.toolProbe;
+    const name = 'quench_probe_function_7f3a';
+    const user = { role: 'user', content: 'hi' };
+    const tryRender = (messages: ChatMessage[], tools?: ChatTool[]) => {
+      try {
+        return this.template ? this.applyChatTemplate(messages, true, tools) : '';
+      } catch {
+        return '';
+      }
+    };
+    const tools = tryRender([user], [{ type: 'function', function: { name, description: 'probe', parameters: { type: 'object', properties: {} } } }]).includes(name);
+    const call: ChatMessage = { role: 'assistant', content: '', tool_calls: [{ id: 'call_probe', type: 'function', function: { name, arguments: {} } }] };
+    const toolCalls = tryRender([user, call, { role: 'tool', content: 'probe result', tool_call_id: 'call_probe' }]).includes(name);
+    this.toolProbe = { tools, toolCalls };
+    return this.toolProbe;
   }
 }

@@ -11,13 +11,14 @@ import { CancelledError, NotFoundError, OptionError, UnavailableError } from '..
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, type Envelope } from './errors.ts';
-import { generationOptions, logprobsOption, messageText, rejectUnsupported, responseFormat, stopStrings, type Body } from './fields.ts';
+import { generationOptions, logprobsOption, rejectUnsupported, responseFormat, stopStrings, type Body } from './fields.ts';
 import { jsonObjectConstraint } from '../decode/json-grammar.ts';
 import { jsonSchemaConstraint } from '../decode/json-schema.ts';
 import type { Constraint } from '../decode/constraint.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
+import { answerCalls, CALL_OPEN, chatMessages, encodeToolChat, toolConstraint, toolRequest, type ToolCall, type ToolRequest } from './tools.ts';
 import { chatBody, completionBody, fimBody } from './schemas.ts';
-import { draftText, FinalTextTracker } from './stream.ts';
+import { draftText, FinalTextTracker, type Hold } from './stream.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 
 /** A choice's text so far, for completions' text offsets (after `base` echoed characters). */
@@ -99,12 +100,22 @@ interface Job {
   echo?: string;
 }
 
-function outputConstraint(model: Model, body: Body, kind: 'chat' | 'completion'): Constraint | undefined {
+/** What a chat answer may call (function calling), or null. */
+type Tools = ToolRequest | null;
+
+/** Function calling is a chat feature. */
+function noTools(body: Body): void {
+  if (body.tools !== undefined && body.tools !== null) throw new OptionError('tools', 'tools (function calling) are for /v1/chat/completions');
+}
+
+function outputConstraint(model: Model, body: Body, kind: 'chat' | 'completion', tools: Tools): Constraint | undefined {
   const rf = responseFormat(body);
-  if (rf.type === 'text') return undefined;
+  const vocab = () => model.codec.vocabBytes(model.args.vocabSize);
+  const forced = tools && tools.choice.kind !== 'auto';
+  if (rf.type === 'text') return forced ? toolConstraint(tools, vocab()) : undefined;
   if (kind !== 'chat') throw new OptionError('response_format', 'response_format (JSON output) is for /v1/chat/completions');
-  const vocab = model.codec.vocabBytes(model.args.vocabSize);
-  return rf.type === 'json_object' ? jsonObjectConstraint(vocab) : jsonSchemaConstraint(rf.schema, vocab);
+  if (forced) throw new OptionError('tool_choice', 'a "required" or named tool_choice already fixes the answer\'s form; drop response_format');
+  return rf.type === 'json_object' ? jsonObjectConstraint(vocab()) : jsonSchemaConstraint(rf.schema, vocab());
 }
 
 export async function buildServer(state: ServingState, o: ServerOptions = {}): Promise<{ app: FastifyInstance; metrics: Metrics }> {
@@ -171,17 +182,26 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   // ------------------------------------------------------------ generation runner
 
-  async function run(reply: FastifyReply, kind: 'chat' | 'completion', body: Body, jobs: Job[]) {
+  async function run(reply: FastifyReply, kind: 'chat' | 'completion', body: Body, jobs: Job[], tools: Tools = null) {
     const { model, scheduler } = ready();
     const n = (body.n as number | undefined) ?? 1;
     const stops = stopStrings(body);
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
     base.logprobs = logprobsOption(body, kind, model.topK);
-    base.constraint = outputConstraint(model, body, kind);
+    base.constraint = outputConstraint(model, body, kind, tools);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
     if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');
+    if (diffusing && tools) throw new OptionError('diffusing', 'the diffusing stream shows drafts as text; with tools, stream without diffusing');
+    // text that may turn into calls is not streamed as content
+    const hold: Hold | undefined = !tools ? undefined : tools.choice.kind === 'auto' ? { marker: CALL_OPEN } : 'all';
+    // an answer's content and calls (calls null: a plain text answer)
+    const answer = (text: string, finish: string): { content: string | null; calls: ToolCall[] | null; finish: string } => {
+      if (!tools) return { content: text, calls: null, finish };
+      const a = answerCalls(tools, text, finish);
+      return { ...a, finish: a.calls ? 'tool_calls' : finish };
+    };
     const includeUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
     const created = Math.floor(Date.now() / 1000);
@@ -229,7 +249,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     let promises: Promise<GenerateResult>[];
     try {
       promises = choices.map((c) => {
-        const tracker = new FinalTextTracker(decode, stops);
+        const tracker = new FinalTextTracker(decode, stops, hold);
         trackers.set(c.index, tracker);
         const lp = streamedLogprobs.get(c.index)!;
         const onStep = stream
@@ -274,8 +294,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       const out = rs.map((r, i) => {
         const echo = choices[i].job.echo ?? '';
         const text = echo + (r.text ?? decode(r.tokens));
+        const a = answer(text, r.finishReason);
         return kind === 'chat'
-          ? { index: i, message: { role: 'assistant', content: text, refusal: null }, finish_reason: r.finishReason, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null }
+          ? { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null }
           : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null };
       });
       return kind === 'chat'
@@ -295,11 +316,15 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           done[i] = r;
           const c = choices[i];
           const full = r.text ?? decode(r.tokens);
-          const rest = diffusing ? (c.job.echo ?? '') + full : trackers.get(c.index)!.finish(full);
-          const fin = r.finishReason;
+          const a = answer(full, r.finishReason);
+          const rest = diffusing ? (c.job.echo ?? '') + full : trackers.get(c.index)!.finish(a.content ?? '');
           const lp = streamedLogprobs.get(c.index)!;
           const last = logprobsOf(r.logprobs?.slice(lp.sent) ?? [], lp);
-          write(piece(c.index, rest || undefined, fin, last));
+          if (a.calls) {
+            // one chunk: the rest of the content, every call whole, the finish reason
+            const delta = { ...(rest ? { content: rest } : {}), tool_calls: a.calls.map((call, k) => ({ index: k, ...call })) };
+            write(chunk({ index: c.index, delta, finish_reason: a.finish, logprobs: last }));
+          } else write(piece(c.index, rest || undefined, a.finish, last));
         } catch (e) {
           if (!(e instanceof CancelledError)) write(toEnvelope(e).body);
         }
@@ -355,9 +380,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const { model } = ready();
     checkModel(body.model);
     rejectUnsupported(body);
-    const messages = (body.messages as { role: string; content: unknown }[]).map((m, i) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content, i) }));
-    const prompt = model.codec.encodeChat(messages);
-    return run(reply, 'chat', body, [{ prompt }]);
+    const tools = toolRequest(body);
+    const prompt = encodeToolChat(model.codec, chatMessages(body.messages as { role: string }[]), tools);
+    return run(reply, 'chat', body, [{ prompt }], tools);
   });
 
   app.post('/v1/completions', { schema: { body: completionBody } }, async (req, reply) => {
@@ -365,6 +390,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const { model } = ready();
     checkModel(body.model);
     rejectUnsupported(body);
+    noTools(body);
     const p = body.prompt as string | string[] | number[];
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     const echo = body.echo === true;
@@ -380,6 +406,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const { model } = ready();
     checkModel(body.model);
     rejectUnsupported(body);
+    noTools(body);
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     return run(reply, 'completion', body, [{ prompt: model.codec.encodePrompt(body.prompt as string), suffix }]);
   });

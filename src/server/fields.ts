@@ -21,8 +21,6 @@ function reject(param: string, message: string): never {
 
 /** Fields OpenAI defines that quench does not implement yet: a clear 400 instead of ignoring. */
 export function rejectUnsupported(b: Body): void {
-  if (Array.isArray(b.tools) && b.tools.length > 0) reject('tools', 'tools (function calling) is not supported yet');
-  if (b.tool_choice !== undefined && b.tool_choice !== null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') reject('tool_choice', 'tool_choice is not supported yet');
   const rf = b.response_format as { type?: unknown } | null | undefined;
   if (rf && rf.type !== undefined && rf.type !== 'text' && rf.type !== 'json_object' && rf.type !== 'json_schema')
     reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported; "text", "json_object" and "json_schema" are`);

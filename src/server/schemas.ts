@@ -64,6 +64,8 @@ export const chatBody = {
           role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
           content: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 256, items: textPart }, { type: 'null' }] },
           name: { type: 'string' },
+          tool_calls: { type: ['array', 'null'], maxItems: 128 },
+          tool_call_id: { type: 'string', maxLength: 256 },
         },
       },
     },

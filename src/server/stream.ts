@@ -6,12 +6,24 @@
 import type { StepEvent } from '../decode/generation.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 
+/** Where streamed text stops: at `marker` (and any start of it at the end), or nothing is streamed. */
+export type Hold = { marker: string } | 'all';
+
+/** The end of the text before `marker`, or before a start of it that ends the text. */
+export function beforeMarker(text: string, marker: string): number {
+  const at = text.indexOf(marker);
+  if (at >= 0) return at;
+  for (let k = Math.min(marker.length - 1, text.length); k > 0; k--) if (text.endsWith(marker.slice(0, k))) return text.length - k;
+  return text.length;
+}
+
 export class FinalTextTracker {
   private sent = 0;
   private text: IncrementalDecoder;
   private holdback: number;
 
-  constructor(decode: (ids: number[]) => string, stopStrings: string[]) {
+  /** `hold`: text that may turn into function calls is not streamed as content (server/tools.ts) */
+  constructor(decode: (ids: number[]) => string, stopStrings: string[], private hold?: Hold) {
     this.text = new IncrementalDecoder(decode);
     this.holdback = Math.max(0, ...stopStrings.map((s) => s.length - 1));
   }
@@ -23,7 +35,14 @@ export class FinalTextTracker {
     // (the final prefix only grows; the decoder holds back a character split across tokens)
     if (ev.finalized > this.text.length) this.text.push(ev.draft.subarray(this.text.length, ev.finalized));
     const text = this.text.text;
-    const safe = Math.max(this.sent, text.length - this.holdback);
+    let end = text.length - this.holdback;
+    if (this.hold === 'all') end = 0;
+    else if (this.hold) {
+      end = Math.min(end, beforeMarker(text, this.hold.marker));
+      // only whitespace so far: it is no content if calls follow
+      if (text.slice(0, end).trim() === '') end = 0;
+    }
+    const safe = Math.max(this.sent, end);
     const out = text.slice(this.sent, safe);
     this.sent = safe;
     return out;
