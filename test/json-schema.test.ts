@@ -2,13 +2,14 @@
 // JSON.parse, the refused keywords, and random models whose outputs must fit the schema.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileSchema, jsonSchemaConstraint, schemaComplete, schemaFeed, schemaStep, type SchemaState } from '../src/decode/json-schema.ts';
+import { compileSchema, jsonSchemaConstraint, schemaComplete, schemaFeed, type SchemaState } from '../src/decode/json-schema.ts';
 import { jsonComplete, jsonFeed, jsonStart } from '../src/decode/json-grammar.ts';
 import { generate } from '../src/decode/generation.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
 import { OptionError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
 import { fixtureModel } from './helpers.ts';
+import { schemaWalk } from './schema-walk.ts';
 
 type Schema = Record<string, unknown>;
 const enc = (s: string) => Buffer.from(s, 'utf8');
@@ -33,6 +34,9 @@ function randomSchema(r: () => number, depth: number): Schema {
     const props = { [pick(KEYS)]: randomSchema(r, depth - 1) };
     return { type: ['object', 'array', pick(SCALARS)], properties: props, items: randomSchema(r, depth - 1) };
   }
+  // anyOf whose branches overlap (several readings of one text at once), const
+  if (depth > 0 && k < 0.5) return { anyOf: Array.from({ length: 1 + Math.floor(r() * 3) }, () => randomSchema(r, depth - 1)), description: 'either' };
+  if (k < 0.52) return { const: pick(ENUMS) };
   if (k < 0.55) return { enum: Array.from({ length: 1 + Math.floor(r() * 4) }, () => pick(ENUMS)) };
   if (k < 0.62) return { type: 'string', enum: ['x', 'xy', 'é"'] };
   if (k < 0.7) return { type: [pick(SCALARS), pick(SCALARS)] };
@@ -40,6 +44,8 @@ function randomSchema(r: () => number, depth: number): Schema {
 }
 
 function randomValue(s: Schema, r: () => number, depth = 0): unknown {
+  if (s.anyOf) return randomValue((s.anyOf as Schema[])[Math.floor(r() * (s.anyOf as Schema[]).length)], r, depth);
+  if (s.const !== undefined) return s.const;
   if (s.enum) return (s.enum as unknown[])[Math.floor(r() * (s.enum as unknown[]).length)];
   const types = Array.isArray(s.type) ? (s.type as string[]) : [s.type as string];
   const t = types[Math.floor(r() * types.length)];
@@ -55,7 +61,14 @@ function randomValue(s: Schema, r: () => number, depth = 0): unknown {
 }
 
 /** An independent check: the value has the schema's shape (keys exactly the properties, in order). */
-function fits(v: unknown, s: Schema): boolean {
+function fits(v: unknown, s: Schema, root: Schema = s): boolean {
+  if (s.$ref !== undefined) {
+    const ref = s.$ref as string;
+    return fits(v, ref === '#' ? root : (root.$defs as Record<string, Schema>)[ref.slice('#/$defs/'.length)], root);
+  }
+  if (s.anyOf) return (s.anyOf as Schema[]).some((b) => fits(v, b, root));
+  if (s.allOf) return fits(v, (s.allOf as Schema[])[0], root);
+  if (s.const !== undefined) return v === s.const;
   if (s.enum) return (s.enum as unknown[]).some((e) => e === v);
   const types = Array.isArray(s.type) ? (s.type as string[]) : [s.type as string];
   return types.some((t) => {
@@ -63,9 +76,9 @@ function fits(v: unknown, s: Schema): boolean {
       case 'object': {
         if (!v || typeof v !== 'object' || Array.isArray(v)) return false;
         const props = s.properties as Record<string, Schema>;
-        return JSON.stringify(Object.keys(v)) === JSON.stringify(Object.keys(props)) && Object.entries(props).every(([k, ps]) => fits((v as Record<string, unknown>)[k], ps));
+        return JSON.stringify(Object.keys(v)) === JSON.stringify(Object.keys(props)) && Object.entries(props).every(([k, ps]) => fits((v as Record<string, unknown>)[k], ps, root));
       }
-      case 'array': return Array.isArray(v) && v.every((x) => fits(x, s.items as Schema));
+      case 'array': return Array.isArray(v) && v.every((x) => fits(x, s.items as Schema, root));
       case 'string': return typeof v === 'string';
       case 'number': return typeof v === 'number';
       // (a parsed body lists integer-like keys first: none are generated)
@@ -122,26 +135,10 @@ test('json_schema recognizer: from every state it reaches a byte is allowed, and
   let whole = 0;
   for (let i = 0; i < 400; i++) {
     const schema = rootOf(r);
-    let s: SchemaState = start(schema);
-    const out: number[] = [];
-    for (let step = 0; step < 600 && !schemaComplete(s); step++) {
-      const allowed: [number, SchemaState][] = [];
-      for (let b = 0; b < 256; b++) {
-        const n = schemaStep(s, b);
-        if (n) allowed.push([b, n]);
-      }
-      assert.ok(allowed.length > 0, `dead end after ${JSON.stringify(Buffer.from(out).toString())} (${JSON.stringify(schema)})`);
-      // lean toward bytes that close things, so walks end
-      const closing = allowed.filter(([b]) => '"}],0'.includes(String.fromCharCode(b)));
-      const pool = closing.length && r() < 0.6 ? closing : allowed;
-      const [b, n] = pool[Math.floor(r() * pool.length)];
-      out.push(b);
-      s = n;
-    }
-    if (schemaComplete(s)) {
+    const w = schemaWalk(start(schema), r, { maxBytes: 600, closing: '"}],0', lean: 0.6 });
+    if (w.complete) {
       whole++;
-      const text = Buffer.from(out).toString('utf8');
-      assert.ok(fits(JSON.parse(text), schema), `${text} does not fit ${JSON.stringify(schema)}`);
+      assert.ok(fits(JSON.parse(w.text), schema), `${w.text} does not fit ${JSON.stringify(schema)}`);
     }
   }
   assert.ok(whole > 200, `walks that ended (${whole})`);
@@ -149,9 +146,20 @@ test('json_schema recognizer: from every state it reaches a byte is allowed, and
 
 test('json_schema: keywords outside the subset are refused by name; the root must be an object', () => {
   const refuse = (schema: unknown, re: RegExp) => assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof OptionError && e.param === 'response_format' && re.test(e.message));
-  refuse({ type: 'object', properties: { a: { anyOf: [{ type: 'string' }] } } }, /properties\.a: "anyOf" is not supported/);
+  refuse({ type: 'object', properties: { a: { oneOf: [{ type: 'string' }] } } }, /properties\.a: "oneOf" is not supported/);
   refuse({ type: 'object', properties: { a: { type: 'integer', minimum: 0 } } }, /"minimum" is not supported/);
-  refuse({ $ref: '#/x' }, /"\$ref" is not supported/);
+  refuse({ $ref: '#/x' }, /"\$ref": "#\/x" is not supported/);
+  refuse({ $ref: 'https://example.com/s.json' }, /is not supported \(only "#"/);
+  refuse({ type: 'object', properties: { a: { $ref: '#/$defs/B' } }, $defs: { A: { type: 'null' } } }, /names no definition/);
+  refuse({ type: 'object', properties: { a: { $ref: '#/$defs/A' } }, $defs: { A: { $ref: '#/$defs/B' }, B: { $ref: '#/$defs/A' } } }, /only refers to itself/);
+  refuse({ type: 'object', properties: { a: { $ref: '#/$defs/A' } }, $defs: { A: { anyOf: [{ type: 'null' }, { $ref: '#/$defs/A' }] } } }, /refers back to itself before any value/);
+  refuse({ type: 'object', properties: { a: { anyOf: [{ type: 'string' }], type: 'string' } } }, /"anyOf" cannot be combined with "type"/);
+  refuse({ type: 'object', properties: { a: { $ref: '#', type: 'object' } } }, /"\$ref" cannot be combined with "type"/);
+  refuse({ type: 'object', properties: { a: { allOf: [{ type: 'string' }, { type: 'string' }] } } }, /"allOf" is supported with exactly one schema/);
+  refuse({ type: 'object', properties: { a: { anyOf: [] } } }, /"anyOf" must be a non-empty array/);
+  refuse({ type: 'object', properties: { a: { const: 1, enum: [1] } } }, /"const" and "enum" together/);
+  refuse({ type: 'object', properties: { a: { type: 'string', const: 1 } } }, /enum value 1 is not of type string/);
+  refuse({ type: 'object', properties: Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${i}`, { anyOf: [{ type: 'null' }, { type: 'string' }, { type: 'integer' }] }])) }, /more than 256 anyOf branches/);
   refuse({ type: 'object', additionalProperties: true }, /additionalProperties must be false/);
   refuse({ type: 'array' }, /needs "items"/);
   refuse({ type: 'date' }, /"type" must be one of/);
@@ -166,6 +174,7 @@ test('json_schema: keywords outside the subset are refused by name; the root mus
   refuse({ type: 'object', properties: Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`k${i}`, { type: 'null' }])) }, /more than 1000 properties/);
   refuse({ enum: Array.from({ length: 1001 }, (_, i) => i) }, /more than 1000 enum values/);
   assert.throws(() => jsonSchemaConstraint({ type: 'array', items: { type: 'string' } }, []), /root must be/);
+  assert.throws(() => jsonSchemaConstraint({ anyOf: [{ type: 'object' }, { type: 'string' }] }, []), /root must be/);
   // enum: "1" then "10" — a finished option ends the value only when no longer one goes on
   const e = { type: 'object', properties: { n: { enum: [1, 10] } } };
   for (const [t, ok] of [['{"n":1}', true], ['{"n":10}', true], ['{"n":100}', false], ['{"n":2}', false]] as const) {
@@ -209,4 +218,51 @@ test('numbers: at most 24 digits in a row (integer part, fraction, exponent) in 
     const j = jsonFeed(jsonStart(), enc(`{"x":${num}}`));
     assert.equal(!!j && jsonComplete(j), ok, `JSON mode ${num}`);
   }
+});
+
+// what pydantic emits for a recursive model with optional fields and a literal
+const TREE: Schema = {
+  $defs: {
+    Node: {
+      type: 'object',
+      title: 'Node',
+      properties: {
+        kind: { const: 'node', title: 'Kind' },
+        label: { anyOf: [{ type: 'string' }, { type: 'null' }], default: null },
+        children: { type: 'array', items: { $ref: '#/$defs/Node' } },
+        size: { anyOf: [{ type: 'integer' }, { type: 'number' }, { type: 'null' }] },
+      },
+      required: ['kind', 'children'],
+    },
+  },
+  type: 'object',
+  properties: { root: { $ref: '#/$defs/Node' }, meta: { allOf: [{ $ref: '#/$defs/Meta' }], description: 'about the tree' }, again: { anyOf: [{ $ref: '#' }, { type: 'null' }] } },
+  definitions: {},
+};
+(TREE.$defs as Record<string, Schema>).Meta = { type: 'object', properties: { v: { enum: [1, 2] } } };
+
+test('json_schema $ref (recursive), anyOf (overlapping), allOf of one, const: exact documents accepted, walks end in documents that fit', () => {
+  const node = (label: string | null, kids: unknown[], size: number | null = null) => ({ kind: 'node', label, children: kids, size });
+  const docs = [
+    { root: node(null, []), meta: { v: 1 }, again: null },
+    { root: node('a', [node('b', [node(null, [], 3)], 2.5)]), meta: { v: 2 }, again: { root: node('c', []), meta: { v: 1 }, again: null } },
+  ];
+  for (const d of docs) {
+    const text = JSON.stringify(d);
+    const st = schemaFeed(start(TREE), enc(text));
+    assert.ok(st && schemaComplete(st), text);
+    assert.ok(fits(d, TREE));
+  }
+  for (const bad of ['{"root":{"kind":"leaf"', '{"root":{"kind":"node","label":1', '{"root":{"kind":"node","label":null,"children":[{"kind":"node","label":null,"children":[],"size":"x"']) assert.equal(schemaFeed(start(TREE), enc(bad)), undefined, bad);
+  // random walks through the recursion and the overlapping number branches (integer and number read "3" both ways)
+  const r = mulberry32(31);
+  let whole = 0;
+  for (let i = 0; i < 300; i++) {
+    const w = schemaWalk(start(TREE), r, { maxBytes: 800, closing: '"}]n0', lean: 0.7 });
+    if (w.complete) {
+      whole++;
+      assert.ok(fits(JSON.parse(w.text), TREE), w.text);
+    }
+  }
+  assert.ok(whole > 100, `walks that ended (${whole})`);
 });

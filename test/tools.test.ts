@@ -4,7 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { compileSchema, schemaComplete, schemaFeed, schemaStep, type SchemaState } from '../src/decode/json-schema.ts';
+import { compileSchema, schemaComplete, schemaFeed, type SchemaState } from '../src/decode/json-schema.ts';
 import { callsConstraint, argumentsConstraint } from '../src/decode/tool-calls.ts';
 import { mulberry32, fixtureTokenizer } from '../src/formats/fixtures.ts';
 import { TextCodec } from '../src/formats/tokenizer.ts';
@@ -16,6 +16,7 @@ import type { StepEvent } from '../src/decode/generation.ts';
 import type { Model } from '../src/models/registry.ts';
 import { fixtureModel } from './helpers.ts';
 import { prefer, scriptedModel } from './mock.ts';
+import { schemaWalk } from './schema-walk.ts';
 
 const enc = (s: string) => Buffer.from(s, 'utf8');
 const FNS = {
@@ -42,29 +43,12 @@ function fitsArgs(name: keyof typeof FNS, args: unknown): boolean {
   return true;
 }
 
-/** Random byte walks through a recognizer, leaning toward closing bytes; the texts that complete. */
+/** Random byte walks through a recognizer; the texts that end in a whole document. */
 function walks(start: () => SchemaState, seed: number, count: number): string[] {
   const r = mulberry32(seed);
-  const out: string[] = [];
-  for (let i = 0; i < count; i++) {
-    let s = start();
-    const bytes: number[] = [];
-    for (let step = 0; step < 400 && !schemaComplete(s); step++) {
-      const allowed: [number, SchemaState][] = [];
-      for (let b = 0; b < 256; b++) {
-        const n = schemaStep(s, b);
-        if (n) allowed.push([b, n]);
-      }
-      assert.ok(allowed.length > 0, `dead end after ${Buffer.from(bytes).toString()}`);
-      const closing = allowed.filter(([b]) => '"}],0'.includes(String.fromCharCode(b)));
-      const pool = closing.length && r() < 0.6 ? closing : allowed;
-      const [b, n] = pool[Math.floor(r() * pool.length)];
-      bytes.push(b);
-      s = n;
-    }
-    if (schemaComplete(s)) out.push(Buffer.from(bytes).toString('utf8'));
-  }
-  return out;
+  return Array.from({ length: count }, () => schemaWalk(start(), r, { maxBytes: 400, closing: '"}],0', lean: 0.6 }))
+    .filter((w) => w.complete)
+    .map((w) => w.text);
 }
 
 test('call constraint: walks end in calls of offered functions with fitting arguments; lists are non-empty', () => {

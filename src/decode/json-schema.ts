@@ -3,14 +3,18 @@
 // use in strict mode: `type` (object, array, string, number, integer, boolean, null, or a
 // list of them), `properties` (every property is written, in the schema's order — integer-
 // like keys excepted: a parsed JSON body lists those first), `required`,
-// `additionalProperties: false`, `items`, `enum` (with `type`, every value must be of it);
-// `description`, `title` and `$schema` are ignored. Anything else (anyOf, $ref, pattern,
-// minimum, ...) is refused when the schema is compiled, never silently dropped, and so are
-// keywords that do not apply to the schema's type. Output is compact: no whitespace.
+// `additionalProperties: false`, `items`, `enum` and `const` (with `type`, every value must
+// be of it), `anyOf`, `allOf` of one schema, and `$ref` to the root (`#`) or to `$defs` /
+// `definitions` (recursion included: what pydantic and zod emit); `description`, `title`,
+// `default`, `examples`, `$comment` and `$schema` are ignored. Anything else (oneOf,
+// pattern, minimum, format, ...) is refused when the schema is compiled, never silently
+// dropped, and so are keywords that do not apply to the schema's type. Output is compact: no
+// whitespace.
 //
 // The recognizer is a stack of pending parts (literal bytes, a value of a schema, the inside
 // of a string, number, enum or array), consumed byte by byte. The stack is an immutable
-// linked list, so testing a token against a state copies nothing it does not change.
+// linked list, so testing a token against a state copies nothing it does not change. With
+// anyOf a text can be read several ways at once: a state is the set of stacks still alive.
 
 import { OptionError } from '../errors.ts';
 import { candidatesByFirstByte, firstByteIndex, type Constraint } from './constraint.ts';
@@ -28,6 +32,8 @@ export interface SchemaNode {
   enum: Trie | null;
   /** array: at least one item (internal: tool_choice "required") */
   nonEmpty?: boolean;
+  /** anyOf: a value of any of these */
+  anyOf?: SchemaNode[];
   /** one of several alternatives told apart by a literal start (internal: tool calls,
    * `{"name":"f","arguments":` then f's schema then `}`); no alternative's start is a prefix of another's */
   alt?: AltTrie;
@@ -46,8 +52,11 @@ export interface Trie {
 }
 
 const TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
-const KNOWN = new Set(['type', 'properties', 'items', 'enum', 'required', 'additionalProperties', 'description', 'title', '$schema']);
-export const SCHEMA_LIMITS = { depth: 16, properties: 1000, enumValues: 1000, literalBytes: 100_000 };
+const ANNOTATIONS = ['description', 'title', 'default', 'examples', '$comment', '$schema', '$defs', 'definitions'];
+const KNOWN = new Set(['type', 'properties', 'items', 'enum', 'const', 'required', 'additionalProperties', 'anyOf', 'allOf', '$ref', ...ANNOTATIONS]);
+const SUPPORTED = 'type, properties, required, additionalProperties: false, items, enum, const, anyOf, allOf of one, $ref';
+/** depth: schema nesting (a $ref counts once); anyOf: branches in all; states: readings of one text kept at once */
+export const SCHEMA_LIMITS = { depth: 16, properties: 1000, enumValues: 1000, literalBytes: 100_000, anyOf: 256, states: 64 };
 
 const encoder = new TextEncoder();
 const enc = (s: string) => encoder.encode(s);
@@ -65,12 +74,59 @@ interface Budget extends SchemaSource {
   properties: number;
   enumValues: number;
   literalBytes: number;
+  anyOf: number;
+  /** the document's root (what `#` points to) and the nodes of the $refs met so far */
+  root: unknown;
+  refs: Map<string, SchemaNode>;
 }
+
+const emptyNode = (): SchemaNode => ({ types: new Set(), props: [], items: null, enum: null });
 
 /** Compile a JSON schema (the subset above) or throw an OptionError naming what is not supported. */
 export function compileSchema(schema: unknown, from: SchemaSource = { param: 'response_format', label: 'json_schema' }, path = 'schema'): SchemaNode {
-  const budget: Budget = { ...from, properties: 0, enumValues: 0, literalBytes: 0 };
-  return compileNode(schema, path, 0, budget);
+  const budget: Budget = { ...from, properties: 0, enumValues: 0, literalBytes: 0, anyOf: 0, root: schema, refs: new Map() };
+  const root = emptyNode();
+  budget.refs.set('#', root);
+  Object.assign(root, compileNode(schema, path, 0, budget));
+  for (const [ref, node] of budget.refs) {
+    if (node.types.size === 0 && !node.anyOf) throw new OptionError(from.param, `${from.label}: "$ref": "${ref}" only refers to itself`);
+  }
+  checkNoEmptyLoop(root, from);
+  return root;
+}
+
+/** anyOf branches that lead back to their node without reading a byte would recurse forever. */
+function checkNoEmptyLoop(root: SchemaNode, from: SchemaSource): void {
+  const state = new Map<SchemaNode, 1 | 2>(); // 1: on the path, 2: done
+  const seen = new Set<SchemaNode>();
+  const visit = (n: SchemaNode): void => {
+    if (state.get(n) === 2) return;
+    if (state.get(n) === 1) throw new OptionError(from.param, `${from.label}: anyOf refers back to itself before any value is read`);
+    state.set(n, 1);
+    for (const b of n.anyOf ?? []) visit(b);
+    state.set(n, 2);
+  };
+  const all = (n: SchemaNode): void => {
+    if (seen.has(n)) return;
+    seen.add(n);
+    visit(n);
+    for (const p of n.props) all(p.node);
+    if (n.items) all(n.items);
+    for (const b of n.anyOf ?? []) all(b);
+  };
+  all(root);
+}
+
+/** `#`, `#/$defs/Name`, `#/definitions/Name` (JSON-pointer escapes ~0 ~1) -> the schema it names. */
+function resolveRef(ref: string, budget: Budget, bad: (msg: string) => never): unknown {
+  const m = /^#(?:\/(\$defs|definitions)\/([^/]+))?$/.exec(ref);
+  if (!m) return bad(`"$ref": ${JSON.stringify(ref.slice(0, 100))} is not supported (only "#", "#/$defs/..." and "#/definitions/...")`);
+  if (!m[1]) return budget.root;
+  const name = m[2].replace(/~1/g, '/').replace(/~0/g, '~');
+  const defs = (budget.root as Record<string, unknown>)[m[1]];
+  const target = defs && typeof defs === 'object' && Object.hasOwn(defs, name) ? (defs as Record<string, unknown>)[name] : undefined;
+  if (target === undefined) return bad(`"$ref": ${JSON.stringify(ref.slice(0, 100))} names no definition`);
+  return target;
 }
 
 function compileNode(schema: unknown, path: string, depth: number, budget: Budget): SchemaNode {
@@ -80,7 +136,40 @@ function compileNode(schema: unknown, path: string, depth: number, budget: Budge
   if (depth > SCHEMA_LIMITS.depth) bad(`nested deeper than ${SCHEMA_LIMITS.depth} levels`);
   if (!schema || typeof schema !== 'object' || Array.isArray(schema)) bad('a schema must be an object');
   const s = schema as Record<string, unknown>;
-  for (const k of Object.keys(s)) if (!KNOWN.has(k)) bad(`"${k}" is not supported (supported: type, properties, required, additionalProperties: false, items, enum)`);
+  for (const k of Object.keys(s)) if (!KNOWN.has(k)) bad(`"${k}" is not supported (supported: ${SUPPORTED})`);
+  const structural = Object.keys(s).filter((k) => !ANNOTATIONS.includes(k));
+  // a reference, an anyOf or a one-schema allOf stands alone (annotations aside)
+  for (const k of ['$ref', 'anyOf', 'allOf']) if (s[k] !== undefined && structural.length > 1) bad(`"${k}" cannot be combined with ${structural.filter((x) => x !== k).map((x) => `"${x}"`).join(', ')}`);
+  if (s.$ref !== undefined) {
+    if (typeof s.$ref !== 'string') bad('"$ref" must be a string');
+    const ref = s.$ref as string;
+    const known = budget.refs.get(ref);
+    if (known) return known;
+    const target = resolveRef(ref, budget, bad);
+    const node = emptyNode();
+    budget.refs.set(ref, node);
+    // (filled in place: a reference inside its own definition gets this very node)
+    Object.assign(node, compileNode(target, ref, depth + 1, budget));
+    return node;
+  }
+  if (s.allOf !== undefined) {
+    if (!Array.isArray(s.allOf) || s.allOf.length !== 1) bad('"allOf" is supported with exactly one schema');
+    return compileNode((s.allOf as unknown[])[0], `${path}.allOf[0]`, depth + 1, budget);
+  }
+  if (s.anyOf !== undefined) {
+    if (!Array.isArray(s.anyOf) || s.anyOf.length === 0) bad('"anyOf" must be a non-empty array of schemas');
+    const list = s.anyOf as unknown[];
+    budget.anyOf += list.length;
+    if (budget.anyOf > SCHEMA_LIMITS.anyOf) bad(`more than ${SCHEMA_LIMITS.anyOf} anyOf branches in the schema`);
+    const branches = list.map((b, i) => compileNode(b, `${path}.anyOf[${i}]`, depth + 1, budget));
+    const types = new Set<JsonType>();
+    for (const b of branches) for (const t of b.types) types.add(t);
+    return { types, props: [], items: null, enum: null, anyOf: branches };
+  }
+  if (s.const !== undefined) {
+    if (s.enum !== undefined) bad('"const" and "enum" together');
+    return compileNode({ ...s, const: undefined, enum: [s.const] }, path, depth, budget);
+  }
   let types: Set<JsonType> | null = null;
   if (s.type !== undefined) {
     const list = Array.isArray(s.type) ? s.type : [s.type];
@@ -157,93 +246,119 @@ type Part =
   | { k: 'end' }; // the bottom: the document is whole
 
 /** What is still to come, the next part on top; `end` at the bottom. */
-export interface SchemaState {
+interface Stack {
   part: Part;
-  below: SchemaState;
+  below: Stack;
 }
-const END: SchemaState = { part: { k: 'end' }, below: null as unknown as SchemaState };
+/** The readings of the text so far that are still alive (one, unless anyOf branches overlap). */
+export type SchemaState = readonly Stack[];
 
-const push = (below: SchemaState, part: Part): SchemaState => ({ part, below });
+const END: Stack = { part: { k: 'end' }, below: null as unknown as Stack };
+
+const push = (below: Stack, part: Part): Stack => ({ part, below });
 const LIT = { true: enc('rue'), false: enc('alse'), null: enc('ull'), close: enc('}') };
 
-/** Start a value of `node` with byte b: the stack after it, or undefined. */
-function startValue(below: SchemaState, node: SchemaNode, b: number): SchemaState | undefined {
-  if (node.alt) return altStep(below, node.alt, b);
+/** Start a value of `node` with byte b: each stack after it goes to `out`. */
+function startValue(below: Stack, node: SchemaNode, b: number, out: Stack[]): void {
+  if (node.anyOf) {
+    for (const branch of node.anyOf) startValue(below, branch, b, out);
+    return;
+  }
+  if (node.alt) return altStep(below, node.alt, b, out);
   if (node.enum) {
     const c = node.enum.next.get(b);
-    return c ? push(below, { k: 'enum', at: c }) : undefined;
+    if (c) out.push(push(below, { k: 'enum', at: c }));
+    return;
   }
   const t = node.types;
-  if (b === 0x7b && t.has('object')) return push(below, { k: 'obj', node, i: 0 });
-  if (b === 0x5b && t.has('array')) return push(below, { k: 'arr', items: node.items!, first: true, nonEmpty: node.nonEmpty === true });
-  if (b === 0x22 && t.has('string')) return push(below, { k: 'str', esc: 0 });
-  if (b === 0x74 && t.has('boolean')) return push(below, { k: 'lit', bytes: LIT.true, at: 0 });
-  if (b === 0x66 && t.has('boolean')) return push(below, { k: 'lit', bytes: LIT.false, at: 0 });
-  if (b === 0x6e && t.has('null')) return push(below, { k: 'lit', bytes: LIT.null, at: 0 });
-  if (t.has('number') || t.has('integer')) {
+  if (b === 0x7b && t.has('object')) out.push(push(below, { k: 'obj', node, i: 0 }));
+  else if (b === 0x5b && t.has('array')) out.push(push(below, { k: 'arr', items: node.items!, first: true, nonEmpty: node.nonEmpty === true }));
+  else if (b === 0x22 && t.has('string')) out.push(push(below, { k: 'str', esc: 0 }));
+  else if (b === 0x74 && t.has('boolean')) out.push(push(below, { k: 'lit', bytes: LIT.true, at: 0 }));
+  else if (b === 0x66 && t.has('boolean')) out.push(push(below, { k: 'lit', bytes: LIT.false, at: 0 }));
+  else if (b === 0x6e && t.has('null')) out.push(push(below, { k: 'lit', bytes: LIT.null, at: 0 }));
+  else if (t.has('number') || t.has('integer')) {
     const n = numberStart(b);
-    if (n !== -1) return push(below, { k: 'num', n, integer: !t.has('number'), digits: n === N.Minus ? 0 : 1 });
+    if (n !== -1) out.push(push(below, { k: 'num', n, integer: !t.has('number'), digits: n === N.Minus ? 0 : 1 }));
   }
-  return undefined;
 }
 
-/** Feed one byte: the new state, or undefined when b cannot come next. */
-export function schemaStep(st: SchemaState, b: number): SchemaState | undefined {
+/** Feed one byte to one stack: each stack after it goes to `out` (none when b cannot come next). */
+function step(st: Stack, b: number, out: Stack[]): void {
   const top = st.part;
   const below = st.below;
   switch (top.k) {
     case 'lit':
-      if (top.bytes[top.at] !== b) return undefined;
-      return top.at + 1 === top.bytes.length ? below : push(below, { k: 'lit', bytes: top.bytes, at: top.at + 1 });
+      if (top.bytes[top.at] === b) out.push(top.at + 1 === top.bytes.length ? below : push(below, { k: 'lit', bytes: top.bytes, at: top.at + 1 }));
+      return;
     case 'value':
-      return startValue(below, top.node, b);
+      return startValue(below, top.node, b, out);
     case 'str': {
       const e = stringByte(top.esc, b);
-      if (e === -1) return undefined;
-      return e === STR_END ? below : e === top.esc ? st : push(below, { k: 'str', esc: e });
+      if (e !== -1) out.push(e === STR_END ? below : e === top.esc ? st : push(below, { k: 'str', esc: e }));
+      return;
     }
     case 'num': {
       const n = numberByte(top.n, b, top.integer);
-      if (n === -1) return undefined;
-      if (n === NUM_END) return schemaStep(below, b);
+      if (n === -1) return;
+      if (n === NUM_END) return step(below, b, out);
       const digits = digitRun(top.n, n, b, top.digits);
-      return digits === -1 ? undefined : push(below, { k: 'num', n, integer: top.integer, digits });
+      if (digits !== -1) out.push(push(below, { k: 'num', n, integer: top.integer, digits }));
+      return;
     }
     case 'enum': {
       const c = top.at.next.get(b);
-      if (c) return push(below, { k: 'enum', at: c });
+      if (c) out.push(push(below, { k: 'enum', at: c }));
       // a finished value ends here; the byte belongs to what follows
-      return top.at.end ? schemaStep(below, b) : undefined;
+      else if (top.at.end) step(below, b, out);
+      return;
     }
     case 'obj': {
       const { node, i } = top;
-      if (i === node.props.length) return b === 0x7d ? below : undefined;
+      if (i === node.props.length) {
+        if (b === 0x7d) out.push(below);
+        return;
+      }
       // property i: its literal (from its second byte on), then its value, then the rest
       const p = node.props[i];
-      if (p.lit[0] !== b) return undefined;
+      if (p.lit[0] !== b) return;
       const rest = push(below, { k: 'obj', node, i: i + 1 });
       const value = push(rest, { k: 'value', node: p.node });
-      return p.lit.length === 1 ? value : push(value, { k: 'lit', bytes: p.lit, at: 1 });
+      out.push(p.lit.length === 1 ? value : push(value, { k: 'lit', bytes: p.lit, at: 1 }));
+      return;
     }
     case 'arr': {
-      if (b === 0x5d) return top.first && top.nonEmpty ? undefined : below;
+      if (b === 0x5d) {
+        if (!(top.first && top.nonEmpty)) out.push(below);
+        return;
+      }
       const more = push(below, { k: 'arr', items: top.items, first: false, nonEmpty: false });
-      if (top.first) return startValue(more, top.items, b);
-      return b === 0x2c ? push(more, { k: 'value', node: top.items }) : undefined;
+      if (top.first) return startValue(more, top.items, b, out);
+      if (b === 0x2c) out.push(push(more, { k: 'value', node: top.items }));
+      return;
     }
     case 'alt':
-      return altStep(below, top.at, b);
+      return altStep(below, top.at, b, out);
     case 'end':
-      return undefined;
+      return;
   }
 }
 
+/** Feed one byte: the readings after it, or undefined when b cannot come next. */
+export function schemaStep(state: SchemaState, b: number): SchemaState | undefined {
+  const out: Stack[] = [];
+  for (const st of state) step(st, b, out);
+  if (out.length <= 1) return out.length === 1 ? out : undefined;
+  // readings that came back to the same place are one; past the cap, the first ones are kept
+  const unique = [...new Set(out)];
+  return unique.length > SCHEMA_LIMITS.states ? unique.slice(0, SCHEMA_LIMITS.states) : unique;
+}
+
 /** One byte into an alternative's literal start; at its end, the alternative's value and close. */
-function altStep(below: SchemaState, at: AltTrie, b: number): SchemaState | undefined {
+function altStep(below: Stack, at: AltTrie, b: number, out: Stack[]): void {
   const c = at.next.get(b);
-  if (!c) return undefined;
-  if (!c.then) return push(below, { k: 'alt', at: c });
-  return push(push(below, { k: 'lit', bytes: c.then.close, at: 0 }), { k: 'value', node: c.then.node });
+  if (!c) return;
+  out.push(c.then ? push(push(below, { k: 'lit', bytes: c.then.close, at: 0 }), { k: 'value', node: c.then.node }) : push(below, { k: 'alt', at: c }));
 }
 
 /** A node for one of several alternatives, each a literal start, a value of its node, and a close. */
@@ -264,19 +379,19 @@ export function altNode(alternatives: { start: Uint8Array; node: SchemaNode; clo
   return { types: new Set(['object']), props: [], items: null, enum: null, alt: root };
 }
 
-export function schemaComplete(st: SchemaState): boolean {
-  return st.part.k === 'end';
+export function schemaComplete(state: SchemaState): boolean {
+  return state.some((st) => st.part.k === 'end');
 }
 
-export function schemaFeed(st: SchemaState, bytes: ArrayLike<number>): SchemaState | undefined {
-  let s: SchemaState | undefined = st;
+export function schemaFeed(state: SchemaState, bytes: ArrayLike<number>): SchemaState | undefined {
+  let s: SchemaState | undefined = state;
   for (let i = 0; i < bytes.length && s !== undefined; i++) s = schemaStep(s, bytes[i]);
   return s;
 }
 
 /** The state before a document of `schema`. */
 export function schemaStart(root: SchemaNode): SchemaState {
-  return push(END, { k: 'value', node: root });
+  return [push(END, { k: 'value', node: root })];
 }
 
 /** A constraint to documents of `schema` (its root must be an object) over a vocabulary. */
