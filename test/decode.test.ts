@@ -8,7 +8,8 @@ import { CACHE, fixtureModel } from './helpers.ts';
 import { join } from 'node:path';
 import { convertModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
-import { fixtureTokenizer } from '../src/formats/fixtures.ts';
+import { fixtureTokenizer, mulberry32 } from '../src/formats/fixtures.ts';
+import { biasScores } from '../src/decode/sampling.ts';
 import { scriptedModel, prefer, MOCK_EOS } from './mock.ts';
 
 const llada = fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3 });
@@ -435,11 +436,56 @@ test('bad options get typed errors', async () => {
     [{ cache: 'huge' }, 'cache'],
     [{ canvas: 'huge' }, 'canvas'],
     [{ initialCanvas: 0 }, 'initial_canvas'],
+    [{ logitBias: { 5: 101 } }, 'logit_bias'],
+    [{ logitBias: { 99999: 1 } }, 'logit_bias'],
+    [{ logitBias: { '-1': 1 } }, 'logit_bias'],
+    [{ logitBias: { x: 1 } }, 'logit_bias'],
+    [{ logitBias: { 5: '1' } }, 'logit_bias'],
   ];
   for (const [opts, param] of cases) {
     assert.throws(() => new Generation(model, [1, 2], opts), (e: unknown) => e instanceof OptionError && e.param === param, JSON.stringify(opts));
   }
   assert.throws(() => new Generation(model, [1, 99999], {}), (e: unknown) => e instanceof OptionError && e.code === 'invalid_token');
+});
+
+test('biasScores: candidates, log-sum-exp and entropy equal a plain recomputation of the biased rows', () => {
+  const r = mulberry32(5);
+  const V = 50;
+  const Q = 3;
+  const K = 4;
+  const logits = Float32Array.from({ length: Q * V }, () => (r() - 0.5) * 8);
+  logits[7] = logits[8]; // a tie: the lower id comes first
+  const bias = { ids: Int32Array.from([3, 7, 8, 20]), values: Float32Array.from([100, -2.5, -2.5, 4]) };
+  const got = biasScores({ topIds: new Int32Array(Q * K), topLogits: new Float32Array(Q * K), lse: new Float32Array(Q), entropy: new Float32Array(Q), logits }, bias, V);
+  for (let q = 0; q < Q; q++) {
+    const row = Array.from(logits.subarray(q * V, (q + 1) * V));
+    bias.ids.forEach((id, i) => (row[id] += bias.values[i]));
+    const lse = Math.log(row.reduce((a, x) => a + Math.exp(x), 0));
+    const h = -row.reduce((a, x) => a + Math.exp(x - lse) * (x - lse), 0);
+    const order = row.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, K);
+    assert.ok(Math.abs(got.lse[q] - lse) < 1e-3 && Math.abs(got.entropy[q] - h) < 1e-3);
+    assert.deepEqual(Array.from(got.topIds.subarray(q * K, (q + 1) * K)), order.map((o) => o[1]));
+    assert.equal(got.topIds[q * K], 3);
+  }
+  // the input rows are left as they were
+  assert.notEqual(logits[3], got.logits[3]);
+});
+
+test('logit_bias: +100 makes a token the whole answer; -100 on the tokens of the unbiased answer keeps every one of them out', async () => {
+  for (const m of [llada, llama]) {
+    const { model } = await m;
+    const plain = await generate(model, [5, 6, 7], { maxTokens: 12, temperature: 0 });
+    const forced = await generate(model, [5, 6, 7], { maxTokens: 12, temperature: 0, logitBias: { 40: 100 } });
+    assert.deepEqual(forced.tokens, Array(12).fill(40));
+    assert.equal(forced.finishReason, 'length');
+    const used = new Set(plain.tokens);
+    const banned = await generate(model, [5, 6, 7], { maxTokens: 12, temperature: 0, stopTokens: [], logitBias: Object.fromEntries([...used].map((t) => [t, -100])) });
+    assert.equal(banned.tokens.length, 12);
+    assert.ok(banned.tokens.every((t) => !used.has(t)), `${plain.tokens} / ${banned.tokens}`);
+    // sampled, too
+    const sampled = await generate(model, [5, 6, 7], { maxTokens: 8, temperature: 1, seed: 3, stopTokens: [], logitBias: Object.fromEntries([...used].map((t) => [t, -100])) });
+    assert.ok(sampled.tokens.every((t) => !used.has(t)));
+  }
 });
 
 test('an aborted signal cancels within a step', async () => {

@@ -36,7 +36,7 @@ import { IncrementalDecoder } from '../formats/incremental.ts';
 import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.ts';
 import { isFixedCount, selectCommits } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
-import { choose, needsFullLogits, type Choice } from './sampling.ts';
+import { biasScores, choose, needsFullLogits, type Choice } from './sampling.ts';
 import { constrainedChoice, type Constraint } from './constraint.ts';
 import { transferCounts } from './schedule.ts';
 
@@ -215,7 +215,7 @@ export class Generation {
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
-    this.wantLogits = this.constraint !== null || needsFullLogits(this.opts.sampler, model.topK);
+    this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = this.partition(prompt.length);
     this.startBlock();
   }
@@ -365,6 +365,8 @@ export class Generation {
     if (!pend) throw new Error('accept() without plan()');
     this.pending = null;
     this.forwards++;
+    // logit_bias: every choice below (and the end probe) sees the biased distribution
+    if (this.opts.logitBias) res = { ...res, ...biasScores(res, this.opts.logitBias, this.model.args.vocabSize) };
     const K = res.topIds.length / Math.max(1, pend.targets.length);
     if (pend.probe !== undefined && this.endMass(res, pend.probe, K) < END_PROBE) {
       // the answer does not fit: nothing from this forward is kept

@@ -47,6 +47,8 @@ export interface GenerateOptions {
   constraint?: Constraint;
   /** report each output token's log-probability and this many alternatives (off when absent) */
   logprobs?: number;
+  /** added to the logits of these token ids before anything is chosen (OpenAI's logit_bias, -100..100) */
+  logitBias?: Record<number, number>;
   signal?: AbortSignal;
 }
 
@@ -66,6 +68,25 @@ export interface ResolvedOptions {
   stopStrings: string[];
   /** alternatives per token, or null when log-probabilities are off */
   logprobs: number | null;
+  /** token ids and the biases added to their logits, or null */
+  logitBias: { ids: Int32Array; values: Float32Array } | null;
+}
+
+export const MAX_LOGIT_BIAS = 1024;
+
+function resolveBias(bias: Record<number, number> | undefined, vocabSize: number): ResolvedOptions['logitBias'] {
+  if (bias === undefined) return null;
+  const entries = Object.entries(bias);
+  if (entries.length === 0) return null;
+  if (entries.length > MAX_LOGIT_BIAS) throw new OptionError('logit_bias', `logit_bias has at most ${MAX_LOGIT_BIAS} entries, got ${entries.length}`);
+  const ids = new Int32Array(entries.length);
+  const values = new Float32Array(entries.length);
+  entries.forEach(([k, v], i) => {
+    if (!/^(0|[1-9][0-9]*)$/.test(k) || Number(k) >= vocabSize) throw new OptionError('logit_bias', `logit_bias keys are token ids in [0, ${vocabSize}); got ${JSON.stringify(k.slice(0, 40))}`);
+    ids[i] = Number(k);
+    values[i] = numIn(v, 'logit_bias', -100, 100);
+  });
+  return { ids, values };
 }
 
 export const DEFAULTS = { maxTokens: 128, canvas: 'adaptive' as CanvasMode, initialCanvas: 16, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };
@@ -148,5 +169,6 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     stopTokens,
     stopStrings,
     logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.topK),
+    logitBias: resolveBias(o.logitBias, m.vocabSize),
   };
 }

@@ -101,3 +101,53 @@ function identity(n: number): Int32Array {
   if (!a) identities.set(n, (a = Int32Array.from({ length: n }, (_, i) => i)));
   return a;
 }
+
+/** The scores of a forward with `bias` added to the logits of some tokens: candidates,
+ * log-sum-exp and entropy recomputed from the full rows (which biased decoding asks for). */
+export function biasScores(
+  rows: { topIds: Int32Array; topLogits: Float32Array; lse: Float32Array; entropy: Float32Array; logits?: Float32Array },
+  bias: { ids: Int32Array; values: Float32Array },
+  vocab: number,
+): { topIds: Int32Array; topLogits: Float32Array; lse: Float32Array; entropy: Float32Array; logits: Float32Array } {
+  const Q = rows.lse.length;
+  const K = Q > 0 ? rows.topIds.length / Q : 0;
+  if (!rows.logits) throw new Error('biasScores needs full logits rows');
+  const logits = Float32Array.from(rows.logits);
+  const topIds = new Int32Array(Q * K);
+  const topLogits = new Float32Array(Q * K);
+  const lse = new Float32Array(Q);
+  const entropy = new Float32Array(Q);
+  for (let q = 0; q < Q; q++) {
+    const row = logits.subarray(q * vocab, (q + 1) * vocab);
+    for (let i = 0; i < bias.ids.length; i++) row[bias.ids[i]] += bias.values[i];
+    let mx = -Infinity;
+    for (let v = 0; v < vocab; v++) if (row[v] > mx) mx = row[v];
+    let z = 0;
+    for (let v = 0; v < vocab; v++) z += Math.exp(row[v] - mx);
+    const l = mx + Math.log(z);
+    let h = 0;
+    for (let v = 0; v < vocab; v++) {
+      const lp = row[v] - l;
+      h -= Math.exp(lp) * lp;
+    }
+    lse[q] = l;
+    entropy[q] = h;
+    // the K best, best first (ties: the lower id), by insertion into a short sorted list
+    const ids = topIds.subarray(q * K, (q + 1) * K);
+    const vals = topLogits.subarray(q * K, (q + 1) * K);
+    let n = 0;
+    for (let v = 0; v < vocab; v++) {
+      const x = row[v];
+      if (n === K && x <= vals[K - 1]) continue;
+      let j = n < K ? n++ : K - 1;
+      while (j > 0 && vals[j - 1] < x) {
+        vals[j] = vals[j - 1];
+        ids[j] = ids[j - 1];
+        j--;
+      }
+      vals[j] = x;
+      ids[j] = v;
+    }
+  }
+  return { topIds, topLogits, lse, entropy, logits };
+}
