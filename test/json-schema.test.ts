@@ -28,7 +28,8 @@ function randomSchema(r: () => number, depth: number): Schema {
     for (let i = 0; i < Math.floor(r() * 4); i++) props[`${pick(KEYS)}${i}`] = randomSchema(r, depth - 1);
     return { type: 'object', properties: props, required: Object.keys(props), additionalProperties: false };
   }
-  if (depth > 0 && k < 0.35) return { type: 'array', items: randomSchema(r, depth - 1) };
+  if (depth > 0 && k < 0.3) return { type: 'array', items: randomSchema(r, depth - 1) };
+  if (depth > 0 && k < 0.35) return { type: 'array', items: randomSchema(r, depth - 1), minItems: 1 + Math.floor(r() * 2), maxItems: 2 + Math.floor(r() * 2) };
   if (depth > 0 && k < 0.42) {
     // a type list mixing containers and scalars
     const props = { [pick(KEYS)]: randomSchema(r, depth - 1) };
@@ -51,7 +52,11 @@ function randomValue(s: Schema, r: () => number, depth = 0): unknown {
   const t = types[Math.floor(r() * types.length)];
   switch (t) {
     case 'object': return Object.fromEntries(Object.entries(s.properties as Record<string, Schema>).map(([k, v]) => [k, randomValue(v, r, depth + 1)]));
-    case 'array': return Array.from({ length: depth > 3 ? 0 : Math.floor(r() * 3) }, () => randomValue(s.items as Schema, r, depth + 1));
+    case 'array': {
+      const lo = (s.minItems as number | undefined) ?? 0;
+      const hi = Math.min((s.maxItems as number | undefined) ?? 2, depth > 3 ? lo : 2);
+      return Array.from({ length: lo + Math.floor(r() * (Math.max(lo, hi) - lo + 1)) }, () => randomValue(s.items as Schema, r, depth + 1));
+    }
     case 'string': return ['', 'a', 'say "hi"\n', 'é€𝄞', '\\'][Math.floor(r() * 5)];
     case 'number': return [0, -1.5, 3e21, 2.5e-7, 42][Math.floor(r() * 5)];
     case 'integer': return [0, -7, 12345][Math.floor(r() * 3)];
@@ -78,7 +83,7 @@ function fits(v: unknown, s: Schema, root: Schema = s): boolean {
         const props = s.properties as Record<string, Schema>;
         return JSON.stringify(Object.keys(v)) === JSON.stringify(Object.keys(props)) && Object.entries(props).every(([k, ps]) => fits((v as Record<string, unknown>)[k], ps, root));
       }
-      case 'array': return Array.isArray(v) && v.every((x) => fits(x, s.items as Schema, root));
+      case 'array': return Array.isArray(v) && v.length >= ((s.minItems as number) ?? 0) && v.length <= ((s.maxItems as number) ?? Infinity) && v.every((x) => fits(x, s.items as Schema, root));
       case 'string': return typeof v === 'string';
       case 'number': return typeof v === 'number';
       // (a parsed body lists integer-like keys first: none are generated)
@@ -158,6 +163,9 @@ test('json_schema: keywords outside the subset are refused by name; the root mus
   refuse({ type: 'object', properties: { a: { allOf: [{ type: 'string' }, { type: 'string' }] } } }, /"allOf" is supported with exactly one schema/);
   refuse({ type: 'object', properties: { a: { anyOf: [] } } }, /"anyOf" must be a non-empty array/);
   refuse({ type: 'object', properties: { a: { const: 1, enum: [1] } } }, /"const" and "enum" together/);
+  refuse({ type: 'object', properties: { a: { type: 'array', items: { type: 'null' }, minItems: 3, maxItems: 2 } } }, /minItems is larger than maxItems/);
+  refuse({ type: 'object', properties: { a: { type: 'array', items: { type: 'null' }, minItems: -1 } } }, /"minItems" must be an integer/);
+  refuse({ type: 'object', properties: { a: { type: 'string', maxItems: 2 } } }, /"maxItems" applies to arrays/);
   refuse({ type: 'object', properties: { a: { type: 'string', const: 1 } } }, /enum value 1 is not of type string/);
   refuse({ type: 'object', properties: Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${i}`, { anyOf: [{ type: 'null' }, { type: 'string' }, { type: 'integer' }] }])) }, /more than 256 anyOf branches/);
   refuse({ type: 'object', additionalProperties: true }, /additionalProperties must be false/);
@@ -175,6 +183,12 @@ test('json_schema: keywords outside the subset are refused by name; the root mus
   refuse({ enum: Array.from({ length: 1001 }, (_, i) => i) }, /more than 1000 enum values/);
   assert.throws(() => jsonSchemaConstraint({ type: 'array', items: { type: 'string' } }, []), /root must be/);
   assert.throws(() => jsonSchemaConstraint({ anyOf: [{ type: 'object' }, { type: 'string' }] }, []), /root must be/);
+  // minItems / maxItems
+  const arr = { type: 'object', properties: { a: { type: 'array', items: { type: 'integer' }, minItems: 1, maxItems: 2 } } };
+  for (const [t, ok] of [['{"a":[]}', false], ['{"a":[1]}', true], ['{"a":[1,2]}', true], ['{"a":[1,2,3]}', false]] as const) {
+    const st = schemaFeed(start(arr), enc(t));
+    assert.equal(!!st && schemaComplete(st), ok, t);
+  }
   // enum: "1" then "10" — a finished option ends the value only when no longer one goes on
   const e = { type: 'object', properties: { n: { enum: [1, 10] } } };
   for (const [t, ok] of [['{"n":1}', true], ['{"n":10}', true], ['{"n":100}', false], ['{"n":2}', false]] as const) {

@@ -5,7 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { compileSchema, schemaComplete, schemaFeed, type SchemaState } from '../src/decode/json-schema.ts';
-import { callsConstraint, argumentsConstraint } from '../src/decode/tool-calls.ts';
+import { callsConstraint, MAX_CALLS } from '../src/decode/tool-calls.ts';
 import { mulberry32, fixtureTokenizer } from '../src/formats/fixtures.ts';
 import { TextCodec } from '../src/formats/tokenizer.ts';
 import { OptionError } from '../src/errors.ts';
@@ -80,10 +80,14 @@ test('call constraint: walks end in calls of offered functions with fitting argu
   assert.ok(accepts(list, '[{"name":"get","arguments":{}},{"name":"add","arguments":{"a":1,"b":-2,"tags":["y"]}}]'));
   for (const t of ['[]', '{"name":"nope","arguments":{}}', '{"name":"get","arguments":{"x":1}}', '{"name":"get_weather","arguments":{"city":"Oslo","unit":"k"}}', '{"arguments":{},"name":"get"}'])
     assert.ok(!accepts(list, t) && !accepts(one, t), t);
-  // a named function: its arguments object only
-  const named = argumentsConstraint(compiled[1], []);
-  assert.ok(accepts(named, '{"city":"Rome","unit":"f"}'));
-  assert.ok(!accepts(named, '{"name":"get_weather","arguments":{"city":"Rome","unit":"f"}}'));
+  // at most MAX_CALLS calls in a list
+  const call = '{"name":"get","arguments":{}}';
+  assert.ok(accepts(list, `[${Array(MAX_CALLS).fill(call).join(',')}]`));
+  assert.ok(!accepts(list, `[${Array(MAX_CALLS + 1).fill(call).join(',')}]`));
+  // a named function: a call of that one function
+  const named = callsConstraint([compiled[1]], false, []);
+  assert.ok(accepts(named, '{"name":"get_weather","arguments":{"city":"Rome","unit":"f"}}'));
+  assert.ok(!accepts(named, '{"city":"Rome","unit":"f"}') && !accepts(named, '{"name":"get","arguments":{}}'));
 });
 
 const NAMES = new Set(['get', 'get_weather']);
@@ -99,14 +103,26 @@ test('calls read back from <tool_call> text; anything that is not a clean answer
   for (const t of ['no calls here', '<tool_call>{"name":"nope","arguments":{}}</tool_call>', '<tool_call>{"name":"get","arguments":[1]}</tool_call>', '<tool_call>{not json}</tool_call>', '<tool_call>{"name":"get","arguments":{}}</tool_call> and then more text'])
     assert.equal(parseTaggedCalls(t, NAMES), null, t);
   const req = toolRequest({ tools: [{ type: 'function', function: { name: 'get' } }, { type: 'function', function: { name: 'get_weather', parameters: FNS.get_weather } }] })!;
-  assert.deepEqual(answerCalls(req, 'plain answer', 'stop'), { content: 'plain answer', calls: null });
-  assert.equal(answerCalls(req, ' \n<tool_call>{"name":"get","arguments":{}}</tool_call>', 'stop').content, null);
-  // constrained answers: a whole document, else (cut by max_tokens) text
+  const shape = (a: ReturnType<typeof answerCalls>) => ({ content: a.content, calls: a.calls?.map((c) => [c.function.name, c.function.arguments]) ?? null, finish: a.finish });
+  assert.deepEqual(shape(answerCalls(req, 'plain answer', 'stop')), { content: 'plain answer', calls: null, finish: 'stop' });
+  assert.deepEqual(shape(answerCalls(req, ' \n<tool_call>{"name":"get","arguments":{}}</tool_call>', 'stop')), { content: null, calls: [['get', '{}']], finish: 'tool_calls' });
+  // arguments come back as written (a 24-digit integer stays one; spacing kept)
+  assert.deepEqual(shape(answerCalls(req, '<tool_call>{"name": "get_weather", "arguments": {"city": "x", "n": 123456789012345678901234}}</tool_call>', 'stop')).calls, [['get_weather', '{"city": "x", "n": 123456789012345678901234}']]);
+  // an unclosed block is a call only when the model ended its turn there, not when max_tokens cut it
+  assert.equal(answerCalls(req, '<tool_call>{"name":"get","arguments":{}}', 'stop').calls?.length, 1);
+  assert.deepEqual(shape(answerCalls(req, '<tool_call>{"name":"get","arguments":{}}', 'length')), { content: '<tool_call>{"name":"get","arguments":{}}', calls: null, finish: 'length' });
+  // parallel_tool_calls false: one call at most
+  const two = '<tool_call>{"name":"get","arguments":{}}</tool_call><tool_call>{"name":"get_weather","arguments":{"city":"a","unit":"c"}}</tool_call>';
+  assert.equal(answerCalls(req, two, 'stop').calls?.length, 2);
+  assert.equal(answerCalls({ ...req, parallel: false }, two, 'stop').calls?.length, 1);
+  // constrained answers: a whole document; a list cut by max_tokens keeps its whole calls
   const required = { ...req, choice: { kind: 'required' as const } };
-  assert.deepEqual(answerCalls(required, '[{"name":"get","arguments":{}}]', 'stop').calls?.map((c) => c.function.name), ['get']);
-  assert.deepEqual(answerCalls(required, '[{"name":"get","argu', 'length'), { content: '[{"name":"get","argu', calls: null });
+  assert.deepEqual(shape(answerCalls(required, '[{"name":"get","arguments":{}}]', 'stop')), { content: null, calls: [['get', '{}']], finish: 'tool_calls' });
+  assert.deepEqual(shape(answerCalls(required, '[{"name":"get","arguments":{}},{"name":"get_weather","argu', 'length')), { content: null, calls: [['get', '{}']], finish: 'length' });
+  assert.deepEqual(shape(answerCalls(required, '[{"name":"get","argu', 'length')), { content: '[{"name":"get","argu', calls: null, finish: 'length' });
   const named: ToolRequest = { ...req, choice: { kind: 'named', name: 'get_weather' } };
-  assert.deepEqual(answerCalls(named, '{"city":"Oslo","unit":"c"}', 'stop').calls?.map((c) => [c.function.name, c.function.arguments]), [['get_weather', '{"city":"Oslo","unit":"c"}']]);
+  assert.deepEqual(shape(answerCalls(named, '{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}', 'stop')).calls, [['get_weather', '{"city":"Oslo","unit":"c"}']]);
+  assert.equal(answerCalls(named, '{"name":"get_weather","arguments":{"ci', 'length').calls, null);
 });
 
 test('tools and tool_choice are validated with the field named', () => {
@@ -127,6 +143,9 @@ test('tools and tool_choice are validated with the field named', () => {
   assert.equal(toolRequest({ tools: [f('a')], parallel_tool_calls: false })?.parallel, false);
   assert.throws(() => chatMessages([{ role: 'assistant', content: null, tool_calls: [{ id: 'x', type: 'function', function: { name: 'a', arguments: '{oops' } }] }]), /arguments must be JSON text/);
   assert.throws(() => chatMessages([{ role: 'tool', content: 'r' }]), /tool_call_id/);
+  assert.throws(() => chatMessages([{ role: 'assistant', content: null, tool_calls: [{ type: 'function', function: { name: 'a', arguments: '{}' } }] }]), /a tool call is/);
+  // parameters {} is a function without arguments
+  assert.deepEqual(toolRequest({ tools: [f('a', { parameters: {} })] })?.tools[0].function.parameters, { type: 'object', properties: {} });
 });
 
 // a chat template that writes tools and calls itself (the ChatML form of Qwen2.5-style models)
@@ -165,16 +184,19 @@ test('the prompt: a template with tool support gets tools and calls; one without
   assert.deepEqual(msgs.map((m) => m.role), ['system', 'user', 'assistant', 'user']);
   assert.equal(msgs[2].content, '<tool_call>\n{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}\n</tool_call>\n<tool_call>\n{"name":"get_weather","arguments":{"city":"Rome","unit":"c"}}\n</tool_call>');
   assert.equal(msgs[3].content, '<tool_response>\n-3\n</tool_response>\n<tool_response>\n14\n</tool_response>');
-  const b = plain.applyChatTemplate([], true);
-  assert.ok(b.length > 0);
   const text = new TextDecoder().decode(new Uint8Array(encodeToolChat(plain, CONVERSATION, REQ).flatMap((id) => [...(plain.tokenBytes(id) ?? [])])));
   // the functions go into the (first) system message, after its own text
   assert.match(text, /Be brief\.\n\nFunctions you can call[^]*"name":"get_weather"/);
   // tool_choice none: no functions in the prompt, the conversation's calls still are
   const none = plain.decode(encodeToolChat(plain, CONVERSATION, null), false);
   assert.ok(!none.includes('Functions you can call') && none.includes('"city":"Rome"'), none);
-  // no template at all: the plain transcript, functions in a system line
-  assert.deepEqual(codecWith(null).toolSupport, { tools: false, toolCalls: false });
+  // no template at all: the plain transcript, the functions in its system line
+  const bare = codecWith(null);
+  assert.deepEqual(bare.toolSupport, { tools: false, toolCalls: false });
+  assert.match(bare.decode(encodeToolChat(bare, CONVERSATION, REQ), false), /^system: Be brief\.\n\nFunctions you can call, one per line:\n\{"name":"get_weather"/);
+  // a user turn that merely starts like a tool result is not merged with the results after it
+  const lookalike = textToolMessages(chatMessages([{ role: 'user', content: '<tool_response> is a tag' }, { role: 'tool', tool_call_id: 'c', content: 'r' }]));
+  assert.equal(lookalike.length, 2);
 });
 
 function event(draft: number[], finalized: number): StepEvent {
@@ -235,14 +257,16 @@ type FnCall = { id: string; type: 'function'; function: { name: string; argument
 
 test('server: tool_choice "required" and named give calls of the offered functions, streamed the same', async () => {
   const { client, base } = await start(model);
-  let calls = 0;
+  const answered = new Map<string, number>();
   for (let seed = 0; seed < 4; seed++) {
     for (const tool_choice of ['required', { type: 'function', function: { name: 'get_weather' } }] as const) {
-      const req = { model: model.id, messages: user, tools: TOOLS, tool_choice, parallel_tool_calls: seed % 2 === 0, temperature: seed === 0 ? 0 : 1, seed, max_tokens: 48 };
+      const req = { model: model.id, messages: user, tools: TOOLS, tool_choice, parallel_tool_calls: seed % 2 === 0, temperature: seed === 0 ? 0 : 1, seed, max_tokens: 200 };
       const r = await client.chat.completions.create(req);
       const c = r.choices[0];
-      if (c.finish_reason === 'length') continue; // cut by max_tokens: returned as text
-      assert.equal(c.finish_reason, 'tool_calls');
+      if (c.finish_reason === 'length' && !c.message.tool_calls) continue; // cut inside the first call: returned as text
+      const label = `${typeof tool_choice === 'string' ? tool_choice : 'named'} parallel=${req.parallel_tool_calls}`;
+      answered.set(label, (answered.get(label) ?? 0) + 1);
+      assert.equal(c.finish_reason, c.message.tool_calls && c.finish_reason === 'length' ? 'length' : 'tool_calls');
       assert.equal(c.message.content, null);
       const got = c.message.tool_calls as unknown as FnCall[];
       assert.ok(got.length >= 1 && (req.parallel_tool_calls || got.length === 1));
@@ -252,24 +276,27 @@ test('server: tool_choice "required" and named give calls of the offered functio
         if (typeof tool_choice === 'object') assert.equal(call.function.name, 'get_weather');
         if (call.function.name === 'get_weather') assert.ok(['c', 'f'].includes(args.unit) && [1, 2, 3].includes(args.days), call.function.arguments);
         else assert.deepEqual(args, {});
-        calls++;
       }
       // the stream: no content, the same calls (ids differ per response)
       let content = '';
       const streamed: { name: string; args: string }[] = [];
       let finish: string | null = null;
+      let first: unknown;
       for await (const ch of await client.chat.completions.create({ ...req, stream: true })) {
         const d = ch.choices[0]?.delta;
+        if (first === undefined && d) first = d.content;
         content += d?.content ?? '';
         for (const tc of d?.tool_calls ?? []) streamed[tc.index] = { name: tc.function?.name ?? '', args: tc.function?.arguments ?? '' };
         finish = ch.choices[0]?.finish_reason ?? finish;
       }
       assert.equal(content, '');
-      assert.equal(finish, 'tool_calls');
+      assert.equal(first, null, 'the first chunk says content null');
+      assert.equal(finish, c.finish_reason);
       assert.deepEqual(streamed, got.map((x) => ({ name: x.function.name, args: x.function.arguments })));
     }
   }
-  assert.ok(calls >= 3, `calls made (${calls})`);
+  // every kind of forced call was answered with calls at least once
+  assert.deepEqual([...answered.keys()].sort(), ['named parallel=false', 'named parallel=true', 'required parallel=false', 'required parallel=true']);
   // bad combinations answer 400 naming the field; the server keeps serving
   const post = (body: object) => fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: user, ...body }) }).then(async (r) => ({ status: r.status, json: await r.json() }));
   for (const [body, param] of [

@@ -30,8 +30,9 @@ export interface SchemaNode {
   items: SchemaNode | null;
   /** enum: the allowed values as a byte trie of their serializations */
   enum: Trie | null;
-  /** array: at least one item (internal: tool_choice "required") */
-  nonEmpty?: boolean;
+  /** array: the fewest and most items (minItems / maxItems) */
+  minItems?: number;
+  maxItems?: number;
   /** anyOf: a value of any of these */
   anyOf?: SchemaNode[];
   /** one of several alternatives told apart by a literal start (internal: tool calls,
@@ -53,8 +54,8 @@ export interface Trie {
 
 const TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
 const ANNOTATIONS = ['description', 'title', 'default', 'examples', '$comment', '$schema', '$defs', 'definitions'];
-const KNOWN = new Set(['type', 'properties', 'items', 'enum', 'const', 'required', 'additionalProperties', 'anyOf', 'allOf', '$ref', ...ANNOTATIONS]);
-const SUPPORTED = 'type, properties, required, additionalProperties: false, items, enum, const, anyOf, allOf of one, $ref';
+const KNOWN = new Set(['type', 'properties', 'items', 'minItems', 'maxItems', 'enum', 'const', 'required', 'additionalProperties', 'anyOf', 'allOf', '$ref', ...ANNOTATIONS]);
+const SUPPORTED = 'type, properties, required, additionalProperties: false, items, minItems, maxItems, enum, const, anyOf, allOf of one, $ref';
 /** depth: schema nesting (a $ref counts once); anyOf: branches in all; states: readings of one text kept at once */
 export const SCHEMA_LIMITS = { depth: 16, properties: 1000, enumValues: 1000, literalBytes: 100_000, anyOf: 256, states: 64 };
 
@@ -205,7 +206,10 @@ function compileNode(schema: unknown, path: string, depth: number, budget: Budge
   const isObject = types.has('object') && !trie;
   const isArray = types.has('array') && !trie;
   for (const k of ['properties', 'required', 'additionalProperties'] as const) if (s[k] !== undefined && !isObject) bad(`"${k}" applies to objects, and this schema is not one`);
-  if (s.items !== undefined && !isArray) bad('"items" applies to arrays, and this schema is not one');
+  for (const k of ['items', 'minItems', 'maxItems'] as const) if (s[k] !== undefined && !isArray) bad(`"${k}" applies to arrays, and this schema is not one`);
+  for (const k of ['minItems', 'maxItems'] as const)
+    if (s[k] !== undefined && (typeof s[k] !== 'number' || !Number.isInteger(s[k]) || (s[k] as number) < 0 || (s[k] as number) > 1e6)) bad(`"${k}" must be an integer in [0, 1000000]`);
+  if ((s.minItems as number | undefined ?? 0) > (s.maxItems as number | undefined ?? Infinity)) bad('minItems is larger than maxItems');
   if (s.additionalProperties !== undefined && s.additionalProperties !== false) bad('additionalProperties must be false (every property is listed)');
   const props: SchemaNode['props'] = [];
   if (isObject) {
@@ -229,7 +233,10 @@ function compileNode(schema: unknown, path: string, depth: number, budget: Budge
     if (s.items === undefined) bad('an array needs "items"');
     items = compileNode(s.items, `${path}.items`, depth + 1, budget);
   }
-  return { types, props, items, enum: trie };
+  const node: SchemaNode = { types, props, items, enum: trie };
+  if (typeof s.minItems === 'number' && s.minItems > 0) node.minItems = s.minItems;
+  if (typeof s.maxItems === 'number') node.maxItems = s.maxItems;
+  return node;
 }
 
 // ---------------------------------------------------------------- the recognizer
@@ -241,7 +248,7 @@ type Part =
   | { k: 'num'; n: N; integer: boolean; digits: number }
   | { k: 'enum'; at: Trie }
   | { k: 'obj'; node: SchemaNode; i: number } // the properties from i on, then '}'
-  | { k: 'arr'; items: SchemaNode; first: boolean; nonEmpty: boolean }
+  | { k: 'arr'; items: SchemaNode; n: number; min: number; max: number } // n items so far
   | { k: 'alt'; at: AltTrie }
   | { k: 'end' }; // the bottom: the document is whole
 
@@ -272,7 +279,7 @@ function startValue(below: Stack, node: SchemaNode, b: number, out: Stack[]): vo
   }
   const t = node.types;
   if (b === 0x7b && t.has('object')) out.push(push(below, { k: 'obj', node, i: 0 }));
-  else if (b === 0x5b && t.has('array')) out.push(push(below, { k: 'arr', items: node.items!, first: true, nonEmpty: node.nonEmpty === true }));
+  else if (b === 0x5b && t.has('array')) out.push(push(below, { k: 'arr', items: node.items!, n: 0, min: node.minItems ?? 0, max: node.maxItems ?? Infinity }));
   else if (b === 0x22 && t.has('string')) out.push(push(below, { k: 'str', esc: 0 }));
   else if (b === 0x74 && t.has('boolean')) out.push(push(below, { k: 'lit', bytes: LIT.true, at: 0 }));
   else if (b === 0x66 && t.has('boolean')) out.push(push(below, { k: 'lit', bytes: LIT.false, at: 0 }));
@@ -329,11 +336,12 @@ function step(st: Stack, b: number, out: Stack[]): void {
     }
     case 'arr': {
       if (b === 0x5d) {
-        if (!(top.first && top.nonEmpty)) out.push(below);
+        if (top.n >= top.min) out.push(below);
         return;
       }
-      const more = push(below, { k: 'arr', items: top.items, first: false, nonEmpty: false });
-      if (top.first) return startValue(more, top.items, b, out);
+      if (top.n >= top.max) return;
+      const more = push(below, { k: 'arr', items: top.items, n: top.n + 1, min: top.min, max: top.max });
+      if (top.n === 0) return startValue(more, top.items, b, out);
       if (b === 0x2c) out.push(push(more, { k: 'value', node: top.items }));
       return;
     }

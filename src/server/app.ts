@@ -105,7 +105,7 @@ type Tools = ToolRequest | null;
 
 /** Function calling is a chat feature. */
 function noTools(body: Body): void {
-  if (body.tools !== undefined && body.tools !== null) throw new OptionError('tools', 'tools (function calling) are for /v1/chat/completions');
+  if (Array.isArray(body.tools) && body.tools.length > 0) throw new OptionError('tools', 'tools (function calling) are for /v1/chat/completions');
 }
 
 function outputConstraint(model: Model, body: Body, kind: 'chat' | 'completion', tools: Tools): Constraint | undefined {
@@ -198,9 +198,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const hold: Hold | undefined = !tools ? undefined : tools.choice.kind === 'auto' ? { marker: CALL_OPEN } : 'all';
     // an answer's content and calls (calls null: a plain text answer)
     const answer = (text: string, finish: string): { content: string | null; calls: ToolCall[] | null; finish: string } => {
-      if (!tools) return { content: text, calls: null, finish };
-      const a = answerCalls(tools, text, finish);
-      return { ...a, finish: a.calls ? 'tool_calls' : finish };
+      return tools ? answerCalls(tools, text, finish) : { content: text, calls: null, finish };
     };
     const includeUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
@@ -306,7 +304,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    if (kind === 'chat') for (const c of choices) write(chunk({ index: c.index, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }));
+    // (content null where the answer may be only calls, as OpenAI's first chunk has it then)
+    if (kind === 'chat') for (const c of choices) write(chunk({ index: c.index, delta: { role: 'assistant', content: tools ? null : '' }, finish_reason: null, logprobs: null }));
     else for (const c of choices) if (c.job.echo && !diffusing) write(piece(c.index, c.job.echo, null, null));
     const done: GenerateResult[] = [];
     await Promise.all(

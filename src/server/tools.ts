@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Constraint } from '../decode/constraint.ts';
 import { compileSchema } from '../decode/json-schema.ts';
-import { argumentsConstraint, callsConstraint } from '../decode/tool-calls.ts';
+import { callsConstraint } from '../decode/tool-calls.ts';
 import { OptionError } from '../errors.ts';
 import type { ChatMessage, ChatTool, TextCodec } from '../formats/tokenizer.ts';
 import { messageText, type Body } from './fields.ts';
@@ -65,7 +65,8 @@ export function toolRequest(b: Body): ToolRequest | null {
     names.add(name);
     if (f.description !== undefined && typeof f.description !== 'string') bad(`tools[${i}].function.description`, 'description must be a string');
     if (f.parameters !== undefined && !isObject(f.parameters)) bad(`tools[${i}].function.parameters`, 'parameters must be a JSON schema object');
-    const parameters = f.parameters ?? { type: 'object', properties: {} };
+    // no parameters, or `{}`: a function without arguments
+    const parameters = f.parameters === undefined || Object.keys(f.parameters as object).length === 0 ? { type: 'object', properties: {} } : f.parameters;
     tools.push({ type: 'function', function: typeof f.description === 'string' ? { name, description: f.description, parameters } : { name, parameters } });
   });
   const c = b.tool_choice;
@@ -93,7 +94,7 @@ export function toolConstraint(req: ToolRequest, tokenBytes: readonly (Uint8Arra
   };
   const { choice } = req;
   if (choice.kind === 'auto') return undefined;
-  if (choice.kind === 'named') return argumentsConstraint(compile(req.tools.find((t) => t.function.name === choice.name)!), tokenBytes) as Constraint;
+  if (choice.kind === 'named') return callsConstraint([compile(req.tools.find((t) => t.function.name === choice.name)!)], false, tokenBytes) as Constraint;
   return callsConstraint(req.tools.map(compile), req.parallel, tokenBytes) as Constraint;
 }
 
@@ -118,7 +119,7 @@ export function chatMessages(list: RequestMessage[]): ChatMessage[] {
       if (!Array.isArray(m.tool_calls)) bad(`messages[${i}].tool_calls`, 'tool_calls must be an array');
       out.tool_calls = (m.tool_calls as unknown[]).map((c, j) => {
         const at = `messages[${i}].tool_calls[${j}]`;
-        if (!isObject(c) || !isObject(c.function) || typeof c.function.name !== 'string' || typeof c.function.arguments !== 'string')
+        if (!isObject(c) || typeof c.id !== 'string' || !isObject(c.function) || typeof c.function.name !== 'string' || typeof c.function.arguments !== 'string')
           bad(at, 'a tool call is {"id": ..., "type": "function", "function": {"name": ..., "arguments": "<JSON text>"}}');
         const f = (c as { function: { name: string; arguments: string } }).function;
         let args: unknown;
@@ -127,8 +128,7 @@ export function chatMessages(list: RequestMessage[]): ChatMessage[] {
         } catch {
           bad(`${at}.function.arguments`, 'arguments must be JSON text');
         }
-        const id = (c as { id?: unknown }).id;
-        return { id: typeof id === 'string' ? id : '', type: 'function' as const, function: { name: f.name, arguments: args } };
+        return { id: (c as { id: string }).id, type: 'function' as const, function: { name: f.name, arguments: args } };
       });
     }
     if (role === 'tool') {
@@ -153,16 +153,18 @@ const callText = (c: NonNullable<ChatMessage['tool_calls']>[number]) => `${CALL_
 /** Calls and tool turns written as plain text, for a template that does not write them. */
 export function textToolMessages(messages: ChatMessage[]): ChatMessage[] {
   const out: ChatMessage[] = [];
+  let results: ChatMessage | null = null; // the user turn carrying the tool results just written
   for (const m of messages) {
-    if (m.role === 'assistant' && m.tool_calls?.length) {
-      out.push({ role: 'assistant', content: [m.content, ...m.tool_calls.map(callText)].filter(Boolean).join('\n') });
-    } else if (m.role === 'tool') {
+    if (m.role === 'tool') {
       const text = `<tool_response>\n${m.content}\n</tool_response>`;
-      const prev = out[out.length - 1];
       // the results of one turn's calls go back as one user turn
-      if (prev && prev.role === 'user' && prev.content.startsWith('<tool_response>')) prev.content += `\n${text}`;
-      else out.push({ role: 'user', content: text });
-    } else out.push({ role: m.role, content: m.content });
+      if (results) results.content += `\n${text}`;
+      else out.push((results = { role: 'user', content: text }));
+      continue;
+    }
+    results = null;
+    if (m.role === 'assistant' && m.tool_calls?.length) out.push({ role: 'assistant', content: [m.content, ...m.tool_calls.map(callText)].filter(Boolean).join('\n') });
+    else out.push({ role: m.role, content: m.content });
   }
   return out;
 }
@@ -184,35 +186,96 @@ export function callId(): string {
   return `call_${randomBytes(12).toString('hex')}`;
 }
 
-function toCall(v: unknown, names: Set<string>): ToolCall | null {
-  if (!isObject(v) || typeof v.name !== 'string' || !names.has(v.name)) return null;
-  const args = v.arguments ?? v.parameters ?? {};
-  if (!isObject(args)) return null;
-  return { id: callId(), type: 'function', function: { name: v.name, arguments: JSON.stringify(args) } };
+// Spans of JSON values in text known to be JSON where they are read (each was parsed or
+// recognized first), so that arguments are returned exactly as the model wrote them
+// (JSON.parse would round a 24-digit integer to a float).
+const WS = new Set([' ', '\t', '\n', '\r']);
+function skipWs(t: string, i: number): number {
+  while (i < t.length && WS.has(t[i])) i++;
+  return i;
+}
+/** The index just past the value starting at i, or -1 when the text ends inside it. */
+function valueEnd(t: string, i: number): number {
+  let depth = 0;
+  for (let j = i; j < t.length; j++) {
+    const c = t[j];
+    if (c === '"') {
+      j++;
+      while (j < t.length && t[j] !== '"') j += t[j] === '\\' ? 2 : 1;
+      if (j >= t.length) return -1;
+      if (depth === 0) return j + 1;
+    } else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') {
+      depth--;
+      if (depth === 0) return j + 1;
+    } else if (depth === 0 && (c === ',' || WS.has(c))) return j;
+  }
+  return depth === 0 && t.length > i ? t.length : -1;
+}
+/** The members of the object at i: key -> [start, end) of its value. */
+function members(t: string, i: number): Map<string, [number, number]> {
+  const out = new Map<string, [number, number]>();
+  i = skipWs(t, i + 1);
+  while (i < t.length && t[i] !== '}') {
+    const kEnd = valueEnd(t, i);
+    const key = JSON.parse(t.slice(i, kEnd)) as string;
+    const v = skipWs(t, skipWs(t, kEnd) + 1); // past the ':'
+    const vEnd = valueEnd(t, v);
+    out.set(key, [v, vEnd]);
+    i = skipWs(t, vEnd);
+    if (t[i] === ',') i = skipWs(t, i + 1);
+  }
+  return out;
+}
+/** The whole items of the array at i (a cut array: those before the cut), as [start, end). */
+function items(t: string, i: number): [number, number][] {
+  const out: [number, number][] = [];
+  i = skipWs(t, i + 1);
+  while (i < t.length && t[i] !== ']') {
+    const e = valueEnd(t, i);
+    if (e < 0) break;
+    out.push([i, e]);
+    i = skipWs(t, e);
+    if (t[i] === ',') i = skipWs(t, i + 1);
+  }
+  return out;
 }
 
-/** `<tool_call>` blocks in free text: the text before them and the calls, or null if any block is not a call. */
-export function parseTaggedCalls(text: string, names: Set<string>): { content: string; calls: ToolCall[] } | null {
+/** The call written at [start, end) of t (`{"name": ..., "arguments": {...}}`), or null. */
+function callAt(t: string, start: number, end: number, names: Set<string>): ToolCall | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(t.slice(start, end));
+  } catch {
+    return null;
+  }
+  if (!isObject(v) || typeof v.name !== 'string' || !names.has(v.name)) return null;
+  const key = v.arguments !== undefined ? 'arguments' : v.parameters !== undefined ? 'parameters' : null;
+  if (key === null) return { id: callId(), type: 'function', function: { name: v.name, arguments: '{}' } };
+  if (!isObject(v[key])) return null;
+  const [a, b] = members(t, skipWs(t, start)).get(key)!;
+  return { id: callId(), type: 'function', function: { name: v.name, arguments: t.slice(a, b) } };
+}
+
+/**
+ * `<tool_call>` blocks in free text: the text before them and the calls, or null if any block
+ * is not a call or text follows them. The last block may lack its close when the model ended
+ * its turn there (`closed` false: the answer was cut, and an open block is not a call).
+ */
+export function parseTaggedCalls(text: string, names: Set<string>, closed = true): { content: string; calls: ToolCall[] } | null {
   const start = text.indexOf(CALL_OPEN);
   if (start < 0) return null;
   const calls: ToolCall[] = [];
   let at = start;
   while (at < text.length) {
-    const rest = text.slice(at);
-    const lead = rest.length - rest.trimStart().length;
-    if (lead === rest.length) break;
-    if (!rest.startsWith(CALL_OPEN, lead)) return null; // text after a call: not a clean answer of calls
-    const bodyAt = at + lead + CALL_OPEN.length;
+    at = skipWs(text, at);
+    if (at === text.length) break;
+    if (!text.startsWith(CALL_OPEN, at)) return null;
+    const bodyAt = at + CALL_OPEN.length;
     const end = text.indexOf(CALL_CLOSE, bodyAt);
-    // the last block may lack its close (the model ended the turn instead)
-    const body = text.slice(bodyAt, end < 0 ? text.length : end);
-    let v: unknown;
-    try {
-      v = JSON.parse(body);
-    } catch {
-      return null;
-    }
-    const call = toCall(v, names);
+    if (end < 0 && !closed) return null;
+    const bodyEnd = end < 0 ? text.length : end;
+    const call = callAt(text, skipWs(text, bodyAt), bodyEnd, names);
     if (!call) return null;
     calls.push(call);
     at = end < 0 ? text.length : end + CALL_CLOSE.length;
@@ -220,25 +283,25 @@ export function parseTaggedCalls(text: string, names: Set<string>): { content: s
   return { content: text.slice(0, start), calls };
 }
 
-/** The answer of a tool-calling request: its text content (null when it is only calls) and its calls. */
-export function answerCalls(req: ToolRequest, text: string, finishReason: string): { content: string | null; calls: ToolCall[] | null } {
+/** A tool-calling request's answer: text content (null when it is only calls), calls, finish reason. */
+export function answerCalls(req: ToolRequest, text: string, finishReason: string): { content: string | null; calls: ToolCall[] | null; finish: string } {
   const names = new Set(req.tools.map((t) => t.function.name));
-  const asText = { content: text, calls: null };
-  const { choice } = req;
-  if (choice.kind === 'auto') {
-    const p = parseTaggedCalls(text, names);
+  const asText = { content: text, calls: null, finish: finishReason };
+  if (req.choice.kind === 'auto') {
+    const p = parseTaggedCalls(text, names, finishReason === 'stop');
     if (!p) return asText;
-    return { content: p.content.trim() ? p.content : null, calls: p.calls };
+    // parallel_tool_calls false: at most one call
+    return { content: p.content.trim() ? p.content : null, calls: req.parallel ? p.calls : p.calls.slice(0, 1), finish: 'tool_calls' };
   }
-  // constrained: a whole document unless cut by max_tokens (then it is returned as text)
+  // constrained: one call `{...}`, or (required, parallel) a list `[{...},...]`
+  const at = skipWs(text, 0);
+  if (text[at] === '[') {
+    // a list cut by max_tokens keeps the calls written whole before the cut
+    const calls = items(text, at).map(([a, b]) => callAt(text, a, b, names));
+    if (calls.length === 0 || !calls.every(Boolean)) return asText;
+    return { content: null, calls: calls as ToolCall[], finish: finishReason === 'stop' ? 'tool_calls' : finishReason };
+  }
   if (finishReason !== 'stop') return asText;
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return asText;
-  }
-  if (choice.kind === 'named') return isObject(v) ? { content: null, calls: [{ id: callId(), type: 'function', function: { name: choice.name, arguments: JSON.stringify(v) } }] } : asText;
-  const calls = (Array.isArray(v) ? v : [v]).map((x) => toCall(x, names));
-  return calls.length > 0 && calls.every(Boolean) ? { content: null, calls: calls as ToolCall[] } : asText;
+  const call = callAt(text, at, text.length, names);
+  return call ? { content: null, calls: [call], finish: 'tool_calls' } : asText;
 }
