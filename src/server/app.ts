@@ -11,13 +11,12 @@ import { CancelledError, NotFoundError, OptionError, UnavailableError } from '..
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, type Envelope } from './errors.ts';
-import { generationOptions, logprobsOption, rejectUnsupported, responseFormat, stopStrings, type Body } from './fields.ts';
-import { jsonObjectConstraint } from '../decode/json-grammar.ts';
-import { jsonSchemaConstraint } from '../decode/json-schema.ts';
-import type { Constraint } from '../decode/constraint.ts';
+import { generationOptions, logprobsOption, rejectUnsupported, stopStrings, type Body } from './fields.ts';
+import { outputConstraint } from './output.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
-import { answerCalls, CALL_OPEN, chatMessages, encodeToolChat, toolConstraint, toolRequest, type ToolCall, type ToolRequest } from './tools.ts';
-import { chatBody, completionBody, fimBody } from './schemas.ts';
+import { answerCalls, CALL_OPEN, chatMessages, encodeToolChat, toolRequest, type ToolCall, type ToolRequest } from './tools.ts';
+import { chatBody, completionBody, fimBody, responsesBody } from './schemas.ts';
+import { createResponse } from './responses.ts';
 import { draftText, FinalTextTracker, type Hold } from './stream.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 
@@ -103,19 +102,11 @@ interface Job {
 /** What a chat answer may call (function calling), or null. */
 type Tools = ToolRequest | null;
 
+
+
 /** Function calling is a chat feature. */
 function noTools(body: Body): void {
   if (Array.isArray(body.tools) && body.tools.length > 0) throw new OptionError('tools', 'tools (function calling) are for /v1/chat/completions');
-}
-
-function outputConstraint(model: Model, body: Body, kind: 'chat' | 'completion', tools: Tools): Constraint | undefined {
-  const rf = responseFormat(body);
-  const vocab = () => model.codec.vocabBytes(model.args.vocabSize);
-  const forced = tools && tools.choice.kind !== 'auto';
-  if (rf.type === 'text') return forced ? toolConstraint(tools, vocab()) : undefined;
-  if (kind !== 'chat') throw new OptionError('response_format', 'response_format (JSON output) is for /v1/chat/completions');
-  if (forced) throw new OptionError('tool_choice', 'a "required" or named tool_choice already fixes the answer\'s form; drop response_format');
-  return rf.type === 'json_object' ? jsonObjectConstraint(vocab()) : jsonSchemaConstraint(rf.schema, vocab());
 }
 
 export async function buildServer(state: ServingState, o: ServerOptions = {}): Promise<{ app: FastifyInstance; metrics: Metrics }> {
@@ -399,6 +390,10 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     else jobs = (p as string[]).map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined }));
     return run(reply, 'completion', body, jobs);
   });
+
+  app.post('/v1/responses', { schema: { body: responsesBody } }, async (req, reply) =>
+    createResponse({ ready, modelId, checkModel, defaults: o.defaults }, req.body as Body, reply),
+  );
 
   app.post('/v1/fim/completions', { schema: { body: fimBody } }, async (req, reply) => {
     const body = req.body as Body;

@@ -105,3 +105,25 @@ export const fimBody = {
     suffix: { type: ['string', 'null'] },
   },
 };
+
+const { n: _n, stop: _stop, stream_options: _so, logprobs: _lp, max_tokens: _mt, diffusing: _d, ...responsesSampling } = sampling;
+
+export const responsesBody = {
+  type: 'object',
+  required: ['input'],
+  properties: {
+    ...responsesSampling,
+    input: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, maxItems: 1024, items: { type: 'object' } }] },
+    instructions: { type: ['string', 'null'] },
+    max_output_tokens: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 20 },
+    tools: { type: ['array', 'null'], maxItems: 128 },
+    tool_choice: {},
+    parallel_tool_calls: { type: ['boolean', 'null'] },
+    text: { type: ['object', 'null'] },
+    reasoning: { type: ['object', 'null'] },
+    metadata: { type: ['object', 'null'] },
+    store: { type: ['boolean', 'null'] },
+    include: { type: ['array', 'null'] },
+    truncation: { type: ['string', 'null'] },
+  },
+};

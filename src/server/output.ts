@@ -1,0 +1,21 @@
+// The form an answer must take: JSON mode, a JSON schema, or calls of a forced tool choice,
+// as an output constraint for constrained decoding (none: free text).
+
+import type { Constraint } from '../decode/constraint.ts';
+import { jsonObjectConstraint } from '../decode/json-grammar.ts';
+import { jsonSchemaConstraint } from '../decode/json-schema.ts';
+import { OptionError } from '../errors.ts';
+import type { Model } from '../models/registry.ts';
+import { responseFormat, type Body } from './fields.ts';
+import { toolConstraint, type ToolRequest } from './tools.ts';
+
+/** The output constraint of response_format or a forced tool choice (undefined: free text). */
+export function outputConstraint(model: Model, body: Body, kind: 'chat' | 'completion', tools: ToolRequest | null): Constraint | undefined {
+  const rf = responseFormat(body);
+  const vocab = () => model.codec.vocabBytes(model.args.vocabSize);
+  const forced = tools && tools.choice.kind !== 'auto';
+  if (rf.type === 'text') return forced ? toolConstraint(tools, vocab()) : undefined;
+  if (kind !== 'chat') throw new OptionError('response_format', 'response_format (JSON output) is for /v1/chat/completions');
+  if (forced) throw new OptionError('tool_choice', 'a "required" or named tool_choice already fixes the answer\'s form; drop response_format');
+  return rf.type === 'json_object' ? jsonObjectConstraint(vocab()) : jsonSchemaConstraint(rf.schema, vocab());
+}

@@ -1,0 +1,299 @@
+// The Responses API (POST /v1/responses), stateless: a request is turned into the equivalent
+// chat request (input items -> messages, `instructions` -> the system message, function tools,
+// `text.format` -> response_format, `reasoning.effort` -> the decoding presets) and decoded the
+// same way; the answer comes back as output items (a message, function calls), streamed as the
+// API's semantic events. Nothing is stored: `previous_response_id`, `conversation` and
+// `background` get a 400 saying so, and the whole conversation travels in `input`.
+
+import { randomBytes } from 'node:crypto';
+import type { FastifyReply } from 'fastify';
+import type { GenerateResult, StepEvent } from '../decode/generation.ts';
+import type { GenerateOptions } from '../decode/options.ts';
+import { CancelledError, OptionError } from '../errors.ts';
+import type { Model } from '../models/registry.ts';
+import type { Scheduler } from '../engine/scheduler.ts';
+import { toEnvelope } from './errors.ts';
+import { generationOptions, rejectUnsupported, type Body } from './fields.ts';
+import { outputConstraint } from './output.ts';
+import { FinalTextTracker, type Hold } from './stream.ts';
+import { answerCalls, CALL_OPEN, chatMessages, encodeToolChat, toolRequest, type ToolCall } from './tools.ts';
+
+export interface ResponsesContext {
+  ready(): { model: Model; scheduler: Scheduler };
+  modelId(): string;
+  checkModel(name: unknown): void;
+  defaults?: Partial<GenerateOptions>;
+}
+
+const EFFORT: Record<string, string> = { none: 'instant', minimal: 'instant', low: 'low', medium: 'medium', high: 'high' };
+/** Responses fields with no chat counterpart, dropped once translated */
+const RESPONSES_ONLY = ['input', 'instructions', 'max_output_tokens', 'text', 'reasoning', 'store', 'metadata', 'truncation', 'include', 'previous_response_id', 'background', 'conversation', 'prompt'];
+/** chat fields that are not Responses fields: never carried over */
+const CHAT_ONLY = ['messages', 'n', 'stop', 'stream_options', 'logprobs', 'top_logprobs', 'max_tokens', 'max_completion_tokens', 'response_format', 'diffusing', 'reasoning_effort'];
+
+const bad = (param: string, message: string): never => {
+  throw new OptionError(param, message);
+};
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const hex = (n: number) => randomBytes(n).toString('hex');
+
+/** The text of a message's content: a string, or input_text / output_text parts. */
+function contentText(content: unknown, at: string): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return bad(at, 'content is a string or a list of input_text parts');
+  return content
+    .map((p, j) => {
+      if (!isObject(p) || !['input_text', 'output_text', 'text'].includes(p.type as string) || typeof p.text !== 'string')
+        bad(`${at}[${j}]`, `content parts of type ${JSON.stringify(isObject(p) ? p.type : p)} are not supported; only input_text and output_text`);
+      return (p as { text: string }).text;
+    })
+    .join('');
+}
+
+interface ChatMsg {
+  role: string;
+  content: string | null;
+  tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: string } }[];
+  tool_call_id?: string;
+}
+
+/** `input` (a string or a list of items) and `instructions` as chat messages. */
+export function inputMessages(b: Body): ChatMsg[] {
+  const out: ChatMsg[] = [];
+  if (b.instructions !== undefined && b.instructions !== null) {
+    if (typeof b.instructions !== 'string') bad('instructions', 'instructions must be a string');
+    if (b.instructions) out.push({ role: 'system', content: b.instructions as string });
+  }
+  const input = b.input;
+  if (typeof input === 'string') return [...out, { role: 'user', content: input }];
+  if (!Array.isArray(input) || input.length === 0) return bad('input', 'input is a string or a non-empty list of items');
+  input.forEach((it, i) => {
+    const at = `input[${i}]`;
+    if (!isObject(it)) bad(at, 'an input item is an object');
+    const item = it as Record<string, unknown>;
+    const type = item.type ?? 'message';
+    if (type === 'message') {
+      if (!['user', 'assistant', 'system', 'developer'].includes(item.role as string)) bad(`${at}.role`, 'role is user, assistant, system or developer');
+      out.push({ role: item.role === 'developer' ? 'system' : (item.role as string), content: contentText(item.content, `${at}.content`) });
+    } else if (type === 'function_call') {
+      for (const k of ['call_id', 'name', 'arguments']) if (typeof item[k] !== 'string') bad(`${at}.${k}`, `a function_call item needs ${k} (a string)`);
+      const call = { id: item.call_id as string, type: 'function' as const, function: { name: item.name as string, arguments: item.arguments as string } };
+      // calls in a row belong to one assistant turn (after its text, if any)
+      const last = out[out.length - 1];
+      if (last && last.role === 'assistant') (last.tool_calls ??= []).push(call);
+      else out.push({ role: 'assistant', content: null, tool_calls: [call] });
+    } else if (type === 'function_call_output') {
+      if (typeof item.call_id !== 'string') bad(`${at}.call_id`, 'a function_call_output item needs call_id (a string)');
+      out.push({ role: 'tool', tool_call_id: item.call_id as string, content: contentText(item.output, `${at}.output`) });
+    } else bad(`${at}.type`, `input items of type ${JSON.stringify(type)} are not supported (message, function_call, function_call_output)`);
+  });
+  return out;
+}
+
+/** A Responses request as the chat request that decodes the same way. */
+export function chatBodyOf(b: Body): Body {
+  for (const [k, why] of [
+    ['previous_response_id', 'responses are not stored: send the whole conversation in input'],
+    ['conversation', 'conversations are not stored: send the whole conversation in input'],
+    ['prompt', 'stored prompt templates are not supported'],
+  ] as const)
+    if (b[k] !== undefined && b[k] !== null) bad(k, why);
+  if (b.background === true) bad('background', 'background responses are not supported (nothing is stored)');
+  if (Array.isArray(b.include) && b.include.length > 0) bad('include', 'include is not supported yet');
+  if (b.truncation !== undefined && b.truncation !== null && b.truncation !== 'disabled') bad('truncation', 'only truncation "disabled" (a prompt over the context is a 400)');
+  const chat: Body = { ...b };
+  for (const k of [...RESPONSES_ONLY, ...CHAT_ONLY]) delete chat[k];
+  chat.messages = inputMessages(b);
+  if (b.max_output_tokens !== undefined && b.max_output_tokens !== null) chat.max_tokens = b.max_output_tokens;
+  if (b.tools !== undefined && b.tools !== null) {
+    if (!Array.isArray(b.tools)) bad('tools', 'tools must be a list');
+    chat.tools = (b.tools as unknown[]).map((t, i) => {
+      if (!isObject(t) || t.type !== 'function') return bad(`tools[${i}]`, `tools of type ${JSON.stringify(isObject(t) ? t.type : t)} are not supported; only function`);
+      const fn: Record<string, unknown> = { name: t.name };
+      if (t.description !== undefined && t.description !== null) fn.description = t.description;
+      if (t.parameters !== undefined && t.parameters !== null) fn.parameters = t.parameters;
+      return { type: 'function', function: fn };
+    });
+  }
+  const tc = b.tool_choice;
+  if (isObject(tc)) chat.tool_choice = tc.type === 'function' ? { type: 'function', function: { name: tc.name } } : bad('tool_choice', 'tool_choice is "none", "auto", "required" or {"type": "function", "name": ...}');
+  const text = b.text;
+  if (text !== undefined && text !== null) {
+    if (!isObject(text)) bad('text', 'text is an object');
+    const f = (text as { format?: Record<string, unknown> }).format;
+    if (f !== undefined && f !== null) {
+      if (f.type === 'json_schema') chat.response_format = { type: 'json_schema', json_schema: { name: f.name, schema: f.schema, strict: f.strict } };
+      else if (f.type === 'json_object' || f.type === 'text') chat.response_format = { type: f.type };
+      else bad('text.format', `text.format type ${JSON.stringify(f.type)} is not supported (text, json_object, json_schema)`);
+    }
+  }
+  const r = b.reasoning;
+  if (isObject(r) && r.effort !== undefined && r.effort !== null) {
+    if (!(typeof r.effort === 'string' && r.effort in EFFORT)) bad('reasoning.effort', `reasoning.effort is one of ${Object.keys(EFFORT).join(', ')}`);
+    chat.reasoning_effort = EFFORT[r.effort as string];
+  }
+  return chat;
+}
+
+/** A chat field named in an error, as the Responses field it came from. */
+export function responsesParam(param: string | null): string | null {
+  if (param === null) return null;
+  return param
+    .replace(/^response_format/, 'text.format')
+    .replace(/^max_tokens$/, 'max_output_tokens')
+    .replace(/^reasoning_effort$/, 'reasoning.effort')
+    .replace(/^messages(\[\d+\])?.*$/, 'input')
+    .replace(/^(tools\[\d+\])\.function\./, '$1.')
+    .replace(/^tool_choice\.function\./, 'tool_choice.');
+}
+
+/** POST /v1/responses. */
+export async function createResponse(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
+  try {
+    return await respond(ctx, b, reply);
+  } catch (e) {
+    // errors name the request's own fields
+    if (e instanceof OptionError && e.param) {
+      const renamed = new OptionError(responsesParam(e.param)!, e.message.replace(/\bmax_tokens\b/g, 'max_output_tokens'), e.code);
+      throw renamed;
+    }
+    throw e;
+  }
+}
+
+async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
+  const { model, scheduler } = ctx.ready();
+  ctx.checkModel(b.model);
+  const chat = chatBodyOf(b);
+  rejectUnsupported(chat);
+  const tools = toolRequest(chat);
+  const prompt = encodeToolChat(model.codec, chatMessages(chat.messages as { role: string }[]), tools);
+  const decode = (ids: number[]) => model.codec.decode(ids, true);
+  const abort = new AbortController();
+  const options: GenerateOptions = { ...generationOptions(chat, { maxTokens: model.codec.maxNewTokens, ...ctx.defaults }), detokenize: decode, signal: abort.signal };
+  options.constraint = outputConstraint(model, chat, 'chat', tools);
+  const stream = b.stream === true;
+  const id = `resp_${hex(16)}`;
+  const msgId = `msg_${hex(16)}`;
+  const created = Math.floor(Date.now() / 1000);
+  const hold: Hold | undefined = !tools ? undefined : tools.choice.kind === 'auto' ? { marker: CALL_OPEN } : 'all';
+  const tracker = new FinalTextTracker(decode, [], hold);
+
+  const formatOf = () => {
+    const rf = chat.response_format as { type: string; json_schema?: Record<string, unknown> } | undefined;
+    return rf?.type === 'json_schema' ? { type: 'json_schema', ...rf.json_schema } : { type: rf?.type ?? 'text' };
+  };
+  const response = (status: string, output: unknown[], r?: GenerateResult) => ({
+    id,
+    object: 'response',
+    created_at: created,
+    status,
+    ...(status === 'completed' || status === 'incomplete' ? { completed_at: Math.floor(Date.now() / 1000) } : {}),
+    error: null,
+    incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+    instructions: typeof b.instructions === 'string' ? b.instructions : null,
+    max_output_tokens: options.maxTokens ?? null,
+    model: ctx.modelId(),
+    output,
+    parallel_tool_calls: tools?.parallel ?? b.parallel_tool_calls !== false,
+    previous_response_id: null,
+    reasoning: { effort: isObject(b.reasoning) ? (b.reasoning.effort ?? null) : null, summary: null },
+    store: false,
+    temperature: options.temperature ?? null,
+    text: { format: formatOf() },
+    tool_choice: b.tool_choice ?? (tools ? 'auto' : 'none'),
+    tools: Array.isArray(b.tools) ? b.tools : [],
+    top_p: options.topP ?? null,
+    truncation: 'disabled',
+    usage: r ? { input_tokens: prompt.length, input_tokens_details: { cached_tokens: 0 }, output_tokens: r.tokens.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt.length + r.tokens.length } : null,
+    user: typeof b.user === 'string' ? b.user : null,
+    metadata: isObject(b.metadata) ? b.metadata : {},
+  });
+  const messageItem = (text: string, status: string) => ({ type: 'message', id: msgId, status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] });
+  const callItem = (c: ToolCall, status: string, args = c.function.arguments) => ({ type: 'function_call', id: `fc_${c.id.slice(5)}`, call_id: c.id, name: c.function.name, arguments: args, status });
+  /** the answer as output items, and the response's status */
+  const outputOf = (r: GenerateResult) => {
+    const full = r.text ?? decode(r.tokens);
+    const a = tools ? answerCalls(tools, full, r.finishReason) : { content: full, calls: null, finish: r.finishReason };
+    const status = r.finishReason === 'length' ? 'incomplete' : 'completed';
+    return { a, status };
+  };
+
+  // events are sent in order, each numbered; the message item opens with its first text
+  let seq = 0;
+  let messageOpen = false;
+  const send = (type: string, data: object) => {
+    if (!reply.raw.writableEnded) reply.raw.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+  };
+  const openMessage = () => {
+    if (messageOpen) return;
+    messageOpen = true;
+    send('response.output_item.added', { output_index: 0, item: { type: 'message', id: msgId, status: 'in_progress', role: 'assistant', content: [] } });
+    send('response.content_part.added', { item_id: msgId, output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+  };
+  const onStep = stream
+    ? (ev: StepEvent) => {
+        const delta = tracker.step(ev);
+        if (!delta) return;
+        openMessage();
+        send('response.output_text.delta', { item_id: msgId, output_index: 0, content_index: 0, delta, logprobs: [] });
+      }
+    : undefined;
+
+  // submitted before anything is written: a bad option is still a plain 400
+  const done = scheduler.submit({ prompt, options, onStep, signal: abort.signal });
+  const onClose = () => {
+    if (!reply.raw.writableFinished) abort.abort();
+  };
+  reply.raw.on('close', onClose);
+  if (!stream) {
+    try {
+      const r = await done;
+      const { a, status } = outputOf(r);
+      const output: unknown[] = [];
+      if (a.content !== null) output.push(messageItem(a.content, status));
+      for (const c of a.calls ?? []) output.push(callItem(c, 'completed'));
+      return response(status, output, r);
+    } finally {
+      reply.raw.off('close', onClose);
+    }
+  }
+
+  reply.hijack();
+  reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  send('response.created', { response: response('in_progress', []) });
+  send('response.in_progress', { response: response('in_progress', []) });
+  try {
+    const r = await done;
+    const { a, status } = outputOf(r);
+    const output: unknown[] = [];
+    if (a.content !== null) {
+      openMessage();
+      const rest = tracker.finish(a.content);
+      if (rest) send('response.output_text.delta', { item_id: msgId, output_index: 0, content_index: 0, delta: rest, logprobs: [] });
+      send('response.output_text.done', { item_id: msgId, output_index: 0, content_index: 0, text: a.content, logprobs: [] });
+      send('response.content_part.done', { item_id: msgId, output_index: 0, content_index: 0, part: { type: 'output_text', text: a.content, annotations: [], logprobs: [] } });
+      const item = messageItem(a.content, status);
+      send('response.output_item.done', { output_index: 0, item });
+      output.push(item);
+    }
+    for (const c of a.calls ?? []) {
+      const index = output.length;
+      const item = callItem(c, 'completed');
+      send('response.output_item.added', { output_index: index, item: callItem(c, 'in_progress', '') });
+      send('response.function_call_arguments.delta', { item_id: item.id, output_index: index, delta: c.function.arguments });
+      send('response.function_call_arguments.done', { item_id: item.id, output_index: index, name: c.function.name, arguments: c.function.arguments });
+      send('response.output_item.done', { output_index: index, item });
+      output.push(item);
+    }
+    send(status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: response(status, output, r) });
+  } catch (e) {
+    if (!(e instanceof CancelledError)) {
+      const env = toEnvelope(e).body.error;
+      send('response.failed', { response: { ...response('failed', []), error: { code: env.code ?? env.type, message: env.message } } });
+    }
+  }
+  if (!reply.raw.writableEnded) reply.raw.end();
+  reply.raw.off('close', onClose);
+  return reply;
+}

@@ -1,0 +1,140 @@
+// The Responses API: each request decodes as its chat equivalent (the oracle: the chat
+// endpoint on the same model and seed), streamed as the API's ordered semantic events, with
+// function calls as output items and errors naming the Responses fields.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { attachScheduler, buildServer, type ServingState, type ServerOptions } from '../src/server/app.ts';
+import { chatBodyOf, inputMessages, responsesParam } from '../src/server/responses.ts';
+import { chatMessages, encodeToolChat, toolRequest } from '../src/server/tools.ts';
+import type { Model } from '../src/models/registry.ts';
+import { fixtureModel } from './helpers.ts';
+import { prefer, scriptedModel } from './mock.ts';
+
+const { model } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 1024 });
+const servers: { close(): Promise<unknown> }[] = [];
+after(async () => {
+  for (const s of servers) await s.close();
+  await model.close();
+});
+
+async function start(m: Model) {
+  const state: ServingState = { model: null, scheduler: null };
+  const opts: ServerOptions = { maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults: { maxTokens: 32 } };
+  const { app, metrics } = await buildServer(state, opts);
+  attachScheduler(state, m, opts, metrics);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  servers.push(app);
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+  return { base, client: new OpenAI({ baseURL: `${base}/v1`, apiKey: 'x', maxRetries: 0 }) };
+}
+const main = await start(model);
+
+type Ev = { type: string; sequence_number: number; [k: string]: any };
+async function events(body: object): Promise<Ev[]> {
+  const out: Ev[] = [];
+  const stream = (await main.client.responses.create({ ...body, stream: true } as never)) as unknown as AsyncIterable<Ev>;
+  for await (const ev of stream) out.push(ev);
+  return out;
+}
+
+test('responses: text answers equal the chat endpoint\'s; instructions are the system message; the stream is the ordered events of the same answer', async () => {
+  for (const [seed, temperature] of [[1, 0], [2, 1]] as const) {
+    const input = [{ role: 'user' as const, content: 'What is 2 + 2?' }];
+    const r = await main.client.responses.create({ model: model.id, instructions: 'Be brief.', input, temperature, seed, max_output_tokens: 24 } as never);
+    const chat = await main.client.chat.completions.create({ model: model.id, messages: [{ role: 'system', content: 'Be brief.' }, ...input], temperature, seed, max_tokens: 24 } as never);
+    const text = chat.choices[0].message.content ?? '';
+    assert.equal(r.object, 'response');
+    assert.ok(r.id.startsWith('resp_'));
+    assert.equal(r.output_text, text);
+    assert.equal(r.output.length, 1);
+    const msg = r.output[0] as { type: string; role: string; content: { type: string; text: string }[]; status: string };
+    assert.equal(msg.type, 'message');
+    assert.equal(msg.role, 'assistant');
+    assert.equal(r.status, chat.choices[0].finish_reason === 'length' ? 'incomplete' : 'completed');
+    if (r.status === 'incomplete') assert.deepEqual(r.incomplete_details, { reason: 'max_output_tokens' });
+    assert.equal(r.usage?.output_tokens, chat.usage?.completion_tokens);
+    assert.equal(r.usage?.input_tokens, chat.usage?.prompt_tokens);
+
+    const evs = await events({ model: model.id, instructions: 'Be brief.', input, temperature, seed, max_output_tokens: 24 });
+    assert.deepEqual(evs.map((e) => e.sequence_number), evs.map((_, i) => i));
+    const types = evs.map((e) => e.type).filter((t, i, a) => t !== 'response.output_text.delta' || a[i - 1] !== t);
+    assert.deepEqual(types, ['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added', ...(text ? ['response.output_text.delta'] : []), 'response.output_text.done', 'response.content_part.done', 'response.output_item.done', r.status === 'incomplete' ? 'response.incomplete' : 'response.completed']);
+    const deltas = evs.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('');
+    assert.equal(deltas, text);
+    const last = evs[evs.length - 1].response;
+    assert.equal(last.output[0].content[0].text, text);
+  }
+});
+
+test('responses: function tools, tool_choice and text.format decode as their chat equivalents; calls are output items', async () => {
+  const tools = [{ type: 'function' as const, name: 'get_weather', description: 'Temperature', parameters: { type: 'object', properties: { unit: { enum: ['c', 'f'] } }, required: ['unit'], additionalProperties: false }, strict: true }];
+  const req = { model: model.id, input: 'Weather?', tools, tool_choice: { type: 'function' as const, name: 'get_weather' }, temperature: 0, max_output_tokens: 64 };
+  const r = await main.client.responses.create(req as never);
+  const calls = r.output.filter((o) => o.type === 'function_call') as { call_id: string; name: string; arguments: string; id: string }[];
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].name, 'get_weather');
+  assert.ok(['c', 'f'].includes(JSON.parse(calls[0].arguments).unit));
+  assert.ok(calls[0].call_id.startsWith('call_') && calls[0].id.startsWith('fc_'));
+  const chat = await main.client.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: 'Weather?' }], tools: tools.map(({ name, description, parameters }) => ({ type: 'function' as const, function: { name, description, parameters } })), tool_choice: { type: 'function', function: { name: 'get_weather' } }, temperature: 0, max_tokens: 64 });
+  assert.equal((chat.choices[0].message.tool_calls![0] as { function: { arguments: string } }).function.arguments, calls[0].arguments);
+  // streamed: the call's events, and the same arguments
+  const evs = await events(req);
+  const done = evs.find((e) => e.type === 'response.function_call_arguments.done')!;
+  assert.equal(done.arguments, calls[0].arguments);
+  assert.equal(done.name, 'get_weather');
+  assert.ok(!evs.some((e) => e.type === 'response.output_text.delta'), 'a call is never text');
+  assert.equal(evs[evs.length - 1].type, 'response.completed');
+  // text.format json_schema
+  const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
+  const js = await main.client.responses.create({ model: model.id, input: 'ok?', text: { format: { type: 'json_schema', name: 'x', schema, strict: true } }, max_output_tokens: 16, temperature: 0 } as never);
+  assert.ok(/^\{"ok":(true|false)\}$/.test(js.output_text) || js.status === 'incomplete', js.output_text);
+});
+
+test('responses: input items (messages, function calls and their outputs) become the conversation; auto calls come back as items', async () => {
+  const items = [
+    { role: 'user', content: [{ type: 'input_text', text: 'Weather in Oslo?' }] },
+    { type: 'function_call', call_id: 'call_1', name: 'ping', arguments: '{}' },
+    { type: 'function_call_output', call_id: 'call_1', output: 'pong' },
+  ];
+  const msgs = inputMessages({ input: items, instructions: 'sys' });
+  assert.deepEqual(msgs.map((m) => m.role), ['system', 'user', 'assistant', 'tool']);
+  assert.equal(msgs[2].tool_calls?.[0].function.name, 'ping');
+  assert.equal(msgs[3].tool_call_id, 'call_1');
+  // a scripted model answering with a call, as the prompt asks
+  const tools = [{ type: 'function', name: 'ping', parameters: { type: 'object', properties: {} } }];
+  const chat = chatBodyOf({ input: items, tools });
+  const promptLen = encodeToolChat(model.codec, chatMessages(chat.messages as { role: string }[]), toolRequest(chat)).length;
+  const target = model.codec.encode('<tool_call>{"name": "ping", "arguments": {}}</tool_call>', false);
+  const vocab = model.args.vocabSize;
+  const scripted = scriptedModel(vocab, (pos) => prefer(vocab, pos - promptLen < target.length ? target[pos - promptLen] : model.special.stop[0], 12));
+  const s = await start({ ...model, forward: scripted.forward });
+  const r = await s.client.responses.create({ model: model.id, input: items, tools, temperature: 0, max_output_tokens: 96 } as never);
+  assert.deepEqual(r.output.map((o) => o.type), ['function_call']);
+  assert.equal((r.output[0] as { arguments: string }).arguments, '{}');
+  assert.equal(r.output_text, '');
+});
+
+test('responses: what is not supported gets a 400 naming the Responses field; the server keeps serving', async () => {
+  const post = (body: object) => fetch(`${main.base}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, json: await r.json() }));
+  for (const [body, param] of [
+    [{ input: 'x', previous_response_id: 'resp_1' }, 'previous_response_id'],
+    [{ input: 'x', background: true }, 'background'],
+    [{ input: 'x', tools: [{ type: 'web_search' }] }, 'tools[0]'],
+    [{ input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'x' }] }] }, 'input[0].content[0]'],
+    [{ input: [{ type: 'reasoning', summary: [] }] }, 'input[0].type'],
+    [{ input: 'x', text: { format: { type: 'json_schema', name: 'x', schema: { type: 'object', properties: { a: { oneOf: [] } } } } } }, 'text.format'],
+    [{ input: 'x', max_output_tokens: 5000 }, 'max_output_tokens'],
+    [{ input: 'x', reasoning: { effort: 'extreme' } }, 'reasoning.effort'],
+    [{ input: 'x', tools: [{ type: 'function', name: 'bad name' }] }, 'tools[0].name'],
+    [{ input: 'x', include: ['message.output_text.logprobs'] }, 'include'],
+    [{}, 'input'],
+  ] as const) {
+    const r = await post(body);
+    assert.equal(r.status, 400, JSON.stringify(r.json));
+    assert.equal(r.json.error.param, param, JSON.stringify(r.json));
+  }
+  assert.equal(responsesParam('messages[3].content[0]'), 'input');
+  const ok = await main.client.responses.create({ model: model.id, input: 'hi', max_output_tokens: 4 } as never);
+  assert.equal(ok.object, 'response');
+});
