@@ -3,12 +3,11 @@
 // function calls as output items and errors naming the Responses fields.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import OpenAI from 'openai';
-import { attachScheduler, buildServer, type ServingState, type ServerOptions } from '../src/server/app.ts';
 import { chatBodyOf, inputMessages, responsesParam } from '../src/server/responses.ts';
 import { chatMessages, encodeToolChat, toolRequest } from '../src/server/tools.ts';
 import type { Model } from '../src/models/registry.ts';
 import { fixtureModel } from './helpers.ts';
+import { startServer } from './serve.ts';
 import { prefer, scriptedModel } from './mock.ts';
 
 const { model } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 1024 });
@@ -18,16 +17,7 @@ after(async () => {
   await model.close();
 });
 
-async function start(m: Model) {
-  const state: ServingState = { model: null, scheduler: null };
-  const opts: ServerOptions = { maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults: { maxTokens: 32 } };
-  const { app, metrics } = await buildServer(state, opts);
-  attachScheduler(state, m, opts, metrics);
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  servers.push(app);
-  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
-  return { base, client: new OpenAI({ baseURL: `${base}/v1`, apiKey: 'x', maxRetries: 0 }) };
-}
+const start = (m: Model) => startServer(m, servers, { maxTokens: 32 });
 const main = await start(model);
 
 type Ev = { type: string; sequence_number: number; [k: string]: any };

@@ -3,18 +3,17 @@
 // shows a call as content, and the server end to end with the official client.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import OpenAI from 'openai';
 import { compileSchema, schemaComplete, schemaFeed, type SchemaState } from '../src/decode/json-schema.ts';
 import { callsConstraint, MAX_CALLS } from '../src/decode/tool-calls.ts';
 import { mulberry32, fixtureTokenizer } from '../src/formats/fixtures.ts';
 import { TextCodec } from '../src/formats/tokenizer.ts';
 import { OptionError } from '../src/errors.ts';
-import { attachScheduler, buildServer, type ServingState, type ServerOptions } from '../src/server/app.ts';
 import { answerCalls, chatMessages, encodeToolChat, parseTaggedCalls, textToolMessages, toolRequest, type ToolRequest } from '../src/server/tools.ts';
 import { beforeMarker, FinalTextTracker } from '../src/server/stream.ts';
 import type { StepEvent } from '../src/decode/generation.ts';
 import type { Model } from '../src/models/registry.ts';
 import { fixtureModel } from './helpers.ts';
+import { startServer } from './serve.ts';
 import { prefer, scriptedModel } from './mock.ts';
 import { schemaWalk } from './schema-walk.ts';
 
@@ -237,16 +236,7 @@ after(async () => {
   await model.close();
 });
 
-async function start(m: Model) {
-  const state: ServingState = { model: null, scheduler: null };
-  const opts: ServerOptions = { maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults: { maxTokens: 48 } };
-  const { app, metrics } = await buildServer(state, opts);
-  attachScheduler(state, m, opts, metrics);
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  servers.push(app);
-  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
-  return { base, client: new OpenAI({ baseURL: `${base}/v1`, apiKey: 'x', maxRetries: 0 }) };
-}
+const start = (m: Model) => startServer(m, servers, { maxTokens: 48 });
 
 const TOOLS = [
   { type: 'function' as const, function: { name: 'get_weather', description: 'Current temperature', parameters: { type: 'object', properties: { unit: { enum: ['c', 'f'] }, days: { enum: [1, 2, 3] } }, required: ['unit', 'days'], additionalProperties: false } } },
