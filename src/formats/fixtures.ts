@@ -6,7 +6,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeSafetensorsHeader, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
+import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
 export type FixtureArch = 'llada' | 'dream' | 'llama' | 'qwen2';
@@ -311,4 +311,106 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tk.tokenizer));
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tk.config, null, 2));
   return { dir, config, specials: tk.specials, tokenizerSize: tk.size, params };
+}
+
+// ---------------------------------------------------------------- GGUF
+
+/** A metadata value with its GGUF type: 4 u32, 5 i32, 6 f32, 7 bool, 8 string, 9 array (itemType), 10 u64 */
+export type GgufEntry = [key: string, type: number, value: unknown, itemType?: number | number[]];
+
+/** The bytes of a GGUF file (version 3 unless given); tensors' data placed in order, each aligned. */
+export function encodeGguf(o: { metadata: GgufEntry[]; tensors: { name: string; dims: number[]; type: number; data: Uint8Array }[]; alignment?: number; version?: number }): Buffer {
+  const parts: Buffer[] = [];
+  const u32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    parts.push(b);
+  };
+  const u64 = (v: number | bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    parts.push(b);
+  };
+  const str = (s: string) => {
+    const b = Buffer.from(s, 'utf8');
+    u64(b.length);
+    parts.push(b);
+  };
+  // (an array's item type; for arrays of arrays, the item types level by level)
+  const value = (type: number, v: unknown, itemType?: number | number[]) => {
+    const b = Buffer.alloc(8);
+    switch (type) {
+      case 0: b.writeUInt8(v as number); parts.push(b.subarray(0, 1)); break;
+      case 4: b.writeUInt32LE(v as number); parts.push(b.subarray(0, 4)); break;
+      case 5: b.writeInt32LE(v as number); parts.push(b.subarray(0, 4)); break;
+      case 6: b.writeFloatLE(v as number); parts.push(b.subarray(0, 4)); break;
+      case 7: b.writeUInt8(v ? 1 : 0); parts.push(b.subarray(0, 1)); break;
+      case 8: str(v as string); break;
+      case 9: {
+        const [it, ...inner] = Array.isArray(itemType) ? itemType : [itemType!];
+        u32(it);
+        u64((v as unknown[]).length);
+        for (const x of v as unknown[]) value(it, x, inner);
+        break;
+      }
+      case 10: u64(v as number); break;
+      default: throw new Error(`encodeGguf: value type ${type}`);
+    }
+  };
+  const align = o.alignment ?? 32;
+  parts.push(Buffer.from('GGUF', 'ascii'));
+  u32(o.version ?? 3);
+  u64(o.tensors.length);
+  u64(o.metadata.length);
+  for (const [k, t, v, it] of o.metadata) {
+    str(k);
+    u32(t);
+    value(t, v, it);
+  }
+  let off = 0;
+  const offsets: number[] = [];
+  for (const t of o.tensors) {
+    str(t.name);
+    u32(t.dims.length);
+    for (const d of t.dims) u64(d);
+    u32(t.type);
+    offsets.push(off);
+    u64(off);
+    off = Math.ceil((off + t.data.length) / align) * align;
+  }
+  let head = Buffer.concat(parts);
+  head = Buffer.concat([head, Buffer.alloc(Math.ceil(head.length / align) * align - head.length)]);
+  const data = Buffer.alloc(off);
+  o.tensors.forEach((t, i) => data.set(t.data, offsets[i]));
+  return Buffer.concat([head, data]);
+}
+
+/** fp32 values as ggml type bytes: F32, F16, BF16, Q8_0 (round to nearest) or Q4_0. */
+export function ggmlEncode(type: number, x: Float32Array): Uint8Array {
+  const b = Buffer.alloc((type === 0 ? 4 : type === 8 ? 34 / 32 : type === 2 ? 18 / 32 : 2) * x.length);
+  if (type === 0) x.forEach((v, i) => b.writeFloatLE(v, 4 * i));
+  else if (type === 1) x.forEach((v, i) => b.writeUInt16LE(f32ToF16Bits(v), 2 * i));
+  else if (type === 30) x.forEach((v, i) => b.writeUInt16LE(f32ToBf16Bits(v), 2 * i));
+  else if (type === 8 || type === 2) {
+    const q4 = type === 2;
+    for (let blk = 0; blk < x.length / 32; blk++) {
+      const v = x.subarray(blk * 32, blk * 32 + 32);
+      const at = blk * (q4 ? 18 : 34);
+      // Q8_0: d = max|v| / 127; Q4_0: d = (the value of largest magnitude) / -8, so it maps to -8 exactly
+      let amax = 0;
+      let max = 0;
+      for (const y of v) if (Math.abs(y) > amax) (amax = Math.abs(y)), (max = y);
+      const d = q4 ? max / -8 : amax / 127;
+      b.writeUInt16LE(f32ToF16Bits(d), at);
+      const inv = d ? 1 / d : 0;
+      if (!q4) v.forEach((y, j) => b.writeInt8(Math.round(y * inv), at + 2 + j));
+      else
+        for (let j = 0; j < 16; j++) {
+          const lo = Math.min(15, Math.max(0, Math.round(v[j] * inv + 8)));
+          const hi = Math.min(15, Math.max(0, Math.round(v[j + 16] * inv + 8)));
+          b.writeUInt8(lo | (hi << 4), at + 2 + j);
+        }
+    }
+  } else throw new Error(`ggmlEncode: type ${type}`);
+  return b;
 }

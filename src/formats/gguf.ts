@@ -1,0 +1,274 @@
+// GGUF: the single-file format of llama.cpp (also for its diffusion models, LLaDA and Dream).
+// Layout (little-endian): "GGUF", u32 version (2 or 3), u64 tensor count, u64 metadata count;
+// metadata as (string key, u32 type, value); tensor infos as (string name, u32 n_dims,
+// u64 dims[n_dims] innermost first, u32 ggml type, u64 offset); padding to `general.alignment`
+// (default 32); then the data section, which the offsets are relative to. A string is a u64
+// length and UTF-8 bytes; an array a u32 item type, a u64 count and the items.
+//
+// The reader checks everything it is about to trust (the hardening cases of llama.cpp's own
+// GGUF tests): counts and lengths against what is left of the file, dimensions and their
+// product, types, alignment, duplicates, and data that would run past the end. Tensors are
+// read one at a time and decoded to fp32: F32, F16, BF16, Q8_0 and Q4_0.
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { FormatError } from '../errors.ts';
+import { f16ToF32 } from './safetensors.ts';
+
+export type GgufValue = number | bigint | boolean | string | GgufValue[];
+
+/** ggml tensor types quench decodes: id -> elements per block and bytes per block */
+export const GGML_TYPES: Record<number, { name: string; block: number; bytes: number }> = {
+  0: { name: 'F32', block: 1, bytes: 4 },
+  1: { name: 'F16', block: 1, bytes: 2 },
+  2: { name: 'Q4_0', block: 32, bytes: 18 },
+  8: { name: 'Q8_0', block: 32, bytes: 34 },
+  30: { name: 'BF16', block: 1, bytes: 2 },
+};
+/** names of other ggml types, for a clear refusal */
+const OTHER_TYPES: Record<number, string> = { 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K', 13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
+
+export const GGUF_LIMITS = { tensors: 1 << 16, metadata: 1 << 16, stringBytes: 64 << 20, arrayItems: 1 << 24, dims: 4, headerBytes: 1 << 30, arrayDepth: 4 };
+
+export interface GgufTensor {
+  name: string;
+  /** dimensions, innermost (contiguous) first, as GGUF stores them */
+  dims: number[];
+  type: number;
+  /** absolute byte offset in the file */
+  offset: number;
+  byteLength: number;
+}
+
+function fail(code: string, msg: string): never {
+  throw new FormatError(code, `gguf: ${msg}`);
+}
+
+/** A cursor over the file's header, reading ahead in chunks; every read is bounds-checked. */
+class HeaderReader {
+  private buf = Buffer.alloc(0);
+  private bufStart = 0;
+  pos = 0;
+  constructor(
+    private fh: FileHandle,
+    readonly size: number,
+  ) {}
+
+  private async need(n: number): Promise<void> {
+    if (n < 0 || this.pos + n > this.size) fail('gguf_truncated', `the header runs past the end of the ${this.size}-byte file`);
+    if (this.pos + n > GGUF_LIMITS.headerBytes) fail('gguf_header_too_large', `the header is larger than ${GGUF_LIMITS.headerBytes} bytes`);
+    if (this.pos >= this.bufStart && this.pos + n <= this.bufStart + this.buf.length) return;
+    const len = Math.min(this.size - this.pos, Math.max(n, 1 << 20));
+    this.buf = Buffer.allocUnsafe(len);
+    let done = 0;
+    while (done < len) {
+      const { bytesRead } = await this.fh.read(this.buf, done, len - done, this.pos + done);
+      if (bytesRead === 0) fail('gguf_truncated', 'the file ended while reading the header');
+      done += bytesRead;
+    }
+    this.bufStart = this.pos;
+  }
+  private at(): number {
+    return this.pos - this.bufStart;
+  }
+  async u32(): Promise<number> {
+    await this.need(4);
+    const v = this.buf.readUInt32LE(this.at());
+    this.pos += 4;
+    return v;
+  }
+  async u64(): Promise<bigint> {
+    await this.need(8);
+    const v = this.buf.readBigUInt64LE(this.at());
+    this.pos += 8;
+    return v;
+  }
+  /** a u64 count that must fit what is left of the file at `minBytes` per item, and a limit */
+  async count(what: string, minBytes: number, limit: number): Promise<number> {
+    const n = await this.u64();
+    if (n > BigInt(limit)) fail('gguf_count', `${what} count ${n} exceeds the limit of ${limit}`);
+    const c = Number(n);
+    if (c * minBytes > this.size - this.pos) fail('gguf_count', `${what} count ${c} does not fit in the rest of the file`);
+    return c;
+  }
+  async string(): Promise<string> {
+    const n = await this.count('string byte', 1, GGUF_LIMITS.stringBytes);
+    await this.need(n);
+    let s: string;
+    try {
+      s = new TextDecoder('utf-8', { fatal: true }).decode(this.buf.subarray(this.at(), this.at() + n));
+    } catch {
+      fail('gguf_string_utf8', 'a string is not valid UTF-8');
+    }
+    this.pos += n;
+    return s;
+  }
+  async scalar(type: number): Promise<GgufValue> {
+    const sizes: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+    const size = sizes[type];
+    if (size === undefined) fail('gguf_value_type', `unknown metadata value type ${type}`);
+    await this.need(size);
+    const b = this.buf;
+    const i = this.at();
+    this.pos += size;
+    switch (type) {
+      case 0: return b.readUInt8(i);
+      case 1: return b.readInt8(i);
+      case 2: return b.readUInt16LE(i);
+      case 3: return b.readInt16LE(i);
+      case 4: return b.readUInt32LE(i);
+      case 5: return b.readInt32LE(i);
+      case 6: return b.readFloatLE(i);
+      case 7: return b.readUInt8(i) !== 0;
+      case 10: return b.readBigUInt64LE(i);
+      case 11: return b.readBigInt64LE(i);
+      default: return b.readDoubleLE(i);
+    }
+  }
+  async value(type: number, depth = 0): Promise<GgufValue> {
+    if (type === 8) return this.string();
+    if (type !== 9) return this.scalar(type);
+    if (depth >= GGUF_LIMITS.arrayDepth) fail('gguf_array_depth', `arrays nested deeper than ${GGUF_LIMITS.arrayDepth}`);
+    const itemType = await this.u32();
+    const n = await this.count('array item', itemType === 8 || itemType === 9 ? 8 : 1, GGUF_LIMITS.arrayItems);
+    const out: GgufValue[] = new Array(n);
+    for (let i = 0; i < n; i++) out[i] = await this.value(itemType, depth + 1);
+    return out;
+  }
+}
+
+/** An open GGUF file: its metadata and tensor table, validated; tensors read on demand. */
+export class GgufFile {
+  private constructor(
+    readonly path: string,
+    private fh: FileHandle,
+    readonly version: number,
+    readonly metadata: Map<string, GgufValue>,
+    readonly tensors: Map<string, GgufTensor>,
+  ) {}
+
+  static async open(path: string): Promise<GgufFile> {
+    const fh = await open(path, 'r');
+    try {
+      const { size } = await fh.stat();
+      const r = new HeaderReader(fh, size);
+      if (size < 24) fail('gguf_truncated', `file is ${size} bytes, shorter than a GGUF header`);
+      const magic = await r.u32();
+      if (magic !== 0x46554747) fail('gguf_magic', 'not a GGUF file (bad magic)');
+      const version = await r.u32();
+      if (version !== 2 && version !== 3) fail('gguf_version', `GGUF version ${version} is not supported (2 or 3)`);
+      const nTensors = await r.count('tensor', 8 + 4 + 4 + 8, GGUF_LIMITS.tensors);
+      const nKv = await r.count('metadata', 8 + 4, GGUF_LIMITS.metadata);
+      const metadata = new Map<string, GgufValue>();
+      for (let i = 0; i < nKv; i++) {
+        const key = await r.string();
+        if (metadata.has(key)) fail('gguf_duplicate_key', `metadata key ${JSON.stringify(key)} appears twice`);
+        metadata.set(key, await r.value(await r.u32()));
+      }
+      const align = metadata.get('general.alignment') ?? 32;
+      if (typeof align !== 'number' || !Number.isInteger(align) || align < 1 || align > 1 << 16 || (align & (align - 1)) !== 0)
+        fail('gguf_alignment', `general.alignment ${String(align)} is not a power of two up to 65536`);
+      const infos: { name: string; dims: number[]; type: number; rel: bigint }[] = [];
+      const names = new Set<string>();
+      for (let i = 0; i < nTensors; i++) {
+        const name = await r.string();
+        if (names.has(name)) fail('gguf_duplicate_tensor', `tensor ${JSON.stringify(name)} appears twice`);
+        names.add(name);
+        const nDims = await r.u32();
+        if (nDims < 1 || nDims > GGUF_LIMITS.dims) fail('gguf_dims', `tensor ${JSON.stringify(name)} has ${nDims} dimensions (1 to ${GGUF_LIMITS.dims})`);
+        const dims: number[] = [];
+        let elements = 1;
+        for (let d = 0; d < nDims; d++) {
+          const n = await r.u64();
+          if (n < 1n || n > BigInt(Number.MAX_SAFE_INTEGER)) fail('gguf_dims', `tensor ${JSON.stringify(name)} has dimension ${n}`);
+          dims.push(Number(n));
+          elements *= Number(n);
+          if (!Number.isSafeInteger(elements)) fail('gguf_dims', `tensor ${JSON.stringify(name)} has too many elements`);
+        }
+        const type = await r.u32();
+        infos.push({ name, dims, type, rel: await r.u64() });
+      }
+      const dataStart = Math.ceil(r.pos / align) * align;
+      const tensors = new Map<string, GgufTensor>();
+      for (const t of infos) {
+        if (t.rel % BigInt(align) !== 0n) fail('gguf_alignment', `tensor ${JSON.stringify(t.name)} is not aligned to ${align} bytes`);
+        const byteLength = tensorBytes(t.name, t.dims, t.type);
+        const offset = dataStart + Number(t.rel);
+        if (t.rel > BigInt(size) || offset + byteLength > size) fail('gguf_tensor_bounds', `tensor ${JSON.stringify(t.name)} runs past the end of the file`);
+        tensors.set(t.name, { name: t.name, dims: t.dims, type: t.type, offset, byteLength });
+      }
+      return new GgufFile(path, fh, version, metadata, tensors);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  /** A tensor decoded to fp32, in GGUF's element order (innermost dimension fastest). */
+  async readF32(name: string): Promise<Float32Array> {
+    const t = this.tensors.get(name);
+    if (!t) fail('tensor_missing', `tensor ${JSON.stringify(name)} is not in ${basename(this.path)}`);
+    const buf = Buffer.allocUnsafe(t.byteLength);
+    let done = 0;
+    while (done < t.byteLength) {
+      const { bytesRead } = await this.fh.read(buf, done, t.byteLength - done, t.offset + done);
+      if (bytesRead === 0) fail('gguf_truncated', `the file ended while reading ${name}`);
+      done += bytesRead;
+    }
+    return dequantize(t.type, buf, t.dims.reduce((a, b) => a * b, 1));
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Bytes of a tensor of `type` with these dimensions; a type quench cannot decode is refused here. */
+export function tensorBytes(name: string, dims: number[], type: number): number {
+  const t = GGML_TYPES[type];
+  if (!t) {
+    const known = OTHER_TYPES[type];
+    fail('gguf_tensor_type', `tensor ${JSON.stringify(name)} is ${known ?? `of unknown type ${type}`}; quench decodes ${Object.values(GGML_TYPES).map((x) => x.name).join(', ')}${known ? ' (convert the model to one of those, e.g. Q8_0)' : ''}`);
+  }
+  if (dims[0] % t.block !== 0) fail('gguf_dims', `tensor ${JSON.stringify(name)}: its rows of ${dims[0]} are not whole ${t.name} blocks of ${t.block}`);
+  return (dims.reduce((a, b) => a * b, 1) / t.block) * t.bytes;
+}
+
+/** Decode `n` elements of a ggml type to fp32. */
+export function dequantize(type: number, b: Uint8Array, n: number): Float32Array {
+  const out = new Float32Array(n);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  switch (type) {
+    case 0:
+      for (let i = 0; i < n; i++) out[i] = v.getFloat32(4 * i, true);
+      return out;
+    case 1:
+      for (let i = 0; i < n; i++) out[i] = f16ToF32(v.getUint16(2 * i, true));
+      return out;
+    case 30: {
+      const u = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) u[i] = v.getUint16(2 * i, true) << 16;
+      return out;
+    }
+    case 8: // Q8_0: per 32 values an fp16 scale d, then 32 int8 q: x = d * q
+      for (let blk = 0; blk < n / 32; blk++) {
+        const at = blk * 34;
+        const d = f16ToF32(v.getUint16(at, true));
+        for (let j = 0; j < 32; j++) out[blk * 32 + j] = d * v.getInt8(at + 2 + j);
+      }
+      return out;
+    case 2: // Q4_0: an fp16 scale d, then 16 bytes: value j in the low nibble of byte j, value j + 16 in its high nibble, each minus 8
+      for (let blk = 0; blk < n / 32; blk++) {
+        const at = blk * 18;
+        const d = f16ToF32(v.getUint16(at, true));
+        for (let j = 0; j < 16; j++) {
+          const q = b[at + 2 + j];
+          out[blk * 32 + j] = d * ((q & 0x0f) - 8);
+          out[blk * 32 + j + 16] = d * ((q >> 4) - 8);
+        }
+      }
+      return out;
+    default:
+      return fail('gguf_tensor_type', `cannot decode ggml type ${type}`);
+  }
+}

@@ -1,0 +1,119 @@
+// GGUF: the reader against files written by the fixture encoder, the hardening cases of
+// llama.cpp's GGUF tests, and each decoded type against the values it encodes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GgufFile, dequantize } from '../src/formats/gguf.ts';
+import { encodeGguf, ggmlEncode, mulberry32, type GgufEntry } from '../src/formats/fixtures.ts';
+import { FormatError } from '../src/errors.ts';
+import { tempDir } from './helpers.ts';
+
+const dir = await tempDir('quench-gguf-');
+let n = 0;
+async function write(bytes: Uint8Array): Promise<string> {
+  const p = join(dir, `f${n++}.gguf`);
+  await writeFile(p, bytes);
+  return p;
+}
+const rand = (count: number, seed = 1) => {
+  const r = mulberry32(seed);
+  return Float32Array.from({ length: count }, () => (r() - 0.5) * 4);
+};
+const META: GgufEntry[] = [
+  ['general.architecture', 8, 'llada'],
+  ['general.alignment', 4, 32],
+  ['x.count', 10, 7],
+  ['x.list', 9, ['a', 'bé', ''], 8],
+  ['x.nums', 9, [1, 2, 3], 5],
+  ['x.flag', 7, true],
+  ['x.f', 6, 0.5],
+];
+
+test('gguf: metadata of every kind and tensors of each type read back', async () => {
+  const x = rand(64 * 3);
+  const tensors = [0, 1, 30, 8, 2].map((type) => ({ name: `t${type}`, dims: [64, 3], type, data: ggmlEncode(type, x) }));
+  const f = await GgufFile.open(await write(encodeGguf({ metadata: META, tensors })));
+  try {
+    assert.equal(f.version, 3);
+    assert.equal(f.metadata.get('general.architecture'), 'llada');
+    assert.equal(f.metadata.get('x.count'), 7n);
+    assert.deepEqual(f.metadata.get('x.list'), ['a', 'bé', '']);
+    assert.deepEqual(f.metadata.get('x.nums'), [1, 2, 3]);
+    assert.equal(f.metadata.get('x.flag'), true);
+    assert.equal(f.metadata.get('x.f'), 0.5);
+    assert.deepEqual(f.tensors.get('t8')!.dims, [64, 3]);
+    const tol: Record<number, number> = { 0: 0, 1: 2e-3, 30: 2e-2, 8: 2 / 127 + 1e-3, 2: 2 / 8 + 1e-3 };
+    for (const type of [0, 1, 30, 8, 2]) {
+      const got = await f.readF32(`t${type}`);
+      assert.equal(got.length, x.length);
+      // each value within its format's step: half a quantization step of the block's scale (|x| <= 2)
+      let worst = 0;
+      for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(got[i] - x[i]));
+      assert.ok(worst <= tol[type], `type ${type}: worst error ${worst}`);
+    }
+  } finally {
+    await f.close();
+  }
+});
+
+test('gguf: Q8_0 and Q4_0 decode by their published layouts (hand-built blocks)', () => {
+  // Q8_0: fp16 scale 0.5 (0x3800), then int8 values
+  const q8 = Buffer.alloc(34);
+  q8.writeUInt16LE(0x3800, 0);
+  for (let j = 0; j < 32; j++) q8.writeInt8(j - 16, 2 + j);
+  assert.deepEqual(Array.from(dequantize(8, q8, 32)), Array.from({ length: 32 }, (_, j) => 0.5 * (j - 16)));
+  // Q4_0: scale 2 (0x4000); byte j holds value j (low nibble) and value j + 16 (high nibble), minus 8
+  const q4 = Buffer.alloc(18);
+  q4.writeUInt16LE(0x4000, 0);
+  for (let j = 0; j < 16; j++) q4.writeUInt8((j & 15) | ((15 - j) << 4), 2 + j);
+  const want = [...Array.from({ length: 16 }, (_, j) => 2 * (j - 8)), ...Array.from({ length: 16 }, (_, j) => 2 * (15 - j - 8))];
+  assert.deepEqual(Array.from(dequantize(2, q4, 32)), want);
+  // BF16: the high half of an fp32
+  const bf = Buffer.alloc(4);
+  bf.writeUInt16LE(0x3fc0, 0); // 1.5
+  bf.writeUInt16LE(0xc040, 2); // -3
+  assert.deepEqual(Array.from(dequantize(30, bf, 2)), [1.5, -3]);
+});
+
+test('gguf: malformed files are refused with a typed error, never a crash (llama.cpp test-gguf cases)', async () => {
+  const good = { metadata: META, tensors: [{ name: 'w', dims: [32, 2], type: 8, data: ggmlEncode(8, rand(64)) }] };
+  const bytes = encodeGguf(good);
+  const refuse = async (b: Uint8Array, code: RegExp, label: string) => {
+    await assert.rejects(GgufFile.open(await write(b)), (e: unknown) => e instanceof FormatError && code.test(e.code), label);
+  };
+  const patched = (at: number, f: (b: Buffer) => void) => {
+    const b = Buffer.from(bytes);
+    f(b);
+    return b;
+  };
+  await refuse(patched(0, (b) => b.write('GGUX', 0)), /gguf_magic/, 'bad magic');
+  await refuse(patched(4, (b) => b.writeUInt32LE(1, 4)), /gguf_version/, 'version 1');
+  await refuse(patched(4, (b) => b.writeUInt32LE(4, 4)), /gguf_version/, 'version 4');
+  await refuse(patched(8, (b) => b.writeBigUInt64LE(1n << 40n, 8)), /gguf_count/, 'huge tensor count');
+  await refuse(patched(16, (b) => b.writeBigUInt64LE(1n << 62n, 16)), /gguf_count/, 'huge kv count');
+  // the first key's length (right after the 24-byte header) larger than the rest of the file
+  await refuse(patched(24, (b) => b.writeBigUInt64LE(BigInt(bytes.length), 24)), /gguf_count/, 'string past the end');
+  await refuse(bytes.subarray(0, 40), /gguf_truncated|gguf_count/, 'truncated header');
+  await refuse(bytes.subarray(0, bytes.length - 40), /gguf_tensor_bounds/, 'tensor data past the end');
+  const variant = (o: Partial<typeof good> & { alignment?: number }) => encodeGguf({ ...good, ...o });
+  await refuse(variant({ tensors: [{ name: 'w', dims: [32, 2, 1, 1, 1], type: 8, data: ggmlEncode(8, rand(64)) }] }), /gguf_dims/, 'five dimensions');
+  await refuse(variant({ tensors: [{ name: 'w', dims: [2 ** 40, 2 ** 20], type: 0, data: new Uint8Array(0) }] }), /gguf_dims|gguf_tensor_bounds/, 'dimension overflow');
+  await refuse(variant({ tensors: [{ name: 'w', dims: [33, 2], type: 8, data: new Uint8Array(68) }] }), /gguf_dims/, 'rows that are not whole blocks');
+  await refuse(variant({ tensors: [{ name: 'w', dims: [256], type: 12, data: new Uint8Array(144) }] }), /gguf_tensor_type/, 'a K-quant');
+  await refuse(variant({ tensors: [{ name: 'w', dims: [4], type: 99, data: new Uint8Array(16) }] }), /gguf_tensor_type/, 'an unknown type');
+  const w = { name: 'w', dims: [32], type: 0, data: new Uint8Array(128) };
+  await refuse(variant({ tensors: [w, w] }), /gguf_duplicate_tensor/, 'duplicate tensor names');
+  await refuse(variant({ metadata: [...META, ['x.count', 10, 8]] }), /gguf_duplicate_key/, 'duplicate keys');
+  await refuse(variant({ metadata: [['general.alignment', 4, 24]] }), /gguf_alignment/, 'alignment not a power of two');
+  await refuse(variant({ metadata: [['x', 9, [[[[[1]]]]], [9, 9, 9, 9, 5]]] }), /gguf_array_depth/, 'arrays nested too deep');
+  const typed = Buffer.from(variant({ metadata: [['x', 4, 0]] }));
+  typed.writeUInt32LE(13, 24 + 8 + 1); // the value type after the key "x"
+  await refuse(typed, /gguf_value_type/, 'unknown value type');
+  // a misaligned tensor offset: patch the stored offset of the only tensor (its last 8 header bytes)
+  const one = encodeGguf({ metadata: [], tensors: [w], alignment: 32 });
+  const infoEnd = 24 + 8 + 1 + 4 + 8 + 4 + 8; // header, name "w", n_dims, dims, type, offset
+  const mis = Buffer.from(one);
+  mis.writeBigUInt64LE(4n, infoEnd - 8);
+  await refuse(mis, /gguf_alignment/, 'misaligned offset');
+});
