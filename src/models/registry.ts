@@ -1,6 +1,6 @@
-// loadModel: config.json picks the architecture; the graph + converted weights are built
-// once into the on-disk cache (keyed by the checkpoint, the options and the graph code)
-// and ORT loads them from there, so restarts skip conversion.
+// loadModel: config.json picks the architecture (or, for a .gguf file, its metadata); the
+// graph + converted weights are built once into the on-disk cache (keyed by the checkpoint,
+// the options and the graph code) and ORT loads them from there, so restarts skip conversion.
 
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
@@ -18,7 +18,9 @@ import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/s
 import { hfNames } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
-import { buildTransformer, type WeightNames } from './transformer.ts';
+import { GgufFile } from '../formats/gguf.ts';
+import { argsOf, GgufWeights, tokenizerOf } from './gguf.ts';
+import { buildTransformer, type WeightNames, type WeightReader } from './transformer.ts';
 
 export type DTypeOption = WeightFormat | 'auto';
 
@@ -80,6 +82,43 @@ export function defaultCacheDir(): string {
   return process.env.QUENCH_CACHE || join(homedir(), '.cache', 'quench');
 }
 
+/** A checkpoint to load: a Hugging Face directory or a GGUF file. */
+interface Source {
+  args: ModelArgs;
+  fingerprint(): Promise<string>;
+  weights(): Promise<WeightReader & { close(): Promise<void> }>;
+  codec(): Promise<TextCodec>;
+  close(): Promise<void>;
+}
+
+export const isGguf = (path: string) => path.toLowerCase().endsWith('.gguf');
+
+async function openSource(path: string): Promise<Source> {
+  if (!isGguf(path)) {
+    const { args } = await loadConfig(path);
+    return { args, fingerprint: () => checkpointFingerprint(path), weights: () => Checkpoint.open(path), codec: () => TextCodec.load(path, args), close: async () => {} };
+  }
+  const file = await GgufFile.open(path);
+  try {
+    const args = argsOf(file.metadata, new Set(file.tensors.keys()));
+    const embed = file.tensors.get('token_embd.weight');
+    if (!embed || embed.dims.length !== 2 || embed.dims[0] !== args.hiddenSize || embed.dims[1] !== args.vocabSize)
+      throw new FormatError('config_mismatch', `gguf: token_embd.weight ${embed ? `[${embed.dims}]` : 'is missing'}, metadata implies [${args.hiddenSize}, ${args.vocabSize}]`);
+    const tok = tokenizerOf(file.metadata, args.vocabSize);
+    const { size, mtimeMs } = await stat(path);
+    return {
+      args,
+      fingerprint: async () => createHash('sha256').update(`gguf:${path}:${size}:${mtimeMs}`).digest('hex'),
+      weights: async () => new GgufWeights(file, args),
+      codec: async () => new TextCodec(tok.json, tok.config, args, null),
+      close: () => file.close(),
+    };
+  } catch (e) {
+    await file.close();
+    throw e;
+  }
+}
+
 async function checkpointFingerprint(dir: string): Promise<string> {
   const h = createHash('sha256');
   h.update(await readFile(join(dir, 'config.json')));
@@ -110,8 +149,16 @@ function resolveDtype(dtype: DTypeOption, args: ModelArgs): WeightFormat {
 
 /** Build (or find) the converted graph + weights in the cache; returns its directory. */
 export async function convertModel(dir: string, opts: LoadOptions = {}): Promise<{ args: ModelArgs; target: string; dtype: WeightFormat; topK: number; cached: boolean }> {
-  dir = resolve(dir);
-  const { args } = await loadConfig(dir);
+  const src = await openSource(resolve(dir));
+  try {
+    return await convertSource(resolve(dir), src, opts);
+  } finally {
+    await src.close();
+  }
+}
+
+async function convertSource(dir: string, src: Source, opts: LoadOptions): Promise<{ args: ModelArgs; target: string; dtype: WeightFormat; topK: number; cached: boolean }> {
+  const { args } = src;
   const dtypeOpt = opts.dtype ?? 'auto';
   if (!['auto', 'fp32', 'int8', 'int4'].includes(dtypeOpt)) throw new OptionError('dtype', `dtype must be one of auto, fp32, int8, int4; got ${JSON.stringify(dtypeOpt)}`);
   const dtype = resolveDtype(dtypeOpt, args);
@@ -119,7 +166,7 @@ export async function convertModel(dir: string, opts: LoadOptions = {}): Promise
   if (!Number.isInteger(topK) || topK < 1 || topK > 256) throw new OptionError('topK', 'topK must be an integer in [1, 256]');
 
   const key = createHash('sha256')
-    .update(await checkpointFingerprint(dir))
+    .update(await src.fingerprint())
     .update(JSON.stringify({ dtype, topK, code: await graphCodeHash() }))
     .digest('hex')
     .slice(0, 24);
@@ -135,7 +182,7 @@ export async function convertModel(dir: string, opts: LoadOptions = {}): Promise
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
     await mkdir(tmp, { recursive: true });
     try {
-      const ck = await Checkpoint.open(dir);
+      const ck = await src.weights();
       const writer = new WeightWriter(join(tmp, 'weights.bin'), 'weights.bin');
       const g = new Graph(writer);
       try {
@@ -158,8 +205,16 @@ export async function convertModel(dir: string, opts: LoadOptions = {}): Promise
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   dir = resolve(dir);
-  const { args, target, dtype, topK, cached } = await convertModel(dir, opts);
-  const codec = await TextCodec.load(dir, args);
+  const src = await openSource(dir);
+  let converted: Awaited<ReturnType<typeof convertSource>>;
+  let codec: TextCodec;
+  try {
+    converted = await convertSource(dir, src, opts);
+    codec = await src.codec();
+  } finally {
+    await src.close();
+  }
+  const { args, target, dtype, topK, cached } = converted;
   const modelPath = join(target, 'model.onnx');
   const meta = JSON.parse(await readFile(join(target, 'meta.json'), 'utf8')) as { params: number };
   const runner = await OrtRunner.create(modelPath, {
@@ -170,7 +225,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     topK: Math.min(topK, args.vocabSize),
   }, { threads: opts.threads, worker: opts.worker === 'auto' ? meta.params >= AUTO_WORKER_PARAMS : opts.worker });
   return {
-    id: basename(dir),
+    id: basename(dir).replace(/\.gguf$/i, ''),
     dir,
     args,
     codec,

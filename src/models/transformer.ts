@@ -51,7 +51,10 @@ export const NEG_INF = -1e9;
 
 // ---------------------------------------------------------------- weight loading
 
-async function load(ck: Checkpoint, name: string, shape: number[]): Promise<Float32Array> {
+/** What the builder reads weights from: a safetensors checkpoint, or a GGUF file (models/gguf.ts). */
+export type WeightReader = Pick<Checkpoint, 'info' | 'readF32'>;
+
+async function load(ck: WeightReader, name: string, shape: number[]): Promise<Float32Array> {
   const info = ck.info(name);
   if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
     throw new FormatError('config_mismatch', `tensor ${name} has shape [${info.shape}], config implies [${shape}]`);
@@ -86,7 +89,7 @@ function rope(g: Graph, x: string, pos: string, cos: string, sin: string, heads:
   return g.op('RotaryEmbedding', [x, pos, cos, sin], { interleaved: I(0), num_heads: I(heads) }, { domain: 'com.microsoft' });
 }
 
-export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightNames, ck: Checkpoint, opts: GraphOptions): Promise<void> {
+export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightNames, ck: WeightReader, opts: GraphOptions): Promise<void> {
   const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: Dh, intermediateSize: Fi, vocabSize: V } = a;
   const rep = H / Hkv;
 

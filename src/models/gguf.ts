@@ -1,0 +1,224 @@
+// A GGUF file (llama.cpp's converter output) as a checkpoint quench loads: its metadata as the
+// equivalent config.json (validated by the same parser), its tensors under the Hugging Face
+// names of the architecture's layout (decoded to fp32, GGUF's [in, out] dims read as HF's
+// [out, in]), and its tokenizer metadata as tokenizer.json + tokenizer_config.json.
+//
+// Architectures: llada, dream, llama, qwen2. llama.cpp runs LLaDA and Llama with "normal"
+// (interleaved-pair) RoPE and its converter permutes their q/k rows to match; quench's graph
+// uses the Hugging Face rotate_half layout, so those rows are put back:
+// hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream and Qwen2 are stored unpermuted.
+
+import { FormatError } from '../errors.ts';
+import { parseConfig, type ModelArgs } from '../formats/config.ts';
+import { GgufFile, type GgufValue } from '../formats/gguf.ts';
+import type { TensorInfo } from '../formats/safetensors.ts';
+
+const fail = (code: string, msg: string): never => {
+  throw new FormatError(code, `gguf: ${msg}`);
+};
+
+/** Hugging Face -> GGUF tensor names, per layout (the converter's mapping). */
+function ggufName(arch: ModelArgs['arch'], hf: string): string | null {
+  let m: RegExpExecArray | null;
+  if (arch === 'llada') {
+    const p = 'model.transformer.';
+    if (!hf.startsWith(p)) return null;
+    const s = hf.slice(p.length);
+    const top: Record<string, string> = { 'wte.weight': 'token_embd.weight', 'ln_f.weight': 'output_norm.weight', 'ff_out.weight': 'output.weight' };
+    if (top[s]) return top[s];
+    if ((m = /^blocks\.(\d+)\.(\w+)\.(weight|bias)$/.exec(s))) {
+      const parts: Record<string, string> = { attn_norm: 'attn_norm', q_proj: 'attn_q', k_proj: 'attn_k', v_proj: 'attn_v', attn_out: 'attn_output', ff_norm: 'ffn_norm', ff_proj: 'ffn_gate', up_proj: 'ffn_up', ff_out: 'ffn_down' };
+      return parts[m[2]] ? `blk.${m[1]}.${parts[m[2]]}.${m[3]}` : null;
+    }
+    return null;
+  }
+  const top: Record<string, string> = { 'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight' };
+  if (top[hf]) return top[hf];
+  if ((m = /^model\.layers\.(\d+)\.(self_attn|mlp|input_layernorm|post_attention_layernorm)\.?(\w*)\.?(weight|bias)$/.exec(hf))) {
+    const parts: Record<string, string> = {
+      'input_layernorm.': 'attn_norm', 'post_attention_layernorm.': 'ffn_norm',
+      'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k', 'self_attn.v_proj': 'attn_v', 'self_attn.o_proj': 'attn_output',
+      'mlp.gate_proj': 'ffn_gate', 'mlp.up_proj': 'ffn_up', 'mlp.down_proj': 'ffn_down',
+    };
+    const part = parts[`${m[2]}.${m[3]}`];
+    return part ? `blk.${m[1]}.${part}.${m[4]}` : null;
+  }
+  return null;
+}
+
+/** Undo the converter's q/k row permutation: rows [heads*hd, cols] (cols 1 for a bias). */
+export function unpermuteRows(w: Float32Array, heads: number, cols: number): Float32Array {
+  const rows = w.length / cols;
+  const hd = rows / heads;
+  const half = hd / 2;
+  const out = new Float32Array(w.length);
+  for (let h = 0; h < heads; h++)
+    for (let i = 0; i < half; i++)
+      for (let j = 0; j < 2; j++) {
+        const from = (h * hd + 2 * i + j) * cols;
+        const to = (h * hd + j * half + i) * cols;
+        out.set(w.subarray(from, from + cols), to);
+      }
+  return out;
+}
+
+/** The tensors of a GGUF file under Hugging Face names, read as fp32 (a checkpoint for the graph builder). */
+export class GgufWeights {
+  constructor(
+    private file: GgufFile,
+    private args: ModelArgs,
+  ) {}
+
+  private tensor(name: string) {
+    const g = ggufName(this.args.arch, name);
+    const t = g === null ? undefined : this.file.tensors.get(g);
+    if (!t) throw new FormatError('tensor_missing', `gguf: no tensor for ${JSON.stringify(name)}${g ? ` (${g})` : ''}`);
+    return t;
+  }
+  has(name: string): boolean {
+    const g = ggufName(this.args.arch, name);
+    return g !== null && this.file.tensors.has(g);
+  }
+  info(name: string): TensorInfo {
+    const t = this.tensor(name);
+    return { name, dtype: 'F32', shape: [...t.dims].reverse(), offset: t.offset, byteLength: t.byteLength };
+  }
+  async readF32(name: string): Promise<Float32Array> {
+    const t = this.tensor(name);
+    const x = await this.file.readF32(t.name);
+    const { arch, numHeads, numKvHeads } = this.args;
+    if (arch === 'llada' || arch === 'llama') {
+      const q = /\.attn_q\.(weight|bias)$/.test(t.name);
+      const k = /\.attn_k\.(weight|bias)$/.test(t.name);
+      if (q || k) return unpermuteRows(x, q ? numHeads : numKvHeads, t.dims.length === 1 ? 1 : t.dims[0]);
+    }
+    return x;
+  }
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+}
+
+// ---------------------------------------------------------------- config
+
+const num = (v: GgufValue | undefined): number | undefined => (typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined);
+
+/** The metadata as the config.json of the architecture's Hugging Face layout. */
+export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Record<string, unknown> {
+  const arch = meta.get('general.architecture');
+  if (typeof arch !== 'string') fail('gguf_metadata', 'general.architecture is missing');
+  const a = arch as string;
+  if (!['llada', 'dream', 'llama', 'qwen2'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, dream, llama, qwen2)`);
+  const k = (key: string) => num(meta.get(`${a}.${key}`));
+  if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
+  const tokens = meta.get('tokenizer.ggml.tokens');
+  const vocab = k('vocab_size') ?? (Array.isArray(tokens) ? tokens.length : undefined);
+  const id = (key: string) => num(meta.get(`tokenizer.ggml.${key}_token_id`));
+  const eos = [id('eos'), id('eot')].filter((x): x is number => x !== undefined);
+  const heads = k('attention.head_count');
+  const hidden = k('embedding_length');
+  const headDim = k('attention.key_length');
+  const common = {
+    vocab_size: vocab,
+    rope_theta: k('rope.freq_base') ?? 10000,
+    rms_norm_eps: k('attention.layer_norm_rms_epsilon'),
+    eos_token_id: [...new Set(eos)],
+    bos_token_id: id('bos'),
+    pad_token_id: id('padding'),
+    mask_token_id: id('mask'),
+  };
+  if (a === 'llada')
+    return {
+      model_type: 'llada', d_model: hidden, n_layers: k('block_count'), n_heads: heads, n_kv_heads: k('attention.head_count_kv'), mlp_hidden_size: k('feed_forward_length'),
+      max_sequence_length: k('context_length'), weight_tying: !tensors.has('output.weight'), ...common,
+    };
+  return {
+    model_type: a === 'dream' ? 'Dream' : a, hidden_size: hidden, num_hidden_layers: k('block_count'), num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv'),
+    head_dim: headDim, intermediate_size: k('feed_forward_length'), max_position_embeddings: k('context_length'), tie_word_embeddings: !tensors.has('output.weight'),
+    ...(a === 'llama' && tensors.has('blk.0.attn_q.bias') ? { attention_bias: true } : {}),
+    ...common,
+  };
+}
+
+/** Model arguments of a GGUF file, validated as a config.json would be. */
+export function argsOf(meta: Map<string, GgufValue>, tensors: Set<string>): ModelArgs {
+  const raw = configOf(meta, tensors);
+  for (const [key, v] of Object.entries(raw)) if (v === undefined) delete raw[key];
+  let args: ModelArgs;
+  try {
+    args = parseConfig(raw);
+  } catch (e) {
+    if (e instanceof FormatError) fail('gguf_metadata', e.message.replace(/^config\.json: /, 'metadata: '));
+    throw e;
+  }
+  // llama.cpp's diffusion flag (absent: LLaDA unshifted, Dream shifted, as its CLI defaults)
+  const shift = meta.get('diffusion.shift_logits');
+  if (typeof shift === 'boolean' && args.attention !== 'causal') args.shiftedLogits = shift;
+  if (args.attention !== 'causal' && args.maskTokenId === null) fail('gguf_metadata', 'a diffusion model needs tokenizer.ggml.mask_token_id');
+  return args;
+}
+
+// ---------------------------------------------------------------- tokenizer
+
+// llama.cpp's pre-tokenizer regexes (llama-vocab.cpp), by tokenizer.ggml.pre
+const LLAMA3 = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN2 = LLAMA3.replace('\\p{N}{1,3}', '\\p{N}');
+const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+const DEFAULT = ['[\\p{P}\\$\\+<=>\\^~\\|]+', GPT2, '\\p{N}+', '[0-9][0-9][0-9]'];
+const PRE: Record<string, string[]> = {
+  llama3: [LLAMA3], 'llama-v3': [LLAMA3], 'llama-bpe': [LLAMA3],
+  qwen2: [QWEN2], 'deepseek-r1-qwen': [QWEN2],
+  gpt2: [GPT2], default: DEFAULT,
+};
+
+/** tokenizer.json and tokenizer_config.json from the tokenizer metadata (byte-level BPE, "gpt2"). */
+export function tokenizerOf(meta: Map<string, GgufValue>, vocabSize: number): { json: Record<string, unknown>; config: Record<string, unknown> } {
+  const model = meta.get('tokenizer.ggml.model');
+  if (model !== 'gpt2') fail('gguf_tokenizer', `tokenizer.ggml.model ${JSON.stringify(model)} is not supported (only "gpt2", byte-level BPE)`);
+  const pre = meta.get('tokenizer.ggml.pre') ?? 'default';
+  const patterns = typeof pre === 'string' ? PRE[pre] : undefined;
+  if (!patterns) fail('gguf_tokenizer', `tokenizer.ggml.pre ${JSON.stringify(pre)} is not supported (${Object.keys(PRE).join(', ')})`);
+  const tokens = meta.get('tokenizer.ggml.tokens');
+  const types = meta.get('tokenizer.ggml.token_type') ?? [];
+  const merges = meta.get('tokenizer.ggml.merges') ?? [];
+  if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) fail('gguf_tokenizer', 'tokenizer.ggml.tokens is not a list of strings');
+  const toks = tokens as string[];
+  if (toks.length > vocabSize) fail('gguf_tokenizer', `${toks.length} tokens for a vocabulary of ${vocabSize}`);
+  if (!Array.isArray(types) || !Array.isArray(merges) || merges.some((m) => typeof m !== 'string')) fail('gguf_tokenizer', 'tokenizer.ggml.token_type / merges are malformed');
+  const vocab: Record<string, number> = {};
+  const added: Record<string, unknown>[] = [];
+  toks.forEach((t, i) => {
+    const type = (types as GgufValue[])[i];
+    // CONTROL (3) and USER_DEFINED (4) tokens are matched whole, as added tokens
+    if (type === 3 || type === 4) added.push({ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === 3 });
+    if (!(t in vocab)) vocab[t] = i;
+  });
+  const splits = patterns!.map((p) => ({ type: 'Split', pattern: { Regex: p }, behavior: 'Isolated', invert: false }));
+  const json = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: { type: 'Sequence', pretokenizers: [...splits, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false }] },
+    post_processor: null,
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: patterns === PRE.llama3, vocab, merges },
+  };
+  const text = (key: string) => {
+    const id = num(meta.get(`tokenizer.ggml.${key}_token_id`));
+    if (id === undefined) return undefined;
+    if (id < 0 || id >= toks.length) fail('gguf_tokenizer', `tokenizer.ggml.${key}_token_id ${id} is not a token id (${toks.length} tokens)`);
+    return toks[id];
+  };
+  const config: Record<string, unknown> = { tokenizer_class: 'PreTrainedTokenizerFast', clean_up_tokenization_spaces: false };
+  for (const [key, field] of [['bos', 'bos_token'], ['eos', 'eos_token'], ['padding', 'pad_token'], ['mask', 'mask_token'], ['unknown', 'unk_token']] as const) {
+    const t = text(key);
+    if (t !== undefined) config[field] = t;
+  }
+  const template = meta.get('tokenizer.chat_template');
+  if (typeof template === 'string') config.chat_template = template;
+  const addBos = meta.get('tokenizer.ggml.add_bos_token');
+  if (typeof addBos === 'boolean') config.add_bos_token = addBos;
+  return { json, config };
+}
