@@ -446,6 +446,7 @@ test('bad options get typed errors', async () => {
     assert.throws(() => new Generation(model, [1, 2], opts), (e: unknown) => e instanceof OptionError && e.param === param, JSON.stringify(opts));
   }
   assert.throws(() => new Generation(model, [1, 99999], {}), (e: unknown) => e instanceof OptionError && e.code === 'invalid_token');
+  assert.throws(() => new Generation(model, [1, 2], { logitBias: { [model.special.mask!]: 5 } }), (e: unknown) => e instanceof OptionError && e.param === 'logit_bias');
 });
 
 test('biasScores: candidates, log-sum-exp and entropy equal a plain recomputation of the biased rows', () => {
@@ -454,7 +455,8 @@ test('biasScores: candidates, log-sum-exp and entropy equal a plain recomputatio
   const Q = 3;
   const K = 4;
   const logits = Float32Array.from({ length: Q * V }, () => (r() - 0.5) * 8);
-  logits[7] = logits[8]; // a tie: the lower id comes first
+  // a tie near the top (after the +100 token): the lower id comes first
+  for (let q = 0; q < Q; q++) logits[q * V + 7] = logits[q * V + 8] = 20;
   const bias = { ids: Int32Array.from([3, 7, 8, 20]), values: Float32Array.from([100, -2.5, -2.5, 4]) };
   const got = biasScores({ topIds: new Int32Array(Q * K), topLogits: new Float32Array(Q * K), lse: new Float32Array(Q), entropy: new Float32Array(Q), logits }, bias, V);
   for (let q = 0; q < Q; q++) {
@@ -465,7 +467,7 @@ test('biasScores: candidates, log-sum-exp and entropy equal a plain recomputatio
     const order = row.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, K);
     assert.ok(Math.abs(got.lse[q] - lse) < 1e-3 && Math.abs(got.entropy[q] - h) < 1e-3);
     assert.deepEqual(Array.from(got.topIds.subarray(q * K, (q + 1) * K)), order.map((o) => o[1]));
-    assert.equal(got.topIds[q * K], 3);
+    assert.deepEqual(Array.from(got.topIds.subarray(q * K, q * K + 3)), [3, 7, 8]);
   }
   // the input rows are left as they were
   assert.notEqual(logits[3], got.logits[3]);
@@ -475,8 +477,9 @@ test('logit_bias: +100 makes a token the whole answer; -100 on the tokens of the
   for (const m of [llada, llama]) {
     const { model } = await m;
     const plain = await generate(model, [5, 6, 7], { maxTokens: 12, temperature: 0 });
-    const forced = await generate(model, [5, 6, 7], { maxTokens: 12, temperature: 0, logitBias: { 40: 100 } });
-    assert.deepEqual(forced.tokens, Array(12).fill(40));
+    // (24 > the adaptive canvas's first 16: its end probe must see the bias too, and grow the canvas)
+    const forced = await generate(model, [5, 6, 7], { maxTokens: 24, temperature: 0, logitBias: { 40: 100 } });
+    assert.deepEqual(forced.tokens, Array(24).fill(40));
     assert.equal(forced.finishReason, 'length');
     const used = new Set(plain.tokens);
     const banned = await generate(model, [5, 6, 7], { maxTokens: 12, temperature: 0, stopTokens: [], logitBias: Object.fromEntries([...used].map((t) => [t, -100])) });

@@ -280,3 +280,30 @@ test('json_schema $ref (recursive), anyOf (overlapping), allOf of one, const: ex
   }
   assert.ok(whole > 100, `walks that ended (${whole})`);
 });
+
+test('json_schema: nested anyOf through $refs is flattened (one reading, not 16^7); aliases of definitions in progress; no infinite documents', () => {
+  // A0..A6 each: anyOf of 16 references to the next; A7 a string
+  const defs: Record<string, Schema> = { A7: { type: 'string' } };
+  for (let i = 6; i >= 0; i--) defs[`A${i}`] = { anyOf: Array.from({ length: 16 }, () => ({ $ref: `#/$defs/A${i + 1}` })) };
+  const chain = { type: 'object', properties: { s: { $ref: '#/$defs/A0' } }, $defs: defs };
+  const t0 = performance.now();
+  const st = schemaFeed(start(chain), enc('{"s":"'));
+  assert.ok(st && st.length === 1 && performance.now() - t0 < 500);
+  // a definition that aliases one still being compiled
+  const alias = { type: 'object', properties: { n: { $ref: '#/$defs/Node' } }, $defs: { Node: { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#/$defs/Alias' } }, v: { allOf: [{ $ref: '#/$defs/Leaf' }] } } }, Alias: { $ref: '#/$defs/Node' }, Leaf: { $ref: '#/$defs/Alias2' }, Alias2: { type: 'integer' } } };
+  for (const [t, ok] of [['{"n":{"kids":[{"kids":[],"v":1}],"v":2}}', true], ['{"n":{"kids":[{"kids":[],"v":"x"}],"v":2}}', false]] as const) {
+    const s = schemaFeed(start(alias), enc(t));
+    assert.equal(!!s && schemaComplete(s), ok, t);
+  }
+  // every document infinite: refused; an optional way out: kept, and the infinite option removed
+  assert.throws(() => compileSchema({ type: 'object', properties: { child: { $ref: '#' } } }), /no finite document/);
+  const arr = { type: 'object', properties: { a: { type: 'array', items: { type: 'object', properties: { again: { $ref: '#/$defs/Loop' } } } } }, $defs: { Loop: { type: 'object', properties: { l: { $ref: '#/$defs/Loop' } } } } };
+  assert.ok(schemaComplete(schemaFeed(start(arr), enc('{"a":[]}'))!));
+  assert.equal(schemaFeed(start(arr), enc('{"a":[{')), undefined);
+  const opt = { type: 'object', properties: { x: { anyOf: [{ $ref: '#/$defs/Loop' }, { type: 'null' }] } }, $defs: { Loop: { type: 'object', properties: { l: { $ref: '#/$defs/Loop' } } } } };
+  assert.ok(schemaComplete(schemaFeed(start(opt), enc('{"x":null}'))!));
+  assert.equal(schemaFeed(start(opt), enc('{"x":{')), undefined);
+  // 70 overlapping branches (the same first bytes): every one can still be written
+  const many = { type: 'object', properties: { o: { anyOf: Array.from({ length: 70 }, (_, i) => ({ type: 'object', properties: { a: { type: 'string' }, b: { const: i } } })) } } };
+  for (const i of [0, 63, 64, 69]) assert.ok(schemaComplete(schemaFeed(start(many), enc(`{"o":{"a":"x","b":${i}}}`))!), `branch ${i}`);
+});

@@ -187,6 +187,7 @@ export class Generation {
       topK: model.topK,
     });
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
+    if (!this.causal && this.opts.logitBias?.ids.includes(model.special.mask!)) throw new OptionError('logit_bias', `logit_bias cannot bias the mask token (${model.special.mask}): it is never an answer token`);
     this.constraint = options.constraint ?? null;
     if (this.constraint && suffix.length > 0) throw new OptionError('suffix', 'a constrained output (JSON mode) cannot fill in the middle');
     this.cState = this.constraint?.start();

@@ -57,7 +57,7 @@ const ANNOTATIONS = ['description', 'title', 'default', 'examples', '$comment', 
 const KNOWN = new Set(['type', 'properties', 'items', 'minItems', 'maxItems', 'enum', 'const', 'required', 'additionalProperties', 'anyOf', 'allOf', '$ref', ...ANNOTATIONS]);
 const SUPPORTED = 'type, properties, required, additionalProperties: false, items, minItems, maxItems, enum, const, anyOf, allOf of one, $ref';
 /** depth: schema nesting (a $ref counts once); anyOf: branches in all; states: readings of one text kept at once */
-export const SCHEMA_LIMITS = { depth: 16, properties: 1000, enumValues: 1000, literalBytes: 100_000, anyOf: 256, states: 64 };
+export const SCHEMA_LIMITS = { depth: 16, properties: 1000, enumValues: 1000, literalBytes: 100_000, anyOf: 256, states: 256, minItems: 1024 };
 
 const encoder = new TextEncoder();
 const enc = (s: string) => encoder.encode(s);
@@ -79,27 +79,114 @@ interface Budget extends SchemaSource {
   /** the document's root (what `#` points to) and the nodes of the $refs met so far */
   root: unknown;
   refs: Map<string, SchemaNode>;
+  /** $ref nodes still being compiled, and aliases of them (filled once compiling ends) */
+  pending: Set<SchemaNode>;
+  aliases: [SchemaNode, SchemaNode][];
 }
 
 const emptyNode = (): SchemaNode => ({ types: new Set(), props: [], items: null, enum: null });
 
 /** Compile a JSON schema (the subset above) or throw an OptionError naming what is not supported. */
 export function compileSchema(schema: unknown, from: SchemaSource = { param: 'response_format', label: 'json_schema' }, path = 'schema'): SchemaNode {
-  const budget: Budget = { ...from, properties: 0, enumValues: 0, literalBytes: 0, anyOf: 0, root: schema, refs: new Map() };
+  const budget: Budget = { ...from, properties: 0, enumValues: 0, literalBytes: 0, anyOf: 0, root: schema, refs: new Map(), pending: new Set(), aliases: [] };
   const root = emptyNode();
   budget.refs.set('#', root);
-  Object.assign(root, compileNode(schema, path, 0, budget));
+  budget.pending.add(root);
+  const compiled = compileNode(schema, path, 0, budget);
+  if (compiled === root) throw new OptionError(from.param, `${from.label}: the schema only refers to itself`);
+  Object.assign(root, compiled);
+  for (const [alias, target] of budget.aliases.reverse()) Object.assign(alias, target);
   for (const [ref, node] of budget.refs) {
     if (node.types.size === 0 && !node.anyOf) throw new OptionError(from.param, `${from.label}: "$ref": "${ref}" only refers to itself`);
   }
-  checkNoEmptyLoop(root, from);
+  const nodes = reachable(root);
+  checkNoEmptyLoop(nodes, from);
+  flattenAnyOf(nodes, from);
+  keepFinite(root, nodes, from);
   return root;
 }
 
-/** anyOf branches that lead back to their node without reading a byte would recurse forever. */
-function checkNoEmptyLoop(root: SchemaNode, from: SchemaSource): void {
-  const state = new Map<SchemaNode, 1 | 2>(); // 1: on the path, 2: done
+/** Every node reachable from `root` (through properties, items, anyOf and alternatives). */
+function reachable(root: SchemaNode): SchemaNode[] {
   const seen = new Set<SchemaNode>();
+  const stack = [root];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    for (const p of n.props) stack.push(p.node);
+    if (n.items) stack.push(n.items);
+    for (const b of n.anyOf ?? []) stack.push(b);
+    if (n.alt) for (const leaf of altLeaves(n.alt)) stack.push(leaf.node);
+  }
+  return [...seen];
+}
+
+function altLeaves(t: AltTrie): { node: SchemaNode; close: Uint8Array }[] {
+  return t.then ? [t.then] : [...t.next.values()].flatMap(altLeaves);
+}
+
+/**
+ * Each anyOf becomes the list of its leaves (branches that are not anyOf themselves), each
+ * once: decoding then starts each reading once, without recursion, and a chain of nested
+ * anyOfs through $refs cannot multiply into millions of readings.
+ */
+function flattenAnyOf(nodes: SchemaNode[], from: SchemaSource): void {
+  const flat = new Map<SchemaNode, SchemaNode[]>();
+  const leaves = (n: SchemaNode): SchemaNode[] => {
+    let out = flat.get(n);
+    if (out) return out;
+    out = [...new Set(n.anyOf!.flatMap((b) => (b.anyOf ? leaves(b) : [b])))];
+    if (out.length > SCHEMA_LIMITS.anyOf) throw new OptionError(from.param, `${from.label}: an anyOf expands to more than ${SCHEMA_LIMITS.anyOf} alternatives`);
+    flat.set(n, out);
+    return out;
+  };
+  for (const n of nodes) if (n.anyOf) leaves(n);
+  for (const [n, list] of flat) {
+    n.anyOf = list;
+    n.types = new Set(list.flatMap((b) => [...b.types]));
+  }
+}
+
+/**
+ * Keep only what can end: a schema whose every document is infinite (a required recursion
+ * with no way out) is refused, and options that could never end are removed (anyOf branches,
+ * the object or array of a type list, items of an array that may be empty), so decoding can
+ * always close what it opens.
+ */
+function keepFinite(root: SchemaNode, nodes: SchemaNode[], from: SchemaSource): void {
+  const finite = new Set<SchemaNode>();
+  const objectEnds = (n: SchemaNode) => n.props.every((p) => finite.has(p.node));
+  const arrayEnds = (n: SchemaNode) => (n.minItems ?? 0) === 0 || (n.items !== null && finite.has(n.items));
+  const ends = (n: SchemaNode): boolean => {
+    if (n.alt) return altLeaves(n.alt).some((l) => finite.has(l.node));
+    if (n.anyOf) return n.anyOf.some((b) => finite.has(b));
+    if (n.enum) return true;
+    for (const t of n.types) {
+      if (t === 'object' ? objectEnds(n) : t === 'array' ? arrayEnds(n) : true) return true;
+    }
+    return false;
+  };
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const n of nodes) if (!finite.has(n) && ends(n)) (finite.add(n), (changed = true));
+  }
+  if (!finite.has(root)) throw new OptionError(from.param, `${from.label}: the schema has no finite document (a required recursion with no way to end)`);
+  for (const n of nodes) {
+    if (!finite.has(n)) continue;
+    if (n.anyOf) n.anyOf = n.anyOf.filter((b) => finite.has(b));
+    if (n.enum || n.alt) continue;
+    if (n.types.has('object') && !objectEnds(n)) n.types.delete('object');
+    if (n.types.has('array') && n.items && !finite.has(n.items)) {
+      if ((n.minItems ?? 0) > 0) n.types.delete('array');
+      else n.maxItems = 0;
+    }
+  }
+}
+
+/** anyOf branches that lead back to their node without reading a byte would recurse forever. */
+function checkNoEmptyLoop(nodes: SchemaNode[], from: SchemaSource): void {
+  const state = new Map<SchemaNode, 1 | 2>(); // 1: on the path, 2: done
   const visit = (n: SchemaNode): void => {
     if (state.get(n) === 2) return;
     if (state.get(n) === 1) throw new OptionError(from.param, `${from.label}: anyOf refers back to itself before any value is read`);
@@ -107,15 +194,7 @@ function checkNoEmptyLoop(root: SchemaNode, from: SchemaSource): void {
     for (const b of n.anyOf ?? []) visit(b);
     state.set(n, 2);
   };
-  const all = (n: SchemaNode): void => {
-    if (seen.has(n)) return;
-    seen.add(n);
-    visit(n);
-    for (const p of n.props) all(p.node);
-    if (n.items) all(n.items);
-    for (const b of n.anyOf ?? []) all(b);
-  };
-  all(root);
+  for (const n of nodes) visit(n);
 }
 
 /** `#`, `#/$defs/Name`, `#/definitions/Name` (JSON-pointer escapes ~0 ~1) -> the schema it names. */
@@ -147,10 +226,20 @@ function compileNode(schema: unknown, path: string, depth: number, budget: Budge
     const known = budget.refs.get(ref);
     if (known) return known;
     const target = resolveRef(ref, budget, bad);
+    // (filled in place: a reference inside its own definition gets this very node)
     const node = emptyNode();
     budget.refs.set(ref, node);
-    // (filled in place: a reference inside its own definition gets this very node)
-    Object.assign(node, compileNode(target, ref, depth + 1, budget));
+    budget.pending.add(node);
+    const compiled = compileNode(target, ref, depth + 1, budget);
+    budget.pending.delete(node);
+    if (compiled === node) bad(`"$ref": "${ref}" only refers to itself`);
+    if (budget.pending.has(compiled)) {
+      // an alias of a definition still being compiled: that very node (this one is filled from it at the end)
+      budget.refs.set(ref, compiled);
+      budget.aliases.push([node, compiled]);
+      return compiled;
+    }
+    Object.assign(node, compiled);
     return node;
   }
   if (s.allOf !== undefined) {
@@ -159,6 +248,7 @@ function compileNode(schema: unknown, path: string, depth: number, budget: Budge
   }
   if (s.anyOf !== undefined) {
     if (!Array.isArray(s.anyOf) || s.anyOf.length === 0) bad('"anyOf" must be a non-empty array of schemas');
+    // (its branches are flattened and pruned once the whole schema is compiled)
     const list = s.anyOf as unknown[];
     budget.anyOf += list.length;
     if (budget.anyOf > SCHEMA_LIMITS.anyOf) bad(`more than ${SCHEMA_LIMITS.anyOf} anyOf branches in the schema`);
@@ -209,6 +299,7 @@ function compileNode(schema: unknown, path: string, depth: number, budget: Budge
   for (const k of ['items', 'minItems', 'maxItems'] as const) if (s[k] !== undefined && !isArray) bad(`"${k}" applies to arrays, and this schema is not one`);
   for (const k of ['minItems', 'maxItems'] as const)
     if (s[k] !== undefined && (typeof s[k] !== 'number' || !Number.isInteger(s[k]) || (s[k] as number) < 0 || (s[k] as number) > 1e6)) bad(`"${k}" must be an integer in [0, 1000000]`);
+  if (typeof s.minItems === 'number' && s.minItems > SCHEMA_LIMITS.minItems) bad(`minItems is at most ${SCHEMA_LIMITS.minItems}`);
   if ((s.minItems as number | undefined ?? 0) > (s.maxItems as number | undefined ?? Infinity)) bad('minItems is larger than maxItems');
   if (s.additionalProperties !== undefined && s.additionalProperties !== false) bad('additionalProperties must be false (every property is listed)');
   const props: SchemaNode['props'] = [];
@@ -268,6 +359,7 @@ const LIT = { true: enc('rue'), false: enc('alse'), null: enc('ull'), close: enc
 /** Start a value of `node` with byte b: each stack after it goes to `out`. */
 function startValue(below: Stack, node: SchemaNode, b: number, out: Stack[]): void {
   if (node.anyOf) {
+    // (flattened at compile time: no branch is an anyOf itself)
     for (const branch of node.anyOf) startValue(below, branch, b, out);
     return;
   }
@@ -357,9 +449,25 @@ export function schemaStep(state: SchemaState, b: number): SchemaState | undefin
   const out: Stack[] = [];
   for (const st of state) step(st, b, out);
   if (out.length <= 1) return out.length === 1 ? out : undefined;
-  // readings that came back to the same place are one; past the cap, the first ones are kept
-  const unique = [...new Set(out)];
+  // readings in the same place are one; past the cap (overlapping anyOf branches nested
+  // deeply), the first ones are kept
+  const unique: Stack[] = [];
+  for (const st of out) if (!unique.some((u) => sameStack(u, st))) unique.push(st);
   return unique.length > SCHEMA_LIMITS.states ? unique.slice(0, SCHEMA_LIMITS.states) : unique;
+}
+
+/** Two stacks that expect the same bytes from here on (part by part, down to a shared tail). */
+function sameStack(a: Stack, b: Stack): boolean {
+  while (a !== b) {
+    const p = a.part as Record<string, unknown>;
+    const q = b.part as Record<string, unknown>;
+    if (p.k !== q.k) return false;
+    for (const key in p) if (p[key] !== q[key]) return false;
+    a = a.below;
+    b = b.below;
+    if (!a || !b) return a === b;
+  }
+  return true;
 }
 
 /** One byte into an alternative's literal start; at its end, the alternative's value and close. */

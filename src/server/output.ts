@@ -16,6 +16,6 @@ export function outputConstraint(model: Model, body: Body, kind: 'chat' | 'compl
   const forced = tools && tools.choice.kind !== 'auto';
   if (rf.type === 'text') return forced ? toolConstraint(tools, vocab()) : undefined;
   if (kind !== 'chat') throw new OptionError('response_format', 'response_format (JSON output) is for /v1/chat/completions');
-  if (forced) throw new OptionError('tool_choice', 'a "required" or named tool_choice already fixes the answer\'s form; drop response_format');
+  if (forced) throw new OptionError('tool_choice', 'a "required" or named tool_choice already fixes the answer\'s form; drop the response format');
   return rf.type === 'json_object' ? jsonObjectConstraint(vocab()) : jsonSchemaConstraint(rf.schema, vocab());
 }

@@ -77,6 +77,11 @@ export function inputMessages(b: Body): ChatMsg[] {
       out.push({ role: item.role === 'developer' ? 'system' : (item.role as string), content: contentText(item.content, `${at}.content`) });
     } else if (type === 'function_call') {
       for (const k of ['call_id', 'name', 'arguments']) if (typeof item[k] !== 'string') bad(`${at}.${k}`, `a function_call item needs ${k} (a string)`);
+      try {
+        JSON.parse(item.arguments as string);
+      } catch {
+        bad(`${at}.arguments`, 'arguments must be JSON text');
+      }
       const call = { id: item.call_id as string, type: 'function' as const, function: { name: item.name as string, arguments: item.arguments as string } };
       // calls in a row belong to one assistant turn (after its text, if any)
       const last = out[out.length - 1];
@@ -116,7 +121,8 @@ export function chatBodyOf(b: Body): Body {
     });
   }
   const tc = b.tool_choice;
-  if (isObject(tc)) chat.tool_choice = tc.type === 'function' ? { type: 'function', function: { name: tc.name } } : bad('tool_choice', 'tool_choice is "none", "auto", "required" or {"type": "function", "name": ...}');
+  if (isObject(tc)) chat.tool_choice = tc.type === 'function' && typeof tc.name === 'string' ? { type: 'function', function: { name: tc.name } } : bad('tool_choice', 'tool_choice is "none", "auto", "required" or {"type": "function", "name": ...}');
+  if (b.parallel_tool_calls === null) delete chat.parallel_tool_calls;
   const text = b.text;
   if (text !== undefined && text !== null) {
     if (!isObject(text)) bad('text', 'text is an object');
@@ -192,7 +198,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     error: null,
     incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
     instructions: typeof b.instructions === 'string' ? b.instructions : null,
-    max_output_tokens: options.maxTokens ?? null,
+    max_output_tokens: typeof b.max_output_tokens === 'number' ? b.max_output_tokens : null,
     model: ctx.modelId(),
     output,
     parallel_tool_calls: tools?.parallel ?? b.parallel_tool_calls !== false,
@@ -205,7 +211,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     tools: Array.isArray(b.tools) ? b.tools : [],
     top_p: options.topP ?? null,
     truncation: 'disabled',
-    usage: r ? { input_tokens: prompt.length, input_tokens_details: { cached_tokens: 0 }, output_tokens: r.tokens.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt.length + r.tokens.length } : null,
+    usage: r ? { input_tokens: prompt.length, input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 }, output_tokens: r.tokens.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt.length + r.tokens.length } : null,
     user: typeof b.user === 'string' ? b.user : null,
     metadata: isObject(b.metadata) ? b.metadata : {},
   });
@@ -248,7 +254,13 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
   reply.raw.on('close', onClose);
   if (!stream) {
     try {
-      const r = await done;
+      let r: GenerateResult;
+      try {
+        r = await done;
+      } catch (e) {
+        if (e instanceof CancelledError) return reply; // the client is gone
+        throw e;
+      }
       const { a, status } = outputOf(r);
       const output: unknown[] = [];
       if (a.content !== null) output.push(messageItem(a.content, status));
@@ -289,8 +301,9 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     send(status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: response(status, output, r) });
   } catch (e) {
     if (!(e instanceof CancelledError)) {
+      // (the API's error codes name causes quench does not have; a failure while generating is a server error)
       const env = toEnvelope(e).body.error;
-      send('response.failed', { response: { ...response('failed', []), error: { code: env.code ?? env.type, message: env.message } } });
+      send('response.failed', { response: { ...response('failed', []), error: { code: 'server_error', message: env.message } } });
     }
   }
   if (!reply.raw.writableEnded) reply.raw.end();

@@ -106,7 +106,7 @@ export const fimBody = {
   },
 };
 
-const { n: _n, stop: _stop, stream_options: _so, logprobs: _lp, max_tokens: _mt, diffusing: _d, ...responsesSampling } = sampling;
+const { n: _n, stop: _stop, stream_options: _so, logprobs: _lp, max_tokens: _mt, diffusing: _d, reasoning_effort: _re, ...responsesSampling } = sampling;
 
 export const responsesBody = {
   type: 'object',

@@ -79,7 +79,7 @@ export function toolRequest(b: Body): ToolRequest | null {
   else return bad('tool_choice', 'tool_choice is "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
   if (choice !== 'none' && choice.kind !== 'auto' && tools.length === 0) bad('tool_choice', 'tool_choice needs tools');
   if (choice !== 'none' && choice.kind === 'named' && !names.has(choice.name)) bad('tool_choice', `no tool is named ${JSON.stringify(choice.name)}`);
-  if (b.parallel_tool_calls !== undefined && typeof b.parallel_tool_calls !== 'boolean') bad('parallel_tool_calls', 'parallel_tool_calls must be a boolean');
+  if (b.parallel_tool_calls !== undefined && b.parallel_tool_calls !== null && typeof b.parallel_tool_calls !== 'boolean') bad('parallel_tool_calls', 'parallel_tool_calls must be a boolean');
   if (choice === 'none' || tools.length === 0) return null;
   return { tools, choice, parallel: b.parallel_tool_calls !== false };
 }
