@@ -1,13 +1,15 @@
 // GGUF: the reader against files written by the fixture encoder, the hardening cases of
 // llama.cpp's GGUF tests, and each decoded type against the values it encodes.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GgufFile, dequantize } from '../src/formats/gguf.ts';
-import { encodeGguf, ggmlEncode, mulberry32, type GgufEntry } from '../src/formats/fixtures.ts';
+import { encodeGguf, ggmlEncode, mulberry32, writeFixture, writeGgufFromFixture, type FixtureOptions, type GgufEntry } from '../src/formats/fixtures.ts';
+import { loadModel, type Model } from '../src/models/registry.ts';
 import { FormatError } from '../src/errors.ts';
-import { tempDir } from './helpers.ts';
+import { CACHE, tempDir } from './helpers.ts';
+import { resolveModelEntry } from '../src/cli/paths.ts';
 
 const dir = await tempDir('quench-gguf-');
 let n = 0;
@@ -116,4 +118,87 @@ test('gguf: malformed files are refused with a typed error, never a crash (llama
   const mis = Buffer.from(one);
   mis.writeBigUInt64LE(4n, infoEnd - 8);
   await refuse(mis, /gguf_alignment/, 'misaligned offset');
+});
+
+// ---------------------------------------------------------------- models from GGUF files
+
+const loaded: Model[] = [];
+after(async () => {
+  for (const m of loaded) await m.close();
+});
+
+/** One full forward over `ids`: every position's logits row. */
+async function logits(m: Model, ids: number[]): Promise<Float32Array> {
+  const L = ids.length;
+  const causal = m.args.attention === 'causal';
+  const visible = new Uint8Array(L * L).map((_, k) => (!causal || k % L <= Math.floor(k / L) ? 1 : 0));
+  const [r] = await m.forward([{ ids: Int32Array.from(ids), positions: Int32Array.from(ids.map((_, i) => i)), visible, queries: Int32Array.from(ids.map((_, i) => i)), wantLogits: true }]);
+  return r.logits!;
+}
+
+test('gguf models: llada, dream, llama and qwen2 files (as the converter writes them) give the logits of their Hugging Face checkpoints', async () => {
+  const cases: [FixtureOptions, number, number][] = [
+    [{ arch: 'llada', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
+    [{ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
+    [{ arch: 'llama', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
+    [{ arch: 'qwen2', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', tied: true }, 1, 2e-2],
+    [{ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32' }, 8, 0.15],
+  ];
+  for (const [o, type, tol] of cases) {
+    const hfDir = await tempDir(`quench-gguf-${o.arch}-`);
+    await writeFixture(hfDir, o);
+    const file = join(dir, `${o.arch}-${type}.gguf`);
+    await writeGgufFromFixture(hfDir, file, type);
+    const hf = await loadModel(hfDir, { cacheDir: CACHE, threads: 1 });
+    const gg = await loadModel(file, { cacheDir: CACHE, threads: 1 });
+    loaded.push(hf, gg);
+    const label = `${o.arch} type ${type}`;
+    // (GGUF stores eps as f32)
+    assert.deepEqual({ ...gg.args, rmsNormEps: 0 }, { ...hf.args, rmsNormEps: 0 }, label);
+    assert.ok(Math.abs(gg.args.rmsNormEps - hf.args.rmsNormEps) < 1e-9);
+    assert.equal(gg.id, `${o.arch}-${type}`);
+    assert.deepEqual(resolveModelEntry(file), { dir: file, name: `${o.arch}-${type}` });
+    const ids = [3, 17, 40, 41, 99, 7, 12, 64];
+    const a = await logits(hf, ids);
+    const b = await logits(gg, ids);
+    let worst = 0;
+    let scale = 0;
+    for (let i = 0; i < a.length; i++) (worst = Math.max(worst, Math.abs(a[i] - b[i]))), (scale = Math.max(scale, Math.abs(a[i])));
+    assert.ok(worst <= tol * Math.max(1, scale), `${label}: logits differ by ${worst} (scale ${scale})`);
+    // the tokenizer and chat template from the metadata agree with tokenizer.json
+    const text = 'hello there 12 and the end';
+    assert.deepEqual(gg.codec.encode(text), hf.codec.encode(text), label);
+    assert.equal(gg.codec.decode(hf.codec.encode(text)), text);
+    const chat = [{ role: 'user', content: 'Hi there.' }];
+    assert.deepEqual(gg.codec.encodeChat(chat), hf.codec.encodeChat(chat), label);
+    assert.deepEqual(gg.special, hf.special, label);
+  }
+});
+
+test('gguf models: metadata that cannot make a model is refused by name', async () => {
+  const hfDir = await tempDir('quench-gguf-bad-');
+  await writeFixture(hfDir, { arch: 'dream', hidden: 64, heads: 4, layers: 1, dtype: 'F32' });
+  const good = join(dir, 'dream-good.gguf');
+  await writeGgufFromFixture(hfDir, good, 0);
+  const f = await GgufFile.open(good);
+  const tensors = [...f.tensors.values()];
+  const data = await Promise.all(tensors.map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f.readF32(t.name)) })));
+  const meta = [...f.metadata.entries()];
+  await f.close();
+  const entry = ([k, v]: [string, unknown]): GgufEntry =>
+    Array.isArray(v) ? [k, 9, v, typeof v[0] === 'string' ? 8 : 5] : typeof v === 'string' ? [k, 8, v] : typeof v === 'boolean' ? [k, 7, v] : Number.isInteger(v) ? [k, 4, v] : [k, 6, v];
+  const variant = async (edit: (m: [string, unknown][]) => [string, unknown][], tensorsOf = data) => {
+    const p = join(dir, `variant-${n++}.gguf`);
+    await writeFile(p, encodeGguf({ metadata: edit(meta.map(([k, v]) => [k, v])).map(entry), tensors: tensorsOf }));
+    return p;
+  };
+  const refuse = async (p: string, re: RegExp) => assert.rejects(loadModel(p, { cacheDir: CACHE }), (e: unknown) => e instanceof FormatError && re.test(e.message));
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'general.architecture' ? 'mamba' : v])), /architecture "mamba" is not supported/);
+  await refuse(await variant((m) => m.filter(([k]) => k !== 'tokenizer.ggml.mask_token_id')), /mask_token_id/);
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.attention.head_count' ? 5 : v])), /metadata/);
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'tokenizer.ggml.pre' ? 'tekken' : v])), /tokenizer\.ggml\.pre "tekken" is not supported/);
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'tokenizer.ggml.model' ? 'llama' : v])), /tokenizer\.ggml\.model "llama"/);
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'tokenizer.ggml.eos_token_id' ? 99999 : v])), /eos_token_id/);
+  await refuse(await variant((m) => m, data.filter((t) => t.name !== 'blk.0.ffn_up.weight')), /ffn_up/);
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.embedding_length' ? 128 : v])), /token_embd|embedding|shape/);
 });

@@ -8,6 +8,7 @@ import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NotFoundError } from '../errors.ts';
 import { cachedModels, isRepoId, snapshotDir, snapshotMissing } from '../models/hub.ts';
+import { isGguf } from '../formats/gguf.ts';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 export const BUNDLED_DIR = join(PACKAGE_ROOT, 'models');
@@ -26,8 +27,8 @@ export interface ModelEntry {
 function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
   if (!existsSync(root)) return [];
   return readdirSync(root, { withFileTypes: true })
-    .filter((d) => d.isDirectory() && existsSync(join(root, d.name, 'config.json')))
-    .map((d) => ({ name: d.name, dir: join(root, d.name), source }));
+    .filter((d) => (d.isDirectory() && existsSync(join(root, d.name, 'config.json'))) || (d.isFile() && isGguf(d.name)))
+    .map((d) => ({ name: d.name.replace(/\.gguf$/i, ''), dir: join(root, d.name), source }));
 }
 
 export function listModels(): ModelEntry[] {
@@ -40,6 +41,8 @@ export function listModels(): ModelEntry[] {
 export function resolveModelEntry(arg: string | undefined): { dir: string; name: string } {
   const name = arg ?? DEFAULT_MODEL;
   if (existsSync(join(name, 'config.json'))) return { dir: resolve(name), name: basename(resolve(name)) };
+  // a GGUF file (llama.cpp's format), served under its file name
+  if (isGguf(name) && existsSync(name)) return { dir: resolve(name), name: basename(name).replace(/\.gguf$/i, '') };
   const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
   if (hit) return { dir: hit.dir, name };
   const at = name.indexOf('@');
@@ -53,7 +56,7 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
     if (missing.length) throw new NotFoundError('model', `model ${JSON.stringify(name)} is only partly downloaded (no ${missing.slice(0, 3).join(', ')}): ${pullIt}`, 'model_not_pulled');
     return { dir, name };
   }
-  throw new NotFoundError('model', `model ${JSON.stringify(name)} not found: give a directory with config.json, a Hub id (owner/name, after quench pull), or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`, 'model_not_found');
+  throw new NotFoundError('model', `model ${JSON.stringify(name)} not found: give a directory with config.json, a .gguf file, a Hub id (owner/name, after quench pull), or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`, 'model_not_found');
 }
 
 export function resolveModel(arg: string | undefined): string {

@@ -414,3 +414,96 @@ export function ggmlEncode(type: number, x: Float32Array): Uint8Array {
   } else throw new Error(`ggmlEncode: type ${type}`);
   return b;
 }
+
+/**
+ * A fixture checkpoint directory written as llama.cpp's converter writes a GGUF: its metadata
+ * keys, tensor names, [in, out] dims, norms and biases in F32, the rest in `type`, LLaDA and
+ * Llama q/k rows permuted for interleaved RoPE, the tokenizer as gpt2 BPE metadata. The
+ * name mapping here is written out independently of the loader's (models/gguf.ts), so a test
+ * that loads both files compares two readings of the converter's layout.
+ */
+export async function writeGgufFromFixture(dir: string, out: string, type: number): Promise<void> {
+  const { Checkpoint } = await import('./safetensors.ts');
+  const { readFile } = await import('node:fs/promises');
+  const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, number & string & boolean & number[]>;
+  const tj = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number>; merges: string[] }; added_tokens: { id: number; content: string; special: boolean }[] };
+  const tc = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, string | boolean>;
+  const arch = String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2';
+  const llada = arch === 'llada';
+  const V = llada ? cfg.embedding_size ?? cfg.vocab_size : cfg.vocab_size;
+  const D = llada ? cfg.d_model : cfg.hidden_size;
+  const H = llada ? cfg.n_heads : cfg.num_attention_heads;
+  const Hkv = (llada ? cfg.n_kv_heads : cfg.num_key_value_heads) ?? H;
+  const L = llada ? cfg.n_layers : cfg.num_hidden_layers;
+  const meta: GgufEntry[] = [
+    ['general.architecture', 8, arch],
+    ['general.name', 8, 'fixture'],
+    [`${arch}.block_count`, 4, L],
+    [`${arch}.context_length`, 4, llada ? cfg.max_sequence_length : cfg.max_position_embeddings],
+    [`${arch}.embedding_length`, 4, D],
+    [`${arch}.feed_forward_length`, 4, llada ? cfg.mlp_hidden_size : cfg.intermediate_size],
+    [`${arch}.attention.head_count`, 4, H],
+    [`${arch}.attention.head_count_kv`, 4, Hkv],
+    [`${arch}.rope.freq_base`, 6, cfg.rope_theta],
+    [`${arch}.attention.layer_norm_rms_epsilon`, 6, cfg.rms_norm_eps],
+  ];
+  if (llada) meta.push(['llada.vocab_size', 4, V], ['llada.attention.causal', 7, false], ['diffusion.shift_logits', 7, false], ['tokenizer.ggml.add_bos_token', 7, true]);
+  if (arch === 'dream') meta.push(['dream.attention.causal', 7, false]);
+  // tokenizer: every id in order (ids without a token as [PAD{i}], UNUSED), added special tokens CONTROL
+  const tokens: string[] = Array.from({ length: V }, (_, i) => `[PAD${i}]`);
+  const types: number[] = Array(V).fill(5);
+  for (const [t, id] of Object.entries(tj.model.vocab)) (tokens[id] = t), (types[id] = 1);
+  for (const a of tj.added_tokens) (tokens[a.id] = a.content), (types[a.id] = a.special ? 3 : 4);
+  const idOf = (t: unknown) => (typeof t === 'string' ? tokens.indexOf(t) : -1);
+  meta.push(['tokenizer.ggml.model', 8, 'gpt2'], ['tokenizer.ggml.pre', 8, 'qwen2'], ['tokenizer.ggml.tokens', 9, tokens, 8], ['tokenizer.ggml.token_type', 9, types, 5], ['tokenizer.ggml.merges', 9, tj.model.merges, 8]);
+  // special ids as SpecialVocab finds them: tokenizer_config.json's token, else config.json's id
+  for (const [key, field, cfgKey] of [['bos', 'bos_token', 'bos_token_id'], ['eos', 'eos_token', 'eos_token_id'], ['padding', 'pad_token', 'pad_token_id'], ['mask', 'mask_token', 'mask_token_id']] as const) {
+    const fromCfg = Array.isArray(cfg[cfgKey]) ? cfg[cfgKey][0] : cfg[cfgKey];
+    const id = idOf(tc[field]) >= 0 ? idOf(tc[field]) : typeof fromCfg === 'number' ? fromCfg : -1;
+    if (id >= 0) meta.push([`tokenizer.ggml.${key}_token_id`, 4, id]);
+  }
+  if (typeof tc.chat_template === 'string') meta.push(['tokenizer.chat_template', 8, tc.chat_template]);
+
+  const mapName = (hf: string): string => {
+    const llp: Record<string, string> = { 'model.transformer.wte.weight': 'token_embd.weight', 'model.transformer.ln_f.weight': 'output_norm.weight', 'model.transformer.ff_out.weight': 'output.weight', 'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight' };
+    if (llp[hf]) return llp[hf];
+    const table: [RegExp, string][] = [
+      [/^model\.transformer\.blocks\.(\d+)\.attn_norm\./, 'attn_norm'], [/^model\.transformer\.blocks\.(\d+)\.q_proj\./, 'attn_q'], [/^model\.transformer\.blocks\.(\d+)\.k_proj\./, 'attn_k'],
+      [/^model\.transformer\.blocks\.(\d+)\.v_proj\./, 'attn_v'], [/^model\.transformer\.blocks\.(\d+)\.attn_out\./, 'attn_output'], [/^model\.transformer\.blocks\.(\d+)\.ff_norm\./, 'ffn_norm'],
+      [/^model\.transformer\.blocks\.(\d+)\.ff_proj\./, 'ffn_gate'], [/^model\.transformer\.blocks\.(\d+)\.up_proj\./, 'ffn_up'], [/^model\.transformer\.blocks\.(\d+)\.ff_out\./, 'ffn_down'],
+      [/^model\.layers\.(\d+)\.input_layernorm\./, 'attn_norm'], [/^model\.layers\.(\d+)\.self_attn\.q_proj\./, 'attn_q'], [/^model\.layers\.(\d+)\.self_attn\.k_proj\./, 'attn_k'],
+      [/^model\.layers\.(\d+)\.self_attn\.v_proj\./, 'attn_v'], [/^model\.layers\.(\d+)\.self_attn\.o_proj\./, 'attn_output'], [/^model\.layers\.(\d+)\.post_attention_layernorm\./, 'ffn_norm'],
+      [/^model\.layers\.(\d+)\.mlp\.gate_proj\./, 'ffn_gate'], [/^model\.layers\.(\d+)\.mlp\.up_proj\./, 'ffn_up'], [/^model\.layers\.(\d+)\.mlp\.down_proj\./, 'ffn_down'],
+    ];
+    for (const [re, part] of table) {
+      const m = re.exec(hf);
+      if (m) return `blk.${m[1]}.${part}.${hf.endsWith('.bias') ? 'bias' : 'weight'}`;
+    }
+    throw new Error(`writeGgufFromFixture: no GGUF name for ${hf}`);
+  };
+  // LlamaModel.permute: rows viewed as [heads, 2, hd/2] are stored as [heads, hd/2, 2]
+  const permute = (w: Float32Array, heads: number, cols: number) => {
+    const hd = w.length / cols / heads;
+    const o = new Float32Array(w.length);
+    for (let h = 0; h < heads; h++)
+      for (let j = 0; j < 2; j++)
+        for (let i = 0; i < hd / 2; i++) o.set(w.subarray((h * hd + j * (hd / 2) + i) * cols, (h * hd + j * (hd / 2) + i + 1) * cols), (h * hd + 2 * i + j) * cols);
+    return o;
+  };
+  const ck = await Checkpoint.open(dir);
+  const tensors: { name: string; dims: number[]; type: number; data: Uint8Array }[] = [];
+  try {
+    for (const hf of ck.names()) {
+      const info = ck.info(hf);
+      let x = await ck.readF32(hf);
+      const name = mapName(hf);
+      const cols = info.shape.length === 2 ? info.shape[1] : 1;
+      if ((llada || arch === 'llama') && /\.attn_[qk]\./.test(name)) x = permute(x, name.includes('attn_q') ? H : Hkv, cols);
+      const t = info.shape.length === 1 ? 0 : type;
+      tensors.push({ name, dims: [...info.shape].reverse(), type: t, data: ggmlEncode(t, x) });
+    }
+  } finally {
+    await ck.close();
+  }
+  await writeFile(out, encodeGguf({ metadata: meta, tensors }));
+}

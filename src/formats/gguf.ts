@@ -17,6 +17,9 @@ import { f16ToF32 } from './safetensors.ts';
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
 
+/** A path that names a GGUF file (by its extension, as llama.cpp's tools take them). */
+export const isGguf = (path: string) => path.toLowerCase().endsWith('.gguf');
+
 /** ggml tensor types quench decodes: id -> elements per block and bytes per block */
 export const GGML_TYPES: Record<number, { name: string; block: number; bytes: number }> = {
   0: { name: 'F32', block: 1, bytes: 4 },

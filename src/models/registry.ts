@@ -18,7 +18,7 @@ import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/s
 import { hfNames } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
-import { GgufFile } from '../formats/gguf.ts';
+import { GgufFile, isGguf } from '../formats/gguf.ts';
 import { argsOf, GgufWeights, tokenizerOf } from './gguf.ts';
 import { buildTransformer, type WeightNames, type WeightReader } from './transformer.ts';
 
@@ -91,7 +91,6 @@ interface Source {
   close(): Promise<void>;
 }
 
-export const isGguf = (path: string) => path.toLowerCase().endsWith('.gguf');
 
 async function openSource(path: string): Promise<Source> {
   if (!isGguf(path)) {
