@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GgufFile, dequantize } from '../src/formats/gguf.ts';
+import { f16ToF32 } from '../src/formats/safetensors.ts';
 import { encodeGguf, ggmlEncode, mulberry32, writeFixture, writeGgufFromFixture, type FixtureOptions, type GgufEntry } from '../src/formats/fixtures.ts';
 import { loadModel, type Model } from '../src/models/registry.ts';
 import { FormatError } from '../src/errors.ts';
@@ -102,7 +103,7 @@ test('gguf: malformed files are refused with a typed error, never a crash (llama
   await refuse(variant({ tensors: [{ name: 'w', dims: [32, 2, 1, 1, 1], type: 8, data: ggmlEncode(8, rand(64)) }] }), /gguf_dims/, 'five dimensions');
   await refuse(variant({ tensors: [{ name: 'w', dims: [2 ** 40, 2 ** 20], type: 0, data: new Uint8Array(0) }] }), /gguf_dims|gguf_tensor_bounds/, 'dimension overflow');
   await refuse(variant({ tensors: [{ name: 'w', dims: [33, 2], type: 8, data: new Uint8Array(68) }] }), /gguf_dims/, 'rows that are not whole blocks');
-  await refuse(variant({ tensors: [{ name: 'w', dims: [256], type: 12, data: new Uint8Array(144) }] }), /gguf_tensor_type/, 'a K-quant');
+  await refuse(variant({ tensors: [{ name: 'w', dims: [256], type: 10, data: new Uint8Array(84) }] }), /gguf_tensor_type/, 'a type not decoded (Q2_K)');
   await refuse(variant({ tensors: [{ name: 'w', dims: [4], type: 99, data: new Uint8Array(16) }] }), /gguf_tensor_type/, 'an unknown type');
   const w = { name: 'w', dims: [32], type: 0, data: new Uint8Array(128) };
   await refuse(variant({ tensors: [w, w] }), /gguf_duplicate_tensor/, 'duplicate tensor names');
@@ -201,4 +202,109 @@ test('gguf models: metadata that cannot make a model is refused by name', async 
   await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'tokenizer.ggml.eos_token_id' ? 99999 : v])), /eos_token_id/);
   await refuse(await variant((m) => m, data.filter((t) => t.name !== 'blk.0.ffn_up.weight')), /ffn_up/);
   await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.embedding_length' ? 128 : v])), /token_embd|embedding|shape/);
+});
+
+// ---------------------------------------------------------------- the 5-bit and K quant types
+
+/** ggml's reference dequantizers in their own loop order (block by block, as ggml-quants.c walks them). */
+function referenceBlocks(type: number, b: Uint8Array, n: number): Float32Array {
+  const f = Math.fround;
+  const h = (o: number) => f16ToF32(b[o] | (b[o + 1] << 8));
+  const y = new Float32Array(n);
+  let k = 0;
+  const scaleMin = (j: number, o: number) =>
+    j < 4 ? [b[o + j] & 63, b[o + j + 4] & 63] : [(b[o + j + 4] & 0xf) | ((b[o + j - 4] >> 6) << 4), (b[o + j + 4] >> 4) | ((b[o + j] >> 6) << 4)];
+  if (type === 3 || type === 6 || type === 7) {
+    const size = { 3: 20, 6: 22, 7: 24 }[type];
+    for (let at = 0; k < n; at += size) {
+      const d = h(at);
+      const m = type === 6 ? 0 : h(at + 2);
+      const qhAt = type === 6 ? 2 : 4;
+      const qh = type === 3 ? 0 : (b[at + qhAt] | (b[at + qhAt + 1] << 8) | (b[at + qhAt + 2] << 16) | (b[at + qhAt + 3] << 24)) >>> 0;
+      const qs = at + (type === 3 ? 4 : type === 6 ? 6 : 8);
+      for (let j = 0; j < 16; j++) {
+        const xh0 = type === 3 ? 0 : ((qh >>> j) << 4) & 0x10;
+        const xh1 = type === 3 ? 0 : (qh >>> (j + 12)) & 0x10;
+        const x0 = (b[qs + j] & 0x0f) | xh0;
+        const x1 = (b[qs + j] >> 4) | xh1;
+        y[k + j] = type === 6 ? f((x0 - 16) * d) : f(f(x0 * d) + m);
+        y[k + j + 16] = type === 6 ? f((x1 - 16) * d) : f(f(x1 * d) + m);
+      }
+      k += 32;
+    }
+  } else if (type === 12 || type === 13) {
+    const size = type === 12 ? 144 : 176;
+    for (let at = 0; k < n; at += size) {
+      const d = h(at);
+      const min = h(at + 2);
+      let q = at + (type === 12 ? 16 : 48);
+      let is = 0;
+      let u1 = 1;
+      let u2 = 2;
+      for (let j = 0; j < 256; j += 64) {
+        const [sc1, m1s] = scaleMin(is, at + 4);
+        const [sc2, m2s] = scaleMin(is + 1, at + 4);
+        const d1 = f(d * sc1), m1 = f(min * m1s), d2 = f(d * sc2), m2 = f(min * m2s);
+        for (let l = 0; l < 32; l++) y[k++] = f(f(d1 * ((b[q + l] & 0xf) + (type === 13 && b[at + 16 + l] & u1 ? 16 : 0))) - m1);
+        for (let l = 0; l < 32; l++) y[k++] = f(f(d2 * ((b[q + l] >> 4) + (type === 13 && b[at + 16 + l] & u2 ? 16 : 0))) - m2);
+        q += 32;
+        is += 2;
+        u1 <<= 2;
+        u2 <<= 2;
+      }
+    }
+  } else if (type === 14) {
+    for (let at = 0; k < n; at += 210) {
+      const d = h(at + 208);
+      let ql = at;
+      let qh = at + 128;
+      let sc = at + 192;
+      for (let half = 0; half < 2; half++) {
+        for (let l = 0; l < 32; l++) {
+          const is = l >> 4;
+          const s8 = (o: number) => (b[sc + o] << 24) >> 24;
+          const q1 = ((b[ql + l] & 0xf) | (((b[qh + l] >> 0) & 3) << 4)) - 32;
+          const q2 = ((b[ql + l + 32] & 0xf) | (((b[qh + l] >> 2) & 3) << 4)) - 32;
+          const q3 = ((b[ql + l] >> 4) | (((b[qh + l] >> 4) & 3) << 4)) - 32;
+          const q4 = ((b[ql + l + 32] >> 4) | (((b[qh + l] >> 6) & 3) << 4)) - 32;
+          y[k + l] = f(f(d * s8(is)) * q1);
+          y[k + l + 32] = f(f(d * s8(is + 2)) * q2);
+          y[k + l + 64] = f(f(d * s8(is + 4)) * q3);
+          y[k + l + 96] = f(f(d * s8(is + 6)) * q4);
+        }
+        k += 128;
+        ql += 64;
+        qh += 32;
+        sc += 8;
+      }
+    }
+  }
+  return y;
+}
+
+test('gguf: Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K decode bit for bit as ggml\'s reference loops', () => {
+  const r = mulberry32(9);
+  for (const [type, block, bytes, halves] of [[3, 32, 20, [0, 2]], [6, 32, 22, [0]], [7, 32, 24, [0, 2]], [12, 256, 144, [0, 2]], [13, 256, 176, [0, 2]], [14, 256, 210, [208]]] as const) {
+    const blocks = 40;
+    const b = new Uint8Array(blocks * bytes).map(() => Math.floor(r() * 256));
+    for (let i = 0; i < blocks; i++)
+      for (const o of halves) {
+        // a finite fp16 scale: exponent 0..30, any sign and mantissa (subnormals included)
+        const bits = (Math.floor(r() * 2) << 15) | (Math.floor(r() * 31) << 10) | Math.floor(r() * 1024);
+        b[i * bytes + o] = bits & 0xff;
+        b[i * bytes + o + 1] = bits >> 8;
+      }
+    const got = dequantize(type, b, blocks * block);
+    const want = referenceBlocks(type, b, blocks * block);
+    assert.deepEqual(new Uint32Array(got.buffer), new Uint32Array(want.buffer), `type ${type}`);
+    assert.ok(got.some((x) => x !== 0));
+  }
+  // a hand-built Q6_K block: d = 1 (last), scale of values 16..31 is -2, value 17 is q = (0x5 | 0b10 << 4) - 32 = 5
+  const q6 = new Uint8Array(210);
+  q6[208] = 0x00;
+  q6[209] = 0x3c; // fp16 1.0
+  q6[192 + 1] = 0xfe; // int8 -2
+  q6[17] = 0x05; // low nibble of value 17
+  q6[128 + 17] = 0b10; // its 2 high bits
+  assert.equal(dequantize(14, q6, 256)[17], -2 * ((0x5 | (0b10 << 4)) - 32));
 });

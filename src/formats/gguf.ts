@@ -8,7 +8,9 @@
 // The reader checks everything it is about to trust (the hardening cases of llama.cpp's own
 // GGUF tests): counts and lengths against what is left of the file, dimensions and their
 // product, types, alignment, duplicates, and data that would run past the end. Tensors are
-// read one at a time and decoded to fp32: F32, F16, BF16, Q8_0 and Q4_0.
+// read one at a time and decoded to fp32: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the
+// K-quants Q4_K, Q5_K, Q6_K (what llama.cpp's Q4_K_M / Q5_K_M / Q6_K files hold), exactly as
+// ggml's reference dequantizers compute them in float32.
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
@@ -25,11 +27,17 @@ export const GGML_TYPES: Record<number, { name: string; block: number; bytes: nu
   0: { name: 'F32', block: 1, bytes: 4 },
   1: { name: 'F16', block: 1, bytes: 2 },
   2: { name: 'Q4_0', block: 32, bytes: 18 },
+  3: { name: 'Q4_1', block: 32, bytes: 20 },
+  6: { name: 'Q5_0', block: 32, bytes: 22 },
+  7: { name: 'Q5_1', block: 32, bytes: 24 },
   8: { name: 'Q8_0', block: 32, bytes: 34 },
+  12: { name: 'Q4_K', block: 256, bytes: 144 },
+  13: { name: 'Q5_K', block: 256, bytes: 176 },
+  14: { name: 'Q6_K', block: 256, bytes: 210 },
   30: { name: 'BF16', block: 1, bytes: 2 },
 };
 /** names of other ggml types, for a clear refusal */
-const OTHER_TYPES: Record<number, string> = { 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K', 13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
+const OTHER_TYPES: Record<number, string> = { 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
 
 export const GGUF_LIMITS = { tensors: 1 << 16, metadata: 1 << 16, stringBytes: 64 << 20, arrayItems: 1 << 24, dims: 4, headerBytes: 1 << 30, arrayDepth: 4 };
 
@@ -271,7 +279,79 @@ export function dequantize(type: number, b: Uint8Array, n: number): Float32Array
         }
       }
       return out;
+    case 3: // Q4_1: fp16 d, fp16 m, 16 bytes of nibbles (as Q4_0, unsigned): x = q * d + m
+    case 6: // Q5_0: fp16 d, u32 of 5th bits (bit e for value e), 16 bytes of nibbles: x = (q - 16) * d
+    case 7: {
+      // Q5_1: fp16 d, fp16 m, u32 of 5th bits, 16 bytes of nibbles: x = q * d + m
+      const { bytes } = GGML_TYPES[type];
+      const hasMin = type !== 6;
+      const five = type !== 3;
+      const qsAt = (hasMin ? 4 : 2) + (five ? 4 : 0);
+      for (let blk = 0; blk < n / 32; blk++) {
+        const at = blk * bytes;
+        const d = f16ToF32(v.getUint16(at, true));
+        const m = hasMin ? f16ToF32(v.getUint16(at + 2, true)) : 0;
+        const qh = five ? v.getUint32(at + (hasMin ? 4 : 2), true) : 0;
+        for (let e = 0; e < 32; e++) {
+          const byte = b[at + qsAt + (e & 15)];
+          let q = e < 16 ? byte & 0x0f : byte >> 4;
+          if (five) q |= ((qh >>> e) & 1) << 4;
+          out[blk * 32 + e] = hasMin ? f(f(q * d) + m) : f((q - 16) * d);
+        }
+      }
+      return out;
+    }
+    case 12: // Q4_K
+    case 13: {
+      // Q5_K. fp16 d and dmin, 12 bytes of 6-bit scales and mins (8 sub-blocks of 32), [Q5_K: 32
+      // bytes of 5th bits, bit s of byte l for value l of sub-block s], 128 bytes of nibbles:
+      // value l of sub-block s is in byte 32*(s>>1) + l, low nibble for even s, high for odd;
+      // x = d * scale_s * q - dmin * min_s
+      const q5 = type === 13;
+      const bytes = q5 ? 176 : 144;
+      const qsAt = q5 ? 48 : 16;
+      for (let blk = 0; blk < n / 256; blk++) {
+        const at = blk * bytes;
+        const d = f16ToF32(v.getUint16(at, true));
+        const dmin = f16ToF32(v.getUint16(at + 2, true));
+        for (let s = 0; s < 8; s++) {
+          const [sc, mn] = scaleMinK4(b, at + 4, s);
+          const ds = f(d * sc);
+          const ms = f(dmin * mn);
+          for (let l = 0; l < 32; l++) {
+            const byte = b[at + qsAt + 32 * (s >> 1) + l];
+            let q = s & 1 ? byte >> 4 : byte & 0x0f;
+            if (q5) q += ((b[at + 16 + l] >> s) & 1) << 4;
+            out[blk * 256 + 32 * s + l] = f(f(ds * q) - ms);
+          }
+        }
+      }
+      return out;
+    }
+    case 14: // Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales (one per 16 values), fp16 d last
+      for (let blk = 0; blk < n / 256; blk++) {
+        const at = blk * 210;
+        const d = f16ToF32(v.getUint16(at + 208, true));
+        for (let e = 0; e < 256; e++) {
+          const half = e >> 7;
+          const g = (e >> 5) & 3;
+          const l = e & 31;
+          const lb = b[at + 64 * half + 32 * (g & 1) + l];
+          const lo = g >= 2 ? lb >> 4 : lb & 0x0f;
+          const hi = (b[at + 128 + 32 * half + l] >> (2 * g)) & 3;
+          out[blk * 256 + e] = f(f(d * v.getInt8(at + 192 + (e >> 4))) * ((lo | (hi << 4)) - 32));
+        }
+      }
+      return out;
     default:
       return fail('gguf_tensor_type', `cannot decode ggml type ${type}`);
   }
+}
+
+const f = Math.fround;
+
+/** The 6-bit scale and min of sub-block j from a K-quant's 12 packed bytes at `o`. */
+function scaleMinK4(q: Uint8Array, o: number, j: number): [number, number] {
+  if (j < 4) return [q[o + j] & 63, q[o + j + 4] & 63];
+  return [(q[o + j + 4] & 0x0f) | ((q[o + j - 4] >> 6) << 4), (q[o + j + 4] >> 4) | ((q[o + j] >> 6) << 4)];
 }
