@@ -4,7 +4,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GgufFile, dequantize } from '../src/formats/gguf.ts';
+import { GgufFile, dequantize, type GgufValue } from '../src/formats/gguf.ts';
+import { tokenizerOf } from '../src/models/gguf.ts';
+import { TextCodec } from '../src/formats/tokenizer.ts';
 import { f16ToF32 } from '../src/formats/safetensors.ts';
 import { encodeGguf, ggmlEncode, mulberry32, writeFixture, writeGgufFromFixture, type FixtureOptions, type GgufEntry } from '../src/formats/fixtures.ts';
 import { loadModel, type Model } from '../src/models/registry.ts';
@@ -32,6 +34,12 @@ const META: GgufEntry[] = [
   ['x.flag', 7, true],
   ['x.f', 6, 0.5],
 ];
+
+test('gguf: a leading byte-order mark in a string is kept', async () => {
+  const f = await GgufFile.open(await write(encodeGguf({ metadata: [['x', 8, '\ufeffhi']], tensors: [] })));
+  assert.equal(f.metadata.get('x'), '\ufeffhi');
+  await f.close();
+});
 
 test('gguf: metadata of every kind and tensors of each type read back', async () => {
   const x = rand(64 * 3);
@@ -109,7 +117,13 @@ test('gguf: malformed files are refused with a typed error, never a crash (llama
   await refuse(variant({ tensors: [w, w] }), /gguf_duplicate_tensor/, 'duplicate tensor names');
   await refuse(variant({ metadata: [...META, ['x.count', 10, 8]] }), /gguf_duplicate_key/, 'duplicate keys');
   await refuse(variant({ metadata: [['general.alignment', 4, 24]] }), /gguf_alignment/, 'alignment not a power of two');
-  await refuse(variant({ metadata: [['x', 9, [[[[[1]]]]], [9, 9, 9, 9, 5]]] }), /gguf_array_depth/, 'arrays nested too deep');
+  await refuse(variant({ metadata: [['x', 9, [[1]], [9, 5]]] }), /gguf_nested_array/, 'an array of arrays');
+  await refuse(variant({ metadata: [['x', 9, Array(5_000_000).fill(0), 0], ['y', 9, Array(5_000_000).fill(0), 0]] }), /gguf_count/, 'more array items in the file than the limit');
+  await refuse(variant({ metadata: [['', 4, 1]] }), /gguf_key/, 'an empty key');
+  await refuse(variant({ tensors: [{ name: 'n'.repeat(64), dims: [32], type: 0, data: new Uint8Array(128) }] }), /gguf_tensor_name/, 'a tensor name of 64 bytes');
+  const bad8 = Buffer.from(variant({ metadata: [['x', 8, 'ab']] }));
+  bad8[24 + 8 + 1 + 4 + 8] = 0xff; // the string's first byte: not UTF-8
+  await refuse(bad8, /gguf_string_utf8/, 'a string that is not UTF-8');
   const typed = Buffer.from(variant({ metadata: [['x', 4, 0]] }));
   typed.writeUInt32LE(13, 24 + 8 + 1); // the value type after the key "x"
   await refuse(typed, /gguf_value_type/, 'unknown value type');
@@ -307,4 +321,48 @@ test('gguf: Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K decode bit for bit as ggml\'s 
   q6[17] = 0x05; // low nibble of value 17
   q6[128 + 17] = 0b10; // its 2 high bits
   assert.equal(dequantize(14, q6, 256)[17], -2 * ((0x5 | (0b10 << 4)) - 32));
+});
+
+test('gguf tokenizer: tokens named like object properties, user-defined added tokens, filler ids, the Llama 3 merges flag', () => {
+  const toks = ['c', 'o', 'n', 's', 't', 'r', 'u', '_', 'p', 'constructor', '__proto__', '<tool>', '<|eot|>', '[PAD13]'];
+  const meta = new Map<string, GgufValue>([
+    ['tokenizer.ggml.model', 'gpt2'],
+    ['tokenizer.ggml.pre', 'llama-bpe'],
+    ['tokenizer.ggml.tokens', toks],
+    ['tokenizer.ggml.token_type', [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 3, 5]],
+    ['tokenizer.ggml.merges', []],
+    ['tokenizer.ggml.eos_token_id', 12],
+  ]);
+  const { json, config } = tokenizerOf(meta, 14);
+  assert.equal((json.model as { ignore_merges: boolean }).ignore_merges, true);
+  const vocab = (json.model as { vocab: Record<string, number> }).vocab;
+  assert.equal(vocab.constructor, 9);
+  assert.equal(vocab.__proto__, 10);
+  assert.ok(!('[PAD13]' in vocab));
+  assert.equal(config.eos_token, '<|eot|>');
+  const codec = new TextCodec(json, config);
+  assert.deepEqual(codec.encode('constructor'), [9]);
+  assert.deepEqual(codec.encode('s<tool>'), [3, 11]);
+  assert.equal(codec.decode([11, 9], false), '<tool>constructor');
+  // qwen2 text is NFC-normalized first, as its tokenizer.json does
+  meta.set('tokenizer.ggml.pre', 'qwen2');
+  assert.deepEqual(tokenizerOf(meta, 14).json.normalizer, { type: 'NFC' });
+});
+
+test('gguf models: tensors the graph would not read (a variant quench does not build) are refused, not dropped', async () => {
+  const hfDir = await tempDir('quench-gguf-extra-');
+  await writeFixture(hfDir, { arch: 'llada', hidden: 64, heads: 4, layers: 1, dtype: 'F32' });
+  const good = join(dir, 'llada-extra-src.gguf');
+  await writeGgufFromFixture(hfDir, good, 0);
+  const f = await GgufFile.open(good);
+  const meta = f.metadata;
+  const tensors = await Promise.all([...f.tensors.values()].map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f.readF32(t.name)) })));
+  await f.close();
+  const entries: GgufEntry[] = [...meta.entries()].map(([k, v]) =>
+    Array.isArray(v) ? [k, 9, v, typeof v[0] === 'string' ? 8 : 5] : typeof v === 'string' ? [k, 8, v] : typeof v === 'boolean' ? [k, 7, v] : Number.isInteger(v) ? [k, 4, v] : [k, 6, v]);
+  for (const [extra, re] of [['blk.0.attn_q_norm.weight', /attn_q_norm.*no place/], ['rope_freqs.weight', /rope_freqs/]] as const) {
+    const p = join(dir, `extra-${n++}.gguf`);
+    await writeFile(p, encodeGguf({ metadata: entries, tensors: [...tensors, { name: extra, dims: [16], type: 0, data: ggmlEncode(0, new Float32Array(16)) }] }));
+    await assert.rejects(loadModel(p, { cacheDir: CACHE }), (e: unknown) => e instanceof FormatError && re.test(e.message), extra);
+  }
 });

@@ -2,7 +2,7 @@
 // $QUENCH_MODELS (default ~/.cache/quench/models), pulled ones in the Hugging Face Hub
 // cache (named owner/name, or owner/name@revision).
 
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,15 @@ import { isGguf } from '../formats/gguf.ts';
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 export const BUNDLED_DIR = join(PACKAGE_ROOT, 'models');
 export const DEFAULT_MODEL = 'quench-tiny';
+
+/** A file, or a link to one (large weights are often linked in). */
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
 
 export function localModelsDir(): string {
   return process.env.QUENCH_MODELS || join(homedir(), '.cache', 'quench', 'models');
@@ -27,7 +36,7 @@ export interface ModelEntry {
 function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
   if (!existsSync(root)) return [];
   return readdirSync(root, { withFileTypes: true })
-    .filter((d) => (d.isDirectory() && existsSync(join(root, d.name, 'config.json'))) || (d.isFile() && isGguf(d.name)))
+    .filter((d) => (d.isDirectory() && existsSync(join(root, d.name, 'config.json'))) || (isGguf(d.name) && isFile(join(root, d.name))))
     .map((d) => ({ name: d.name.replace(/\.gguf$/i, ''), dir: join(root, d.name), source }));
 }
 
@@ -42,7 +51,7 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
   const name = arg ?? DEFAULT_MODEL;
   if (existsSync(join(name, 'config.json'))) return { dir: resolve(name), name: basename(resolve(name)) };
   // a GGUF file (llama.cpp's format), served under its file name
-  if (isGguf(name) && existsSync(name)) return { dir: resolve(name), name: basename(name).replace(/\.gguf$/i, '') };
+  if (isGguf(name) && isFile(name)) return { dir: resolve(name), name: basename(name).replace(/\.gguf$/i, '') };
   const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
   if (hit) return { dir: hit.dir, name };
   const at = name.indexOf('@');

@@ -39,7 +39,10 @@ export const GGML_TYPES: Record<number, { name: string; block: number; bytes: nu
 /** names of other ggml types, for a clear refusal */
 const OTHER_TYPES: Record<number, string> = { 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
 
-export const GGUF_LIMITS = { tensors: 1 << 16, metadata: 1 << 16, stringBytes: 64 << 20, arrayItems: 1 << 24, dims: 4, headerBytes: 1 << 30, arrayDepth: 4 };
+/** arrayItems: all array items in the file together (a large vocabulary's tokens, types and merges are ~1M) */
+export const GGUF_LIMITS = { tensors: 1 << 16, metadata: 1 << 16, stringBytes: 64 << 20, arrayItems: 1 << 23, dims: 4, headerBytes: 1 << 30, nameBytes: 63 };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export interface GgufTensor {
   name: string;
@@ -55,11 +58,31 @@ function fail(code: string, msg: string): never {
   throw new FormatError(code, `gguf: ${msg}`);
 }
 
+const SCALAR_SIZES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+
+function readScalar(b: Buffer, i: number, type: number): GgufValue {
+  switch (type) {
+    case 0: return b.readUInt8(i);
+    case 1: return b.readInt8(i);
+    case 2: return b.readUInt16LE(i);
+    case 3: return b.readInt16LE(i);
+    case 4: return b.readUInt32LE(i);
+    case 5: return b.readInt32LE(i);
+    case 6: return b.readFloatLE(i);
+    case 7: return b.readUInt8(i) !== 0;
+    case 10: return b.readBigUInt64LE(i);
+    case 11: return b.readBigInt64LE(i);
+    default: return b.readDoubleLE(i);
+  }
+}
+
 /** A cursor over the file's header, reading ahead in chunks; every read is bounds-checked. */
 class HeaderReader {
   private buf = Buffer.alloc(0);
   private bufStart = 0;
   pos = 0;
+  /** array items still allowed in this file */
+  items = GGUF_LIMITS.arrayItems;
   constructor(
     private fh: FileHandle,
     readonly size: number,
@@ -107,7 +130,8 @@ class HeaderReader {
     await this.need(n);
     let s: string;
     try {
-      s = new TextDecoder('utf-8', { fatal: true }).decode(this.buf.subarray(this.at(), this.at() + n));
+      // (a leading U+FEFF is text, kept)
+      s = utf8.decode(this.buf.subarray(this.at(), this.at() + n));
     } catch {
       fail('gguf_string_utf8', 'a string is not valid UTF-8');
     }
@@ -115,35 +139,33 @@ class HeaderReader {
     return s;
   }
   async scalar(type: number): Promise<GgufValue> {
-    const sizes: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
-    const size = sizes[type];
+    const size = SCALAR_SIZES[type];
     if (size === undefined) fail('gguf_value_type', `unknown metadata value type ${type}`);
     await this.need(size);
-    const b = this.buf;
     const i = this.at();
     this.pos += size;
-    switch (type) {
-      case 0: return b.readUInt8(i);
-      case 1: return b.readInt8(i);
-      case 2: return b.readUInt16LE(i);
-      case 3: return b.readInt16LE(i);
-      case 4: return b.readUInt32LE(i);
-      case 5: return b.readInt32LE(i);
-      case 6: return b.readFloatLE(i);
-      case 7: return b.readUInt8(i) !== 0;
-      case 10: return b.readBigUInt64LE(i);
-      case 11: return b.readBigInt64LE(i);
-      default: return b.readDoubleLE(i);
-    }
+    return readScalar(this.buf, i, type);
   }
-  async value(type: number, depth = 0): Promise<GgufValue> {
+  async value(type: number): Promise<GgufValue> {
     if (type === 8) return this.string();
     if (type !== 9) return this.scalar(type);
-    if (depth >= GGUF_LIMITS.arrayDepth) fail('gguf_array_depth', `arrays nested deeper than ${GGUF_LIMITS.arrayDepth}`);
     const itemType = await this.u32();
-    const n = await this.count('array item', itemType === 8 || itemType === 9 ? 8 : 1, GGUF_LIMITS.arrayItems);
+    // (as llama.cpp's reader: no arrays of arrays)
+    if (itemType === 9) fail('gguf_nested_array', 'arrays of arrays are not supported');
+    const size = SCALAR_SIZES[itemType];
+    if (itemType !== 8 && size === undefined) fail('gguf_value_type', `unknown array item type ${itemType}`);
+    const n = await this.count('array item', size ?? 8, this.items);
+    this.items -= n;
     const out: GgufValue[] = new Array(n);
-    for (let i = 0; i < n; i++) out[i] = await this.value(itemType, depth + 1);
+    if (itemType === 8) {
+      for (let i = 0; i < n; i++) out[i] = await this.string();
+      return out;
+    }
+    // numbers: one read for the whole array
+    await this.need(n * size);
+    const at = this.at();
+    this.pos += n * size;
+    for (let i = 0; i < n; i++) out[i] = readScalar(this.buf, at + i * size, itemType);
     return out;
   }
 }
@@ -173,6 +195,7 @@ export class GgufFile {
       const metadata = new Map<string, GgufValue>();
       for (let i = 0; i < nKv; i++) {
         const key = await r.string();
+        if (key === '') fail('gguf_key', 'a metadata key is empty');
         if (metadata.has(key)) fail('gguf_duplicate_key', `metadata key ${JSON.stringify(key)} appears twice`);
         metadata.set(key, await r.value(await r.u32()));
       }
@@ -183,6 +206,7 @@ export class GgufFile {
       const names = new Set<string>();
       for (let i = 0; i < nTensors; i++) {
         const name = await r.string();
+        if (Buffer.byteLength(name) > GGUF_LIMITS.nameBytes) fail('gguf_tensor_name', `tensor name ${JSON.stringify(name.slice(0, 80))} is longer than ${GGUF_LIMITS.nameBytes} bytes`);
         if (names.has(name)) fail('gguf_duplicate_tensor', `tensor ${JSON.stringify(name)} appears twice`);
         names.add(name);
         const nDims = await r.u32();
@@ -208,6 +232,10 @@ export class GgufFile {
         if (t.rel > BigInt(size) || offset + byteLength > size) fail('gguf_tensor_bounds', `tensor ${JSON.stringify(t.name)} runs past the end of the file`);
         tensors.set(t.name, { name: t.name, dims: t.dims, type: t.type, offset, byteLength });
       }
+      // tensor data never overlaps
+      const spans = [...tensors.values()].sort((a, b) => a.offset - b.offset);
+      for (let i = 1; i < spans.length; i++)
+        if (spans[i - 1].offset + spans[i - 1].byteLength > spans[i].offset) fail('gguf_tensor_bounds', `tensors ${JSON.stringify(spans[i - 1].name)} and ${JSON.stringify(spans[i].name)} overlap`);
       return new GgufFile(path, fh, version, metadata, tensors);
     } catch (e) {
       await fh.close();

@@ -111,6 +111,8 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   if (!['llada', 'dream', 'llama', 'qwen2'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, dream, llama, qwen2)`);
   const k = (key: string) => num(meta.get(`${a}.${key}`));
   if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
+  // (Llama 3.1's scaled RoPE travels as this tensor, with no scaling key)
+  if (tensors.has('rope_freqs.weight')) fail('gguf_metadata', 'rope_freqs.weight (scaled RoPE) is not supported yet');
   const tokens = meta.get('tokenizer.ggml.tokens');
   const vocab = k('vocab_size') ?? (Array.isArray(tokens) ? tokens.length : undefined);
   const id = (key: string) => num(meta.get(`tokenizer.ggml.${key}_token_id`));
@@ -155,7 +157,15 @@ export function argsOf(meta: Map<string, GgufValue>, tensors: Set<string>): Mode
   const shift = meta.get('diffusion.shift_logits');
   if (typeof shift === 'boolean' && args.attention !== 'causal') args.shiftedLogits = shift;
   if (args.attention !== 'causal' && args.maskTokenId === null) fail('gguf_metadata', 'a diffusion model needs tokenizer.ggml.mask_token_id');
+  const rot = num(meta.get(`${meta.get('general.architecture')}.rope.dimension_count`));
+  if (rot !== undefined && rot !== args.headDim) fail('gguf_metadata', `partial RoPE (rope.dimension_count ${rot} of head size ${args.headDim}) is not supported`);
   return args;
+}
+
+/** Refuse a file with tensors the graph would not read (biases or norms of a variant quench does not build): they would be dropped silently. */
+export function checkAllUsed(arch: ModelArgs['arch'], tensors: Iterable<string>, used: Iterable<string>): void {
+  const want = new Set([...used].map((n) => ggufName(arch, n)));
+  for (const t of tensors) if (!want.has(t)) fail('gguf_unused_tensor', `tensor ${JSON.stringify(t)} has no place in quench's ${arch} graph (a variant it does not build)`);
 }
 
 // ---------------------------------------------------------------- tokenizer
@@ -168,8 +178,9 @@ const DEFAULT = ['[\\p{P}\\$\\+<=>\\^~\\|]+', GPT2, '\\p{N}+', '[0-9][0-9][0-9]'
 const PRE: Record<string, string[]> = {
   llama3: [LLAMA3], 'llama-v3': [LLAMA3], 'llama-bpe': [LLAMA3],
   qwen2: [QWEN2], 'deepseek-r1-qwen': [QWEN2],
-  gpt2: [GPT2], default: DEFAULT,
+  gpt2: [GPT2], 'gpt-2': [GPT2], default: DEFAULT,
 };
+const NFC_PRE = new Set(['qwen2', 'deepseek-r1-qwen']);
 
 /** tokenizer.json and tokenizer_config.json from the tokenizer metadata (byte-level BPE, "gpt2"). */
 export function tokenizerOf(meta: Map<string, GgufValue>, vocabSize: number): { json: Record<string, unknown>; config: Record<string, unknown> } {
@@ -185,13 +196,16 @@ export function tokenizerOf(meta: Map<string, GgufValue>, vocabSize: number): { 
   const toks = tokens as string[];
   if (toks.length > vocabSize) fail('gguf_tokenizer', `${toks.length} tokens for a vocabulary of ${vocabSize}`);
   if (!Array.isArray(types) || !Array.isArray(merges) || merges.some((m) => typeof m !== 'string')) fail('gguf_tokenizer', 'tokenizer.ggml.token_type / merges are malformed');
-  const vocab: Record<string, number> = {};
+  // (no prototype: tokens such as "constructor" or "__proto__" are plain keys)
+  const vocab: Record<string, number> = Object.create(null);
   const added: Record<string, unknown>[] = [];
   toks.forEach((t, i) => {
     const type = (types as GgufValue[])[i];
+    // UNUSED (5): filler ids ([PAD123]) the original vocabulary does not have
+    if (type === 5) return;
     // CONTROL (3) and USER_DEFINED (4) tokens are matched whole, as added tokens
     if (type === 3 || type === 4) added.push({ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === 3 });
-    if (!(t in vocab)) vocab[t] = i;
+    if (!Object.hasOwn(vocab, t)) vocab[t] = i;
   });
   const splits = patterns!.map((p) => ({ type: 'Split', pattern: { Regex: p }, behavior: 'Isolated', invert: false }));
   const json = {
@@ -199,11 +213,11 @@ export function tokenizerOf(meta: Map<string, GgufValue>, vocabSize: number): { 
     truncation: null,
     padding: null,
     added_tokens: added,
-    normalizer: null,
+    normalizer: NFC_PRE.has(pre as string) ? { type: 'NFC' } : null,
     pre_tokenizer: { type: 'Sequence', pretokenizers: [...splits, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false }] },
     post_processor: null,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: patterns === PRE.llama3, vocab, merges },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: patterns![0] === LLAMA3, vocab, merges },
   };
   const text = (key: string) => {
     const id = num(meta.get(`tokenizer.ggml.${key}_token_id`));

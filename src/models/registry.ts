@@ -19,7 +19,7 @@ import { hfNames } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
 import { GgufFile, isGguf } from '../formats/gguf.ts';
-import { argsOf, GgufWeights, tokenizerOf } from './gguf.ts';
+import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
 import { buildTransformer, type WeightNames, type WeightReader } from './transformer.ts';
 
 export type DTypeOption = WeightFormat | 'auto';
@@ -100,6 +100,7 @@ async function openSource(path: string): Promise<Source> {
   const file = await GgufFile.open(path);
   try {
     const args = argsOf(file.metadata, new Set(file.tensors.keys()));
+    checkAllUsed(args.arch, file.tensors.keys(), weightNamesOf(args));
     const embed = file.tensors.get('token_embd.weight');
     if (!embed || embed.dims.length !== 2 || embed.dims[0] !== args.hiddenSize || embed.dims[1] !== args.vocabSize)
       throw new FormatError('config_mismatch', `gguf: token_embd.weight ${embed ? `[${embed.dims}]` : 'is missing'}, metadata implies [${args.hiddenSize}, ${args.vocabSize}]`);
@@ -107,7 +108,8 @@ async function openSource(path: string): Promise<Source> {
     const { size, mtimeMs } = await stat(path);
     return {
       args,
-      fingerprint: async () => createHash('sha256').update(`gguf:${path}:${size}:${mtimeMs}`).digest('hex'),
+      // (the reading code is part of the key: a fix to decoding or the name mapping converts again)
+      fingerprint: async () => createHash('sha256').update(`gguf:${path}:${size}:${mtimeMs}`).update(await sourceHash(GGUF_SOURCES)).digest('hex'),
       weights: async () => new GgufWeights(file, args),
       codec: async () => new TextCodec(tok.json, tok.config, args, null),
       close: () => file.close(),
@@ -129,11 +131,23 @@ async function checkpointFingerprint(dir: string): Promise<string> {
   return h.digest('hex');
 }
 
-async function graphCodeHash(): Promise<string> {
+const GGUF_SOURCES = ['gguf.ts', '../formats/gguf.ts'];
+
+async function sourceHash(files: string[]): Promise<string> {
   const here = fileURLToPath(new URL('.', import.meta.url));
   const h = createHash('sha256');
-  for (const f of GRAPH_SOURCES) h.update(await readFile(join(here, f)));
+  for (const f of files) h.update(await readFile(join(here, f)));
   return h.digest('hex').slice(0, 16);
+}
+
+const graphCodeHash = () => sourceHash(GRAPH_SOURCES);
+
+/** Every tensor name the graph reads for these arguments. */
+function weightNamesOf(args: ModelArgs): string[] {
+  const n = ARCH_NAMES[args.arch](args);
+  const out = [n.embed, n.finalNorm, ...(n.head ? [n.head] : [])];
+  for (let i = 0; i < args.numLayers; i++) out.push(...Object.values(n.layer(i)).filter((x): x is string => typeof x === 'string'));
+  return out;
 }
 
 /** Parameters of the transformer blocks' linear layers (what int8 quantizes). */
