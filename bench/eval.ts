@@ -33,6 +33,10 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr90: { label: 'threshold 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix' } },
   thr90d: { label: 'threshold 0.9, dual cache', o: { policy: 'threshold', threshold: 0.9, cache: 'dual' } },
   thr70d: { label: 'threshold 0.7, dual cache', o: { policy: 'threshold', threshold: 0.7, cache: 'dual' } },
+  // the same, separating same-token neighbours committed in one step (policies.ts separateTwins)
+  thr95t: { label: 'threshold 0.95, prefix cache, twins separated', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', separateTwins: true } },
+  thr90t: { label: 'threshold 0.9, prefix cache, twins separated', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', separateTwins: true } },
+  thr70dt: { label: 'threshold 0.7, dual cache, twins separated', o: { policy: 'threshold', threshold: 0.7, cache: 'dual', separateTwins: true } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };

@@ -10,6 +10,7 @@ import { convertModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
 import { fixtureTokenizer, mulberry32 } from '../src/formats/fixtures.ts';
 import { biasScores } from '../src/decode/sampling.ts';
+import { separateTwins } from '../src/decode/policies.ts';
 import { scriptedModel, prefer, MOCK_EOS } from './mock.ts';
 
 const llada = fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3 });
@@ -65,6 +66,36 @@ test('threshold with tau = 1 commits exactly one token per step', async () => {
   const r = await generate(model, [3, 4, 5], { maxTokens: 16, blockLength: 8, policy: 'threshold', threshold: 1, cache: 'none', stopTokens: [], onStep: (e) => events.push(e) });
   assert.equal(r.stats.forwards, 16);
   assert.ok(events.every((e) => e.committed.length === 1));
+});
+
+test('separateTwins: neighbours committed in one step never share a token (stop tokens exempt); the most confident are kept', () => {
+  const c = (token: number, prob: number) => ({ token, prob, logprob: Math.log(prob), margin: 0, entropy: 0 });
+  // positions 10..15: tokens 7 7 7 8 2 2 (2 a stop token), confidence varies
+  const choices = [c(7, 0.96), c(7, 0.99), c(7, 0.97), c(8, 0.98), c(2, 0.99), c(2, 0.99)];
+  const kept = separateTwins([0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15], choices, new Set([2]));
+  // 11 (the most confident 7) stays, its neighbours 10 and 12 wait; 8 and the stop tokens stay
+  assert.deepEqual(kept, [1, 3, 4, 5]);
+  // independent check: no two kept neighbours share a non-stop token, and nothing kept could be added back
+  const pos = [10, 11, 12, 13, 14, 15];
+  const r = mulberry32(3);
+  for (let trial = 0; trial < 200; trial++) {
+    const ch = pos.map(() => c(Math.floor(r() * 3), 0.5 + r() / 2));
+    const picks = pos.map((_, i) => i).filter(() => r() < 0.8);
+    const k = separateTwins(picks, pos, ch, new Set([0]));
+    const twin = (i: number, j: number) => Math.abs(pos[i] - pos[j]) === 1 && ch[i].token === ch[j].token && ch[i].token !== 0;
+    for (const i of k) for (const j of k) assert.ok(!twin(i, j));
+    for (const i of picks) if (!k.includes(i)) assert.ok(k.some((j) => twin(i, j) && ch[j].prob >= ch[i].prob), 'a dropped pick has a kept, at least as confident twin');
+  }
+});
+
+test('threshold with separated twins: a confident run of one token is committed in halves, not at once; the output is the same', async () => {
+  const m = scriptedModel(16, () => prefer(16, 5, 12));
+  const off = await generate(m, [0, 0], { maxTokens: 8, blockLength: 8, policy: 'threshold', threshold: 0.9, cache: 'none', stopTokens: [] });
+  const on = await generate(m, [0, 0], { maxTokens: 8, blockLength: 8, policy: 'threshold', threshold: 0.9, cache: 'none', stopTokens: [], separateTwins: true });
+  assert.deepEqual(on.tokens, off.tokens);
+  assert.equal(off.stats.forwards, 1);
+  // 8 -> 4 kept (alternate positions), then the 4 gaps have committed neighbours on both sides: one step
+  assert.equal(on.stats.forwards, 2);
 });
 
 test('threshold commits every position above tau and more than one per step on a confident model', async () => {

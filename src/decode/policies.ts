@@ -121,6 +121,28 @@ export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContex
   }
 }
 
+/**
+ * Parallel decoding's stutter: neighbouring positions committed in the same step pick the same
+ * token because neither saw the other ("a teacher teacher"). Picks are kept most confident
+ * first, each unless a neighbour already kept this step has its token; the others wait for the
+ * next step, where they are scored with their neighbours in place (a run of k equal tokens takes
+ * about log2(k) steps instead of one). Stop tokens are exempt (an answer's end pads the tail
+ * with them). `picks` index `choices`, whose canvas positions are `positions`.
+ */
+export function separateTwins(picks: number[], positions: ArrayLike<number>, choices: Choice[], exempt: Set<number>): number[] {
+  const order = [...picks].sort((a, b) => choices[b].prob - choices[a].prob || positions[a] - positions[b]);
+  const kept = new Map<number, number>(); // position -> token committed this step
+  const out: number[] = [];
+  for (const i of order) {
+    const t = choices[i].token;
+    const p = positions[i];
+    if (!exempt.has(t) && (kept.get(p - 1) === t || kept.get(p + 1) === t)) continue;
+    kept.set(p, t);
+    out.push(i);
+  }
+  return out.sort((a, b) => a - b);
+}
+
 /** Policies whose step count fixes how many tokens each step commits. */
 export function isFixedCount(policy: Policy): boolean {
   return policy === 'low_confidence' || policy === 'random' || policy === 'margin' || policy === 'entropy';

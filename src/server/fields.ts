@@ -83,6 +83,7 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.block_length === 'number') o.blockLength = b.block_length;
   if (typeof b.policy === 'string') o.policy = b.policy as GenerateOptions['policy'];
   if (typeof b.threshold === 'number') o.threshold = b.threshold;
+  if (typeof b.separate_twins === 'boolean') o.separateTwins = b.separate_twins;
   if (typeof b.gamma === 'number') o.gamma = b.gamma;
   if (typeof b.alg_temp === 'number') o.algTemp = b.alg_temp;
   if (typeof b.eps === 'number') o.eps = b.eps;

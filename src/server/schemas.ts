@@ -30,6 +30,7 @@ const sampling = {
   block_length: int(1, 1 << 20),
   policy: { type: 'string', enum: [...POLICIES] },
   threshold: { type: 'number', minimum: 0, maximum: 1 },
+  separate_twins: { type: 'boolean' },
   gamma: { type: 'number', minimum: 0, maximum: 1e6 },
   alg_temp: { type: 'number', minimum: 0, maximum: 100 },
   eps: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
