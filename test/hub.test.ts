@@ -9,8 +9,9 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSyn
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { writeFixture } from '../src/formats/fixtures.ts';
+import { writeFixture, writeGgufFromFixture } from '../src/formats/fixtures.ts';
 import { pull, cachedSnapshot, cachedModels, hubToken } from '../src/models/hub.ts';
+import { resolveModelEntry } from '../src/cli/paths.ts';
 import { loadModel } from '../src/models/registry.ts';
 import { generate } from '../src/decode/generation.ts';
 import { HubError } from '../src/errors.ts';
@@ -39,6 +40,7 @@ const bodies: string[] = []; // files whose whole body was served
 let hub: FastifyInstance;
 let url = '';
 let fixtureDir = '';
+let ggufDir = '';
 
 const sha1 = (b: Buffer | string) => createHash('sha1').update(b).digest('hex');
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -47,7 +49,7 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 function entry(r: Repo, path: string) {
   const b = r.files.get(path)!;
   const size = path === r.wrongSize ? b.length + 1 : b.length;
-  const big = path.endsWith('.safetensors') || path.endsWith('.bin');
+  const big = path.endsWith('.safetensors') || path.endsWith('.bin') || path.endsWith('.gguf');
   const gitOid = sha1(Buffer.concat([Buffer.from(`blob ${b.length}\0`), b]));
   return { type: 'file', path, size, oid: r.evilHash ?? gitOid, ...(big ? { lfs: { oid: r.evilHash ?? sha256(b), size, pointerSize: 134 } } : {}) };
 }
@@ -83,6 +85,16 @@ before(async () => {
   const index = JSON.parse(readFileSync(join(fixtureDir, 'model.safetensors.index.json'), 'utf8'));
   for (const k of Object.keys(index.weight_map)) index.weight_map[k] = '../escape.safetensors';
   repos.set('quench-test/evil-index', { sha: sha1('evil-index'), files: await repoOf(fixtureDir, names.filter((n) => n !== 'model.safetensors.index.json'), { 'model.safetensors.index.json': JSON.stringify(index) }) });
+
+  // a GGUF-only repository (as llama.cpp model repositories are): several quantizations
+  ggufDir = await tempDir('quench-hub-gguf-');
+  await writeFixture(join(ggufDir, 'src'), { arch: 'llada', seed: 6, dtype: 'F32' });
+  await writeGgufFromFixture(join(ggufDir, 'src'), join(ggufDir, 'tiny-Q8_0.gguf'), 8);
+  await writeGgufFromFixture(join(ggufDir, 'src'), join(ggufDir, 'tiny-F16.gguf'), 1);
+  repos.set('quench-test/tiny-GGUF', {
+    sha: sha1('gguf'),
+    files: await repoOf(ggufDir, ['tiny-Q8_0.gguf', 'tiny-F16.gguf'], { 'README.md': '# gguf', 'tiny-00001-of-00002.gguf': 'part', 'mmproj-tiny-Q8_0.gguf': 'projector' }),
+  });
 
   hub = Fastify();
   // as the Hub answers: an unknown (or private) repository is 401 RepoNotFound without a token;
@@ -297,4 +309,41 @@ test('the token: given, else HF_TOKEN, else the saved login (HF_TOKEN_PATH, else
       else process.env[k] = saved[k];
     }
   }
+});
+
+test('pull owner/name:Q8_0: one GGUF file of a repository, picked by its quantization; it loads and runs as the file itself', async () => {
+  const cacheDir = await tempDir('quench-hub-cache-');
+  const o = { endpoint: url, cacheDir };
+  const r = await pull('quench-test/tiny-GGUF', { ...o, file: 'q8_0' });
+  assert.deepEqual(r.files.sort(), ['README.md', 'tiny-Q8_0.gguf']);
+  const file = join(r.dir, 'tiny-Q8_0.gguf');
+  assert.deepEqual(readFileSync(file), readFileSync(join(ggufDir, 'tiny-Q8_0.gguf')));
+  // listed and resolved as owner/name:file, from the Hub cache
+  const prev = process.env.HF_HUB_CACHE;
+  process.env.HF_HUB_CACHE = cacheDir;
+  try {
+    assert.ok(cachedModels(cacheDir).some((m) => m.repo === 'quench-test/tiny-GGUF:tiny-Q8_0.gguf' && m.dir === file));
+    assert.deepEqual(resolveModelEntry('quench-test/tiny-GGUF:Q8_0'), { dir: file, name: 'quench-test/tiny-GGUF:Q8_0' });
+    assert.throws(() => resolveModelEntry('quench-test/tiny-GGUF:F16'), /not pulled yet: quench pull quench-test\/tiny-GGUF:F16/);
+  } finally {
+    if (prev === undefined) delete process.env.HF_HUB_CACHE;
+    else process.env.HF_HUB_CACHE = prev;
+  }
+  const pulled = await loadModel(file, { cacheDir: CACHE, threads: 1 });
+  const direct = await loadModel(join(ggufDir, 'tiny-Q8_0.gguf'), { cacheDir: CACHE, threads: 1 });
+  try {
+    const a = await generate(pulled, [1, 2, 3], { maxTokens: 8, temperature: 0 });
+    const b = await generate(direct, [1, 2, 3], { maxTokens: 8, temperature: 0 });
+    assert.deepEqual(a.tokens, b.tokens);
+  } finally {
+    await pulled.close();
+    await direct.close();
+  }
+  // what cannot be picked, named
+  const refuse = async (file: string | undefined, code: string, re: RegExp) =>
+    assert.rejects(pull('quench-test/tiny-GGUF', { ...o, file }), (e: unknown) => e instanceof HubError && e.code === code && re.test(e.message), String(file));
+  await refuse('tiny', 'hub_ambiguous', /matches 3 GGUF files.*name one/);
+  await refuse('Q2_K', 'hub_no_file', /no GGUF file matching "Q2_K" \(GGUF files: tiny-Q8_0.gguf, tiny-F16.gguf, tiny-00001-of-00002.gguf\)/);
+  await refuse('00001-of', 'hub_split_gguf', /split/);
+  await refuse(undefined, 'hub_incomplete', /holds GGUF files .*pull one as quench-test\/tiny-GGUF:/);
 });

@@ -63,8 +63,8 @@ program
 
 program
   .command('pull')
-  .description('download a model from the Hugging Face Hub (config, tokenizer, safetensors weights) into the Hub cache')
-  .argument('<repo>', 'the Hub model id, owner/name (e.g. GSAI-ML/LLaDA-8B-Instruct)')
+  .description('download a model from the Hugging Face Hub (config, tokenizer, safetensors weights; or one GGUF file) into the Hub cache')
+  .argument('<repo>', 'the Hub model id, owner/name (e.g. GSAI-ML/LLaDA-8B-Instruct); owner/name:Q8_0 (or :file.gguf) pulls one GGUF file')
   .option('--revision <rev>', 'branch, tag or commit', 'main')
   .addOption(new Option('--endpoint <url>', 'the Hub address').env('HF_ENDPOINT'))
   .addOption(new Option('--token <token>', 'access token for gated or private models').env('HF_TOKEN'))

@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NotFoundError } from '../errors.ts';
-import { cachedModels, isRepoId, snapshotDir, snapshotMissing } from '../models/hub.ts';
+import { cachedModels, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
 import { isGguf } from '../formats/gguf.ts';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
@@ -54,11 +54,22 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
   if (isGguf(name) && isFile(name)) return { dir: resolve(name), name: basename(name).replace(/\.gguf$/i, '') };
   const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
   if (hit) return { dir: hit.dir, name };
-  const at = name.indexOf('@');
-  const repo = at < 0 ? name : name.slice(0, at);
-  const revision = at < 0 ? 'main' : name.slice(at + 1);
+  const { repo, revision, file } = parseModelRef(name);
+  if (isRepoId(repo) && file !== undefined) {
+    // one GGUF file of a pulled repository
+    const pullIt = `quench pull ${name}`;
+    const dir = snapshotDir(repo, revision);
+    const names = dir ? readdirSync(dir).filter((f) => isFile(join(dir, f))) : [];
+    let pick: string;
+    try {
+      pick = pickGguf(names, file, repo);
+    } catch {
+      throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
+    }
+    return { dir: join(dir!, pick), name };
+  }
   if (isRepoId(repo)) {
-    const pullIt = `quench pull ${repo}${at < 0 ? '' : ` --revision ${revision}`}`;
+    const pullIt = `quench pull ${repo}${revision === 'main' ? '' : ` --revision ${revision}`}`;
     const dir = snapshotDir(repo, revision);
     if (!dir) throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
     const missing = snapshotMissing(dir);

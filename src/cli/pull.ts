@@ -1,16 +1,21 @@
 // quench pull owner/name: fetch a model from the Hugging Face Hub into the shared Hub cache,
 // with one progress line per file (redrawn in place on a TTY).
 
-import { pull, type PullOptions } from '../models/hub.ts';
+import { parseModelRef, pull, type PullOptions } from '../models/hub.ts';
 
 const mb = (n: number) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
 
-export async function pullCommand(repo: string, o: Pick<PullOptions, 'revision' | 'endpoint' | 'token'>): Promise<void> {
+export async function pullCommand(ref: string, o: Pick<PullOptions, 'revision' | 'endpoint' | 'token'>): Promise<void> {
   const tty = process.stderr.isTTY;
   let last = 0;
   const t0 = performance.now();
-  const r = await pull(repo, {
+  // owner/name[@revision][:file]: `@` overrides --revision; `:` picks one GGUF file
+  const parsed = parseModelRef(ref);
+  const revision = ref.includes('@') ? parsed.revision : o.revision;
+  const r = await pull(parsed.repo, {
     ...o,
+    revision,
+    file: parsed.file,
     onProgress: (e) => {
       if (e.done) {
         if (tty) process.stderr.write('\r\x1b[2K');
@@ -27,7 +32,7 @@ export async function pullCommand(repo: string, o: Pick<PullOptions, 'revision' 
   });
   const s = (performance.now() - t0) / 1000;
   for (const k of r.skipped) process.stderr.write(`skipped ${k}\n`);
-  const name = r.revision === 'main' ? r.repo : `${r.repo}@${r.revision}`;
+  const name = (r.revision === 'main' ? r.repo : `${r.repo}@${r.revision}`) + (parsed.file !== undefined ? `:${r.files.find((f) => f.toLowerCase().endsWith('.gguf'))}` : '');
   console.log(`pulled ${name} at ${r.commit.slice(0, 12)}: ${r.files.length} files, ${mb(r.bytes)} in ${s.toFixed(1)} s -> ${r.dir}`);
   console.log(`run it: quench run --model ${name} "..."   serve it: quench serve --model ${name}`);
 }

@@ -66,6 +66,30 @@ const METADATA = ['config.json', 'generation_config.json', 'tokenizer.json', 'to
 /** Fetched when they can be; a failure is reported, not fatal. */
 const CARD = /^(README\.md|LICEN[CS]E(\.\w+)?|NOTICE(\.\w+)?)$/i;
 
+/** GGUF files at the top of a listing (vision projectors aside): which one a selector picks —
+ * its exact name, or a quantization tag it contains (Q4_K_M), case-insensitively, as llama.cpp's
+ * `-hf owner/name:Q4_K_M` picks. Throws naming the choices when none or several match. */
+export function pickGguf(names: string[], selector: string, where: string): string {
+  const ggufs = names.filter((n) => n.toLowerCase().endsWith('.gguf') && !/mmproj/i.test(n));
+  const sel = selector.toLowerCase();
+  const exact = ggufs.find((n) => n.toLowerCase() === sel);
+  const hits = exact ? [exact] : ggufs.filter((n) => n.toLowerCase().includes(sel));
+  const choices = ggufs.slice(0, 12).join(', ') || 'none';
+  if (hits.length === 0) throw new HubError('hub_no_file', `${where} has no GGUF file matching ${JSON.stringify(selector)} (GGUF files: ${choices})`);
+  if (hits.length > 1) throw new HubError('hub_ambiguous', `${JSON.stringify(selector)} matches ${hits.length} GGUF files of ${where} (${hits.slice(0, 8).join(', ')}): name one`);
+  if (/-\d{5}-of-\d{5}\.gguf$/i.test(hits[0])) throw new HubError('hub_split_gguf', `${where}/${hits[0]} is one part of a split GGUF; split files are not supported yet`);
+  return hits[0];
+}
+
+/** `owner/name[@revision][:file]`: a Hub model, or one GGUF file of a Hub repository. */
+export function parseModelRef(s: string): { repo: string; revision: string; file?: string } {
+  const colon = s.indexOf(':');
+  const head = colon < 0 ? s : s.slice(0, colon);
+  const file = colon < 0 ? undefined : s.slice(colon + 1);
+  const at = head.indexOf('@');
+  return { repo: at < 0 ? head : head.slice(0, at), revision: at < 0 ? 'main' : head.slice(at + 1), ...(file !== undefined ? { file } : {}) };
+}
+
 export interface FilePlan {
   metadata: ListFileEntry[];
   card: ListFileEntry[];
@@ -76,12 +100,18 @@ export interface FilePlan {
 
 /** From a repo's top-level listing: what to fetch, or a typed error naming what is missing.
  * Files in subfolders and files with unsafe names are never fetched. */
-export function planFiles(entries: ListFileEntry[], repo: string): FilePlan {
+export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: string): FilePlan {
   const all = new Map(entries.filter((e) => e.type === 'file' && safeName(e.path)).map((e) => [e.path, e]));
-  for (const need of ['config.json', 'tokenizer.json'])
-    if (!all.has(need)) throw new HubError('hub_incomplete', `${repo} has no ${need} (quench needs config.json, tokenizer.json and safetensors weights)`);
-  const metadata = [...all.values()].filter((e) => METADATA.includes(e.path));
   const card = [...all.values()].filter((e) => CARD.test(e.path));
+  // one GGUF file holds the whole model (weights, config and tokenizer as metadata)
+  if (ggufFile !== undefined) return { metadata: [], card, weights: [all.get(pickGguf([...all.keys()], ggufFile, repo))!], all };
+  for (const need of ['config.json', 'tokenizer.json'])
+    if (!all.has(need)) {
+      const ggufs = [...all.keys()].filter((p) => p.toLowerCase().endsWith('.gguf'));
+      if (ggufs.length) throw new HubError('hub_incomplete', `${repo} holds GGUF files (${ggufs.slice(0, 4).join(', ')}): pull one as ${repo}:<file name or quantization, e.g. Q8_0>`);
+      throw new HubError('hub_incomplete', `${repo} has no ${need} (quench needs config.json, tokenizer.json and safetensors weights, or a GGUF file)`);
+    }
+  const metadata = [...all.values()].filter((e) => METADATA.includes(e.path));
   let weights: ListFileEntry[] | null = null;
   if (!all.has('model.safetensors.index.json')) {
     const single = all.get('model.safetensors');
@@ -137,6 +167,8 @@ export interface PullOptions {
   cacheDir?: string;
   onProgress?: (e: PullProgress) => void;
   fetch?: typeof fetch;
+  /** fetch only this GGUF file of the repository: its name or a quantization tag it contains */
+  file?: string;
 }
 
 export interface PullResult {
@@ -218,7 +250,7 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
   await hubCall(ctx, async () => {
     for await (const e of listFiles({ ...common, revision: commit })) entries.push(e);
   });
-  const plan = planFiles(entries, repo);
+  const plan = planFiles(entries, repo, o.file);
   const files: string[] = [];
   const skipped: string[] = [];
   let bytes = 0;
@@ -390,8 +422,12 @@ export function cachedModels(cacheDir = hubCacheDir()): { repo: string; dir: str
     const repo = `${parts[1]}/${parts[2]}`;
     try {
       for (const ref of listRefs(join(cacheDir, d, 'refs'))) {
+        const name = ref === 'main' ? repo : `${repo}@${ref}`;
         const dir = cachedSnapshot(repo, ref, cacheDir);
-        if (dir) out.push({ repo: ref === 'main' ? repo : `${repo}@${ref}`, dir });
+        if (dir) out.push({ repo: name, dir });
+        // GGUF files pulled from it, each a model: owner/name:file
+        const snap = snapshotDir(repo, ref, cacheDir);
+        if (snap) for (const f of readdirSync(snap)) if (f.toLowerCase().endsWith('.gguf') && existsSync(join(snap, f))) out.push({ repo: `${name}:${f}`, dir: join(snap, f) });
       }
     } catch {
       /* an unreadable entry of the shared cache is not ours to fail on */
