@@ -4,7 +4,7 @@ import { generate, Generation, type StepEvent } from '../src/decode/generation.t
 import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
 import { OptionError, CancelledError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
-import { CACHE, fixtureModel } from './helpers.ts';
+import { CACHE, fixtureModel, range } from './helpers.ts';
 import { join } from 'node:path';
 import { convertModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
@@ -66,6 +66,56 @@ test('threshold with tau = 1 commits exactly one token per step', async () => {
   const r = await generate(model, [3, 4, 5], { maxTokens: 16, blockLength: 8, policy: 'threshold', threshold: 1, cache: 'none', stopTokens: [], onStep: (e) => events.push(e) });
   assert.equal(r.stats.forwards, 16);
   assert.ok(events.every((e) => e.committed.length === 1));
+});
+
+test('SDAR: block by block from position 0 (the first block finishes the prompt\'s), equal to a plain SDAR loop, with and without caches', async () => {
+  const { model } = await fixtureModel({ arch: 'sdar', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5 });
+  try {
+    assert.equal(model.args.attention, 'block_causal');
+    assert.equal(model.args.blockSize, 4);
+    assert.equal(model.args.shiftedLogits, false);
+    const B = 4;
+    const V = model.args.vocabSize;
+    const mask = model.special.mask!;
+    const tau = 0.3;
+    /** SDAR's decoder (low_confidence_dynamic with one token per step at least), full forwards, no cache */
+    const plain = async (prompt: number[], maxTokens: number) => {
+      const x = [...prompt, ...Array(maxTokens).fill(mask)];
+      const end = x.length;
+      for (let n = Math.floor(prompt.length / B); n * B < end; n++) {
+        const s = Math.max(prompt.length, n * B);
+        const e = Math.min((n + 1) * B, end);
+        while (x.slice(s, e).includes(mask)) {
+          const pos = range(0, e);
+          const vis = new Uint8Array(e * e).map((_, k) => (Math.floor((k % e) / B) <= Math.floor(Math.floor(k / e) / B) ? 1 : 0));
+          const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, e)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s, e)), wantLogits: true }]);
+          const c: { p: number; t: number; conf: number }[] = [];
+          for (let p = s; p < e; p++) {
+            if (x[p] !== mask) continue;
+            const row = r.logits!.subarray((p - s) * V, (p - s + 1) * V);
+            let t = 0;
+            for (let v = 1; v < V; v++) if (row[v] > row[t]) t = v;
+            const z = row.reduce((a, l) => a + Math.exp(l - row[t]), 0);
+            c.push({ p, t, conf: 1 / z });
+          }
+          const high = c.filter((q) => q.conf > tau);
+          for (const q of high.length ? high : [c.reduce((a, q) => (q.conf > a.conf ? q : a))]) x[q.p] = q.t;
+        }
+      }
+      return x.slice(prompt.length);
+    };
+    for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
+      const want = await plain(prompt, 10);
+      for (const cache of ['none', 'prefix', 'dual'] as const) {
+        const r = await generate(model, prompt, { maxTokens: 10, policy: 'threshold', threshold: tau, cache, stopTokens: [] });
+        assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
+      }
+    }
+    // block_length: whole multiples of the model's block only
+    assert.throws(() => new Generation(model, [1, 2, 3], { blockLength: 6 }), (e: unknown) => e instanceof OptionError && e.param === 'block_length');
+  } finally {
+    await model.close();
+  }
 });
 
 test('separateTwins: neighbours committed in one step never share a token (stop tokens exempt); the most confident are kept', () => {

@@ -8,6 +8,7 @@ import { Checkpoint } from '../src/formats/safetensors.ts';
 import { lladaNames } from '../src/models/llada.ts';
 import { hfNames } from '../src/models/causal.ts';
 import { dreamNames } from '../src/models/dream.ts';
+import { sdarNames } from '../src/models/sdar.ts';
 
 type Mat = { data: Float64Array; rows: number; cols: number };
 
@@ -27,7 +28,7 @@ export async function loadReference(dir: string): Promise<RefModel> {
     w.set(name, { data: Float64Array.from(f), rows: info.shape[0], cols: info.shape[1] ?? 1 });
   }
   await ck.close();
-  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : hfNames(args);
+  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : hfNames(args);
   return { args, w, names };
 }
 
@@ -83,8 +84,15 @@ export function referenceForward(m: RefModel, ids: number[], positions: number[]
   for (let l = 0; l < a.numLayers; l++) {
     const n = m.names.layer(l);
     const hs = x.map((v) => rmsnorm(v, get(n.attnNorm).data, a.rmsNormEps));
-    const q = hs.map((h, i) => rope(linear(get(n.q), h, n.qBias ? get(n.qBias) : undefined), H, Dh, positions[i], a.ropeTheta));
-    const k = hs.map((h, i) => rope(linear(get(n.k), h, n.kBias ? get(n.kBias) : undefined), Hkv, Dh, positions[i], a.ropeTheta));
+    // (Qwen3 layout: RMSNorm of each head's q and k over its Dh values, before RoPE)
+    const perHead = (v: Float64Array, heads: number, w?: string) => {
+      if (!w) return v;
+      const out = new Float64Array(v.length);
+      for (let h = 0; h < heads; h++) out.set(rmsnorm(v.slice(h * Dh, (h + 1) * Dh), get(w).data, a.rmsNormEps), h * Dh);
+      return out;
+    };
+    const q = hs.map((h, i) => rope(perHead(linear(get(n.q), h, n.qBias ? get(n.qBias) : undefined), H, n.qNorm), H, Dh, positions[i], a.ropeTheta));
+    const k = hs.map((h, i) => rope(perHead(linear(get(n.k), h, n.kBias ? get(n.kBias) : undefined), Hkv, n.kNorm), Hkv, Dh, positions[i], a.ropeTheta));
     const v = hs.map((h) => linear(get(n.v), h, n.vBias ? get(n.vBias) : undefined));
     const ctx = x.map(() => new Float64Array(H * Dh));
     for (let h = 0; h < H; h++) {

@@ -119,6 +119,11 @@ interface Pending {
   keep?: { past: number; window: number[] };
 }
 
+/** A block diffusion model's block size, when it decodes with its own block-causal attention. */
+function modelBlockOf(a: ModelArgs, attention?: string): number | undefined {
+  return a.attention === 'block_causal' && a.blockSize && (attention ?? a.attention) === 'block_causal' ? a.blockSize : undefined;
+}
+
 export class Generation {
   readonly opts: ResolvedOptions;
   readonly promptLength: number;
@@ -137,6 +142,8 @@ export class Generation {
   private mask: number;
   private causal: boolean;
   private shift: number;
+  /** a block diffusion model's block size (blocks aligned to position 0), or null */
+  private modelBlock: number | null = null;
   private blocks: [number, number][];
   private block = 0;
   private stepInBlock = 0;
@@ -185,7 +192,9 @@ export class Generation {
       stopTokens: model.special.stop,
       causal: this.causal,
       topK: model.topK,
+      modelBlock: modelBlockOf(a, options.attention),
     });
+    this.modelBlock = modelBlockOf(a, options.attention) ?? null;
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
     if (!this.causal && this.opts.logitBias?.ids.includes(model.special.mask!)) throw new OptionError('logit_bias', `logit_bias cannot bias the mask token (${model.special.mask}): it is never an answer token`);
     this.constraint = options.constraint ?? null;
@@ -224,9 +233,16 @@ export class Generation {
   /** Blocks of blockLength from `from` to the canvas end (the last one may be shorter). */
   private partition(from: number): [number, number][] {
     const out: [number, number][] = [];
-    for (let s = from; s < this.genEnd; s += this.opts.blockLength) out.push([s, Math.min(this.genEnd, s + this.opts.blockLength)]);
+    const bl = this.opts.blockLength;
+    // a block model's blocks end at multiples of the block length: the first one is the rest of the prompt's
+    for (let s = from; s < this.genEnd; ) {
+      const e = Math.min(this.genEnd, this.modelBlock ? (Math.floor(s / bl) + 1) * bl : s + bl);
+      out.push([s, e]);
+      s = e;
+    }
     return out;
   }
+
 
   /** Double the canvas (up to the cap); the blocks from the current one on are re-cut. */
   private grow(): void {
@@ -254,7 +270,8 @@ export class Generation {
     // an adaptive canvas's block shorter than blockLength gets its share of the steps, so a
     // fixed count per step stays what `steps` asked for (no steps that commit nothing); a
     // fixed canvas keeps the reference schedule (every block stepsPerBlock)
-    this.blockSteps = !this.adaptive || e - s === this.opts.blockLength ? this.opts.stepsPerBlock : Math.max(1, Math.round((this.opts.stepsPerBlock * (e - s)) / this.opts.blockLength));
+    const scaled = this.adaptive || this.modelBlock !== null; // (a block model's first block: the prompt's tail takes part of it)
+    this.blockSteps = !scaled || e - s === this.opts.blockLength ? this.opts.stepsPerBlock : Math.max(1, Math.round((this.opts.stepsPerBlock * (e - s)) / this.opts.blockLength));
     this.schedule = transferCounts(n, this.blockSteps);
   }
 
@@ -265,7 +282,10 @@ export class Generation {
     if (att === 'bidirectional') return v.fill(1);
     const g0 = this.promptLength;
     const bl = this.opts.blockLength;
-    const blk = (p: number) => (p < g0 ? -1 : Math.floor((p - g0) / bl));
+    // a block diffusion model's blocks are aligned to position 0 (the prompt is blocks too);
+    // an override's blocks start after the prompt, which is one block
+    const mb = this.modelBlock;
+    const blk = mb ? (p: number) => Math.floor(p / mb) : (p: number) => (p < g0 ? -1 : Math.floor((p - g0) / bl));
     // causal: column j is visible from row i when j <= i; block-causal: when its block is not later
     const key = att === 'causal' ? (p: number) => p : blk;
     const colKey = cols.map(key);
@@ -303,7 +323,8 @@ export class Generation {
       targets = [];
       for (let p = bs; p < be; p++) if (!this.committed[p]) targets.push(p);
       if (this.constraint) targets = targets.slice(0, CONSTRAINED_ROWS);
-      const ws = bs - this.shift;
+      // (a block model's cache holds whole blocks: the window starts at the block that holds bs)
+      const ws = this.modelBlock ? Math.floor(bs / this.modelBlock) * this.modelBlock : bs - this.shift;
       const bidir = this.opts.attention === 'bidirectional';
       const visibleEnd = bidir ? N : be;
       const atStart = this.stepInBlock === 0;

@@ -115,6 +115,8 @@ export interface ModelLimits {
   causal: boolean;
   /** candidates the graph returns per position (the most alternatives a token can report) */
   topK: number;
+  /** a block diffusion model's own block size (blocks aligned to position 0): decoding goes block by block */
+  modelBlock?: number;
 }
 
 export function resolveOptions(o: GenerateOptions, promptLength: number, m: ModelLimits): ResolvedOptions {
@@ -125,13 +127,19 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     throw new OptionError('max_tokens', `prompt (${promptLength} tokens) plus max_tokens (${maxTokens}) exceeds the model context of ${m.maxPositions} tokens`, 'context_length_exceeded');
   let blockLength: number;
   if (m.causal) blockLength = 1;
-  else if (o.blockLength !== undefined) {
+  else if (m.modelBlock) {
+    // the model's blocks (or whole multiples of them): aligned to position 0, so the first one
+    // holds the prompt's tail and no block length has to divide max_tokens
+    blockLength = o.blockLength === undefined ? m.modelBlock : intIn(o.blockLength, 'block_length', 1, 1 << 20);
+    if (blockLength % m.modelBlock !== 0) throw new OptionError('block_length', `block_length ${blockLength} must be a multiple of the model's block size ${m.modelBlock}`);
+  } else if (o.blockLength !== undefined) {
     blockLength = intIn(o.blockLength, 'block_length', 1, maxTokens);
     if (maxTokens % blockLength !== 0) throw new OptionError('block_length', `block_length ${blockLength} does not divide max_tokens ${maxTokens}`);
   } else blockLength = Math.min(DEFAULTS.blockLength, maxTokens);
   const blocks = Math.ceil(maxTokens / blockLength);
   let stepsPerBlock = blockLength;
-  if (o.steps !== undefined && !m.causal) {
+  if (o.steps !== undefined && m.modelBlock) stepsPerBlock = intIn(o.steps, 'steps', 1, 1 << 20); // (per block, as the block model's own decoders count them)
+  else if (o.steps !== undefined && !m.causal) {
     const steps = intIn(o.steps, 'steps', 1, 1 << 20);
     if (steps % blocks !== 0) throw new OptionError('steps', `steps ${steps} must be a multiple of the number of blocks (${blocks} = max_tokens ${maxTokens} / block_length ${blockLength})`);
     stepsPerBlock = steps / blocks;

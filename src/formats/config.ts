@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'dream' | 'llama' | 'qwen2';
+export type Architecture = 'llada' | 'dream' | 'sdar' | 'llama' | 'qwen2';
 
 export interface ModelArgs {
   arch: Architecture;
@@ -23,11 +23,13 @@ export interface ModelArgs {
   maxPositions: number;
   /** q/k/v projections carry biases (Qwen2 layout) */
   qkvBias: boolean;
+  /** each head's q and k are RMS-normalized before RoPE (Qwen3 layout: SDAR) */
+  qkNorm?: boolean;
   /** output head shares the embedding matrix */
   tiedEmbeddings: boolean;
   /** default attention pattern of the family */
   attention: Attention;
-  /** block size for block-causal families */
+  /** block-causal families: the block size, blocks aligned to position 0 (SDAR) */
   blockSize?: number;
   /** prediction for position i is read from the output at i - 1 */
   shiftedLogits: boolean;
@@ -38,7 +40,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -81,6 +83,7 @@ function detect(raw: Raw): Architecture {
   const archs = Array.isArray(raw.architectures) ? raw.architectures.map(String) : [];
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
+  if (type === 'sdar' || archs.includes('SDARForCausalLM')) return 'sdar';
   if (type === 'llama' || archs.includes('LlamaForCausalLM')) return 'llama';
   if (type === 'qwen2' || archs.includes('Qwen2ForCausalLM')) return 'qwen2';
   throw new FormatError(
@@ -142,14 +145,22 @@ export function parseConfig(raw: unknown): ModelArgs {
     maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
     qkvBias: arch === 'dream' || arch === 'qwen2',
     tiedEmbeddings: r.tie_word_embeddings === true,
-    attention: arch === 'dream' ? 'bidirectional' : 'causal',
-    shiftedLogits: true,
+    attention: arch === 'dream' ? 'bidirectional' : arch === 'sdar' ? 'block_causal' : 'causal',
+    shiftedLogits: arch !== 'sdar',
     maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
     eosTokenIds: idList(r, 'eos_token_id', vocabSize),
     bosTokenId: optId(r, 'bos_token_id', vocabSize),
     padTokenId: optId(r, 'pad_token_id', vocabSize),
   };
   if (arch === 'llama' && r.attention_bias === true) args.qkvBias = true;
+  if (arch === 'sdar') {
+    // Qwen3 layout, block-causal over blocks aligned to position 0; the released configs may
+    // lack block_size and mask_token_id (the published values: 4, and <|MASK|> 151669)
+    if (r.attention_bias === true) bad('attention_bias true is not supported for sdar');
+    args.qkNorm = true;
+    args.blockSize = int(r, 'block_size', 4096, 4);
+    args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151669 ? 151669 : null);
+  }
   if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
   if (r.rope_scaling !== undefined && r.rope_scaling !== null) bad('rope_scaling is not supported yet');
   return check(args);
@@ -159,6 +170,7 @@ function check(a: ModelArgs): ModelArgs {
   if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
   if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
   if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
+  if (a.arch === 'sdar' && a.maskTokenId === null) bad('SDAR config needs mask_token_id');
   return a;
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'dream' | 'llama' | 'qwen2';
+export type FixtureArch = 'llada' | 'dream' | 'sdar' | 'llama' | 'qwen2';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -31,6 +31,8 @@ export interface FixtureOptions {
   maxPositions?: number;
   /** every masked / next position strongly prefers this token id (stop tests) */
   favourToken?: number;
+  /** sdar: the model's block size (config block_size) */
+  blockSize?: number;
 }
 
 // ---------------------------------------------------------------- random numbers
@@ -102,7 +104,7 @@ export function fixtureTokenizer(arch: FixtureArch): FixtureTokenizer {
       ? ['<|endoftext|>', '<|startoftext|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>', '<|mdm_mask|>']
       : arch === 'llama'
         ? ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
-        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : [])];
+        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' ? ['<|MASK|>'] : [])];
   const specials: Record<string, number> = {};
   const added = names.map((content) => {
     specials[content] = next;
@@ -215,7 +217,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
     };
   } else {
-    const bias = o.arch !== 'llama';
+    const bias = o.arch !== 'llama' && o.arch !== 'sdar';
     plan.push({ name: 'model.embed_tokens.weight', shape: [V, D], kind: 'embed' });
     for (let i = 0; i < layers; i++) {
       const b = `model.layers.${i}`;
@@ -225,6 +227,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
         { name: `${b}.self_attn.k_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
         { name: `${b}.self_attn.v_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
       );
+      // (SDAR, the Qwen3 layout: each head's q and k normalized, weights [Dh])
+      if (o.arch === 'sdar') plan.push({ name: `${b}.self_attn.q_norm.weight`, shape: [Dh], kind: 'norm' }, { name: `${b}.self_attn.k_norm.weight`, shape: [Dh], kind: 'norm' });
       if (bias)
         plan.push(
           { name: `${b}.self_attn.q_proj.bias`, shape: [H * Dh], kind: 'bias' },
@@ -243,7 +247,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
     const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : tk.specials['<|im_end|>'];
     config = {
-      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM'],
+      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM'],
       model_type: o.arch === 'dream' ? 'Dream' : o.arch,
       hidden_size: D,
       intermediate_size: Fi,
@@ -261,6 +265,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       pad_token_id: o.arch === 'llama' ? undefined : tk.specials['<|endoftext|>'],
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
       ...(o.arch === 'dream' ? { mask_token_id: tk.specials['<|mask|>'] } : {}),
+      ...(o.arch === 'sdar' ? { mask_token_id: tk.specials['<|MASK|>'], block_size: o.blockSize ?? 4, head_dim: Dh, attention_bias: false } : {}),
     };
   }
 

@@ -18,6 +18,7 @@ import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/s
 import { hfNames } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
+import { sdarNames } from './sdar.ts';
 import { GgufFile, isGguf } from '../formats/gguf.ts';
 import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
 import { buildTransformer, type WeightNames, type WeightReader } from './transformer.ts';
@@ -72,6 +73,7 @@ export interface Model {
 const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   llada: lladaNames,
   dream: dreamNames,
+  sdar: sdarNames,
   llama: hfNames,
   qwen2: hfNames,
 };

@@ -1,4 +1,4 @@
-// The Llama-style decoder stack that LLaDA, Dream, Llama and Qwen2 share. Each
+// The Llama-style decoder stack that LLaDA, Dream, SDAR, Llama and Qwen2 share. Each
 // architecture file maps its tensor names onto WeightNames; this file turns them into one
 // ONNX graph:
 //
@@ -25,6 +25,9 @@ export interface LayerNames {
   qBias?: string;
   kBias?: string;
   vBias?: string;
+  /** per-head RMSNorm of q and k before RoPE (Qwen3 layout: SDAR) [Dh] */
+  qNorm?: string;
+  kNorm?: string;
   o: string;
   mlpNorm: string;
   gate: string;
@@ -146,8 +149,13 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     // (ORT's fused MultiHeadAttention kernel measured slower here at 32-128 rows and equal at 512.)
     // [B, nh, L, Dh]; the window's keys and values are graph outputs (the caller appends them to its cache)
     const heads = (t: string, nh: number, output?: string) => g.op('Transpose', [g.op('Reshape', [t, g.i64([0, 0, nh, Dh])])], { perm: Is([0, 2, 1, 3]) }, { output });
-    const q = g.op('Mul', [heads(rope(g, q0, pos, cos, sin, H), H), scale]);
-    const k = heads(rope(g, k0, pos, cos, sin, Hkv), Hkv, `present_key_${l}`);
+    // Qwen3 layout: each head's q and k RMS-normalized over Dh before RoPE
+    const headNorm = async (t: string, nh: number, name: string, w: string) =>
+      g.op('Reshape', [rmsNorm(g, g.op('Reshape', [t, g.i64([0, 0, nh, Dh])]), g.weight(`l${l}.${name}`, DT.FLOAT, [Dh], f32Bytes(await load(ck, w, [Dh]))), a.rmsNormEps), g.i64([0, 0, nh * Dh])]);
+    const qn = n.qNorm ? await headNorm(q0, H, 'q_norm', n.qNorm) : q0;
+    const kn = n.kNorm ? await headNorm(k0, Hkv, 'k_norm', n.kNorm) : k0;
+    const q = g.op('Mul', [heads(rope(g, qn, pos, cos, sin, H), H), scale]);
+    const k = heads(rope(g, kn, pos, cos, sin, Hkv), Hkv, `present_key_${l}`);
     const v = heads(v0, Hkv, `present_value_${l}`);
     // Scores against the cached entries and against the window are computed separately and
     // joined only as scores: the cache is read in place, never concatenated (copied) per step.

@@ -1,0 +1,20 @@
+// SDAR (JetLM/SDAR-*-Chat): the Qwen3 layout (no biases, each head's q and k RMS-normalized
+// over head_dim before RoPE, untied head) trained as a block diffusion model: attention is
+// causal across blocks of `block_size` (4 by default) aligned to position 0 and bidirectional
+// within one; logits are not shifted; the mask token is <|MASK|> (151669).
+
+import type { ModelArgs } from '../formats/config.ts';
+import { hfNames } from './causal.ts';
+import type { WeightNames } from './transformer.ts';
+
+export function sdarNames(args: ModelArgs): WeightNames {
+  const base = hfNames({ ...args, qkvBias: false });
+  return {
+    ...base,
+    layer: (i) => ({
+      ...base.layer(i),
+      qNorm: `model.layers.${i}.self_attn.q_norm.weight`, // [Dh]
+      kNorm: `model.layers.${i}.self_attn.k_norm.weight`, // [Dh]
+    }),
+  };
+}
