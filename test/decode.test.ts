@@ -118,6 +118,57 @@ test('SDAR: block by block from position 0 (the first block finishes the prompt\
   }
 });
 
+test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shifted within the block, a block\'s first position read from the previous block\'s last row; equal to a plain loop, with and without caches', async () => {
+  const { model } = await fixtureModel({ arch: 'fast_dllm_v2', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5, blockSize: 8 });
+  try {
+    assert.equal(model.args.attention, 'block_causal');
+    assert.equal(model.args.blockSize, 8);
+    assert.equal(model.args.shiftedLogits, true);
+    const MB = 8;
+    const SB = 4; // sub-blocks (the released model: 32 and 8)
+    const V = model.args.vocabSize;
+    const mask = model.special.mask!;
+    const tau = 0.3;
+    const plain = async (prompt: number[], maxTokens: number) => {
+      const x = [...prompt, ...Array(maxTokens).fill(mask)];
+      const end = x.length;
+      for (let s0 = prompt.length; s0 < end; ) {
+        const e = Math.min(end, (Math.floor(s0 / SB) + 1) * SB);
+        while (x.slice(s0, e).includes(mask)) {
+          const pos = range(0, e);
+          const vis = new Uint8Array(e * e).map((_, k) => (Math.floor((k % e) / MB) <= Math.floor(Math.floor(k / e) / MB) ? 1 : 0));
+          // position p is predicted by row p - 1
+          const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, e)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s0 - 1, e - 1)), wantLogits: true }]);
+          const c: { p: number; t: number; conf: number }[] = [];
+          for (let p = s0; p < e; p++) {
+            if (x[p] !== mask) continue;
+            const row = r.logits!.subarray((p - s0) * V, (p - s0 + 1) * V);
+            let t = 0;
+            for (let v = 1; v < V; v++) if (row[v] > row[t]) t = v;
+            const z = row.reduce((a, l) => a + Math.exp(l - row[t]), 0);
+            c.push({ p, t, conf: 1 / z });
+          }
+          const high = c.filter((q) => q.conf > tau);
+          for (const q of high.length ? high : [c.reduce((a, q) => (q.conf > a.conf ? q : a))]) x[q.p] = q.t;
+        }
+        s0 = e;
+      }
+      return x.slice(prompt.length);
+    };
+    for (const prompt of [[5, 9, 11, 20, 33, 7, 8, 9, 12, 14, 3], [5, 9, 11, 20, 33, 7, 8, 9]]) {
+      const want = await plain(prompt, 13);
+      for (const cache of ['none', 'prefix', 'dual'] as const) {
+        const r = await generate(model, prompt, { maxTokens: 13, blockLength: SB, policy: 'threshold', threshold: tau, cache, stopTokens: [] });
+        assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
+      }
+    }
+    // the default decoding block is the model's sub-block (8 of a 32-block; here the whole 8-block)
+    assert.throws(() => new Generation(model, [1, 2, 3], { blockLength: 3 }), (e: unknown) => e instanceof OptionError && e.param === 'block_length');
+  } finally {
+    await model.close();
+  }
+});
+
 test('separateTwins: neighbours committed in one step never share a token (stop tokens exempt); the most confident are kept', () => {
   const c = (token: number, prob: number) => ({ token, prob, logprob: Math.log(prob), margin: 0, entropy: 0 });
   // positions 10..15: tokens 7 7 7 8 2 2 (2 a stop token), confidence varies

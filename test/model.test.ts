@@ -11,6 +11,7 @@ const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; 
   { arch: 'llada', rule: { block: 4 }, kvHeads: 2, tied: true, dtype: 'F16', shards: 3 },
   { arch: 'dream', rule: 'full', kvHeads: 2 },
   { arch: 'sdar', rule: { block: 4 }, kvHeads: 2 },
+  { arch: 'fast_dllm_v2', rule: { block: 4 }, kvHeads: 2 },
   { arch: 'llama', rule: 'causal', dtype: 'F32' },
   { arch: 'qwen2', rule: 'causal', kvHeads: 1 },
 ];

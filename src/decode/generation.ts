@@ -193,6 +193,7 @@ export class Generation {
       causal: this.causal,
       topK: model.topK,
       modelBlock: modelBlockOf(a, options.attention),
+      subBlock: a.subBlock,
     });
     this.modelBlock = modelBlockOf(a, options.attention) ?? null;
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
@@ -323,8 +324,10 @@ export class Generation {
       targets = [];
       for (let p = bs; p < be; p++) if (!this.committed[p]) targets.push(p);
       if (this.constraint) targets = targets.slice(0, CONSTRAINED_ROWS);
-      // (a block model's cache holds whole blocks: the window starts at the block that holds bs)
-      const ws = this.modelBlock ? Math.floor(bs / this.modelBlock) * this.modelBlock : bs - this.shift;
+      // (a block model's cache holds whole blocks: the window starts at the block that holds bs;
+      // with shifted logits at the block before it, whose last row reads the block's first position)
+      const mb = this.modelBlock;
+      const ws = mb ? Math.max(0, Math.floor(bs / mb) * mb - (this.shift ? mb : 0)) : bs - this.shift;
       const bidir = this.opts.attention === 'bidirectional';
       const visibleEnd = bidir ? N : be;
       const atStart = this.stepInBlock === 0;

@@ -117,6 +117,8 @@ export interface ModelLimits {
   topK: number;
   /** a block diffusion model's own block size (blocks aligned to position 0): decoding goes block by block */
   modelBlock?: number;
+  /** its decoder's block inside a model block (default: the model block) */
+  subBlock?: number;
 }
 
 export function resolveOptions(o: GenerateOptions, promptLength: number, m: ModelLimits): ResolvedOptions {
@@ -130,8 +132,9 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   else if (m.modelBlock) {
     // the model's blocks (or whole multiples of them): aligned to position 0, so the first one
     // holds the prompt's tail and no block length has to divide max_tokens
-    blockLength = o.blockLength === undefined ? m.modelBlock : intIn(o.blockLength, 'block_length', 1, 1 << 20);
-    if (blockLength % m.modelBlock !== 0) throw new OptionError('block_length', `block_length ${blockLength} must be a multiple of the model's block size ${m.modelBlock}`);
+    blockLength = o.blockLength === undefined ? (m.subBlock ?? m.modelBlock) : intIn(o.blockLength, 'block_length', 1, 1 << 20);
+    if (blockLength % m.modelBlock !== 0 && m.modelBlock % blockLength !== 0)
+      throw new OptionError('block_length', `block_length ${blockLength} must divide the model's block size ${m.modelBlock} or be a multiple of it`);
   } else if (o.blockLength !== undefined) {
     blockLength = intIn(o.blockLength, 'block_length', 1, maxTokens);
     if (maxTokens % blockLength !== 0) throw new OptionError('block_length', `block_length ${blockLength} does not divide max_tokens ${maxTokens}`);

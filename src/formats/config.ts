@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'dream' | 'sdar' | 'llama' | 'qwen2';
+export type Architecture = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2';
 
 export interface ModelArgs {
   arch: Architecture;
@@ -29,8 +29,10 @@ export interface ModelArgs {
   tiedEmbeddings: boolean;
   /** default attention pattern of the family */
   attention: Attention;
-  /** block-causal families: the block size, blocks aligned to position 0 (SDAR) */
+  /** block-causal families: the block size, blocks aligned to position 0 (SDAR, Fast-dLLM v2) */
   blockSize?: number;
+  /** the decoding block its own decoder uses inside a model block (Fast-dLLM v2's sub-blocks) */
+  subBlock?: number;
   /** prediction for position i is read from the output at i - 1 */
   shiftedLogits: boolean;
   /** diffusion models have a mask token; causal models do not */
@@ -40,7 +42,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -84,6 +86,7 @@ function detect(raw: Raw): Architecture {
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
   if (type === 'sdar' || archs.includes('SDARForCausalLM')) return 'sdar';
+  if (type === 'fast_dllm_qwen' || archs.includes('Fast_dLLM_QwenForCausalLM')) return 'fast_dllm_v2';
   if (type === 'llama' || archs.includes('LlamaForCausalLM')) return 'llama';
   if (type === 'qwen2' || archs.includes('Qwen2ForCausalLM')) return 'qwen2';
   throw new FormatError(
@@ -143,9 +146,9 @@ export function parseConfig(raw: unknown): ModelArgs {
     ropeTheta: num(r, 'rope_theta', 10000, 0, 1e12),
     rmsNormEps: num(r, 'rms_norm_eps', 1e-6, 0, 1),
     maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
-    qkvBias: arch === 'dream' || arch === 'qwen2',
+    qkvBias: arch === 'dream' || arch === 'qwen2' || arch === 'fast_dllm_v2',
     tiedEmbeddings: r.tie_word_embeddings === true,
-    attention: arch === 'dream' ? 'bidirectional' : arch === 'sdar' ? 'block_causal' : 'causal',
+    attention: arch === 'dream' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' ? 'block_causal' : 'causal',
     shiftedLogits: arch !== 'sdar',
     maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
     eosTokenIds: idList(r, 'eos_token_id', vocabSize),
@@ -161,6 +164,14 @@ export function parseConfig(raw: unknown): ModelArgs {
     args.blockSize = int(r, 'block_size', 4096, 4);
     args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151669 ? 151669 : null);
   }
+  if (arch === 'fast_dllm_v2') {
+    // Qwen2.5 layout, block-causal over blocks of bd_size (32) aligned to position 0, logits
+    // shifted within the block (a block's first position is read from the previous block's last
+    // row), decoded in sub-blocks of 8; the mask token is |<MASK>| (151665), not in the config
+    args.blockSize = int(r, 'bd_size', 4096, 32);
+    args.subBlock = Math.min(8, args.blockSize);
+    args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151665 ? 151665 : null);
+  }
   if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
   if (r.rope_scaling !== undefined && r.rope_scaling !== null) bad('rope_scaling is not supported yet');
   return check(args);
@@ -170,7 +181,7 @@ function check(a: ModelArgs): ModelArgs {
   if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
   if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
   if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
-  if (a.arch === 'sdar' && a.maskTokenId === null) bad('SDAR config needs mask_token_id');
+  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
   return a;
 }
 

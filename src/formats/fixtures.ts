@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'dream' | 'sdar' | 'llama' | 'qwen2';
+export type FixtureArch = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -31,7 +31,7 @@ export interface FixtureOptions {
   maxPositions?: number;
   /** every masked / next position strongly prefers this token id (stop tests) */
   favourToken?: number;
-  /** sdar: the model's block size (config block_size) */
+  /** sdar, fast_dllm_v2: the model's block size (config block_size / bd_size) */
   blockSize?: number;
 }
 
@@ -104,7 +104,7 @@ export function fixtureTokenizer(arch: FixtureArch): FixtureTokenizer {
       ? ['<|endoftext|>', '<|startoftext|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>', '<|mdm_mask|>']
       : arch === 'llama'
         ? ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
-        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' ? ['<|MASK|>'] : [])];
+        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' ? ['<|MASK|>'] : arch === 'fast_dllm_v2' ? ['|<MASK>|'] : [])];
   const specials: Record<string, number> = {};
   const added = names.map((content) => {
     specials[content] = next;
@@ -247,8 +247,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
     const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : tk.specials['<|im_end|>'];
     config = {
-      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM'],
-      model_type: o.arch === 'dream' ? 'Dream' : o.arch,
+      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM'],
+      model_type: o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
       hidden_size: D,
       intermediate_size: Fi,
       num_hidden_layers: layers,
@@ -266,6 +266,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
       ...(o.arch === 'dream' ? { mask_token_id: tk.specials['<|mask|>'] } : {}),
       ...(o.arch === 'sdar' ? { mask_token_id: tk.specials['<|MASK|>'], block_size: o.blockSize ?? 4, head_dim: Dh, attention_bias: false } : {}),
+      // (the released configs name no mask id: the engine's default is the real vocabulary's 151665)
+      ...(o.arch === 'fast_dllm_v2' ? { mask_token_id: tk.specials['|<MASK>|'], bd_size: o.blockSize ?? 32 } : {}),
     };
   }
 

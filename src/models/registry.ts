@@ -74,6 +74,7 @@ const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   llada: lladaNames,
   dream: dreamNames,
   sdar: sdarNames,
+  fast_dllm_v2: hfNames,
   llama: hfNames,
   qwen2: hfNames,
 };
