@@ -113,6 +113,12 @@ test('SDAR: block by block from position 0 (the first block finishes the prompt\
     }
     // block_length: whole multiples of the model's block only
     assert.throws(() => new Generation(model, [1, 2, 3], { blockLength: 6 }), (e: unknown) => e instanceof OptionError && e.param === 'block_length');
+    // a first block that the prompt's tail shares keeps the full block's schedule as far as its
+    // masks go: blocks of 8 in 2 steps are [4, 4]; 5 masks after a 3-token prompt: [4, 1]
+    const first = await generate(model, [5, 9, 11], { maxTokens: 5, blockLength: 8, steps: 2, policy: 'low_confidence', cache: 'none', stopTokens: [] });
+    assert.equal(first.stats.forwards, 2);
+    // a block-causal model never sees what follows: no fill in the middle
+    assert.throws(() => new Generation(model, [1, 2, 3], { suffix: [4, 5] }), (e: unknown) => e instanceof OptionError && e.param === 'suffix');
   } finally {
     await model.close();
   }

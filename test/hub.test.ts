@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { writeFixture, writeGgufFromFixture } from '../src/formats/fixtures.ts';
-import { pull, cachedSnapshot, cachedModels, hubToken } from '../src/models/hub.ts';
+import { pull, cachedSnapshot, cachedModels, hubToken, parseModelRef, pickGguf } from '../src/models/hub.ts';
 import { resolveModelEntry } from '../src/cli/paths.ts';
 import { loadModel } from '../src/models/registry.ts';
 import { generate } from '../src/decode/generation.ts';
@@ -346,4 +346,11 @@ test('pull owner/name:Q8_0: one GGUF file of a repository, picked by its quantiz
   await refuse('Q2_K', 'hub_no_file', /no GGUF file matching "Q2_K" \(GGUF files: tiny-Q8_0.gguf, tiny-F16.gguf, tiny-00001-of-00002.gguf\)/);
   await refuse('00001-of', 'hub_split_gguf', /split/);
   await refuse(undefined, 'hub_incomplete', /holds GGUF files .*pull one as quench-test\/tiny-GGUF:/);
+  await refuse('', 'hub_no_file', /name a GGUF file/);
+  // tags match between separators
+  assert.equal(pickGguf(['m-BF16.gguf', 'm-F16.gguf', 'm-Q4_K_M.gguf', 'm-Q4_K_S.gguf'], 'f16', 'r'), 'm-F16.gguf');
+  assert.throws(() => pickGguf(['m-Q4_K_M.gguf', 'm-Q4_K_S.gguf'], 'Q4_K', 'r'), /no GGUF file matching/);
+  assert.throws(() => pickGguf(['m-Q8_0-00001-of-00002.gguf', 'm-Q8_0-00002-of-00002.gguf'], 'Q8_0', 'r'), /split/);
+  assert.deepEqual(parseModelRef('a/b:x@y'), { repo: 'a/b', file: 'x@y' });
+  assert.deepEqual(parseModelRef('a/b@v1:Q8_0'), { repo: 'a/b', revision: 'v1', file: 'Q8_0' });
 });

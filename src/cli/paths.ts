@@ -7,7 +7,8 @@ import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NotFoundError } from '../errors.ts';
-import { cachedModels, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
+import { cachedModels, isModelGguf, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
+import { HubError } from '../errors.ts';
 import { isGguf } from '../formats/gguf.ts';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
@@ -54,7 +55,9 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
   if (isGguf(name) && isFile(name)) return { dir: resolve(name), name: basename(name).replace(/\.gguf$/i, '') };
   const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
   if (hit) return { dir: hit.dir, name };
-  const { repo, revision, file } = parseModelRef(name);
+  const ref = parseModelRef(name);
+  const { repo, file } = ref;
+  const revision = ref.revision ?? 'main';
   if (isRepoId(repo) && file !== undefined) {
     // one GGUF file of a pulled repository
     const pullIt = `quench pull ${name}`;
@@ -63,8 +66,10 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
     let pick: string;
     try {
       pick = pickGguf(names, file, repo);
-    } catch {
-      throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
+    } catch (e) {
+      // (an ambiguous or split pick says so; only a missing one is "not pulled")
+      if (e instanceof HubError && e.code === 'hub_no_file' && file !== '') throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
+      throw e;
     }
     return { dir: join(dir!, pick), name };
   }
@@ -73,6 +78,8 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
     const dir = snapshotDir(repo, revision);
     if (!dir) throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
     const missing = snapshotMissing(dir);
+    const ggufs = readdirSync(dir).filter(isModelGguf);
+    if (missing.length && ggufs.length) throw new NotFoundError('model', `${repo} was pulled as GGUF files: name one, e.g. --model ${repo}:${ggufs[0]}`, 'model_not_found');
     if (missing.length) throw new NotFoundError('model', `model ${JSON.stringify(name)} is only partly downloaded (no ${missing.slice(0, 3).join(', ')}): ${pullIt}`, 'model_not_pulled');
     return { dir, name };
   }

@@ -11,7 +11,7 @@ export async function pullCommand(ref: string, o: Pick<PullOptions, 'revision' |
   const t0 = performance.now();
   // owner/name[@revision][:file]: `@` overrides --revision; `:` picks one GGUF file
   const parsed = parseModelRef(ref);
-  const revision = ref.includes('@') ? parsed.revision : o.revision;
+  const revision = parsed.revision ?? o.revision;
   const r = await pull(parsed.repo, {
     ...o,
     revision,

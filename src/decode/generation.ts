@@ -177,7 +177,7 @@ export class Generation {
     this.model = model;
     this.causal = a.attention === 'causal';
     const suffix = options.suffix ?? [];
-    if (suffix.length > 0 && this.causal) throw new OptionError('suffix', 'a causal model cannot fill in the middle; suffix needs a diffusion model');
+    if (suffix.length > 0 && a.attention !== 'bidirectional') throw new OptionError('suffix', `a ${a.attention === 'causal' ? 'causal' : 'block-causal'} model cannot fill in the middle (it never sees what follows); suffix needs a bidirectional diffusion model`);
     if (prompt.length === 0 && (a.shiftedLogits || this.causal)) throw new OptionError('prompt', 'this model needs at least one prompt token');
     for (const [what, ids] of [['prompt', prompt], ['suffix', suffix]] as const) {
       for (let i = 0; i < ids.length; i++) {
@@ -271,8 +271,21 @@ export class Generation {
     // an adaptive canvas's block shorter than blockLength gets its share of the steps, so a
     // fixed count per step stays what `steps` asked for (no steps that commit nothing); a
     // fixed canvas keeps the reference schedule (every block stepsPerBlock)
-    const scaled = this.adaptive || this.modelBlock !== null; // (a block model's first block: the prompt's tail takes part of it)
-    this.blockSteps = !scaled || e - s === this.opts.blockLength ? this.opts.stepsPerBlock : Math.max(1, Math.round((this.opts.stepsPerBlock * (e - s)) / this.opts.blockLength));
+    if (this.modelBlock !== null && e - s < this.opts.blockLength) {
+      // a block model's first block, part of it the prompt's tail: the full block's schedule,
+      // as far as its masks go (as the block models' own decoders count)
+      this.schedule = [];
+      let left = n;
+      for (const c of transferCounts(this.opts.blockLength, this.opts.stepsPerBlock)) {
+        if (left <= 0) break;
+        this.schedule.push(Math.min(c, left));
+        left -= c;
+      }
+      if (this.schedule.length === 0) this.schedule.push(0);
+      this.blockSteps = this.schedule.length;
+      return;
+    }
+    this.blockSteps = !this.adaptive || e - s === this.opts.blockLength ? this.opts.stepsPerBlock : Math.max(1, Math.round((this.opts.stepsPerBlock * (e - s)) / this.opts.blockLength));
     this.schedule = transferCounts(n, this.blockSteps);
   }
 

@@ -25,7 +25,7 @@ export interface GenerateOptions {
    * its blocks. A block gets steps x its length / maxTokens (an adaptive canvas's shorter blocks fewer) */
   steps?: number;
   policy?: Policy;
-  /** adaptive policies (threshold, entropy_bounded): neighbours committed in one step never
+  /** policies without a fixed count per step (threshold, entropy_bounded, Dream's): neighbours committed in one step never
    * share a token; the less confident waits a step (default off: +0.4 to +1.0 points on the
    * bundled model's tasks for 3-7 % fewer tokens per forward, BENCHMARKS.md) */
   separateTwins?: boolean;

@@ -125,9 +125,11 @@ export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContex
  * Parallel decoding's stutter: neighbouring positions committed in the same step pick the same
  * token because neither saw the other ("a teacher teacher"). Picks are kept most confident
  * first, each unless a neighbour already kept this step has its token; the others wait for the
- * next step, where they are scored with their neighbours in place (a run of k equal tokens takes
- * about log2(k) steps instead of one). Stop tokens are exempt (an answer's end pads the tail
- * with them). `picks` index `choices`, whose canvas positions are `positions`.
+ * next step, where they are scored with their neighbours in place (a deferred pick always has a
+ * kept neighbour, so a run of equal tokens clears in a few steps). Stop tokens are exempt (an
+ * answer's end pads the tail with them). `picks` index `choices`, whose canvas positions are
+ * `positions`. Used by the policies without a fixed count per step (threshold,
+ * entropy_bounded, Dream's schedules); a block's last step commits everything left.
  */
 export function separateTwins(picks: number[], positions: ArrayLike<number>, choices: Choice[], exempt: Set<number>): number[] {
   const order = [...picks].sort((a, b) => choices[b].prob - choices[a].prob || positions[a] - positions[b]);

@@ -70,24 +70,36 @@ const CARD = /^(README\.md|LICEN[CS]E(\.\w+)?|NOTICE(\.\w+)?)$/i;
  * its exact name, or a quantization tag it contains (Q4_K_M), case-insensitively, as llama.cpp's
  * `-hf owner/name:Q4_K_M` picks. Throws naming the choices when none or several match. */
 export function pickGguf(names: string[], selector: string, where: string): string {
-  const ggufs = names.filter((n) => n.toLowerCase().endsWith('.gguf') && !/mmproj/i.test(n));
+  if (selector === '') throw new HubError('hub_no_file', `name a GGUF file of ${where} after the colon (its file name or quantization, e.g. Q8_0)`);
+  const ggufs = names.filter(isModelGguf);
   const sel = selector.toLowerCase();
   const exact = ggufs.find((n) => n.toLowerCase() === sel);
-  const hits = exact ? [exact] : ggufs.filter((n) => n.toLowerCase().includes(sel));
+  // a tag matches between separators: "F16" is not in "BF16", "Q4_K" not in "Q4_K_M"
+  const tag = new RegExp(`(^|[-_.])${sel.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[-.])`);
+  const hits = exact ? [exact] : ggufs.filter((n) => tag.test(n.toLowerCase()));
   const choices = ggufs.slice(0, 12).join(', ') || 'none';
   if (hits.length === 0) throw new HubError('hub_no_file', `${where} has no GGUF file matching ${JSON.stringify(selector)} (GGUF files: ${choices})`);
+  // the parts of one split file are one (unsupported) model, not a choice
+  if (hits.every((h) => SPLIT.test(h)) && new Set(hits.map((h) => h.replace(SPLIT, ''))).size === 1)
+    throw new HubError('hub_split_gguf', `${where}/${hits[0]} is one part of a split GGUF; split files are not supported yet`);
   if (hits.length > 1) throw new HubError('hub_ambiguous', `${JSON.stringify(selector)} matches ${hits.length} GGUF files of ${where} (${hits.slice(0, 8).join(', ')}): name one`);
-  if (/-\d{5}-of-\d{5}\.gguf$/i.test(hits[0])) throw new HubError('hub_split_gguf', `${where}/${hits[0]} is one part of a split GGUF; split files are not supported yet`);
   return hits[0];
 }
 
-/** `owner/name[@revision][:file]`: a Hub model, or one GGUF file of a Hub repository. */
-export function parseModelRef(s: string): { repo: string; revision: string; file?: string } {
+const SPLIT = /-\d{5}-of-\d{5}\.gguf$/i;
+
+/** A GGUF file that is a model of its own (not a vision projector). */
+export function isModelGguf(name: string): boolean {
+  return name.toLowerCase().endsWith('.gguf') && !/mmproj/i.test(name);
+}
+
+/** `owner/name[@revision][:file]`: a Hub model, or one GGUF file of a Hub repository
+ * (`revision` only when the reference names one). */
+export function parseModelRef(s: string): { repo: string; revision?: string; file?: string } {
   const colon = s.indexOf(':');
   const head = colon < 0 ? s : s.slice(0, colon);
-  const file = colon < 0 ? undefined : s.slice(colon + 1);
   const at = head.indexOf('@');
-  return { repo: at < 0 ? head : head.slice(0, at), revision: at < 0 ? 'main' : head.slice(at + 1), ...(file !== undefined ? { file } : {}) };
+  return { repo: at < 0 ? head : head.slice(0, at), ...(at < 0 ? {} : { revision: head.slice(at + 1) }), ...(colon < 0 ? {} : { file: s.slice(colon + 1) }) };
 }
 
 export interface FilePlan {
@@ -427,7 +439,7 @@ export function cachedModels(cacheDir = hubCacheDir()): { repo: string; dir: str
         if (dir) out.push({ repo: name, dir });
         // GGUF files pulled from it, each a model: owner/name:file
         const snap = snapshotDir(repo, ref, cacheDir);
-        if (snap) for (const f of readdirSync(snap)) if (f.toLowerCase().endsWith('.gguf') && existsSync(join(snap, f))) out.push({ repo: `${name}:${f}`, dir: join(snap, f) });
+        if (snap) for (const f of readdirSync(snap)) if (isModelGguf(f) && !SPLIT.test(f) && existsSync(join(snap, f))) out.push({ repo: `${name}:${f}`, dir: join(snap, f) });
       }
     } catch {
       /* an unreadable entry of the shared cache is not ours to fail on */
