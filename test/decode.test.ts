@@ -175,6 +175,19 @@ test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shift
   }
 });
 
+test('the mask token is never an answer token: a model that prefers it gets its next choice, greedy or sampled', async () => {
+  const m = scriptedModel(16, () => {
+    const l = prefer(16, 1, 12); // the mock's mask id
+    l[6] = 9;
+    return l;
+  });
+  for (const o of [{ temperature: 0 }, { temperature: 1, seed: 3 }, { temperature: 1, topK: 3, seed: 4 }]) {
+    const r = await generate(m, [0, 0], { maxTokens: 6, policy: 'threshold', threshold: 0.9, cache: 'none', stopTokens: [], ...o });
+    assert.ok(r.tokens.length === 6 && r.tokens.every((t) => t !== 1), JSON.stringify(r.tokens));
+    if (o.temperature === 0) assert.deepEqual(r.tokens, Array(6).fill(6));
+  }
+});
+
 test('separateTwins: neighbours committed in one step never share a token (stop tokens exempt); the most confident are kept', () => {
   const c = (token: number, prob: number) => ({ token, prob, logprob: Math.log(prob), margin: 0, entropy: 0 });
   // positions 10..15: tokens 7 7 7 8 2 2 (2 a stop token), confidence varies

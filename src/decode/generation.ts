@@ -428,6 +428,7 @@ export class Generation {
         this.opts.sampler,
         this.rng,
         res.logits?.subarray(q * V, (q + 1) * V),
+        this.causal ? -1 : this.mask,
       ),
     );
     blockTargets.forEach((p, q) => (this.guess[p - this.promptLength] = choices[q].token));

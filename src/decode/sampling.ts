@@ -68,6 +68,7 @@ export function sampleLogits(ids: ArrayLike<number>, logits: ArrayLike<number>, 
 /**
  * Choose from K candidates (best first) or, when given, the full logits row.
  * topIds/topLogits are the row's candidates; lse/entropy describe the full distribution.
+ * `exclude` (a diffusion model's mask token) is never chosen: a mask is not an answer token.
  */
 export function choose(
   topIds: ArrayLike<number>,
@@ -77,7 +78,14 @@ export function choose(
   o: SamplerOptions,
   rng: Rng,
   fullLogits?: Float32Array,
+  exclude = -1,
 ): Choice {
+  if (exclude >= 0 && Array.prototype.includes.call(topIds, exclude) && topIds.length > 1) {
+    const keep = Array.from(topIds, (_, k) => k).filter((k) => topIds[k] !== exclude);
+    const ids = keep.map((k) => topIds[k]);
+    topLogits = keep.map((k) => topLogits[k]);
+    topIds = ids;
+  }
   const p1 = Math.exp(topLogits[0] - lse);
   const p2 = topLogits.length > 1 ? Math.exp(topLogits[1] - lse) : 0;
   let token: number;
@@ -86,7 +94,10 @@ export function choose(
     token = topIds[0];
     logit = topLogits[0];
   } else if (fullLogits) {
+    const saved = exclude >= 0 ? fullLogits[exclude] : 0;
+    if (exclude >= 0) fullLogits[exclude] = -Infinity;
     token = sampleLogits(identity(fullLogits.length), fullLogits, o, rng);
+    if (exclude >= 0) fullLogits[exclude] = saved;
     logit = fullLogits[token];
   } else {
     token = sampleLogits(topIds, topLogits, o, rng);
