@@ -453,7 +453,12 @@ export class Generation {
     this.guess[p - this.promptLength] = choice.token;
     if (this.logprobs) {
       const top = [];
-      for (let k = 0; k < (this.opts.logprobs ?? 0) && k < K; k++) top.push({ token: res.topIds[q * K + k], logprob: res.topLogits[q * K + k] - res.lse[q] });
+      // (the mask token is no alternative: it is never an answer token)
+      for (let k = 0; top.length < (this.opts.logprobs ?? 0) && k < K; k++) {
+        const t = res.topIds[q * K + k];
+        if (!this.causal && t === this.mask) continue;
+        top.push({ token: t, logprob: res.topLogits[q * K + k] - res.lse[q] });
+      }
       this.logprobs[p - this.promptLength] = { token: choice.token, logprob: choice.logprob, top };
     }
     this.committedCount++;
