@@ -68,6 +68,42 @@ test('threshold with tau = 1 commits exactly one token per step', async () => {
   assert.ok(events.every((e) => e.committed.length === 1));
 });
 
+/**
+ * A block diffusion model's decoder written plainly (the oracle for SDAR and Fast-dLLM v2):
+ * decoding blocks end at multiples of `decodeBlock`; every step runs the whole canvas so far
+ * with attention causal over `modelBlock`-blocks aligned to position 0 (no cache), reads
+ * position p from row p - shift, and commits the masks above tau, or else the most confident.
+ */
+async function plainBlockDecode(model: Model, prompt: number[], maxTokens: number, o: { modelBlock: number; decodeBlock: number; shift: number; tau: number }): Promise<number[]> {
+  const V = model.args.vocabSize;
+  const mask = model.special.mask!;
+  const x = [...prompt, ...Array(maxTokens).fill(mask)];
+  const end = x.length;
+  for (let s0 = prompt.length; s0 < end; ) {
+    const e = Math.min(end, (Math.floor(s0 / o.decodeBlock) + 1) * o.decodeBlock);
+    while (x.slice(s0, e).includes(mask)) {
+      const pos = range(0, e);
+      const vis = new Uint8Array(e * e).map((_, k) => (Math.floor((k % e) / o.modelBlock) <= Math.floor(Math.floor(k / e) / o.modelBlock) ? 1 : 0));
+      const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, e)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s0 - o.shift, e - o.shift)), wantLogits: true }]);
+      const c: { p: number; t: number; conf: number }[] = [];
+      for (let p = s0; p < e; p++) {
+        if (x[p] !== mask) continue;
+        const row = r.logits!.subarray((p - s0) * V, (p - s0 + 1) * V);
+        // (the mask token is never an answer token; the confidence is over the whole row)
+        let t = mask === 0 ? 1 : 0;
+        for (let v = 0; v < V; v++) if (v !== mask && row[v] > row[t]) t = v;
+        const mx = Math.max(...row);
+        const z = row.reduce((a, l) => a + Math.exp(l - mx), 0);
+        c.push({ p, t, conf: Math.exp(row[t] - mx) / z });
+      }
+      const high = c.filter((q) => q.conf > o.tau);
+      for (const q of high.length ? high : [c.reduce((a, q) => (q.conf > a.conf ? q : a))]) x[q.p] = q.t;
+    }
+    s0 = e;
+  }
+  return x.slice(prompt.length);
+}
+
 test('SDAR: block by block from position 0 (the first block finishes the prompt\'s), equal to a plain SDAR loop, with and without caches', async () => {
   const { model } = await fixtureModel({ arch: 'sdar', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5 });
   try {
@@ -78,32 +114,7 @@ test('SDAR: block by block from position 0 (the first block finishes the prompt\
     const V = model.args.vocabSize;
     const mask = model.special.mask!;
     const tau = 0.3;
-    /** SDAR's decoder (low_confidence_dynamic with one token per step at least), full forwards, no cache */
-    const plain = async (prompt: number[], maxTokens: number) => {
-      const x = [...prompt, ...Array(maxTokens).fill(mask)];
-      const end = x.length;
-      for (let n = Math.floor(prompt.length / B); n * B < end; n++) {
-        const s = Math.max(prompt.length, n * B);
-        const e = Math.min((n + 1) * B, end);
-        while (x.slice(s, e).includes(mask)) {
-          const pos = range(0, e);
-          const vis = new Uint8Array(e * e).map((_, k) => (Math.floor((k % e) / B) <= Math.floor(Math.floor(k / e) / B) ? 1 : 0));
-          const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, e)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s, e)), wantLogits: true }]);
-          const c: { p: number; t: number; conf: number }[] = [];
-          for (let p = s; p < e; p++) {
-            if (x[p] !== mask) continue;
-            const row = r.logits!.subarray((p - s) * V, (p - s + 1) * V);
-            let t = 0;
-            for (let v = 1; v < V; v++) if (row[v] > row[t]) t = v;
-            const z = row.reduce((a, l) => a + Math.exp(l - row[t]), 0);
-            c.push({ p, t, conf: 1 / z });
-          }
-          const high = c.filter((q) => q.conf > tau);
-          for (const q of high.length ? high : [c.reduce((a, q) => (q.conf > a.conf ? q : a))]) x[q.p] = q.t;
-        }
-      }
-      return x.slice(prompt.length);
-    };
+    const plain = (prompt: number[], maxTokens: number) => plainBlockDecode(model, prompt, maxTokens, { modelBlock: B, decodeBlock: B, shift: 0, tau });
     for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
       const want = await plain(prompt, 10);
       for (const cache of ['none', 'prefix', 'dual'] as const) {
@@ -135,32 +146,7 @@ test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shift
     const V = model.args.vocabSize;
     const mask = model.special.mask!;
     const tau = 0.3;
-    const plain = async (prompt: number[], maxTokens: number) => {
-      const x = [...prompt, ...Array(maxTokens).fill(mask)];
-      const end = x.length;
-      for (let s0 = prompt.length; s0 < end; ) {
-        const e = Math.min(end, (Math.floor(s0 / SB) + 1) * SB);
-        while (x.slice(s0, e).includes(mask)) {
-          const pos = range(0, e);
-          const vis = new Uint8Array(e * e).map((_, k) => (Math.floor((k % e) / MB) <= Math.floor(Math.floor(k / e) / MB) ? 1 : 0));
-          // position p is predicted by row p - 1
-          const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, e)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s0 - 1, e - 1)), wantLogits: true }]);
-          const c: { p: number; t: number; conf: number }[] = [];
-          for (let p = s0; p < e; p++) {
-            if (x[p] !== mask) continue;
-            const row = r.logits!.subarray((p - s0) * V, (p - s0 + 1) * V);
-            let t = 0;
-            for (let v = 1; v < V; v++) if (row[v] > row[t]) t = v;
-            const z = row.reduce((a, l) => a + Math.exp(l - row[t]), 0);
-            c.push({ p, t, conf: 1 / z });
-          }
-          const high = c.filter((q) => q.conf > tau);
-          for (const q of high.length ? high : [c.reduce((a, q) => (q.conf > a.conf ? q : a))]) x[q.p] = q.t;
-        }
-        s0 = e;
-      }
-      return x.slice(prompt.length);
-    };
+    const plain = (prompt: number[], maxTokens: number) => plainBlockDecode(model, prompt, maxTokens, { modelBlock: MB, decodeBlock: SB, shift: 1, tau });
     for (const prompt of [[5, 9, 11, 20, 33, 7, 8, 9, 12, 14, 3], [5, 9, 11, 20, 33, 7, 8, 9]]) {
       const want = await plain(prompt, 13);
       for (const cache of ['none', 'prefix', 'dual'] as const) {
