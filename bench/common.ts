@@ -97,7 +97,7 @@ export function paramCount(s: ModelShape): { linear: number; total: number } {
 }
 
 /** Write a random bf16 checkpoint of this shape to `dir`, unless one is already there. */
-export async function ensureFixture(dir: string, arch: 'llada' | 'llama', s: ModelShape, extra: { maxPositions?: number; shards?: number } = {}): Promise<void> {
+export async function ensureFixture(dir: string, arch: 'llada' | 'llama' | 'sdar' | 'fast_dllm_v2', s: ModelShape, extra: { maxPositions?: number; shards?: number; blockSize?: number } = {}): Promise<void> {
   if (existsSync(join(dir, 'config.json'))) return;
   console.error(`writing a random ${arch} checkpoint to ${dir} ...`);
   await writeFixture(dir, { arch, hidden: s.D, layers: s.layers, heads: s.heads, intermediate: s.Fi, vocab: s.V, dtype: 'BF16', std: 0.02, ...extra });

@@ -1,7 +1,8 @@
 // quench bench decode: tokens/s, forward passes and tokens per forward for each policy and
-// cache mode on a generated LLaDA-layout model, next to the causal (Llama-layout) model of
-// the same size decoding one token per step with its KV cache: the baseline of every
-// speed claim. Random weights: this measures speed only (quality comes from quench eval).
+// cache mode on a generated LLaDA-layout model, and on block diffusion models of the same size
+// (SDAR and Fast-dLLM v2 layouts), next to the causal (Llama-layout) model of the same size
+// decoding one token per step with its KV cache: the baseline of every speed claim. Random
+// weights: this measures speed only (quality comes from quench eval).
 //
 //   quench bench decode [--hidden 768 --layers 12 --ffn 2048 --vocab 32000] [--tokens 128]
 
@@ -32,6 +33,8 @@ export async function main(argv: string[]): Promise<void> {
   const runs = Number(a.runs ?? 3);
   const base = join(tmpdir(), `quench-bench-decode-${D}x${layers}x${Fi}x${V}`);
   for (const arch of ['llada', 'llama'] as const) await ensureFixture(`${base}-${arch}`, arch, shape, { maxPositions: 4096 });
+  await ensureFixture(`${base}-sdar`, 'sdar', shape, { maxPositions: 4096, blockSize: 4 });
+  await ensureFixture(`${base}-fast_dllm_v2`, 'fast_dllm_v2', shape, { maxPositions: 4096, blockSize: 32 });
   const params = paramCount(shape).total;
   console.log(`models: d_model ${D}, ${layers} layers, ffn ${Fi}, vocab ${V} (${(params / 1e6).toFixed(0)}M parameters), ${tokens} new tokens after a 32-token prompt, threads ${threads}, median of ${runs} runs`);
   const prompt = Array.from({ length: 32 }, (_, i) => 300 + i);
@@ -62,6 +65,28 @@ export async function main(argv: string[]): Promise<void> {
     }
   }
   await dm.close();
+
+  // block diffusion: blocks aligned to position 0, finished blocks cached exactly
+  const blockModels: [string, string, [string, GenerateOptions][]][] = [
+    ['sdar', 'SDAR layout, blocks of 4', [
+      ['low_confidence, 1 token/step', { policy: 'low_confidence', steps: 4 }],
+      ['low_confidence, 4 tokens/step', { policy: 'low_confidence', steps: 1 }],
+    ]],
+    ['fast_dllm_v2', 'Fast-dLLM v2 layout, blocks of 32, sub-blocks of 8', [
+      ['low_confidence, 1 token/step', { policy: 'low_confidence', steps: 8 }],
+      ['low_confidence, 4 tokens/step', { policy: 'low_confidence', steps: 2 }],
+    ]],
+  ];
+  for (const [arch, what, cfgs] of blockModels) {
+    const bm = await loadModel(`${base}-${arch}`, { threads, dtype: (a.dtype as 'fp32') ?? 'fp32' });
+    for (const [label, o] of cfgs) {
+      for (const cache of ['none', 'prefix'] as const) {
+        const r = await measure(bm, prompt, { maxTokens: tokens, cache, ...o }, runs);
+        console.log(`| ${what}: ${label} | ${cache} | ${fmt(r.tps)} | ${r.forwards} | ${fmt(r.tokens / r.forwards, 2)} | ${fmt(r.tps / baseline.tps, 2)}x |`);
+      }
+    }
+    await bm.close();
+  }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));

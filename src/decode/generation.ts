@@ -337,10 +337,11 @@ export class Generation {
       targets = [];
       for (let p = bs; p < be; p++) if (!this.committed[p]) targets.push(p);
       if (this.constraint) targets = targets.slice(0, CONSTRAINED_ROWS);
-      // (a block model's cache holds whole blocks: the window starts at the block that holds bs;
-      // with shifted logits at the block before it, whose last row reads the block's first position)
+      // (a block model's cache holds finished blocks: the window starts at the block that holds
+      // bs; with shifted logits one row earlier, the previous block's last row, which reads the
+      // block's first position: the rest of that finished block is in the cache, exact)
       const mb = this.modelBlock;
-      const ws = mb ? Math.max(0, Math.floor(bs / mb) * mb - (this.shift ? mb : 0)) : bs - this.shift;
+      const ws = mb ? Math.max(0, Math.floor(bs / mb) * mb - this.shift) : bs - this.shift;
       const bidir = this.opts.attention === 'bidirectional';
       const visibleEnd = bidir ? N : be;
       const atStart = this.stepInBlock === 0;
