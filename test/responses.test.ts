@@ -118,7 +118,8 @@ test('responses: what is not supported gets a 400 naming the Responses field; th
     [{ input: 'x', max_output_tokens: 5000 }, 'max_output_tokens'],
     [{ input: 'x', reasoning: { effort: 'extreme' } }, 'reasoning.effort'],
     [{ input: 'x', tools: [{ type: 'function', name: 'bad name' }] }, 'tools[0].name'],
-    [{ input: 'x', include: ['message.output_text.logprobs'] }, 'include'],
+    [{ input: 'x', include: ['reasoning.encrypted_content'] }, 'include[0]'],
+    [{ input: 'x', top_logprobs: 2 }, 'top_logprobs'],
     [{}, 'input'],
   ] as const) {
     const r = await post(body);
@@ -128,4 +129,25 @@ test('responses: what is not supported gets a 400 naming the Responses field; th
   assert.equal(responsesParam('messages[3].content[0]'), 'input');
   const ok = await main.client.responses.create({ model: model.id, input: 'hi', max_output_tokens: 4 } as never);
   assert.equal(ok.object, 'response');
+});
+
+test('responses: include message.output_text.logprobs gives the chat endpoint\'s log-probabilities, streamed with their deltas', async () => {
+  const input = [{ role: 'user' as const, content: 'What is 2 + 2?' }];
+  const req = { model: model.id, input, temperature: 0, max_output_tokens: 16, include: ['message.output_text.logprobs'], top_logprobs: 2 };
+  const r = await main.client.responses.create(req as never);
+  const lp = (r.output[0] as unknown as { content: { logprobs: { token: string; logprob: number; top_logprobs: unknown[] }[] }[] }).content[0].logprobs;
+  const chat = await main.client.chat.completions.create({ model: model.id, messages: input, temperature: 0, max_tokens: 16, logprobs: true, top_logprobs: 2 });
+  const want = chat.choices[0].logprobs!.content!;
+  assert.equal(lp.length, want.length);
+  assert.ok(lp.length > 0);
+  lp.forEach((e, i) => {
+    assert.equal(e.token, want[i].token);
+    assert.ok(Math.abs(e.logprob - want[i].logprob) < 1e-6);
+    assert.equal(e.top_logprobs.length, want[i].top_logprobs.length);
+  });
+  const evs = await events(req);
+  const streamed = evs.filter((e) => e.type === 'response.output_text.delta').flatMap((e) => e.logprobs);
+  const done = evs.find((e) => e.type === 'response.output_text.done')!;
+  assert.deepEqual(streamed, done.logprobs);
+  assert.deepEqual(done.logprobs.map((e: { token: string }) => e.token), lp.map((e) => e.token));
 });

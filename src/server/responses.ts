@@ -7,7 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
-import type { GenerateResult, StepEvent } from '../decode/generation.ts';
+import type { GenerateResult, StepEvent, TokenLogprob } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import { CancelledError, OptionError } from '../errors.ts';
 import type { Model } from '../models/registry.ts';
@@ -104,7 +104,8 @@ export function chatBodyOf(b: Body): Body {
   ] as const)
     if (b[k] !== undefined && b[k] !== null) bad(k, why);
   if (b.background === true) bad('background', 'background responses are not supported (nothing is stored)');
-  if (Array.isArray(b.include) && b.include.length > 0) bad('include', 'include is not supported yet');
+  const include = Array.isArray(b.include) ? b.include : [];
+  for (const [i, x] of include.entries()) if (x !== 'message.output_text.logprobs') bad(`include[${i}]`, `include ${JSON.stringify(x)} is not supported (only "message.output_text.logprobs")`);
   if (b.truncation !== undefined && b.truncation !== null && b.truncation !== 'disabled') bad('truncation', 'only truncation "disabled" (a prompt over the context is a 400)');
   const chat: Body = { ...b };
   for (const k of [...RESPONSES_ONLY, ...CHAT_ONLY]) delete chat[k];
@@ -177,6 +178,16 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
   const decode = (ids: number[]) => model.codec.decode(ids, true);
   const abort = new AbortController();
   const options: GenerateOptions = { ...generationOptions(chat, { maxTokens: model.codec.maxNewTokens, ...ctx.defaults }), detokenize: decode, signal: abort.signal };
+  // log-probabilities of the output text: include + top_logprobs (alternatives per token)
+  const wantLogprobs = Array.isArray(b.include) && b.include.includes('message.output_text.logprobs');
+  if (b.top_logprobs !== undefined && b.top_logprobs !== null && !wantLogprobs) bad('top_logprobs', 'top_logprobs needs include: ["message.output_text.logprobs"]');
+  if (wantLogprobs) {
+    const top = typeof b.top_logprobs === 'number' ? b.top_logprobs : 0;
+    if (!Number.isInteger(top) || top < 0 || top > model.topK) bad('top_logprobs', `top_logprobs is an integer in [0, ${model.topK}] for this model`);
+    options.logprobs = top;
+  }
+  const entry = (token: number, logprob: number) => ({ token: model.codec.decode([token], false), logprob, bytes: model.codec.tokenBytes(token) });
+  const logprobsOf = (lp: readonly TokenLogprob[] | undefined) => (lp ?? []).map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) }));
   options.constraint = outputConstraint(model, chat, 'chat', tools);
   const stream = b.stream === true;
   const id = `resp_${hex(16)}`;
@@ -215,7 +226,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     user: typeof b.user === 'string' ? b.user : null,
     metadata: isObject(b.metadata) ? b.metadata : {},
   });
-  const messageItem = (text: string, status: string) => ({ type: 'message', id: msgId, status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] });
+  const messageItem = (text: string, status: string, lp: unknown[] = []) => ({ type: 'message', id: msgId, status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: lp }] });
   const callItem = (c: ToolCall, status: string, args = c.function.arguments) => ({ type: 'function_call', id: `fc_${c.id.slice(5)}`, call_id: c.id, name: c.function.name, arguments: args, status });
   /** the answer as output items, and the response's status */
   const outputOf = (r: GenerateResult) => {
@@ -237,12 +248,16 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     send('response.output_item.added', { output_index: 0, item: { type: 'message', id: msgId, status: 'in_progress', role: 'assistant', content: [] } });
     send('response.content_part.added', { item_id: msgId, output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
   };
+  // (the log-probabilities of the tokens finalized since the last delta travel with it)
+  let lpSent = 0;
   const onStep = stream
     ? (ev: StepEvent) => {
         const delta = tracker.step(ev);
         if (!delta) return;
         openMessage();
-        send('response.output_text.delta', { item_id: msgId, output_index: 0, content_index: 0, delta, logprobs: [] });
+        const lp = ev.logprobs ? ev.logprobs.slice(lpSent, ev.finalized) : [];
+        lpSent += lp.length;
+        send('response.output_text.delta', { item_id: msgId, output_index: 0, content_index: 0, delta, logprobs: logprobsOf(lp) });
       }
     : undefined;
 
@@ -263,7 +278,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
       }
       const { a, status } = outputOf(r);
       const output: unknown[] = [];
-      if (a.content !== null) output.push(messageItem(a.content, status));
+      if (a.content !== null) output.push(messageItem(a.content, status, logprobsOf(r.logprobs)));
       for (const c of a.calls ?? []) output.push(callItem(c, 'completed'));
       return response(status, output, r);
     } finally {
@@ -282,10 +297,11 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     if (a.content !== null) {
       openMessage();
       const rest = tracker.finish(a.content);
-      if (rest) send('response.output_text.delta', { item_id: msgId, output_index: 0, content_index: 0, delta: rest, logprobs: [] });
-      send('response.output_text.done', { item_id: msgId, output_index: 0, content_index: 0, text: a.content, logprobs: [] });
-      send('response.content_part.done', { item_id: msgId, output_index: 0, content_index: 0, part: { type: 'output_text', text: a.content, annotations: [], logprobs: [] } });
-      const item = messageItem(a.content, status);
+      const all = logprobsOf(r.logprobs);
+      if (rest || lpSent < all.length) send('response.output_text.delta', { item_id: msgId, output_index: 0, content_index: 0, delta: rest, logprobs: all.slice(lpSent) });
+      send('response.output_text.done', { item_id: msgId, output_index: 0, content_index: 0, text: a.content, logprobs: all });
+      send('response.content_part.done', { item_id: msgId, output_index: 0, content_index: 0, part: { type: 'output_text', text: a.content, annotations: [], logprobs: all } });
+      const item = messageItem(a.content, status, all);
       send('response.output_item.done', { output_index: 0, item });
       output.push(item);
     }

@@ -124,7 +124,8 @@ export const responsesBody = {
     reasoning: { type: ['object', 'null'] },
     metadata: { type: ['object', 'null'] },
     store: { type: ['boolean', 'null'] },
-    include: { type: ['array', 'null'] },
+    include: { type: ['array', 'null'], maxItems: 16 },
+    top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
     truncation: { type: ['string', 'null'] },
   },
 };
