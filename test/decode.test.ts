@@ -81,10 +81,12 @@ async function plainBlockDecode(model: Model, prompt: number[], maxTokens: numbe
   const end = x.length;
   for (let s0 = prompt.length; s0 < end; ) {
     const e = Math.min(end, (Math.floor(s0 / o.decodeBlock) + 1) * o.decodeBlock);
+    // the forward runs to the end of the model block (a sub-block sees its block's later masks)
+    const w = Math.min(end, Math.ceil(e / o.modelBlock) * o.modelBlock);
     while (x.slice(s0, e).includes(mask)) {
-      const pos = range(0, e);
-      const vis = new Uint8Array(e * e).map((_, k) => (Math.floor((k % e) / o.modelBlock) <= Math.floor(Math.floor(k / e) / o.modelBlock) ? 1 : 0));
-      const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, e)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s0 - o.shift, e - o.shift)), wantLogits: true }]);
+      const pos = range(0, w);
+      const vis = new Uint8Array(w * w).map((_, k) => (Math.floor((k % w) / o.modelBlock) <= Math.floor(Math.floor(k / w) / o.modelBlock) ? 1 : 0));
+      const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, w)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s0 - o.shift, e - o.shift)), wantLogits: true }]);
       const c: { p: number; t: number; conf: number }[] = [];
       for (let p = s0; p < e; p++) {
         if (x[p] !== mask) continue;

@@ -343,7 +343,9 @@ export class Generation {
       const mb = this.modelBlock;
       const ws = mb ? Math.max(0, Math.floor(bs / mb) * mb - this.shift) : bs - this.shift;
       const bidir = this.opts.attention === 'bidirectional';
-      const visibleEnd = bidir ? N : be;
+      // (a block model's sub-block sees the rest of its model block, masks included, as the
+      // block was trained to be read: bidirectionally, whole)
+      const visibleEnd = bidir ? N : mb ? Math.min(this.genEnd, Math.ceil(be / mb) * mb) : be;
       const atStart = this.stepInBlock === 0;
       if (mode === 'none') {
         windowStart = 0;
@@ -366,7 +368,7 @@ export class Generation {
       } else {
         usePast = (this.cache?.length ?? 0) > 0;
         windowStart = ws;
-        windowEnd = mode === 'dual' ? be : visibleEnd;
+        windowEnd = mode === 'dual' && bidir ? be : visibleEnd;
       }
       candidates = targets.length;
       if (atStart && this.adaptive && !this.sized && this.genEnd < this.capEnd) {
