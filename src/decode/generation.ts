@@ -244,7 +244,6 @@ export class Generation {
     return out;
   }
 
-
   /** Double the canvas (up to the cap); the blocks from the current one on are re-cut. */
   private grow(): void {
     const from = this.block < this.blocks.length ? this.blocks[this.block][0] : this.genEnd;
