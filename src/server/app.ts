@@ -12,12 +12,12 @@ import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, type Envelope } from './errors.ts';
 import { generationOptions, logprobsOption, rejectUnsupported, stopStrings, type Body } from './fields.ts';
-import { outputConstraint } from './output.ts';
+import { logprobEntries, outputConstraint } from './output.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
-import { answerCalls, CALL_OPEN, chatMessages, encodeToolChat, toolRequest, type ToolCall, type ToolRequest } from './tools.ts';
+import { answerOf, chatMessages, encodeToolChat, holdFor, toolRequest, type ToolRequest } from './tools.ts';
 import { chatBody, completionBody, fimBody, responsesBody } from './schemas.ts';
 import { createResponse } from './responses.ts';
-import { draftText, FinalTextTracker, type Hold } from './stream.ts';
+import { abortOnClose, draftText, FinalTextTracker, startEventStream } from './stream.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 
 /** A choice's text so far, for completions' text offsets (after `base` echoed characters). */
@@ -186,20 +186,13 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     if (diffusing && !stream) throw new OptionError('diffusing', 'diffusing needs stream: true');
     if (diffusing && tools) throw new OptionError('diffusing', 'the diffusing stream shows drafts as text; with tools, stream without diffusing');
     // text that may turn into calls is not streamed as content
-    const hold: Hold | undefined = !tools ? undefined : tools.choice.kind === 'auto' ? { marker: CALL_OPEN } : 'all';
-    // an answer's content and calls (calls null: a plain text answer)
-    const answer = (text: string, finish: string): { content: string | null; calls: ToolCall[] | null; finish: string } => {
-      return tools ? answerCalls(tools, text, finish) : { content: text, calls: null, finish };
-    };
+    const hold = holdFor(tools);
     const includeUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
     const created = Math.floor(Date.now() / 1000);
     const stopSet = new Set(model.special.stop);
     const abort = new AbortController();
-    const onClose = () => {
-      if (!reply.raw.writableFinished) abort.abort();
-    };
-    reply.raw.on('close', onClose);
+    const offClose = abortOnClose(reply, abort);
 
     const choices = jobs.flatMap((job, j) =>
       Array.from({ length: n }, (_, i) => ({
@@ -271,7 +264,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
     if (!stream) {
       const results = await settled;
-      reply.raw.off('close', onClose);
+      offClose();
       const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       const failed = rejected.find((r) => !(r.reason instanceof CancelledError)) ?? rejected[0];
       if (failed) {
@@ -283,7 +276,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       const out = rs.map((r, i) => {
         const echo = choices[i].job.echo ?? '';
         const text = echo + (r.text ?? decode(r.tokens));
-        const a = answer(text, r.finishReason);
+        const a = answerOf(tools, text, r.finishReason);
         return kind === 'chat'
           ? { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null }
           : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null };
@@ -293,8 +286,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
         : { id, object: 'text_completion', created, model: modelId(), choices: out, usage };
     }
 
-    reply.hijack();
-    reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    startEventStream(reply);
     // (content null where the answer may be only calls, as OpenAI's first chunk has it then)
     if (kind === 'chat') for (const c of choices) write(chunk({ index: c.index, delta: { role: 'assistant', content: tools ? null : '' }, finish_reason: null, logprobs: null }));
     else for (const c of choices) if (c.job.echo && !diffusing) write(piece(c.index, c.job.echo, null, null));
@@ -306,7 +298,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           done[i] = r;
           const c = choices[i];
           const full = r.text ?? decode(r.tokens);
-          const a = answer(full, r.finishReason);
+          const a = answerOf(tools, full, r.finishReason);
           const rest = diffusing ? (c.job.echo ?? '') + full : trackers.get(c.index)!.finish(a.content ?? '');
           const lp = streamedLogprobs.get(c.index)!;
           const last = logprobsOf(r.logprobs?.slice(lp.sent) ?? [], lp);
@@ -325,7 +317,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       write(kind === 'chat' ? { id, object: 'chat.completion.chunk', created, model: modelId(), choices: [], usage } : { id, object: 'text_completion', created, model: modelId(), choices: [], usage });
     }
     if (!reply.raw.writableEnded) reply.raw.end('data: [DONE]\n\n');
-    reply.raw.off('close', onClose);
+    offClose();
   }
 
   // log-probabilities in OpenAI's two shapes; a token's text is its own decoding
@@ -333,8 +325,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     return ready().model.codec.decode([id], false);
   }
   function chatLogprobs(lp: readonly TokenLogprob[]) {
-    const entry = (token: number, logprob: number) => ({ token: tokenText(token), logprob, bytes: ready().model.codec.tokenBytes(token) });
-    return { content: lp.map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) })), refusal: null };
+    return { content: logprobEntries(ready().model.codec, lp), refusal: null };
   }
   /** `at.text`: the tokens before these (grows); a token's offset is the length of the text
    * before it (a token inside a multi-byte character: where that character starts) */

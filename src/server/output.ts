@@ -1,7 +1,10 @@
 // The form an answer must take: JSON mode, a JSON schema, or calls of a forced tool choice,
-// as an output constraint for constrained decoding (none: free text).
+// as an output constraint for constrained decoding (none: free text); and the answer's
+// log-probabilities in the shape chat completions and the Responses API share.
 
 import type { Constraint } from '../decode/constraint.ts';
+import type { TokenLogprob } from '../decode/generation.ts';
+import type { TextCodec } from '../formats/tokenizer.ts';
 import { jsonObjectConstraint } from '../decode/json-grammar.ts';
 import { jsonSchemaConstraint } from '../decode/json-schema.ts';
 import { OptionError } from '../errors.ts';
@@ -18,4 +21,10 @@ export function outputConstraint(model: Model, body: Body, kind: 'chat' | 'compl
   if (kind !== 'chat') throw new OptionError('response_format', 'response_format (JSON output) is for /v1/chat/completions');
   if (forced) throw new OptionError('tool_choice', 'a "required" or named tool_choice already fixes the answer\'s form; drop the response format');
   return rf.type === 'json_object' ? jsonObjectConstraint(vocab()) : jsonSchemaConstraint(rf.schema, vocab());
+}
+
+/** Per token: its text, log-probability, exact bytes and alternatives (chat `logprobs.content`, Responses `logprobs`). */
+export function logprobEntries(codec: TextCodec, lp: readonly TokenLogprob[] | undefined) {
+  const entry = (token: number, logprob: number) => ({ token: codec.decode([token], false), logprob, bytes: codec.tokenBytes(token) });
+  return (lp ?? []).map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) }));
 }

@@ -14,9 +14,9 @@ import type { Model } from '../models/registry.ts';
 import type { Scheduler } from '../engine/scheduler.ts';
 import { toEnvelope } from './errors.ts';
 import { generationOptions, rejectUnsupported, type Body } from './fields.ts';
-import { outputConstraint } from './output.ts';
-import { FinalTextTracker, type Hold } from './stream.ts';
-import { answerCalls, CALL_OPEN, chatMessages, encodeToolChat, toolRequest, type ToolCall } from './tools.ts';
+import { logprobEntries, outputConstraint } from './output.ts';
+import { abortOnClose, FinalTextTracker, startEventStream } from './stream.ts';
+import { answerOf, chatMessages, encodeToolChat, holdFor, isObject, toolRequest, type ToolCall } from './tools.ts';
 
 export interface ResponsesContext {
   ready(): { model: Model; scheduler: Scheduler };
@@ -34,7 +34,6 @@ const CHAT_ONLY = ['messages', 'n', 'stop', 'stream_options', 'logprobs', 'top_l
 const bad = (param: string, message: string): never => {
   throw new OptionError(param, message);
 };
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const hex = (n: number) => randomBytes(n).toString('hex');
 
 /** The text of a message's content: a string, or input_text / output_text parts. */
@@ -186,15 +185,13 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     if (!Number.isInteger(top) || top < 0 || top > model.topK) bad('top_logprobs', `top_logprobs is an integer in [0, ${model.topK}] for this model`);
     options.logprobs = top;
   }
-  const entry = (token: number, logprob: number) => ({ token: model.codec.decode([token], false), logprob, bytes: model.codec.tokenBytes(token) });
-  const logprobsOf = (lp: readonly TokenLogprob[] | undefined) => (lp ?? []).map((x) => ({ ...entry(x.token, x.logprob), top_logprobs: x.top.map((a) => entry(a.token, a.logprob)) }));
+  const logprobsOf = (lp: readonly TokenLogprob[] | undefined) => logprobEntries(model.codec, lp);
   options.constraint = outputConstraint(model, chat, 'chat', tools);
   const stream = b.stream === true;
   const id = `resp_${hex(16)}`;
   const msgId = `msg_${hex(16)}`;
   const created = Math.floor(Date.now() / 1000);
-  const hold: Hold | undefined = !tools ? undefined : tools.choice.kind === 'auto' ? { marker: CALL_OPEN } : 'all';
-  const tracker = new FinalTextTracker(decode, [], hold);
+  const tracker = new FinalTextTracker(decode, [], holdFor(tools));
 
   const formatOf = () => {
     const rf = chat.response_format as { type: string; json_schema?: Record<string, unknown> } | undefined;
@@ -231,7 +228,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
   /** the answer as output items, and the response's status */
   const outputOf = (r: GenerateResult) => {
     const full = r.text ?? decode(r.tokens);
-    const a = tools ? answerCalls(tools, full, r.finishReason) : { content: full, calls: null, finish: r.finishReason };
+    const a = answerOf(tools, full, r.finishReason);
     const status = r.finishReason === 'length' ? 'incomplete' : 'completed';
     return { a, status };
   };
@@ -263,10 +260,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
 
   // submitted before anything is written: a bad option is still a plain 400
   const done = scheduler.submit({ prompt, options, onStep, signal: abort.signal });
-  const onClose = () => {
-    if (!reply.raw.writableFinished) abort.abort();
-  };
-  reply.raw.on('close', onClose);
+  const offClose = abortOnClose(reply, abort);
   if (!stream) {
     try {
       let r: GenerateResult;
@@ -282,12 +276,11 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
       for (const c of a.calls ?? []) output.push(callItem(c, 'completed'));
       return response(status, output, r);
     } finally {
-      reply.raw.off('close', onClose);
+      offClose();
     }
   }
 
-  reply.hijack();
-  reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  startEventStream(reply);
   send('response.created', { response: response('in_progress', []) });
   send('response.in_progress', { response: response('in_progress', []) });
   try {
@@ -323,6 +316,6 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     }
   }
   if (!reply.raw.writableEnded) reply.raw.end();
-  reply.raw.off('close', onClose);
+  offClose();
   return reply;
 }

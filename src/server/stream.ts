@@ -3,6 +3,7 @@
 // start of a stop string or half of a UTF-8 character. The diffusing stream sends the
 // whole current draft (committed tokens plus the model's current guesses) every step.
 
+import type { FastifyReply } from 'fastify';
 import type { StepEvent } from '../decode/generation.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 
@@ -66,4 +67,19 @@ export function draftText(ev: StepEvent, stop: Set<number>, decode: (ids: number
     ids.push(t);
   }
   return decode(ids);
+}
+
+/** Take the reply over for server-sent events (no buffering by proxies). */
+export function startEventStream(reply: FastifyReply): void {
+  reply.hijack();
+  reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+}
+
+/** Abort `abort` when the client goes away before the reply is finished; returns the undo. */
+export function abortOnClose(reply: FastifyReply, abort: AbortController): () => void {
+  const onClose = () => {
+    if (!reply.raw.writableFinished) abort.abort();
+  };
+  reply.raw.on('close', onClose);
+  return () => reply.raw.off('close', onClose);
 }

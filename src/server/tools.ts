@@ -18,6 +18,7 @@ import { callsConstraint } from '../decode/tool-calls.ts';
 import { OptionError } from '../errors.ts';
 import type { ChatMessage, ChatTool, TextCodec } from '../formats/tokenizer.ts';
 import { messageText, type Body } from './fields.ts';
+import type { Hold } from './stream.ts';
 
 export const TOOL_LIMITS = { tools: 128, nameLength: 64 };
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -45,7 +46,7 @@ const bad = (param: string, message: string): never => {
   throw new OptionError(param, message);
 };
 
-function isObject(v: unknown): v is Record<string, unknown> {
+export function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
@@ -281,6 +282,16 @@ export function parseTaggedCalls(text: string, names: Set<string>, closed = true
     at = end < 0 ? text.length : end + CALL_CLOSE.length;
   }
   return { content: text.slice(0, start), calls };
+}
+
+/** What of a streamed answer may be shown as content: text that may turn into calls is held. */
+export function holdFor(req: ToolRequest | null): Hold | undefined {
+  return !req ? undefined : req.choice.kind === 'auto' ? { marker: CALL_OPEN } : 'all';
+}
+
+/** Any chat answer's content, calls and finish reason (plain text when no functions are offered). */
+export function answerOf(req: ToolRequest | null, text: string, finishReason: string): { content: string | null; calls: ToolCall[] | null; finish: string } {
+  return req ? answerCalls(req, text, finishReason) : { content: text, calls: null, finish: finishReason };
 }
 
 /** A tool-calling request's answer: text content (null when it is only calls), calls, finish reason. */
