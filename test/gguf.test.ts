@@ -137,6 +137,10 @@ test('gguf: malformed files are refused with a typed error, never a crash (llama
 
 // ---------------------------------------------------------------- models from GGUF files
 
+/** A metadata value read back, as an entry to write again (its GGUF type from its JS type). */
+const asEntry = ([k, v]: [string, unknown]): GgufEntry =>
+  Array.isArray(v) ? [k, 9, v, typeof v[0] === 'string' ? 8 : 5] : typeof v === 'string' ? [k, 8, v] : typeof v === 'boolean' ? [k, 7, v] : Number.isInteger(v) ? [k, 4, v] : [k, 6, v];
+
 const loaded: Model[] = [];
 after(async () => {
   for (const m of loaded) await m.close();
@@ -200,11 +204,9 @@ test('gguf models: metadata that cannot make a model is refused by name', async 
   const data = await Promise.all(tensors.map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f.readF32(t.name)) })));
   const meta = [...f.metadata.entries()];
   await f.close();
-  const entry = ([k, v]: [string, unknown]): GgufEntry =>
-    Array.isArray(v) ? [k, 9, v, typeof v[0] === 'string' ? 8 : 5] : typeof v === 'string' ? [k, 8, v] : typeof v === 'boolean' ? [k, 7, v] : Number.isInteger(v) ? [k, 4, v] : [k, 6, v];
   const variant = async (edit: (m: [string, unknown][]) => [string, unknown][], tensorsOf = data) => {
     const p = join(dir, `variant-${n++}.gguf`);
-    await writeFile(p, encodeGguf({ metadata: edit(meta.map(([k, v]) => [k, v])).map(entry), tensors: tensorsOf }));
+    await writeFile(p, encodeGguf({ metadata: edit(meta.map(([k, v]) => [k, v])).map(asEntry), tensors: tensorsOf }));
     return p;
   };
   const refuse = async (p: string, re: RegExp) => assert.rejects(loadModel(p, { cacheDir: CACHE }), (e: unknown) => e instanceof FormatError && re.test(e.message));
@@ -358,8 +360,7 @@ test('gguf models: tensors the graph would not read (a variant quench does not b
   const meta = f.metadata;
   const tensors = await Promise.all([...f.tensors.values()].map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f.readF32(t.name)) })));
   await f.close();
-  const entries: GgufEntry[] = [...meta.entries()].map(([k, v]) =>
-    Array.isArray(v) ? [k, 9, v, typeof v[0] === 'string' ? 8 : 5] : typeof v === 'string' ? [k, 8, v] : typeof v === 'boolean' ? [k, 7, v] : Number.isInteger(v) ? [k, 4, v] : [k, 6, v]);
+  const entries: GgufEntry[] = [...meta.entries()].map(asEntry);
   for (const [extra, re] of [['blk.0.attn_q_norm.weight', /attn_q_norm.*no place/], ['rope_freqs.weight', /rope_freqs/]] as const) {
     const p = join(dir, `extra-${n++}.gguf`);
     await writeFile(p, encodeGguf({ metadata: entries, tensors: [...tensors, { name: extra, dims: [16], type: 0, data: ggmlEncode(0, new Float32Array(16)) }] }));

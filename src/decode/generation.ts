@@ -185,6 +185,7 @@ export class Generation {
         if (!Number.isInteger(t) || t < 0 || t >= a.vocabSize) throw new OptionError(what, `${what} token ${t} at index ${i} is outside the vocabulary [0, ${a.vocabSize})`, 'invalid_token');
       }
     }
+    const modelBlock = modelBlockOf(a, options.attention);
     this.opts = resolveOptions(options, prompt.length + suffix.length, {
       maxPositions: a.maxPositions,
       vocabSize: a.vocabSize,
@@ -192,10 +193,10 @@ export class Generation {
       stopTokens: model.special.stop,
       causal: this.causal,
       topK: model.topK,
-      modelBlock: modelBlockOf(a, options.attention),
+      modelBlock,
       subBlock: a.subBlock,
     });
-    this.modelBlock = modelBlockOf(a, options.attention) ?? null;
+    this.modelBlock = modelBlock ?? null;
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
     if (!this.causal && this.opts.logitBias?.ids.includes(model.special.mask!)) throw new OptionError('logit_bias', `logit_bias cannot bias the mask token (${model.special.mask}): it is never an answer token`);
     this.constraint = options.constraint ?? null;

@@ -15,6 +15,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { FormatError } from '../errors.ts';
+import { readExactly } from './read.ts';
 import { f16ToF32 } from './safetensors.ts';
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
@@ -78,7 +79,7 @@ function readScalar(b: Buffer, i: number, type: number): GgufValue {
 
 /** A cursor over the file's header, reading ahead in chunks; every read is bounds-checked. */
 class HeaderReader {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private bufStart = 0;
   pos = 0;
   /** array items still allowed in this file */
@@ -93,13 +94,7 @@ class HeaderReader {
     if (this.pos + n > GGUF_LIMITS.headerBytes) fail('gguf_header_too_large', `the header is larger than ${GGUF_LIMITS.headerBytes} bytes`);
     if (this.pos >= this.bufStart && this.pos + n <= this.bufStart + this.buf.length) return;
     const len = Math.min(this.size - this.pos, Math.max(n, 1 << 20));
-    this.buf = Buffer.allocUnsafe(len);
-    let done = 0;
-    while (done < len) {
-      const { bytesRead } = await this.fh.read(this.buf, done, len - done, this.pos + done);
-      if (bytesRead === 0) fail('gguf_truncated', 'the file ended while reading the header');
-      done += bytesRead;
-    }
+    this.buf = await readExactly(this.fh, len, this.pos, () => fail('gguf_truncated', 'the file ended while reading the header'));
     this.bufStart = this.pos;
   }
   private at(): number {
@@ -247,13 +242,7 @@ export class GgufFile {
   async readF32(name: string): Promise<Float32Array> {
     const t = this.tensors.get(name);
     if (!t) fail('tensor_missing', `tensor ${JSON.stringify(name)} is not in ${basename(this.path)}`);
-    const buf = Buffer.allocUnsafe(t.byteLength);
-    let done = 0;
-    while (done < t.byteLength) {
-      const { bytesRead } = await this.fh.read(buf, done, t.byteLength - done, t.offset + done);
-      if (bytesRead === 0) fail('gguf_truncated', `the file ended while reading ${name}`);
-      done += bytesRead;
-    }
+    const buf = await readExactly(this.fh, t.byteLength, t.offset, () => fail('gguf_truncated', `the file ended while reading ${name}`));
     return dequantize(t.type, buf, t.dims.reduce((a, b) => a * b, 1));
   }
 

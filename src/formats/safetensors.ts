@@ -9,6 +9,7 @@ import { open, type FileHandle, readFile } from 'node:fs/promises';
 import { openSync, writeSync, closeSync } from 'node:fs';
 import { join, basename } from 'node:path';
 import { FormatError } from '../errors.ts';
+import { readExactly } from './read.ts';
 
 export const DTYPE_SIZES: Record<string, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2,
@@ -131,14 +132,7 @@ export class SafetensorsFile {
   async read(name: string): Promise<Buffer> {
     const t = this.tensors.get(name);
     if (!t) throw new FormatError('tensor_missing', `tensor ${JSON.stringify(name)} is not in ${basename(this.path)}`);
-    const buf = Buffer.allocUnsafe(t.byteLength);
-    let done = 0;
-    while (done < t.byteLength) {
-      const { bytesRead } = await this.fh.read(buf, done, t.byteLength - done, t.offset + done);
-      if (bytesRead === 0) fail('safetensors_truncated', `file ended while reading ${name}`);
-      done += bytesRead;
-    }
-    return buf;
+    return readExactly(this.fh, t.byteLength, t.offset, () => fail('safetensors_truncated', `file ended while reading ${name}`));
   }
 
   async close(): Promise<void> {

@@ -435,10 +435,9 @@ export function cachedModels(cacheDir = hubCacheDir()): { repo: string; dir: str
     try {
       for (const ref of listRefs(join(cacheDir, d, 'refs'))) {
         const name = ref === 'main' ? repo : `${repo}@${ref}`;
-        const dir = cachedSnapshot(repo, ref, cacheDir);
-        if (dir) out.push({ repo: name, dir });
-        // GGUF files pulled from it, each a model: owner/name:file
         const snap = snapshotDir(repo, ref, cacheDir);
+        if (snap && snapshotMissing(snap).length === 0) out.push({ repo: name, dir: snap });
+        // GGUF files pulled from it, each a model: owner/name:file
         if (snap) for (const f of readdirSync(snap)) if (isModelGguf(f) && !SPLIT.test(f) && existsSync(join(snap, f))) out.push({ repo: `${name}:${f}`, dir: join(snap, f) });
       }
     } catch {
