@@ -141,6 +141,21 @@ test('gguf: malformed files are refused with a typed error, never a crash (llama
 const asEntry = ([k, v]: [string, unknown]): GgufEntry =>
   Array.isArray(v) ? [k, 9, v, typeof v[0] === 'string' ? 8 : 5] : typeof v === 'string' ? [k, 8, v] : typeof v === 'boolean' ? [k, 7, v] : Number.isInteger(v) ? [k, 4, v] : [k, 6, v];
 
+/** A one-layer fixture of `arch` written as the converter writes it, read back as parts to edit and write again. */
+async function convertedParts(arch: 'llada' | 'dream') {
+  const hfDir = await tempDir(`quench-gguf-${arch}-parts-`);
+  await writeFixture(hfDir, { arch, hidden: 64, heads: 4, layers: 1, dtype: 'F32' });
+  const file = join(dir, `${arch}-parts-${n++}.gguf`);
+  await writeGgufFromFixture(hfDir, file, 0);
+  const f = await GgufFile.open(file);
+  try {
+    const tensors = await Promise.all([...f.tensors.values()].map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f.readF32(t.name)) })));
+    return { entries: [...f.metadata.entries()].map(asEntry), tensors };
+  } finally {
+    await f.close();
+  }
+}
+
 const loaded: Model[] = [];
 after(async () => {
   for (const m of loaded) await m.close();
@@ -195,15 +210,8 @@ test('gguf models: llada, dream, llama and qwen2 files (as the converter writes 
 });
 
 test('gguf models: metadata that cannot make a model is refused by name', async () => {
-  const hfDir = await tempDir('quench-gguf-bad-');
-  await writeFixture(hfDir, { arch: 'dream', hidden: 64, heads: 4, layers: 1, dtype: 'F32' });
-  const good = join(dir, 'dream-good.gguf');
-  await writeGgufFromFixture(hfDir, good, 0);
-  const f = await GgufFile.open(good);
-  const tensors = [...f.tensors.values()];
-  const data = await Promise.all(tensors.map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f.readF32(t.name)) })));
-  const meta = [...f.metadata.entries()];
-  await f.close();
+  const { entries, tensors: data } = await convertedParts('dream');
+  const meta = entries.map(([k, , v]) => [k, v] as [string, unknown]);
   const variant = async (edit: (m: [string, unknown][]) => [string, unknown][], tensorsOf = data) => {
     const p = join(dir, `variant-${n++}.gguf`);
     await writeFile(p, encodeGguf({ metadata: edit(meta.map(([k, v]) => [k, v])).map(asEntry), tensors: tensorsOf }));
@@ -352,15 +360,7 @@ test('gguf tokenizer: tokens named like object properties, user-defined added to
 });
 
 test('gguf models: tensors the graph would not read (a variant quench does not build) are refused, not dropped', async () => {
-  const hfDir = await tempDir('quench-gguf-extra-');
-  await writeFixture(hfDir, { arch: 'llada', hidden: 64, heads: 4, layers: 1, dtype: 'F32' });
-  const good = join(dir, 'llada-extra-src.gguf');
-  await writeGgufFromFixture(hfDir, good, 0);
-  const f = await GgufFile.open(good);
-  const meta = f.metadata;
-  const tensors = await Promise.all([...f.tensors.values()].map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f.readF32(t.name)) })));
-  await f.close();
-  const entries: GgufEntry[] = [...meta.entries()].map(asEntry);
+  const { entries, tensors } = await convertedParts('llada');
   for (const [extra, re] of [['blk.0.attn_q_norm.weight', /attn_q_norm.*no place/], ['rope_freqs.weight', /rope_freqs/]] as const) {
     const p = join(dir, `extra-${n++}.gguf`);
     await writeFile(p, encodeGguf({ metadata: entries, tensors: [...tensors, { name: extra, dims: [16], type: 0, data: ggmlEncode(0, new Float32Array(16)) }] }));
