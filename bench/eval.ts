@@ -4,7 +4,7 @@
 // frontier. The causal baseline decodes the same prompts one token per step.
 //
 //   quench eval [--model quench-tiny] [--ar-model quench-tiny-ar] [--limit 20]
-//               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64] [--block 32]
+//               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64] [--block N]
 //               [--canvas adaptive|fixed|adaptive,fixed] [--initial-canvas 16] [--rounds 1]
 //               [--families json_extract,...] [--json]   (--json: every answer in JSON mode)
 
@@ -102,7 +102,7 @@ export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
   const limit = Number(a.limit ?? 50);
   const maxTokens = Number(a['max-tokens'] ?? 64);
-  const block = Number(a.block ?? 32);
+  const block = a.block === undefined ? undefined : Number(a.block); // default: 32, or a block model's own block
   const threads = Number(a.threads ?? 2);
   const rounds = Number(a.rounds ?? 1);
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${a.rounds}`);
@@ -156,7 +156,7 @@ export async function main(argv: string[]): Promise<void> {
   };
   const rows = [...(ar ? [summary('ar')] : []), ...keys.map(summary)];
   const canvasText = canvases.length > 1 ? `canvas ${canvases.join(' / ')} (adaptive from ${initialCanvas})` : canvases[0] === 'fixed' ? 'fixed canvas' : `adaptive canvas from ${initialCanvas}`;
-  console.log(`\n${tasks.length} held-out tasks (${limit} per family${families ? `: ${families.join(', ')}` : ''}), max_tokens ${maxTokens}, ${canvasText}, block ${block}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
+  console.log(`\n${tasks.length} held-out tasks (${limit} per family${families ? `: ${families.join(', ')}` : ''}), max_tokens ${maxTokens}, ${canvasText}, block ${block ?? 'default'}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
   console.log(table(rows, ar ? rows[0].tokensPerSecond : undefined));
 }
 

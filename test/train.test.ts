@@ -112,8 +112,48 @@ test('stage 2: --init-from starts the diffusion model from the exported AR twin 
   const dr = await generate(dm, dm.codec.encodeChat([{ role: 'user', content: 'What is 27 + 58?' }]), { maxTokens: 8, policy: 'low_confidence', stopTokens: [] });
   assert.equal(dr.tokens.length, 8);
   await dm.close();
+  // --block (Fast-dLLM v2-style block diffusion): lr 0, so the export is the twin's weights in the
+  // Fast-dLLM v2 layout, which quench loads as a block-causal, shifted model with the trained block
+  py(['train/train.py', '--kind', 'diffusion', '--shift', '--block', '4', '--tiny', '--steps', '1', '--minutes', '1', '--threads', '1', '--lr', '0', '--init-from', ar, '--out', join(work, 'run-block')]);
+  const blockDir = join(work, 'block');
+  py(['train/export.py', '--ckpt', join(work, 'run-block', 'ckpt.pt'), '--kind', 'diffusion', '--out', blockDir]);
+  const bs = await SafetensorsFile.open(join(blockDir, 'model.safetensors'));
+  const as2 = await SafetensorsFile.open(join(ar, 'model.safetensors'));
+  for (const name of as2.tensors.keys()) assert.ok((await bs.read(name)).equals(await as2.read(name)), `block export ${name} == the twin's`);
+  await bs.close();
+  await as2.close();
+  const bm = await loadModel(blockDir, { cacheDir: CACHE, threads: 1 });
+  assert.equal(bm.args.arch, 'fast_dllm_v2');
+  assert.ok(bm.args.shiftedLogits && bm.args.attention === 'block_causal' && bm.args.blockSize === 4 && bm.special.mask === 5);
+  const br = await generate(bm, bm.codec.encodeChat([{ role: 'user', content: 'What is 27 + 58?' }]), { maxTokens: 10, policy: 'threshold', threshold: 0.9, stopTokens: [] });
+  assert.equal(br.tokens.length, 10);
+  await bm.close();
+  assert.throws(() => py(['train/train.py', '--kind', 'diffusion', '--block', '4', '--tiny', '--steps', '1', '--minutes', '1', '--out', join(work, 'run-block-noshift')]), /--block needs --shift/);
   // a shifted export continues only with --shift (the loss would read the wrong rows otherwise)
   assert.throws(() => py(['train/train.py', '--kind', 'diffusion', '--tiny', '--steps', '1', '--minutes', '1', '--init-diffusion', dream, '--out', join(work, 'run-noshift')]), /add --shift/);
   // an unknown family in --family-weights is an error naming it
   assert.throws(() => py(['train/train.py', '--kind', 'ar', '--tiny', '--steps', '1', '--minutes', '1', '--family-weights', 'mull=4', '--out', join(work, 'run-bad')]), /unknown family 'mull'/);
+});
+
+test('block diffusion: the training layout ([clean ; masked] side by side) scores as the block-causal inference view does', () => {
+  // a random tiny model in fp32; masks at random positions; blocks of 4 and of 5 (a last block cut short);
+  // then a wrong layout (the masked copy seeing every block) must show a gap, or the check could not fail
+  const code = `
+import sys, torch
+sys.path.insert(0, 'train')
+import train
+from model import Transformer, ModelConfig, TINY
+torch.manual_seed(0)
+m = Transformer(ModelConfig(**TINY)).eval()
+x = torch.randint(6, 2048, (3, 23))
+mk = torch.rand(3, 23) < 0.5
+with torch.no_grad():
+    gaps = [train.block_layout_gap(m, x, mk, b) for b in (4, 5)]
+    train.block_attention = lambda L, b, d: torch.ones(2 * L, 2 * L, dtype=torch.bool)
+    wrong = train.block_layout_gap(m, x, mk, 4)
+print(max(gaps), wrong)
+`;
+  const [gap, wrong] = execFileSync(PY, ['-c', code], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } }).trim().split(' ').map(Number);
+  assert.ok(gap < 1e-4, `layout gap ${gap}`);
+  assert.ok(wrong > 1e-2, `a wrong layout shows (${wrong})`);
 });

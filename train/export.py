@@ -69,7 +69,7 @@ def load_exported(model_dir):
     from model import ModelConfig, Transformer
     cfg = json.load(open(os.path.join(model_dir, 'config.json')))
     w = read_safetensors(os.path.join(model_dir, 'model.safetensors'))
-    shift = cfg['model_type'] == 'Dream'
+    shift = cfg['model_type'] in ('Dream', 'Fast_dLLM_Qwen')
     if cfg['model_type'] == 'llada':
         kind = 'diffusion'
         mc = ModelConfig(vocab_size=cfg['vocab_size'], d_model=cfg['d_model'], n_layers=cfg['n_layers'],
@@ -121,7 +121,15 @@ def mapped(sd, kind, n_layers, shift=False):
     return res
 
 
-def config_json(kind, c, shift=False):
+def config_json(kind, c, shift=False, block=0):
+    if kind == 'diffusion' and block:  # block diffusion: the Fast-dLLM v2 layout (Qwen2 names, zero q/k/v biases)
+        return {'architectures': ['Fast_dLLM_QwenForCausalLM'], 'model_type': 'Fast_dLLM_Qwen', 'bd_size': block,
+                'hidden_size': c['d_model'], 'intermediate_size': c['mlp_hidden'], 'num_hidden_layers': c['n_layers'],
+                'num_attention_heads': c['n_heads'], 'num_key_value_heads': c['n_heads'],
+                'vocab_size': c['vocab_size'], 'max_position_embeddings': c['max_seq'],
+                'rope_theta': c['rope_theta'], 'rms_norm_eps': c['eps'], 'tie_word_embeddings': False,
+                'mask_token_id': 5, 'bos_token_id': 1, 'eos_token_id': 0, 'pad_token_id': 0,
+                'hidden_act': 'silu', 'torch_dtype': 'bfloat16'}
     if kind == 'diffusion' and shift:
         return {'architectures': ['DreamModel'], 'model_type': 'Dream', 'hidden_size': c['d_model'],
                 'intermediate_size': c['mlp_hidden'], 'num_hidden_layers': c['n_layers'],
@@ -176,7 +184,9 @@ ENGLISH_FAMILIES = {'define': 'word definitions (WordNet)', 'use_word': 'example
 def model_card(kind, c, ck, n_params, shift=False):
     import tasks
     a = ck['args']
-    layout = 'Dream (Qwen2 names, zero q/k/v biases)' if shift else 'LLaDA' if kind == 'diffusion' else 'Llama'
+    block = a.get('block', 0) if kind == 'diffusion' else 0
+    layout = ('Fast-dLLM v2 (Qwen2 names, zero q/k/v biases)' if block else
+              'Dream (Qwen2 names, zero q/k/v biases)' if shift else 'LLaDA' if kind == 'diffusion' else 'Llama')
     import data
     fams = ', '.join(f"{f}{' (x%g)' % tasks.FAMILY_WEIGHTS[f] if tasks.FAMILY_WEIGHTS[f] != 1 else ''}" for f in tasks.FAMILIES)
     mix = [float(x) for x in a['mix'].split(',')] if a.get('mix') else data.MIX
@@ -185,9 +195,14 @@ def model_card(kind, c, ck, n_params, shift=False):
     english = ', '.join(ENGLISH_FAMILIES.get(f, f) for f in ck.get('english', ['define', 'use_word', 'quote_verse', 'continue_text']))
     objective = ('masked diffusion (LLaDA-style SFT objective: response tokens masked with probability t ~ U(0.001, 1), '
                  f"loss 1/t-weighted cross-entropy on masked positions, padding positions weighted "
-                 f"{a.get('pad_weight', 1.0):g}; bidirectional attention"
-                 + ('; shifted logits as in Dream: the prediction for position i is read from the output at i - 1)'
-                    if shift else ')')
+                 f"{a.get('pad_weight', 1.0):g}; "
+                 + (f'block diffusion as in Fast-dLLM v2: blocks of {block} positions, each masked with its own t, '
+                    'attention causal across blocks and bidirectional within one, trained on the clean and the masked '
+                    'copy side by side; shifted logits: the prediction for position i is read from the output at i - 1, '
+                    "for a block's first position from the clean previous block)" if block else
+                    'bidirectional attention'
+                    + ('; shifted logits as in Dream: the prediction for position i is read from the output at i - 1)'
+                       if shift else ')'))
                  if kind == 'diffusion' else
                  'autoregressive next-token prediction (causal attention) on response tokens and plain text')
     return f"""# quench-tiny{'' if kind == 'diffusion' else '-ar'}
@@ -256,7 +271,7 @@ def main():
     for n, t in tensors:
         assert torch.equal(back[n], t.to(torch.bfloat16).float()), n
     with open(os.path.join(args.out, 'config.json'), 'w') as f:
-        json.dump(config_json(args.kind, c, shift), f, indent=2)
+        json.dump(config_json(args.kind, c, shift, ck['args'].get('block', 0) if shift else 0), f, indent=2)
     shutil.copyfile(os.path.join(args.tokenizer, 'tokenizer.json'), os.path.join(args.out, 'tokenizer.json'))
     with open(os.path.join(args.out, 'tokenizer_config.json'), 'w') as f:
         json.dump(tokenizer_config(c['max_seq']), f, indent=2, ensure_ascii=False)

@@ -61,7 +61,7 @@ class Block(nn.Module):
         self.up_proj = nn.Linear(D, H, bias=False)
         self.ff_out = nn.Linear(H, D, bias=False)
 
-    def forward(self, x, cos, sin, causal):
+    def forward(self, x, cos, sin, causal, mask=None):
         B, L, D = x.shape
         h = self.attn_norm(x)
         q = self.q_proj(h).view(B, L, self.nh, self.hd).transpose(1, 2)
@@ -70,12 +70,14 @@ class Block(nn.Module):
         q = q.float() * cos + rotate_half(q.float()) * sin
         k = k.float() * cos + rotate_half(k.float()) * sin
         if USE_SDPA:  # torch >= 2: fused (flash) attention; same math as the plain ops
-            o = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=causal)
+            o = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, attn_mask=mask,
+                                               is_causal=causal and mask is None)
         else:
             att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd))
-            if causal:
-                mask = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
-                att = att.masked_fill(mask, float('-inf'))
+            if mask is not None:  # [L, L] bool, True where a query may attend to a key
+                att = att.masked_fill(~mask, float('-inf'))
+            elif causal:
+                att = att.masked_fill(torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1), float('-inf'))
             o = torch.matmul(att.float().softmax(-1), v)
         x = x + self.attn_out(o.transpose(1, 2).reshape(B, L, D))
         m = self.ff_norm(x)
@@ -102,18 +104,19 @@ class Transformer(nn.Module):
                 s = std / math.sqrt(2 * self.cfg.n_layers) if n.endswith(('attn_out.weight', 'ff_out.weight')) and 'blocks' in n else std
                 nn.init.normal_(p, 0.0, s)
 
-    def rope(self, L, device):
-        pos = torch.arange(L, dtype=torch.float32, device=device)
-        f = torch.outer(pos, self.inv_freq)
+    def rope(self, pos):
+        f = torch.outer(pos.float(), self.inv_freq)
         emb = torch.cat((f, f), dim=-1)
         return emb.cos(), emb.sin()
 
-    def forward(self, idx, causal=False):
+    def forward(self, idx, causal=False, mask=None, positions=None):
+        """mask: [L, L] bool (True: the query row may attend to the key column), replaces `causal`;
+        positions: [L] RoPE positions (default 0..L-1), e.g. two copies of one sequence side by side."""
         B, L = idx.shape
-        cos, sin = self.rope(L, idx.device)
+        cos, sin = self.rope(torch.arange(L, device=idx.device) if positions is None else positions)
         x = self.wte(idx)
         for b in self.blocks:
-            x = b(x, cos, sin, causal)
+            x = b(x, cos, sin, causal, mask)
         return self.head(self.ln_f(x))
 
 

@@ -49,6 +49,62 @@ def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0, shift=False):
     return loss, n * L
 
 
+def block_attention(L, block, dev):
+    """The [2L, 2L] attention of block-diffusion training on [clean copy ; noisy copy] of one sequence, with
+    blocks of `block` positions aligned to position 0: a clean row sees the clean copy up to the end of its own
+    block (block-causal, as the inference cache holds finished blocks), a noisy row sees the clean blocks before
+    its own and its own noisy block (bidirectional), never another noisy block."""
+    b = torch.arange(L, device=dev) // block
+    before_or_same = b[None, :] <= b[:, None]
+    clean = torch.cat([before_or_same, torch.zeros(L, L, dtype=torch.bool, device=dev)], 1)
+    noisy = torch.cat([b[None, :] < b[:, None], b[None, :] == b[:, None]], 1)
+    return torch.cat([clean, noisy], 0)
+
+
+def block_diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0, block=8):
+    """Block diffusion SFT loss with shifted logits (Fast-dLLM v2 style): each block of response positions is
+    masked with its own t ~ U(eps, 1); the model reads [clean ; noisy] under `block_attention`; the prediction for
+    position i is read from row i - 1 of the noisy copy, or, for the first position of a block, from the clean
+    copy's last row of the previous block (as the cache holds it at inference). 1/t-weighted CE on masked
+    positions, normalised per sequence as in `diffusion_loss`."""
+    n, L = x.shape
+    dev = x.device
+    pos = torch.arange(L, device=dev)
+    resp = pos[None] >= plen[:, None]
+    w = torch.where(pos[None] < real_len[:, None], 1.0, pad_weight) * resp
+    nb = (L + block - 1) // block
+    t = ((1 - EPS_T) * torch.rand(n, nb, device=dev) + EPS_T)[:, pos // block]
+    m = (torch.rand(n, L, device=dev) < t) & resp
+    xin = torch.where(m, torch.full_like(x, MASK), x)
+    out = model(torch.cat([x, xin], 1), mask=block_attention(L, block, dev), positions=torch.cat([pos, pos]))
+    clean, noisy = out[:, :L - 1], out[:, L:2 * L - 1]  # rows 0..L-2 predict positions 1..L-1
+    starts = (pos[1:] % block == 0)[None, :, None]
+    logits = torch.where(starts, clean, noisy)
+    tgt, mt, wt, tt = x[:, 1:], m[:, 1:], w[:, 1:], t[:, 1:]
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction='none')
+    loss = ((ce.view_as(tgt) * mt * wt / tt).sum(1) / w.sum(1)).mean()
+    return loss, n * L
+
+
+def block_layout_gap(model, x, m, block):
+    """The largest |difference| between the logits of the training layout ([clean ; noisy] under
+    `block_attention`) and those of the inference view, where block b is read as one sequence: the clean blocks
+    before it, then block b as masked by m (bool, like x), under block-causal attention. Zero up to rounding when
+    the training layout is right (a check of the recipe, run in the tests)."""
+    n, L = x.shape
+    pos = torch.arange(L, device=x.device)
+    xin = torch.where(m, torch.full_like(x, MASK), x)
+    out = model(torch.cat([x, xin], 1), mask=block_attention(L, block, x.device), positions=torch.cat([pos, pos]))
+    blk = pos // block
+    gap = 0.0
+    for s in range(0, L, block):
+        e = min(L, s + block)
+        view = model(torch.cat([x[:, :s], xin[:, s:e]], 1), mask=blk[None, :e] <= blk[:e, None])
+        gap = max(gap, float((view[:, s:e] - out[:, L + s:L + e]).abs().max()),
+                  float((view[:, :s] - out[:, :s]).abs().max()) if s else 0.0)
+    return gap
+
+
 def ar_loss(model, x, plen, real_len, lmax, pad_weight=None):
     Lm = lmax  # longest real length in the batch, read on the host before the copy to the device
     x = x[:, :Lm]
@@ -157,10 +213,10 @@ class Run:
         self.opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1},
                                       {'params': no_decay, 'weight_decay': 0.0}],
                                      lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
-        self.loss_fn = diffusion_loss if kind == 'diffusion' else ar_loss
+        self.loss_fn = ar_loss if kind == 'ar' else block_diffusion_loss if args.block else diffusion_loss
         self.loss_kw = {'pad_weight': args.pad_weight}
         if kind == 'diffusion':
-            self.loss_kw['shift'] = args.shift
+            self.loss_kw.update({'block': args.block} if args.block else {'shift': args.shift})
         self.loss_acc = torch.zeros((), device=dev)
         self.gn = torch.zeros((), device=dev)
         self.last_loss = float('nan')
@@ -202,6 +258,10 @@ def main():
     ap.add_argument('--shift', action='store_true',
                     help='diffusion: Dream-style shifted logits (row i - 1 predicts position i), exported in the '
                          'Dream layout; the natural choice when adapting from the AR twin')
+    ap.add_argument('--block', type=int, default=0,
+                    help='diffusion: block diffusion with blocks of this many positions (causal across blocks, '
+                         'bidirectional within one, shifted logits; Fast-dLLM v2 style), exported in the Fast-dLLM v2 '
+                         'layout; needs --shift')
     ap.add_argument('--init-from', default='',
                     help='start every model from this exported model directory (either layout), e.g. a diffusion '
                          'model adapted from the AR twin')
@@ -217,6 +277,8 @@ def main():
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
     ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch and --workers too)')
     args = ap.parse_args()
+    if args.block and not args.shift:
+        raise SystemExit('--block needs --shift (block diffusion reads its predictions from the previous row)')
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -246,6 +308,8 @@ def main():
         ck = torch_load(first_ckpt, 'cpu')
         if 'diffusion' in kinds:
             same_shift(f'{first_ckpt} was trained', bool(ck['args'].get('shift')), args.shift, 'resume')
+            if ck['args'].get('block', 0) != args.block:
+                raise SystemExit(f"{first_ckpt} was trained with --block {ck['args'].get('block', 0)}: resume with it")
         step, elapsed0, tokens = ck['step'], ck['elapsed'], ck['tokens']
         if args.workers:
             seed = args.seed + step  # worker streams cannot be resumed exactly: continue with fresh seeds
