@@ -77,12 +77,13 @@ test('threshold with tau = 1 commits exactly one token per step', async () => {
 async function plainBlockDecode(model: Model, prompt: number[], maxTokens: number, o: { modelBlock: number; decodeBlock: number; shift: number; tau: number }): Promise<number[]> {
   const V = model.args.vocabSize;
   const mask = model.special.mask!;
-  const x = [...prompt, ...Array(maxTokens).fill(mask)];
-  const end = x.length;
+  // the last model block is whole: masks past max_tokens to its end, seen and never decoded
+  const end = prompt.length + maxTokens;
+  const x = [...prompt, ...Array(Math.ceil(end / o.modelBlock) * o.modelBlock - prompt.length).fill(mask)];
   for (let s0 = prompt.length; s0 < end; ) {
     const e = Math.min(end, (Math.floor(s0 / o.decodeBlock) + 1) * o.decodeBlock);
     // the forward runs to the end of the model block (a sub-block sees its block's later masks)
-    const w = Math.min(end, Math.ceil(e / o.modelBlock) * o.modelBlock);
+    const w = Math.ceil(e / o.modelBlock) * o.modelBlock;
     while (x.slice(s0, e).includes(mask)) {
       const pos = range(0, w);
       const vis = new Uint8Array(w * w).map((_, k) => (Math.floor((k % w) / o.modelBlock) <= Math.floor(Math.floor(k / w) / o.modelBlock) ? 1 : 0));
@@ -103,7 +104,7 @@ async function plainBlockDecode(model: Model, prompt: number[], maxTokens: numbe
     }
     s0 = e;
   }
-  return x.slice(prompt.length);
+  return x.slice(prompt.length, end);
 }
 
 test('SDAR: block by block from position 0 (the first block finishes the prompt\'s), equal to a plain SDAR loop, with and without caches', async () => {

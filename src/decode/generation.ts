@@ -131,6 +131,8 @@ export class Generation {
   /** end of the canvas (exclusive); grows up to capEnd with an adaptive canvas */
   private genEnd: number;
   private readonly capEnd: number;
+  /** a block model's canvas padded to whole blocks (= capEnd for other models) */
+  private readonly padEnd: number;
   private readonly adaptive: boolean;
   /** the answer's end is committed: the canvas neither grows nor probes any more */
   private sized = false;
@@ -216,7 +218,10 @@ export class Generation {
     // (without end tokens an answer never ends early: the canvas is max_tokens from the start)
     this.adaptive = this.opts.canvas === 'adaptive' && this.opts.attention === 'bidirectional' && suffix.length === 0 && this.opts.stopTokens.length > 0;
     this.genEnd = this.adaptive ? prompt.length + Math.min(this.opts.maxTokens, this.opts.initialCanvas) : this.capEnd;
-    const N = this.capEnd + suffix.length;
+    // a block model's last block is whole, as it was trained: masks past max_tokens up to the
+    // block's end, seen by the block and never decoded (the reference decoders' padding)
+    this.padEnd = modelBlock ? Math.min(a.maxPositions, Math.ceil(this.capEnd / modelBlock) * modelBlock) : this.capEnd;
+    const N = Math.max(this.padEnd, this.capEnd + suffix.length);
     this.tokens = new Int32Array(N).fill(this.mask);
     this.tokens.set(Array.from(prompt));
     this.tokens.set(Array.from(suffix), this.capEnd);
@@ -345,7 +350,7 @@ export class Generation {
       const bidir = this.opts.attention === 'bidirectional';
       // (a block model's sub-block sees the rest of its model block, masks included, as the
       // block was trained to be read: bidirectionally, whole)
-      const visibleEnd = bidir ? N : mb ? Math.min(this.genEnd, Math.ceil(be / mb) * mb) : be;
+      const visibleEnd = bidir ? N : mb ? Math.min(this.padEnd, Math.ceil(be / mb) * mb) : be;
       const atStart = this.stepInBlock === 0;
       if (mode === 'none') {
         windowStart = 0;
