@@ -4,6 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chatBodyOf, inputMessages, responsesParam } from '../src/server/responses.ts';
+import { page, ResponseStore } from '../src/server/response-store.ts';
 import { chatMessages, encodeToolChat, toolRequest } from '../src/server/tools.ts';
 import type { Model } from '../src/models/registry.ts';
 import { fixtureModel } from './helpers.ts';
@@ -110,6 +111,7 @@ test('responses: what is not supported gets a 400 naming the Responses field; th
   const post = (body: object) => fetch(`${main.base}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, json: await r.json() }));
   for (const [body, param] of [
     [{ input: 'x', previous_response_id: 'resp_1' }, 'previous_response_id'],
+    [{ input: 'x', conversation: 'conv_1' }, 'conversation'],
     [{ input: 'x', background: true }, 'background'],
     [{ input: 'x', tools: [{ type: 'web_search' }] }, 'tools[0]'],
     [{ input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'x' }] }] }, 'input[0].content[0]'],
@@ -150,4 +152,100 @@ test('responses: include message.output_text.logprobs gives the chat endpoint\'s
   const done = evs.find((e) => e.type === 'response.output_text.done')!;
   assert.deepEqual(streamed, done.logprobs);
   assert.deepEqual(done.logprobs.map((e: { token: string }) => e.token), lp.map((e) => e.token));
+});
+
+test('responses: stored by default; previous_response_id continues the conversation as the chat endpoint reads it whole; GET, input items, DELETE', async () => {
+  const c = main.client;
+  const r1 = await c.responses.create({ model: model.id, instructions: 'Be brief.', input: 'What is 2 + 2?', temperature: 0, max_output_tokens: 12 } as never);
+  assert.equal((r1 as unknown as { store: boolean }).store, true);
+  assert.deepEqual(await c.responses.retrieve(r1.id), r1);
+  // the follow-up: the first turn and its answer, then the new input; the old instructions are not carried over
+  for (const instructions of [undefined, 'Answer in words.']) {
+    const r2 = await c.responses.create({ model: model.id, previous_response_id: r1.id, ...(instructions ? { instructions } : {}), input: 'And 3 + 3?', temperature: 0, max_output_tokens: 12 } as never);
+    assert.equal(r2.previous_response_id, r1.id);
+    const messages = [...(instructions ? [{ role: 'system', content: instructions }] : []), { role: 'user', content: 'What is 2 + 2?' }, { role: 'assistant', content: r1.output_text }, { role: 'user', content: 'And 3 + 3?' }];
+    const chat = await c.chat.completions.create({ model: model.id, messages, temperature: 0, max_tokens: 12 } as never);
+    assert.equal(r2.output_text, chat.choices[0].message.content ?? '');
+    assert.equal(r2.usage?.input_tokens, chat.usage?.prompt_tokens);
+    // a chain: the third turn reads all three
+    const r3 = await c.responses.create({ model: model.id, previous_response_id: r2.id, input: 'Thanks.', temperature: 0, max_output_tokens: 8 } as never);
+    const chat3 = await c.chat.completions.create({ model: model.id, messages: [...messages.filter((m) => m.role !== 'system'), { role: 'assistant', content: r2.output_text }, { role: 'user', content: 'Thanks.' }], temperature: 0, max_tokens: 8 } as never);
+    assert.equal(r3.output_text, chat3.choices[0].message.content ?? '');
+  }
+  // input items: the request's input, each with an id; paged
+  const items = await c.responses.inputItems.list(r1.id);
+  assert.equal(items.data.length, 1);
+  const item = items.data[0] as { type: string; role: string; content: { type: string; text: string }[]; id: string };
+  assert.deepEqual([item.type, item.role, item.content[0].type, item.content[0].text], ['message', 'user', 'input_text', 'What is 2 + 2?']);
+  const many = await c.responses.create({ model: model.id, input: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }], max_output_tokens: 4 } as never);
+  const get = (q: string) => fetch(`${main.base}/v1/responses/${many.id}/input_items${q}`).then(async (r) => ({ status: r.status, json: await r.json() }));
+  const p1 = (await get('?order=asc&limit=2')).json;
+  assert.deepEqual(p1.data.map((x: { content: { text: string }[] }) => x.content[0].text), ['a', 'b']);
+  assert.equal(p1.has_more, true);
+  const p2 = (await get(`?order=asc&limit=2&after=${p1.last_id}`)).json;
+  assert.deepEqual(p2.data.map((x: { content: { text: string }[] }) => x.content[0].text), ['c']);
+  assert.equal(p2.has_more, false);
+  assert.deepEqual((await get('')).json.data.map((x: { content: { text: string }[] }) => x.content[0].text), ['c', 'b', 'a'], 'newest first by default');
+  for (const q of ['?limit=0', '?limit=101', '?order=up', '?after=msg_nope']) assert.equal((await get(q)).status, 400, q);
+  // streamed responses are stored too: GET returns the final event's response
+  const evs = await events({ model: model.id, input: 'Hello', max_output_tokens: 8, temperature: 0 });
+  const final = evs[evs.length - 1].response;
+  const { output_text: _text, ...got } = await c.responses.retrieve(final.id); // (the client adds output_text)
+  assert.deepEqual(got, final);
+  // store: false is not kept; an unknown previous response is a 400 naming the field; the server keeps serving
+  const off = await c.responses.create({ model: model.id, input: 'x', store: false, max_output_tokens: 4 } as never);
+  assert.equal((off as unknown as { store: boolean }).store, false);
+  await assert.rejects(c.responses.retrieve(off.id), (e: { status?: number }) => e.status === 404);
+  await assert.rejects(c.responses.create({ model: model.id, input: 'x', previous_response_id: off.id } as never), (e: { status?: number; error?: { param?: string; code?: string } }) => e.status === 400 && e.error?.param === 'previous_response_id' && e.error?.code === 'previous_response_not_found');
+  // DELETE
+  const del = await fetch(`${main.base}/v1/responses/${r1.id}`, { method: 'DELETE' }).then((r) => r.json());
+  assert.deepEqual(del, { id: r1.id, object: 'response.deleted', deleted: true });
+  await assert.rejects(c.responses.retrieve(r1.id), (e: { status?: number }) => e.status === 404);
+  assert.equal((await fetch(`${main.base}/v1/responses/${r1.id}`, { method: 'DELETE' })).status, 404);
+  await assert.rejects(c.responses.create({ model: model.id, input: 'x', previous_response_id: r1.id } as never), (e: { status?: number }) => e.status === 400);
+});
+
+test('responses: a function call answered with previous_response_id and its output reads as the chat conversation with the call and the tool message', async () => {
+  const c = main.client;
+  const tools = [{ type: 'function' as const, name: 'get_weather', parameters: { type: 'object', properties: { unit: { enum: ['c', 'f'] } }, required: ['unit'], additionalProperties: false }, strict: true }];
+  const r1 = await c.responses.create({ model: model.id, input: 'Weather?', tools, tool_choice: { type: 'function', name: 'get_weather' }, temperature: 0, max_output_tokens: 64 } as never);
+  const call = r1.output.find((o) => o.type === 'function_call') as { call_id: string; name: string; arguments: string };
+  assert.ok(call);
+  const r2 = await c.responses.create({ model: model.id, previous_response_id: r1.id, input: [{ type: 'function_call_output', call_id: call.call_id, output: '15 C' }], tools, tool_choice: 'none', temperature: 0, max_output_tokens: 12 } as never);
+  const chat = await c.chat.completions.create({
+    model: model.id,
+    messages: [
+      { role: 'user', content: 'Weather?' },
+      { role: 'assistant', content: null, tool_calls: [{ id: call.call_id, type: 'function', function: { name: call.name, arguments: call.arguments } }] },
+      { role: 'tool', tool_call_id: call.call_id, content: '15 C' },
+    ],
+    tools: tools.map(({ name, parameters }) => ({ type: 'function' as const, function: { name, parameters } })),
+    tool_choice: 'none',
+    temperature: 0,
+    max_tokens: 12,
+  } as never);
+  assert.equal(r2.output_text, chat.choices[0].message.content ?? '');
+  assert.equal(r2.usage?.input_tokens, chat.usage?.prompt_tokens);
+});
+
+test('responses: the store is bounded (oldest first, by count and by bytes); a server that stores none says so', async () => {
+  const entry = (n: number) => ({ response: { id: `r${n}` }, inputItems: [], conversation: ['x'.repeat(n)] });
+  const s = new ResponseStore({ maxResponses: 2, maxBytes: 1000 });
+  for (const n of [1, 2, 3]) assert.ok(s.put(`r${n}`, entry(n)));
+  assert.deepEqual(['r1', 'r2', 'r3'].map((k) => !!s.get(k)), [false, true, true]);
+  assert.ok(s.put('big', entry(700)));
+  assert.deepEqual(['r2', 'r3', 'big'].map((k) => !!s.get(k)), [false, true, true], 'bytes over the bound drop the oldest');
+  assert.ok(s.bytes <= 1000 && s.size === 2);
+  assert.equal(s.put('huge', entry(2000)), false, 'larger than the whole store');
+  // an entry is a copy: editing what was put changes nothing stored
+  const e = entry(4);
+  s.put('r4', e);
+  e.conversation.push('y');
+  assert.deepEqual(s.get('r4')!.conversation, ['xxxx']);
+  assert.ok(s.delete('r4') && !s.delete('r4'));
+  assert.deepEqual(page([{ id: 'a' }, { id: 'b' }, { id: 'c' }], { limit: 1, after: 'b' }).data, [{ id: 'a' }]);
+  const none = await startServer(model, servers, { maxTokens: 8 }, { responseStore: 0 });
+  const r = await none.client.responses.create({ model: model.id, input: 'x', max_output_tokens: 4 } as never);
+  assert.equal((r as unknown as { store: boolean }).store, false);
+  await assert.rejects(none.client.responses.create({ model: model.id, input: 'x', previous_response_id: r.id } as never), (e: { status?: number; error?: { message?: string } }) => e.status === 400 && /--response-store 0/.test(e.error?.message ?? ''));
 });

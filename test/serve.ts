@@ -4,9 +4,9 @@ import { attachScheduler, buildServer, type ServingState, type ServerOptions } f
 import type { Model } from '../src/models/registry.ts';
 
 /** Start a server for `model`; `servers` collects it for closing after the tests. */
-export async function startServer(model: Model, servers: { close(): Promise<unknown> }[], defaults: ServerOptions['defaults'] = {}) {
+export async function startServer(model: Model, servers: { close(): Promise<unknown> }[], defaults: ServerOptions['defaults'] = {}, more: Partial<ServerOptions> = {}) {
   const state: ServingState = { model: null, scheduler: null };
-  const opts: ServerOptions = { maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults };
+  const opts: ServerOptions = { maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults, ...more };
   const { app, metrics } = await buildServer(state, opts);
   attachScheduler(state, model, opts, metrics);
   await app.listen({ host: '127.0.0.1', port: 0 });

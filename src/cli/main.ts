@@ -28,6 +28,7 @@ program
   .addOption(new Option('--canvas <mode>', 'default canvas: adaptive (starts small, grows while the model says the answer does not fit) or fixed (max_tokens positions; for models not trained with end padding)').choices(['adaptive', 'fixed']).default('adaptive'))
   .option('--initial-canvas <n>', 'first size of an adaptive canvas (default 16)', int)
   .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')
+  .option('--response-store <n>', 'Responses API responses kept in memory for previous_response_id and GET /v1/responses/{id}, oldest dropped first (0: store none)', int, 1000)
   .option('--log', 'log requests')
   .action(async (o) => {
     const { serve } = await import('./serve.ts');

@@ -20,11 +20,13 @@ export interface ServeOptions {
   initialCanvas?: number;
   corsOrigin?: string[];
   log?: boolean;
+  /** most Responses API responses kept in memory (0: none) */
+  responseStore?: number;
 }
 
 export async function serve(o: ServeOptions): Promise<void> {
   const state: ServingState = { model: null, scheduler: null };
-  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, defaults: { ...(o.canvas ? { canvas: o.canvas } : {}), ...(o.initialCanvas ? { initialCanvas: o.initialCanvas } : {}) } };
+  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, responseStore: o.responseStore, defaults: { ...(o.canvas ? { canvas: o.canvas } : {}), ...(o.initialCanvas ? { initialCanvas: o.initialCanvas } : {}) } };
   const { app, metrics } = await buildServer(state, opts);
   await app.listen({ host: o.host, port: o.port });
   console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);

@@ -17,6 +17,7 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { answerOf, chatMessages, encodeToolChat, holdFor, toolRequest, type ToolRequest } from './tools.ts';
 import { chatBody, completionBody, fimBody, responsesBody } from './schemas.ts';
 import { createResponse } from './responses.ts';
+import { page, ResponseStore } from './response-store.ts';
 import { abortOnClose, draftText, FinalTextTracker, startEventStream } from './stream.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 
@@ -40,6 +41,8 @@ export interface ServerOptions {
   /** defaults for every request (e.g. the bundled model's preferred decoding) */
   defaults?: Partial<GenerateOptions>;
   logger?: boolean;
+  /** most Responses API responses kept in memory for previous_response_id and GET (0: none; default 1000) */
+  responseStore?: number;
 }
 
 /** Filled in once the model is loaded; until then inference routes answer 503. */
@@ -382,9 +385,30 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     return run(reply, 'completion', body, jobs);
   });
 
+  const store = new ResponseStore({ maxResponses: o.responseStore ?? 1000 });
   app.post('/v1/responses', { schema: { body: responsesBody } }, async (req, reply) =>
-    createResponse({ ready, modelId, checkModel, defaults: o.defaults }, req.body as Body, reply),
+    createResponse({ ready, modelId, checkModel, defaults: o.defaults, store }, req.body as Body, reply),
   );
+  const stored = (id: string) => {
+    const e = store.get(id);
+    if (!e) throw new NotFoundError('response_id', `No response found with id '${id.slice(0, 100)}'.`, 'response_not_found');
+    return e;
+  };
+  app.get<{ Params: { id: string } }>('/v1/responses/:id', async (req) => stored(req.params.id).response);
+  app.delete<{ Params: { id: string } }>('/v1/responses/:id', async (req) => {
+    stored(req.params.id);
+    store.delete(req.params.id);
+    return { id: req.params.id, object: 'response.deleted', deleted: true };
+  });
+  app.get<{ Params: { id: string }; Querystring: Record<string, unknown> }>('/v1/responses/:id/input_items', async (req) => {
+    const items = stored(req.params.id).inputItems;
+    const q = req.query;
+    const limit = q.limit === undefined ? 20 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw new OptionError('limit', 'limit is an integer in [1, 100]');
+    if (q.order !== undefined && q.order !== 'asc' && q.order !== 'desc') throw new OptionError('order', 'order is "asc" or "desc"');
+    if (q.after !== undefined && (typeof q.after !== 'string' || !items.some((x) => x.id === q.after))) throw new OptionError('after', 'after names an input item of this response');
+    return page(items, { after: q.after as string | undefined, limit, order: q.order as 'asc' | 'desc' | undefined });
+  });
 
   app.post('/v1/fim/completions', { schema: { body: fimBody } }, async (req, reply) => {
     const body = req.body as Body;

@@ -1,9 +1,10 @@
-// The Responses API (POST /v1/responses), stateless: a request is turned into the equivalent
-// chat request (input items -> messages, `instructions` -> the system message, function tools,
-// `text.format` -> response_format, `reasoning.effort` -> the decoding presets) and decoded the
-// same way; the answer comes back as output items (a message, function calls), streamed as the
-// API's semantic events. Nothing is stored: `previous_response_id`, `conversation` and
-// `background` get a 400 saying so, and the whole conversation travels in `input`.
+// The Responses API (POST /v1/responses): a request is turned into the equivalent chat request
+// (input items -> messages, `instructions` -> the system message, function tools, `text.format`
+// -> response_format, `reasoning.effort` -> the decoding presets) and decoded the same way; the
+// answer comes back as output items (a message, function calls), streamed as the API's semantic
+// events. Responses are stored (`store`, true by default) in the server's bounded in-memory
+// store (response-store.ts), so a follow-up names its `previous_response_id` instead of
+// resending the conversation; `conversation` objects and `background` runs are not supported.
 
 import { randomBytes } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
@@ -17,12 +18,14 @@ import { generationOptions, rejectUnsupported, type Body } from './fields.ts';
 import { logprobEntries, outputConstraint } from './output.ts';
 import { abortOnClose, FinalTextTracker, startEventStream } from './stream.ts';
 import { answerOf, chatMessages, encodeToolChat, holdFor, isObject, toolRequest, type ToolCall } from './tools.ts';
+import type { ResponseStore } from './response-store.ts';
 
 export interface ResponsesContext {
   ready(): { model: Model; scheduler: Scheduler };
   modelId(): string;
   checkModel(name: unknown): void;
   defaults?: Partial<GenerateOptions>;
+  store: ResponseStore;
 }
 
 const EFFORT: Record<string, string> = { none: 'instant', minimal: 'instant', low: 'low', medium: 'medium', high: 'high' };
@@ -94,21 +97,23 @@ export function inputMessages(b: Body): ChatMsg[] {
   return out;
 }
 
-/** A Responses request as the chat request that decodes the same way. */
-export function chatBodyOf(b: Body): Body {
+/** A Responses request as the chat request that decodes the same way; `previous`: the stored
+ *  conversation it continues (previous_response_id), put between the instructions and the input. */
+export function chatBodyOf(b: Body, previous: unknown[] = []): Body {
   for (const [k, why] of [
-    ['previous_response_id', 'responses are not stored: send the whole conversation in input'],
-    ['conversation', 'conversations are not stored: send the whole conversation in input'],
+    ['conversation', 'conversation objects are not supported: name previous_response_id, or send the whole conversation in input'],
     ['prompt', 'stored prompt templates are not supported'],
   ] as const)
     if (b[k] !== undefined && b[k] !== null) bad(k, why);
-  if (b.background === true) bad('background', 'background responses are not supported (nothing is stored)');
+  if (b.background === true) bad('background', 'background responses are not supported');
   const include = Array.isArray(b.include) ? b.include : [];
   for (const [i, x] of include.entries()) if (x !== 'message.output_text.logprobs') bad(`include[${i}]`, `include ${JSON.stringify(x)} is not supported (only "message.output_text.logprobs")`);
   if (b.truncation !== undefined && b.truncation !== null && b.truncation !== 'disabled') bad('truncation', 'only truncation "disabled" (a prompt over the context is a 400)');
   const chat: Body = { ...b };
   for (const k of [...RESPONSES_ONLY, ...CHAT_ONLY]) delete chat[k];
-  chat.messages = inputMessages(b);
+  const messages = inputMessages(b);
+  const at = messages[0]?.role === 'system' && typeof b.instructions === 'string' && b.instructions ? 1 : 0;
+  chat.messages = [...messages.slice(0, at), ...previous, ...messages.slice(at)];
   if (b.max_output_tokens !== undefined && b.max_output_tokens !== null) chat.max_tokens = b.max_output_tokens;
   if (b.tools !== undefined && b.tools !== null) {
     if (!Array.isArray(b.tools)) bad('tools', 'tools must be a list');
@@ -167,10 +172,36 @@ export async function createResponse(ctx: ResponsesContext, b: Body, reply: Fast
   }
 }
 
+/** The request's input as the API lists a response's input items (each with an id). */
+function inputItemsOf(b: Body): Record<string, unknown>[] {
+  const input = b.input;
+  const items = (typeof input === 'string' ? [{ type: 'message', role: 'user', content: input }] : (input as Record<string, unknown>[])) ?? [];
+  return items.map((it) => {
+    const type = (it.type as string | undefined) ?? 'message';
+    const id = typeof it.id === 'string' ? it.id : `${type === 'message' ? 'msg' : type === 'function_call' ? 'fc' : 'fco'}_${hex(16)}`;
+    if (type !== 'message') return { ...it, type, id };
+    const text = (t: unknown) => [{ type: it.role === 'assistant' ? 'output_text' : 'input_text', text: t }];
+    return { type, id, role: it.role, status: 'completed', content: typeof it.content === 'string' ? text(it.content) : it.content };
+  });
+}
+
+/** The stored conversation a previous_response_id continues. */
+function previousConversation(ctx: ResponsesContext, b: Body): unknown[] {
+  const prev = b.previous_response_id;
+  if (prev === undefined || prev === null) return [];
+  if (typeof prev !== 'string') return bad('previous_response_id', 'previous_response_id is a string');
+  if (!ctx.store.enabled) bad('previous_response_id', 'this server stores no responses (quench serve --response-store 0): send the whole conversation in input');
+  const found = ctx.store.get(prev);
+  if (!found) throw new OptionError('previous_response_id', `Previous response with id '${prev.slice(0, 100)}' not found.`, 'previous_response_not_found');
+  return found.conversation;
+}
+
 async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
   const { model, scheduler } = ctx.ready();
   ctx.checkModel(b.model);
-  const chat = chatBodyOf(b);
+  const previous = previousConversation(ctx, b);
+  const chat = chatBodyOf(b, previous);
+  const store = b.store !== false && ctx.store.enabled;
   rejectUnsupported(chat);
   const tools = toolRequest(chat);
   const prompt = encodeToolChat(model.codec, chatMessages(chat.messages as { role: string }[]), tools);
@@ -210,9 +241,9 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     model: ctx.modelId(),
     output,
     parallel_tool_calls: tools?.parallel ?? b.parallel_tool_calls !== false,
-    previous_response_id: null,
+    previous_response_id: typeof b.previous_response_id === 'string' ? b.previous_response_id : null,
     reasoning: { effort: isObject(b.reasoning) ? (b.reasoning.effort ?? null) : null, summary: null },
-    store: false,
+    store,
     temperature: options.temperature ?? null,
     text: { format: formatOf() },
     tool_choice: b.tool_choice ?? (tools ? 'auto' : 'none'),
@@ -231,6 +262,16 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     const a = answerOf(tools, full, r.finishReason);
     const status = r.finishReason === 'length' ? 'incomplete' : 'completed';
     return { a, status };
+  };
+  /** the finished response, stored (store: true) with its input and the conversation so far */
+  const finished = (status: string, output: unknown[], r: GenerateResult, a: ReturnType<typeof answerOf>) => {
+    const res = response(status, output, r);
+    if (store) {
+      const answer = { role: 'assistant', content: a.content, ...(a.calls?.length ? { tool_calls: a.calls } : {}) };
+      const own = inputMessages({ ...b, instructions: undefined });
+      ctx.store.put(id, { response: res, inputItems: inputItemsOf(b), conversation: [...previous, ...own, answer] });
+    }
+    return res;
   };
 
   // events are sent in order, each numbered; the message item opens with its first text
@@ -274,7 +315,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
       const output: unknown[] = [];
       if (a.content !== null) output.push(messageItem(a.content, status, logprobsOf(r.logprobs)));
       for (const c of a.calls ?? []) output.push(callItem(c, 'completed'));
-      return response(status, output, r);
+      return finished(status, output, r, a);
     } finally {
       offClose();
     }
@@ -307,7 +348,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
       send('response.output_item.done', { output_index: index, item });
       output.push(item);
     }
-    send(status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: response(status, output, r) });
+    send(status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: finished(status, output, r, a) });
   } catch (e) {
     if (!(e instanceof CancelledError)) {
       // (the API's error codes name causes quench does not have; a failure while generating is a server error)
