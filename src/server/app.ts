@@ -17,6 +17,7 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { answerOf, chatMessages, encodeToolChat, holdFor, toolRequest, type ToolRequest } from './tools.ts';
 import { chatBody, completionBody, fimBody, responsesBody } from './schemas.ts';
 import { createResponse } from './responses.ts';
+import { checkCodeEditMessages } from './code-edits.ts';
 import { page, ResponseStore } from './response-store.ts';
 import { abortOnClose, draftText, FinalTextTracker, startEventStream } from './stream.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
@@ -368,6 +369,20 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const prompt = encodeToolChat(model.codec, chatMessages(body.messages as { role: string }[]), tools);
     return run(reply, 'chat', body, [{ prompt }], tools);
   });
+
+  // apply (merge an update snippet) and next edit: one tagged user message, decoded as chat
+  for (const kind of ['apply', 'edit'] as const)
+    app.post(`/v1/${kind}/completions`, { schema: { body: chatBody } }, async (req, reply) => {
+      const body = req.body as Body;
+      const { model } = ready();
+      checkModel(body.model);
+      rejectUnsupported(body);
+      noTools(body);
+      if (body.response_format !== undefined && body.response_format !== null) throw new OptionError('response_format', `response_format is for /v1/chat/completions; /v1/${kind}/completions answers with code`);
+      checkCodeEditMessages(kind, body.messages);
+      const prompt = encodeToolChat(model.codec, chatMessages(body.messages as { role: string }[]), null);
+      return run(reply, 'chat', body, [{ prompt }], null);
+    });
 
   app.post('/v1/completions', { schema: { body: completionBody } }, async (req, reply) => {
     const body = req.body as Body;
