@@ -277,6 +277,53 @@ function referenceBlocks(type: number, b: Uint8Array, n: number): Float32Array {
         u2 <<= 2;
       }
     }
+  } else if (type === 10) {
+    // dequantize_row_q2_K
+    for (let at = 0; k < n; at += 84) {
+      const d = h(at + 80);
+      const min = h(at + 82);
+      let q = at + 16;
+      let is = 0;
+      for (let nn = 0; nn < 256; nn += 128) {
+        let shift = 0;
+        for (let j = 0; j < 4; j++) {
+          for (const off of [0, 16]) {
+            const sc = b[at + is++];
+            const dl = f(d * (sc & 0xf));
+            const ml = f(min * (sc >> 4));
+            for (let l = 0; l < 16; l++) y[k++] = f(f(dl * ((b[q + l + off] >> shift) & 3)) - ml);
+          }
+          shift += 2;
+        }
+        q += 32;
+      }
+    }
+  } else if (type === 11) {
+    // dequantize_row_q3_K: the 12 scale bytes read as three u32 words and repacked into 16 int8
+    for (let at = 0; k < n; at += 110) {
+      const d = h(at + 108);
+      const w = (o: number) => (b[at + 96 + o] | (b[at + 97 + o] << 8) | (b[at + 98 + o] << 16) | (b[at + 99 + o] << 24)) >>> 0;
+      const [a0, a1, tmp] = [w(0), w(4), w(8)];
+      const k1 = 0x03030303;
+      const k2 = 0x0f0f0f0f;
+      const aux = new Uint32Array([(a0 & k2) | (((tmp >>> 0) & k1) << 4), (a1 & k2) | (((tmp >>> 2) & k1) << 4), ((a0 >>> 4) & k2) | (((tmp >>> 4) & k1) << 4), ((a1 >>> 4) & k2) | (((tmp >>> 6) & k1) << 4)]);
+      const scales = new Int8Array(aux.buffer);
+      let q = at + 32;
+      let m = 1;
+      let is = 0;
+      for (let nn = 0; nn < 256; nn += 128) {
+        let shift = 0;
+        for (let j = 0; j < 4; j++) {
+          for (const off of [0, 16]) {
+            const dl = f(d * (scales[is++] - 32));
+            for (let l = 0; l < 16; l++) y[k++] = f(dl * (((b[q + l + off] >> shift) & 3) - (b[at + l + off] & m ? 0 : 4)));
+          }
+          shift += 2;
+          m <<= 1;
+        }
+        q += 32;
+      }
+    }
   } else if (type === 14) {
     for (let at = 0; k < n; at += 210) {
       const d = h(at + 208);
@@ -306,9 +353,9 @@ function referenceBlocks(type: number, b: Uint8Array, n: number): Float32Array {
   return y;
 }
 
-test('gguf: Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K decode bit for bit as ggml\'s reference loops', () => {
+test('gguf: Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K decode bit for bit as ggml\'s reference loops', () => {
   const r = mulberry32(9);
-  for (const [type, block, bytes, halves] of [[3, 32, 20, [0, 2]], [6, 32, 22, [0]], [7, 32, 24, [0, 2]], [12, 256, 144, [0, 2]], [13, 256, 176, [0, 2]], [14, 256, 210, [208]]] as const) {
+  for (const [type, block, bytes, halves] of [[3, 32, 20, [0, 2]], [6, 32, 22, [0]], [7, 32, 24, [0, 2]], [10, 256, 84, [80, 82]], [11, 256, 110, [108]], [12, 256, 144, [0, 2]], [13, 256, 176, [0, 2]], [14, 256, 210, [208]]] as const) {
     const blocks = 40;
     const b = new Uint8Array(blocks * bytes).map(() => Math.floor(r() * 256));
     for (let i = 0; i < blocks; i++)
@@ -331,6 +378,19 @@ test('gguf: Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K decode bit for bit as ggml\'s 
   q6[17] = 0x05; // low nibble of value 17
   q6[128 + 17] = 0b10; // its 2 high bits
   assert.equal(dequantize(14, q6, 256)[17], -2 * ((0x5 | (0b10 << 4)) - 32));
+  // a hand-built Q3_K block: d = 1; value 130 (second half, plane 0, l = 2): low bits 0b11 in byte
+  // 32 + 32 + 2, its high bit (bit 4 of byte 2) clear, so q = 3 - 4 = -1; its scale is number 8
+  // (130 >> 4): low nibble = high nibble of byte 0, high 2 bits = bits 4-5 of byte 8 + 0
+  const q3 = new Uint8Array(110);
+  q3[108] = 0x00;
+  q3[109] = 0x3c;
+  q3[64 + 2] = 0b11;
+  q3[96 + 0] = 0x50; // scale 8 low nibble 5
+  q3[96 + 8] = 0b10 << 4; // scale 8 high bits 2: 5 | 2 << 4 = 37, minus 32 = 5
+  const x3 = dequantize(11, q3, 256);
+  assert.equal(x3[130], 5 * -1);
+  assert.equal(x3[131], 5 * -4, 'a value with all bits clear is -4 (its high bit clear)');
+  assert.equal(x3[0], 128, 'scale 0 is 0 - 32 = -32, q 0 with its high bit clear is -4');
 });
 
 test('gguf tokenizer: tokens named like object properties, user-defined added tokens, filler ids, the Llama 3 merges flag', () => {

@@ -9,8 +9,8 @@
 // GGUF tests): counts and lengths against what is left of the file, dimensions and their
 // product, types, alignment, duplicates, and data that would run past the end. Tensors are
 // read one at a time and decoded to fp32: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the
-// K-quants Q4_K, Q5_K, Q6_K (what llama.cpp's Q4_K_M / Q5_K_M / Q6_K files hold), exactly as
-// ggml's reference dequantizers compute them in float32.
+// K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (what llama.cpp's Q2_K / Q3_K_M / Q4_K_M / Q5_K_M /
+// Q6_K files hold), exactly as ggml's reference dequantizers compute them in float32.
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
@@ -32,13 +32,15 @@ export const GGML_TYPES: Record<number, { name: string; block: number; bytes: nu
   6: { name: 'Q5_0', block: 32, bytes: 22 },
   7: { name: 'Q5_1', block: 32, bytes: 24 },
   8: { name: 'Q8_0', block: 32, bytes: 34 },
+  10: { name: 'Q2_K', block: 256, bytes: 84 },
+  11: { name: 'Q3_K', block: 256, bytes: 110 },
   12: { name: 'Q4_K', block: 256, bytes: 144 },
   13: { name: 'Q5_K', block: 256, bytes: 176 },
   14: { name: 'Q6_K', block: 256, bytes: 210 },
   30: { name: 'BF16', block: 1, bytes: 2 },
 };
 /** names of other ggml types, for a clear refusal */
-const OTHER_TYPES: Record<number, string> = { 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
+const OTHER_TYPES: Record<number, string> = { 9: 'Q8_1', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
 
 /** arrayItems: all array items in the file together (a large vocabulary's tokens, types and merges are ~1M) */
 export const GGUF_LIMITS = { tensors: 1 << 16, metadata: 1 << 16, stringBytes: 64 << 20, arrayItems: 1 << 23, dims: 4, headerBytes: 1 << 30, nameBytes: 63 };
@@ -345,6 +347,34 @@ export function dequantize(type: number, b: Uint8Array, n: number): Float32Array
       }
       return out;
     }
+    case 10: // Q2_K: 16 bytes of 4-bit scale (low) and min (high) per 16 values, 64 bytes of 2-bit q, fp16 d, fp16 dmin
+    case 11: {
+      // Q3_K: 32 bytes of high bits, 64 bytes of 2-bit low q, 12 bytes of 6-bit scales (16 of them), fp16 d.
+      // Value e: h = e >> 7 (half), g = (e >> 5) & 3 (its 2-bit plane), l = e & 31; low bits in byte
+      // 32h + l at shift 2g; scale (one per 16 values) number e >> 4; Q3_K's high bit: bit 4h + g of
+      // byte l (set: q as is, clear: q - 4). Q2_K: x = d*scale*q - dmin*min; Q3_K: x = d*(scale - 32)*q
+      const q2 = type === 10;
+      const bytes = q2 ? 84 : 110;
+      const qsAt = q2 ? 16 : 32;
+      const sc3 = new Int8Array(16);
+      for (let blk = 0; blk < n / 256; blk++) {
+        const at = blk * bytes;
+        const d = f16ToF32(v.getUint16(at + (q2 ? 80 : 108), true));
+        const dmin = q2 ? f16ToF32(v.getUint16(at + 82, true)) : 0;
+        if (!q2) for (let j = 0; j < 16; j++) sc3[j] = scaleK3(b, at + 96, j) - 32;
+        for (let e = 0; e < 256; e++) {
+          const h = e >> 7;
+          const g = (e >> 5) & 3;
+          const l = e & 31;
+          const q = (b[at + qsAt + 32 * h + l] >> (2 * g)) & 3;
+          if (q2) {
+            const sm = b[at + (e >> 4)];
+            out[blk * 256 + e] = f(f(f(d * (sm & 0x0f)) * q) - f(dmin * (sm >> 4)));
+          } else out[blk * 256 + e] = f(f(d * sc3[e >> 4]) * (q - ((b[at + l] >> (4 * h + g)) & 1 ? 0 : 4)));
+        }
+      }
+      return out;
+    }
     case 14: // Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales (one per 16 values), fp16 d last
       for (let blk = 0; blk < n / 256; blk++) {
         const at = blk * 210;
@@ -366,6 +396,14 @@ export function dequantize(type: number, b: Uint8Array, n: number): Float32Array
 }
 
 const f = Math.fround;
+
+/** Q3_K's 6-bit scale j (0..15, unsigned, before the -32) from its 12 packed bytes at `o`:
+ *  the low 4 bits are nibbles of bytes 0-7 (j < 8: low nibble of byte j, else high nibble of
+ *  byte j - 8), the high 2 bits come from bytes 8-11 (byte 8 + j % 4, bits 2 * (j >> 2)). */
+function scaleK3(q: Uint8Array, o: number, j: number): number {
+  const low = j < 8 ? q[o + j] & 0x0f : q[o + j - 8] >> 4;
+  return low | (((q[o + 8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4);
+}
 
 /** The 6-bit scale and min of sub-block j from a K-quant's 12 packed bytes at `o`. */
 function scaleMinK4(q: Uint8Array, o: number, j: number): [number, number] {
