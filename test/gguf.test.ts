@@ -111,7 +111,7 @@ test('gguf: malformed files are refused with a typed error, never a crash (llama
   await refuse(variant({ tensors: [{ name: 'w', dims: [32, 2, 1, 1, 1], type: 8, data: ggmlEncode(8, rand(64)) }] }), /gguf_dims/, 'five dimensions');
   await refuse(variant({ tensors: [{ name: 'w', dims: [2 ** 40, 2 ** 20], type: 0, data: new Uint8Array(0) }] }), /gguf_dims|gguf_tensor_bounds/, 'dimension overflow');
   await refuse(variant({ tensors: [{ name: 'w', dims: [33, 2], type: 8, data: new Uint8Array(68) }] }), /gguf_dims/, 'rows that are not whole blocks');
-  await refuse(variant({ tensors: [{ name: 'w', dims: [256], type: 10, data: new Uint8Array(84) }] }), /gguf_tensor_type/, 'a type not decoded (Q2_K)');
+  await refuse(variant({ tensors: [{ name: 'w', dims: [256], type: 16, data: new Uint8Array(66) }] }), /gguf_tensor_type/, 'a type not decoded (IQ2_XXS)');
   await refuse(variant({ tensors: [{ name: 'w', dims: [4], type: 99, data: new Uint8Array(16) }] }), /gguf_tensor_type/, 'an unknown type');
   const w = { name: 'w', dims: [32], type: 0, data: new Uint8Array(128) };
   await refuse(variant({ tensors: [w, w] }), /gguf_duplicate_tensor/, 'duplicate tensor names');
