@@ -324,6 +324,32 @@ function referenceBlocks(type: number, b: Uint8Array, n: number): Float32Array {
         q += 32;
       }
     }
+  } else if (type === 20 || type === 23) {
+    // dequantize_row_iq4_nl / dequantize_row_iq4_xs
+    const kv = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+    for (let at = 0; k < n; at += type === 20 ? 18 : 136) {
+      const d = h(at);
+      if (type === 20) {
+        for (let j = 0; j < 16; j++) {
+          y[k + j] = f(d * kv[b[at + 2 + j] & 0xf]);
+          y[k + j + 16] = f(d * kv[b[at + 2 + j] >> 4]);
+        }
+        k += 32;
+        continue;
+      }
+      const scalesH = b[at + 2] | (b[at + 3] << 8);
+      let qs = at + 8;
+      for (let ib = 0; ib < 8; ib++) {
+        const ls = ((b[at + 4 + Math.floor(ib / 2)] >> (4 * (ib % 2))) & 0xf) | (((scalesH >> (2 * ib)) & 3) << 4);
+        const dl = f(d * (ls - 32));
+        for (let j = 0; j < 16; j++) {
+          y[k + j] = f(dl * kv[b[qs + j] & 0xf]);
+          y[k + j + 16] = f(dl * kv[b[qs + j] >> 4]);
+        }
+        k += 32;
+        qs += 16;
+      }
+    }
   } else if (type === 14) {
     for (let at = 0; k < n; at += 210) {
       const d = h(at + 208);
@@ -353,9 +379,9 @@ function referenceBlocks(type: number, b: Uint8Array, n: number): Float32Array {
   return y;
 }
 
-test('gguf: Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K decode bit for bit as ggml\'s reference loops', () => {
+test('gguf: Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS decode bit for bit as ggml\'s reference loops', () => {
   const r = mulberry32(9);
-  for (const [type, block, bytes, halves] of [[3, 32, 20, [0, 2]], [6, 32, 22, [0]], [7, 32, 24, [0, 2]], [10, 256, 84, [80, 82]], [11, 256, 110, [108]], [12, 256, 144, [0, 2]], [13, 256, 176, [0, 2]], [14, 256, 210, [208]]] as const) {
+  for (const [type, block, bytes, halves] of [[3, 32, 20, [0, 2]], [6, 32, 22, [0]], [7, 32, 24, [0, 2]], [10, 256, 84, [80, 82]], [11, 256, 110, [108]], [12, 256, 144, [0, 2]], [13, 256, 176, [0, 2]], [14, 256, 210, [208]], [20, 32, 18, [0]], [23, 256, 136, [0]]] as const) {
     const blocks = 40;
     const b = new Uint8Array(blocks * bytes).map(() => Math.floor(r() * 256));
     for (let i = 0; i < blocks; i++)
@@ -391,6 +417,16 @@ test('gguf: Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K decode bit for bit
   assert.equal(x3[130], 5 * -1);
   assert.equal(x3[131], 5 * -4, 'a value with all bits clear is -4 (its high bit clear)');
   assert.equal(x3[0], 128, 'scale 0 is 0 - 32 = -32, q 0 with its high bit clear is -4');
+  // a hand-built IQ4_XS block: d = 0.5; sub-block 3's scale: low nibble 1 (high nibble of byte
+  // 4 + 1), high bits 0b10 (bits 6-7 of scales_h): 1 | 2 << 4 = 33, minus 32 = 1; its value 20
+  // is the high nibble of its byte 4 -> level 4 of the table, -49
+  const iq = new Uint8Array(136);
+  iq[0] = 0x00;
+  iq[1] = 0x38; // fp16 0.5
+  iq[2] = 0b10 << 6;
+  iq[4 + 1] = 0x10;
+  iq[8 + 16 * 3 + 4] = 0x40;
+  assert.equal(dequantize(23, iq, 256)[3 * 32 + 20], 0.5 * 1 * -49);
 });
 
 test('gguf tokenizer: tokens named like object properties, user-defined added tokens, filler ids, the Llama 3 merges flag', () => {

@@ -10,7 +10,8 @@
 // product, types, alignment, duplicates, and data that would run past the end. Tensors are
 // read one at a time and decoded to fp32: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the
 // K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (what llama.cpp's Q2_K / Q3_K_M / Q4_K_M / Q5_K_M /
-// Q6_K files hold), exactly as ggml's reference dequantizers compute them in float32.
+// Q6_K files hold) and the non-linear IQ4_NL / IQ4_XS, exactly as ggml's reference
+// dequantizers compute them in float32.
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
@@ -37,10 +38,12 @@ export const GGML_TYPES: Record<number, { name: string; block: number; bytes: nu
   12: { name: 'Q4_K', block: 256, bytes: 144 },
   13: { name: 'Q5_K', block: 256, bytes: 176 },
   14: { name: 'Q6_K', block: 256, bytes: 210 },
+  20: { name: 'IQ4_NL', block: 32, bytes: 18 },
+  23: { name: 'IQ4_XS', block: 256, bytes: 136 },
   30: { name: 'BF16', block: 1, bytes: 2 },
 };
 /** names of other ggml types, for a clear refusal */
-const OTHER_TYPES: Record<number, string> = { 9: 'Q8_1', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
+const OTHER_TYPES: Record<number, string> = { 9: 'Q8_1', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 21: 'IQ3_S', 22: 'IQ2_S', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M' };
 
 /** arrayItems: all array items in the file together (a large vocabulary's tokens, types and merges are ~1M) */
 export const GGUF_LIMITS = { tensors: 1 << 16, metadata: 1 << 16, stringBytes: 64 << 20, arrayItems: 1 << 23, dims: 4, headerBytes: 1 << 30, nameBytes: 63 };
@@ -375,6 +378,25 @@ export function dequantize(type: number, b: Uint8Array, n: number): Float32Array
       }
       return out;
     }
+    case 20: // IQ4_NL: fp16 d, 16 bytes of nibbles laid out as Q4_0's; x = d * IQ4_VALUES[q]
+      for (let blk = 0; blk < n / 32; blk++) {
+        const at = blk * 18;
+        const d = f16ToF32(v.getUint16(at, true));
+        for (let j = 0; j < 32; j++) out[blk * 32 + j] = f(d * IQ4_VALUES[j < 16 ? b[at + 2 + j] & 0x0f : b[at + 2 + j - 16] >> 4]);
+      }
+      return out;
+    case 23: // IQ4_XS: fp16 d, u16 of high scale bits (2 per sub-block of 32), 4 bytes of low scale nibbles, 128 bytes of nibbles (Q4_0's layout per sub-block)
+      for (let blk = 0; blk < n / 256; blk++) {
+        const at = blk * 136;
+        const d = f16ToF32(v.getUint16(at, true));
+        const high = v.getUint16(at + 2, true);
+        for (let s = 0; s < 8; s++) {
+          const ls = ((b[at + 4 + (s >> 1)] >> (4 * (s & 1))) & 0x0f) | (((high >> (2 * s)) & 3) << 4);
+          const dl = f(d * (ls - 32));
+          for (let j = 0; j < 32; j++) out[blk * 256 + 32 * s + j] = f(dl * IQ4_VALUES[j < 16 ? b[at + 8 + 16 * s + j] & 0x0f : b[at + 8 + 16 * s + j - 16] >> 4]);
+        }
+      }
+      return out;
     case 14: // Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales (one per 16 values), fp16 d last
       for (let blk = 0; blk < n / 256; blk++) {
         const at = blk * 210;
@@ -396,6 +418,9 @@ export function dequantize(type: number, b: Uint8Array, n: number): Float32Array
 }
 
 const f = Math.fround;
+
+/** the 16 levels of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl) */
+const IQ4_VALUES = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /** Q3_K's 6-bit scale j (0..15, unsigned, before the -32) from its 12 packed bytes at `o`:
  *  the low 4 bits are nibbles of bytes 0-7 (j < 8: low nibble of byte j, else high nibble of
