@@ -37,6 +37,10 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr95t: { label: 'threshold 0.95, prefix cache, twins separated', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', separateTwins: true } },
   thr90t: { label: 'threshold 0.9, prefix cache, twins separated', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', separateTwins: true } },
   thr70dt: { label: 'threshold 0.7, dual cache, twins separated', o: { policy: 'threshold', threshold: 0.7, cache: 'dual', separateTwins: true } },
+  // the same, committing an end only after the text before it (policies.ts holdEnds)
+  thr95e: { label: 'threshold 0.95, prefix cache, ends held', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', holdEnds: true } },
+  thr90e: { label: 'threshold 0.9, prefix cache, ends held', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', holdEnds: true } },
+  thr70e: { label: 'threshold 0.7, prefix cache, ends held', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix', holdEnds: true } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };

@@ -10,8 +10,8 @@ import { convertModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
 import { fixtureTokenizer, mulberry32 } from '../src/formats/fixtures.ts';
 import { biasScores } from '../src/decode/sampling.ts';
-import { separateTwins } from '../src/decode/policies.ts';
-import { scriptedModel, prefer, MOCK_EOS } from './mock.ts';
+import { holdEnds, separateTwins } from '../src/decode/policies.ts';
+import { scriptedModel, prefer, MOCK_EOS, MOCK_MASK } from './mock.ts';
 
 const llada = fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3 });
 const llama = fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3 });
@@ -195,6 +195,32 @@ test('separateTwins: neighbours committed in one step never share a token (stop 
     for (const i of k) for (const j of k) assert.ok(!twin(i, j));
     for (const i of picks) if (!k.includes(i)) assert.ok(k.some((j) => twin(i, j) && ch[j].prob >= ch[i].prob), 'a dropped pick has a kept, at least as confident twin');
   }
+});
+
+test('holdEnds: an end is committed only after the text before it; otherwise the first open position goes first', async () => {
+  const c = (token: number, prob: number) => ({ token, prob, logprob: Math.log(prob), margin: 0, entropy: 0 });
+  const stops = new Set([2]);
+  // targets t0..t4; picks: text at 0 and 1, ends at 2 and 4
+  const ch = [c(5, 0.99), c(6, 0.99), c(2, 0.99), c(7, 0.5), c(2, 0.99)];
+  assert.deepEqual(holdEnds([0, 1, 2, 4], ch, stops), [0, 1, 2]);
+  assert.deepEqual(holdEnds([2, 4], ch, stops), [0], 'all held: the first target instead');
+  assert.deepEqual(holdEnds([1, 4], ch, stops), [1]);
+  assert.deepEqual(holdEnds([0], [c(2, 0.99)], stops), [0], 'an end at the first open position stays');
+  // in a generation: the model thinks the answer ends at p2 while p0 and p1 are still masks, and
+  // writes 9 there once they are text; its true end is p3 (P = the prompt's length)
+  const P = 2;
+  const m = scriptedModel(16, (pos, req) => {
+    const at = (q: number) => req.ids[Array.from(req.positions).indexOf(q)];
+    if (pos === P) return prefer(16, 5, 3);
+    if (pos === P + 1) return prefer(16, 6, 3);
+    if (pos === P + 2) return at(P) === MOCK_MASK || at(P + 1) === MOCK_MASK ? prefer(16, MOCK_EOS, 12) : prefer(16, 9, 12);
+    return prefer(16, MOCK_EOS, 12);
+  });
+  const o = { maxTokens: 8, blockLength: 8, policy: 'threshold', threshold: 0.9, cache: 'none', canvas: 'fixed' } as const;
+  const cut = await generate(m, [0, 0], o);
+  assert.deepEqual(cut.tokens, [5, 6], 'without: cut where the end was guessed early');
+  const held = await generate(m, [0, 0], { ...o, holdEnds: true });
+  assert.deepEqual(held.tokens, [5, 6, 9]);
 });
 
 test('threshold with separated twins: a confident run of one token is committed in halves, not at once; the output is the same', async () => {

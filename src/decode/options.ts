@@ -29,6 +29,8 @@ export interface GenerateOptions {
    * share a token; the less confident waits a step (default off: +0.4 to +1.0 points on the
    * bundled model's tasks for 3-7 % fewer tokens per forward, BENCHMARKS.md) */
   separateTwins?: boolean;
+  /** commit a stop token only once every position before it is text (policies.ts holdEnds) */
+  holdEnds?: boolean;
   threshold?: number;
   gamma?: number;
   eps?: number;
@@ -64,6 +66,7 @@ export interface ResolvedOptions {
   stepsPerBlock: number;
   policy: Policy;
   separateTwins: boolean;
+  holdEnds: boolean;
   params: PolicyParams;
   sampler: SamplerOptions;
   seed: number | undefined;
@@ -173,6 +176,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     stepsPerBlock,
     policy,
     separateTwins: o.separateTwins ?? false,
+    holdEnds: o.holdEnds ?? false,
     params: {
       threshold: numIn(o.threshold ?? DEFAULTS.threshold, 'threshold', 0, 1),
       gamma: numIn(o.gamma ?? DEFAULTS.gamma, 'gamma', 0, 1e6),

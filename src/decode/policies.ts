@@ -145,6 +145,21 @@ export function separateTwins(picks: number[], positions: ArrayLike<number>, cho
   return out.sort((a, b) => a - b);
 }
 
+/**
+ * Hold back an end: a stop token picked at target i is kept only when every target before it is
+ * committed in this step as text (targets: a step's uncommitted positions in canvas order, all
+ * positions before the first of them committed), so an answer is never cut where the model
+ * guessed its length early. With every pick held back, the first target is committed instead
+ * (whatever its token: nothing before it is open). picks and result index `targets`.
+ */
+export function holdEnds(picks: number[], choices: Choice[], stops: Set<number>): number[] {
+  const text = new Set(picks.filter((i) => !stops.has(choices[i].token)));
+  let open = 0;
+  while (text.has(open)) open++;
+  const out = picks.filter((i) => !stops.has(choices[i].token) || i <= open);
+  return out.length > 0 ? out : [0];
+}
+
 /** Policies whose step count fixes how many tokens each step commits. */
 export function isFixedCount(policy: Policy): boolean {
   return policy === 'low_confidence' || policy === 'random' || policy === 'margin' || policy === 'entropy';
