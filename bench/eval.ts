@@ -41,6 +41,11 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr95e: { label: 'threshold 0.95, prefix cache, ends held', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', holdEnds: true } },
   thr90e: { label: 'threshold 0.9, prefix cache, ends held', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', holdEnds: true } },
   thr70e: { label: 'threshold 0.7, prefix cache, ends held', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix', holdEnds: true } },
+  // the same, committing only a left-to-right run from the first open position (policies.ts inOrder)
+  thr95o: { label: 'threshold 0.95, prefix cache, in order', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', inOrder: true } },
+  thr90o: { label: 'threshold 0.9, prefix cache, in order', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', inOrder: true } },
+  thr70o: { label: 'threshold 0.7, prefix cache, in order', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix', inOrder: true } },
+  thr50o: { label: 'threshold 0.5, prefix cache, in order', o: { policy: 'threshold', threshold: 0.5, cache: 'prefix', inOrder: true } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };

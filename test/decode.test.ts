@@ -10,7 +10,7 @@ import { convertModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
 import { fixtureTokenizer, mulberry32 } from '../src/formats/fixtures.ts';
 import { biasScores } from '../src/decode/sampling.ts';
-import { holdEnds, separateTwins } from '../src/decode/policies.ts';
+import { holdEnds, inOrder, separateTwins } from '../src/decode/policies.ts';
 import { scriptedModel, prefer, MOCK_EOS, MOCK_MASK } from './mock.ts';
 
 const llada = fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3 });
@@ -221,6 +221,27 @@ test('holdEnds: an end is committed only after the text before it; otherwise the
   assert.deepEqual(cut.tokens, [5, 6], 'without: cut where the end was guessed early');
   const held = await generate(m, [0, 0], { ...o, holdEnds: true });
   assert.deepEqual(held.tokens, [5, 6, 9]);
+});
+
+test('inOrder: a step commits a left-to-right run from the first open position', async () => {
+  assert.deepEqual(inOrder([0, 1, 3]), [0, 1]);
+  assert.deepEqual(inOrder([2, 3]), [0], 'nothing at the first open position: that one alone');
+  assert.deepEqual(inOrder([1, 0, 2]), [0, 1, 2]);
+  // a model confident about the second half first: free order commits it at once, in order
+  // commits position by position from the left, and the answer is the same
+  const P = 2;
+  const m = scriptedModel(16, (pos) => (pos < P + 2 ? prefer(16, 5 + pos - P, 2) : pos < P + 4 ? prefer(16, 9, 12) : prefer(16, MOCK_EOS, 12)));
+  const o = { maxTokens: 8, blockLength: 8, policy: 'threshold', threshold: 0.9, cache: 'none', canvas: 'fixed' } as const;
+  const free = await generate(m, [0, 0], o);
+  const ordered = await generate(m, [0, 0], { ...o, inOrder: true });
+  assert.deepEqual(ordered.tokens, free.tokens);
+  assert.deepEqual(free.tokens, [5, 6, 9, 9]);
+  // free: step 1 commits 9 9 and the ends, then 5, then 6 (3 forwards); in order: 5, 6, then 9 9 and the end
+  assert.equal(free.stats.forwards, 3);
+  assert.equal(ordered.stats.forwards, 3);
+  const firstStep: number[][] = [];
+  await generate(m, [0, 0], { ...o, inOrder: true, onStep: (ev) => firstStep.push(ev.committed.map((c) => c.position)) });
+  assert.deepEqual(firstStep[0], [0]);
 });
 
 test('threshold with separated twins: a confident run of one token is committed in halves, not at once; the output is the same', async () => {

@@ -392,6 +392,7 @@ test('reasoning_effort presets: each sets its policy, explicit fields and the op
   assert.equal(generationOptions({ reasoning_effort: 'low' }, { blockLength: 16, canvas: 'fixed' }).canvas, 'fixed');
   assert.equal(generationOptions({ hold_ends: true, separate_twins: true }, {}).holdEnds, true);
   assert.equal(generationOptions({ hold_ends: true, separate_twins: true }, {}).separateTwins, true);
+  assert.equal(generationOptions({ in_order: true }, {}).inOrder, true);
   for (const effort of Object.keys(PRESETS)) {
     const r = await main.client.chat.completions.create({ ...chatReq, max_tokens: 12, reasoning_effort: effort } as never);
     assert.ok(r.choices[0].finish_reason === 'length' || r.choices[0].finish_reason === 'stop', effort);

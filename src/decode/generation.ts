@@ -34,7 +34,7 @@ import type { KVCache } from '../runtime/kv.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.ts';
-import { holdEnds, isFixedCount, selectCommits, separateTwins } from './policies.ts';
+import { holdEnds, inOrder, isFixedCount, selectCommits, separateTwins } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
 import { biasScores, choose, needsFullLogits, type Choice } from './sampling.ts';
 import { constrainedChoice, type Constraint } from './constraint.ts';
@@ -449,6 +449,7 @@ export class Generation {
       const last = this.stepInBlock >= this.blockSteps - 1;
       if (this.opts.separateTwins && !isFixedCount(this.opts.policy) && !last && picks.length > 1) picks = separateTwins(picks, pend.targets, choices, this.stopSet);
       if (this.opts.holdEnds && !last) picks = holdEnds(picks, choices, this.stopSet);
+      if (this.opts.inOrder) picks = inOrder(picks);
     }
     const committedNow: StepEvent['committed'] = [];
     for (const i of picks) committedNow.push(this.commit(pend.targets[i], choices[i], res, i, K));

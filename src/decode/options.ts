@@ -31,6 +31,8 @@ export interface GenerateOptions {
   separateTwins?: boolean;
   /** commit a stop token only once every position before it is text (policies.ts holdEnds) */
   holdEnds?: boolean;
+  /** commit only a left-to-right run from the first open position (policies.ts inOrder) */
+  inOrder?: boolean;
   threshold?: number;
   gamma?: number;
   eps?: number;
@@ -67,6 +69,7 @@ export interface ResolvedOptions {
   policy: Policy;
   separateTwins: boolean;
   holdEnds: boolean;
+  inOrder: boolean;
   params: PolicyParams;
   sampler: SamplerOptions;
   seed: number | undefined;
@@ -177,6 +180,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     policy,
     separateTwins: o.separateTwins ?? false,
     holdEnds: o.holdEnds ?? false,
+    inOrder: o.inOrder ?? false,
     params: {
       threshold: numIn(o.threshold ?? DEFAULTS.threshold, 'threshold', 0, 1),
       gamma: numIn(o.gamma ?? DEFAULTS.gamma, 'gamma', 0, 1e6),

@@ -160,6 +160,18 @@ export function holdEnds(picks: number[], choices: Choice[], stops: Set<number>)
   return out.length > 0 ? out : [0];
 }
 
+/**
+ * In order: a pick is kept only when every target before it is picked too, so a step commits a
+ * left-to-right run from the first open position (at least that position). picks and result
+ * index `targets` (a step's uncommitted positions in canvas order).
+ */
+export function inOrder(picks: number[]): number[] {
+  const picked = new Set(picks);
+  let run = 0;
+  while (picked.has(run)) run++;
+  return run > 0 ? Array.from({ length: run }, (_, i) => i) : [0];
+}
+
 /** Policies whose step count fixes how many tokens each step commits. */
 export function isFixedCount(policy: Policy): boolean {
   return policy === 'low_confidence' || policy === 'random' || policy === 'margin' || policy === 'entropy';

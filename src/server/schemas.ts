@@ -32,6 +32,7 @@ const sampling = {
   threshold: { type: 'number', minimum: 0, maximum: 1 },
   separate_twins: { type: 'boolean' },
   hold_ends: { type: 'boolean' },
+  in_order: { type: 'boolean' },
   gamma: { type: 'number', minimum: 0, maximum: 1e6 },
   alg_temp: { type: 'number', minimum: 0, maximum: 100 },
   eps: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
