@@ -227,6 +227,12 @@ test('inOrder: a step commits a left-to-right run from the first open position',
   assert.deepEqual(inOrder([0, 1, 3]), [0, 1]);
   assert.deepEqual(inOrder([2, 3]), [0], 'nothing at the first open position: that one alone');
   assert.deepEqual(inOrder([1, 0, 2]), [0, 1, 2]);
+  assert.deepEqual(inOrder([]), [], 'a step whose schedule commits nothing stays empty');
+  assert.deepEqual(holdEnds([], [], new Set()), []);
+  // a fixed count per step is a schedule these would break: refused by name
+  for (const [k, param] of [['inOrder', 'in_order'], ['holdEnds', 'hold_ends']] as const)
+    for (const policy of ['low_confidence', 'margin', 'random', 'entropy'] as const)
+      assert.throws(() => new Generation(scriptedModel(16, () => prefer(16, 5)), [0, 0], { maxTokens: 8, policy, [k]: true }), (e: unknown) => e instanceof OptionError && e.param === param);
   // a model confident about the second half first: free order commits it at once, in order
   // commits position by position from the left, and the answer is the same
   const P = 2;

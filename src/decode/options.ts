@@ -2,7 +2,7 @@
 
 import { OptionError } from '../errors.ts';
 import type { Attention } from '../formats/config.ts';
-import { POLICIES, type Policy, type PolicyParams } from './policies.ts';
+import { isFixedCount, POLICIES, type Policy, type PolicyParams } from './policies.ts';
 import type { SamplerOptions } from './sampling.ts';
 import type { Constraint } from './constraint.ts';
 
@@ -155,6 +155,9 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   }
   const policy = o.policy ?? DEFAULTS.policy;
   if (!POLICIES.includes(policy)) throw new OptionError('policy', `policy must be one of ${POLICIES.join(', ')}; got ${JSON.stringify(policy)}`);
+  // (a fixed count per step is a schedule those two would break: fewer commits leave masks)
+  for (const [on, param] of [[o.holdEnds, 'hold_ends'], [o.inOrder, 'in_order']] as const)
+    if (on && isFixedCount(policy)) throw new OptionError(param, `${param} needs a policy without a fixed count per step (threshold, entropy_bounded, dream_*), not ${policy}`);
   const temperature = numIn(o.temperature ?? 0, 'temperature', 0, 100);
   const topP = o.topP === undefined ? undefined : numIn(o.topP, 'top_p', 0, 1, true);
   const topK = o.topK === undefined ? undefined : intIn(o.topK, 'top_k', 1, m.vocabSize);

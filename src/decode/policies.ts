@@ -150,9 +150,11 @@ export function separateTwins(picks: number[], positions: ArrayLike<number>, cho
  * committed in this step as text (targets: a step's uncommitted positions in canvas order, all
  * positions before the first of them committed), so an answer is never cut where the model
  * guessed its length early. With every pick held back, the first target is committed instead
- * (whatever its token: nothing before it is open). picks and result index `targets`.
+ * (whatever its token: nothing before it is open). Not applied at a block's last step (which
+ * commits what is left). picks and result index `targets`.
  */
 export function holdEnds(picks: number[], choices: Choice[], stops: Set<number>): number[] {
+  if (picks.length === 0) return picks; // (a schedule that commits nothing this step)
   const text = new Set(picks.filter((i) => !stops.has(choices[i].token)));
   let open = 0;
   while (text.has(open)) open++;
@@ -162,10 +164,12 @@ export function holdEnds(picks: number[], choices: Choice[], stops: Set<number>)
 
 /**
  * In order: a pick is kept only when every target before it is picked too, so a step commits a
- * left-to-right run from the first open position (at least that position). picks and result
+ * left-to-right run from the first open position (at least that position, when anything is
+ * picked). picks and result
  * index `targets` (a step's uncommitted positions in canvas order).
  */
 export function inOrder(picks: number[]): number[] {
+  if (picks.length === 0) return picks; // (a schedule that commits nothing this step)
   const picked = new Set(picks);
   let run = 0;
   while (picked.has(run)) run++;
