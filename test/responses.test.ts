@@ -110,8 +110,8 @@ test('responses: input items (messages, function calls and their outputs) become
 test('responses: what is not supported gets a 400 naming the Responses field; the server keeps serving', async () => {
   const post = (body: object) => fetch(`${main.base}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, json: await r.json() }));
   for (const [body, param] of [
-    [{ input: 'x', previous_response_id: 'resp_1' }, 'previous_response_id'],
     [{ input: 'x', conversation: 'conv_1' }, 'conversation'],
+    [{ input: [{ id: 'm1', role: 'user', content: 'a' }, { id: 'm1', role: 'user', content: 'b' }] }, 'input[1].id'],
     [{ input: 'x', background: true }, 'background'],
     [{ input: 'x', tools: [{ type: 'web_search' }] }, 'tools[0]'],
     [{ input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'x' }] }] }, 'input[0].content[0]'],
@@ -197,6 +197,15 @@ test('responses: stored by default; previous_response_id continues the conversat
   assert.equal((off as unknown as { store: boolean }).store, false);
   await assert.rejects(c.responses.retrieve(off.id), (e: { status?: number }) => e.status === 404);
   await assert.rejects(c.responses.create({ model: model.id, input: 'x', previous_response_id: off.id } as never), (e: { status?: number; error?: { param?: string; code?: string } }) => e.status === 400 && e.error?.param === 'previous_response_id' && e.error?.code === 'previous_response_not_found');
+  // a follow-up that resends an item of the conversation it continues is refused (it would be read twice)
+  const withIds = await c.responses.create({ model: model.id, input: [{ id: 'msg_a1', type: 'message', role: 'user', content: 'Hi' }], max_output_tokens: 4 } as never);
+  for (const resent of ['msg_a1', (withIds.output[0] as { id: string }).id])
+    await assert.rejects(c.responses.create({ model: model.id, previous_response_id: withIds.id, input: [{ id: resent, type: 'message', role: 'user', content: 'Hi' }] } as never), (e: { status?: number; error?: { param?: string } }) => e.status === 400 && e.error?.param === 'input[0].id');
+  // a child still continues after its parent is deleted (each entry holds its whole conversation)
+  const child = await c.responses.create({ model: model.id, previous_response_id: withIds.id, input: 'More.', max_output_tokens: 4 } as never);
+  assert.equal((await fetch(`${main.base}/v1/responses/${withIds.id}`, { method: 'DELETE', headers: { 'content-type': 'application/json' } })).status, 200, 'DELETE with a JSON content type and no body (as clients send it)');
+  const grandchild = await c.responses.create({ model: model.id, previous_response_id: child.id, input: 'Again.', max_output_tokens: 4 } as never);
+  assert.equal(grandchild.previous_response_id, child.id);
   // DELETE
   const del = await fetch(`${main.base}/v1/responses/${r1.id}`, { method: 'DELETE' }).then((r) => r.json());
   assert.deepEqual(del, { id: r1.id, object: 'response.deleted', deleted: true });
@@ -229,7 +238,7 @@ test('responses: a function call answered with previous_response_id and its outp
 });
 
 test('responses: the store is bounded (oldest first, by count and by bytes); a server that stores none says so', async () => {
-  const entry = (n: number) => ({ response: { id: `r${n}` }, inputItems: [], conversation: ['x'.repeat(n)] });
+  const entry = (n: number) => ({ response: { id: `r${n}` }, inputItems: [], conversation: ['x'.repeat(n)], itemIds: [] });
   const s = new ResponseStore({ maxResponses: 2, maxBytes: 1000 });
   for (const n of [1, 2, 3]) assert.ok(s.put(`r${n}`, entry(n)));
   assert.deepEqual(['r1', 'r2', 'r3'].map((k) => !!s.get(k)), [false, true, true]);
@@ -244,6 +253,19 @@ test('responses: the store is bounded (oldest first, by count and by bytes); a s
   assert.deepEqual(s.get('r4')!.conversation, ['xxxx']);
   assert.ok(s.delete('r4') && !s.delete('r4'));
   assert.deepEqual(page([{ id: 'a' }, { id: 'b' }, { id: 'c' }], { limit: 1, after: 'b' }).data, [{ id: 'a' }]);
+  assert.deepEqual(page([{ id: 'a' }, { id: 'b' }, { id: 'c' }], { limit: 5, after: 'a', order: 'asc' }).data, [{ id: 'b' }, { id: 'c' }]);
+  // the continued conversation sits between the new instructions and the new input
+  const chat = chatBodyOf({ instructions: 'sys', input: 'new' }, [{ role: 'user', content: 'old' }, { role: 'assistant', content: 'ans' }]);
+  assert.deepEqual((chat.messages as { role: string; content: string }[]).map((m) => `${m.role}:${m.content}`), ['system:sys', 'user:old', 'assistant:ans', 'user:new']);
+  // a response larger than the whole store is not kept, and says so
+  const small = await startServer(model, servers, { maxTokens: 8 }, { responseStoreBytes: 200 });
+  const big = await small.client.responses.create({ model: model.id, input: 'x'.repeat(300), max_output_tokens: 4 } as never);
+  assert.equal((big as unknown as { store: boolean }).store, false);
+  await assert.rejects(small.client.responses.retrieve(big.id), (e: { status?: number }) => e.status === 404);
+  // a malformed URL gets the API's error envelope
+  const badUrl = await fetch(`${main.base}/v1/responses/%E0%A4%A`);
+  assert.equal(badUrl.status, 400);
+  assert.equal((await badUrl.json()).error.type, 'invalid_request_error');
   const none = await startServer(model, servers, { maxTokens: 8 }, { responseStore: 0 });
   const r = await none.client.responses.create({ model: model.id, input: 'x', max_output_tokens: 4 } as never);
   assert.equal((r as unknown as { store: boolean }).store, false);

@@ -44,6 +44,8 @@ export interface ServerOptions {
   logger?: boolean;
   /** most Responses API responses kept in memory for previous_response_id and GET (0: none; default 1000) */
   responseStore?: number;
+  /** most bytes (their JSON) those responses take (default 64 MiB) */
+  responseStoreBytes?: number;
 }
 
 /** Filled in once the model is loaded; until then inference routes answer 503. */
@@ -121,6 +123,11 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     requestTimeout: 10 * 60_000,
     keepAliveTimeout: 5_000,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, allowUnionTypes: true } },
+    // a malformed URL or an over-long path parameter: the same envelope as every other error
+    frameworkErrors: (err, _req, reply) => {
+      const e = err as { statusCode?: number; message?: string };
+      void send(reply, apiError(e.statusCode && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 400, 'invalid_request_error', 'malformed request URL', 'invalid_url'));
+    },
   });
   const metrics = createMetrics();
   const checkHost = isLoopback(o.host);
@@ -137,6 +144,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
   app.addHook('onRequest', async (req, reply) => {
+    // a bodiless request that names a JSON content type (clients send one on every DELETE) has no body to parse
+    if ((req.method === 'DELETE' || req.method === 'GET') && !Number(req.headers['content-length'] ?? 0) && req.headers['transfer-encoding'] === undefined) delete req.headers['content-type'];
     if (checkHost && !LOOPBACK_HOSTS.has(hostName(req.headers.host))) return send(reply, apiError(403, 'invalid_request_error', 'Host header not allowed for a loopback-bound server', 'host_not_allowed'));
     if (req.url.startsWith('/v1/') && o.apiKey) {
       const h = req.headers.authorization ?? '';
@@ -400,7 +409,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     return run(reply, 'completion', body, jobs);
   });
 
-  const store = new ResponseStore({ maxResponses: o.responseStore ?? 1000 });
+  const store = new ResponseStore({ maxResponses: o.responseStore ?? 1000, maxBytes: o.responseStoreBytes });
   app.post('/v1/responses', { schema: { body: responsesBody } }, async (req, reply) =>
     createResponse({ ready, modelId, checkModel, defaults: o.defaults, store }, req.body as Body, reply),
   );

@@ -9,6 +9,8 @@ export interface StoredResponse {
   response: Record<string, unknown>;
   inputItems: Record<string, unknown>[];
   conversation: unknown[];
+  /** the ids of every item in the conversation (input and output items), for duplicate checks */
+  itemIds: string[];
 }
 
 export interface ResponseStoreOptions {

@@ -185,23 +185,35 @@ function inputItemsOf(b: Body): Record<string, unknown>[] {
   });
 }
 
-/** The stored conversation a previous_response_id continues. */
-function previousConversation(ctx: ResponsesContext, b: Body): unknown[] {
+/** The stored conversation a previous_response_id continues, and the ids of its items. */
+function previousConversation(ctx: ResponsesContext, b: Body): { conversation: unknown[]; itemIds: string[] } {
   const prev = b.previous_response_id;
-  if (prev === undefined || prev === null) return [];
+  if (prev === undefined || prev === null) return { conversation: [], itemIds: [] };
   if (typeof prev !== 'string') return bad('previous_response_id', 'previous_response_id is a string');
   if (!ctx.store.enabled) bad('previous_response_id', 'this server stores no responses (quench serve --response-store 0): send the whole conversation in input');
   const found = ctx.store.get(prev);
   if (!found) throw new OptionError('previous_response_id', `Previous response with id '${prev.slice(0, 100)}' not found.`, 'previous_response_not_found');
-  return found.conversation;
+  return { conversation: found.conversation, itemIds: found.itemIds };
+}
+
+/** Input items' ids are unique, also against the items of the conversation they continue (an
+ *  item resent with previous_response_id would be read twice). */
+function checkItemIds(items: Record<string, unknown>[], earlier: string[]): void {
+  const seen = new Set(earlier);
+  items.forEach((it, i) => {
+    if (typeof it.id !== 'string') return;
+    if (seen.has(it.id)) bad(`input[${i}].id`, `Duplicate item found with id '${it.id.slice(0, 100)}'${earlier.includes(it.id) ? ' (it is already in the conversation previous_response_id continues)' : ''}.`);
+    seen.add(it.id);
+  });
 }
 
 async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
   const { model, scheduler } = ctx.ready();
   ctx.checkModel(b.model);
-  const previous = previousConversation(ctx, b);
+  const { conversation: previous, itemIds } = previousConversation(ctx, b);
+  if (Array.isArray(b.input)) checkItemIds(b.input as Record<string, unknown>[], itemIds);
   const chat = chatBodyOf(b, previous);
-  const store = b.store !== false && ctx.store.enabled;
+  let store = b.store !== false && ctx.store.enabled;
   rejectUnsupported(chat);
   const tools = toolRequest(chat);
   const prompt = encodeToolChat(model.codec, chatMessages(chat.messages as { role: string }[]), tools);
@@ -269,7 +281,11 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     if (store) {
       const answer = { role: 'assistant', content: a.content, ...(a.calls?.length ? { tool_calls: a.calls } : {}) };
       const own = inputMessages({ ...b, instructions: undefined });
-      ctx.store.put(id, { response: res, inputItems: inputItemsOf(b), conversation: [...previous, ...own, answer] });
+      const inputItems = inputItemsOf(b);
+      const ids = [...itemIds, ...inputItems.map((x) => x.id as string), ...output.map((x) => (x as { id: string }).id)];
+      // (an entry larger than the whole store is not kept: the response says so)
+      store = ctx.store.put(id, { response: res, inputItems, conversation: [...previous, ...own, answer], itemIds: ids });
+      res.store = store;
     }
     return res;
   };
