@@ -177,6 +177,29 @@ test('the mask token is never an answer token: a model that prefers it gets its 
   }
 });
 
+test('block_size at load: an SDAR checkpoint decoded with blocks of 2 equals the plain loop with blocks of 2; other models refuse it', async () => {
+  const { model, dir } = await fixtureModel({ arch: 'sdar', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5 }, { blockSize: 2 });
+  try {
+    assert.equal(model.args.blockSize, 2);
+    let differs = 0;
+    for (const prompt of [[5, 9, 11, 20, 33], [5, 9, 11, 20]]) {
+      const want = await plainBlockDecode(model, prompt, 7, { modelBlock: 2, decodeBlock: 2, shift: 0, tau: 0.3 });
+      // (the config's blocks of 4 would decode otherwise, or the test could not tell)
+      if (JSON.stringify(await plainBlockDecode(model, prompt, 7, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 })) !== JSON.stringify(want)) differs++;
+      for (const cache of ['none', 'prefix'] as const) assert.deepEqual((await generate(model, prompt, { maxTokens: 7, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] })).tokens, want, cache);
+    }
+    assert.ok(differs > 0, 'blocks of 2 and of 4 decode differently here');
+    const { loadModel } = await import('../src/models/registry.ts');
+    await assert.rejects(loadModel(dir, { cacheDir: CACHE, threads: 1, blockSize: 0 }), (e: unknown) => e instanceof OptionError && e.param === 'block_size');
+  } finally {
+    await model.close();
+  }
+  const { loadModel } = await import('../src/models/registry.ts');
+  const llada = await fixtureModel({ arch: 'llada', hidden: 32, heads: 2, layers: 1 });
+  await llada.model.close();
+  await assert.rejects(loadModel(llada.dir, { cacheDir: CACHE, threads: 1, blockSize: 4 }), (e: unknown) => e instanceof OptionError && e.param === 'block_size');
+});
+
 test('separateTwins: neighbours committed in one step never share a token (stop tokens exempt); the most confident are kept', () => {
   const c = (token: number, prob: number) => ({ token, prob, logprob: Math.log(prob), margin: 0, entropy: 0 });
   // positions 10..15: tokens 7 7 7 8 2 2 (2 a stop token), confidence varies

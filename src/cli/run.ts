@@ -18,6 +18,8 @@ export interface RunOptions {
   policy?: GenerateOptions['policy'];
   steps?: number;
   blockLength?: number;
+  /** a block diffusion model's block size, instead of its config's */
+  blockSize?: number;
   threshold?: number;
   cache?: GenerateOptions['cache'];
   canvas?: GenerateOptions['canvas'];
@@ -126,7 +128,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
 }
 
 export async function run(prompt: string, o: RunOptions): Promise<void> {
-  const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, onProgress: (m) => console.error(`quench: ${m}`) });
+  const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, onProgress: (m) => console.error(`quench: ${m}`) });
   const tty = process.stdout.isTTY === true;
   const encode = (messages: ChatMessage[]) =>
     o.raw || !model.codec.hasChatTemplate

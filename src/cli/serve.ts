@@ -15,6 +15,8 @@ export interface ServeOptions {
   threads: number;
   dtype: DTypeOption;
   graphThread?: 'auto' | 'on' | 'off';
+  /** a block diffusion model's block size, instead of its config's */
+  blockSize?: number;
   /** the default canvas of requests that name none */
   canvas?: 'adaptive' | 'fixed';
   initialCanvas?: number;
@@ -46,7 +48,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   try {
     // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
     const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
-    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, onProgress: (m) => console.error(`quench: ${m}`) });
+    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, blockSize: o.blockSize, onProgress: (m) => console.error(`quench: ${m}`) });
     attachScheduler(state, model, opts, metrics);
     console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
   } catch (e) {

@@ -41,6 +41,9 @@ export interface LoadOptions {
   /** run forwards in a worker thread, off the event loop; auto: for models of AUTO_WORKER_PARAMS
    * and more (a worker adds ~0.5-1 ms per forward, which only a small model notices) */
   worker?: boolean | 'auto';
+  /** a block diffusion model's block size, instead of its config's (SDAR configs may lack
+   *  block_size, which then defaults to 4; a checkpoint trained with other blocks needs this) */
+  blockSize?: number;
 }
 
 /** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
@@ -230,7 +233,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   } finally {
     await src.close();
   }
-  const { args, target, dtype, topK, cached } = converted;
+  const { target, dtype, topK, cached } = converted;
+  const args = opts.blockSize === undefined ? converted.args : withBlockSize(converted.args, opts.blockSize);
   const modelPath = join(target, 'model.onnx');
   const meta = JSON.parse(await readFile(join(target, 'meta.json'), 'utf8')) as { params: number };
   const runner = await OrtRunner.create(modelPath, {
@@ -254,6 +258,13 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     stats: runner.stats,
     close: () => runner.release(),
   };
+}
+
+/** The same model decoded with other blocks (the graph takes any visibility: only decoding changes). */
+function withBlockSize(args: ModelArgs, n: number): ModelArgs {
+  if (args.attention !== 'block_causal') throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2), not ${args.arch}`);
+  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new OptionError('block_size', `block_size must be an integer in [1, 4096], got ${n}`);
+  return { ...args, blockSize: n, ...(args.subBlock !== undefined ? { subBlock: Math.min(8, n) } : {}) };
 }
 
 async function convertInChild(dir: string, opts: LoadOptions): Promise<void> {
