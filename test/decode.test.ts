@@ -198,6 +198,8 @@ test('block_size at load: an SDAR checkpoint decoded with blocks of 2 equals the
   const llada = await fixtureModel({ arch: 'llada', hidden: 32, heads: 2, layers: 1 });
   await llada.model.close();
   await assert.rejects(loadModel(llada.dir, { cacheDir: CACHE, threads: 1, blockSize: 4 }), (e: unknown) => e instanceof OptionError && e.param === 'block_size');
+  // one candidate per position could be the mask token alone: a diffusion model needs two
+  await assert.rejects(loadModel(llada.dir, { cacheDir: CACHE, threads: 1, topK: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'topK');
 });
 
 test('separateTwins: neighbours committed in one step never share a token (stop tokens exempt); the most confident are kept', () => {

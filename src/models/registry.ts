@@ -235,6 +235,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   }
   const { target, dtype, topK, cached } = converted;
   const args = opts.blockSize === undefined ? converted.args : withBlockSize(converted.args, opts.blockSize);
+  // (a diffusion model's mask token is never an answer: a position needs a second candidate)
+  if (args.attention !== 'causal' && Math.min(topK, args.vocabSize) < 2) throw new OptionError('topK', `a diffusion model needs at least 2 candidates per position (topK ${topK})`);
   const modelPath = join(target, 'model.onnx');
   const meta = JSON.parse(await readFile(join(target, 'meta.json'), 'utf8')) as { params: number };
   const runner = await OrtRunner.create(modelPath, {
