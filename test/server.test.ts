@@ -132,6 +132,9 @@ test('logprobs: one entry per completion token, in the chat and the completions 
     assert.equal(t.top_logprobs[0].token, t.token);
     assert.ok(Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6);
   }
+  // the most a diffusion model's token can list: every candidate but the mask token, always that many
+  const most = await main.client.chat.completions.create({ ...chatReq, logprobs: true, top_logprobs: model.topK - 1 });
+  for (const t of most.choices[0].logprobs!.content!) assert.equal(t.top_logprobs.length, model.topK - 1);
   const plain = await main.client.chat.completions.create(chatReq);
   assert.equal(plain.choices[0].logprobs, null);
   assert.equal(plain.choices[0].message.content, r.choices[0].message.content, 'asking for logprobs does not change the answer');
@@ -265,6 +268,7 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['logprobs of the diffusing stream', { ...chatReq, logprobs: true, stream: true, diffusing: true }, 400, 'logprobs'],
     ['top_logprobs without logprobs', { ...chatReq, top_logprobs: 2 }, 400, 'top_logprobs'],
     ['top_logprobs over the candidates', { ...chatReq, logprobs: true, top_logprobs: 20 }, 400, 'top_logprobs'],
+    ['top_logprobs = the candidates of a diffusion model (one could be the mask)', { ...chatReq, logprobs: true, top_logprobs: 16 }, 400, 'top_logprobs'],
     ['image part', { ...chatReq, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 400, 'messages[0].content[0]'],
     ['unknown model', { ...chatReq, model: 'gpt-9' }, 404, 'model'],
     ['string for a number', { ...chatReq, max_tokens: '12' }, 400, 'max_tokens'],

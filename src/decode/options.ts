@@ -119,7 +119,8 @@ export interface ModelLimits {
   attention: Attention;
   stopTokens: number[];
   causal: boolean;
-  /** candidates the graph returns per position (the most alternatives a token can report) */
+  /** candidates the graph returns per position (a causal model's tokens can list them all as
+   *  alternatives, a diffusion model's one fewer: the mask token is never one) */
   topK: number;
   /** a block diffusion model's own block size (blocks aligned to position 0): decoding goes block by block */
   modelBlock?: number;
@@ -196,7 +197,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     attention,
     stopTokens,
     stopStrings,
-    logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.topK),
+    logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.causal ? m.topK : m.topK - 1),
     logitBias: resolveBias(o.logitBias, m.vocabSize),
   };
 }

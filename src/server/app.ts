@@ -12,7 +12,7 @@ import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, type Envelope } from './errors.ts';
 import { generationOptions, logprobsOption, rejectUnsupported, stopStrings, type Body } from './fields.ts';
-import { logprobEntries, outputConstraint } from './output.ts';
+import { logprobEntries, maxAlternatives, outputConstraint } from './output.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { answerOf, chatMessages, encodeToolChat, holdFor, toolRequest, type ToolRequest } from './tools.ts';
 import { chatBody, completionBody, fimBody, responsesBody } from './schemas.ts';
@@ -192,7 +192,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const stops = stopStrings(body);
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
-    base.logprobs = logprobsOption(body, kind, model.topK);
+    base.logprobs = logprobsOption(body, kind, maxAlternatives(model));
     base.constraint = outputConstraint(model, body, kind, tools);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;

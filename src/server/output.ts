@@ -23,6 +23,12 @@ export function outputConstraint(model: Model, body: Body, kind: 'chat' | 'compl
   return rf.type === 'json_object' ? jsonObjectConstraint(vocab()) : jsonSchemaConstraint(rf.schema, vocab());
 }
 
+/** The most alternatives a token can list: the candidates scored per position, less the mask
+ *  token for a diffusion model (never an alternative, and it may be among the candidates). */
+export function maxAlternatives(model: Model): number {
+  return model.args.attention === 'causal' ? model.topK : model.topK - 1;
+}
+
 /** Per token: its text, log-probability, exact bytes and alternatives (chat `logprobs.content`, Responses `logprobs`). */
 export function logprobEntries(codec: TextCodec, lp: readonly TokenLogprob[] | undefined) {
   const entry = (token: number, logprob: number) => ({ token: codec.decode([token], false), logprob, bytes: codec.tokenBytes(token) });

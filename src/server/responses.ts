@@ -15,7 +15,7 @@ import type { Model } from '../models/registry.ts';
 import type { Scheduler } from '../engine/scheduler.ts';
 import { toEnvelope } from './errors.ts';
 import { generationOptions, rejectUnsupported, type Body } from './fields.ts';
-import { logprobEntries, outputConstraint } from './output.ts';
+import { logprobEntries, maxAlternatives, outputConstraint } from './output.ts';
 import { abortOnClose, FinalTextTracker, startEventStream } from './stream.ts';
 import { answerOf, chatMessages, encodeToolChat, holdFor, isObject, toolRequest, type ToolCall } from './tools.ts';
 import type { ResponseStore } from './response-store.ts';
@@ -225,7 +225,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
   if (b.top_logprobs !== undefined && b.top_logprobs !== null && !wantLogprobs) bad('top_logprobs', 'top_logprobs needs include: ["message.output_text.logprobs"]');
   if (wantLogprobs) {
     const top = typeof b.top_logprobs === 'number' ? b.top_logprobs : 0;
-    if (!Number.isInteger(top) || top < 0 || top > model.topK) bad('top_logprobs', `top_logprobs is an integer in [0, ${model.topK}] for this model`);
+    if (!Number.isInteger(top) || top < 0 || top > maxAlternatives(model)) bad('top_logprobs', `top_logprobs is an integer in [0, ${maxAlternatives(model)}] for this model`);
     options.logprobs = top;
   }
   const logprobsOf = (lp: readonly TokenLogprob[] | undefined) => logprobEntries(model.codec, lp);
