@@ -3,8 +3,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GgufFile, dequantize, type GgufValue } from '../src/formats/gguf.ts';
+import { GgufFile, dequantize, openGguf, type GgufValue } from '../src/formats/gguf.ts';
 import { tokenizerOf } from '../src/models/gguf.ts';
 import { TextCodec } from '../src/formats/tokenizer.ts';
 import { f16ToF32 } from '../src/formats/safetensors.ts';
@@ -207,6 +208,61 @@ test('gguf models: llada, dream, llama and qwen2 files (as the converter writes 
     assert.deepEqual(gg.codec.encodeChat(chat), hf.codec.encodeChat(chat), label);
     assert.deepEqual(gg.special, hf.special, label);
   }
+});
+
+test('gguf: a split file (gguf-split parts) loads from any part as the one file does; a missing, foreign or overlapping part is refused by name', async () => {
+  const hfDir = await tempDir('quench-gguf-split-');
+  await writeFixture(hfDir, { arch: 'llama', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' });
+  const whole = join(dir, 'split-whole.gguf');
+  await writeGgufFromFixture(hfDir, whole, 8);
+  const base = join(dir, 'split-m-Q8_0.gguf');
+  await writeGgufFromFixture(hfDir, base, 8, 3);
+  const part = (k: number) => base.replace(/\.gguf$/, `-0000${k}-of-00003.gguf`);
+  const one = await loadModel(whole, { cacheDir: CACHE, threads: 1 });
+  loaded.push(one);
+  const ids = [3, 17, 40, 41, 99, 7];
+  const want = await logits(one, ids);
+  for (const k of [1, 3]) {
+    const m = await loadModel(part(k), { cacheDir: CACHE, threads: 1 });
+    loaded.push(m);
+    assert.equal(m.id, 'split-m-Q8_0', 'named without the part suffix');
+    assert.deepEqual(await logits(m, ids), want, `opened from part ${k}`);
+  }
+  assert.equal(resolveModelEntry(part(1)).name, 'split-m-Q8_0');
+  const src = await openGguf(part(2));
+  assert.deepEqual(src.files, [1, 2, 3].map(part));
+  assert.equal(src.tensors.size, (await GgufFile.open(whole).then(async (f) => { const n = f.tensors.size; await f.close(); return n; })));
+  await src.close();
+  // refusals
+  const refuse = async (path: string, code: string, re: RegExp, what: string) =>
+    assert.rejects(openGguf(path), (e: unknown) => e instanceof FormatError && e.code === code && re.test(e.message), what);
+  const bytes = readFileSync(part(2));
+  rmSync(part(2));
+  await refuse(part(1), 'gguf_split', /part 2 of 3 .* is missing/, 'a missing part');
+  writeFileSync(part(2), readFileSync(part(3)));
+  await refuse(part(1), 'gguf_split', /is not part 2 of 3/, 'a part that says it is another');
+  writeFileSync(part(2), bytes);
+  const renamed = join(dir, 'split-renamed.gguf');
+  writeFileSync(renamed, readFileSync(part(1)));
+  await refuse(renamed, 'gguf_split', /one of 3 parts/, 'a part not named as one');
+  // a part whose tensor is also in another part, and a total that does not match
+  const f1 = await GgufFile.open(part(1));
+  const firstName = [...f1.tensors.keys()][0];
+  const t1 = f1.tensors.get(firstName)!;
+  const data1 = ggmlEncode(0, await f1.readF32(firstName));
+  await f1.close();
+  const f3 = await GgufFile.open(part(3));
+  const t3 = await Promise.all([...f3.tensors.values()].map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await f3.readF32(t.name)) })));
+  await f3.close();
+  const split3 = (total: number): GgufEntry[] => [['split.no', 2, 2], ['split.count', 2, 3], ['split.tensors.count', 5, total]];
+  const keep = readFileSync(part(3));
+  writeFileSync(part(3), encodeGguf({ metadata: split3(0), tensors: [...t3, { name: firstName, dims: t1.dims, type: 0, data: data1 }] }));
+  await refuse(part(1), 'gguf_duplicate_tensor', /is in two parts/, 'a tensor in two parts');
+  writeFileSync(part(3), encodeGguf({ metadata: split3(0), tensors: t3.slice(1) }));
+  await refuse(part(1), 'gguf_split', /split.tensors.count says/, 'a tensor short');
+  writeFileSync(part(3), keep);
+  const ok = await openGguf(part(1));
+  await ok.close();
 });
 
 test('gguf models: metadata that cannot make a model is refused by name', async () => {

@@ -95,6 +95,12 @@ before(async () => {
     sha: sha1('gguf'),
     files: await repoOf(ggufDir, ['tiny-Q8_0.gguf', 'tiny-F16.gguf'], { 'README.md': '# gguf', 'tiny-00001-of-00002.gguf': 'part', 'mmproj-tiny-Q8_0.gguf': 'projector' }),
   });
+  // the same model as a split GGUF (gguf-split parts), beside another quantization
+  await writeGgufFromFixture(join(ggufDir, 'src'), join(ggufDir, 'm-Q8_0.gguf'), 8, 2);
+  repos.set('quench-test/split-GGUF', {
+    sha: sha1('split'),
+    files: await repoOf(ggufDir, ['m-Q8_0-00001-of-00002.gguf', 'm-Q8_0-00002-of-00002.gguf', 'tiny-F16.gguf']),
+  });
 
   hub = Fastify();
   // as the Hub answers: an unknown (or private) repository is 401 RepoNotFound without a token;
@@ -348,9 +354,33 @@ test('pull owner/name:Q8_0: one GGUF file of a repository, picked by its quantiz
   await refuse(undefined, 'hub_incomplete', /holds GGUF files .*pull one as quench-test\/tiny-GGUF:/);
   await refuse('', 'hub_no_file', /name a GGUF file/);
   // tags match between separators
-  assert.equal(pickGguf(['m-BF16.gguf', 'm-F16.gguf', 'm-Q4_K_M.gguf', 'm-Q4_K_S.gguf'], 'f16', 'r'), 'm-F16.gguf');
+  assert.deepEqual(pickGguf(['m-BF16.gguf', 'm-F16.gguf', 'm-Q4_K_M.gguf', 'm-Q4_K_S.gguf'], 'f16', 'r'), ['m-F16.gguf']);
   assert.throws(() => pickGguf(['m-Q4_K_M.gguf', 'm-Q4_K_S.gguf'], 'Q4_K', 'r'), /no GGUF file matching/);
-  assert.throws(() => pickGguf(['m-Q8_0-00001-of-00002.gguf', 'm-Q8_0-00002-of-00002.gguf'], 'Q8_0', 'r'), /split/);
+  // a split file is all its parts, in order, picked by its tag or any part's name
+  const parts = ['m-Q8_0-00001-of-00003.gguf', 'm-Q8_0-00002-of-00003.gguf', 'm-Q8_0-00003-of-00003.gguf'];
+  for (const sel of ['Q8_0', 'm-Q8_0-00002-of-00003.gguf']) assert.deepEqual(pickGguf([parts[2], parts[0], parts[1], 'm-F16.gguf'], sel, 'r'), parts);
+  assert.throws(() => pickGguf([parts[0], parts[2]], 'Q8_0', 'r'), /part m-Q8_0-00002-of-00003.gguf is not in the repository/);
+  // pulled and resolved: every part, listed and opened as one model by its first part
+  const s = await pull('quench-test/split-GGUF', { ...o, file: 'Q8_0' });
+  assert.deepEqual(s.files.sort(), ['m-Q8_0-00001-of-00002.gguf', 'm-Q8_0-00002-of-00002.gguf']);
+  const prevCache = process.env.HF_HUB_CACHE;
+  process.env.HF_HUB_CACHE = o.cacheDir;
+  try {
+    assert.deepEqual(cachedModels(o.cacheDir).filter((m) => m.repo.startsWith('quench-test/split-GGUF')).map((m) => m.repo), ['quench-test/split-GGUF:m-Q8_0-00001-of-00002.gguf']);
+    const entry = resolveModelEntry('quench-test/split-GGUF:Q8_0');
+    assert.equal(entry.dir, join(s.dir, 'm-Q8_0-00001-of-00002.gguf'));
+    const split = await loadModel(entry.dir, { cacheDir: CACHE, threads: 1 });
+    const whole = await loadModel(join(ggufDir, 'tiny-Q8_0.gguf'), { cacheDir: CACHE, threads: 1 });
+    try {
+      assert.deepEqual((await generate(split, [1, 2, 3], { maxTokens: 8, temperature: 0 })).tokens, (await generate(whole, [1, 2, 3], { maxTokens: 8, temperature: 0 })).tokens);
+    } finally {
+      await split.close();
+      await whole.close();
+    }
+  } finally {
+    if (prevCache === undefined) delete process.env.HF_HUB_CACHE;
+    else process.env.HF_HUB_CACHE = prevCache;
+  }
   assert.deepEqual(parseModelRef('a/b:x@y'), { repo: 'a/b', file: 'x@y' });
   assert.deepEqual(parseModelRef('a/b@v1:Q8_0'), { repo: 'a/b', revision: 'v1', file: 'Q8_0' });
 });

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { NotFoundError } from '../errors.ts';
 import { cachedModels, isModelGguf, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
 import { HubError } from '../errors.ts';
-import { isGguf } from '../formats/gguf.ts';
+import { ggufModelName, isFirstGgufPart, isGguf } from '../formats/gguf.ts';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 export const BUNDLED_DIR = join(PACKAGE_ROOT, 'models');
@@ -37,8 +37,8 @@ export interface ModelEntry {
 function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
   if (!existsSync(root)) return [];
   return readdirSync(root, { withFileTypes: true })
-    .filter((d) => (d.isDirectory() && existsSync(join(root, d.name, 'config.json'))) || (isGguf(d.name) && isFile(join(root, d.name))))
-    .map((d) => ({ name: d.name.replace(/\.gguf$/i, ''), dir: join(root, d.name), source }));
+    .filter((d) => (d.isDirectory() && existsSync(join(root, d.name, 'config.json'))) || (isGguf(d.name) && isFirstGgufPart(d.name) && isFile(join(root, d.name))))
+    .map((d) => ({ name: isGguf(d.name) ? ggufModelName(d.name) : d.name, dir: join(root, d.name), source }));
 }
 
 export function listModels(): ModelEntry[] {
@@ -52,7 +52,7 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
   const name = arg ?? DEFAULT_MODEL;
   if (existsSync(join(name, 'config.json'))) return { dir: resolve(name), name: basename(resolve(name)) };
   // a GGUF file (llama.cpp's format), served under its file name
-  if (isGguf(name) && isFile(name)) return { dir: resolve(name), name: basename(name).replace(/\.gguf$/i, '') };
+  if (isGguf(name) && isFile(name)) return { dir: resolve(name), name: ggufModelName(name) };
   const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
   if (hit) return { dir: hit.dir, name };
   const ref = parseModelRef(name);
@@ -65,7 +65,7 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
     const names = dir ? readdirSync(dir).filter((f) => isFile(join(dir, f))) : [];
     let pick: string;
     try {
-      pick = pickGguf(names, file, repo);
+      pick = pickGguf(names, file, repo)[0]; // (a split file opens from its first part)
     } catch (e) {
       // (an ambiguous or split pick says so; only a missing one is "not pulled")
       if (e instanceof HubError && e.code === 'hub_no_file' && file !== '') throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');

@@ -322,7 +322,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
 
 // ---------------------------------------------------------------- GGUF
 
-/** A metadata value with its GGUF type: 4 u32, 5 i32, 6 f32, 7 bool, 8 string, 9 array (itemType), 10 u64 */
+/** A metadata value with its GGUF type: 2 u16, 4 u32, 5 i32, 6 f32, 7 bool, 8 string, 9 array (itemType), 10 u64 */
 export type GgufEntry = [key: string, type: number, value: unknown, itemType?: number | number[]];
 
 /** The bytes of a GGUF file (version 3 unless given); tensors' data placed in order, each aligned. */
@@ -348,6 +348,7 @@ export function encodeGguf(o: { metadata: GgufEntry[]; tensors: { name: string; 
     const b = Buffer.alloc(8);
     switch (type) {
       case 0: b.writeUInt8(v as number); parts.push(b.subarray(0, 1)); break;
+      case 2: b.writeUInt16LE(v as number); parts.push(b.subarray(0, 2)); break;
       case 4: b.writeUInt32LE(v as number); parts.push(b.subarray(0, 4)); break;
       case 5: b.writeInt32LE(v as number); parts.push(b.subarray(0, 4)); break;
       case 6: b.writeFloatLE(v as number); parts.push(b.subarray(0, 4)); break;
@@ -429,7 +430,7 @@ export function ggmlEncode(type: number, x: Float32Array): Uint8Array {
  * name mapping here is written out independently of the loader's (models/gguf.ts), so a test
  * that loads both files compares two readings of the converter's layout.
  */
-export async function writeGgufFromFixture(dir: string, out: string, type: number): Promise<void> {
+export async function writeGgufFromFixture(dir: string, out: string, type: number, parts = 1): Promise<void> {
   const { Checkpoint } = await import('./safetensors.ts');
   const { readFile } = await import('node:fs/promises');
   const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, number & string & boolean & number[]>;
@@ -512,5 +513,13 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   } finally {
     await ck.close();
   }
-  await writeFile(out, encodeGguf({ metadata: meta, tensors }));
+  if (parts === 1) return writeFile(out, encodeGguf({ metadata: meta, tensors }));
+  // split as gguf-split writes it: OUT-0000k-of-0000N.gguf; the first part holds the metadata,
+  // every part the split keys (u16 split.no / split.count, i32 split.tensors.count) and its tensors
+  const per = Math.ceil(tensors.length / parts);
+  for (let k = 0; k < parts; k++) {
+    const split: GgufEntry[] = [['split.no', 2, k], ['split.count', 2, parts], ['split.tensors.count', 5, tensors.length]];
+    const name = out.replace(/\.gguf$/i, `-${String(k + 1).padStart(5, '0')}-of-${String(parts).padStart(5, '0')}.gguf`);
+    await writeFile(name, encodeGguf({ metadata: k === 0 ? [...meta, ...split] : split, tensors: tensors.slice(k * per, (k + 1) * per) }));
+  }
 }

@@ -24,6 +24,29 @@ export type GgufValue = number | bigint | boolean | string | GgufValue[];
 /** A path that names a GGUF file (by its extension, as llama.cpp's tools take them). */
 export const isGguf = (path: string) => path.toLowerCase().endsWith('.gguf');
 
+/** A part of a split GGUF (llama.cpp's gguf-split names them PREFIX-00001-of-00003.gguf). */
+export const SPLIT_PART = /-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/** A GGUF file's model name: its file name without `.gguf` (nor a split part's -00001-of-0000N). */
+export const ggufModelName = (file: string) => basename(file).replace(SPLIT_PART, '').replace(/\.gguf$/i, '');
+
+/** A file a model list shows: any GGUF but the second and later parts of a split one. */
+export const isFirstGgufPart = (file: string) => {
+  const m = SPLIT_PART.exec(file);
+  return !m || Number(m[1]) === 1;
+};
+
+/** What a model reads of a GGUF: one file, or the parts of a split one as one. */
+export interface GgufSource {
+  readonly path: string;
+  /** every file it reads (the parts of a split one, in order) */
+  readonly files: string[];
+  readonly metadata: Map<string, GgufValue>;
+  readonly tensors: Map<string, GgufTensor>;
+  readF32(name: string): Promise<Float32Array>;
+  close(): Promise<void>;
+}
+
 /** ggml tensor types quench decodes: id -> elements per block and bytes per block */
 export const GGML_TYPES: Record<number, { name: string; block: number; bytes: number }> = {
   0: { name: 'F32', block: 1, bytes: 4 },
@@ -180,6 +203,10 @@ export class GgufFile {
     readonly tensors: Map<string, GgufTensor>,
   ) {}
 
+  get files(): string[] {
+    return [this.path];
+  }
+
   static async open(path: string): Promise<GgufFile> {
     const fh = await open(path, 'r');
     try {
@@ -253,6 +280,65 @@ export class GgufFile {
 
   async close(): Promise<void> {
     await this.fh.close();
+  }
+}
+
+/**
+ * Open a GGUF file, or, for a part of a split one (split.count > 1 in its metadata), every part:
+ * the metadata of the first (split.no 0; the others hold only the split keys), the tensors of all,
+ * each read from its own part. Any part's path opens the set; each part must say which it is
+ * (split.no, split.count) and the parts' tensors must be disjoint and number split.tensors.count.
+ */
+export async function openGguf(path: string): Promise<GgufSource> {
+  const first = await GgufFile.open(path);
+  const count = first.metadata.get('split.count');
+  if (count === undefined || count === 1) return first;
+  const parts: GgufFile[] = [first];
+  try {
+    const m = SPLIT_PART.exec(path);
+    if (!m || Number(m[2]) !== count) fail('gguf_split', `${basename(path)} says it is one of ${String(count)} parts; name the parts PREFIX-00001-of-${String(count).padStart(5, '0')}.gguf as gguf-split does`);
+    if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > 9999) fail('gguf_split', `split.count ${String(count)} is not a part count`);
+    const partPath = (i: number) => path.replace(SPLIT_PART, `-${String(i + 1).padStart(5, '0')}-of-${m[2]}.gguf`);
+    const byNo: GgufFile[] = [];
+    const mine = Number(m[1]) - 1;
+    for (let i = 0; i < count; i++) {
+      let f: GgufFile;
+      if (i === mine) f = first;
+      else {
+        try {
+          f = await GgufFile.open(partPath(i));
+        } catch (e) {
+          if ((e as { code?: string }).code === 'ENOENT') fail('gguf_split', `part ${i + 1} of ${count} (${basename(partPath(i))}) is missing`);
+          throw e;
+        }
+        parts.push(f);
+      }
+      if (f.metadata.get('split.no') !== i || f.metadata.get('split.count') !== count) fail('gguf_split', `${basename(partPath(i))} is not part ${i + 1} of ${count} (its split.no / split.count say otherwise)`);
+      byNo.push(f);
+    }
+    const tensors = new Map<string, GgufTensor>();
+    const owner = new Map<string, GgufFile>();
+    for (const f of byNo)
+      for (const [name, t] of f.tensors) {
+        if (tensors.has(name)) fail('gguf_duplicate_tensor', `tensor ${JSON.stringify(name)} is in two parts`);
+        tensors.set(name, t);
+        owner.set(name, f);
+      }
+    const total = byNo[0].metadata.get('split.tensors.count');
+    if (total !== undefined && total !== tensors.size) fail('gguf_split', `the parts hold ${tensors.size} tensors; split.tensors.count says ${String(total)}`);
+    return {
+      path: partPath(0),
+      files: byNo.map((f) => f.path),
+      metadata: byNo[0].metadata,
+      tensors,
+      readF32: (name) => (owner.get(name) ?? byNo[0]).readF32(name),
+      close: async () => {
+        for (const f of parts) await f.close();
+      },
+    };
+  } catch (e) {
+    for (const f of parts) await f.close();
+    throw e;
   }
 }
 

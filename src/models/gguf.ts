@@ -10,7 +10,7 @@
 
 import { FormatError } from '../errors.ts';
 import { parseConfig, type ModelArgs } from '../formats/config.ts';
-import { GgufFile, type GgufValue } from '../formats/gguf.ts';
+import type { GgufSource, GgufValue } from '../formats/gguf.ts';
 import type { TensorInfo } from '../formats/safetensors.ts';
 
 const fail = (code: string, msg: string): never => {
@@ -65,7 +65,7 @@ export function unpermuteRows(w: Float32Array, heads: number, cols: number): Flo
 /** The tensors of a GGUF file under Hugging Face names, read as fp32 (a checkpoint for the graph builder). */
 export class GgufWeights {
   constructor(
-    private file: GgufFile,
+    private file: GgufSource,
     private args: ModelArgs,
   ) {}
 

@@ -14,6 +14,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { FormatError, HubError, QuenchError } from '../errors.ts';
+import { isFirstGgufPart, SPLIT_PART } from '../formats/gguf.ts';
 
 // ---------------------------------------------------------------- names
 
@@ -68,8 +69,10 @@ const CARD = /^(README\.md|LICEN[CS]E(\.\w+)?|NOTICE(\.\w+)?)$/i;
 
 /** GGUF files at the top of a listing (vision projectors aside): which one a selector picks —
  * its exact name, or a quantization tag it contains (Q4_K_M), case-insensitively, as llama.cpp's
- * `-hf owner/name:Q4_K_M` picks. Throws naming the choices when none or several match. */
-export function pickGguf(names: string[], selector: string, where: string): string {
+ * `-hf owner/name:Q4_K_M` picks — as the files to fetch: that one, or every part of a split one
+ * (PREFIX-00001-of-0000N.gguf ..., in order). Throws naming the choices when none or several
+ * match, or a part is missing. */
+export function pickGguf(names: string[], selector: string, where: string): string[] {
   if (selector === '') throw new HubError('hub_no_file', `name a GGUF file of ${where} after the colon (its file name or quantization, e.g. Q8_0)`);
   const ggufs = names.filter(isModelGguf);
   const sel = selector.toLowerCase();
@@ -79,14 +82,20 @@ export function pickGguf(names: string[], selector: string, where: string): stri
   const hits = exact ? [exact] : ggufs.filter((n) => tag.test(n.toLowerCase()));
   const choices = ggufs.slice(0, 12).join(', ') || 'none';
   if (hits.length === 0) throw new HubError('hub_no_file', `${where} has no GGUF file matching ${JSON.stringify(selector)} (GGUF files: ${choices})`);
-  // the parts of one split file are one (unsupported) model, not a choice
-  if (hits.every((h) => SPLIT.test(h)) && new Set(hits.map((h) => h.replace(SPLIT, ''))).size === 1)
-    throw new HubError('hub_split_gguf', `${where}/${hits[0]} is one part of a split GGUF; split files are not supported yet`);
+  // the parts of one split file are one model, not a choice
+  const set = (n: string) => n.replace(SPLIT_PART, '') + (SPLIT_PART.exec(n)?.[2] ?? '');
+  if (hits.every((h) => SPLIT_PART.test(h)) && new Set(hits.map(set)).size === 1) {
+    const count = Number(SPLIT_PART.exec(hits[0])![2]);
+    const parts = Array.from({ length: count }, (_, i) => hits[0].replace(SPLIT_PART, `-${String(i + 1).padStart(5, '0')}-of-${SPLIT_PART.exec(hits[0])![2]}.gguf`));
+    const missing = parts.find((p) => !ggufs.includes(p));
+    if (missing) throw new HubError('hub_split_gguf', `${where}/${hits[0]} is one part of a split GGUF whose part ${missing} is not in the repository`);
+    return parts;
+  }
   if (hits.length > 1) throw new HubError('hub_ambiguous', `${JSON.stringify(selector)} matches ${hits.length} GGUF files of ${where} (${hits.slice(0, 8).join(', ')}): name one`);
-  return hits[0];
+  return hits;
 }
 
-const SPLIT = /-\d{5}-of-\d{5}\.gguf$/i;
+
 
 /** A GGUF file that is a model of its own (not a vision projector). */
 export function isModelGguf(name: string): boolean {
@@ -116,7 +125,7 @@ export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: str
   const all = new Map(entries.filter((e) => e.type === 'file' && safeName(e.path)).map((e) => [e.path, e]));
   const card = [...all.values()].filter((e) => CARD.test(e.path));
   // one GGUF file holds the whole model (weights, config and tokenizer as metadata)
-  if (ggufFile !== undefined) return { metadata: [], card, weights: [all.get(pickGguf([...all.keys()], ggufFile, repo))!], all };
+  if (ggufFile !== undefined) return { metadata: [], card, weights: pickGguf([...all.keys()], ggufFile, repo).map((p) => all.get(p)!), all };
   for (const need of ['config.json', 'tokenizer.json'])
     if (!all.has(need)) {
       const ggufs = [...all.keys()].filter((p) => p.toLowerCase().endsWith('.gguf'));
@@ -437,8 +446,8 @@ export function cachedModels(cacheDir = hubCacheDir()): { repo: string; dir: str
         const name = ref === 'main' ? repo : `${repo}@${ref}`;
         const snap = snapshotDir(repo, ref, cacheDir);
         if (snap && snapshotMissing(snap).length === 0) out.push({ repo: name, dir: snap });
-        // GGUF files pulled from it, each a model: owner/name:file
-        if (snap) for (const f of readdirSync(snap)) if (isModelGguf(f) && !SPLIT.test(f) && existsSync(join(snap, f))) out.push({ repo: `${name}:${f}`, dir: join(snap, f) });
+        // GGUF files pulled from it, each a model: owner/name:file (a split one by its first part)
+        if (snap) for (const f of readdirSync(snap)) if (isModelGguf(f) && isFirstGgufPart(f) && existsSync(join(snap, f))) out.push({ repo: `${name}:${f}`, dir: join(snap, f) });
       }
     } catch {
       /* an unreadable entry of the shared cache is not ours to fail on */

@@ -19,7 +19,7 @@ import { hfNames } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
 import { sdarNames } from './sdar.ts';
-import { GgufFile, isGguf } from '../formats/gguf.ts';
+import { ggufModelName, isGguf, openGguf } from '../formats/gguf.ts';
 import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
 import { buildTransformer, type WeightNames, type WeightReader } from './transformer.ts';
 
@@ -103,7 +103,7 @@ async function openSource(path: string): Promise<Source> {
     const { args } = await loadConfig(path);
     return { args, fingerprint: () => checkpointFingerprint(path), weights: () => Checkpoint.open(path), codec: () => TextCodec.load(path, args), close: async () => {} };
   }
-  const file = await GgufFile.open(path);
+  const file = await openGguf(path);
   try {
     const args = argsOf(file.metadata, new Set(file.tensors.keys()));
     checkAllUsed(args.arch, file.tensors.keys(), weightNamesOf(args));
@@ -111,11 +111,14 @@ async function openSource(path: string): Promise<Source> {
     if (!embed || embed.dims.length !== 2 || embed.dims[0] !== args.hiddenSize || embed.dims[1] !== args.vocabSize)
       throw new FormatError('config_mismatch', `gguf: token_embd.weight ${embed ? `[${embed.dims}]` : 'is missing'}, metadata implies [${args.hiddenSize}, ${args.vocabSize}]`);
     const tok = tokenizerOf(file.metadata, args.vocabSize);
-    const { size, mtimeMs } = await stat(path);
+    const stamps = await Promise.all(file.files.map(async (f) => {
+      const { size, mtimeMs } = await stat(f);
+      return `${f}:${size}:${mtimeMs}`;
+    }));
     return {
       args,
       // (the reading code is part of the key: a fix to decoding or the name mapping converts again)
-      fingerprint: async () => createHash('sha256').update(`gguf:${path}:${size}:${mtimeMs}`).update(await sourceHash(GGUF_SOURCES)).digest('hex'),
+      fingerprint: async () => createHash('sha256').update(`gguf:${stamps.join('\n')}`).update(await sourceHash(GGUF_SOURCES)).digest('hex'),
       weights: async () => new GgufWeights(file, args),
       codec: async () => new TextCodec(tok.json, tok.config, args, null),
       close: () => file.close(),
@@ -247,7 +250,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     topK: Math.min(topK, args.vocabSize),
   }, { threads: opts.threads, worker: opts.worker === 'auto' ? meta.params >= AUTO_WORKER_PARAMS : opts.worker });
   return {
-    id: basename(dir).replace(/\.gguf$/i, ''),
+    id: isGguf(dir) ? ggufModelName(dir) : basename(dir),
     dir,
     args,
     codec,
