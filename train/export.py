@@ -205,9 +205,9 @@ def model_card(kind, c, ck, n_params, shift=False):
                        if shift else ')'))
                  if kind == 'diffusion' else
                  'autoregressive next-token prediction (causal attention) on response tokens and plain text')
-    return f"""# quench-tiny{'' if kind == 'diffusion' else '-ar'}
+    return f"""# quench-tiny{('-bd' if block else '') if kind == 'diffusion' else '-ar'}
 
-A tiny {'diffusion' if kind == 'diffusion' else 'autoregressive'} language model trained from scratch for quench,
+A tiny {'diffusion' if kind == 'diffusion' else 'autoregressive'} language model trained {'by adapting an exported model (below)' if a.get('init_from') else 'from scratch'} for quench,
 a TypeScript engine for diffusion language models. It is a test and demo model, not a useful assistant.
 
 ## Architecture

@@ -48,6 +48,7 @@ program
   .option('--block-length <n>', 'block length', int)
   .option('--block-size <n>', "a block diffusion model's block size, instead of its config's (SDAR, Fast-dLLM v2)", int)
   .option('--threshold <tau>', 'confidence threshold', Number)
+  .option('--in-order', 'each step commits a left-to-right run from the first open position (quench-tiny-bd decodes best so)')
   .option('--cache <mode>', 'none | prefix | dual')
   .addOption(new Option('--canvas <mode>', 'adaptive: the canvas starts small and grows while the model says the answer does not fit; fixed: max-tokens positions').choices(['adaptive', 'fixed']))
   .option('--initial-canvas <n>', 'first size of an adaptive canvas', int)

@@ -21,6 +21,8 @@ export interface RunOptions {
   /** a block diffusion model's block size, instead of its config's */
   blockSize?: number;
   threshold?: number;
+  /** each step commits a left-to-right run from the first open position */
+  inOrder?: boolean;
   cache?: GenerateOptions['cache'];
   canvas?: GenerateOptions['canvas'];
   initialCanvas?: number;
@@ -96,6 +98,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     steps: o.steps,
     blockLength: o.blockLength,
     threshold: o.threshold,
+    inOrder: o.inOrder,
     cache: o.cache,
     canvas: o.canvas,
     initialCanvas: o.initialCanvas,
