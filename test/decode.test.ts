@@ -198,6 +198,15 @@ test('block_size at load: an SDAR checkpoint decoded with blocks of 2 equals the
   const llada = await fixtureModel({ arch: 'llada', hidden: 32, heads: 2, layers: 1 });
   await llada.model.close();
   await assert.rejects(loadModel(llada.dir, { cacheDir: CACHE, threads: 1, blockSize: 4 }), (e: unknown) => e instanceof OptionError && e.param === 'block_size');
+  // Fast-dLLM v2 decodes in sub-blocks: the largest divisor of an overridden block up to 8, so
+  // requests without block_length still work
+  const v2 = await fixtureModel({ arch: 'fast_dllm_v2', hidden: 32, heads: 2, layers: 1, blockSize: 8 }, { blockSize: 12 });
+  try {
+    assert.deepEqual([v2.model.args.blockSize, v2.model.args.subBlock], [12, 6]);
+    assert.equal((await generate(v2.model, [5, 9, 11], { maxTokens: 10, stopTokens: [] })).tokens.length, 10);
+  } finally {
+    await v2.model.close();
+  }
   // one candidate per position could be the mask token alone: a diffusion model needs two
   await assert.rejects(loadModel(llada.dir, { cacheDir: CACHE, threads: 1, topK: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'topK');
 });

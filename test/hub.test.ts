@@ -360,6 +360,8 @@ test('pull owner/name:Q8_0: one GGUF file of a repository, picked by its quantiz
   const parts = ['m-Q8_0-00001-of-00003.gguf', 'm-Q8_0-00002-of-00003.gguf', 'm-Q8_0-00003-of-00003.gguf'];
   for (const sel of ['Q8_0', 'm-Q8_0-00002-of-00003.gguf']) assert.deepEqual(pickGguf([parts[2], parts[0], parts[1], 'm-F16.gguf'], sel, 'r'), parts);
   assert.throws(() => pickGguf([parts[0], parts[2]], 'Q8_0', 'r'), /part m-Q8_0-00002-of-00003.gguf is not in the repository/);
+  // the extension's case is kept in the parts' names
+  assert.deepEqual(pickGguf(['M-00002-of-00002.GGUF', 'M-00001-of-00002.GGUF'], 'M-00001-of-00002.GGUF', 'r'), ['M-00001-of-00002.GGUF', 'M-00002-of-00002.GGUF']);
   // pulled and resolved: every part, listed and opened as one model by its first part
   const s = await pull('quench-test/split-GGUF', { ...o, file: 'Q8_0' });
   assert.deepEqual(s.files.sort(), ['m-Q8_0-00001-of-00002.gguf', 'm-Q8_0-00002-of-00002.gguf']);

@@ -68,7 +68,8 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
       pick = pickGguf(names, file, repo)[0]; // (a split file opens from its first part)
     } catch (e) {
       // (an ambiguous or split pick says so; only a missing one is "not pulled")
-      if (e instanceof HubError && e.code === 'hub_no_file' && file !== '') throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
+      // (a split file with a part missing here was not pulled whole)
+      if (e instanceof HubError && (e.code === 'hub_no_file' || e.code === 'hub_split_gguf') && file !== '') throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
       throw e;
     }
     return { dir: join(dir!, pick), name };

@@ -27,6 +27,13 @@ export const isGguf = (path: string) => path.toLowerCase().endsWith('.gguf');
 /** A part of a split GGUF (llama.cpp's gguf-split names them PREFIX-00001-of-00003.gguf). */
 export const SPLIT_PART = /-(\d{5})-of-(\d{5})\.gguf$/i;
 
+/** Part i (0-based) of the split GGUF that `name` is a part of (its extension's case kept). */
+export function splitPartName(name: string, i: number): string {
+  const m = SPLIT_PART.exec(name);
+  if (!m) throw new Error(`${name} is not a split GGUF part`);
+  return name.slice(0, m.index) + `-${String(i + 1).padStart(5, '0')}-of-${m[2]}` + name.slice(name.length - 5);
+}
+
 /** A GGUF file's model name: its file name without `.gguf` (nor a split part's -00001-of-0000N). */
 export const ggufModelName = (file: string) => basename(file).replace(SPLIT_PART, '').replace(/\.gguf$/i, '');
 
@@ -295,10 +302,10 @@ export async function openGguf(path: string): Promise<GgufSource> {
   if (count === undefined || count === 1) return first;
   const parts: GgufFile[] = [first];
   try {
+    if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > 9999) fail('gguf_split', `split.count ${String(count)} is not a part count`);
     const m = SPLIT_PART.exec(path);
     if (!m || Number(m[2]) !== count) fail('gguf_split', `${basename(path)} says it is one of ${String(count)} parts; name the parts PREFIX-00001-of-${String(count).padStart(5, '0')}.gguf as gguf-split does`);
-    if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > 9999) fail('gguf_split', `split.count ${String(count)} is not a part count`);
-    const partPath = (i: number) => path.replace(SPLIT_PART, `-${String(i + 1).padStart(5, '0')}-of-${m[2]}.gguf`);
+    const partPath = (i: number) => splitPartName(path, i);
     const byNo: GgufFile[] = [];
     const mine = Number(m[1]) - 1;
     for (let i = 0; i < count; i++) {

@@ -14,7 +14,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { FormatError, HubError, QuenchError } from '../errors.ts';
-import { isFirstGgufPart, SPLIT_PART } from '../formats/gguf.ts';
+import { isFirstGgufPart, SPLIT_PART, splitPartName } from '../formats/gguf.ts';
 
 // ---------------------------------------------------------------- names
 
@@ -86,7 +86,7 @@ export function pickGguf(names: string[], selector: string, where: string): stri
   const set = (n: string) => n.replace(SPLIT_PART, '') + (SPLIT_PART.exec(n)?.[2] ?? '');
   if (hits.every((h) => SPLIT_PART.test(h)) && new Set(hits.map(set)).size === 1) {
     const count = Number(SPLIT_PART.exec(hits[0])![2]);
-    const parts = Array.from({ length: count }, (_, i) => hits[0].replace(SPLIT_PART, `-${String(i + 1).padStart(5, '0')}-of-${SPLIT_PART.exec(hits[0])![2]}.gguf`));
+    const parts = Array.from({ length: count }, (_, i) => splitPartName(hits[0], i));
     const missing = parts.find((p) => !ggufs.includes(p));
     if (missing) throw new HubError('hub_split_gguf', `${where}/${hits[0]} is one part of a split GGUF whose part ${missing} is not in the repository`);
     return parts;

@@ -231,6 +231,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   let converted: Awaited<ReturnType<typeof convertSource>>;
   let codec: TextCodec;
   try {
+    checkLoadOptions(src.args, opts); // (before a conversion that would be wasted)
     converted = await convertSource(dir, src, opts);
     codec = await src.codec();
   } finally {
@@ -238,8 +239,6 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   }
   const { target, dtype, topK, cached } = converted;
   const args = opts.blockSize === undefined ? converted.args : withBlockSize(converted.args, opts.blockSize);
-  // (a diffusion model's mask token is never an answer: a position needs a second candidate)
-  if (args.attention !== 'causal' && Math.min(topK, args.vocabSize) < 2) throw new OptionError('topK', `a diffusion model needs at least 2 candidates per position (topK ${topK})`);
   const modelPath = join(target, 'model.onnx');
   const meta = JSON.parse(await readFile(join(target, 'meta.json'), 'utf8')) as { params: number };
   const runner = await OrtRunner.create(modelPath, {
@@ -265,11 +264,22 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   };
 }
 
+/** Load options that cannot work with this model, refused before anything is converted. */
+function checkLoadOptions(args: ModelArgs, opts: LoadOptions): void {
+  if (opts.blockSize !== undefined) withBlockSize(args, opts.blockSize);
+  // (a diffusion model's mask token is never an answer: a position needs a second candidate)
+  const topK = opts.topK ?? 16;
+  if (args.attention !== 'causal' && Math.min(topK, args.vocabSize) < 2) throw new OptionError('topK', `a diffusion model needs at least 2 candidates per position (topK ${topK})`);
+}
+
 /** The same model decoded with other blocks (the graph takes any visibility: only decoding changes). */
 function withBlockSize(args: ModelArgs, n: number): ModelArgs {
   if (args.attention !== 'block_causal') throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2), not ${args.arch}`);
   if (!Number.isInteger(n) || n < 1 || n > 4096) throw new OptionError('block_size', `block_size must be an integer in [1, 4096], got ${n}`);
-  return { ...args, blockSize: n, ...(args.subBlock !== undefined ? { subBlock: Math.min(8, n) } : {}) };
+  // (Fast-dLLM v2 decodes in sub-blocks of 8: the largest divisor of the block up to 8)
+  let sub = Math.min(8, n);
+  while (n % sub !== 0) sub--;
+  return { ...args, blockSize: n, ...(args.subBlock !== undefined ? { subBlock: sub } : {}) };
 }
 
 async function convertInChild(dir: string, opts: LoadOptions): Promise<void> {
