@@ -165,8 +165,7 @@ export function holdEnds(picks: number[], choices: Choice[], stops: Set<number>)
 /**
  * In order: a pick is kept only when every target before it is picked too, so a step commits a
  * left-to-right run from the first open position (at least that position, when anything is
- * picked). picks and result
- * index `targets` (a step's uncommitted positions in canvas order).
+ * picked). picks and result index `targets` (a step's uncommitted positions in canvas order).
  */
 export function inOrder(picks: number[]): number[] {
   if (picks.length === 0) return picks; // (a schedule that commits nothing this step)
