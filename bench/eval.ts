@@ -164,7 +164,9 @@ export async function main(argv: string[]): Promise<void> {
     return { ...rs[0], label, tokensPerSecond: median(tps) };
   };
   const rows = [...(ar ? [summary('ar')] : []), ...keys.map(summary)];
-  const canvasText = canvases.length > 1 ? `canvas ${canvases.join(' / ')} (adaptive from ${initialCanvas})` : canvases[0] === 'fixed' ? 'fixed canvas' : `adaptive canvas from ${initialCanvas}`;
+  // (a block diffusion model decodes its own blocks over the whole max_tokens canvas)
+  const blockModel = model.args.attention === 'block_causal' ? `, the model's own blocks of ${model.args.blockSize}` : '';
+  const canvasText = blockModel ? `max_tokens canvas${blockModel}` : canvases.length > 1 ? `canvas ${canvases.join(' / ')} (adaptive from ${initialCanvas})` : canvases[0] === 'fixed' ? 'fixed canvas' : `adaptive canvas from ${initialCanvas}`;
   console.log(`\n${tasks.length} held-out tasks (${limit} per family${families ? `: ${families.join(', ')}` : ''}), max_tokens ${maxTokens}, ${canvasText}, block ${block ?? 'default'}, ${dtype}, ${threads} threads, temperature 0, ${rounds} round(s)\n`);
   console.log(table(rows, ar ? rows[0].tokensPerSecond : undefined));
 }
