@@ -67,8 +67,7 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
     try {
       pick = pickGguf(names, file, repo)[0]; // (a split file opens from its first part)
     } catch (e) {
-      // (an ambiguous or split pick says so; only a missing one is "not pulled")
-      // (a split file with a part missing here was not pulled whole)
+      // (a missing file, or a split file with a part missing here, is "not pulled"; an ambiguous pick says so)
       if (e instanceof HubError && (e.code === 'hub_no_file' || e.code === 'hub_split_gguf') && file !== '') throw new NotFoundError('model', `model ${JSON.stringify(name)} is not pulled yet: ${pullIt}`, 'model_not_pulled');
       throw e;
     }

@@ -95,8 +95,6 @@ export function pickGguf(names: string[], selector: string, where: string): stri
   return hits;
 }
 
-
-
 /** A GGUF file that is a model of its own (not a vision projector). */
 export function isModelGguf(name: string): boolean {
   return name.toLowerCase().endsWith('.gguf') && !/mmproj/i.test(name);

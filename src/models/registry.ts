@@ -186,6 +186,8 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   const dtype = resolveDtype(dtypeOpt, args);
   const topK = opts.topK ?? 16;
   if (!Number.isInteger(topK) || topK < 1 || topK > 256) throw new OptionError('topK', 'topK must be an integer in [1, 256]');
+  // (a diffusion model's mask token is never an answer: a position needs a second candidate)
+  if (args.attention !== 'causal' && Math.min(topK, args.vocabSize) < 2) throw new OptionError('topK', `a diffusion model needs at least 2 candidates per position (topK ${topK})`);
 
   const key = createHash('sha256')
     .update(await src.fingerprint())
@@ -230,15 +232,16 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const src = await openSource(dir);
   let converted: Awaited<ReturnType<typeof convertSource>>;
   let codec: TextCodec;
+  let args: ModelArgs;
   try {
-    checkLoadOptions(src.args, opts); // (before a conversion that would be wasted)
+    // (a block size that cannot work is refused before a conversion that would be wasted)
+    args = opts.blockSize === undefined ? src.args : withBlockSize(src.args, opts.blockSize);
     converted = await convertSource(dir, src, opts);
     codec = await src.codec();
   } finally {
     await src.close();
   }
   const { target, dtype, topK, cached } = converted;
-  const args = opts.blockSize === undefined ? converted.args : withBlockSize(converted.args, opts.blockSize);
   const modelPath = join(target, 'model.onnx');
   const meta = JSON.parse(await readFile(join(target, 'meta.json'), 'utf8')) as { params: number };
   const runner = await OrtRunner.create(modelPath, {
@@ -262,14 +265,6 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     stats: runner.stats,
     close: () => runner.release(),
   };
-}
-
-/** Load options that cannot work with this model, refused before anything is converted. */
-function checkLoadOptions(args: ModelArgs, opts: LoadOptions): void {
-  if (opts.blockSize !== undefined) withBlockSize(args, opts.blockSize);
-  // (a diffusion model's mask token is never an answer: a position needs a second candidate)
-  const topK = opts.topK ?? 16;
-  if (args.attention !== 'causal' && Math.min(topK, args.vocabSize) < 2) throw new OptionError('topK', `a diffusion model needs at least 2 candidates per position (topK ${topK})`);
 }
 
 /** The same model decoded with other blocks (the graph takes any visibility: only decoding changes). */

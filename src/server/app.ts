@@ -413,15 +413,15 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   app.post('/v1/responses', { schema: { body: responsesBody } }, async (req, reply) =>
     createResponse({ ready, modelId, checkModel, defaults: o.defaults, store }, req.body as Body, reply),
   );
+  const notStored = (id: string) => new NotFoundError('response_id', `No response found with id '${id.slice(0, 100)}'.`, 'response_not_found');
   const stored = (id: string) => {
     const e = store.get(id);
-    if (!e) throw new NotFoundError('response_id', `No response found with id '${id.slice(0, 100)}'.`, 'response_not_found');
+    if (!e) throw notStored(id);
     return e;
   };
   app.get<{ Params: { id: string } }>('/v1/responses/:id', async (req) => stored(req.params.id).response);
   app.delete<{ Params: { id: string } }>('/v1/responses/:id', async (req) => {
-    stored(req.params.id);
-    store.delete(req.params.id);
+    if (!store.delete(req.params.id)) throw notStored(req.params.id);
     return { id: req.params.id, object: 'response.deleted', deleted: true };
   });
   app.get<{ Params: { id: string }; Querystring: Record<string, unknown> }>('/v1/responses/:id/input_items', async (req) => {

@@ -59,16 +59,24 @@ interface ChatMsg {
   tool_call_id?: string;
 }
 
+/** `instructions` as chat messages: the system message, or none. */
+function instructionMessages(b: Body): ChatMsg[] {
+  if (b.instructions === undefined || b.instructions === null) return [];
+  if (typeof b.instructions !== 'string') bad('instructions', 'instructions must be a string');
+  return b.instructions ? [{ role: 'system', content: b.instructions as string }] : [];
+}
+
 /** `input` (a string or a list of items) and `instructions` as chat messages. */
 export function inputMessages(b: Body): ChatMsg[] {
-  const out: ChatMsg[] = [];
-  if (b.instructions !== undefined && b.instructions !== null) {
-    if (typeof b.instructions !== 'string') bad('instructions', 'instructions must be a string');
-    if (b.instructions) out.push({ role: 'system', content: b.instructions as string });
-  }
+  return [...instructionMessages(b), ...itemMessages(b)];
+}
+
+/** `input` (a string or a list of items) as chat messages. */
+function itemMessages(b: Body): ChatMsg[] {
   const input = b.input;
-  if (typeof input === 'string') return [...out, { role: 'user', content: input }];
+  if (typeof input === 'string') return [{ role: 'user', content: input }];
   if (!Array.isArray(input) || input.length === 0) return bad('input', 'input is a string or a non-empty list of items');
+  const out: ChatMsg[] = [];
   input.forEach((it, i) => {
     const at = `input[${i}]`;
     if (!isObject(it)) bad(at, 'an input item is an object');
@@ -111,9 +119,7 @@ export function chatBodyOf(b: Body, previous: unknown[] = []): Body {
   if (b.truncation !== undefined && b.truncation !== null && b.truncation !== 'disabled') bad('truncation', 'only truncation "disabled" (a prompt over the context is a 400)');
   const chat: Body = { ...b };
   for (const k of [...RESPONSES_ONLY, ...CHAT_ONLY]) delete chat[k];
-  const messages = inputMessages(b);
-  const at = messages[0]?.role === 'system' && typeof b.instructions === 'string' && b.instructions ? 1 : 0;
-  chat.messages = [...messages.slice(0, at), ...previous, ...messages.slice(at)];
+  chat.messages = [...instructionMessages(b), ...previous, ...itemMessages(b)];
   if (b.max_output_tokens !== undefined && b.max_output_tokens !== null) chat.max_tokens = b.max_output_tokens;
   if (b.tools !== undefined && b.tools !== null) {
     if (!Array.isArray(b.tools)) bad('tools', 'tools must be a list');
@@ -280,7 +286,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     const res = response(status, output, r);
     if (store) {
       const answer = { role: 'assistant', content: a.content, ...(a.calls?.length ? { tool_calls: a.calls } : {}) };
-      const own = inputMessages({ ...b, instructions: undefined });
+      const own = itemMessages(b);
       const inputItems = inputItemsOf(b);
       const ids = [...itemIds, ...inputItems.map((x) => x.id as string), ...output.map((x) => (x as { id: string }).id)];
       // (an entry larger than the whole store is not kept: the response says so)
