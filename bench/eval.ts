@@ -82,7 +82,8 @@ export async function evaluate(model: Model, tasks: Task[], label: string, o: Ge
   let ms = 0;
   for (const t of tasks) {
     const prompt = model.codec.encodeChat([{ role: 'user', content: t.prompt }]);
-    const r = await generate(model, prompt, { ...o, seed: 0 });
+    // (every configuration names its options: the model's generation_config.json defaults stay out)
+    const r = await generate(model, prompt, { ...o, seed: 0, modelDefaults: false });
     const text = model.codec.decode(r.tokens, true).trim();
     total.set(t.family, (total.get(t.family) ?? 0) + 1);
     if (text === t.answer.trim()) right.set(t.family, (right.get(t.family) ?? 0) + 1);

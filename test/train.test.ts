@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../src/models/registry.ts';
-import { generate } from '../src/decode/generation.ts';
+import { checkModelDefaults, generate } from '../src/decode/generation.ts';
 import { SafetensorsFile } from '../src/formats/safetensors.ts';
 import { CACHE, tempDir } from './helpers.ts';
 
@@ -125,6 +125,9 @@ test('stage 2: --init-from starts the diffusion model from the exported AR twin 
   const bm = await loadModel(blockDir, { cacheDir: CACHE, threads: 1 });
   assert.equal(bm.args.arch, 'fast_dllm_v2');
   assert.ok(bm.args.shiftedLogits && bm.args.attention === 'block_causal' && bm.args.blockSize === 4 && bm.special.mask === 5);
+  // its generation_config.json carries the block model's decoding defaults, valid for quench
+  assert.deepEqual(bm.defaults, { maxTokens: 64, threshold: 0.95, inOrder: true });
+  checkModelDefaults(bm);
   const br = await generate(bm, bm.codec.encodeChat([{ role: 'user', content: 'What is 27 + 58?' }]), { maxTokens: 10, policy: 'threshold', threshold: 0.9, stopTokens: [] });
   assert.equal(br.tokens.length, 10);
   await bm.close();

@@ -3,7 +3,7 @@
 // gets the final text only.
 
 import { createInterface } from 'node:readline/promises';
-import { generate, type StepEvent } from '../decode/generation.ts';
+import { checkModelDefaults, generate, type StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ChatMessage } from '../formats/tokenizer.ts';
 import { loadModel, type DTypeOption, type Model } from '../models/registry.ts';
@@ -93,7 +93,7 @@ function render(model: Model, ev: StepEvent): { styled: string; plain: string } 
 
 async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveView | null): Promise<string> {
   const opts: GenerateOptions = {
-    maxTokens: o.maxTokens ?? model.codec.maxNewTokens,
+    maxTokens: o.maxTokens,
     policy: o.policy,
     steps: o.steps,
     blockLength: o.blockLength,
@@ -132,6 +132,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
 
 export async function run(prompt: string, o: RunOptions): Promise<void> {
   const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, onProgress: (m) => console.error(`quench: ${m}`) });
+  checkModelDefaults(model);
   const tty = process.stdout.isTTY === true;
   const encode = (messages: ChatMessage[]) =>
     o.raw || !model.codec.hasChatTemplate

@@ -27,13 +27,14 @@
 // constraint allows after the tokens before it (constraint.ts). Only the first
 // CONSTRAINED_ROWS masks are scored. The output ends when the constraint says it is whole.
 
-import { CancelledError, ConstraintError, OptionError } from '../errors.ts';
+import { CancelledError, ConstraintError, FormatError, OptionError } from '../errors.ts';
 import type { ModelArgs } from '../formats/config.ts';
+import type { GenerationDefaults } from '../formats/generation-config.ts';
 import type { SpecialTokens } from '../formats/tokenizer.ts';
 import type { KVCache } from '../runtime/kv.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
-import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.ts';
+import { resolveOptions, withModelDefaults, type GenerateOptions, type ModelLimits, type ResolvedOptions } from './options.ts';
 import { holdEnds, inOrder, isFixedCount, selectCommits, separateTwins } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
 import { biasScores, choose, needsFullLogits, type Choice } from './sampling.ts';
@@ -45,7 +46,38 @@ export interface Denoiser {
   args: ModelArgs;
   special: SpecialTokens;
   topK: number;
+  /** the checkpoint's preferred decoding (generation_config.json): fills options a caller leaves unset */
+  defaults?: GenerationDefaults;
   forward(reqs: ForwardRequest[]): Promise<ForwardResult[]>;
+}
+
+function limitsOf(model: Denoiser, modelBlock: number | undefined): ModelLimits {
+  const a = model.args;
+  return {
+    maxPositions: a.maxPositions,
+    vocabSize: a.vocabSize,
+    attention: a.attention,
+    stopTokens: model.special.stop,
+    causal: a.attention === 'causal',
+    topK: model.topK,
+    modelBlock,
+    subBlock: a.subBlock,
+  };
+}
+
+/**
+ * A model's generation_config.json defaults must be valid on their own (checked once at load,
+ * so that a bad file is the checkpoint's error, not every request's).
+ */
+export function checkModelDefaults(model: Denoiser): void {
+  if (!model.defaults || Object.keys(model.defaults).length === 0) return;
+  const o = withModelDefaults({}, model.defaults);
+  try {
+    resolveOptions(o, 1, limitsOf(model, modelBlockOf(model.args, undefined)));
+  } catch (e) {
+    if (e instanceof OptionError) throw new FormatError('generation_config_invalid', `generation_config.json: ${e.message}`);
+    throw e;
+  }
 }
 
 export type FinishReason = 'stop' | 'length';
@@ -175,6 +207,7 @@ export class Generation {
   private cState: unknown;
 
   constructor(model: Denoiser, prompt: ArrayLike<number>, options: GenerateOptions = {}) {
+    options = withModelDefaults(options, model.defaults);
     const a = model.args;
     this.model = model;
     this.causal = a.attention === 'causal';
@@ -188,16 +221,7 @@ export class Generation {
       }
     }
     const modelBlock = modelBlockOf(a, options.attention);
-    this.opts = resolveOptions(options, prompt.length + suffix.length, {
-      maxPositions: a.maxPositions,
-      vocabSize: a.vocabSize,
-      attention: a.attention,
-      stopTokens: model.special.stop,
-      causal: this.causal,
-      topK: model.topK,
-      modelBlock,
-      subBlock: a.subBlock,
-    });
+    this.opts = resolveOptions(options, prompt.length + suffix.length, limitsOf(model, modelBlock));
     this.modelBlock = modelBlock ?? null;
     if (!this.causal && model.special.mask === null) throw new OptionError('model', 'this model has no mask token');
     if (!this.causal && this.opts.logitBias?.ids.includes(model.special.mask!)) throw new OptionError('logit_bias', `logit_bias cannot bias the mask token (${model.special.mask}): it is never an answer token`);

@@ -2,6 +2,7 @@
 
 import { OptionError } from '../errors.ts';
 import type { Attention } from '../formats/config.ts';
+import type { GenerationDefaults } from '../formats/generation-config.ts';
 import { isFixedCount, POLICIES, type Policy, type PolicyParams } from './policies.ts';
 import type { SamplerOptions } from './sampling.ts';
 import type { Constraint } from './constraint.ts';
@@ -58,6 +59,8 @@ export interface GenerateOptions {
   /** added to the logits of these token ids before anything is chosen (OpenAI's logit_bias, -100..100) */
   logitBias?: Record<number, number>;
   signal?: AbortSignal;
+  /** false: ignore the model's generation_config.json defaults (benchmarks that name every option) */
+  modelDefaults?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -98,6 +101,22 @@ function resolveBias(bias: Record<number, number> | undefined, vocabSize: number
     values[i] = numIn(v, 'logit_bias', -100, 100);
   });
   return { ids, values };
+}
+
+/**
+ * The options with the model's generation_config.json defaults filling what the caller left
+ * unset. A model's `in_order` / `hold_ends` belong to its own kind of policy: they are dropped
+ * when the caller picks a policy with a fixed count per step and does not set them itself.
+ */
+export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | undefined): GenerateOptions {
+  if (!d || o.modelDefaults === false) return o;
+  const out: Record<string, unknown> = { ...o };
+  for (const [k, v] of Object.entries(d)) if (out[k] === undefined) out[k] = v;
+  if (o.policy !== undefined && (POLICIES as readonly string[]).includes(o.policy) && isFixedCount(o.policy)) {
+    if (o.inOrder === undefined) delete out.inOrder;
+    if (o.holdEnds === undefined) delete out.holdEnds;
+  }
+  return out as GenerateOptions;
 }
 
 export const DEFAULTS = { maxTokens: 128, canvas: 'adaptive' as CanvasMode, initialCanvas: 16, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };

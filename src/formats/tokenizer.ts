@@ -8,6 +8,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { FormatError } from '../errors.ts';
 import type { ModelArgs } from './config.ts';
+import { generationDefaults, type GenerationDefaults } from './generation-config.ts';
 
 export interface ChatMessage {
   role: string;
@@ -89,8 +90,8 @@ export class TextCodec {
   readonly vocabSize: number;
   /** raw (non-chat) prompts start with bos */
   readonly addBos: boolean;
-  /** generation_config.json max_new_tokens: the checkpoint's preferred answer budget */
-  readonly maxNewTokens: number | undefined;
+  /** generation_config.json: the checkpoint's preferred decoding (max_new_tokens, sampling, quench's fields) */
+  readonly generation: GenerationDefaults;
   private template: Template | null;
   private bosText: string;
   private eosText: string;
@@ -117,8 +118,7 @@ export class TextCodec {
     this.added = new Map(added.map((t) => [t.id, t.content]));
     const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
     this.bosText = tokenString(config.bos_token) ?? '';
-    const mnt = generationConfig?.max_new_tokens;
-    this.maxNewTokens = typeof mnt === 'number' && Number.isInteger(mnt) && mnt > 0 ? mnt : undefined;
+    this.generation = generationDefaults(generationConfig ?? null);
     this.addBos = config.add_bos_token === true || (config.add_bos_token === undefined && args?.arch === 'llada');
     this.eosText = tokenString(config.eos_token) ?? '';
     // transformers defaults clean_up_tokenization_spaces to false; the JS tokenizer defaults it to

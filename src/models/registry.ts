@@ -12,6 +12,7 @@ import { FormatError, OptionError } from '../errors.ts';
 import { loadConfig, type ModelArgs } from '../formats/config.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec, type SpecialTokens } from '../formats/tokenizer.ts';
+import type { GenerationDefaults } from '../formats/generation-config.ts';
 import { Graph, WeightWriter } from '../runtime/graph.ts';
 import type { WeightFormat } from '../runtime/quant.ts';
 import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/session.ts';
@@ -62,6 +63,8 @@ export interface Model {
   args: ModelArgs;
   codec: TextCodec;
   special: SpecialTokens;
+  /** the checkpoint's preferred decoding (generation_config.json); requests override it */
+  defaults: GenerationDefaults;
   dtype: WeightFormat;
   topK: number;
   /** parameters in the linear layers and head (per-token FLOPs are ~2x this) */
@@ -257,6 +260,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     args,
     codec,
     special: codec.special,
+    defaults: codec.generation,
     dtype,
     topK: Math.min(topK, args.vocabSize),
     params: meta.params,

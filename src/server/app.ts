@@ -191,7 +191,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const n = (body.n as number | undefined) ?? 1;
     const stops = stopStrings(body);
     const decode = (ids: number[]) => model.codec.decode(ids, true);
-    const base = generationOptions(body, { maxTokens: model.codec.maxNewTokens, ...o.defaults });
+    const base = generationOptions(body, o.defaults ?? {});
     base.logprobs = logprobsOption(body, kind, maxAlternatives(model));
     base.constraint = outputConstraint(model, body, kind, tools);
     const stream = body.stream === true;

@@ -70,8 +70,10 @@ export function stopStrings(b: Body): string[] {
 
 /** Decoding options from a request body; the seed of choice i is seed + i. */
 export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): GenerateOptions {
-  const effort = b.realtime === true ? 'instant' : typeof b.reasoning_effort === 'string' ? b.reasoning_effort : 'medium';
-  const o: GenerateOptions = { ...defaults, ...PRESETS[effort] };
+  // an effort the request names overrides the server's and the model's defaults; without one
+  // those defaults stand (the engine's own equal the medium preset)
+  const effort = b.realtime === true ? 'instant' : typeof b.reasoning_effort === 'string' ? b.reasoning_effort : null;
+  const o: GenerateOptions = { ...defaults, ...(effort === null ? {} : PRESETS[effort]) };
   const maxTokens = (b.max_completion_tokens ?? b.max_tokens) as number | null | undefined;
   if (typeof maxTokens === 'number') o.maxTokens = maxTokens;
   if (typeof b.temperature === 'number') o.temperature = b.temperature;

@@ -225,7 +225,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
   const prompt = encodeToolChat(model.codec, chatMessages(chat.messages as { role: string }[]), tools);
   const decode = (ids: number[]) => model.codec.decode(ids, true);
   const abort = new AbortController();
-  const options: GenerateOptions = { ...generationOptions(chat, { maxTokens: model.codec.maxNewTokens, ...ctx.defaults }), detokenize: decode, signal: abort.signal };
+  const options: GenerateOptions = { ...generationOptions(chat, ctx.defaults ?? {}), detokenize: decode, signal: abort.signal };
   // log-probabilities of the output text: include + top_logprobs (alternatives per token)
   const wantLogprobs = Array.isArray(b.include) && b.include.includes('message.output_text.logprobs');
   if (b.top_logprobs !== undefined && b.top_logprobs !== null && !wantLogprobs) bad('top_logprobs', 'top_logprobs needs include: ["message.output_text.logprobs"]');

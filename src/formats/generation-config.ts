@@ -1,0 +1,104 @@
+// generation_config.json -> the checkpoint's preferred decoding, as plain data.
+//
+// Read the way Hugging Face's generate() and vLLM's `--generation-config auto` read it: the
+// sampling keys a checkpoint sets explicitly (max_new_tokens, temperature, top_p, top_k,
+// do_sample) become defaults that any request field overrides. quench's own decoding
+// defaults (policy, threshold, in_order, ...) sit under a "quench" object with the request
+// fields' names. Dream's reference-sampler keys (alg, steps) are not taken: they describe a
+// fixed step count for one answer length, where quench's threshold policies need none.
+// Types are checked here; ranges are checked by the decoder's own validator when a model is
+// loaded for serving (decode/generation.ts checkModelDefaults).
+
+import { FormatError } from '../errors.ts';
+
+export interface GenerationDefaults {
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  policy?: string;
+  threshold?: number;
+  gamma?: number;
+  eps?: number;
+  algTemp?: number;
+  cache?: string;
+  canvas?: string;
+  initialCanvas?: number;
+  blockLength?: number;
+  steps?: number;
+  inOrder?: boolean;
+  holdEnds?: boolean;
+  separateTwins?: boolean;
+}
+
+type Kind = 'number' | 'integer' | 'string' | 'boolean';
+
+/** the "quench" object's fields: request field name -> option name and type */
+const QUENCH_FIELDS: Record<string, [keyof GenerationDefaults, Kind]> = {
+  max_tokens: ['maxTokens', 'integer'],
+  temperature: ['temperature', 'number'],
+  top_p: ['topP', 'number'],
+  top_k: ['topK', 'integer'],
+  policy: ['policy', 'string'],
+  threshold: ['threshold', 'number'],
+  gamma: ['gamma', 'number'],
+  eps: ['eps', 'number'],
+  alg_temp: ['algTemp', 'number'],
+  cache: ['cache', 'string'],
+  canvas: ['canvas', 'string'],
+  initial_canvas: ['initialCanvas', 'integer'],
+  block_length: ['blockLength', 'integer'],
+  steps: ['steps', 'integer'],
+  in_order: ['inOrder', 'boolean'],
+  hold_ends: ['holdEnds', 'boolean'],
+  separate_twins: ['separateTwins', 'boolean'],
+};
+
+function bad(msg: string): never {
+  throw new FormatError('generation_config_invalid', `generation_config.json: ${msg}`);
+}
+
+function typed(v: unknown, kind: Kind, key: string): number | string | boolean {
+  const ok =
+    kind === 'integer' ? typeof v === 'number' && Number.isInteger(v)
+    : kind === 'number' ? typeof v === 'number' && Number.isFinite(v)
+    : typeof v === kind;
+  if (!ok) bad(`${key} must be ${kind === 'integer' ? 'an integer' : `a ${kind}`}, got ${JSON.stringify(v)}`);
+  return v as number | string | boolean;
+}
+
+/** The decoding defaults a generation_config.json asks for ({} when there is none). */
+export function generationDefaults(gc: Record<string, unknown> | null): GenerationDefaults {
+  const out: GenerationDefaults = {};
+  if (!gc) return out;
+  const set = <K extends keyof GenerationDefaults>(k: K, v: unknown) => ((out as Record<string, unknown>)[k] = v);
+  // max_new_tokens <= 0 or absent: no preference (transformers' own default is 20, which no server applies)
+  const mnt = gc.max_new_tokens;
+  if (mnt !== undefined && mnt !== null && (typed(mnt, 'integer', 'max_new_tokens') as number) > 0) set('maxTokens', mnt);
+  // do_sample false is greedy whatever temperature says (transformers' rule); true with no
+  // temperature samples at 1.0
+  const sample = gc.do_sample === undefined || gc.do_sample === null ? undefined : typed(gc.do_sample, 'boolean', 'do_sample');
+  if (sample === false) set('temperature', 0);
+  else {
+    if (gc.temperature !== undefined && gc.temperature !== null) set('temperature', typed(gc.temperature, 'number', 'temperature'));
+    else if (sample === true) set('temperature', 1);
+    if (gc.top_p !== undefined && gc.top_p !== null) {
+      const p = typed(gc.top_p, 'number', 'top_p') as number;
+      if (p < 1) set('topP', p);
+    }
+    // (top_k 0 turns it off in transformers)
+    if (gc.top_k !== undefined && gc.top_k !== null) {
+      const k = typed(gc.top_k, 'integer', 'top_k') as number;
+      if (k > 0) set('topK', k);
+    }
+  }
+  const q = gc.quench;
+  if (q === undefined || q === null) return out;
+  if (typeof q !== 'object' || Array.isArray(q)) bad(`quench must be an object of request fields, got ${JSON.stringify(q)}`);
+  for (const [key, v] of Object.entries(q as Record<string, unknown>)) {
+    const field = QUENCH_FIELDS[key];
+    if (!field) bad(`quench.${key} is not a decoding field; known: ${Object.keys(QUENCH_FIELDS).join(', ')}`);
+    set(field[0], typed(v, field[1], `quench.${key}`));
+  }
+  return out;
+}

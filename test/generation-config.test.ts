@@ -1,0 +1,108 @@
+// generation_config.json: a checkpoint's preferred decoding, as transformers' generate() and
+// vLLM read it, plus quench's own fields; every request field overrides it.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generationDefaults } from '../src/formats/generation-config.ts';
+import { checkModelDefaults, generate, type StepEvent } from '../src/decode/generation.ts';
+import { FormatError } from '../src/errors.ts';
+import { generationOptions } from '../src/server/fields.ts';
+import { writeFixture } from '../src/formats/fixtures.ts';
+import { loadModel } from '../src/models/registry.ts';
+import { CACHE, tempDir } from './helpers.ts';
+import { startServer } from './serve.ts';
+import { scriptedModel, prefer, MOCK_EOS } from './mock.ts';
+
+const invalid = (e: unknown) => e instanceof FormatError && e.code === 'generation_config_invalid';
+
+test('generation_config.json keys: sampling as transformers reads them, quench fields by their request names', () => {
+  assert.deepEqual(generationDefaults(null), {});
+  assert.deepEqual(generationDefaults({ bos_token_id: 1, eos_token_id: [0, 4], max_new_tokens: 64 }), { maxTokens: 64 });
+  assert.deepEqual(generationDefaults({ do_sample: true, temperature: 0.6, top_p: 0.95, top_k: 20 }), { temperature: 0.6, topP: 0.95, topK: 20 });
+  // do_sample false is greedy whatever the temperature; do_sample alone samples at 1.0
+  assert.deepEqual(generationDefaults({ do_sample: false, temperature: 0.6, top_p: 0.9 }), { temperature: 0 });
+  assert.deepEqual(generationDefaults({ do_sample: true }), { temperature: 1 });
+  // switched-off values are no preference: top_k 0, top_p 1, max_new_tokens 0
+  assert.deepEqual(generationDefaults({ top_k: 0, top_p: 1.0, max_new_tokens: 0 }), {});
+  // Dream's reference-sampler keys are not quench's decoding
+  assert.deepEqual(generationDefaults({ alg: 'entropy', steps: 512, alg_temp: 0 }), {});
+  assert.deepEqual(generationDefaults({ max_new_tokens: 32, quench: { policy: 'threshold', threshold: 0.95, in_order: true, cache: 'dual', initial_canvas: 8 } }), {
+    maxTokens: 32, policy: 'threshold', threshold: 0.95, inOrder: true, cache: 'dual', initialCanvas: 8,
+  });
+  // the quench object wins over the transformers keys it repeats
+  assert.deepEqual(generationDefaults({ temperature: 0.7, quench: { temperature: 0 } }), { temperature: 0 });
+  for (const gc of [{ quench: { in_ordr: true } }, { quench: { threshold: '0.9' } }, { quench: { block_length: 2.5 } }, { quench: [1] }, { temperature: 'hot' }, { max_new_tokens: 1.5 }, { do_sample: 'yes' }])
+    assert.throws(() => generationDefaults(gc as Record<string, unknown>), invalid, JSON.stringify(gc));
+});
+
+test('a model\'s defaults fill what a request leaves unset; request fields, and a fixed-count policy, override them', async () => {
+  const P = 2;
+  // confident about the second half first: free order commits it in step 1, in order from the left
+  const logits = (pos: number) => (pos < P + 2 ? prefer(16, 5 + pos - P, 2) : pos < P + 4 ? prefer(16, 9, 12) : prefer(16, MOCK_EOS, 12));
+  const m = { ...scriptedModel(16, logits), defaults: { inOrder: true, threshold: 0.9, cache: 'none', canvas: 'fixed', maxTokens: 8 } };
+  const first = async (o: Parameters<typeof generate>[2]) => {
+    const steps: number[][] = [];
+    const r = await generate(m, [0, 0], { blockLength: 8, ...o, onStep: (ev: StepEvent) => steps.push(ev.committed.map((c) => c.position)) });
+    return { tokens: r.tokens, first: steps[0] };
+  };
+  const byDefault = await first({});
+  assert.deepEqual(byDefault.first, [0], 'the model\'s in_order applies');
+  assert.deepEqual(byDefault.tokens, [5, 6, 9, 9]);
+  // the same options named by the caller, the defaults switched off: the same run
+  const explicit = await first({ inOrder: true, threshold: 0.9, cache: 'none', canvas: 'fixed', maxTokens: 8, modelDefaults: false });
+  assert.deepEqual(explicit, byDefault);
+  // a request field overrides the default
+  assert.deepEqual((await first({ inOrder: false })).first, [2, 3, 4, 5, 6, 7]);
+  assert.deepEqual((await first({ modelDefaults: false, canvas: 'fixed', maxTokens: 8, cache: 'none' })).first, [2, 3, 4, 5, 6, 7]);
+  // a fixed-count policy cannot run in order: the model's in_order steps aside instead of failing the request
+  const lc = await first({ policy: 'low_confidence', steps: 8 });
+  assert.equal(lc.first.length, 1);
+  assert.deepEqual(lc.tokens, [5, 6, 9, 9]);
+  // ... but a request asking for both is still refused by name
+  await assert.rejects(first({ policy: 'low_confidence', inOrder: true }), (e: any) => e.param === 'in_order');
+});
+
+test('defaults that cannot decode are the checkpoint\'s error, found at load, naming the file', () => {
+  const m = scriptedModel(16, () => prefer(16, 5));
+  for (const defaults of [{ threshold: 2 }, { policy: 'fastest' }, { maxTokens: 100000 }, { policy: 'low_confidence', inOrder: true }, { topK: 99 }])
+    assert.throws(() => checkModelDefaults({ ...m, defaults }), (e: unknown) => invalid(e) && (e as Error).message.startsWith('generation_config.json: '), JSON.stringify(defaults));
+  checkModelDefaults({ ...m, defaults: { policy: 'threshold', threshold: 0.95, inOrder: true, maxTokens: 64 } });
+  checkModelDefaults(m);
+});
+
+test('server: a model\'s defaults under the request; a named reasoning_effort over them', async () => {
+  assert.equal(generationOptions({}, { threshold: 0.95 }).threshold, 0.95);
+  assert.equal(generationOptions({ reasoning_effort: 'high' }, { threshold: 0.95 }).threshold, 0.99);
+  assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5 }, { threshold: 0.95 }).threshold, 0.5);
+  assert.equal(generationOptions({}, {}).threshold, undefined, 'no effort named: the engine\'s defaults (the medium preset\'s values)');
+
+  // over HTTP, on a loaded checkpoint whose generation_config.json asks for 3 tokens
+  const dir = await tempDir('quench-gencfg-');
+  await writeFixture(dir, { arch: 'llada', hidden: 32, heads: 2, layers: 1, std: 0.3 });
+  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ max_new_tokens: 3, quench: { threshold: 0.95, in_order: true } }));
+  const model = await loadModel(dir, { cacheDir: CACHE, threads: 1 });
+  const servers: { close(): Promise<unknown> }[] = [];
+  after(async () => {
+    for (const s of servers) await s.close();
+    await model.close();
+  });
+  assert.deepEqual(model.defaults, { maxTokens: 3, threshold: 0.95, inOrder: true });
+  const { client } = await startServer(model, servers);
+  const ask = (more: Record<string, unknown>) =>
+    client.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: 'hi' }], temperature: 0, ignore_eos: true, ...more } as any);
+  assert.equal((await ask({})).usage!.completion_tokens, 3);
+  assert.equal((await ask({ max_tokens: 5 })).usage!.completion_tokens, 5);
+  // with a fixed-count policy named, the model's in_order steps aside (200, not a 400)
+  assert.equal((await ask({ policy: 'low_confidence', steps: 3 })).usage!.completion_tokens, 3);
+
+  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ quench: { threshold: 1.5 } }));
+  const bad = await loadModel(dir, { cacheDir: CACHE, threads: 1 });
+  try {
+    assert.throws(() => checkModelDefaults(bad), invalid);
+  } finally {
+    await bad.close();
+  }
+  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ quench: { thresh: 0.9 } }));
+  await assert.rejects(loadModel(dir, { cacheDir: CACHE, threads: 1 }), invalid);
+});
