@@ -22,7 +22,7 @@ export async function main(argv: string[]): Promise<void> {
   for (const B of (a.batch ?? '1,4').split(',').map(Number)) {
     const times: number[] = [];
     for (let rep = 0; rep < 4; rep++) {
-      const gens = Array.from({ length: B }, (_, i) => new Generation(model, Array.from({ length: plen + i }, (_, j) => 10 + ((j * 7 + i) % 500)), { maxTokens, stopTokens: [] }));
+      const gens = Array.from({ length: B }, (_, i) => new Generation(model, Array.from({ length: plen + i }, (_, j) => 10 + ((j * 7 + i) % 500)), { maxTokens, stopTokens: [], modelDefaults: false }));
       for (const g of gens) g.accept((await model.forward([g.plan()]))[0]);
       for (let live = gens; live.length > 0; live = live.filter((g) => !g.done)) {
         const reqs = live.map((g) => g.plan());

@@ -19,7 +19,7 @@ const dream = fixtureModel({ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, la
 
 /** LLaDA's generate loop, written plainly: full canvas every step, argmax, softmax
  * confidence of the argmax, top-k per the even split of each block's masks. */
-async function referenceLlada(model: Model, prompt: number[], gen: number, block: number, steps: number): Promise<number[]> {
+async function referenceLlada(model: Model, prompt: number[], gen: number, block: number, steps: number, cfg = 0): Promise<number[]> {
   const mask = model.special.mask!;
   const V = model.args.vocabSize;
   const x = [...prompt, ...Array(gen).fill(mask)];
@@ -32,10 +32,16 @@ async function referenceLlada(model: Model, prompt: number[], gen: number, block
     const counts = Array.from({ length: per }, (_, i) => Math.floor(nMask / per) + (i < nMask % per ? 1 : 0));
     for (let i = 0; i < per; i++) {
       const pos = x.map((_, j) => j);
-      const [r] = await model.forward([{ ids: Int32Array.from(x), positions: Int32Array.from(pos), visible: new Uint8Array(x.length * x.length).fill(1), queries: Int32Array.from(pos), wantLogits: true }]);
+      const run = async (ids: number[]) => (await model.forward([{ ids: Int32Array.from(ids), positions: Int32Array.from(pos), visible: new Uint8Array(x.length * x.length).fill(1), queries: Int32Array.from(pos), wantLogits: true }]))[0].logits!;
+      let logits = await run(x);
+      if (cfg > 0) {
+        // classifier-free guidance: a second, separate forward with the prompt masked
+        const un = await run(x.map((t, j) => (j < prompt.length ? mask : t)));
+        logits = logits.map((c, i) => un[i] + (cfg + 1) * (c - un[i]));
+      }
       const conf: { p: number; c: number; t: number }[] = [];
       for (let p = 0; p < x.length; p++) {
-        const row = r.logits!.subarray(p * V, (p + 1) * V);
+        const row = logits.subarray(p * V, (p + 1) * V);
         let best = 0;
         for (let t = 1; t < V; t++) if (row[t] > row[best]) best = t;
         const z = row.reduce((acc, l) => acc + Math.exp(l - row[best]), 0);
@@ -58,6 +64,26 @@ test('low_confidence matches a plain LLaDA loop (several steps / length / block 
     assert.deepEqual(got.tokens, want, `gen ${gen} block ${block} steps ${steps}`);
     assert.equal(got.stats.forwards, steps);
   }
+});
+
+test('classifier-free guidance matches a plain LLaDA loop that runs the unguided canvas as its own forward', async () => {
+  const { model } = await llada;
+  const prompt = [5, 9, 13, 7, 21];
+  for (const [gen, block, steps, cfg] of [[8, 8, 8, 1], [12, 4, 6, 0.5], [16, 8, 8, 3]]) {
+    const want = await referenceLlada(model, prompt, gen, block, steps, cfg);
+    // (no cache named: guidance decodes without one)
+    const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cfgScale: cfg, canvas: 'fixed', stopTokens: [] });
+    assert.deepEqual(got.tokens, want, `gen ${gen} block ${block} steps ${steps} cfg ${cfg}`);
+    assert.equal(got.stats.forwards, steps, 'both passes in one forward');
+    // and guidance changes the answer of this random model (else the check above could not tell)
+    const plain = await referenceLlada(model, prompt, gen, block, steps);
+    assert.notDeepEqual(want, plain, `cfg ${cfg} changes something`);
+  }
+  const { model: ar } = await llama;
+  assert.throws(() => new Generation(ar, prompt, { cfgScale: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'cfg_scale');
+  assert.throws(() => new Generation(model, prompt, { cfgScale: 1, cache: 'prefix' }), (e: unknown) => e instanceof OptionError && e.param === 'cache');
+  assert.throws(() => new Generation(model, prompt, { cfgScale: -1 }), (e: unknown) => e instanceof OptionError && e.param === 'cfg_scale');
+  assert.equal(new Generation(model, prompt, { cfgScale: 1 }).opts.cache, 'none');
 });
 
 test('threshold with tau = 1 commits exactly one token per step', async () => {

@@ -32,7 +32,9 @@ test('generation_config.json keys: sampling as transformers reads them, quench f
   });
   // the quench object wins over the transformers keys it repeats
   assert.deepEqual(generationDefaults({ temperature: 0.7, quench: { temperature: 0 } }), { temperature: 0 });
-  for (const gc of [{ quench: { in_ordr: true } }, { quench: { threshold: '0.9' } }, { quench: { block_length: 2.5 } }, { quench: [1] }, { temperature: 'hot' }, { max_new_tokens: 1.5 }, { do_sample: 'yes' }])
+  // (block_length and steps must divide a request's max_tokens: no file sets them)
+  for (const gc of [{ quench: { in_ordr: true } }, { quench: { threshold: '0.9' } }, { quench: { block_length: 32 } }, { quench: { steps: 64 } }, { quench: [1] }, { temperature: 'hot' }, { do_sample: false, temperature: 'hot' }, { max_new_tokens: 1.5 },
+    { do_sample: 'yes' }, { top_p: 1.5 }, { top_p: 0 }, { top_k: -3 }, { max_new_tokens: -5 }, { temperature: -1 }])
     assert.throws(() => generationDefaults(gc as Record<string, unknown>), invalid, JSON.stringify(gc));
 });
 
@@ -61,14 +63,23 @@ test('a model\'s defaults fill what a request leaves unset; request fields, and 
   assert.deepEqual(lc.tokens, [5, 6, 9, 9]);
   // ... but a request asking for both is still refused by name
   await assert.rejects(first({ policy: 'low_confidence', inOrder: true }), (e: any) => e.param === 'in_order');
+  // and the other way round: a model's fixed-count policy steps aside for a request's in_order
+  const lcModel = { ...m, defaults: { policy: 'low_confidence', cache: 'none', canvas: 'fixed', maxTokens: 8 } };
+  assert.deepEqual((await generate(lcModel, [0, 0], { blockLength: 8, inOrder: true })).tokens, [5, 6, 9, 9]);
+  // the model's answer budget is cut to the room a long prompt leaves (context 512), not a 400
+  const long = await generate({ ...m, defaults: { maxTokens: 64, canvas: 'fixed', cache: 'none' } }, Array(500).fill(0), { stopTokens: [] });
+  assert.equal(long.tokens.length, 12);
+  await assert.rejects(generate(m, Array(500).fill(0), { maxTokens: 64 }), (e: any) => e.code === 'context_length_exceeded', 'a request\'s own max_tokens is still checked');
 });
 
 test('defaults that cannot decode are the checkpoint\'s error, found at load, naming the file', () => {
   const m = scriptedModel(16, () => prefer(16, 5));
-  for (const defaults of [{ threshold: 2 }, { policy: 'fastest' }, { maxTokens: 100000 }, { policy: 'low_confidence', inOrder: true }, { topK: 99 }])
+  for (const defaults of [{ threshold: 2 }, { policy: 'fastest' }, { policy: 'low_confidence', inOrder: true }, { topK: 99 }, { cache: 'triple' }])
     assert.throws(() => checkModelDefaults({ ...m, defaults }), (e: unknown) => invalid(e) && (e as Error).message.startsWith('generation_config.json: '), JSON.stringify(defaults));
   checkModelDefaults({ ...m, defaults: { policy: 'threshold', threshold: 0.95, inOrder: true, maxTokens: 64 } });
   checkModelDefaults(m);
+  // an answer budget past the context is cut to the room a prompt leaves, as vLLM does: no error
+  checkModelDefaults({ ...m, defaults: { maxTokens: 100000 } });
 });
 
 test('server: a model\'s defaults under the request; a named reasoning_effort over them', async () => {
@@ -77,29 +88,43 @@ test('server: a model\'s defaults under the request; a named reasoning_effort ov
   assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5 }, { threshold: 0.95 }).threshold, 0.5);
   assert.equal(generationOptions({}, {}).threshold, undefined, 'no effort named: the engine\'s defaults (the medium preset\'s values)');
 
-  // over HTTP, on a loaded checkpoint whose generation_config.json asks for 3 tokens
+  // over HTTP, on a loaded checkpoint whose generation_config.json asks for 12 tokens sampled at 1.5
   const dir = await tempDir('quench-gencfg-');
   await writeFixture(dir, { arch: 'llada', hidden: 32, heads: 2, layers: 1, std: 0.3 });
-  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ max_new_tokens: 3, quench: { threshold: 0.95, in_order: true } }));
+  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ max_new_tokens: 12, do_sample: true, temperature: 1.5, quench: { threshold: 0.95, in_order: true } }));
   const model = await loadModel(dir, { cacheDir: CACHE, threads: 1 });
   const servers: { close(): Promise<unknown> }[] = [];
   after(async () => {
     for (const s of servers) await s.close();
     await model.close();
   });
-  assert.deepEqual(model.defaults, { maxTokens: 3, threshold: 0.95, inOrder: true });
+  assert.deepEqual(model.defaults, { maxTokens: 12, temperature: 1.5, threshold: 0.95, inOrder: true });
   const { client } = await startServer(model, servers);
-  const ask = (more: Record<string, unknown>) =>
-    client.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: 'hi' }], temperature: 0, ignore_eos: true, ...more } as any);
-  assert.equal((await ask({})).usage!.completion_tokens, 3);
-  assert.equal((await ask({ max_tokens: 5 })).usage!.completion_tokens, 5);
+  const ask = async (c: typeof client, more: Record<string, unknown>) => {
+    const r = await c.chat.completions.create({ model: model.id, messages: [{ role: 'user', content: 'hi' }], seed: 3, ignore_eos: true, ...more } as any);
+    return { n: r.usage!.completion_tokens, text: r.choices[0].message.content };
+  };
+  const byFile = await ask(client, {});
+  assert.equal(byFile.n, 12);
+  assert.deepEqual(await ask(client, { temperature: 1.5, max_tokens: 12 }), byFile, 'the file\'s temperature reached the decoder');
+  const greedy = await ask(client, { temperature: 0 });
+  assert.notEqual(greedy.text, byFile.text, 'sampling at 1.5 is not the greedy answer');
+  assert.equal((await ask(client, { max_tokens: 5 })).n, 5);
   // with a fixed-count policy named, the model's in_order steps aside (200, not a 400)
-  assert.equal((await ask({ policy: 'low_confidence', steps: 3 })).usage!.completion_tokens, 3);
+  assert.equal((await ask(client, { policy: 'low_confidence', steps: 12 })).n, 12);
+  // the Responses API reports the temperature decoding used
+  const resp = await client.responses.create({ model: model.id, input: 'hi', store: false } as any);
+  assert.equal(resp.temperature, 1.5);
+  // `quench serve` flags (ServerOptions.defaults) stand over the file
+  const flagged = await startServer(model, servers, { temperature: 0 });
+  assert.deepEqual(await ask(flagged.client, {}), greedy);
 
   await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ quench: { threshold: 1.5 } }));
   const bad = await loadModel(dir, { cacheDir: CACHE, threads: 1 });
   try {
     assert.throws(() => checkModelDefaults(bad), invalid);
+    // a server refuses it when it attaches the model (`quench serve` reports the load as failed)
+    await assert.rejects(startServer(bad, servers), invalid);
   } finally {
     await bad.close();
   }

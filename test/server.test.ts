@@ -388,7 +388,9 @@ test('quench serve: SIGTERM lets the running request finish, then exits 0', asyn
 test('reasoning_effort presets: each sets its policy, explicit fields and the operator\'s other defaults stand', async () => {
   const { generationOptions, PRESETS } = await import('../src/server/fields.ts');
   assert.equal(generationOptions({ reasoning_effort: 'high' }, {}).threshold, 0.99);
-  assert.equal(generationOptions({}, {}).threshold, 0.9, 'medium by default');
+  // no effort named: nothing set here, the model's file or the engine's defaults (medium's values) decide
+  assert.equal(generationOptions({}, {}).threshold, undefined);
+  assert.equal(generationOptions({ reasoning_effort: 'medium' }, {}).threshold, 0.9);
   assert.equal(generationOptions({ realtime: true }, {}).cache, 'dual', 'realtime is instant');
   assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5, cache: 'none' }, {}).threshold, 0.5);
   assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5, cache: 'none' }, {}).cache, 'none');

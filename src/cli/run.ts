@@ -23,6 +23,7 @@ export interface RunOptions {
   threshold?: number;
   /** each step commits a left-to-right run from the first open position */
   inOrder?: boolean;
+  cfgScale?: number;
   cache?: GenerateOptions['cache'];
   canvas?: GenerateOptions['canvas'];
   initialCanvas?: number;
@@ -99,6 +100,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     blockLength: o.blockLength,
     threshold: o.threshold,
     inOrder: o.inOrder,
+    cfgScale: o.cfgScale,
     cache: o.cache,
     canvas: o.canvas,
     initialCanvas: o.initialCanvas,

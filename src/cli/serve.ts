@@ -1,7 +1,6 @@
 // quench serve: listen at once (health says 503 while loading), load the model, serve;
 // SIGTERM / SIGINT stop accepting, let running generations finish, then exit.
 
-import { checkModelDefaults } from '../decode/generation.ts';
 import { loadModel, type DTypeOption } from '../models/registry.ts';
 import { attachScheduler, buildServer, type ServingState } from '../server/app.ts';
 
@@ -50,7 +49,6 @@ export async function serve(o: ServeOptions): Promise<void> {
     // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
     const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
     const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, blockSize: o.blockSize, onProgress: (m) => console.error(`quench: ${m}`) });
-    checkModelDefaults(model);
     attachScheduler(state, model, opts, metrics);
     console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
   } catch (e) {

@@ -37,7 +37,7 @@ import { IncrementalDecoder } from '../formats/incremental.ts';
 import { resolveOptions, withModelDefaults, type GenerateOptions, type ModelLimits, type ResolvedOptions } from './options.ts';
 import { holdEnds, inOrder, isFixedCount, selectCommits, separateTwins } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
-import { biasScores, choose, needsFullLogits, type Choice } from './sampling.ts';
+import { biasScores, choose, guidedScores, needsFullLogits, type Choice } from './sampling.ts';
 import { constrainedChoice, type Constraint } from './constraint.ts';
 import { transferCounts } from './schedule.ts';
 
@@ -71,7 +71,7 @@ function limitsOf(model: Denoiser, modelBlock: number | undefined): ModelLimits 
  */
 export function checkModelDefaults(model: Denoiser): void {
   if (!model.defaults || Object.keys(model.defaults).length === 0) return;
-  const o = withModelDefaults({}, model.defaults);
+  const o = withModelDefaults({}, model.defaults, model.args.maxPositions - 1);
   try {
     resolveOptions(o, 1, limitsOf(model, modelBlockOf(model.args, undefined)));
   } catch (e) {
@@ -207,7 +207,7 @@ export class Generation {
   private cState: unknown;
 
   constructor(model: Denoiser, prompt: ArrayLike<number>, options: GenerateOptions = {}) {
-    options = withModelDefaults(options, model.defaults);
+    options = withModelDefaults(options, model.defaults, model.args.maxPositions - prompt.length - (options.suffix?.length ?? 0));
     const a = model.args;
     this.model = model;
     this.causal = a.attention === 'causal';
@@ -256,7 +256,7 @@ export class Generation {
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
-    this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || needsFullLogits(this.opts.sampler, model.topK);
+    this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.cfgScale > 0 || needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = this.partition(prompt.length);
     this.startBlock();
   }
@@ -425,8 +425,36 @@ export class Generation {
       cacheRows: this.causal || this.opts.attention !== 'bidirectional' ? this.genEnd : undefined,
       wantLogits: this.wantLogits,
     };
-    this.pending = { req, targets, candidates, keep, probe };
-    return req;
+    this.pending = { req: this.opts.cfgScale > 0 ? this.withUnguided(req) : req, targets, candidates, keep, probe };
+    return this.pending.req;
+  }
+
+  /**
+   * Classifier-free guidance: the same window a second time in the same sequence, its prompt
+   * (and suffix) masked, seeing only itself (block-diagonal visibility, the same positions),
+   * so one forward scores both; its query rows follow the guided ones.
+   */
+  private withUnguided(req: ForwardRequest): ForwardRequest {
+    const R = req.ids.length;
+    const ids = new Int32Array(2 * R);
+    ids.set(req.ids);
+    for (let r = 0; r < R; r++) {
+      const p = req.positions[r];
+      ids[R + r] = p < this.promptLength || p >= this.capEnd ? this.mask : req.ids[r];
+    }
+    const positions = new Int32Array(2 * R);
+    positions.set(req.positions);
+    positions.set(req.positions, R);
+    const visible = new Uint8Array(4 * R * R);
+    for (let r = 0; r < R; r++) {
+      const row = req.visible.subarray(r * R, (r + 1) * R);
+      visible.set(row, r * 2 * R);
+      visible.set(row, (R + r) * 2 * R + R);
+    }
+    const queries = new Int32Array(2 * req.queries.length);
+    queries.set(req.queries);
+    queries.set(req.queries.map((q) => q + R), req.queries.length);
+    return { ...req, ids, positions, visible, queries };
   }
 
   /** Apply the planned forward's scores: choose, commit, check stops. */
@@ -435,6 +463,7 @@ export class Generation {
     if (!pend) throw new Error('accept() without plan()');
     this.pending = null;
     this.forwards++;
+    if (this.opts.cfgScale > 0) res = { ...res, ...guidedScores(res, this.opts.cfgScale, this.model.args.vocabSize) };
     // logit_bias: every choice below (and the end probe) sees the biased distribution
     if (this.opts.logitBias) res = { ...res, ...biasScores(res, this.opts.logitBias, this.model.args.vocabSize) };
     const K = res.topIds.length / Math.max(1, pend.targets.length);

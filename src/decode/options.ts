@@ -59,6 +59,10 @@ export interface GenerateOptions {
   /** added to the logits of these token ids before anything is chosen (OpenAI's logit_bias, -100..100) */
   logitBias?: Record<number, number>;
   signal?: AbortSignal;
+  /** classifier-free guidance (LLaDA): each step also scores the canvas with the prompt masked and
+   * decodes from un + (cfgScale + 1) * (cond - un); 0 (default) is off. Bidirectional diffusion
+   * models, without a cache (the unguided pass has a context of its own) */
+  cfgScale?: number;
   /** false: ignore the model's generation_config.json defaults (benchmarks that name every option) */
   modelDefaults?: boolean;
 }
@@ -84,6 +88,8 @@ export interface ResolvedOptions {
   logprobs: number | null;
   /** token ids and the biases added to their logits, or null */
   logitBias: { ids: Int32Array; values: Float32Array } | null;
+  /** classifier-free guidance scale (0: off) */
+  cfgScale: number;
 }
 
 export const MAX_LOGIT_BIAS = 1024;
@@ -105,14 +111,20 @@ function resolveBias(bias: Record<number, number> | undefined, vocabSize: number
 
 /**
  * The options with the model's generation_config.json defaults filling what the caller left
- * unset. A model's `in_order` / `hold_ends` belong to its own kind of policy: they are dropped
- * when the caller picks a policy with a fixed count per step and does not set them itself.
+ * unset. A default never fails a request on its own: the model's answer budget is cut to the
+ * room the prompt leaves (`room`, when known); its `in_order` / `hold_ends` are dropped when
+ * the caller picks a policy with a fixed count per step, and its fixed-count policy when the
+ * caller asks for `in_order` / `hold_ends`.
  */
-export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | undefined): GenerateOptions {
+export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | undefined, room?: number): GenerateOptions {
   if (!d || o.modelDefaults === false) return o;
   const out: Record<string, unknown> = { ...o };
   for (const [k, v] of Object.entries(d)) if (out[k] === undefined) out[k] = v;
-  if (o.policy !== undefined && (POLICIES as readonly string[]).includes(o.policy) && isFixedCount(o.policy)) {
+  if (o.maxTokens === undefined && d.maxTokens !== undefined && room !== undefined && room >= 1) out.maxTokens = Math.min(d.maxTokens, room);
+  if (o.policy === undefined && (o.inOrder || o.holdEnds) && d.policy !== undefined && (POLICIES as readonly string[]).includes(d.policy) && isFixedCount(d.policy as Policy)) delete out.policy;
+  // (guidance runs without a cache: a model's cache preference does not apply to it)
+  if (o.cfgScale !== undefined && o.cfgScale > 0 && o.cache === undefined) delete out.cache;
+  if (o.policy !== undefined && (POLICIES as readonly string[]).includes(o.policy) && isFixedCount(o.policy as Policy)) {
     if (o.inOrder === undefined) delete out.inOrder;
     if (o.holdEnds === undefined) delete out.holdEnds;
   }
@@ -184,11 +196,15 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   const canvas = o.canvas ?? DEFAULTS.canvas;
   if (!CANVAS_MODES.includes(canvas)) throw new OptionError('canvas', `canvas must be one of ${CANVAS_MODES.join(', ')}; got ${JSON.stringify(canvas)}`);
   const initialCanvas = intIn(o.initialCanvas ?? DEFAULTS.initialCanvas, 'initial_canvas', 1, 1 << 20);
-  const cache = o.cache ?? DEFAULTS.cache;
-  if (!CACHE_MODES.includes(cache)) throw new OptionError('cache', `cache must be one of ${CACHE_MODES.join(', ')}; got ${JSON.stringify(cache)}`);
   const attention = o.attention ?? m.attention;
   if (m.causal && attention !== 'causal') throw new OptionError('attention', 'a causal model only supports causal attention');
   if (!m.causal && attention === 'causal') throw new OptionError('attention', 'a diffusion model cannot decode with causal attention');
+  const cfgScale = numIn(o.cfgScale ?? 0, 'cfg_scale', 0, 100);
+  if (cfgScale > 0 && attention !== 'bidirectional')
+    throw new OptionError('cfg_scale', `classifier-free guidance needs a bidirectional diffusion model (LLaDA, Dream); this one decodes ${attention === 'causal' ? 'left to right' : 'block by block'}`);
+  const cache = o.cache ?? (cfgScale > 0 ? 'none' : DEFAULTS.cache);
+  if (!CACHE_MODES.includes(cache)) throw new OptionError('cache', `cache must be one of ${CACHE_MODES.join(', ')}; got ${JSON.stringify(cache)}`);
+  if (cfgScale > 0 && cache !== 'none') throw new OptionError('cache', `cfg_scale runs without a cache (the unguided pass has a context of its own): leave cache unset or "none", not ${JSON.stringify(cache)}`);
   const seed = o.seed === undefined ? undefined : intIn(o.seed, 'seed', -(2 ** 53), 2 ** 53);
   const stopTokens = o.stopTokens ?? m.stopTokens;
   for (const t of stopTokens) intIn(t, 'stop_tokens', 0, m.vocabSize - 1);
@@ -218,5 +234,6 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     stopStrings,
     logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.causal ? m.topK : m.topK - 1),
     logitBias: resolveBias(o.logitBias, m.vocabSize),
+    cfgScale,
   };
 }

@@ -113,24 +113,16 @@ function identity(n: number): Int32Array {
   return a;
 }
 
-/** The scores of a forward with `bias` added to the logits of some tokens: candidates,
- * log-sum-exp and entropy recomputed from the full rows (which biased decoding asks for). */
-export function biasScores(
-  rows: { topIds: Int32Array; topLogits: Float32Array; lse: Float32Array; entropy: Float32Array; logits?: Float32Array },
-  bias: { ids: Int32Array; values: Float32Array },
-  vocab: number,
-): { topIds: Int32Array; topLogits: Float32Array; lse: Float32Array; entropy: Float32Array; logits: Float32Array } {
-  const Q = rows.lse.length;
-  const K = Q > 0 ? rows.topIds.length / Q : 0;
-  if (!rows.logits) throw new Error('biasScores needs full logits rows');
-  const logits = Float32Array.from(rows.logits);
+type Scores = { topIds: Int32Array; topLogits: Float32Array; lse: Float32Array; entropy: Float32Array; logits: Float32Array };
+
+/** Candidates (the K best per row), log-sum-exp and entropy of full logits rows. */
+export function scoresOf(logits: Float32Array, Q: number, K: number, vocab: number): Scores {
   const topIds = new Int32Array(Q * K);
   const topLogits = new Float32Array(Q * K);
   const lse = new Float32Array(Q);
   const entropy = new Float32Array(Q);
   for (let q = 0; q < Q; q++) {
     const row = logits.subarray(q * vocab, (q + 1) * vocab);
-    for (let i = 0; i < bias.ids.length; i++) row[bias.ids[i]] += bias.values[i];
     let mx = -Infinity;
     for (let v = 0; v < vocab; v++) if (row[v] > mx) mx = row[v];
     let z = 0;
@@ -161,4 +153,34 @@ export function biasScores(
     }
   }
   return { topIds, topLogits, lse, entropy, logits };
+}
+
+/** The scores of a forward with `bias` added to the logits of some tokens: candidates,
+ * log-sum-exp and entropy recomputed from the full rows (which biased decoding asks for). */
+export function biasScores(
+  rows: { topIds: Int32Array; topLogits: Float32Array; lse: Float32Array; entropy: Float32Array; logits?: Float32Array },
+  bias: { ids: Int32Array; values: Float32Array },
+  vocab: number,
+): Scores {
+  const Q = rows.lse.length;
+  const K = Q > 0 ? rows.topIds.length / Q : 0;
+  if (!rows.logits) throw new Error('biasScores needs full logits rows');
+  const logits = Float32Array.from(rows.logits);
+  for (let q = 0; q < Q; q++) for (let i = 0; i < bias.ids.length; i++) logits[q * vocab + bias.ids[i]] += bias.values[i];
+  return scoresOf(logits, Q, K, vocab);
+}
+
+/**
+ * Classifier-free guidance (LLaDA): rows 0..Q-1 scored with the prompt, rows Q..2Q-1 the same
+ * positions with the prompt masked; the guided logits are un + (scale + 1) * (cond - un).
+ */
+export function guidedScores(rows: { topIds: Int32Array; lse: Float32Array; logits?: Float32Array }, scale: number, vocab: number): Scores {
+  const Q = rows.lse.length / 2;
+  const K = Q > 0 ? rows.topIds.length / (2 * Q) : 0;
+  if (!rows.logits) throw new Error('guidedScores needs full logits rows');
+  const cond = rows.logits.subarray(0, Q * vocab);
+  const un = rows.logits.subarray(Q * vocab, 2 * Q * vocab);
+  const logits = new Float32Array(Q * vocab);
+  for (let i = 0; i < logits.length; i++) logits[i] = un[i] + (scale + 1) * (cond[i] - un[i]);
+  return scoresOf(logits, Q, K, vocab);
 }

@@ -5,7 +5,10 @@
 // do_sample) become defaults that any request field overrides. quench's own decoding
 // defaults (policy, threshold, in_order, ...) sit under a "quench" object with the request
 // fields' names. Dream's reference-sampler keys (alg, steps) are not taken: they describe a
-// fixed step count for one answer length, where quench's threshold policies need none.
+// fixed step count for one answer length, where quench's threshold policies need none; for
+// the same reason the "quench" object takes no block_length or steps (both must divide the
+// request's max_tokens). Without do_sample the sampling keys are taken as they are (vLLM's
+// reading; transformers would decode greedily); do_sample false is greedy.
 // Types are checked here; ranges are checked by the decoder's own validator when a model is
 // loaded for serving (decode/generation.ts checkModelDefaults).
 
@@ -24,8 +27,6 @@ export interface GenerationDefaults {
   cache?: string;
   canvas?: string;
   initialCanvas?: number;
-  blockLength?: number;
-  steps?: number;
   inOrder?: boolean;
   holdEnds?: boolean;
   separateTwins?: boolean;
@@ -47,8 +48,6 @@ const QUENCH_FIELDS: Record<string, [keyof GenerationDefaults, Kind]> = {
   cache: ['cache', 'string'],
   canvas: ['canvas', 'string'],
   initial_canvas: ['initialCanvas', 'integer'],
-  block_length: ['blockLength', 'integer'],
-  steps: ['steps', 'integer'],
   in_order: ['inOrder', 'boolean'],
   hold_ends: ['holdEnds', 'boolean'],
   separate_twins: ['separateTwins', 'boolean'],
@@ -73,24 +72,25 @@ export function generationDefaults(gc: Record<string, unknown> | null): Generati
   if (!gc) return out;
   const set = <K extends keyof GenerationDefaults>(k: K, v: unknown) => ((out as Record<string, unknown>)[k] = v);
   // max_new_tokens <= 0 or absent: no preference (transformers' own default is 20, which no server applies)
-  const mnt = gc.max_new_tokens;
-  if (mnt !== undefined && mnt !== null && (typed(mnt, 'integer', 'max_new_tokens') as number) > 0) set('maxTokens', mnt);
-  // do_sample false is greedy whatever temperature says (transformers' rule); true with no
-  // temperature samples at 1.0
-  const sample = gc.do_sample === undefined || gc.do_sample === null ? undefined : typed(gc.do_sample, 'boolean', 'do_sample');
+  const get = (key: string, kind: Kind) => (gc[key] === undefined || gc[key] === null ? undefined : typed(gc[key], kind, key));
+  const mnt = get('max_new_tokens', 'integer') as number | undefined;
+  if (mnt !== undefined && mnt < 0) bad(`max_new_tokens must be >= 0, got ${mnt}`);
+  if (mnt) set('maxTokens', mnt);
+  const sample = get('do_sample', 'boolean');
+  const temperature = get('temperature', 'number') as number | undefined;
+  const topP = get('top_p', 'number') as number | undefined;
+  const topK = get('top_k', 'integer') as number | undefined;
+  if (temperature !== undefined && temperature < 0) bad(`temperature must be >= 0, got ${temperature}`);
+  if (topP !== undefined && !(topP > 0 && topP <= 1)) bad(`top_p must be in (0, 1], got ${topP}`);
+  if (topK !== undefined && topK < 0) bad(`top_k must be >= 0, got ${topK}`);
+  // do_sample false is greedy whatever temperature says; true with no temperature samples at 1.0
   if (sample === false) set('temperature', 0);
   else {
-    if (gc.temperature !== undefined && gc.temperature !== null) set('temperature', typed(gc.temperature, 'number', 'temperature'));
+    if (temperature !== undefined) set('temperature', temperature);
     else if (sample === true) set('temperature', 1);
-    if (gc.top_p !== undefined && gc.top_p !== null) {
-      const p = typed(gc.top_p, 'number', 'top_p') as number;
-      if (p < 1) set('topP', p);
-    }
-    // (top_k 0 turns it off in transformers)
-    if (gc.top_k !== undefined && gc.top_k !== null) {
-      const k = typed(gc.top_k, 'integer', 'top_k') as number;
-      if (k > 0) set('topK', k);
-    }
+    // (top_p 1 and top_k 0 turn them off)
+    if (topP !== undefined && topP < 1) set('topP', topP);
+    if (topK) set('topK', topK);
   }
   const q = gc.quench;
   if (q === undefined || q === null) return out;

@@ -5,7 +5,7 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
-import type { GenerateResult, StepEvent, TokenLogprob } from '../decode/generation.ts';
+import { checkModelDefaults, type GenerateResult, type StepEvent, type TokenLogprob } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import { CancelledError, NotFoundError, OptionError, UnavailableError } from '../errors.ts';
 import type { Model } from '../models/registry.ts';
@@ -79,6 +79,8 @@ function send(reply: FastifyReply, e: Envelope) {
 }
 
 export function attachScheduler(state: ServingState, model: Model, o: ServerOptions, metrics: Metrics): void {
+  // (a generation_config.json whose defaults cannot decode fails here, not every request)
+  checkModelDefaults(model);
   const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64 });
   s.hooks = {
     onStep: (b, sec) => {

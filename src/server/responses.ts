@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import type { GenerateResult, StepEvent, TokenLogprob } from '../decode/generation.ts';
-import type { GenerateOptions } from '../decode/options.ts';
+import { withModelDefaults, type GenerateOptions } from '../decode/options.ts';
 import { CancelledError, OptionError } from '../errors.ts';
 import type { Model } from '../models/registry.ts';
 import type { Scheduler } from '../engine/scheduler.ts';
@@ -262,11 +262,12 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     previous_response_id: typeof b.previous_response_id === 'string' ? b.previous_response_id : null,
     reasoning: { effort: isObject(b.reasoning) ? (b.reasoning.effort ?? null) : null, summary: null },
     store,
-    temperature: options.temperature ?? null,
+    // (what decoding used: the request's values, else the model's generation_config.json ones)
+    temperature: withModelDefaults(options, model.defaults).temperature ?? null,
     text: { format: formatOf() },
     tool_choice: b.tool_choice ?? (tools ? 'auto' : 'none'),
     tools: Array.isArray(b.tools) ? b.tools : [],
-    top_p: options.topP ?? null,
+    top_p: withModelDefaults(options, model.defaults).topP ?? null,
     truncation: 'disabled',
     usage: r ? { input_tokens: prompt.length, input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 }, output_tokens: r.tokens.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt.length + r.tokens.length } : null,
     user: typeof b.user === 'string' ? b.user : null,
