@@ -46,6 +46,11 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr90o: { label: 'threshold 0.9, prefix cache, in order', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', inOrder: true } },
   thr70o: { label: 'threshold 0.7, prefix cache, in order', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix', inOrder: true } },
   thr50o: { label: 'threshold 0.5, prefix cache, in order', o: { policy: 'threshold', threshold: 0.5, cache: 'prefix', inOrder: true } },
+  // classifier-free guidance (bidirectional models; no cache): threshold 0.95 beside thr95n, the same without guidance
+  thr95n: { label: 'threshold 0.95, no cache', o: { policy: 'threshold', threshold: 0.95, cache: 'none' } },
+  thr95g05: { label: 'threshold 0.95, no cache, cfg 0.5', o: { policy: 'threshold', threshold: 0.95, cache: 'none', cfgScale: 0.5 } },
+  thr95g1: { label: 'threshold 0.95, no cache, cfg 1', o: { policy: 'threshold', threshold: 0.95, cache: 'none', cfgScale: 1 } },
+  thr95g2: { label: 'threshold 0.95, no cache, cfg 2', o: { policy: 'threshold', threshold: 0.95, cache: 'none', cfgScale: 2 } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };

@@ -79,6 +79,15 @@ test('classifier-free guidance matches a plain LLaDA loop that runs the unguided
     const plain = await referenceLlada(model, prompt, gen, block, steps);
     assert.notDeepEqual(want, plain, `cfg ${cfg} changes something`);
   }
+  // a canvas that fills most of the context: the guided window (two copies) is longer than the context
+  const { model: short } = await fixtureModel({ arch: 'llada', hidden: 32, heads: 2, layers: 1, std: 0.3, maxPositions: 24 });
+  try {
+    const want = await referenceLlada(short, prompt, 16, 16, 8, 1);
+    const got = await generate(short, prompt, { maxTokens: 16, blockLength: 16, steps: 8, policy: 'low_confidence', cfgScale: 1, canvas: 'fixed', stopTokens: [] });
+    assert.deepEqual(got.tokens, want);
+  } finally {
+    await short.close();
+  }
   const { model: ar } = await llama;
   assert.throws(() => new Generation(ar, prompt, { cfgScale: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'cfg_scale');
   assert.throws(() => new Generation(model, prompt, { cfgScale: 1, cache: 'prefix' }), (e: unknown) => e instanceof OptionError && e.param === 'cache');

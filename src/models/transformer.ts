@@ -106,19 +106,22 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   let x = g.op('Gather', [g.weight('embed', DT.FLOAT, [V, D], f32Bytes(wte)), ids], { axis: I(0) }); // [B, L, D]
   const headW = names.head === null ? stackTransposed([wte], [V], D) : null;
 
-  // RoPE tables [maxPositions, Dh/2], computed in float64: inv_freq = theta^(-2i/Dh)
+  // RoPE tables [2 x maxPositions, Dh/2], computed in float64: inv_freq = theta^(-2i/Dh). Positions
+  // stay below maxPositions, but ORT's RotaryEmbedding wants a table at least as long as the
+  // window, and a guided window (classifier-free guidance) is two copies of a canvas
   const half = Dh / 2;
-  const cosT = new Float32Array(a.maxPositions * half);
-  const sinT = new Float32Array(a.maxPositions * half);
+  const ropeRows = 2 * a.maxPositions;
+  const cosT = new Float32Array(ropeRows * half);
+  const sinT = new Float32Array(ropeRows * half);
   const invFreq = Float32Array.from({ length: half }, (_, i) => a.ropeTheta ** (-(2 * i) / Dh));
-  for (let p = 0; p < a.maxPositions; p++)
+  for (let p = 0; p < ropeRows; p++)
     for (let i = 0; i < half; i++) {
       const ang = p * invFreq[i];
       cosT[p * half + i] = Math.cos(ang);
       sinT[p * half + i] = Math.sin(ang);
     }
-  const cos = g.weight('rope_cos', DT.FLOAT, [a.maxPositions, half], f32Bytes(cosT), false);
-  const sin = g.weight('rope_sin', DT.FLOAT, [a.maxPositions, half], f32Bytes(sinT), false);
+  const cos = g.weight('rope_cos', DT.FLOAT, [ropeRows, half], f32Bytes(cosT), false);
+  const sin = g.weight('rope_sin', DT.FLOAT, [ropeRows, half], f32Bytes(sinT), false);
   // additive mask broadcast over heads: [B, 1, L, T] or [B, 1, 1, L, T] for grouped heads
   const grouped = rep > 1; // grouped heads: head h uses kv head h / rep, via a broadcast axis
   const maskB = g.op('Unsqueeze', [bias, g.i64(grouped ? [1, 2] : [1])]);
