@@ -55,6 +55,7 @@ test('models: list and retrieve', async () => {
   assert.deepEqual(list.data.map((m) => m.id), [model.id]);
   const m = await main.client.models.retrieve(model.id);
   assert.equal(m.id, model.id);
+  assert.equal((m as any).max_model_len, 256, 'the fixture\'s context');
   await assert.rejects(main.client.models.retrieve('nope'), (e: any) => e.status === 404);
 });
 

@@ -178,7 +178,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  const modelCard = () => ({ id: modelId(), object: 'model', created: 0, owned_by: 'quench' });
+  // (max_model_len as vLLM reports it: the context a prompt plus its answer must fit; known once loaded)
+  const modelCard = () => ({ id: modelId(), object: 'model', created: 0, owned_by: 'quench', ...(state.model ? { max_model_len: state.model.args.maxPositions } : {}) });
   app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
   // model ids may hold a slash (owner/name of a pulled model)
   app.get<{ Params: { '*': string } }>('/v1/models/*', async (req, reply) => {
