@@ -89,6 +89,15 @@ program
   });
 
 program
+  .command('show')
+  .description("what a model is, read from its files: architecture, size, context, attention, weights, special tokens, decoding defaults, license")
+  .argument('[model]', 'model directory, .gguf file or name (default: quench-tiny)')
+  .action(async (model: string | undefined) => {
+    const { describe } = await import('./show.ts');
+    console.log(await describe(resolveModel(model)));
+  });
+
+program
   .command('bench')
   .description('benchmarks: forward (ms per forward and GFLOP/s vs a bare MatMul), decode (policies and caches vs an autoregressive baseline)')
   .argument('<what>', 'forward | decode')

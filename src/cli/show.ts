@@ -1,0 +1,112 @@
+// `quench show [model]`: what a model is, read from its files without converting or loading
+// it (Ollama's `show`): architecture, size, context, attention, weights, special tokens, the
+// decoding defaults of its generation_config.json, and its model card's license.
+
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadConfig, type ModelArgs } from '../formats/config.ts';
+import { Checkpoint } from '../formats/safetensors.ts';
+import { TextCodec } from '../formats/tokenizer.ts';
+import { GGML_TYPES, isGguf, openGguf } from '../formats/gguf.ts';
+import { argsOf, tokenizerOf } from '../models/gguf.ts';
+import type { GenerationDefaults } from '../formats/generation-config.ts';
+
+/** Parameters of the model the arguments describe: embeddings, every layer's projections and
+ * norms, the final norm and an untied head (biases and q/k norms where the layout has them). */
+export function parameterCount(a: ModelArgs): number {
+  const D = a.hiddenSize;
+  const q = a.numHeads * a.headDim;
+  const kv = a.numKvHeads * a.headDim;
+  const attn = D * q + 2 * D * kv + q * D + (a.qkvBias ? q + 2 * kv : 0) + (a.qkNorm ? 2 * a.headDim : 0);
+  const mlp = 3 * D * a.intermediateSize;
+  const layer = attn + mlp + 2 * D;
+  return a.vocabSize * D + a.numLayers * layer + D + (a.tiedEmbeddings ? 0 : a.vocabSize * D);
+}
+
+function count(n: number): string {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : `${(n / 1e3).toFixed(1)}K`;
+}
+
+/** dtype -> how many tensors, most first ("BF16 x 98, F32 x 2") */
+function tally(types: string[]): string {
+  const m = new Map<string, number>();
+  for (const t of types) m.set(t, (m.get(t) ?? 0) + 1);
+  return [...m].sort((x, y) => y[1] - x[1]).map(([t, n]) => `${t} x ${n}`).join(', ');
+}
+
+const OPTION_NAMES: Record<keyof GenerationDefaults, string> = {
+  maxTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', policy: 'policy', threshold: 'threshold', gamma: 'gamma', eps: 'eps',
+  algTemp: 'alg_temp', cache: 'cache', canvas: 'canvas', initialCanvas: 'initial_canvas', inOrder: 'in_order', holdEnds: 'hold_ends', separateTwins: 'separate_twins',
+};
+
+/** The license a model card names: its YAML front matter's `license`, else the first
+ * paragraph of a "License" section. */
+export function cardLicense(card: string): string | null {
+  const front = /^---\r?\n([\s\S]*?)\r?\n---/.exec(card);
+  const m = front && /^license:\s*(.+)$/m.exec(front[1]);
+  if (m) return m[1].trim();
+  const section = /^##+\s*Licen[sc]es?\s*\r?\n+([\s\S]*?)(?:\r?\n\s*\r?\n|\r?\n#|(?![\s\S]))/im.exec(card);
+  return section ? section[1].replace(/\s*\r?\n\s*/g, ' ').trim() || null : null;
+}
+
+export async function describe(dir: string): Promise<string> {
+  let args: ModelArgs;
+  let codec: TextCodec;
+  let weights: string;
+  let card = '';
+  if (isGguf(dir)) {
+    const file = await openGguf(dir);
+    try {
+      args = argsOf(file.metadata, new Set(file.tensors.keys()));
+      const tok = tokenizerOf(file.metadata, args.vocabSize);
+      codec = new TextCodec(tok.json, tok.config, args, null);
+      let bytes = 0;
+      for (const f of file.files) bytes += (await stat(f)).size;
+      weights = `GGUF, ${tally([...file.tensors.values()].map((t) => GGML_TYPES[t.type]?.name ?? `type ${t.type}`))}, ${(bytes / 1e6).toFixed(1)} MB`;
+    } finally {
+      await file.close();
+    }
+  } else {
+    ({ args } = await loadConfig(dir));
+    codec = await TextCodec.load(dir, args);
+    const ck = await Checkpoint.open(dir);
+    try {
+      const names = ck.names();
+      const bytes = names.reduce((s, n) => s + ck.info(n).byteLength, 0);
+      weights = `safetensors, ${tally(names.map((n) => ck.info(n).dtype))}, ${(bytes / 1e6).toFixed(1)} MB`;
+    } finally {
+      await ck.close();
+    }
+    card = await readFile(join(dir, 'README.md'), 'utf8').catch(() => '');
+  }
+  const sp = codec.special;
+  const tokenName = (id: number | null) => (id === null ? 'none' : `${JSON.stringify(codec.decode([id], false))} (${id})`);
+  const attention =
+    args.attention === 'block_causal'
+      ? `block-causal, blocks of ${args.blockSize}${args.subBlock ? ` (decoded in sub-blocks of ${args.subBlock})` : ''}`
+      : args.attention === 'causal'
+        ? 'causal (autoregressive)'
+        : 'bidirectional';
+  const d = codec.generation;
+  const defaults = (Object.keys(d) as (keyof GenerationDefaults)[]).map((k) => `${OPTION_NAMES[k]} ${JSON.stringify(d[k])}`);
+  const rows: [string, string][] = [
+    ['architecture', args.arch],
+    ['parameters', count(parameterCount(args))],
+    ['context length', String(args.maxPositions)],
+    ['embedding length', String(args.hiddenSize)],
+    ['layers', `${args.numLayers} (${args.numHeads} heads, ${args.numKvHeads} key/value heads of ${args.headDim})`],
+    ['vocabulary', String(args.vocabSize)],
+    ['attention', attention],
+    ['logits', args.attention === 'causal' ? 'next token' : args.shiftedLogits ? 'shifted (position i read from row i - 1)' : 'not shifted'],
+    ['weights', weights],
+    ['mask token', tokenName(sp.mask)],
+    ['end tokens', sp.stop.map((t) => tokenName(t)).join(', ') || 'none'],
+    ['chat template', codec.hasChatTemplate ? 'yes' : 'no'],
+  ];
+  const w = Math.max(...rows.map((r) => r[0].length)) + 2;
+  const out = ['  Model', ...rows.map(([k, v]) => `    ${k.padEnd(w)}${v}`)];
+  out.push('', '  Decoding defaults (generation_config.json)', `    ${defaults.length ? defaults.join(', ') : "none: the engine's own (threshold 0.9, prefix cache)"}`);
+  const license = cardLicense(card);
+  if (license) out.push('', '  License', `    ${license}`);
+  return out.join('\n');
+}

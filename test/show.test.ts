@@ -1,0 +1,59 @@
+// `quench show`: a model described from its files. The parameter count is computed from the
+// config; the oracle is the sum of the checkpoint's own tensor shapes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cardLicense, describe, parameterCount } from '../src/cli/show.ts';
+import { loadConfig } from '../src/formats/config.ts';
+import { Checkpoint } from '../src/formats/safetensors.ts';
+import { writeFixture, writeGgufFromFixture, type FixtureArch } from '../src/formats/fixtures.ts';
+import { tempDir } from './helpers.ts';
+
+async function tensorParams(dir: string): Promise<number> {
+  const ck = await Checkpoint.open(dir);
+  try {
+    return ck.names().reduce((s, n) => s + ck.info(n).shape.reduce((a, b) => a * b, 1), 0);
+  } finally {
+    await ck.close();
+  }
+}
+
+test('parameter count from the config equals the tensors in the checkpoint (every layout, and the bundled models)', async () => {
+  const dirs: string[] = ['models/quench-tiny', 'models/quench-tiny-ar', 'models/quench-tiny-bd'];
+  for (const arch of ['llada', 'dream', 'sdar', 'fast_dllm_v2', 'llama', 'qwen2'] as FixtureArch[]) {
+    const dir = await tempDir(`quench-show-${arch}-`);
+    await writeFixture(dir, { arch, hidden: 32, heads: 4, kvHeads: 2, layers: 2, std: 0.3 });
+    dirs.push(dir);
+  }
+  for (const dir of dirs) {
+    const { args } = await loadConfig(dir);
+    assert.equal(parameterCount(args), await tensorParams(dir), dir);
+  }
+});
+
+test('quench show: the bundled block model, a GGUF file, and the license of a model card', async () => {
+  const cfg = JSON.parse(readFileSync('models/quench-tiny-bd/config.json', 'utf8'));
+  const out = execFileSync(process.execPath, ['bin/quench.js', 'show', 'quench-tiny-bd'], { encoding: 'utf8' });
+  const field = (text: string, k: string) => new RegExp(`^\\s+${k}\\s+(.+)$`, 'm').exec(text)?.[1];
+  assert.equal(field(out, 'architecture'), 'fast_dllm_v2');
+  assert.equal(field(out, 'context length'), String(cfg.max_position_embeddings));
+  assert.equal(field(out, 'parameters'), `${(await tensorParams('models/quench-tiny-bd') / 1e6).toFixed(1)}M`);
+  assert.match(field(out, 'attention')!, new RegExp(`^block-causal, blocks of ${cfg.bd_size}`));
+  assert.match(out, /max_tokens 64, threshold 0\.95, in_order true/);
+  assert.match(out, /King James Bible \(public domain\)\./);
+
+  const hf = await tempDir('quench-show-gguf-');
+  await writeFixture(hf, { arch: 'llada', hidden: 32, heads: 2, layers: 1, std: 0.3 });
+  const file = join(hf, 'm-Q8_0.gguf');
+  await writeGgufFromFixture(hf, file, 8);
+  const g = await describe(file);
+  assert.equal(field(g, 'architecture'), 'llada');
+  assert.match(field(g, 'weights')!, /^GGUF, .*Q8_0 x \d+/);
+  assert.equal(field(g, 'parameters'), field(await describe(hf), 'parameters'), 'the GGUF holds the same model');
+
+  assert.equal(cardLicense('---\nlicense: apache-2.0\ntags: [x]\n---\n# m\n'), 'apache-2.0');
+  assert.equal(cardLicense('# m\n\n## Licenses\n\nMIT for code;\nCC-BY for data.\n\n## Next\n'), 'MIT for code; CC-BY for data.');
+  assert.equal(cardLicense('# m\n\nno license section\n'), null);
+});
