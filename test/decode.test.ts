@@ -72,9 +72,11 @@ test('classifier-free guidance matches a plain LLaDA loop that runs the unguided
   for (const [gen, block, steps, cfg] of [[8, 8, 8, 1], [12, 4, 6, 0.5], [16, 8, 8, 3]]) {
     const want = await referenceLlada(model, prompt, gen, block, steps, cfg);
     // (no cache named: guidance decodes without one)
-    const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cfgScale: cfg, canvas: 'fixed', stopTokens: [] });
+    let calls = 0;
+    const counted = { ...model, forward: (r: Parameters<Model['forward']>[0]) => (calls++, model.forward(r)) };
+    const got = await generate(counted, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cfgScale: cfg, canvas: 'fixed', stopTokens: [] });
     assert.deepEqual(got.tokens, want, `gen ${gen} block ${block} steps ${steps} cfg ${cfg}`);
-    assert.equal(got.stats.forwards, steps, 'both passes in one forward');
+    assert.equal(calls, steps, 'both passes in one forward');
     // and guidance changes the answer of this random model (else the check above could not tell)
     const plain = await referenceLlada(model, prompt, gen, block, steps);
     assert.notDeepEqual(want, plain, `cfg ${cfg} changes something`);
@@ -93,6 +95,54 @@ test('classifier-free guidance matches a plain LLaDA loop that runs the unguided
   assert.throws(() => new Generation(model, prompt, { cfgScale: 1, cache: 'prefix' }), (e: unknown) => e instanceof OptionError && e.param === 'cache');
   assert.throws(() => new Generation(model, prompt, { cfgScale: -1 }), (e: unknown) => e instanceof OptionError && e.param === 'cfg_scale');
   assert.equal(new Generation(model, prompt, { cfgScale: 1 }).opts.cache, 'none');
+});
+
+test('guidance packed in one sequence scores as two separate forwards: Dream (shifted) on an adaptive canvas, LLaDA filling in the middle', async () => {
+  // every guided forward is run again as its two halves, one sequence each; the packed scores must match
+  // (the suffix, when there is one, sits from capEnd on)
+  const checked = (m: Model, promptLength: number, capEnd: number) => {
+    let forwards = 0;
+    const forward = async (reqs: Parameters<Model['forward']>[0]) => {
+      const out = await m.forward(reqs);
+      for (let i = 0; i < reqs.length; i++) {
+        const r = reqs[i];
+        const R = r.ids.length / 2;
+        const Qh = r.queries.length / 2;
+        const half = (h: number) => ({
+          ids: r.ids.slice(h * R, (h + 1) * R),
+          positions: r.positions.slice(h * R, (h + 1) * R),
+          visible: Uint8Array.from({ length: R * R }, (_, k) => r.visible[(h * R + Math.floor(k / R)) * 2 * R + h * R + (k % R)]),
+          queries: r.queries.slice(h * Qh, (h + 1) * Qh).map((q) => q - h * R),
+          wantLogits: true,
+        });
+        const [cond, un] = await m.forward([half(0), half(1)]);
+        // the second copy is the first with the prompt and the suffix masked
+        for (let k = 0; k < R; k++) {
+          const p = r.positions[k];
+          assert.equal(r.ids[R + k], p < promptLength || p >= capEnd ? m.special.mask : r.ids[k], `position ${p}`);
+        }
+        const V = m.args.vocabSize;
+        for (let q = 0; q < Qh; q++)
+          for (const [src, row] of [[cond, q], [un, q]] as const) {
+            const packedRow = src === cond ? q : Qh + q;
+            for (let v = 0; v < V; v++) assert.ok(Math.abs(out[i].logits![packedRow * V + v] - src.logits![row * V + v]) < 1e-3, `row ${packedRow} token ${v}`);
+          }
+        forwards++;
+      }
+      return out;
+    };
+    return { model: { ...m, forward }, forwards: () => forwards };
+  };
+  const { model: dm } = await dream;
+  const d = checked(dm, 3, 3 + 32);
+  const r = await generate(d.model, [5, 9, 13], { maxTokens: 32, initialCanvas: 8, cfgScale: 1, policy: 'threshold', threshold: 0.9 });
+  assert.ok(d.forwards() >= 2 && r.tokens.length > 0);
+  assert.ok(r.stats.discarded > 0, 'the adaptive canvas grew (discarded probes, read from the first copy of the rows)');
+  const { model: lm } = await llada;
+  const l = checked(lm, 3, 3 + 8);
+  const f = await generate(l.model, [5, 9, 13], { maxTokens: 8, suffix: [7, 8], cfgScale: 2, policy: 'low_confidence', steps: 4, canvas: 'fixed', stopTokens: [] });
+  assert.equal(f.tokens.length, 8);
+  assert.equal(l.forwards(), 4);
 });
 
 test('threshold with tau = 1 commits exactly one token per step', async () => {

@@ -182,3 +182,27 @@ test('logprobs of diffusion decoding (LLaDA, and Dream with shifted logits): one
     await model.close();
   }
 });
+
+test('a checkpoint tensor the graph would not read is refused (a bias variant), not dropped; stored RoPE frequencies are fine', async () => {
+  const { tempDir, CACHE } = await import('./helpers.ts');
+  const { writeFixture } = await import('../src/formats/fixtures.ts');
+  const { Checkpoint, writeSafetensors } = await import('../src/formats/safetensors.ts');
+  const { loadModel } = await import('../src/models/registry.ts');
+  const { join } = await import('node:path');
+  const dir = await tempDir('quench-extra-');
+  await writeFixture(dir, { arch: 'llama', hidden: 32, heads: 2, layers: 1, std: 0.3 });
+  const ck = await Checkpoint.open(dir);
+  const tensors: import("../src/formats/safetensors.ts").TensorToWrite[] = [];
+  for (const name of ck.names()) {
+    const info = ck.info(name);
+    tensors.push({ name, dtype: info.dtype, shape: info.shape, data: new Uint8Array(await ck.read(name)) });
+  }
+  await ck.close();
+  const withExtra = async (name: string, shape: number[]) =>
+    writeSafetensors(join(dir, 'model.safetensors'), [...tensors, { name, dtype: 'F32' as const, shape, data: new Uint8Array(4 * shape.reduce((a, b) => a * b, 1)) }]);
+  await withExtra('model.layers.0.self_attn.o_proj.bias', [32]);
+  await assert.rejects(loadModel(dir, { cacheDir: CACHE, threads: 1 }), (e: any) => e.code === 'unused_tensor' && /o_proj\.bias/.test(e.message));
+  await withExtra('model.layers.0.self_attn.rotary_emb.inv_freq', [8]);
+  const m = await loadModel(dir, { cacheDir: CACHE, threads: 1 });
+  await m.close();
+});

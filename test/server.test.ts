@@ -392,6 +392,12 @@ test('reasoning_effort presets: each sets its policy, explicit fields and the op
   // no effort named: nothing set here, the model's file or the engine's defaults (medium's values) decide
   assert.equal(generationOptions({}, {}).threshold, undefined);
   assert.equal(generationOptions({ reasoning_effort: 'medium' }, {}).threshold, 0.9);
+  // guidance runs without a cache: a preset's cache steps aside, a named one stays (and gets its 400 later)
+  assert.equal(generationOptions({ reasoning_effort: 'high', cfg_scale: 1 }, {}).cache, undefined);
+  assert.equal(generationOptions({ realtime: true, cfg_scale: 1 }, {}).cache, undefined);
+  assert.equal(generationOptions({ reasoning_effort: 'high', cfg_scale: 1, cache: 'prefix' }, {}).cache, 'prefix');
+  const guided = await post(main.base, '/v1/chat/completions', { ...chatReq, reasoning_effort: 'high', cfg_scale: 1, max_tokens: 8 });
+  assert.equal(guided.status, 200, guided.text);
   assert.equal(generationOptions({ realtime: true }, {}).cache, 'dual', 'realtime is instant');
   assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5, cache: 'none' }, {}).threshold, 0.5);
   assert.equal(generationOptions({ reasoning_effort: 'high', threshold: 0.5, cache: 'none' }, {}).cache, 'none');

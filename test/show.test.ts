@@ -10,6 +10,9 @@ import { loadConfig } from '../src/formats/config.ts';
 import { Checkpoint } from '../src/formats/safetensors.ts';
 import { writeFixture, writeGgufFromFixture, type FixtureArch } from '../src/formats/fixtures.ts';
 import { tempDir } from './helpers.ts';
+import { writeFile } from 'node:fs/promises';
+import { openGguf } from '../src/formats/gguf.ts';
+import { argsOf } from '../src/models/gguf.ts';
 
 async function tensorParams(dir: string): Promise<number> {
   const ck = await Checkpoint.open(dir);
@@ -51,9 +54,28 @@ test('quench show: the bundled block model, a GGUF file, and the license of a mo
   const g = await describe(file);
   assert.equal(field(g, 'architecture'), 'llada');
   assert.match(field(g, 'weights')!, /^GGUF, .*Q8_0 x \d+/);
-  assert.equal(field(g, 'parameters'), field(await describe(hf), 'parameters'), 'the GGUF holds the same model');
+  const gf = await openGguf(file);
+  try {
+    assert.equal(parameterCount(argsOf(gf.metadata, new Set(gf.tensors.keys()))), await tensorParams(hf), 'the GGUF holds the same model');
+  } finally {
+    await gf.close();
+  }
+  // a causal model has no threshold default; a broken generation_config.json is shown, not fatal
+  const ar = await tempDir('quench-show-ar-');
+  await writeFixture(ar, { arch: 'llama', hidden: 32, heads: 2, layers: 1, std: 0.3, tied: true });
+  assert.equal(parameterCount((await loadConfig(ar)).args), await tensorParams(ar), 'tied head');
+  await writeFile(join(ar, 'generation_config.json'), JSON.stringify({ top_p: 1.5 }));
+  const a = await describe(ar);
+  assert.match(a, /invalid: generation_config\.json: top_p must be in \(0, 1\]/);
+  await writeFile(join(ar, 'generation_config.json'), '{}');
+  assert.match(await describe(ar), /none: the engine's own \(greedy, one token per step\)/);
 
   assert.equal(cardLicense('---\nlicense: apache-2.0\ntags: [x]\n---\n# m\n'), 'apache-2.0');
   assert.equal(cardLicense('# m\n\n## Licenses\n\nMIT for code;\nCC-BY for data.\n\n## Next\n'), 'MIT for code; CC-BY for data.');
   assert.equal(cardLicense('# m\n\nno license section\n'), null);
+  assert.equal(cardLicense('---\nlicense: "mit"\n---\n'), 'mit');
+  assert.equal(cardLicense('---\nlicense:\n  - apache-2.0\n  - mit\n---\n'), 'apache-2.0');
+  assert.equal(cardLicense('---\nlicense:\ntags: [x]\n---\n# m\n'), null, 'an empty value is no license (nor the next key)');
+  assert.equal(cardLicense('# m\n\n# Licensing\n\nCC0.\n'), 'CC0.');
+  assert.equal(cardLicense('# m\n\n## License: MIT\n\nSee LICENSE.\n'), 'MIT: See LICENSE.');
 });

@@ -42,11 +42,17 @@ const OPTION_NAMES: Record<keyof GenerationDefaults, string> = {
 /** The license a model card names: its YAML front matter's `license`, else the first
  * paragraph of a "License" section. */
 export function cardLicense(card: string): string | null {
+  const unquote = (s: string) => s.trim().replace(/^(['"])(.*)\1$/, '$2');
   const front = /^---\r?\n([\s\S]*?)\r?\n---/.exec(card);
-  const m = front && /^license:\s*(.+)$/m.exec(front[1]);
-  if (m) return m[1].trim();
-  const section = /^##+\s*Licen[sc]es?\s*\r?\n+([\s\S]*?)(?:\r?\n\s*\r?\n|\r?\n#|(?![\s\S]))/im.exec(card);
-  return section ? section[1].replace(/\s*\r?\n\s*/g, ' ').trim() || null : null;
+  if (front) {
+    const one = /^license:[ \t]*(\S.*)$/m.exec(front[1]);
+    if (one) return unquote(one[1]);
+    const list = /^license:[ \t]*\r?\n[ \t]*-[ \t]*(\S.*)$/m.exec(front[1]);
+    if (list) return unquote(list[1]);
+  }
+  const section = /^#{1,6}[ \t]*Licen[sc](?:e|es|ing)\b[ \t]*:?[ \t]*(.*)\r?\n+([\s\S]*?)(?:\r?\n[ \t]*\r?\n|\r?\n#|(?![\s\S]))/im.exec(card);
+  if (!section) return null;
+  return [section[1], section[2]].map((x) => x.replace(/\s*\r?\n\s*/g, ' ').trim()).filter(Boolean).join(': ') || null;
 }
 
 export async function describe(dir: string): Promise<string> {
@@ -54,6 +60,9 @@ export async function describe(dir: string): Promise<string> {
   let codec: TextCodec;
   let weights: string;
   let card = '';
+  let license: string | null = null;
+  let defaults: string;
+  const listed = (d: GenerationDefaults) => (Object.keys(d) as (keyof GenerationDefaults)[]).map((k) => `${OPTION_NAMES[k]} ${JSON.stringify(d[k])}`).join(', ');
   if (isGguf(dir)) {
     const file = await openGguf(dir);
     try {
@@ -62,13 +71,23 @@ export async function describe(dir: string): Promise<string> {
       codec = new TextCodec(tok.json, tok.config, args, null);
       let bytes = 0;
       for (const f of file.files) bytes += (await stat(f)).size;
-      weights = `GGUF, ${tally([...file.tensors.values()].map((t) => GGML_TYPES[t.type]?.name ?? `type ${t.type}`))}, ${(bytes / 1e6).toFixed(1)} MB`;
+      weights = `GGUF, ${tally([...file.tensors.values()].map((t) => GGML_TYPES[t.type]?.name ?? `type ${t.type}`))}, ${(bytes / 1e6).toFixed(1)} MB file`;
+      const lic = file.metadata.get('general.license');
+      license = typeof lic === 'string' ? lic : null;
+      defaults = '';
     } finally {
       await file.close();
     }
   } else {
     ({ args } = await loadConfig(dir));
-    codec = await TextCodec.load(dir, args);
+    // (a generation_config.json that cannot be read is reported below, not fatal here)
+    try {
+      codec = await TextCodec.load(dir, args);
+      defaults = listed(codec.generation);
+    } catch (e) {
+      codec = await TextCodec.load(dir, args, false);
+      defaults = `invalid: ${(e as Error).message}`;
+    }
     const ck = await Checkpoint.open(dir);
     try {
       const names = ck.names();
@@ -78,6 +97,7 @@ export async function describe(dir: string): Promise<string> {
       await ck.close();
     }
     card = await readFile(join(dir, 'README.md'), 'utf8').catch(() => '');
+    license = cardLicense(card);
   }
   const sp = codec.special;
   const tokenName = (id: number | null) => (id === null ? 'none' : `${JSON.stringify(codec.decode([id], false))} (${id})`);
@@ -87,8 +107,6 @@ export async function describe(dir: string): Promise<string> {
       : args.attention === 'causal'
         ? 'causal (autoregressive)'
         : 'bidirectional';
-  const d = codec.generation;
-  const defaults = (Object.keys(d) as (keyof GenerationDefaults)[]).map((k) => `${OPTION_NAMES[k]} ${JSON.stringify(d[k])}`);
   const rows: [string, string][] = [
     ['architecture', args.arch],
     ['parameters', count(parameterCount(args))],
@@ -105,8 +123,8 @@ export async function describe(dir: string): Promise<string> {
   ];
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;
   const out = ['  Model', ...rows.map(([k, v]) => `    ${k.padEnd(w)}${v}`)];
-  out.push('', '  Decoding defaults (generation_config.json)', `    ${defaults.length ? defaults.join(', ') : "none: the engine's own (threshold 0.9, prefix cache)"}`);
-  const license = cardLicense(card);
+  const engine = args.attention === 'causal' ? 'greedy, one token per step' : 'threshold 0.9, prefix cache';
+  out.push('', '  Decoding defaults (generation_config.json)', `    ${defaults || `none: the engine's own (${engine})`}`);
   if (license) out.push('', '  License', `    ${license}`);
   return out.join('\n');
 }

@@ -463,11 +463,21 @@ export class Generation {
     if (!pend) throw new Error('accept() without plan()');
     this.pending = null;
     this.forwards++;
-    if (this.opts.cfgScale > 0) res = { ...res, ...guidedScores(res, this.opts.cfgScale, this.model.args.vocabSize) };
-    // logit_bias: every choice below (and the end probe) sees the biased distribution
-    if (this.opts.logitBias) res = { ...res, ...biasScores(res, this.opts.logitBias, this.model.args.vocabSize) };
-    const K = res.topIds.length / Math.max(1, pend.targets.length);
-    if (pend.probe !== undefined && this.endMass(res, pend.probe, K) < END_PROBE) {
+    const V = this.model.args.vocabSize;
+    const Q = Math.max(1, pend.targets.length);
+    // the end probe reads the model's own rows (with guidance, the first half: the unguided
+    // pass's view of the answer's length is no calibrated one), biased like every choice
+    let probeRows: ForwardResult | null = null;
+    if (pend.probe !== undefined && this.opts.cfgScale > 0) {
+      probeRows = firstRows(res, Q, V);
+      if (this.opts.logitBias) probeRows = { ...probeRows, ...biasScores(probeRows, this.opts.logitBias, V) };
+    }
+    if (this.opts.cfgScale > 0) res = { ...res, ...guidedScores(res, this.opts.cfgScale, V) };
+    // logit_bias: every choice below sees the biased distribution
+    if (this.opts.logitBias) res = { ...res, ...biasScores(res, this.opts.logitBias, V) };
+    if (pend.probe !== undefined && !probeRows) probeRows = res;
+    const K = res.topIds.length / Q;
+    if (probeRows && this.endMass(probeRows, pend.probe!, probeRows.topIds.length / Q) < END_PROBE) {
       // the answer does not fit: nothing from this forward is kept
       this.discarded++;
       this.grow();
@@ -476,7 +486,6 @@ export class Generation {
     }
     if (pend.keep && res.takeCache) this.cache = res.takeCache(range(0, pend.keep.past), pend.keep.window);
 
-    const V = this.model.args.vocabSize;
     // (a probe row past the block is scored but never a commit candidate)
     const blockTargets = pend.targets.slice(0, pend.candidates);
     if (this.constraint) return this.acceptConstrained(res, blockTargets, K);
@@ -671,6 +680,12 @@ export class Generation {
       stats: { ...this.stats(), steps: this.stepCount },
     };
   }
+}
+
+/** The scores of the first Q query rows of a forward that scored 2Q (a guided one). */
+function firstRows(res: ForwardResult, Q: number, V: number): ForwardResult {
+  const K = res.topIds.length / (2 * Q);
+  return { topIds: res.topIds.subarray(0, Q * K), topLogits: res.topLogits.subarray(0, Q * K), lse: res.lse.subarray(0, Q), entropy: res.entropy.subarray(0, Q), logits: res.logits?.subarray(0, Q * V) };
 }
 
 function range(a: number, b: number): number[] {

@@ -156,10 +156,11 @@ export class TextCodec {
     }
   }
 
-  static async load(dir: string, args?: ModelArgs): Promise<TextCodec> {
+  /** `generation` false: the generation_config.json is not read (its end tokens nor its defaults). */
+  static async load(dir: string, args?: ModelArgs, generation = true): Promise<TextCodec> {
     const tj = (await readJson(join(dir, 'tokenizer.json'), 'tokenizer.json', false))!;
     const tc = (await readJson(join(dir, 'tokenizer_config.json'), 'tokenizer_config.json', true)) ?? {};
-    const gc = await readJson(join(dir, 'generation_config.json'), 'generation_config.json', true);
+    const gc = generation ? await readJson(join(dir, 'generation_config.json'), 'generation_config.json', true) : null;
     return new TextCodec(tj, tc, args, gc);
   }
 

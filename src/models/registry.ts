@@ -104,6 +104,13 @@ interface Source {
 async function openSource(path: string): Promise<Source> {
   if (!isGguf(path)) {
     const { args } = await loadConfig(path);
+    // (the headers only: a tensor the graph would not read means a variant it does not build)
+    const ck = await Checkpoint.open(path);
+    try {
+      checkAllRead(args, ck.names());
+    } finally {
+      await ck.close();
+    }
     return { args, fingerprint: () => checkpointFingerprint(path), weights: () => Checkpoint.open(path), codec: () => TextCodec.load(path, args), close: async () => {} };
   }
   const file = await openGguf(path);
@@ -153,6 +160,21 @@ async function sourceHash(files: string[]): Promise<string> {
 }
 
 const graphCodeHash = () => sourceHash(GRAPH_SOURCES);
+
+/**
+ * A checkpoint's tensors must all have a place in the graph: one that does not (Llama's o_proj
+ * bias with attention_bias, an MLP bias) would otherwise be dropped silently and the model would
+ * run wrong. Tolerated: RoPE's stored inverse frequencies (recomputed) and a stored head when
+ * the config ties it to the embedding (transformers ignores it too).
+ */
+function checkAllRead(args: ModelArgs, names: Iterable<string>): void {
+  const want = new Set(weightNamesOf(args));
+  const untiedHead = args.tiedEmbeddings ? ARCH_NAMES[args.arch]({ ...args, tiedEmbeddings: false }).head : null;
+  for (const n of names) {
+    if (want.has(n) || n === untiedHead || n.endsWith('rotary_emb.inv_freq')) continue;
+    throw new FormatError('unused_tensor', `tensor ${JSON.stringify(n.slice(0, 200))} has no place in quench's ${args.arch} graph (a variant it does not build: biases or layers its config does not describe)`);
+  }
+}
 
 /** Every tensor name the graph reads for these arguments. */
 function weightNamesOf(args: ModelArgs): string[] {

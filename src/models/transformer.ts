@@ -106,11 +106,12 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   let x = g.op('Gather', [g.weight('embed', DT.FLOAT, [V, D], f32Bytes(wte)), ids], { axis: I(0) }); // [B, L, D]
   const headW = names.head === null ? stackTransposed([wte], [V], D) : null;
 
-  // RoPE tables [2 x maxPositions, Dh/2], computed in float64: inv_freq = theta^(-2i/Dh). Positions
-  // stay below maxPositions, but ORT's RotaryEmbedding wants a table at least as long as the
-  // window, and a guided window (classifier-free guidance) is two copies of a canvas
+  // RoPE tables [maxPositions, Dh/2] (twice that for diffusion models), computed in float64:
+  // inv_freq = theta^(-2i/Dh). Positions stay below maxPositions, but ORT's RotaryEmbedding wants
+  // a table at least as long as the window, and a guided window (classifier-free guidance) is
+  // two copies of a canvas
   const half = Dh / 2;
-  const ropeRows = 2 * a.maxPositions;
+  const ropeRows = a.attention === 'causal' ? a.maxPositions : 2 * a.maxPositions;
   const cosT = new Float32Array(ropeRows * half);
   const sinT = new Float32Array(ropeRows * half);
   const invFreq = Float32Array.from({ length: half }, (_, i) => a.ropeTheta ** (-(2 * i) / Dh));

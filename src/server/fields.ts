@@ -95,6 +95,8 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.cache === 'string') o.cache = b.cache as GenerateOptions['cache'];
   if (typeof b.canvas === 'string') o.canvas = b.canvas as GenerateOptions['canvas'];
   if (typeof b.initial_canvas === 'number') o.initialCanvas = b.initial_canvas;
+  // (guidance runs without a cache: a preset's cache does not apply to it, one the request names does)
+  if (typeof b.cfg_scale === 'number' && b.cfg_scale > 0 && typeof b.cache !== 'string') delete o.cache;
   // vLLM's extension: end-of-text / end-of-turn do not stop the answer (fixed-length load tests)
   if (b.ignore_eos === true) o.stopTokens = [];
   return o;
