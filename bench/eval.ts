@@ -51,6 +51,11 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr95g05: { label: 'threshold 0.95, no cache, cfg 0.5', o: { policy: 'threshold', threshold: 0.95, cache: 'none', cfgScale: 0.5 } },
   thr95g1: { label: 'threshold 0.95, no cache, cfg 1', o: { policy: 'threshold', threshold: 0.95, cache: 'none', cfgScale: 1 } },
   thr95g2: { label: 'threshold 0.95, no cache, cfg 2', o: { policy: 'threshold', threshold: 0.95, cache: 'none', cfgScale: 2 } },
+  // WINO (draft above the threshold, mask again what verification no longer believes)
+  wino: { label: 'wino 0.6 / 0.9, prefix cache', o: { policy: 'wino', threshold: 0.6, verifyThreshold: 0.9, cache: 'prefix' } },
+  winon: { label: 'wino 0.6 / 0.9, no cache', o: { policy: 'wino', threshold: 0.6, verifyThreshold: 0.9, cache: 'none' } },
+  wino7: { label: 'wino 0.7 / 0.95, prefix cache', o: { policy: 'wino', threshold: 0.7, verifyThreshold: 0.95, cache: 'prefix' } },
+  wino5: { label: 'wino 0.5 / 0.9, prefix cache', o: { policy: 'wino', threshold: 0.5, verifyThreshold: 0.9, cache: 'prefix' } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };

@@ -145,6 +145,98 @@ test('guidance packed in one sequence scores as two separate forwards: Dream (sh
   assert.equal(l.forwards(), 4);
 });
 
+/** WINO written plainly: the whole canvas plus a shadow copy of the block (all masks) every step;
+ * window rows do not see the shadow, a shadow row sees all but its own position; draft above tau1
+ * (at most max(5, 70 % of the masks), at most 20, at least the best one); when more than one was
+ * drafted, mask again the block's earlier tokens whose shadow probability is below tau2 (if as
+ * many as the previous step drafted, only the lowest previous - 1). */
+async function referenceWino(model: Model, prompt: number[], gen: number, block: number, tau1: number, tau2: number): Promise<{ tokens: number[]; remasked: number; forwards: number }> {
+  const mask = model.special.mask!;
+  const V = model.args.vocabSize;
+  const x = [...prompt, ...Array(gen).fill(mask)];
+  const N = x.length;
+  let remasked = 0;
+  let forwards = 0;
+  const prob = (row: Float32Array, t: number) => {
+    const mx = Math.max(...row);
+    return Math.exp(row[t] - mx) / row.reduce((s, l) => s + Math.exp(l - mx), 0);
+  };
+  for (let b = 0; b < gen / block; b++) {
+    const bs = prompt.length + b * block;
+    const be = bs + block;
+    let last = 30;
+    while (x.slice(bs, be).includes(mask)) {
+      assert.ok(forwards < 500, 'the reference loop ends');
+      const T = N + block;
+      const ids = [...x, ...Array(block).fill(mask)];
+      const pos = [...range(0, N), ...range(bs, be)];
+      const vis = new Uint8Array(T * T);
+      for (let i = 0; i < T; i++)
+        for (let j = 0; j < T; j++) vis[i * T + j] = i < N ? (j < N ? 1 : 0) : j === bs + (i - N) ? 0 : 1;
+      const [r] = await model.forward([{ ids: Int32Array.from(ids), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(0, T)), wantLogits: true }]);
+      forwards++;
+      const row = (i: number) => r.logits!.subarray(i * V, (i + 1) * V);
+      const masked = range(bs, be).filter((p) => x[p] === mask);
+      const earlier = range(bs, be).filter((p) => x[p] !== mask);
+      const draft = masked.map((p) => {
+        const l = row(p);
+        // (the mask token is never an answer)
+        let t = mask === 0 ? 1 : 0;
+        for (let v = 0; v < V; v++) if (v !== mask && l[v] > l[t]) t = v;
+        return { p, t, c: prob(l, t) };
+      });
+      const cap = Math.min(Math.max(Math.floor(masked.length * 0.7), 5), 20);
+      let take = draft.filter((d) => d.c > tau1);
+      if (take.length > cap) take = [...take].sort((a, b2) => b2.c - a.c || a.p - b2.p).slice(0, cap);
+      if (take.length === 0) take = [[...draft].sort((a, b2) => b2.c - a.c || a.p - b2.p)[0]];
+      let back: number[] = [];
+      if (take.length > 1) {
+        const belief = earlier.map((p) => ({ p, c: prob(row(N + p - bs), x[p]) }));
+        let low = belief.filter((e) => e.c < tau2);
+        if (low.length >= last) low = [...belief].sort((a, b2) => a.c - b2.c || a.p - b2.p).slice(0, last - 1);
+        back = low.map((e) => e.p);
+      }
+      for (const d of take) x[d.p] = d.t;
+      for (const p of back) x[p] = mask;
+      remasked += back.length;
+      last = take.length;
+    }
+  }
+  return { tokens: x.slice(prompt.length), remasked, forwards };
+}
+
+test('wino: drafts wide, masks again what it no longer believes; equal to a plain WINO loop', async () => {
+  const { model } = await llada;
+  const prompt = [5, 9, 13, 7, 21];
+  let revocations = 0;
+  for (const [gen, block, tau1, tau2] of [[16, 16, 0.05, 0.5], [16, 8, 0.08, 0.6], [12, 12, 0.03, 0.3]]) {
+    const want = await referenceWino(model, prompt, gen, block, tau1, tau2);
+    const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps: 8 * gen, policy: 'wino', threshold: tau1, verifyThreshold: tau2, cache: 'none', canvas: 'fixed', stopTokens: [] });
+    assert.deepEqual(got.tokens, want.tokens, `gen ${gen} block ${block} tau ${tau1}/${tau2}`);
+    assert.equal(got.stats.forwards, want.forwards);
+    assert.equal(got.stats.remasked, want.remasked);
+    revocations += want.remasked;
+  }
+  assert.ok(revocations > 0, 'the cases revoke something (else the narrow-out half went untested)');
+  // with the prefix cache and an adaptive canvas: what is streamed as final is never revoked
+  const finals: number[][] = [];
+  const r = await generate(model, prompt, {
+    maxTokens: 32, blockLength: 8, policy: 'wino', threshold: 0.05, verifyThreshold: 0.6, cache: 'prefix', stopTokens: [],
+    onStep: (ev) => finals.push(Array.from(ev.draft.subarray(0, ev.finalized))),
+  });
+  assert.ok(r.stats.remasked > 0, 'revocations happened here too');
+  for (let i = 1; i < finals.length; i++) assert.deepEqual(finals[i].slice(0, finals[i - 1].length), finals[i - 1], `step ${i}: a final prefix changed`);
+  assert.deepEqual(finals.at(-1), r.tokens);
+  // the defaults are its authors' (0.6 / 0.9); the pick filters and shifted models are refused
+  assert.equal(new Generation(model, prompt, { policy: 'wino' }).opts.params.threshold, 0.6);
+  assert.equal(new Generation(model, prompt, { policy: 'wino' }).opts.params.verifyThreshold, 0.9);
+  assert.throws(() => new Generation(model, prompt, { policy: 'wino', inOrder: true }), (e: unknown) => e instanceof OptionError && e.param === 'in_order');
+  const { model: dm } = await dream;
+  assert.throws(() => new Generation(dm, prompt, { policy: 'wino' }), (e: unknown) => e instanceof OptionError && e.param === 'policy');
+  const { model: ar } = await llama;
+  assert.throws(() => new Generation(ar, prompt, { policy: 'wino' }), (e: unknown) => e instanceof OptionError && e.param === 'policy');
+});
+
 test('threshold with tau = 1 commits exactly one token per step', async () => {
   const { model } = await llada;
   const events: StepEvent[] = [];

@@ -23,6 +23,7 @@ export interface RunOptions {
   threshold?: number;
   /** each step commits a left-to-right run from the first open position */
   inOrder?: boolean;
+  verifyThreshold?: number;
   cfgScale?: number;
   cache?: GenerateOptions['cache'];
   canvas?: GenerateOptions['canvas'];
@@ -99,6 +100,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     steps: o.steps,
     blockLength: o.blockLength,
     threshold: o.threshold,
+    verifyThreshold: o.verifyThreshold,
     inOrder: o.inOrder,
     cfgScale: o.cfgScale,
     cache: o.cache,
@@ -125,7 +127,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
   }
   if (o.stats) {
     const s = r.stats;
-    const canvas = model.args.attention === 'causal' ? '' : `, canvas ${s.canvas}${s.discarded ? ` (${s.discarded} discarded forward${s.discarded > 1 ? "s" : ""} while it grew)` : ''}`;
+    const canvas = model.args.attention === 'causal' ? '' : `, canvas ${s.canvas}${s.discarded ? ` (${s.discarded} discarded forward${s.discarded > 1 ? "s" : ""} while it grew)` : ''}${s.remasked ? `, ${s.remasked} revoked` : ''}`;
     const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward)${canvas}, ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
     console.error(msg);
   }

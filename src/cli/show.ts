@@ -35,7 +35,7 @@ function tally(types: string[]): string {
 }
 
 const OPTION_NAMES: Record<keyof GenerationDefaults, string> = {
-  maxTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', policy: 'policy', threshold: 'threshold', gamma: 'gamma', eps: 'eps',
+  maxTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', policy: 'policy', threshold: 'threshold', verifyThreshold: 'verify_threshold', gamma: 'gamma', eps: 'eps',
   algTemp: 'alg_temp', cache: 'cache', canvas: 'canvas', initialCanvas: 'initial_canvas', inOrder: 'in_order', holdEnds: 'hold_ends', separateTwins: 'separate_twins',
 };
 

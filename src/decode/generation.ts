@@ -35,7 +35,7 @@ import type { KVCache } from '../runtime/kv.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 import { resolveOptions, withModelDefaults, type GenerateOptions, type ModelLimits, type ResolvedOptions } from './options.ts';
-import { holdEnds, inOrder, isFixedCount, selectCommits, separateTwins } from './policies.ts';
+import { holdEnds, inOrder, isFixedCount, selectCommits, separateTwins, winoRevoke } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
 import { biasScores, choose, guidedScores, needsFullLogits, type Choice } from './sampling.ts';
 import { constrainedChoice, type Constraint } from './constraint.ts';
@@ -91,6 +91,8 @@ export interface StepStats {
   canvas: number;
   /** positions committed so far */
   committed: number;
+  /** committed tokens masked again (policy wino's revocations) */
+  remasked: number;
   elapsedMs: number;
 }
 
@@ -149,6 +151,8 @@ interface Pending {
   probe?: number;
   /** after the forward, keep cache entries [0..pastKeep) plus these window rows */
   keep?: { past: number; window: number[] };
+  /** wino: committed positions of the block verified by the shadow rows (their query rows follow the targets') */
+  verify?: number[];
 }
 
 /** A block diffusion model's block size, when it decodes with its own block-causal attention. */
@@ -189,6 +193,9 @@ export class Generation {
   private stepCount = 0;
   private forwards = 0;
   private discarded = 0;
+  private remasked = 0;
+  /** wino: tokens the previous step of the block committed (bounds its revocations) */
+  private lastAccept = WINO_FIRST_ACCEPT;
   private committedCount = 0;
   private finalizedEnd: number;
   private outputEnd: number | null = null;
@@ -256,7 +263,10 @@ export class Generation {
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
-    this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.cfgScale > 0 || needsFullLogits(this.opts.sampler, model.topK);
+    if (this.opts.policy === 'wino' && a.shiftedLogits) throw new OptionError('policy', 'policy wino needs unshifted logits (LLaDA layout): a shifted model reads position i from row i - 1, which the verification rows cannot hide');
+    if (this.opts.policy === 'wino' && this.constraint) throw new OptionError('policy', 'policy wino does not combine with a constrained output (JSON mode decodes left to right)');
+    // (wino reads a committed token's probability, which need not be among the candidates)
+    this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.cfgScale > 0 || this.opts.policy === 'wino' || needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = this.partition(prompt.length);
     this.startBlock();
   }
@@ -294,6 +304,7 @@ export class Generation {
 
   private startBlock(): void {
     this.stepInBlock = 0;
+    this.lastAccept = WINO_FIRST_ACCEPT;
     const [s, e] = this.blocks[this.block];
     let n = 0;
     for (let p = s; p < e; p++) if (!this.committed[p]) n++;
@@ -425,8 +436,48 @@ export class Generation {
       cacheRows: this.causal || this.opts.attention !== 'bidirectional' ? this.genEnd : undefined,
       wantLogits: this.wantLogits,
     };
-    this.pending = { req: this.opts.cfgScale > 0 ? this.withUnguided(req) : req, targets, candidates, keep, probe };
+    let verify: number[] | undefined;
+    let planned = req;
+    if (this.opts.cfgScale > 0) planned = this.withUnguided(req);
+    else if (this.opts.policy === 'wino' && !this.causal) ({ req: planned, verify } = this.withShadow(req));
+    this.pending = { req: planned, targets, candidates, keep, probe, verify };
     return this.pending.req;
+  }
+
+  /**
+   * WINO's shadow block: the current block again, all masks, after the window. Window rows do
+   * not see it; a shadow row sees everything but the window row at its own position, so its
+   * scores for a committed position are the model's belief in that token with the token hidden.
+   * Its rows for the block's committed positions are queried after the targets.
+   */
+  private withShadow(req: ForwardRequest): { req: ForwardRequest; verify: number[] } {
+    const [bs, be] = this.blocks[this.block];
+    const S = be - bs;
+    const R = req.ids.length;
+    const P = req.past?.length ?? 0;
+    const C = P + R; // columns before: cache entries, then the window
+    const T = C + S;
+    const visible = new Uint8Array((R + S) * T);
+    for (let r = 0; r < R; r++) visible.set(req.visible.subarray(r * C, (r + 1) * C), r * T);
+    for (let s = 0; s < S; s++) {
+      const row = visible.subarray((R + s) * T, (R + s + 1) * T);
+      row.fill(1);
+      // (its own position in the window: hidden)
+      const own = bs + s - req.positions[0];
+      if (own >= 0 && own < R) row[P + own] = 0;
+    }
+    const verify: number[] = [];
+    for (let p = bs; p < be; p++) if (this.committed[p]) verify.push(p);
+    const ids = new Int32Array(R + S);
+    ids.set(req.ids);
+    ids.fill(this.mask, R);
+    const positions = new Int32Array(R + S);
+    positions.set(req.positions);
+    for (let s = 0; s < S; s++) positions[R + s] = bs + s;
+    const queries = new Int32Array(req.queries.length + verify.length);
+    queries.set(req.queries);
+    verify.forEach((p, j) => (queries[req.queries.length + j] = R + (p - bs)));
+    return { req: { ...req, ids, positions, visible, queries }, verify };
   }
 
   /**
@@ -464,7 +515,8 @@ export class Generation {
     this.pending = null;
     this.forwards++;
     const V = this.model.args.vocabSize;
-    const Q = Math.max(1, pend.targets.length);
+    // (query rows: the targets', then wino's verification rows)
+    const Q = Math.max(1, pend.targets.length + (pend.verify?.length ?? 0));
     // the end probe reads the model's own rows (with guidance, the first half: the unguided
     // pass's view of the answer's length is no calibrated one), biased like every choice
     let probeRows: ForwardResult | null = null;
@@ -513,9 +565,30 @@ export class Generation {
       if (this.opts.holdEnds && !last) picks = holdEnds(picks, choices, this.stopSet);
       if (this.opts.inOrder) picks = inOrder(picks);
     }
+    // wino: the block's earlier commits the model no longer believes go back to masks (not at
+    // the budget's last step, which commits what is left)
+    let revoked: number[] = [];
+    if (pend.verify && pend.verify.length > 0 && this.stepInBlock < this.blockSteps - 1) {
+      const belief = pend.verify.map((p, j) => {
+        const q = pend.targets.length + j;
+        return Math.exp(res.logits![q * V + this.tokens[p]] - res.lse[q]);
+      });
+      revoked = winoRevoke(belief, picks.length, this.lastAccept, this.opts.params.verifyThreshold).map((j) => pend.verify![j]);
+    }
+    if (pend.verify) this.lastAccept = picks.length;
     const committedNow: StepEvent['committed'] = [];
     for (const i of picks) committedNow.push(this.commit(pend.targets[i], choices[i], res, i, K));
+    for (const p of revoked) this.revoke(p);
     return this.afterCommits(committedNow);
+  }
+
+  /** Mask a committed position again (wino). */
+  private revoke(p: number): void {
+    this.tokens[p] = this.mask;
+    this.committed[p] = 0;
+    if (this.logprobs) delete this.logprobs[p - this.promptLength];
+    this.committedCount--;
+    this.remasked++;
   }
 
   /** Commit `choice` at canvas position p, scored by query row q (its log-probabilities kept). */
@@ -575,7 +648,8 @@ export class Generation {
     this.stepInBlock++;
 
     this.advanceFinalized();
-    if (this.adaptive && !this.done) this.trimEnd();
+    // (wino may revoke a committed end: the canvas keeps its tail)
+    if (this.adaptive && !this.done && this.opts.policy !== 'wino') this.trimEnd();
     if (!this.done) {
       const [bs, be] = this.blocks[this.block];
       let open = false;
@@ -596,7 +670,13 @@ export class Generation {
   /** Extend the left-to-right final prefix; stop tokens and stop strings end the output there. */
   private advanceFinalized(): void {
     const before = this.finalizedEnd;
-    while (this.finalizedEnd < this.genEnd && this.committed[this.finalizedEnd]) {
+    // (wino may still revoke what the current block committed: final once the block is)
+    let limit = this.genEnd;
+    if (this.opts.policy === 'wino' && this.block < this.blocks.length) {
+      const [bs, be] = this.blocks[this.block];
+      for (let p = bs; p < be; p++) if (!this.committed[p]) limit = bs;
+    }
+    while (this.finalizedEnd < limit && this.committed[this.finalizedEnd]) {
       if (this.stopSet.has(this.tokens[this.finalizedEnd])) {
         this.outputEnd = this.finalizedEnd;
         this.finish = 'stop';
@@ -666,7 +746,7 @@ export class Generation {
   }
 
   private stats(): StepStats {
-    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, elapsedMs: performance.now() - this.startedAt };
+    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, remasked: this.remasked, elapsedMs: performance.now() - this.startedAt };
   }
 
   result(): GenerateResult {
@@ -687,6 +767,9 @@ function firstRows(res: ForwardResult, Q: number, V: number): ForwardResult {
   const K = res.topIds.length / (2 * Q);
   return { topIds: res.topIds.subarray(0, Q * K), topLogits: res.topLogits.subarray(0, Q * K), lse: res.lse.subarray(0, Q), entropy: res.entropy.subarray(0, Q), logits: res.logits?.subarray(0, Q * V) };
 }
+
+/** wino: the "previous step's commits" a block starts with (its authors' value: no bound at first) */
+const WINO_FIRST_ACCEPT = 30;
 
 function range(a: number, b: number): number[] {
   const out: number[] = [];

@@ -35,6 +35,8 @@ export interface GenerateOptions {
   /** commit only a left-to-right run from the first open position (policies.ts inOrder) */
   inOrder?: boolean;
   threshold?: number;
+  /** wino: a committed token is masked again when its verification probability falls below this (default 0.9) */
+  verifyThreshold?: number;
   gamma?: number;
   eps?: number;
   algTemp?: number;
@@ -131,6 +133,9 @@ export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | un
   return out as GenerateOptions;
 }
 
+/** WINO's draft and verification thresholds (its authors' LLaDA settings) */
+export const WINO_DEFAULTS = { threshold: 0.6, verifyThreshold: 0.9 };
+
 export const DEFAULTS = { maxTokens: 128, canvas: 'adaptive' as CanvasMode, initialCanvas: 16, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };
 
 function intIn(v: unknown, param: string, lo: number, hi: number): number {
@@ -178,7 +183,8 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     if (maxTokens % blockLength !== 0) throw new OptionError('block_length', `block_length ${blockLength} does not divide max_tokens ${maxTokens}`);
   } else blockLength = Math.min(DEFAULTS.blockLength, maxTokens);
   const blocks = Math.ceil(maxTokens / blockLength);
-  let stepsPerBlock = blockLength;
+  // (wino may mask tokens again: its default budget is two steps per position)
+  let stepsPerBlock = o.policy === 'wino' && o.steps === undefined ? 2 * blockLength : blockLength;
   if (o.steps !== undefined && m.modelBlock) stepsPerBlock = intIn(o.steps, 'steps', 1, 1 << 20); // (per block, as the block model's own decoders count them)
   else if (o.steps !== undefined && !m.causal) {
     const steps = intIn(o.steps, 'steps', 1, 1 << 20);
@@ -190,6 +196,13 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   // (a fixed count per step is a schedule those two would break: fewer commits leave masks)
   for (const [on, param] of [[o.holdEnds, 'hold_ends'], [o.inOrder, 'in_order']] as const)
     if (on && isFixedCount(policy)) throw new OptionError(param, `${param} needs a policy without a fixed count per step (threshold, entropy_bounded, dream_*), not ${policy}`);
+  if (policy === 'wino') {
+    // (its revocations are its own order: the pick filters would fight them)
+    for (const [on, param] of [[o.holdEnds, 'hold_ends'], [o.inOrder, 'in_order'], [o.separateTwins, 'separate_twins'], [o.cfgScale, 'cfg_scale']] as const)
+      if (on) throw new OptionError(param, `${param} does not combine with policy wino (it commits and revokes by its own rule)`);
+    if (m.attention !== 'bidirectional' || o.attention !== undefined && o.attention !== 'bidirectional')
+      throw new OptionError('policy', 'policy wino needs a bidirectional diffusion model (LLaDA-style): it verifies a token with its own position hidden');
+  }
   const temperature = numIn(o.temperature ?? 0, 'temperature', 0, 100);
   const topP = o.topP === undefined ? undefined : numIn(o.topP, 'top_p', 0, 1, true);
   const topK = o.topK === undefined ? undefined : intIn(o.topK, 'top_k', 1, m.vocabSize);
@@ -221,7 +234,9 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     holdEnds: o.holdEnds ?? false,
     inOrder: o.inOrder ?? false,
     params: {
-      threshold: numIn(o.threshold ?? DEFAULTS.threshold, 'threshold', 0, 1),
+      // (wino drafts wide: its threshold defaults lower, as its authors run it)
+      threshold: numIn(o.threshold ?? (policy === 'wino' ? WINO_DEFAULTS.threshold : DEFAULTS.threshold), 'threshold', 0, 1),
+      verifyThreshold: numIn(o.verifyThreshold ?? WINO_DEFAULTS.verifyThreshold, 'verify_threshold', 0, 1),
       gamma: numIn(o.gamma ?? DEFAULTS.gamma, 'gamma', 0, 1e6),
       eps: numIn(o.eps ?? DEFAULTS.eps, 'eps', 0, 1, true),
       algTemp: numIn(o.algTemp ?? DEFAULTS.algTemp, 'alg_temp', 0, 100),

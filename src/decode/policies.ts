@@ -17,6 +17,7 @@ export const POLICIES = [
   'dream_maskgit_plus',
   'dream_topk_margin',
   'dream_entropy',
+  'wino',
 ] as const;
 export type Policy = (typeof POLICIES)[number];
 
@@ -29,6 +30,8 @@ export interface PolicyParams {
   eps: number;
   /** Dream: > 0 samples the commit order from softmax(confidence / algTemp) */
   algTemp: number;
+  /** wino: a committed token of the block is masked again when its verification probability is below this */
+  verifyThreshold: number;
 }
 
 export interface StepContext {
@@ -93,6 +96,14 @@ export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContex
     case 'threshold': {
       const picked = choices.map((c, i) => (c.prob > p.threshold ? i : -1)).filter((i) => i >= 0);
       return picked.length > 0 ? picked : topByScore(choices.map((c) => c.prob), 1);
+    }
+    case 'wino': {
+      // wide in: every position above the (low) draft threshold, at most max(5, 70 % of the
+      // block's masks) and at most 20, the most confident first; at least the best one
+      const cap = Math.min(Math.max(Math.floor(n * 0.7), 5), 20);
+      const picked = choices.map((c, i) => (c.prob > p.threshold ? i : -1)).filter((i) => i >= 0);
+      if (picked.length === 0) return topByScore(choices.map((c) => c.prob), 1);
+      return picked.length > cap ? topByScore(choices.map((c) => c.prob), cap).sort((a, b) => a - b) : picked;
     }
     case 'entropy_bounded': {
       const order = topByScore(choices.map((c) => -c.entropy), n);
@@ -173,6 +184,20 @@ export function inOrder(picks: number[]): number[] {
   let run = 0;
   while (picked.has(run)) run++;
   return run > 0 ? Array.from({ length: run }, (_, i) => i) : [0];
+}
+
+/**
+ * WINO's narrow out: of the block's tokens committed before this step, those the model no longer
+ * believes (verification probability below `tau`, each scored with its own position hidden) are
+ * masked again. Only when this step committed more than one token (so a block always advances),
+ * and fewer than the previous step committed (`lastAccept`): then the least believed of them.
+ * Returns indices into `verify`.
+ */
+export function winoRevoke(verify: number[], accepted: number, lastAccept: number, tau: number): number[] {
+  if (accepted <= 1) return [];
+  const low = verify.map((v, i) => (v < tau ? i : -1)).filter((i) => i >= 0);
+  if (low.length < lastAccept) return low;
+  return topByScore(verify.map((v) => -v), lastAccept - 1).sort((a, b) => a - b);
 }
 
 /** Policies whose step count fixes how many tokens each step commits. */

@@ -21,6 +21,7 @@ export interface GenerationDefaults {
   topK?: number;
   policy?: string;
   threshold?: number;
+  verifyThreshold?: number;
   gamma?: number;
   eps?: number;
   algTemp?: number;
@@ -42,6 +43,7 @@ const QUENCH_FIELDS: Record<string, [keyof GenerationDefaults, Kind]> = {
   top_k: ['topK', 'integer'],
   policy: ['policy', 'string'],
   threshold: ['threshold', 'number'],
+  verify_threshold: ['verifyThreshold', 'number'],
   gamma: ['gamma', 'number'],
   eps: ['eps', 'number'],
   alg_temp: ['algTemp', 'number'],

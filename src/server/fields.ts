@@ -85,6 +85,7 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.block_length === 'number') o.blockLength = b.block_length;
   if (typeof b.policy === 'string') o.policy = b.policy as GenerateOptions['policy'];
   if (typeof b.threshold === 'number') o.threshold = b.threshold;
+  if (typeof b.verify_threshold === 'number') o.verifyThreshold = b.verify_threshold;
   if (typeof b.separate_twins === 'boolean') o.separateTwins = b.separate_twins;
   if (typeof b.hold_ends === 'boolean') o.holdEnds = b.hold_ends;
   if (typeof b.in_order === 'boolean') o.inOrder = b.in_order;

@@ -30,6 +30,7 @@ const sampling = {
   block_length: int(1, 1 << 20),
   policy: { type: 'string', enum: [...POLICIES] },
   threshold: { type: 'number', minimum: 0, maximum: 1 },
+  verify_threshold: { type: 'number', minimum: 0, maximum: 1 },
   separate_twins: { type: 'boolean' },
   hold_ends: { type: 'boolean' },
   in_order: { type: 'boolean' },
