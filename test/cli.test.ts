@@ -17,6 +17,11 @@ test('quench list shows every bundled model directory', () => {
   if (bundled.length === 0) assert.match(out, /no models found/);
 });
 
+test("the README's first command on the bundled default model: 27 + 58 is 85, and it sorts", () => {
+  assert.equal(quench(['run', 'What is 27 + 58?']).trim(), String(27 + 58));
+  assert.equal(quench(['run', 'Sort these numbers: 9, 2, 7']).trim(), [9, 2, 7].sort((a, b) => a - b).join(', '));
+});
+
 test('quench run: one prompt, and a piped chat of several turns', async () => {
   const dir = await tempDir('quench-cli-');
   // weights that make every position say "a" (byte-level id 97)
