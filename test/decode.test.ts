@@ -218,15 +218,47 @@ test('wino: drafts wide, masks again what it no longer believes; equal to a plai
     revocations += want.remasked;
   }
   assert.ok(revocations > 0, 'the cases revoke something (else the narrow-out half went untested)');
-  // with the prefix cache and an adaptive canvas: what is streamed as final is never revoked
-  const finals: number[][] = [];
-  const r = await generate(model, prompt, {
-    maxTokens: 32, blockLength: 8, policy: 'wino', threshold: 0.05, verifyThreshold: 0.6, cache: 'prefix', stopTokens: [],
-    onStep: (ev) => finals.push(Array.from(ev.draft.subarray(0, ev.finalized))),
-  });
-  assert.ok(r.stats.remasked > 0, 'revocations happened here too');
-  for (let i = 1; i < finals.length; i++) assert.deepEqual(finals[i].slice(0, finals[i - 1].length), finals[i - 1], `step ${i}: a final prefix changed`);
-  assert.deepEqual(finals.at(-1), r.tokens);
+  // with the prefix and dual caches: every shadow hides from its row exactly the window row at
+  // its own position and nothing else, window rows never see it, and what is streamed as final
+  // is never revoked; on an adaptive canvas (an end token this random model does produce) too
+  const laidOut = { ...model, forward: async (reqs: Parameters<Model['forward']>[0]) => {
+    for (const q of reqs) {
+      const L = q.ids.length;
+      const P = q.past?.length ?? 0;
+      let R = 1;
+      while (R < L && q.positions[R] > q.positions[R - 1]) R++;
+      const T = P + L;
+      for (let r = 0; r < L; r++) {
+        const hidden = range(0, T).filter((c) => !q.visible[r * T + c]);
+        if (r < R) assert.deepEqual(hidden, range(P + R, T), 'a window row sees no shadow');
+        else {
+          assert.equal(q.ids[r], model.special.mask);
+          assert.deepEqual(hidden, [P + q.positions[r] - q.positions[0]], 'a shadow row hides its own position only');
+        }
+      }
+    }
+    return model.forward(reqs);
+  } };
+  let shadows = 0;
+  for (const [cache, stop] of [['prefix', []], ['dual', []], ['prefix', [284]]] as const) {
+    const finals: number[][] = [];
+    const r = await generate(laidOut, prompt, {
+      maxTokens: 32, blockLength: 8, initialCanvas: 8, policy: 'wino', threshold: 0.05, verifyThreshold: 0.6, cache, stopTokens: [...stop],
+      onStep: (ev) => {
+        finals.push(Array.from(ev.draft.subarray(0, ev.finalized)));
+        shadows += ev.revoked.length;
+      },
+    });
+    assert.ok(r.stats.remasked > 0, `revocations happened (${cache})`);
+    for (let i = 1; i < finals.length; i++) assert.deepEqual(finals[i].slice(0, finals[i - 1].length), finals[i - 1], `step ${i}: a final prefix changed`);
+    assert.deepEqual(finals.at(-1), r.tokens);
+    if (stop.length) assert.ok(r.tokens.length < 32 && r.finishReason === 'stop', 'ended at the end token');
+  }
+  assert.ok(shadows > 0, 'events list the revocations');
+  // the smallest budget (one step per block) commits every block in one step: no revocation
+  const one = await generate(model, prompt, { maxTokens: 16, blockLength: 8, steps: 2, policy: 'wino', threshold: 0.05, cache: 'none', canvas: 'fixed', stopTokens: [] });
+  assert.equal(one.stats.forwards, 2);
+  assert.equal(one.stats.remasked, 0);
   // the defaults are its authors' (0.6 / 0.9); the pick filters and shifted models are refused
   assert.equal(new Generation(model, prompt, { policy: 'wino' }).opts.params.threshold, 0.6);
   assert.equal(new Generation(model, prompt, { policy: 'wino' }).opts.params.verifyThreshold, 0.9);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generationDefaults } from '../src/formats/generation-config.ts';
-import { checkModelDefaults, generate, type StepEvent } from '../src/decode/generation.ts';
+import { checkModelDefaults, generate, Generation, type StepEvent } from '../src/decode/generation.ts';
 import { FormatError } from '../src/errors.ts';
 import { generationOptions } from '../src/server/fields.ts';
 import { writeFixture } from '../src/formats/fixtures.ts';
@@ -66,6 +66,17 @@ test('a model\'s defaults fill what a request leaves unset; request fields, and 
   // and the other way round: a model's fixed-count policy steps aside for a request's in_order
   const lcModel = { ...m, defaults: { policy: 'low_confidence', cache: 'none', canvas: 'fixed', maxTokens: 8 } };
   assert.deepEqual((await generate(lcModel, [0, 0], { blockLength: 8, inOrder: true })).tokens, [5, 6, 9, 9]);
+  // wino runs with none of the model's in_order / separate_twins, and with its own draft threshold
+  const winoOver = new Generation({ ...m, defaults: { inOrder: true, separateTwins: true, threshold: 0.95 } }, [0, 0], { policy: 'wino' });
+  assert.equal(winoOver.opts.inOrder, false);
+  assert.equal(winoOver.opts.separateTwins, false);
+  assert.equal(winoOver.opts.params.threshold, 0.6);
+  // a model whose policy is wino keeps its threshold for it, and gives way to a request's in_order
+  assert.equal(new Generation({ ...m, defaults: { policy: 'wino', threshold: 0.5 } }, [0, 0], {}).opts.params.threshold, 0.5);
+  assert.equal(new Generation({ ...m, defaults: { policy: 'wino', threshold: 0.5 } }, [0, 0], { inOrder: true }).opts.policy, 'threshold');
+  assert.equal(new Generation({ ...m, defaults: { policy: 'wino', threshold: 0.5 } }, [0, 0], { policy: 'threshold' }).opts.params.threshold, 0.9);
+  assert.equal(generationOptions({ reasoning_effort: 'high', policy: 'wino' }, {}).threshold, undefined, "a preset's threshold is not wino's");
+  assert.equal(generationOptions({ reasoning_effort: 'high', policy: 'wino', threshold: 0.7 }, {}).threshold, 0.7);
   // the model's answer budget is cut to the room a long prompt leaves (context 512), not a 400
   const long = await generate({ ...m, defaults: { maxTokens: 64, canvas: 'fixed', cache: 'none' } }, Array(500).fill(0), { stopTokens: [] });
   assert.equal(long.tokens.length, 12);
@@ -77,6 +88,9 @@ test('defaults that cannot decode are the checkpoint\'s error, found at load, na
   for (const defaults of [{ threshold: 2 }, { policy: 'fastest' }, { policy: 'low_confidence', inOrder: true }, { topK: 99 }, { cache: 'triple' }])
     assert.throws(() => checkModelDefaults({ ...m, defaults }), (e: unknown) => invalid(e) && (e as Error).message.startsWith('generation_config.json: '), JSON.stringify(defaults));
   checkModelDefaults({ ...m, defaults: { policy: 'threshold', threshold: 0.95, inOrder: true, maxTokens: 64 } });
+  // wino on a model with shifted logits cannot verify: found at load too
+  assert.throws(() => checkModelDefaults({ ...scriptedModel(16, () => prefer(16, 5), 4, true), defaults: { policy: 'wino' } }), invalid);
+  checkModelDefaults({ ...m, defaults: { policy: 'wino' } });
   checkModelDefaults(m);
   // an answer budget past the context is cut to the room a prompt leaves, as vLLM does: no error
   checkModelDefaults({ ...m, defaults: { maxTokens: 100000 } });

@@ -199,7 +199,7 @@ test('the prompt: a template with tool support gets tools and calls; one without
 });
 
 function event(draft: number[], finalized: number): StepEvent {
-  return { step: 0, block: 0, committed: [], draft: Int32Array.from(draft), final: new Uint8Array(draft.length), finalized, done: false, stats: {} as StepEvent['stats'] };
+  return { step: 0, block: 0, committed: [], revoked: [], draft: Int32Array.from(draft), final: new Uint8Array(draft.length), finalized, done: false, stats: {} as StepEvent['stats'] };
 }
 
 test('streaming with tools: text before a call streams; the call (and any start of its tag) never does', () => {

@@ -62,6 +62,7 @@ function limitsOf(model: Denoiser, modelBlock: number | undefined): ModelLimits 
     topK: model.topK,
     modelBlock,
     subBlock: a.subBlock,
+    shifted: a.shiftedLogits,
   };
 }
 
@@ -101,9 +102,11 @@ export interface StepEvent {
   block: number;
   /** positions (0 = first generated position) committed this step, with their tokens */
   committed: { position: number; token: number }[];
+  /** positions whose committed token this step masked again (policy wino) */
+  revoked: number[];
   /** generated positions: committed tokens, and the current best guess where still masked (-1 if never scored) */
   draft: Int32Array;
-  /** 1 where the draft position is committed */
+  /** 1 where the draft position is committed (with policy wino, revocable until its block is done) */
   final: Uint8Array;
   /** generated positions final left to right (the streamable prefix), capped at the output end */
   finalized: number;
@@ -263,7 +266,6 @@ export class Generation {
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
-    if (this.opts.policy === 'wino' && a.shiftedLogits) throw new OptionError('policy', 'policy wino needs unshifted logits (LLaDA layout): a shifted model reads position i from row i - 1, which the verification rows cannot hide');
     if (this.opts.policy === 'wino' && this.constraint) throw new OptionError('policy', 'policy wino does not combine with a constrained output (JSON mode decodes left to right)');
     // (wino reads a committed token's probability, which need not be among the candidates)
     this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.cfgScale > 0 || this.opts.policy === 'wino' || needsFullLogits(this.opts.sampler, model.topK);
@@ -439,7 +441,13 @@ export class Generation {
     let verify: number[] | undefined;
     let planned = req;
     if (this.opts.cfgScale > 0) planned = this.withUnguided(req);
-    else if (this.opts.policy === 'wino' && !this.causal) ({ req: planned, verify } = this.withShadow(req));
+    // (wino: a shadow only when the block has commits to verify)
+    else if (this.opts.policy === 'wino' && !this.causal) {
+      const [bs, be] = this.blocks[this.block];
+      let any = false;
+      for (let p = bs; p < be && !any; p++) any = this.committed[p] === 1;
+      if (any) ({ req: planned, verify } = this.withShadow(req));
+    }
     this.pending = { req: planned, targets, candidates, keep, probe, verify };
     return this.pending.req;
   }
@@ -575,11 +583,11 @@ export class Generation {
       });
       revoked = winoRevoke(belief, picks.length, this.lastAccept, this.opts.params.verifyThreshold).map((j) => pend.verify![j]);
     }
-    if (pend.verify) this.lastAccept = picks.length;
+    if (this.opts.policy === 'wino') this.lastAccept = picks.length;
     const committedNow: StepEvent['committed'] = [];
     for (const i of picks) committedNow.push(this.commit(pend.targets[i], choices[i], res, i, K));
     for (const p of revoked) this.revoke(p);
-    return this.afterCommits(committedNow);
+    return this.afterCommits(committedNow, revoked.map((p) => p - this.promptLength));
   }
 
   /** Mask a committed position again (wino). */
@@ -643,7 +651,7 @@ export class Generation {
   }
 
   /** After a step's commits: the final prefix, stops, the canvas's end, the next block. */
-  private afterCommits(committedNow: StepEvent['committed']): StepEvent {
+  private afterCommits(committedNow: StepEvent['committed'], revoked: number[] = []): StepEvent {
     this.stepCount++;
     this.stepInBlock++;
 
@@ -664,7 +672,7 @@ export class Generation {
         throw new Error('schedule exhausted with masks left');
       }
     }
-    return this.event(committedNow);
+    return this.event(committedNow, revoked);
   }
 
   /** Extend the left-to-right final prefix; stop tokens and stop strings end the output there. */
@@ -722,7 +730,7 @@ export class Generation {
     return m;
   }
 
-  private event(committed: StepEvent['committed']): StepEvent {
+  private event(committed: StepEvent['committed'], revoked: number[] = []): StepEvent {
     const n = this.genEnd - this.promptLength;
     const draft = new Int32Array(n);
     const final = new Uint8Array(n);
@@ -736,6 +744,7 @@ export class Generation {
       step: this.stepCount - 1,
       block: Math.min(this.block, this.blocks.length - 1),
       committed,
+      revoked,
       draft,
       final,
       finalized: Math.min(this.finalizedEnd, end) - this.promptLength,

@@ -111,25 +111,37 @@ function resolveBias(bias: Record<number, number> | undefined, vocabSize: number
   return { ids, values };
 }
 
+/** The switches a policy cannot run with (their option names), beside their request fields. */
+const FIXED_COUNT_CONFLICTS = ['inOrder', 'holdEnds'] as const;
+const WINO_CONFLICTS = ['inOrder', 'holdEnds', 'separateTwins', 'cfgScale'] as const;
+
+function conflictsOf(policy: string | undefined): readonly string[] {
+  if (policy === 'wino') return WINO_CONFLICTS;
+  if (policy !== undefined && (POLICIES as readonly string[]).includes(policy) && isFixedCount(policy as Policy)) return FIXED_COUNT_CONFLICTS;
+  return [];
+}
+
+const on = (v: unknown) => v !== undefined && v !== false && v !== 0;
+
 /**
  * The options with the model's generation_config.json defaults filling what the caller left
  * unset. A default never fails a request on its own: the model's answer budget is cut to the
- * room the prompt leaves (`room`, when known); its `in_order` / `hold_ends` are dropped when
- * the caller picks a policy with a fixed count per step, and its fixed-count policy when the
- * caller asks for `in_order` / `hold_ends`.
+ * room the prompt leaves (`room`, when known); a model's switch that the caller's policy cannot
+ * run with is dropped (in_order / hold_ends with a fixed count per step; those, separate_twins
+ * and guidance with wino), and so is the model's policy when the caller turns on a switch it
+ * cannot run with; the model's threshold is its own policy's, not a wino the caller picks.
  */
 export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | undefined, room?: number): GenerateOptions {
   if (!d || o.modelDefaults === false) return o;
   const out: Record<string, unknown> = { ...o };
   for (const [k, v] of Object.entries(d)) if (out[k] === undefined) out[k] = v;
   if (o.maxTokens === undefined && d.maxTokens !== undefined && room !== undefined && room >= 1) out.maxTokens = Math.min(d.maxTokens, room);
-  if (o.policy === undefined && (o.inOrder || o.holdEnds) && d.policy !== undefined && (POLICIES as readonly string[]).includes(d.policy) && isFixedCount(d.policy as Policy)) delete out.policy;
+  const asked = o as Record<string, unknown>;
+  if (o.policy === undefined && conflictsOf(d.policy).some((k) => on(asked[k]))) delete out.policy;
+  for (const k of conflictsOf(o.policy)) if (asked[k] === undefined) delete out[k];
+  if (o.policy !== undefined && o.threshold === undefined && (o.policy === 'wino') !== (d.policy === 'wino')) delete out.threshold;
   // (guidance runs without a cache: a model's cache preference does not apply to it)
   if (o.cfgScale !== undefined && o.cfgScale > 0 && o.cache === undefined) delete out.cache;
-  if (o.policy !== undefined && (POLICIES as readonly string[]).includes(o.policy) && isFixedCount(o.policy as Policy)) {
-    if (o.inOrder === undefined) delete out.inOrder;
-    if (o.holdEnds === undefined) delete out.holdEnds;
-  }
   return out as GenerateOptions;
 }
 
@@ -162,6 +174,8 @@ export interface ModelLimits {
   modelBlock?: number;
   /** its decoder's block inside a model block (default: the model block) */
   subBlock?: number;
+  /** the prediction for position i is read from row i - 1 */
+  shifted?: boolean;
 }
 
 export function resolveOptions(o: GenerateOptions, promptLength: number, m: ModelLimits): ResolvedOptions {
@@ -183,8 +197,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     if (maxTokens % blockLength !== 0) throw new OptionError('block_length', `block_length ${blockLength} does not divide max_tokens ${maxTokens}`);
   } else blockLength = Math.min(DEFAULTS.blockLength, maxTokens);
   const blocks = Math.ceil(maxTokens / blockLength);
-  // (wino may mask tokens again: its default budget is two steps per position)
-  let stepsPerBlock = o.policy === 'wino' && o.steps === undefined ? 2 * blockLength : blockLength;
+  let stepsPerBlock = blockLength;
   if (o.steps !== undefined && m.modelBlock) stepsPerBlock = intIn(o.steps, 'steps', 1, 1 << 20); // (per block, as the block model's own decoders count them)
   else if (o.steps !== undefined && !m.causal) {
     const steps = intIn(o.steps, 'steps', 1, 1 << 20);
@@ -202,6 +215,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
       if (on) throw new OptionError(param, `${param} does not combine with policy wino (it commits and revokes by its own rule)`);
     if (m.attention !== 'bidirectional' || o.attention !== undefined && o.attention !== 'bidirectional')
       throw new OptionError('policy', 'policy wino needs a bidirectional diffusion model (LLaDA-style): it verifies a token with its own position hidden');
+    if (m.shifted) throw new OptionError('policy', 'policy wino needs unshifted logits (LLaDA layout): a shifted model reads position i from row i - 1, which the verification rows cannot hide');
   }
   const temperature = numIn(o.temperature ?? 0, 'temperature', 0, 100);
   const topP = o.topP === undefined ? undefined : numIn(o.topP, 'top_p', 0, 1, true);

@@ -96,6 +96,8 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.cache === 'string') o.cache = b.cache as GenerateOptions['cache'];
   if (typeof b.canvas === 'string') o.canvas = b.canvas as GenerateOptions['canvas'];
   if (typeof b.initial_canvas === 'number') o.initialCanvas = b.initial_canvas;
+  // (wino drafts with its own low threshold: a preset's does not apply to it, one the request names does)
+  if (b.policy === 'wino' && typeof b.threshold !== 'number' && effort !== null) delete o.threshold;
   // (guidance runs without a cache: a preset's cache does not apply to it, one the request names does)
   if (typeof b.cfg_scale === 'number' && b.cfg_scale > 0 && typeof b.cache !== 'string') delete o.cache;
   // vLLM's extension: end-of-text / end-of-turn do not stop the answer (fixed-length load tests)
