@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import { CACHE, tempDir } from './helpers.ts';
@@ -20,6 +20,25 @@ test('quench list shows every bundled model directory', () => {
 test("the README's first command on the bundled default model: 27 + 58 is 85, and it sorts", () => {
   assert.equal(quench(['run', 'What is 27 + 58?']).trim(), String(27 + 58));
   assert.equal(quench(['run', 'Sort these numbers: 9, 2, 7']).trim(), [9, 2, 7].sort((a, b) => a - b).join(', '));
+});
+
+test('--generation-config: the model\'s file (auto), none, or another file', async () => {
+  const dir = await tempDir('quench-cli-gc-');
+  await writeFixture(dir, { arch: 'llada', hidden: 32, heads: 2, layers: 1, favourToken: 97, maxPositions: 64 });
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ max_new_tokens: 3 }));
+  const other = join(dir, 'other');
+  mkdirSync(other);
+  writeFileSync(join(other, 'generation_config.json'), JSON.stringify({ max_new_tokens: 5 }));
+  const prompt = 'hi';
+  assert.equal(quench(['run', '--model', dir, prompt]), 'aaa\n');
+  assert.equal(quench(['run', '--model', dir, '--generation-config', other, prompt]), 'aaaaa\n');
+  assert.equal(quench(['run', '--model', dir, '--generation-config', join(other, 'generation_config.json'), prompt]), 'aaaaa\n');
+  // none: the engine's budget (128, capped by the 64-position context after the prompt)
+  const none = quench(['run', '--model', dir, '--generation-config', 'none', prompt]).trim();
+  assert.ok(none.length > 5 && /^a+$/.test(none), none);
+  assert.throws(() => quench(['run', '--model', dir, '--generation-config', join(dir, 'missing'), prompt]), /generation-config .*not found/);
+  writeFileSync(join(other, 'generation_config.json'), JSON.stringify({ quench: { threshold: 3 } }));
+  assert.throws(() => quench(['run', '--model', dir, '--generation-config', other, prompt]), /generation_config\.json: threshold/);
 });
 
 test('quench run: one prompt, and a piped chat of several turns', async () => {

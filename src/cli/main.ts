@@ -31,6 +31,7 @@ program
   .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')
   .option('--response-store <n>', 'Responses API responses kept in memory for previous_response_id and GET /v1/responses/{id}, oldest dropped first (0: store none)', int, 1000)
   .option('--log', 'log requests')
+  .option('--generation-config <source>', "decoding defaults: auto (the model's generation_config.json), none (the engine's), or a generation_config.json / its directory", 'auto')
   .action(async (o) => {
     const { serve } = await import('./serve.ts');
     const m = resolveModelEntry(o.model);
@@ -60,6 +61,7 @@ program
   .option('--threads <n>', 'compute threads', int, 0)
   .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
   .option('--raw', 'no chat template: complete the text as given')
+  .option('--generation-config <source>', "decoding defaults: auto (the model's generation_config.json), none (the engine's), or a generation_config.json / its directory", 'auto')
   .option('--stats', 'print forward passes and speed after the answer')
   .option('--json', 'JSON mode: the answer is one JSON object (constrained decoding, left to right)')
   .option('--json-schema <file>', 'the answer is a document of this JSON schema (the strict structured-output subset)')

@@ -3,7 +3,8 @@
 // gets the final text only.
 
 import { createInterface } from 'node:readline/promises';
-import { checkModelDefaults, generate, type StepEvent } from '../decode/generation.ts';
+import { generate, type StepEvent } from '../decode/generation.ts';
+import { applyGenerationConfig } from './generation-config.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ChatMessage } from '../formats/tokenizer.ts';
 import { loadModel, type DTypeOption, type Model } from '../models/registry.ts';
@@ -25,6 +26,7 @@ export interface RunOptions {
   inOrder?: boolean;
   verifyThreshold?: number;
   cfgScale?: number;
+  generationConfig?: string;
   cache?: GenerateOptions['cache'];
   canvas?: GenerateOptions['canvas'];
   initialCanvas?: number;
@@ -136,7 +138,7 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
 
 export async function run(prompt: string, o: RunOptions): Promise<void> {
   const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, onProgress: (m) => console.error(`quench: ${m}`) });
-  checkModelDefaults(model);
+  await applyGenerationConfig(model, o.generationConfig);
   const tty = process.stdout.isTTY === true;
   const encode = (messages: ChatMessage[]) =>
     o.raw || !model.codec.hasChatTemplate

@@ -2,6 +2,7 @@
 // SIGTERM / SIGINT stop accepting, let running generations finish, then exit.
 
 import { loadModel, type DTypeOption } from '../models/registry.ts';
+import { applyGenerationConfig, describeDefaults } from './generation-config.ts';
 import { attachScheduler, buildServer, type ServingState } from '../server/app.ts';
 
 export interface ServeOptions {
@@ -24,6 +25,8 @@ export interface ServeOptions {
   log?: boolean;
   /** most Responses API responses kept in memory (0: none) */
   responseStore?: number;
+  /** where decoding defaults come from: auto (the model's generation_config.json), none, or a path */
+  generationConfig?: string;
 }
 
 export async function serve(o: ServeOptions): Promise<void> {
@@ -49,8 +52,11 @@ export async function serve(o: ServeOptions): Promise<void> {
     // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
     const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
     const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, blockSize: o.blockSize, onProgress: (m) => console.error(`quench: ${m}`) });
+    await applyGenerationConfig(model, o.generationConfig);
     attachScheduler(state, model, opts, metrics);
     console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
+    const d = describeDefaults(model.defaults);
+    if (d) console.error(`quench: decoding defaults (--generation-config ${o.generationConfig ?? 'auto'}): ${d}`);
   } catch (e) {
     state.error = e instanceof Error ? e.message : String(e);
     console.error(`quench: failed to load the model: ${state.error}`);

@@ -9,7 +9,7 @@ import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec } from '../formats/tokenizer.ts';
 import { GGML_TYPES, isGguf, openGguf } from '../formats/gguf.ts';
 import { argsOf, tokenizerOf } from '../models/gguf.ts';
-import type { GenerationDefaults } from '../formats/generation-config.ts';
+import { describeDefaults } from './generation-config.ts';
 
 /** Parameters of the model the arguments describe: embeddings, every layer's projections and
  * norms, the final norm and an untied head (biases and q/k norms where the layout has them). */
@@ -34,10 +34,6 @@ function tally(types: string[]): string {
   return [...m].sort((x, y) => y[1] - x[1]).map(([t, n]) => `${t} x ${n}`).join(', ');
 }
 
-const OPTION_NAMES: Record<keyof GenerationDefaults, string> = {
-  maxTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', policy: 'policy', threshold: 'threshold', verifyThreshold: 'verify_threshold', gamma: 'gamma', eps: 'eps',
-  algTemp: 'alg_temp', cache: 'cache', canvas: 'canvas', initialCanvas: 'initial_canvas', inOrder: 'in_order', holdEnds: 'hold_ends', separateTwins: 'separate_twins',
-};
 
 /** The license a model card names: its YAML front matter's `license`, else the first
  * paragraph of a "License" section. */
@@ -62,7 +58,6 @@ export async function describe(dir: string): Promise<string> {
   let card = '';
   let license: string | null = null;
   let defaults: string;
-  const listed = (d: GenerationDefaults) => (Object.keys(d) as (keyof GenerationDefaults)[]).map((k) => `${OPTION_NAMES[k]} ${JSON.stringify(d[k])}`).join(', ');
   if (isGguf(dir)) {
     const file = await openGguf(dir);
     try {
@@ -83,7 +78,7 @@ export async function describe(dir: string): Promise<string> {
     // (a generation_config.json that cannot be read is reported below, not fatal here)
     try {
       codec = await TextCodec.load(dir, args);
-      defaults = listed(codec.generation);
+      defaults = describeDefaults(codec.generation);
     } catch (e) {
       codec = await TextCodec.load(dir, args, false);
       defaults = `invalid: ${(e as Error).message}`;
