@@ -40,6 +40,7 @@ import { makeRng, randomSeed, type Rng } from './rng.ts';
 import { biasScores, choose, guidedScores, needsFullLogits, type Choice } from './sampling.ts';
 import { constrainedChoice, type Constraint } from './constraint.ts';
 import { transferCounts } from './schedule.ts';
+import { withShadow, withUnguided } from './packing.ts';
 
 /** What decoding needs of a model. */
 export interface Denoiser {
@@ -440,80 +441,16 @@ export class Generation {
     };
     let verify: number[] | undefined;
     let planned = req;
-    if (this.opts.cfgScale > 0) planned = this.withUnguided(req);
+    if (this.opts.cfgScale > 0) planned = withUnguided(req, (p) => p < this.promptLength || p >= this.capEnd, this.mask);
     // (wino: a shadow only when the block has commits to verify)
     else if (this.opts.policy === 'wino' && !this.causal) {
       const [bs, be] = this.blocks[this.block];
       let any = false;
       for (let p = bs; p < be && !any; p++) any = this.committed[p] === 1;
-      if (any) ({ req: planned, verify } = this.withShadow(req));
+      if (any) ({ req: planned, verify } = withShadow(req, this.blocks[this.block], this.committed, this.mask));
     }
     this.pending = { req: planned, targets, candidates, keep, probe, verify };
     return this.pending.req;
-  }
-
-  /**
-   * WINO's shadow block: the current block again, all masks, after the window. Window rows do
-   * not see it; a shadow row sees everything but the window row at its own position, so its
-   * scores for a committed position are the model's belief in that token with the token hidden.
-   * Its rows for the block's committed positions are queried after the targets.
-   */
-  private withShadow(req: ForwardRequest): { req: ForwardRequest; verify: number[] } {
-    const [bs, be] = this.blocks[this.block];
-    const S = be - bs;
-    const R = req.ids.length;
-    const P = req.past?.length ?? 0;
-    const C = P + R; // columns before: cache entries, then the window
-    const T = C + S;
-    const visible = new Uint8Array((R + S) * T);
-    for (let r = 0; r < R; r++) visible.set(req.visible.subarray(r * C, (r + 1) * C), r * T);
-    for (let s = 0; s < S; s++) {
-      const row = visible.subarray((R + s) * T, (R + s + 1) * T);
-      row.fill(1);
-      // (its own position in the window: hidden)
-      const own = bs + s - req.positions[0];
-      if (own >= 0 && own < R) row[P + own] = 0;
-    }
-    const verify: number[] = [];
-    for (let p = bs; p < be; p++) if (this.committed[p]) verify.push(p);
-    const ids = new Int32Array(R + S);
-    ids.set(req.ids);
-    ids.fill(this.mask, R);
-    const positions = new Int32Array(R + S);
-    positions.set(req.positions);
-    for (let s = 0; s < S; s++) positions[R + s] = bs + s;
-    const queries = new Int32Array(req.queries.length + verify.length);
-    queries.set(req.queries);
-    verify.forEach((p, j) => (queries[req.queries.length + j] = R + (p - bs)));
-    return { req: { ...req, ids, positions, visible, queries }, verify };
-  }
-
-  /**
-   * Classifier-free guidance: the same window a second time in the same sequence, its prompt
-   * (and suffix) masked, seeing only itself (block-diagonal visibility, the same positions),
-   * so one forward scores both; its query rows follow the guided ones.
-   */
-  private withUnguided(req: ForwardRequest): ForwardRequest {
-    const R = req.ids.length;
-    const ids = new Int32Array(2 * R);
-    ids.set(req.ids);
-    for (let r = 0; r < R; r++) {
-      const p = req.positions[r];
-      ids[R + r] = p < this.promptLength || p >= this.capEnd ? this.mask : req.ids[r];
-    }
-    const positions = new Int32Array(2 * R);
-    positions.set(req.positions);
-    positions.set(req.positions, R);
-    const visible = new Uint8Array(4 * R * R);
-    for (let r = 0; r < R; r++) {
-      const row = req.visible.subarray(r * R, (r + 1) * R);
-      visible.set(row, r * 2 * R);
-      visible.set(row, (R + r) * 2 * R + R);
-    }
-    const queries = new Int32Array(2 * req.queries.length);
-    queries.set(req.queries);
-    queries.set(req.queries.map((q) => q + R), req.queries.length);
-    return { ...req, ids, positions, visible, queries };
   }
 
   /** Apply the planned forward's scores: choose, commit, check stops. */
