@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import ort from 'onnxruntime-node';
-import { quantizeInt8, quantizeInt4, INT4_BLOCK } from '../src/runtime/quant.ts';
+import { addLinear, int8Encoding, int8EncodingFor, quantizeInt8, quantizeInt4, INT4_BLOCK, type Int8Encoding } from '../src/runtime/quant.ts';
 import { Graph, DT, I, f32Bytes } from '../src/runtime/graph.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
 import { loadModel } from '../src/models/registry.ts';
@@ -84,12 +84,28 @@ test('int4: blocks of 32 per column, low nibble first, zero point 8; within half
   }
 });
 
+test('int8 encoding: signed codes only where the CPU has int8 dot products', () => {
+  // flags as /proc/cpuinfo lists them (abridged): a Sapphire Rapids VM, an AMD EPYC without VNNI
+  // (where the u8 x s8 kernel clipped: the test below), a Skylake-SP (AVX-512 without VNNI)
+  assert.equal(int8EncodingFor('x64', ' fpu sse4_2 avx2 avx512f avx512bw avx512_vnni avx512_bf16 amx_tile'), 's8');
+  assert.equal(int8EncodingFor('x64', ' fpu sse4_2 fma avx2 sha_ni vaes vpclmulqdq rdpid fsrm'), 'u8');
+  assert.equal(int8EncodingFor('x64', ' fpu avx2 avx512f avx512dq avx512bw avx512vl'), 'u8');
+  assert.equal(int8EncodingFor('x64', ' fpu avx2 avx_vnni'), 's8');
+  assert.equal(int8EncodingFor('x64', null), 'u8');
+  assert.equal(int8EncodingFor('arm64', null), 's8');
+});
+
 test('ORT int8 and int4 kernels compute x @ dequant(W); broken quantizers miss the same threshold', async () => {
   const { q, scale } = quantizeInt8(W, K, N);
-  const y8 = await runLinear((g, x) => g.op('DynamicQuantizeMatMul', [x, g.weight('w', DT.INT8, [K, N], new Uint8Array(q.buffer)), g.weight('s', DT.FLOAT, [N], f32Bytes(scale))], {}, { domain: 'com.microsoft' }), X, M, K);
   const ref8 = matmul(X, dequant8(q, scale, K, N), M, K, N);
-  assert.ok(relErr(y8, ref8) < 0.02, `int8 kernel vs dequantized reference: ${relErr(y8, ref8)}`);
-  assert.ok(relErr(y8, exact) < 0.03, `int8 vs fp64: ${relErr(y8, exact)}`);
+  // u8 (codes + 128, zero point 128) is exact on every CPU; s8 where this machine has int8 dot
+  // products, which is what int8Encoding() reports (on x86 without VNNI its kernel clips)
+  const encodings: Int8Encoding[] = int8Encoding() === 's8' ? ['u8', 's8'] : ['u8'];
+  for (const int8 of encodings) {
+    const y8 = await runLinear((g, x) => addLinear(g, 'w', x, W, K, N, 'int8', { int8 }), X, M, K);
+    assert.ok(relErr(y8, ref8) < 0.02, `int8 (${int8}) kernel vs dequantized reference: ${relErr(y8, ref8)}`);
+    assert.ok(relErr(y8, exact) < 0.03, `int8 (${int8}) vs fp64: ${relErr(y8, exact)}`);
+  }
 
   const { packed, scales } = quantizeInt4(W, K, N);
   const nbits = (p: Uint8Array, s: Float32Array) => (g: Graph, x: string) =>
@@ -100,10 +116,12 @@ test('ORT int8 and int4 kernels compute x @ dequant(W); broken quantizers miss t
   assert.ok(relErr(y4, exact) < 0.25, `int4 vs fp64: ${relErr(y4, exact)}`);
 
   // Broken variants must fail the thresholds above.
-  const wrongAxis = await runLinear((g, x) => g.op('DynamicQuantizeMatMul', [x, g.weight('w', DT.INT8, [K, N], new Uint8Array(q.buffer)), g.weight('s', DT.FLOAT, [N], f32Bytes(scale.slice().reverse()))], {}, { domain: 'com.microsoft' }), X, M, K);
+  const u8 = (codes: ArrayLike<number>, sc: Float32Array) => (g: Graph, x: string) =>
+    g.op('DynamicQuantizeMatMul', [x, g.weight('w', DT.UINT8, [K, N], Uint8Array.from(codes, (v) => v + 128)), g.weight('s', DT.FLOAT, [N], f32Bytes(sc)), g.weight('z', DT.UINT8, [N], new Uint8Array(N).fill(128))], {}, { domain: 'com.microsoft' });
+  assert.ok(relErr(await runLinear(u8(q, scale), X, M, K), exact) < 0.03, 'the hand-built u8 layout is right');
+  const wrongAxis = await runLinear(u8(q, scale.slice().reverse()), X, M, K);
   assert.ok(relErr(wrongAxis, exact) > 0.03, 'wrong scale axis is caught');
-  const neg = Int8Array.from(q, (v) => -v);
-  const wrongSign = await runLinear((g, x) => g.op('DynamicQuantizeMatMul', [x, g.weight('w', DT.INT8, [K, N], new Uint8Array(neg.buffer)), g.weight('s', DT.FLOAT, [N], f32Bytes(scale))], {}, { domain: 'com.microsoft' }), X, M, K);
+  const wrongSign = await runLinear(u8(Int8Array.from(q, (v) => -v), scale), X, M, K);
   assert.ok(relErr(wrongSign, exact) > 0.03, 'wrong sign is caught');
   const shifted = Uint8Array.from(packed, (b) => (((b & 15) + 1) & 15) | ((((b >> 4) + 1) & 15) << 4)); // zero point off by one
   const wrongZero = await runLinear(nbits(shifted, scales), X, M, K);

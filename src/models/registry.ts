@@ -14,7 +14,7 @@ import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec, type SpecialTokens } from '../formats/tokenizer.ts';
 import type { GenerationDefaults } from '../formats/generation-config.ts';
 import { Graph, WeightWriter } from '../runtime/graph.ts';
-import type { WeightFormat } from '../runtime/quant.ts';
+import { int8Encoding, type Int8Encoding, type WeightFormat } from '../runtime/quant.ts';
 import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/session.ts';
 import { hfNames } from './causal.ts';
 import { dreamNames } from './dream.ts';
@@ -45,6 +45,9 @@ export interface LoadOptions {
   /** a block diffusion model's block size, instead of its config's (SDAR configs may lack
    *  block_size, which then defaults to 4; a checkpoint trained with other blocks needs this) */
   blockSize?: number;
+  /** how int8 weights are encoded for ORT's kernels (runtime/quant.ts; default: the one exact on
+   *  this machine's CPU) */
+  int8?: Int8Encoding;
 }
 
 /** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
@@ -214,9 +217,11 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   // (a diffusion model's mask token is never an answer: a position needs a second candidate)
   if (args.attention !== 'causal' && Math.min(topK, args.vocabSize) < 2) throw new OptionError('topK', `a diffusion model needs at least 2 candidates per position (topK ${topK})`);
 
+  const int8 = opts.int8 ?? int8Encoding();
+  if (int8 !== 's8' && int8 !== 'u8') throw new OptionError('int8', `int8 must be s8 or u8; got ${JSON.stringify(int8)}`);
   const key = createHash('sha256')
     .update(await src.fingerprint())
-    .update(JSON.stringify({ dtype, topK, code: await graphCodeHash() }))
+    .update(JSON.stringify({ dtype, topK, code: await graphCodeHash(), ...(dtype === 'fp32' ? {} : { int8 }) }))
     .digest('hex')
     .slice(0, 24);
   const cacheRoot = opts.cacheDir ?? defaultCacheDir();
@@ -225,7 +230,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   const fp32Bytes = 4 * (linearParams(args) + 2 * args.vocabSize * args.hiddenSize);
   if (!cached && (opts.isolate ?? fp32Bytes > 256 * 2 ** 20)) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} in a child process (one time, cached in ${cacheRoot})`);
-    await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot });
+    await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot, int8 });
   } else if (!cached) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} (one time, cached in ${cacheRoot})`);
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
@@ -235,7 +240,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
       const writer = new WeightWriter(join(tmp, 'weights.bin'), 'weights.bin');
       const g = new Graph(writer);
       try {
-        await buildTransformer(g, args, ARCH_NAMES[args.arch](args), ck, { topK, weights: dtype });
+        await buildTransformer(g, args, ARCH_NAMES[args.arch](args), ck, { topK, weights: dtype, int8 });
       } finally {
         writer.close();
         await ck.close();

@@ -15,7 +15,7 @@ import type { ModelArgs } from '../formats/config.ts';
 import type { Checkpoint } from '../formats/safetensors.ts';
 import { DT, F, Graph, I, Is, f32Bytes } from '../runtime/graph.ts';
 import type { WeightFormat } from '../runtime/quant.ts';
-import { addLinear } from '../runtime/quant.ts';
+import { addLinear, type Int8Encoding } from '../runtime/quant.ts';
 
 export interface LayerNames {
   attnNorm: string;
@@ -48,6 +48,8 @@ export interface GraphOptions {
   topK: number;
   /** weight format of the linear layers */
   weights: WeightFormat;
+  /** how int8 weights are encoded (default: this machine's exact encoding) */
+  int8?: Int8Encoding;
 }
 
 export const NEG_INF = -1e9;
@@ -141,7 +143,7 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     const h1 = rmsNorm(g, x, g.weight(`l${l}.attn_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.attnNorm, [D]))), a.rmsNormEps);
     const outs = [H * Dh, Hkv * Dh, Hkv * Dh];
     const wqkv = stackTransposed([await load(ck, n.q, [H * Dh, D]), await load(ck, n.k, [Hkv * Dh, D]), await load(ck, n.v, [Hkv * Dh, D])], outs, D);
-    let qkv = addLinear(g, `l${l}.qkv`, h1, wqkv, D, H * Dh + 2 * Hkv * Dh, opts.weights); // [B, L, (H+2Hkv)Dh]
+    let qkv = addLinear(g, `l${l}.qkv`, h1, wqkv, D, H * Dh + 2 * Hkv * Dh, opts.weights, { int8: opts.int8 }); // [B, L, (H+2Hkv)Dh]
     if (a.qkvBias) {
       const b = new Float32Array(H * Dh + 2 * Hkv * Dh);
       b.set(await load(ck, n.qBias!, [H * Dh]), 0);
@@ -179,16 +181,16 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     g.output(`present_key_${l}`, DT.FLOAT, ['B', Hkv, 'L', Dh]);
     g.output(`present_value_${l}`, DT.FLOAT, ['B', Hkv, 'L', Dh]);
     const wo = stackTransposed([await load(ck, n.o, [D, H * Dh])], [D], H * Dh);
-    x = g.op('Add', [x, addLinear(g, `l${l}.o`, merged, wo, H * Dh, D, opts.weights)]);
+    x = g.op('Add', [x, addLinear(g, `l${l}.o`, merged, wo, H * Dh, D, opts.weights, { int8: opts.int8 })]);
 
     // --- MLP (SwiGLU)
     const h2 = rmsNorm(g, x, g.weight(`l${l}.mlp_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.mlpNorm, [D]))), a.rmsNormEps);
     const wgu = stackTransposed([await load(ck, n.gate, [Fi, D]), await load(ck, n.up, [Fi, D])], [Fi, Fi], D);
-    const gu = addLinear(g, `l${l}.gate_up`, h2, wgu, D, 2 * Fi, opts.weights); // [B, L, 2F]
+    const gu = addLinear(g, `l${l}.gate_up`, h2, wgu, D, 2 * Fi, opts.weights, { int8: opts.int8 }); // [B, L, 2F]
     const [gate, up] = g.node('Split', [gu, g.i64([Fi, Fi])], { axis: I(-1) }, { outputs: 2 });
     const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
     const wd = stackTransposed([await load(ck, n.down, [D, Fi])], [D], Fi);
-    x = g.op('Add', [x, addLinear(g, `l${l}.down`, act, wd, Fi, D, opts.weights)]);
+    x = g.op('Add', [x, addLinear(g, `l${l}.down`, act, wd, Fi, D, opts.weights, { int8: opts.int8 })]);
   }
 
   // --- head, only at the queried rows
@@ -198,7 +200,7 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   // The head is quantized per output channel to int8 for quantized models (int4 rows are
   // too coarse for the token decision); fp32 models keep it fp32.
   const headFormat = opts.weights === 'fp32' ? 'fp32' : 'int8';
-  const logits = addLinear(g, 'head', hf, wHead, D, V, headFormat, 'logits'); // [B, Q, V]
+  const logits = addLinear(g, 'head', hf, wHead, D, V, headFormat, { output: 'logits', int8: opts.int8 }); // [B, Q, V]
   g.output('logits', DT.FLOAT, ['B', 'Q', V]);
   const k = Math.min(opts.topK, V);
   g.node('TopK', [logits, g.i64([k])], { axis: I(-1), largest: I(1), sorted: I(1) }, { outputs: ['top_values', 'top_ids'] });

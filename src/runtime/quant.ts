@@ -4,10 +4,43 @@
 // weights for MatMulNBits (int8 compute), which halves the bytes read again for
 // memory-bound steps. Weights arrive as fp32 [in, out] (x @ W).
 
+import { readFileSync } from 'node:fs';
 import { DT, Graph, I, f32Bytes } from './graph.ts';
 
 export type WeightFormat = 'fp32' | 'int8' | 'int4';
 export const INT4_BLOCK = 32;
+
+/**
+ * How int8 weights are handed to DynamicQuantizeMatMul (the same codes either way):
+ *   s8  signed codes: ORT's u8 x s8 kernel, exact where the CPU has int8 dot products (AVX-512
+ *       VNNI, AVX-VNNI, AMX, ARM);
+ *   u8  the codes + 128 with zero point 128: ORT's u8 x u8 kernel. On x86 CPUs without VNNI the
+ *       u8 x s8 kernel adds pairs of products in saturating 16-bit lanes (vpmaddubsw), which clips
+ *       a large weight against a large activation (0.032 relative error on the tests' matrix,
+ *       against 0.006); u8 x u8 widens to 16 bits first, exact, at the same speed there.
+ */
+export type Int8Encoding = 's8' | 'u8';
+
+/** The exact encoding for a CPU: its architecture and its /proc/cpuinfo flags (null: unknown). */
+export function int8EncodingFor(arch: string, cpuFlags: string | null): Int8Encoding {
+  if (arch !== 'x64' && arch !== 'ia32') return 's8';
+  // (flags unknown, e.g. not Linux: the encoding that is exact on every x86 CPU)
+  return cpuFlags !== null && /(^|\s)(avx512_vnni|avx_vnni|amx_int8)(\s|$)/.test(cpuFlags) ? 's8' : 'u8';
+}
+
+let detected: Int8Encoding | undefined;
+
+/** This machine's exact int8 encoding. */
+export function int8Encoding(): Int8Encoding {
+  if (detected) return detected;
+  let flags: string | null = null;
+  try {
+    flags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? null;
+  } catch {
+    // no /proc/cpuinfo
+  }
+  return (detected = int8EncodingFor(process.arch, flags));
+}
 
 /** Symmetric per-output-channel int8: q[k, n] = round(w[k, n] / s[n]), s[n] = max|w[:, n]| / 127. */
 export function quantizeInt8(w: Float32Array, K: number, N: number): { q: Int8Array; scale: Float32Array } {
@@ -61,14 +94,29 @@ export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: U
 }
 
 /** x [.., K] @ W [K, N] in the chosen weight format; returns the output name. */
-export function addLinear(g: Graph, name: string, x: string, w: Float32Array, K: number, N: number, format: WeightFormat, output?: string): string {
+export function addLinear(
+  g: Graph,
+  name: string,
+  x: string,
+  w: Float32Array,
+  K: number,
+  N: number,
+  format: WeightFormat,
+  opts: { output?: string; int8?: Int8Encoding } = {},
+): string {
+  const { output } = opts;
   g.paramCount += format === 'fp32' ? 0 : K * N;
   if (format === 'fp32') return g.op('MatMul', [x, g.weight(name, DT.FLOAT, [K, N], f32Bytes(w))], {}, { output });
   if (format === 'int8') {
     const { q, scale } = quantizeInt8(w, K, N);
-    const wq = g.weight(`${name}.q8`, DT.INT8, [K, N], new Uint8Array(q.buffer));
     const ws = g.weight(`${name}.scale`, DT.FLOAT, [N], f32Bytes(scale), false);
-    return g.op('DynamicQuantizeMatMul', [x, wq, ws], {}, { domain: 'com.microsoft', output });
+    if ((opts.int8 ?? int8Encoding()) === 's8') {
+      const wq = g.weight(`${name}.q8`, DT.INT8, [K, N], new Uint8Array(q.buffer));
+      return g.op('DynamicQuantizeMatMul', [x, wq, ws], {}, { domain: 'com.microsoft', output });
+    }
+    const wq = g.weight(`${name}.u8`, DT.UINT8, [K, N], Uint8Array.from(q, (v) => v + 128));
+    const zp = g.weight(`${name}.zero`, DT.UINT8, [N], new Uint8Array(N).fill(128), false);
+    return g.op('DynamicQuantizeMatMul', [x, wq, ws, zp], {}, { domain: 'com.microsoft', output });
   }
   const { packed, scales } = quantizeInt4(w, K, N);
   const blocks = Math.ceil(K / INT4_BLOCK);
