@@ -14,7 +14,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tasks  # noqa: E402
-from model import ModelConfig, Transformer, torch_load  # noqa: E402
+from model import ModelConfig, Transformer, autocast, pick_precision, torch_load  # noqa: E402
+
+CPU = torch.device('cpu')
 from tokenizer import DEFAULT_DIR, EOS, EOT, MASK, Tokenizer, render_chat  # noqa: E402
 
 
@@ -36,7 +38,7 @@ def gen_diffusion(model, prompt, gen_len=48, steps=24, shift=False):
     P = len(prompt)
     per = [gen_len // steps + (1 if i < gen_len % steps else 0) for i in range(steps)]
     for k in per:
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with autocast(CPU):
             out = model(x, causal=False)[0]
             logits = (out[P - 1:-1] if shift else out[P:]).float()
         conf, pred = logits.softmax(-1).max(-1)
@@ -53,7 +55,7 @@ def gen_diffusion(model, prompt, gen_len=48, steps=24, shift=False):
 def gen_ar(model, prompt, max_new=64):
     x = list(prompt)
     for _ in range(max_new):
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with autocast(CPU):
             nxt = int(model(torch.tensor([x]), causal=True)[0, -1].float().argmax())
         x.append(nxt)
         if nxt in (EOS, EOT):
@@ -83,6 +85,7 @@ def main():
     ap.add_argument('--prompt', action='append', default=[])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    pick_precision(CPU)
     tok = Tokenizer.load(DEFAULT_DIR)
     model, shift = load_model(args)
     model.eval()

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tasks  # noqa: E402
 from data import MIX, DataStream  # noqa: E402
-from model import TINY, ModelConfig, Transformer, check_attention, n_params, torch_load  # noqa: E402
+import model as model_mod  # noqa: E402
+from model import TINY, ModelConfig, Transformer, autocast, check_attention, n_params, pick_precision, torch_load  # noqa: E402
 from tokenizer import DEFAULT_DIR, MASK, Tokenizer  # noqa: E402
 
 EPS_T = 1e-3
@@ -224,7 +225,7 @@ class Run:
     def step(self, x, plen, rlen, lmax, dev, lr):
         for g in self.opt.param_groups:
             g['lr'] = lr
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        with autocast(dev):
             loss, ntok = self.loss_fn(self.model, x, plen, rlen, lmax, **self.loss_kw)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -276,6 +277,8 @@ def main():
     ap.add_argument('--tokenizer', default=DEFAULT_DIR)
     ap.add_argument('--ckpt-every', type=float, default=300, help='seconds')
     ap.add_argument('--device', default='cpu', help='cpu or cuda (a lent GPU: raise --batch and --workers too)')
+    ap.add_argument('--precision', choices=['auto', 'bf16', 'fp32'], default='auto',
+                    help='bf16 autocast or fp32; auto: bf16 on a GPU, on a CPU whichever multiplies faster here')
     args = ap.parse_args()
     if args.block and not args.shift:
         raise SystemExit('--block needs --shift (block diffusion reads its predictions from the previous row)')
@@ -338,6 +341,7 @@ def main():
             r.model.load_state_dict(init.state_dict())
             say(f'{r.kind} model initialised from {src} ({init_kind} model{", shifted logits" if init_shift else ""})')
         say(f'start kinds={kinds} params={n_params(runs[0].model)} cfg={mc.to_dict()} args={vars(args)}')
+    pick_precision(dev, args.precision, say)
     check_attention(runs[0].model, dev, say)
 
     budget = args.minutes * 60.0
@@ -358,7 +362,8 @@ def main():
                   'tokens': tokens, 'data_rng': data.data.rng.getstate() if data.data else None,
                   'torch_rng': torch.get_rng_state(), 'kind': r.kind, 'config': mc.to_dict(), 'args': vars(args),
                   'done': done, 'last_loss': r.last_loss, 'english': list(tasks.ENGLISH),
-                  'device': torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}
+                  'device': torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu',
+                  'precision': 'bf16' if model_mod.BF16 else 'fp32'}
             tmp = r.ckpt_path + '.tmp'
             torch.save(ck, tmp)
             os.replace(tmp, r.ckpt_path)
