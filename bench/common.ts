@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import { Graph, DT } from '../src/runtime/graph.ts';
-import { addLinear, type WeightFormat } from '../src/runtime/quant.ts';
+import { addLinear, type Int8Encoding, type WeightFormat } from '../src/runtime/quant.ts';
 
 export function parseArgs(argv: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -39,12 +39,12 @@ export async function timeMs(fn: () => Promise<unknown>, runs: number, warmup = 
 }
 
 /** A session holding one [K, N] weight in the given format, fed [M, K] activations. */
-export async function bareMatMul(K: number, N: number, format: WeightFormat, threads: number): Promise<(M: number) => Promise<number>> {
+export async function bareMatMul(K: number, N: number, format: WeightFormat, threads: number, int8?: Int8Encoding): Promise<(M: number) => Promise<number>> {
   const g = new Graph(null);
   const w = new Float32Array(K * N);
   for (let i = 0; i < w.length; i++) w[i] = Math.sin(i * 0.37) * 0.05;
   const x = g.input('x', DT.FLOAT, ['M', K]);
-  const y = addLinear(g, 'w', x, w, K, N, format);
+  const y = addLinear(g, 'w', x, w, K, N, format, { int8 });
   g.op('Identity', [y], {}, { output: 'y' });
   g.output('y', DT.FLOAT, ['M', N]);
   const s = await ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: threads, graphOptimizationLevel: 'all', executionMode: 'sequential' });
