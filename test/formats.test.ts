@@ -628,9 +628,28 @@ describe('config.json', () => {
         parseConfig(raw);
       } catch (e) {
         const m = (e as Error).message;
-        for (const name of ['llada', 'dream', 'llama', 'qwen2']) assert.ok(m.includes(name), `message lists ${name}: ${m}`);
+        for (const name of ['llada', 'dream', 'llama', 'qwen2', 'qwen3']) assert.ok(m.includes(name), `message lists ${name}: ${m}`);
       }
     }
+  });
+
+  test('a diffusion model published under a causal layout (mask token, is_causal false, block size) is refused, not read as the causal LM', () => {
+    const qwen3 = { model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 128, num_hidden_layers: 2, vocab_size: 300 };
+    const a = parseConfig(qwen3);
+    assert.equal(a.arch, 'qwen3');
+    assert.equal(a.attention, 'causal');
+    assert.equal(a.qkNorm, true);
+    assert.equal(a.qkvBias, false);
+    throwsCode(() => parseConfig({ ...qwen3, attention_bias: true }), 'config_invalid', /attention_bias/);
+    const qwen2 = { ...qwen3, model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'] };
+    assert.equal(parseConfig(qwen2).qkNorm, undefined);
+    for (const [raw, says] of [
+      [{ ...qwen3, mask_token_id: 299 }, /mask_token_id/],
+      [{ ...qwen3, dlm_paradigm: 'bidirectional', dlm_type: 'llada' }, /dlm_paradigm, dlm_type/],
+      [{ ...qwen2, is_causal: false }, /is_causal false/],
+      [{ ...qwen2, model_type: 'llama', architectures: ['LlamaForCausalLM'], block_size: 32 }, /block_size/],
+    ] as const)
+      throwsCode(() => parseConfig(raw), 'unsupported_architecture', says);
   });
 
   test('loadModel rejects an embedding whose shape does not match the config with config_mismatch', async () => {

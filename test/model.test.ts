@@ -14,6 +14,7 @@ const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; 
   { arch: 'fast_dllm_v2', rule: { block: 4 }, kvHeads: 2 },
   { arch: 'llama', rule: 'causal', dtype: 'F32' },
   { arch: 'qwen2', rule: 'causal', kvHeads: 1 },
+  { arch: 'qwen3', rule: 'causal', kvHeads: 2 },
 ];
 
 function rand(seed: number) {

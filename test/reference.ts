@@ -6,7 +6,7 @@
 import { loadConfig, type ModelArgs } from '../src/formats/config.ts';
 import { Checkpoint } from '../src/formats/safetensors.ts';
 import { lladaNames } from '../src/models/llada.ts';
-import { hfNames } from '../src/models/causal.ts';
+import { hfNames, qwen3Names } from '../src/models/causal.ts';
 import { dreamNames } from '../src/models/dream.ts';
 import { sdarNames } from '../src/models/sdar.ts';
 
@@ -28,7 +28,7 @@ export async function loadReference(dir: string): Promise<RefModel> {
     w.set(name, { data: Float64Array.from(f), rows: info.shape[0], cols: info.shape[1] ?? 1 });
   }
   await ck.close();
-  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : hfNames(args);
+  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
   return { args, w, names };
 }
 

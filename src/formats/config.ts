@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2';
+export type Architecture = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
 
 export interface ModelArgs {
   arch: Architecture;
@@ -42,7 +42,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -89,6 +89,7 @@ function detect(raw: Raw): Architecture {
   if (type === 'fast_dllm_qwen' || archs.includes('Fast_dLLM_QwenForCausalLM')) return 'fast_dllm_v2';
   if (type === 'llama' || archs.includes('LlamaForCausalLM')) return 'llama';
   if (type === 'qwen2' || archs.includes('Qwen2ForCausalLM')) return 'qwen2';
+  if (type === 'qwen3' || archs.includes('Qwen3ForCausalLM')) return 'qwen3';
   throw new FormatError(
     'unsupported_architecture',
     `unsupported architecture (model_type ${JSON.stringify(raw.model_type)}, architectures ${JSON.stringify(archs)}); supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
@@ -156,6 +157,12 @@ export function parseConfig(raw: unknown): ModelArgs {
     padTokenId: optId(r, 'pad_token_id', vocabSize),
   };
   if (arch === 'llama' && r.attention_bias === true) args.qkvBias = true;
+  if (arch === 'llama' || arch === 'qwen2' || arch === 'qwen3') refuseDiffusionVariant(r, arch);
+  if (arch === 'qwen3') {
+    // each head's q and k RMS-normalized over head_dim before RoPE (the layout SDAR was trained from)
+    if (r.attention_bias === true) bad('attention_bias true is not supported for qwen3');
+    args.qkNorm = true;
+  }
   if (arch === 'sdar') {
     // Qwen3 layout, block-causal over blocks aligned to position 0; the released configs may
     // lack block_size and mask_token_id (the published values: 4, and <|MASK|> 151669)
@@ -175,6 +182,21 @@ export function parseConfig(raw: unknown): ModelArgs {
   if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
   if (r.rope_scaling !== undefined && r.rope_scaling !== null) bad('rope_scaling is not supported yet');
   return check(args);
+}
+
+/**
+ * Diffusion models are also published under the causal layouts' model_type (a Qwen3 or Qwen2
+ * config with a mask token and its own modeling code): read as the causal LM they would decode
+ * garbage, and their attention and logit alignment are in code, not in config.json's keys.
+ */
+function refuseDiffusionVariant(r: Raw, arch: Architecture): void {
+  const marks = ['mask_token_id', 'dlm_paradigm', 'dlm_type', 'block_size', 'bd_size'].filter((k) => r[k] !== undefined && r[k] !== null);
+  if (r.is_causal === false) marks.push('is_causal false');
+  if (marks.length === 0) return;
+  throw new FormatError(
+    'unsupported_architecture',
+    `config.json says model_type ${JSON.stringify(r.model_type ?? arch)} but also ${marks.join(', ')}: a diffusion variant of the ${arch} layout whose attention and logit alignment are defined by its own modeling code; not supported (supported: ${SUPPORTED_ARCHITECTURES.join(', ')})`,
+  );
 }
 
 function check(a: ModelArgs): ModelArgs {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2';
+export type FixtureArch = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -217,7 +217,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
     };
   } else {
-    const bias = o.arch !== 'llama' && o.arch !== 'sdar';
+    const qwen3 = o.arch === 'sdar' || o.arch === 'qwen3';
+    const bias = o.arch !== 'llama' && !qwen3;
     plan.push({ name: 'model.embed_tokens.weight', shape: [V, D], kind: 'embed' });
     for (let i = 0; i < layers; i++) {
       const b = `model.layers.${i}`;
@@ -227,8 +228,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
         { name: `${b}.self_attn.k_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
         { name: `${b}.self_attn.v_proj.weight`, shape: [Hkv * Dh, D], kind: 'linear' },
       );
-      // (SDAR, the Qwen3 layout: each head's q and k normalized, weights [Dh])
-      if (o.arch === 'sdar') plan.push({ name: `${b}.self_attn.q_norm.weight`, shape: [Dh], kind: 'norm' }, { name: `${b}.self_attn.k_norm.weight`, shape: [Dh], kind: 'norm' });
+      // (the Qwen3 layout, SDAR's too: each head's q and k normalized, weights [Dh])
+      if (qwen3) plan.push({ name: `${b}.self_attn.q_norm.weight`, shape: [Dh], kind: 'norm' }, { name: `${b}.self_attn.k_norm.weight`, shape: [Dh], kind: 'norm' });
       if (bias)
         plan.push(
           { name: `${b}.self_attn.q_proj.bias`, shape: [H * Dh], kind: 'bias' },
@@ -247,7 +248,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
     const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : tk.specials['<|im_end|>'];
     config = {
-      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM'],
+      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
       model_type: o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
       hidden_size: D,
       intermediate_size: Fi,
@@ -265,6 +266,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       pad_token_id: o.arch === 'llama' ? undefined : tk.specials['<|endoftext|>'],
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
       ...(o.arch === 'dream' ? { mask_token_id: tk.specials['<|mask|>'] } : {}),
+      ...(o.arch === 'qwen3' ? { head_dim: Dh, attention_bias: false } : {}),
       ...(o.arch === 'sdar' ? { mask_token_id: tk.specials['<|MASK|>'], block_size: o.blockSize ?? 4, head_dim: Dh, attention_bias: false } : {}),
       // (the released configs name no mask id: the engine's default is the real vocabulary's 151665)
       ...(o.arch === 'fast_dllm_v2' ? { mask_token_id: tk.specials['|<MASK>|'], bd_size: o.blockSize ?? 32 } : {}),

@@ -1,6 +1,7 @@
-// Hugging Face Llama / Qwen2 causal LMs (LlamaForCausalLM, Qwen2ForCausalLM): the
-// autoregressive baselines. Causal attention, logits shifted (row i predicts token i+1).
-// Qwen2 adds biases to q/k/v (not o).
+// Hugging Face Llama / Qwen2 / Qwen3 causal LMs (LlamaForCausalLM, Qwen2ForCausalLM,
+// Qwen3ForCausalLM): the autoregressive baselines. Causal attention, logits shifted (row i
+// predicts token i+1). Qwen2 adds biases to q/k/v (not o); Qwen3 has none and RMS-normalizes
+// each head's q and k over head_dim before RoPE.
 
 import type { ModelArgs } from '../formats/config.ts';
 import type { WeightNames } from './transformer.ts';
@@ -27,5 +28,18 @@ export function hfNames(args: ModelArgs): WeightNames {
     },
     finalNorm: 'model.norm.weight', // [D]
     head: args.tiedEmbeddings ? null : 'lm_head.weight', // [V, D]
+  };
+}
+
+/** The Qwen3 layout: hfNames without biases, plus per-head q/k norm weights [Dh] (SDAR too). */
+export function qwen3Names(args: ModelArgs): WeightNames {
+  const base = hfNames({ ...args, qkvBias: false });
+  return {
+    ...base,
+    layer: (i) => ({
+      ...base.layer(i),
+      qNorm: `model.layers.${i}.self_attn.q_norm.weight`, // [Dh]
+      kNorm: `model.layers.${i}.self_attn.k_norm.weight`, // [Dh]
+    }),
   };
 }

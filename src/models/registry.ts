@@ -16,7 +16,7 @@ import type { GenerationDefaults } from '../formats/generation-config.ts';
 import { Graph, WeightWriter } from '../runtime/graph.ts';
 import { int8Encoding, type Int8Encoding, type WeightFormat } from '../runtime/quant.ts';
 import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/session.ts';
-import { hfNames } from './causal.ts';
+import { hfNames, qwen3Names } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
 import { sdarNames } from './sdar.ts';
@@ -86,6 +86,7 @@ const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   fast_dllm_v2: hfNames,
   llama: hfNames,
   qwen2: hfNames,
+  qwen3: qwen3Names,
 };
 
 const GRAPH_SOURCES = ['transformer.ts', '../runtime/quant.ts', '../runtime/graph.ts'];

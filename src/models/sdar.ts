@@ -4,17 +4,9 @@
 // within one; logits are not shifted; the mask token is <|MASK|> (151669).
 
 import type { ModelArgs } from '../formats/config.ts';
-import { hfNames } from './causal.ts';
+import { qwen3Names } from './causal.ts';
 import type { WeightNames } from './transformer.ts';
 
 export function sdarNames(args: ModelArgs): WeightNames {
-  const base = hfNames({ ...args, qkvBias: false });
-  return {
-    ...base,
-    layer: (i) => ({
-      ...base.layer(i),
-      qNorm: `model.layers.${i}.self_attn.q_norm.weight`, // [Dh]
-      kNorm: `model.layers.${i}.self_attn.k_norm.weight`, // [Dh]
-    }),
-  };
+  return qwen3Names(args);
 }
