@@ -438,7 +438,7 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, number & string & boolean & number[]>;
   const tj = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number>; merges: string[] }; added_tokens: { id: number; content: string; special: boolean }[] };
   const tc = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, string | boolean>;
-  const arch = String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2';
+  const arch = String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2' | 'qwen3';
   const llada = arch === 'llada';
   const V = llada ? cfg.embedding_size ?? cfg.vocab_size : cfg.vocab_size;
   const D = llada ? cfg.d_model : cfg.hidden_size;
@@ -484,6 +484,7 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
       [/^model\.layers\.(\d+)\.input_layernorm\./, 'attn_norm'], [/^model\.layers\.(\d+)\.self_attn\.q_proj\./, 'attn_q'], [/^model\.layers\.(\d+)\.self_attn\.k_proj\./, 'attn_k'],
       [/^model\.layers\.(\d+)\.self_attn\.v_proj\./, 'attn_v'], [/^model\.layers\.(\d+)\.self_attn\.o_proj\./, 'attn_output'], [/^model\.layers\.(\d+)\.post_attention_layernorm\./, 'ffn_norm'],
       [/^model\.layers\.(\d+)\.mlp\.gate_proj\./, 'ffn_gate'], [/^model\.layers\.(\d+)\.mlp\.up_proj\./, 'ffn_up'], [/^model\.layers\.(\d+)\.mlp\.down_proj\./, 'ffn_down'],
+      [/^model\.layers\.(\d+)\.self_attn\.q_norm\./, 'attn_q_norm'], [/^model\.layers\.(\d+)\.self_attn\.k_norm\./, 'attn_k_norm'],
     ];
     for (const [re, part] of table) {
       const m = re.exec(hf);

@@ -39,6 +39,7 @@ function ggufName(arch: ModelArgs['arch'], hf: string): string | null {
       'input_layernorm.': 'attn_norm', 'post_attention_layernorm.': 'ffn_norm',
       'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k', 'self_attn.v_proj': 'attn_v', 'self_attn.o_proj': 'attn_output',
       'mlp.gate_proj': 'ffn_gate', 'mlp.up_proj': 'ffn_up', 'mlp.down_proj': 'ffn_down',
+      'self_attn.q_norm': 'attn_q_norm', 'self_attn.k_norm': 'attn_k_norm',
     };
     const part = parts[`${m[2]}.${m[3]}`];
     return part ? `blk.${m[1]}.${part}.${m[4]}` : null;
@@ -108,7 +109,7 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   const arch = meta.get('general.architecture');
   if (typeof arch !== 'string') fail('gguf_metadata', 'general.architecture is missing');
   const a = arch as string;
-  if (!['llada', 'dream', 'llama', 'qwen2'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, dream, llama, qwen2)`);
+  if (!['llada', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, dream, llama, qwen2, qwen3)`);
   const k = (key: string) => num(meta.get(`${a}.${key}`));
   if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
   // (Llama 3.1's scaled RoPE travels as this tensor, with no scaling key)
@@ -127,7 +128,8 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     eos_token_id: [...new Set(eos)],
     bos_token_id: id('bos'),
     pad_token_id: id('padding'),
-    mask_token_id: id('mask'),
+    // (llama.cpp names diffusion architectures apart: a causal one's mask id, if any, means nothing)
+    mask_token_id: a === 'llada' || a === 'dream' ? id('mask') : undefined,
   };
   if (a === 'llada')
     return {
