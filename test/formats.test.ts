@@ -633,7 +633,7 @@ describe('config.json', () => {
     }
   });
 
-  test('a diffusion model published under a causal layout (mask token, is_causal false, block size) is refused, not read as the causal LM', () => {
+  test('a diffusion model published under a causal layout (mask token, dlm keys, is_causal false) is refused, not read as the causal LM', () => {
     const qwen3 = { model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 128, num_hidden_layers: 2, vocab_size: 300 };
     const a = parseConfig(qwen3);
     assert.equal(a.arch, 'qwen3');
@@ -647,9 +647,11 @@ describe('config.json', () => {
       [{ ...qwen3, mask_token_id: 299 }, /mask_token_id/],
       [{ ...qwen3, dlm_paradigm: 'bidirectional', dlm_type: 'llada' }, /dlm_paradigm, dlm_type/],
       [{ ...qwen2, is_causal: false }, /is_causal false/],
-      [{ ...qwen2, model_type: 'llama', architectures: ['LlamaForCausalLM'], block_size: 32 }, /block_size/],
+      [{ ...qwen2, model_type: 'llama', architectures: ['LlamaForCausalLM'], mask_token_id: 5 }, /mask_token_id/],
     ] as const)
       throwsCode(() => parseConfig(raw), 'unsupported_architecture', says);
+    // a causal export's training context is no mark
+    assert.equal(parseConfig({ ...qwen2, model_type: 'llama', architectures: ['LlamaForCausalLM'], block_size: 1024 }).attention, 'causal');
   });
 
   test('loadModel rejects an embedding whose shape does not match the config with config_mismatch', async () => {

@@ -177,7 +177,7 @@ test('gguf models: llada, dream, llama, qwen2 and qwen3 files (as the converter 
     [{ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'llama', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'qwen2', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', tied: true }, 1, 2e-2],
-    [{ arch: 'qwen3', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
+    [{ arch: 'qwen3', hidden: 64, heads: 4, kvHeads: 2, headDim: 32, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32' }, 8, 0.15],
   ];
   for (const [o, type, tol] of cases) {

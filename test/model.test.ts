@@ -6,7 +6,7 @@ import { fixtureModel, visibility, range, type Rule } from './helpers.ts';
 import type { FixtureArch } from '../src/formats/fixtures.ts';
 import type { Model } from '../src/models/registry.ts';
 
-const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; dtype?: 'BF16' | 'F16' | 'F32'; shards?: number }[] = [
+const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; dtype?: 'BF16' | 'F16' | 'F32'; shards?: number; headDim?: number }[] = [
   { arch: 'llada', rule: 'full' },
   { arch: 'llada', rule: { block: 4 }, kvHeads: 2, tied: true, dtype: 'F16', shards: 3 },
   { arch: 'dream', rule: 'full', kvHeads: 2 },
@@ -14,7 +14,7 @@ const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; 
   { arch: 'fast_dllm_v2', rule: { block: 4 }, kvHeads: 2 },
   { arch: 'llama', rule: 'causal', dtype: 'F32' },
   { arch: 'qwen2', rule: 'causal', kvHeads: 1 },
-  { arch: 'qwen3', rule: 'causal', kvHeads: 2 },
+  { arch: 'qwen3', rule: 'causal', kvHeads: 2, headDim: 32 },
 ];
 
 function rand(seed: number) {
@@ -46,9 +46,9 @@ async function forwardFull(model: Model, ids: number[], rule: Rule, queries: num
 }
 
 for (const c of ARCHS) {
-  const label = `${c.arch} ${typeof c.rule === 'object' ? `block-causal(${c.rule.block})` : c.rule}${c.kvHeads ? ` gqa(${c.kvHeads})` : ''}${c.tied ? ' tied' : ''}${c.shards ? ' sharded' : ''}`;
+  const label = `${c.arch} ${typeof c.rule === 'object' ? `block-causal(${c.rule.block})` : c.rule}${c.kvHeads ? ` gqa(${c.kvHeads})` : ''}${c.tied ? ' tied' : ''}${c.shards ? ' sharded' : ''}${c.headDim ? ` head_dim ${c.headDim}` : ''}`;
   test(`parity with the Float64 reference: ${label}`, async () => {
-    const { model, dir } = await fixtureModel({ arch: c.arch, kvHeads: c.kvHeads, tied: c.tied, dtype: c.dtype, shards: c.shards, hidden: 64, heads: 4, layers: 2 });
+    const { model, dir } = await fixtureModel({ arch: c.arch, kvHeads: c.kvHeads, tied: c.tied, dtype: c.dtype, shards: c.shards, headDim: c.headDim, hidden: 64, heads: 4, layers: 2 });
     const ref = await loadReference(dir);
     const V = model.args.vocabSize;
     const r = rand(7);

@@ -6,8 +6,12 @@ import ort from 'onnxruntime-node';
 import { addLinear, int8Encoding, int8EncodingFor, quantizeInt8, quantizeInt4, INT4_BLOCK, type Int8Encoding } from '../src/runtime/quant.ts';
 import { Graph, DT, I, f32Bytes } from '../src/runtime/graph.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
-import { loadModel } from '../src/models/registry.ts';
-import { CACHE, fixtureModel, range } from './helpers.ts';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { convertModel, loadModel } from '../src/models/registry.ts';
+import { writeFixture } from '../src/formats/fixtures.ts';
+import { OptionError } from '../src/errors.ts';
+import { CACHE, fixtureModel, range, tempDir } from './helpers.ts';
 
 function randn(n: number, seed: number, std = 1): Float32Array {
   const r = mulberry32(seed);
@@ -106,6 +110,11 @@ test('ORT int8 and int4 kernels compute x @ dequant(W); broken quantizers miss t
     assert.ok(relErr(y8, ref8) < 0.02, `int8 (${int8}) kernel vs dequantized reference: ${relErr(y8, ref8)}`);
     assert.ok(relErr(y8, exact) < 0.03, `int8 (${int8}) vs fp64: ${relErr(y8, exact)}`);
   }
+  // the other encoding still builds and runs everywhere (on x86 without VNNI s8 clips: loosely)
+  if (int8Encoding() === 'u8') {
+    const s8 = await runLinear((g, x) => addLinear(g, 'w', x, W, K, N, 'int8', { int8: 's8' }), X, M, K);
+    assert.ok(relErr(s8, exact) < 0.1, `int8 (s8) vs fp64: ${relErr(s8, exact)}`);
+  }
 
   const { packed, scales } = quantizeInt4(W, K, N);
   const nbits = (p: Uint8Array, s: Float32Array) => (g: Graph, x: string) =>
@@ -170,4 +179,22 @@ test('quantized models vs fp32 on a fixture: top-1 agreement and mean KL', async
   assert.ok(results.int8.top1 >= 0.9 && results.int8.kl < 0.02, `int8 ${JSON.stringify(results.int8)}`);
   assert.ok(results.int4.top1 >= 0.7 && results.int4.kl < 0.15, `int4 ${JSON.stringify(results.int4)}`);
   assert.ok(results.int4.kl > results.int8.kl, 'int4 is coarser than int8');
+});
+
+test('the int8 encoding is part of the conversion cache key (not for fp32), the child process keeps it, and a bad one is refused', async () => {
+  const dir = await tempDir('quench-int8-key-');
+  await writeFixture(dir, { arch: 'llada', hidden: 64, heads: 4, layers: 2 });
+  const key = async (dtype: 'fp32' | 'int8' | 'int4', int8: Int8Encoding) => (await convertModel(dir, { dtype, int8, cacheDir: CACHE })).target;
+  assert.notEqual(await key('int8', 's8'), await key('int8', 'u8'));
+  assert.notEqual(await key('int4', 's8'), await key('int4', 'u8')); // (the int4 model's head is int8)
+  assert.equal(await key('fp32', 's8'), await key('fp32', 'u8'));
+  // converted in a child process: the graph holds the encoding's weights
+  const fresh = await tempDir('quench-int8-child-');
+  for (const int8 of ['u8', 's8'] as const) {
+    const r = await convertModel(dir, { dtype: 'int8', int8, isolate: true, cacheDir: fresh });
+    const graph = await readFile(join(r.target, 'model.onnx'), 'latin1');
+    assert.equal(graph.includes('head.u8'), int8 === 'u8', int8);
+    assert.equal(graph.includes('head.q8'), int8 === 's8', int8);
+  }
+  await assert.rejects(convertModel(dir, { dtype: 'int8', int8: 'i8' as Int8Encoding, cacheDir: CACHE }), (e: Error) => e instanceof OptionError && /int8 must be s8 or u8/.test(e.message));
 });

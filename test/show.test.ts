@@ -25,7 +25,7 @@ async function tensorParams(dir: string): Promise<number> {
 
 test('parameter count from the config equals the tensors in the checkpoint (every layout, and the bundled models)', async () => {
   const dirs: string[] = ['models/quench-tiny', 'models/quench-tiny-ar', 'models/quench-tiny-bd'];
-  for (const arch of ['llada', 'dream', 'sdar', 'fast_dllm_v2', 'llama', 'qwen2'] as FixtureArch[]) {
+  for (const arch of ['llada', 'dream', 'sdar', 'fast_dllm_v2', 'llama', 'qwen2', 'qwen3'] as FixtureArch[]) {
     const dir = await tempDir(`quench-show-${arch}-`);
     await writeFixture(dir, { arch, hidden: 32, heads: 4, kvHeads: 2, layers: 2, std: 0.3 });
     dirs.push(dir);

@@ -234,7 +234,7 @@ a TypeScript engine for diffusion language models. It is a test and demo model, 
 
 ## Training compute
 
-- {hardware(ck)}, {'fp32' if ck.get('precision') == 'fp32' else 'bfloat16 autocast'}, wall-clock budget {a['minutes']:g} minutes
+- {hardware(ck)}, {'fp32 (no autocast)' if ck.get('precision') == 'fp32' else 'bfloat16 autocast'}, wall-clock budget {a['minutes']:g} minutes
   ({ck['elapsed'] / 60:.1f} minutes trained){same_batches(a)}.{initialised(a)}
 - {ck['step']} optimizer steps, {ck['tokens']:,} tokens processed (including padding), AdamW
   (lr {a['lr']:g}, betas (0.9, 0.95), weight decay 0.1, grad clip 1.0), warmup then cosine decay.

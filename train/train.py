@@ -341,7 +341,9 @@ def main():
             r.model.load_state_dict(init.state_dict())
             say(f'{r.kind} model initialised from {src} ({init_kind} model{", shifted logits" if init_shift else ""})')
         say(f'start kinds={kinds} params={n_params(runs[0].model)} cfg={mc.to_dict()} args={vars(args)}')
-    pick_precision(dev, args.precision, say)
+    # (a resumed auto run keeps the precision it started with: one run, one number format)
+    resumed = ck.get('precision') if ck is not None and args.precision == 'auto' else None
+    pick_precision(dev, resumed or args.precision, say)
     check_attention(runs[0].model, dev, say)
 
     budget = args.minutes * 60.0

@@ -190,7 +190,8 @@ export function parseConfig(raw: unknown): ModelArgs {
  * garbage, and their attention and logit alignment are in code, not in config.json's keys.
  */
 function refuseDiffusionVariant(r: Raw, arch: Architecture): void {
-  const marks = ['mask_token_id', 'dlm_paradigm', 'dlm_type', 'block_size', 'bd_size'].filter((k) => r[k] !== undefined && r[k] !== null);
+  // (a block size alone is no mark: causal exports carry one as their training context)
+  const marks = ['mask_token_id', 'dlm_paradigm', 'dlm_type'].filter((k) => r[k] !== undefined && r[k] !== null);
   if (r.is_causal === false) marks.push('is_causal false');
   if (marks.length === 0) return;
   throw new FormatError(

@@ -33,6 +33,8 @@ export interface FixtureOptions {
   favourToken?: number;
   /** sdar, fast_dllm_v2: the model's block size (config block_size / bd_size) */
   blockSize?: number;
+  /** head size other than hidden / heads (Qwen3's: 128 at every size), written as head_dim */
+  headDim?: number;
 }
 
 // ---------------------------------------------------------------- random numbers
@@ -163,7 +165,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   const Fi = o.intermediate ?? 2 * D;
   const dtype = o.dtype ?? 'BF16';
   const std = o.std ?? 0.15;
-  const Dh = D / H;
+  const Dh = o.headDim ?? D / H;
+  if (o.headDim !== undefined && o.arch === 'llada') throw new Error('writeFixture: the LLaDA config has no head_dim');
   const tk = fixtureTokenizer(o.arch);
   const V = Math.max(o.vocab ?? tk.size + 8, tk.size);
   const rand = mulberry32(o.seed ?? 1);
@@ -266,7 +269,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       pad_token_id: o.arch === 'llama' ? undefined : tk.specials['<|endoftext|>'],
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
       ...(o.arch === 'dream' ? { mask_token_id: tk.specials['<|mask|>'] } : {}),
-      ...(o.arch === 'qwen3' ? { head_dim: Dh, attention_bias: false } : {}),
+      ...(o.arch === 'qwen3' ? { head_dim: Dh, attention_bias: false } : o.headDim !== undefined ? { head_dim: Dh } : {}),
       ...(o.arch === 'sdar' ? { mask_token_id: tk.specials['<|MASK|>'], block_size: o.blockSize ?? 4, head_dim: Dh, attention_bias: false } : {}),
       // (the released configs name no mask id: the engine's default is the real vocabulary's 151665)
       ...(o.arch === 'fast_dllm_v2' ? { mask_token_id: tk.specials['|<MASK>|'], bd_size: o.blockSize ?? 32 } : {}),
@@ -457,6 +460,7 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
     [`${arch}.rope.freq_base`, 6, cfg.rope_theta],
     [`${arch}.attention.layer_norm_rms_epsilon`, 6, cfg.rms_norm_eps],
   ];
+  if (typeof cfg.head_dim === 'number') meta.push([`${arch}.attention.key_length`, 4, cfg.head_dim], [`${arch}.attention.value_length`, 4, cfg.head_dim]);
   if (llada) meta.push(['llada.vocab_size', 4, V], ['llada.attention.causal', 7, false], ['diffusion.shift_logits', 7, false], ['tokenizer.ggml.add_bos_token', 7, true]);
   if (arch === 'dream') meta.push(['dream.attention.causal', 7, false]);
   // tokenizer: every id in order (ids without a token as [PAD{i}], UNUSED), added special tokens CONTROL

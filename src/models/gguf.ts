@@ -3,10 +3,11 @@
 // names of the architecture's layout (decoded to fp32, GGUF's [in, out] dims read as HF's
 // [out, in]), and its tokenizer metadata as tokenizer.json + tokenizer_config.json.
 //
-// Architectures: llada, dream, llama, qwen2. llama.cpp runs LLaDA and Llama with "normal"
+// Architectures: llada, dream, llama, qwen2, qwen3. llama.cpp runs LLaDA and Llama with "normal"
 // (interleaved-pair) RoPE and its converter permutes their q/k rows to match; quench's graph
 // uses the Hugging Face rotate_half layout, so those rows are put back:
-// hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream and Qwen2 are stored unpermuted.
+// hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream, Qwen2 and Qwen3 are stored
+// unpermuted.
 
 import { FormatError } from '../errors.ts';
 import { parseConfig, type ModelArgs } from '../formats/config.ts';

@@ -114,8 +114,12 @@ export function addLinear(
       const wq = g.weight(`${name}.q8`, DT.INT8, [K, N], new Uint8Array(q.buffer));
       return g.op('DynamicQuantizeMatMul', [x, wq, ws], {}, { domain: 'com.microsoft', output });
     }
-    const wq = g.weight(`${name}.u8`, DT.UINT8, [K, N], Uint8Array.from(q, (v) => v + 128));
-    const zp = g.weight(`${name}.zero`, DT.UINT8, [N], new Uint8Array(N).fill(128), false);
+    // (+128 mod 256 is the sign bit flipped: in place, since a head of 150M codes must not
+    // pass through a JS array)
+    const u = new Uint8Array(q.buffer, q.byteOffset, q.length);
+    for (let i = 0; i < u.length; i++) u[i] ^= 0x80;
+    const wq = g.weight(`${name}.u8`, DT.UINT8, [K, N], u);
+    const zp = g.weight(`${name}.zero`, DT.UINT8, [], new Uint8Array([128]), false); // one zero point for the tensor
     return g.op('DynamicQuantizeMatMul', [x, wq, ws, zp], {}, { domain: 'com.microsoft', output });
   }
   const { packed, scales } = quantizeInt4(w, K, N);
