@@ -482,3 +482,23 @@ test('response_format json_object / json_schema: every answer is one JSON object
   assert.equal(comp.status, 400);
   assert.equal(comp.json.error.param, 'response_format');
 });
+
+test('prefix cache: a second chat sharing the system message reports its cached prompt tokens (usage, Responses, /metrics); a bidirectional model reports none', async () => {
+  const { model: ar } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 256 });
+  const s = await start({}, ar);
+  const system = { role: 'system' as const, content: 'You answer in one word. '.repeat(6) };
+  const ask = (content: string) => s.client.chat.completions.create({ model: ar.id, messages: [system, { role: 'user', content }], temperature: 0, max_tokens: 4 });
+  const first = await ask('Hello there.');
+  assert.equal((first.usage as any).prompt_tokens_details.cached_tokens, 0);
+  const second = await ask('Goodbye now.');
+  const cached = (second.usage as any).prompt_tokens_details.cached_tokens;
+  assert.ok(cached >= 16 && cached < second.usage!.prompt_tokens, `cached ${cached} of ${second.usage!.prompt_tokens}`);
+  const metrics = await (await fetch(`${s.base}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
+  assert.match(metrics, new RegExp(`quench_prompt_tokens_cached_total ${cached}\\b`));
+  const resp = await s.client.responses.create({ model: ar.id, instructions: system.content, input: 'Goodbye now.', max_output_tokens: 4, temperature: 0 });
+  assert.ok(resp.usage!.input_tokens_details.cached_tokens >= 16);
+  await ar.close();
+  const bidir = await main.client.chat.completions.create({ ...chatReq, messages: [system, { role: 'user', content: 'Hello there.' }] });
+  await main.client.chat.completions.create({ ...chatReq, messages: [system, { role: 'user', content: 'Hello again.' }] }).then((r) => assert.equal((r.usage as any).prompt_tokens_details.cached_tokens, 0));
+  assert.equal((bidir.usage as any).prompt_tokens_details.cached_tokens, 0);
+});

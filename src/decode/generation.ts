@@ -95,6 +95,8 @@ export interface StepStats {
   committed: number;
   /** committed tokens masked again (policy wino's revocations) */
   remasked: number;
+  /** prompt positions whose keys and values came from another request's (a prefix cache) */
+  cached: number;
   elapsedMs: number;
 }
 
@@ -198,6 +200,8 @@ export class Generation {
   private forwards = 0;
   private discarded = 0;
   private remasked = 0;
+  /** prompt positions started from another request's cache (startFrom) */
+  private reused = 0;
   /** wino: tokens the previous step of the block committed (bounds its revocations) */
   private lastAccept = WINO_FIRST_ACCEPT;
   private committedCount = 0;
@@ -285,6 +289,53 @@ export class Generation {
       s = e;
     }
     return out;
+  }
+
+  /**
+   * How many leading prompt positions have keys and values that depend on the prompt alone, so
+   * that another request whose prompt starts with the same tokens may reuse them: all of it
+   * for a causal model; for a block diffusion model decoded in its own blocks, the prompt's
+   * whole blocks (the block holding the prompt's tail is finished with the answer in it) up to
+   * where the first forward's window starts. 0 for bidirectional models (every position sees
+   * the canvas) and without a cache.
+   */
+  get reusablePrompt(): number {
+    if (this.opts.cache === 'none') return 0;
+    if (this.causal) return this.promptLength;
+    const mb = this.modelBlock;
+    if (mb === null || this.opts.attention !== 'block_causal') return 0;
+    return Math.max(0, Math.floor(this.promptLength / mb) * mb - this.shift);
+  }
+
+  /**
+   * Start from another request's cached keys and values of the same leading prompt tokens
+   * (entries for positions 0, 1, ... in order; `tokens`: how many leading prompt tokens the two
+   * share); only before the first step. Uses what this request may reuse, whole blocks of a
+   * block model, and leaves at least one prompt row to run (its scores start the answer).
+   * Returns the positions taken.
+   */
+  startFrom(cache: KVCache, tokens: number): number {
+    if (this.forwards > 0 || this.pending || this.cache) return 0;
+    // (a block model's entry depends on its whole block: only blocks the prompts share entirely)
+    const mb = this.causal ? 1 : (this.modelBlock ?? 1);
+    let n = Math.min(Math.floor(Math.min(tokens, cache.length) / mb) * mb, this.reusablePrompt, this.promptLength - 1);
+    for (let i = 0; i < n; i++)
+      if (cache.positions[i] !== i) {
+        n = i;
+        break;
+      }
+    if (n <= 0) return 0;
+    this.cache = { ...cache, length: n };
+    this.reused = n;
+    return n;
+  }
+
+  /** The cache with this request's reusable prompt entries, once they are all computed (for a prefix store). */
+  promptCache(): { cache: KVCache; length: number } | null {
+    const n = this.reusablePrompt;
+    if (n === 0 || !this.cache || this.cache.length < n) return null;
+    for (let i = 0; i < n; i++) if (this.cache.positions[i] !== i) return null;
+    return { cache: this.cache, length: n };
   }
 
   /** Double the canvas (up to the cap); the blocks from the current one on are re-cut. */
@@ -692,7 +743,7 @@ export class Generation {
   }
 
   private stats(): StepStats {
-    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, remasked: this.remasked, elapsedMs: performance.now() - this.startedAt };
+    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, remasked: this.remasked, cached: this.reused, elapsedMs: performance.now() - this.startedAt };
   }
 
   result(): GenerateResult {

@@ -2,17 +2,24 @@
 // maxBatch active generations into one forward (their windows padded through the
 // visibility mask), applies each result, and lets finished sequences leave and queued ones
 // join before the next step: continuous batching at step granularity. A cancelled request
-// leaves before the next forward is planned, so its slot frees within one step.
+// leaves before the next forward is planned, so its slot frees within one step. A request
+// starts from the prefix store's keys and values of its prompt's leading tokens when another
+// request computed them (causal and block-causal models; engine/prefix-cache.ts).
 
 import { CancelledError, UnavailableError } from '../errors.ts';
 import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
+import { PrefixCache } from './prefix-cache.ts';
 
 export interface SchedulerOptions {
   maxBatch?: number;
   maxQueue?: number;
+  /** bytes of prompt prefixes kept for reuse across requests (0: none; default 256 MiB) */
+  prefixCacheBytes?: number;
 }
+
+export const DEFAULT_PREFIX_CACHE_BYTES = 256 * 2 ** 20;
 
 export interface Submission {
   prompt: ArrayLike<number>;
@@ -30,6 +37,8 @@ export interface SchedulerHooks {
 interface Job {
   gen: Generation;
   sub: Submission;
+  /** its prompt's reusable prefix is in the store (or never will be) */
+  stored: boolean;
   resolve: (r: GenerateResult) => void;
   reject: (e: unknown) => void;
 }
@@ -50,11 +59,16 @@ export class Scheduler {
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   hooks: SchedulerHooks = {};
+  /** prompt prefixes shared across requests; null when off */
+  readonly prefixes: PrefixCache | null;
 
   constructor(model: Denoiser, o: SchedulerOptions = {}) {
     this.model = model;
     this.maxBatch = Math.max(1, o.maxBatch ?? 4);
     this.maxQueue = Math.max(0, o.maxQueue ?? 64);
+    const bytes = o.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
+    const a = model.args;
+    this.prefixes = bytes > 0 && a.attention !== 'bidirectional' ? new PrefixCache({ layers: a.numLayers, kvHeads: a.numKvHeads, headDim: a.headDim }, bytes) : null;
   }
 
   get queued(): number {
@@ -72,7 +86,7 @@ export class Scheduler {
     if (this.active.length >= this.maxBatch && this.queue.length >= this.maxQueue)
       throw new OverloadedError(`the server is at capacity (${this.maxBatch} running, ${this.queue.length} queued); retry later`);
     return new Promise<GenerateResult>((resolve, reject) => {
-      this.queue.push({ gen, sub, resolve, reject });
+      this.queue.push({ gen, sub, resolve, reject, stored: false });
       void this.loop();
     });
   }
@@ -85,7 +99,25 @@ export class Scheduler {
   }
 
   private admit(): void {
-    while (this.active.length < this.maxBatch && this.queue.length > 0) this.active.push(this.queue.shift()!);
+    while (this.active.length < this.maxBatch && this.queue.length > 0) {
+      const j = this.queue.shift()!;
+      // (looked up as it starts, so a request queued behind one with the same system prompt
+      // finds what that one computed)
+      if (this.prefixes && j.gen.reusablePrompt > 0) {
+        const hit = this.prefixes.lookup(j.sub.prompt);
+        if (hit) this.prefixes.reused(j.gen.startFrom(hit.cache, hit.tokens));
+      } else j.stored = true;
+      this.active.push(j);
+    }
+  }
+
+  /** After a step: keep a request's prompt prefix once its keys and values are all computed. */
+  private store(j: Job): void {
+    if (j.stored || !this.prefixes) return;
+    const pc = j.gen.promptCache();
+    if (!pc) return;
+    j.stored = true;
+    this.prefixes.insert(j.sub.prompt, pc.cache, pc.length);
   }
 
   private dropCancelled(): void {
@@ -139,6 +171,7 @@ export class Scheduler {
       const j = batch[i];
       try {
         const ev = j.gen.accept(results[i]);
+        this.store(j);
         j.sub.onStep?.(ev);
       } catch (e) {
         j.reject(e);

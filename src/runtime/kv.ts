@@ -126,3 +126,23 @@ export function extendCache(
   c.tip.used = n;
   return c;
 }
+
+/** A compact copy of c's first n entries (its own buffer, exactly n rows): what a prefix store keeps. */
+export function sliceCache(s: CacheShape, c: KVCache, n: number): KVCache {
+  if (!Number.isInteger(n) || n < 0 || n > c.length) throw new Error('cache slice out of range');
+  const out = allocCache(s, n);
+  const idx = Array.from({ length: n }, (_, i) => i);
+  for (let l = 0; l < s.layers; l++) {
+    copyRuns(c.keys[l], (h) => h * c.capacity, idx, out.keys[l], (h) => h * n, s.kvHeads, s.headDim);
+    copyRuns(c.values[l], (h) => h * c.capacity, idx, out.values[l], (h) => h * n, s.kvHeads, s.headDim);
+  }
+  out.positions.set(c.positions.subarray(0, n));
+  out.length = n;
+  out.tip.used = n;
+  return out;
+}
+
+/** Bytes a cache of n entries holds (keys and values, fp32). */
+export function cacheBytes(s: CacheShape, n: number): number {
+  return 2 * s.layers * s.kvHeads * n * s.headDim * 4;
+}

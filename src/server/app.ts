@@ -34,6 +34,8 @@ export interface ServerOptions {
   apiKey?: string;
   maxBatch?: number;
   maxQueue?: number;
+  /** bytes of prompt prefixes kept for reuse across requests (causal and block models; 0: off; default 256 MiB) */
+  prefixCacheBytes?: number;
   /** origins allowed by CORS (none by default) */
   corsOrigins?: string[];
   /** the address bound; loopback addresses turn on the Host header check */
@@ -81,7 +83,7 @@ function send(reply: FastifyReply, e: Envelope) {
 export function attachScheduler(state: ServingState, model: Model, o: ServerOptions, metrics: Metrics): void {
   // (a generation_config.json whose defaults cannot decode fails here, not every request)
   checkModelDefaults(model);
-  const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64 });
+  const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64, prefixCacheBytes: o.prefixCacheBytes });
   s.hooks = {
     onStep: (b, sec) => {
       metrics.stepSeconds.observe(sec);
@@ -91,6 +93,7 @@ export function attachScheduler(state: ServingState, model: Model, o: ServerOpti
     onFinish: (r) => {
       metrics.generatedTokens.inc(r.tokens.length);
       metrics.promptTokens.inc(r.promptTokens);
+      metrics.cachedPromptTokens.inc(r.stats.cached);
       metrics.discarded.inc(r.stats.discarded);
     },
     // the active / queue-depth gauges are read from the scheduler when /metrics is scraped
@@ -365,6 +368,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const forwards = rs.reduce((s, r) => s + r.stats.forwards, 0);
     return {
       prompt_tokens: prompt,
+      // (OpenAI's field: prompt tokens served from the prefix cache)
+      prompt_tokens_details: { cached_tokens: rs.reduce((s, r) => s + r.stats.cached, 0) },
       completion_tokens: completion,
       total_tokens: prompt + completion,
       forward_passes: forwards,

@@ -9,6 +9,7 @@ export function createMetrics() {
     registry,
     requests: new client.Counter({ name: 'quench_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [registry] }),
     promptTokens: new client.Counter({ name: 'quench_prompt_tokens_total', help: 'prompt tokens processed', registers: [registry] }),
+    cachedPromptTokens: new client.Counter({ name: 'quench_prompt_tokens_cached_total', help: "prompt tokens whose keys and values came from the prefix cache (another request's)", registers: [registry] }),
     generatedTokens: new client.Counter({ name: 'quench_generated_tokens_total', help: 'tokens generated', registers: [registry] }),
     forwards: new client.Counter({ name: 'quench_forward_passes_total', help: 'batched forward passes run', registers: [registry] }),
     discarded: new client.Counter({ name: 'quench_discarded_forwards_total', help: "sequences' forwards discarded because an adaptive canvas was too short (it doubled)", registers: [registry] }),

@@ -269,7 +269,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     tools: Array.isArray(b.tools) ? b.tools : [],
     top_p: withModelDefaults(options, model.defaults).topP ?? null,
     truncation: 'disabled',
-    usage: r ? { input_tokens: prompt.length, input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 }, output_tokens: r.tokens.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt.length + r.tokens.length } : null,
+    usage: r ? { input_tokens: prompt.length, input_tokens_details: { cached_tokens: r.stats.cached, cache_write_tokens: 0 }, output_tokens: r.tokens.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt.length + r.tokens.length } : null,
     user: typeof b.user === 'string' ? b.user : null,
     metadata: isObject(b.metadata) ? b.metadata : {},
   });

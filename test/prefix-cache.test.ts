@@ -1,0 +1,113 @@
+// Prompt prefixes shared across requests: the store's bookkeeping, and requests that start
+// from another request's keys and values decode exactly what they decode alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PrefixCache, PREFIX_CHUNK } from '../src/engine/prefix-cache.ts';
+import { Scheduler } from '../src/engine/scheduler.ts';
+import { generate, type GenerateResult } from '../src/decode/generation.ts';
+import { cacheBytes, type KVCache } from '../src/runtime/kv.ts';
+import type { Model } from '../src/models/registry.ts';
+import type { FixtureArch } from '../src/formats/fixtures.ts';
+import { fixtureModel, range } from './helpers.ts';
+
+const SHAPE = { layers: 2, kvHeads: 1, headDim: 2 };
+
+/** A cache of n entries at positions 0..n-1 whose values say which prompt they came from. */
+function cacheOf(n: number, tag: number): KVCache {
+  const f = () => Float32Array.from({ length: n * 2 }, (_, i) => tag * 1000 + i);
+  return { length: n, capacity: n, positions: Int32Array.from(range(0, n)), keys: [f(), f()], values: [f(), f()], tip: { used: n } };
+}
+
+test('prefix store: the longest shared prefix wins, copies are compact, least recently used go first beyond the budget', () => {
+  const per = cacheBytes(SHAPE, 1);
+  const store = new PrefixCache(SHAPE, 130 * per);
+  const sys = range(100, 100 + 2 * PREFIX_CHUNK); // a 32-token "system prompt"
+  const a = [...sys, ...range(500, 520)];
+  const b = [...sys, ...range(600, 640)];
+  assert.equal(store.lookup(a), null);
+  const live = { ...cacheOf(60, 1), capacity: 60 };
+  store.insert(a, live, a.length);
+  live.keys[0][0] = -1; // the store holds a copy, not the request's buffer
+  const hit = store.lookup(b)!;
+  assert.equal(hit.tokens, sys.length, 'b shares the system prompt with a');
+  assert.equal(hit.cache.keys[0][0], 1000);
+  assert.equal(hit.cache.capacity, a.length, 'compact');
+  assert.equal(store.lookup([...a, 1, 2, 3])!.tokens, a.length, 'a longer prompt that starts with all of a');
+  assert.equal(store.lookup(range(0, 40)), null, 'nothing shared');
+  assert.equal(store.lookup(sys.slice(0, PREFIX_CHUNK - 1)), null, 'less than a chunk is not looked up');
+  // b (72 tokens) fits beside a (52); a third prompt of 40 evicts the least recently used (a)
+  store.insert(b, cacheOf(b.length, 2), b.length);
+  assert.equal(store.stats.entries, 2);
+  store.lookup(b); // b is now the most recently used
+  const c = range(700, 740);
+  store.insert(c, cacheOf(c.length, 3), c.length);
+  assert.ok(store.stats.bytes <= 130 * per);
+  assert.equal(store.stats.entries, 2);
+  assert.equal(store.lookup(a)!.tokens, sys.length, "a is gone: its system prompt is still found through b's entry");
+  assert.equal(store.lookup(c)!.tokens, c.length);
+  // a prompt already covered is not stored twice; one larger than the budget is not stored
+  const before = store.stats.entries;
+  store.insert(b.slice(0, 48), cacheOf(48, 4), 48);
+  assert.equal(store.stats.entries, before);
+  store.insert(range(0, 200), cacheOf(200, 5), 200);
+  assert.equal(store.lookup(range(0, 200)), null);
+});
+
+/** forward windows (rows) a model runs and the candidates' logits it returns, recorded */
+function counting(m: Model): { rows: number[]; logits: Float32Array[] } {
+  const seen = { rows: [] as number[], logits: [] as Float32Array[] };
+  const orig = m.forward.bind(m);
+  m.forward = async (reqs) => {
+    for (const r of reqs) seen.rows.push(r.ids.length);
+    const out = await orig(reqs);
+    for (const o of out) seen.logits.push(o.topLogits);
+    return out;
+  };
+  return seen;
+}
+
+const CASES: { arch: FixtureArch; blockSize?: number; opts: object }[] = [
+  { arch: 'llama', opts: {} },
+  { arch: 'qwen3', opts: {} },
+  { arch: 'sdar', blockSize: 4, opts: { policy: 'threshold', threshold: 0.3 } },
+  { arch: 'fast_dllm_v2', blockSize: 8, opts: { policy: 'threshold', threshold: 0.3 } },
+];
+
+for (const c of CASES) {
+  test(`prefix cache, ${c.arch}: a request sharing another's system prompt runs only the rest and decodes exactly as alone`, async () => {
+    const { model } = await fixtureModel({ arch: c.arch, hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, blockSize: c.blockSize });
+    const V = model.args.vocabSize;
+    const sys = range(0, 37).map((i) => (i * 13 + 5) % (V - 10));
+    const p1 = [...sys, 3, 4, 5];
+    const p2 = [...sys, 9, 8, 7, 6, 5];
+    const opts = { maxTokens: 12, stopTokens: [], ...c.opts };
+    const seen = counting(model);
+    const alone = await generate(model, p2, opts);
+    const aloneFirst = seen.rows[0];
+    const s = new Scheduler(model, { maxBatch: 2 });
+    const r1 = await s.submit({ prompt: p1, options: opts });
+    const from = seen.rows.length;
+    const r2: GenerateResult = await s.submit({ prompt: p2, options: opts });
+    assert.deepEqual(r2.tokens, alone.tokens, 'same answer as without the store');
+    // causal: all 37 shared tokens; a block model: the blocks both prompts hold whole
+    const want = c.blockSize ? Math.floor(sys.length / c.blockSize) * c.blockSize : sys.length;
+    assert.equal(r1.stats.cached, 0);
+    assert.equal(r2.stats.cached, want, 'the shared part came from the store');
+    assert.equal(seen.rows[from], aloneFirst - want, 'its first forward starts after the cached entries');
+    // and scores what the whole prompt scores (entries that saw other tokens would not)
+    const [x, y] = [seen.logits[0], seen.logits[from]];
+    assert.equal(y.length, x.length);
+    for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) <= 1e-4 * Math.max(1, Math.abs(x[i])), `logit ${i}: ${y[i]} against ${x[i]} alone`);
+    assert.equal(s.prefixes!.stats.hits, 1);
+    await model.close();
+  });
+}
+
+test('prefix cache: bidirectional models neither store nor reuse; off with 0 bytes', async () => {
+  const { model } = await fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2 });
+  assert.equal(new Scheduler(model).prefixes, null);
+  await model.close();
+  const { model: ar } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2 });
+  assert.equal(new Scheduler(ar, { prefixCacheBytes: 0 }).prefixes, null);
+  await ar.close();
+});
