@@ -111,3 +111,26 @@ test('prefix cache: bidirectional models neither store nor reuse; off with 0 byt
   assert.equal(new Scheduler(ar, { prefixCacheBytes: 0 }).prefixes, null);
   await ar.close();
 });
+
+for (const c of CASES) {
+  test(`prefix cache, ${c.arch}: a next turn that repeats the prompt and the answer starts from both`, async () => {
+    const { model } = await fixtureModel({ arch: c.arch, hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, blockSize: c.blockSize });
+    const V = model.args.vocabSize;
+    const p1 = range(0, 21).map((i) => (i * 7 + 3) % (V - 10));
+    const opts = { maxTokens: 12, stopTokens: [], ...c.opts };
+    const s = new Scheduler(model, { maxBatch: 2 });
+    const r1 = await s.submit({ prompt: p1, options: opts });
+    const p2 = [...p1, ...r1.tokens, 5, 6, 7];
+    const seen = counting(model);
+    const alone = await generate(model, p2, opts);
+    const r2 = await s.submit({ prompt: p2, options: opts });
+    assert.deepEqual(r2.tokens, alone.tokens);
+    // causal: every token of turn one but its last (never run); a block model: its finished blocks
+    if (!c.blockSize) assert.equal(r2.stats.cached, p1.length + r1.tokens.length - 1);
+    else assert.ok(r2.stats.cached > Math.floor(p1.length / c.blockSize) * c.blockSize && r2.stats.cached % c.blockSize === 0, `cached ${r2.stats.cached}`);
+    // (the first forward alone, and the turn's first forward after it)
+    const [x, y] = [seen.logits[0], seen.logits[alone.stats.forwards]];
+    for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) <= 1e-4 * Math.max(1, Math.abs(x[i])), `logit ${i}: ${y[i]} against ${x[i]} alone`);
+    await model.close();
+  });
+}

@@ -338,6 +338,20 @@ export class Generation {
     return { cache: this.cache, length: n };
   }
 
+  /**
+   * When done: the cached entries of the whole sequence (prompt and answer as the model saw
+   * them), so that a next chat turn, whose prompt repeats this one and its answer, starts
+   * from them. Causal: every token but the last (never run); a block model: its finished
+   * blocks, each computed with its final tokens. Null for models that cannot share (see
+   * reusablePrompt) or before the end.
+   */
+  finalCache(): { tokens: Int32Array; cache: KVCache; length: number } | null {
+    if (!this.done || this.reusablePrompt === 0 || !this.cache) return null;
+    let n = 0;
+    while (n < this.cache.length && this.cache.positions[n] === n) n++;
+    return n > 0 ? { tokens: this.tokens.subarray(0, n), cache: this.cache, length: n } : null;
+  }
+
   /** Double the canvas (up to the cap); the blocks from the current one on are re-cut. */
   private grow(): void {
     const from = this.block < this.blocks.length ? this.blocks[this.block][0] : this.genEnd;

@@ -179,6 +179,9 @@ export class Scheduler {
         continue;
       }
       if (j.gen.done) {
+        // (the whole sequence: a next chat turn repeats this prompt and its answer)
+        const fc = this.prefixes ? j.gen.finalCache() : null;
+        if (fc) this.prefixes!.insert(fc.tokens, fc.cache, fc.length);
         const r = j.gen.result();
         this.hooks.onFinish?.(r);
         j.resolve(r);
