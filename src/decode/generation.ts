@@ -300,25 +300,32 @@ export class Generation {
    * the canvas) and without a cache.
    */
   get reusablePrompt(): number {
-    if (this.opts.cache === 'none') return 0;
+    if (!this.canShare) return 0;
     if (this.causal) return this.promptLength;
-    const mb = this.modelBlock;
-    if (mb === null || this.opts.attention !== 'block_causal') return 0;
-    return Math.max(0, Math.floor(this.promptLength / mb) * mb - this.shift);
+    return Math.max(0, Math.floor(this.promptLength / this.shareBlock) * this.shareBlock - this.shift);
+  }
+
+  /** Causal models, and block models decoded in their own blocks, with a cache. */
+  private get canShare(): boolean {
+    return this.opts.cache !== 'none' && (this.causal || (this.modelBlock !== null && this.opts.attention === 'block_causal'));
+  }
+
+  /** An entry depends on the tokens of its whole block (one token for a causal model). */
+  private get shareBlock(): number {
+    return this.causal ? 1 : (this.modelBlock ?? 1);
   }
 
   /**
-   * Start from another request's cached keys and values of the same leading prompt tokens
-   * (entries for positions 0, 1, ... in order; `tokens`: how many leading prompt tokens the two
-   * share); only before the first step. Uses what this request may reuse, whole blocks of a
-   * block model, and leaves at least one prompt row to run (its scores start the answer).
-   * Returns the positions taken.
+   * Start from another request's cached keys and values (entries for positions 0, 1, ... in
+   * order; `tokens`: how many leading tokens this prompt shares with the ones they were
+   * computed from); only before the first step. Takes the entries of the blocks the two share
+   * whole, at most what this request may reuse, and leaves at least one prompt row to run
+   * (its scores start the answer). Returns the positions taken.
    */
   startFrom(cache: KVCache, tokens: number): number {
     if (this.forwards > 0 || this.pending || this.cache) return 0;
-    // (a block model's entry depends on its whole block: only blocks the prompts share entirely)
-    const mb = this.causal ? 1 : (this.modelBlock ?? 1);
-    let n = Math.min(Math.floor(Math.min(tokens, cache.length) / mb) * mb, this.reusablePrompt, this.promptLength - 1);
+    const mb = this.shareBlock;
+    let n = Math.min(Math.floor(tokens / mb) * mb, cache.length, this.reusablePrompt, this.promptLength - 1);
     for (let i = 0; i < n; i++)
       if (cache.positions[i] !== i) {
         n = i;
@@ -330,26 +337,31 @@ export class Generation {
     return n;
   }
 
-  /** The cache with this request's reusable prompt entries, once they are all computed (for a prefix store). */
-  promptCache(): { cache: KVCache; length: number } | null {
+  /**
+   * The cache with this request's reusable prompt entries once they are all computed, and the
+   * tokens they depend on (a block model's: its whole blocks, one more than the entries with
+   * shifted logits), for a prefix store.
+   */
+  promptCache(): { tokens: Int32Array; cache: KVCache; length: number } | null {
     const n = this.reusablePrompt;
     if (n === 0 || !this.cache || this.cache.length < n) return null;
     for (let i = 0; i < n; i++) if (this.cache.positions[i] !== i) return null;
-    return { cache: this.cache, length: n };
+    return { tokens: this.tokens.subarray(0, Math.ceil(n / this.shareBlock) * this.shareBlock), cache: this.cache, length: n };
   }
 
   /**
    * When done: the cached entries of the whole sequence (prompt and answer as the model saw
-   * them), so that a next chat turn, whose prompt repeats this one and its answer, starts
-   * from them. Causal: every token but the last (never run); a block model: its finished
-   * blocks, each computed with its final tokens. Null for models that cannot share (see
-   * reusablePrompt) or before the end.
+   * them) and the tokens they depend on, so that a next chat turn, whose prompt repeats this
+   * one and its answer, starts from them. Causal: every token but the last (never run); a
+   * block model: its finished blocks, each computed with its final tokens. Null for models
+   * that cannot share or before the end.
    */
   finalCache(): { tokens: Int32Array; cache: KVCache; length: number } | null {
-    if (!this.done || this.reusablePrompt === 0 || !this.cache) return null;
+    if (!this.done || !this.canShare || !this.cache) return null;
     let n = 0;
     while (n < this.cache.length && this.cache.positions[n] === n) n++;
-    return n > 0 ? { tokens: this.tokens.subarray(0, n), cache: this.cache, length: n } : null;
+    const t = Math.min(this.tokens.length, Math.ceil(n / this.shareBlock) * this.shareBlock);
+    return n > 0 ? { tokens: this.tokens.subarray(0, t), cache: this.cache, length: n } : null;
   }
 
   /** Double the canvas (up to the cap); the blocks from the current one on are re-cut. */

@@ -10,6 +10,7 @@ import { CancelledError, UnavailableError } from '../errors.ts';
 import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
+import type { KVCache } from '../runtime/kv.ts';
 import { PrefixCache } from './prefix-cache.ts';
 
 export interface SchedulerOptions {
@@ -24,6 +25,8 @@ export const DEFAULT_PREFIX_CACHE_BYTES = 256 * 2 ** 20;
 export interface Submission {
   prompt: ArrayLike<number>;
   options: GenerateOptions;
+  /** prefix cache isolation: entries are shared only between requests with the same salt */
+  cacheSalt?: string;
   onStep?: (e: StepEvent) => void;
   signal?: AbortSignal;
 }
@@ -104,8 +107,8 @@ export class Scheduler {
       // (looked up as it starts, so a request queued behind one with the same system prompt
       // finds what that one computed)
       if (this.prefixes && j.gen.reusablePrompt > 0) {
-        const hit = this.prefixes.lookup(j.sub.prompt);
-        if (hit) this.prefixes.reused(j.gen.startFrom(hit.cache, hit.tokens));
+        const hit = this.prefixes.lookup(j.sub.prompt, j.sub.cacheSalt);
+        this.prefixes.reused(hit ? j.gen.startFrom(hit.cache, hit.tokens) : 0);
       } else j.stored = true;
       this.active.push(j);
     }
@@ -117,7 +120,16 @@ export class Scheduler {
     const pc = j.gen.promptCache();
     if (!pc) return;
     j.stored = true;
-    this.prefixes.insert(j.sub.prompt, pc.cache, pc.length);
+    this.keep(pc, j.sub.cacheSalt);
+  }
+
+  /** Into the prefix store; the store is an optimisation: its failure (memory) fails no request. */
+  private keep(e: { tokens: ArrayLike<number>; cache: KVCache; length: number }, salt?: string): void {
+    try {
+      this.prefixes?.insert(e.tokens, e.cache, e.length, salt);
+    } catch {
+      // the request goes on without it
+    }
   }
 
   private dropCancelled(): void {
@@ -181,7 +193,7 @@ export class Scheduler {
       if (j.gen.done) {
         // (the whole sequence: a next chat turn repeats this prompt and its answer)
         const fc = this.prefixes ? j.gen.finalCache() : null;
-        if (fc) this.prefixes!.insert(fc.tokens, fc.cache, fc.length);
+        if (fc) this.keep(fc, j.sub.cacheSalt);
         const r = j.gen.result();
         this.hooks.onFinish?.(r);
         j.resolve(r);

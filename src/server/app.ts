@@ -270,7 +270,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
               if (delta || entries.length > 0) write(piece(c.index, delta, null, logprobsOf(entries, lp)));
             }
           : undefined;
-        return scheduler.submit({ prompt: c.job.prompt, options: c.options, onStep, signal: abort.signal });
+        return scheduler.submit({ prompt: c.job.prompt, options: c.options, onStep, signal: abort.signal, cacheSalt: body.cache_salt as string | undefined });
       });
     } catch (e) {
       abort.abort();

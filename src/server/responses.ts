@@ -323,7 +323,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     : undefined;
 
   // submitted before anything is written: a bad option is still a plain 400
-  const done = scheduler.submit({ prompt, options, onStep, signal: abort.signal });
+  const done = scheduler.submit({ prompt, options, onStep, signal: abort.signal, cacheSalt: b.cache_salt as string | undefined });
   const offClose = abortOnClose(reply, abort);
   if (!stream) {
     try {

@@ -45,6 +45,8 @@ const sampling = {
   reasoning_effort: { type: 'string', enum: Object.keys(PRESETS) },
   realtime: { type: 'boolean' },
   diffusing: { type: 'boolean' },
+  // (vLLM's field: the prefix cache is shared only between requests with the same salt)
+  cache_salt: { type: 'string', minLength: 1, maxLength: 256 },
 };
 
 const textPart = {
