@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scheduler, OverloadedError, groupByWindow } from '../src/engine/scheduler.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
-import { generate } from '../src/decode/generation.ts';
+import { generate, type StepEvent } from '../src/decode/generation.ts';
 import { CancelledError, OptionError } from '../src/errors.ts';
 import { scriptedModel, prefer } from './mock.ts';
 
@@ -78,4 +78,52 @@ test('groupByWindow: decode rows batch whatever their caches; long canvases are 
       assert.ok(g.length * L <= 1.25 * real * (1 + 400 / 3072) + g.length, `padding ${g.length * L} vs ${real}`);
     }
   }
+});
+
+for (const [arch, blockSize] of [['llama', undefined], ['qwen3', undefined], ['sdar', 4], ['fast_dllm_v2', 8]] as const) {
+  test(`chunked prefill, ${arch}: a long prompt runs in chunks and decodes exactly as in one forward`, async () => {
+    const { fixtureModel, range } = await import('./helpers.ts');
+    const { model } = await fixtureModel({ arch, hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, blockSize });
+    const V = model.args.vocabSize;
+    const prompt = range(0, 53).map((i) => (i * 17 + 4) % (V - 10));
+    const opts = { maxTokens: 10, stopTokens: [], ...(blockSize ? { policy: 'threshold' as const, threshold: 0.3 } : {}) };
+    const seen: { rows: number; logits: Float32Array }[] = [];
+    const orig = model.forward.bind(model);
+    model.forward = async (reqs) => {
+      const out = await orig(reqs);
+      reqs.forEach((r, i) => seen.push({ rows: r.ids.length, logits: out[i].topLogits }));
+      return out;
+    };
+    const alone = await generate(model, prompt, opts);
+    const first = seen[0];
+    seen.length = 0;
+    const s = new Scheduler(model, { prefillChunk: 16, prefixCacheBytes: 0 });
+    const events: number[] = [];
+    const r = await s.submit({ prompt, options: opts, onStep: (e) => events.push(e.committed.length) });
+    assert.deepEqual(r.tokens, alone.tokens);
+    const chunks = events.findIndex((n) => n > 0);
+    assert.ok(chunks >= 3, `${chunks} prefill chunks before the first commit`);
+    assert.ok(seen.slice(0, chunks).every((x) => x.rows <= 16), `chunk rows ${seen.slice(0, chunks).map((x) => x.rows)}`);
+    assert.equal(seen.slice(0, chunks + 1).reduce((n, x) => n + x.rows, 0), first.rows, 'the chunks and the first scoring forward cover what one forward ran');
+    const y = seen[chunks].logits;
+    for (let i = 0; i < y.length; i++) assert.ok(Math.abs(y[i] - first.logits[i]) <= 1e-4 * Math.max(1, Math.abs(first.logits[i])), `logit ${i}`);
+    await model.close();
+  });
+}
+
+test('chunked prefill: a short request beside a long prompt starts answering before the long prompt is read', async () => {
+  const { fixtureModel, range } = await import('./helpers.ts');
+  const { model } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3 });
+  const s = new Scheduler(model, { maxBatch: 2, prefillChunk: 8, prefixCacheBytes: 0 });
+  const order: string[] = [];
+  const opts = { maxTokens: 3, stopTokens: [] };
+  const onStep = (who: string) => (e: StepEvent) => {
+    if (e.committed.length > 0) order.push(who);
+  };
+  await Promise.all([
+    s.submit({ prompt: range(0, 80).map((i) => (i * 3 + 1) % 100), options: opts, onStep: onStep('long') }),
+    s.submit({ prompt: [5, 6, 7], options: opts, onStep: onStep('short') }),
+  ]);
+  assert.deepEqual(order.slice(0, 3), ['short', 'short', 'short'], order.join(' '));
+  await model.close();
 });

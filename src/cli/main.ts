@@ -23,6 +23,7 @@ program
   .option('--max-batch <n>', 'sequences batched into one forward', int, 4)
   .option('--max-queue <n>', 'requests waiting beyond the batch before 503', int, 64)
   .option('--prefix-cache-mb <n>', "MiB of prompt prefixes kept for reuse across requests: a prompt starting with another's tokens runs only the rest (causal and block diffusion models; 0: off)", int, 256)
+  .option('--prefill-chunk <n>', 'most prompt rows a sequence runs per step, so a long prompt does not stall the others (causal and block diffusion models; 0: whole prompts)', int, 256)
   .option('--threads <n>', 'compute threads (0 = one per core)', int, 0)
   .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
   .option('--block-size <n>', "a block diffusion model's block size, instead of its config's (SDAR, Fast-dLLM v2)", int)

@@ -15,6 +15,8 @@ export interface ServeOptions {
   maxQueue: number;
   /** MiB of prompt prefixes kept for reuse across requests (0: off) */
   prefixCacheMb?: number;
+  /** most prompt rows a sequence runs per step (0: whole prompts) */
+  prefillChunk?: number;
   threads: number;
   dtype: DTypeOption;
   graphThread?: 'auto' | 'on' | 'off';
@@ -33,7 +35,7 @@ export interface ServeOptions {
 
 export async function serve(o: ServeOptions): Promise<void> {
   const state: ServingState = { model: null, scheduler: null };
-  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ...(o.prefixCacheMb !== undefined ? { prefixCacheBytes: o.prefixCacheMb * 2 ** 20 } : {}), corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, responseStore: o.responseStore, defaults: { ...(o.canvas ? { canvas: o.canvas } : {}), ...(o.initialCanvas ? { initialCanvas: o.initialCanvas } : {}) } };
+  const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ...(o.prefixCacheMb !== undefined ? { prefixCacheBytes: o.prefixCacheMb * 2 ** 20 } : {}), prefillChunk: o.prefillChunk, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, responseStore: o.responseStore, defaults: { ...(o.canvas ? { canvas: o.canvas } : {}), ...(o.initialCanvas ? { initialCanvas: o.initialCanvas } : {}) } };
   const { app, metrics } = await buildServer(state, opts);
   await app.listen({ host: o.host, port: o.port });
   console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);

@@ -159,6 +159,8 @@ interface Pending {
   keep?: { past: number; window: number[] };
   /** wino: committed positions of the block verified by the shadow rows (their query rows follow the targets') */
   verify?: number[];
+  /** a chunk of the prompt only extends the cache (chunked prefill): nothing is scored */
+  prefill?: boolean;
 }
 
 /** A block diffusion model's block size, when it decodes with its own block-causal attention. */
@@ -202,6 +204,13 @@ export class Generation {
   private remasked = 0;
   /** prompt positions started from another request's cache (startFrom) */
   private reused = 0;
+  /**
+   * Chunked prefill: at most this many prompt rows per forward (0: the whole prompt at once),
+   * so that a long prompt does not hold up the batch's other sequences for its whole length.
+   * Causal models, and block models in their own blocks (chunks of whole blocks); set before
+   * the first step (the scheduler does).
+   */
+  prefillChunk = 0;
   /** wino: tokens the previous step of the block committed (bounds its revocations) */
   private lastAccept = WINO_FIRST_ACCEPT;
   private committedCount = 0;
@@ -442,6 +451,7 @@ export class Generation {
     let usePast = false;
     let keep: Pending['keep'];
     let targets: number[];
+    let prefill = false;
 
     if (this.causal) {
       const i = this.blocks[this.block][0];
@@ -450,6 +460,10 @@ export class Generation {
       const cached = mode === 'none' ? 0 : (this.cache?.length ?? 0);
       windowStart = cached;
       windowEnd = i;
+      if (mode !== 'none' && this.prefillChunk > 0 && i - cached > this.prefillChunk) {
+        windowEnd = cached + this.prefillChunk;
+        prefill = true;
+      }
       usePast = cached > 0;
       if (mode !== 'none') keep = { past: cached, window: range(0, windowEnd - windowStart) };
     } else {
@@ -482,8 +496,16 @@ export class Generation {
           const cached = this.cache?.length ?? 0;
           windowStart = cached;
           windowEnd = visibleEnd;
+          // (chunked prefill: whole prompt blocks before the block the answer starts in)
+          if (mb && this.prefillChunk > 0 && visibleEnd - cached > this.prefillChunk) {
+            const end = Math.min(Math.floor((cached + this.prefillChunk) / mb) * mb, Math.floor(ws / mb) * mb);
+            if (end > cached) {
+              windowEnd = end;
+              prefill = true;
+            }
+          }
           usePast = cached > 0;
-          keep = { past: cached, window: range(0, ws - windowStart) };
+          keep = { past: cached, window: range(0, (prefill ? windowEnd : ws) - windowStart) };
         }
       } else {
         usePast = (this.cache?.length ?? 0) > 0;
@@ -500,10 +522,15 @@ export class Generation {
       }
     }
 
+    if (prefill) {
+      targets = [];
+      candidates = 0;
+    }
     const rows = range(windowStart, windowEnd);
     const past = usePast && this.cache ? this.cache : undefined;
     const cols = past ? [...Array.from(past.positions.subarray(0, past.length)), ...rows] : rows;
-    const queries = targets.map((p) => p - this.shift - windowStart);
+    // (a prefill chunk scores its last row, unread: the graph always returns a row)
+    const queries = prefill ? [rows.length - 1] : targets.map((p) => p - this.shift - windowStart);
     const req: ForwardRequest = {
       ids: Int32Array.from(rows, (p) => this.tokens[p]),
       positions: Int32Array.from(rows),
@@ -518,7 +545,8 @@ export class Generation {
     };
     let verify: number[] | undefined;
     let planned = req;
-    if (this.opts.cfgScale > 0) planned = withUnguided(req, (p) => p < this.promptLength || p >= this.capEnd, this.mask);
+    if (prefill) planned = req;
+    else if (this.opts.cfgScale > 0) planned = withUnguided(req, (p) => p < this.promptLength || p >= this.capEnd, this.mask);
     // (wino: a shadow only when the block has commits to verify)
     else if (this.opts.policy === 'wino' && !this.causal) {
       const [bs, be] = this.blocks[this.block];
@@ -526,7 +554,7 @@ export class Generation {
       for (let p = bs; p < be && !any; p++) any = this.committed[p] === 1;
       if (any) ({ req: planned, verify } = withShadow(req, this.blocks[this.block], this.committed, this.mask));
     }
-    this.pending = { req: planned, targets, candidates, keep, probe, verify };
+    this.pending = { req: planned, targets, candidates, keep, probe, verify, prefill };
     return this.pending.req;
   }
 
@@ -559,6 +587,10 @@ export class Generation {
       return this.event([]);
     }
     if (pend.keep && res.takeCache) this.cache = res.takeCache(range(0, pend.keep.past), pend.keep.window);
+    if (pend.prefill) {
+      this.stepCount++;
+      return this.event([]);
+    }
 
     // (a probe row past the block is scored but never a commit candidate)
     const blockTargets = pend.targets.slice(0, pend.candidates);

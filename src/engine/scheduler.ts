@@ -4,7 +4,9 @@
 // join before the next step: continuous batching at step granularity. A cancelled request
 // leaves before the next forward is planned, so its slot frees within one step. A request
 // starts from the prefix store's keys and values of its prompt's leading tokens when another
-// request computed them (causal and block-causal models; engine/prefix-cache.ts).
+// request computed them (causal and block-causal models; engine/prefix-cache.ts), and runs a
+// long prompt in chunks of at most prefillChunk rows per step, so that the sequences beside it
+// keep decoding (chunked prefill).
 
 import { CancelledError, UnavailableError } from '../errors.ts';
 import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
@@ -18,7 +20,11 @@ export interface SchedulerOptions {
   maxQueue?: number;
   /** bytes of prompt prefixes kept for reuse across requests (0: none; default 256 MiB) */
   prefixCacheBytes?: number;
+  /** most prompt rows one sequence runs per step (chunked prefill; 0: whole prompts; default 256) */
+  prefillChunk?: number;
 }
+
+export const DEFAULT_PREFILL_CHUNK = 256;
 
 export const DEFAULT_PREFIX_CACHE_BYTES = 256 * 2 ** 20;
 
@@ -55,6 +61,7 @@ export class OverloadedError extends UnavailableError {
 export class Scheduler {
   readonly maxBatch: number;
   readonly maxQueue: number;
+  readonly prefillChunk: number;
   private model: Denoiser;
   private queue: Job[] = [];
   private active: Job[] = [];
@@ -69,6 +76,7 @@ export class Scheduler {
     this.model = model;
     this.maxBatch = Math.max(1, o.maxBatch ?? 4);
     this.maxQueue = Math.max(0, o.maxQueue ?? 64);
+    this.prefillChunk = Math.max(0, o.prefillChunk ?? DEFAULT_PREFILL_CHUNK);
     const bytes = o.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
     const a = model.args;
     this.prefixes = bytes > 0 && a.attention !== 'bidirectional' ? new PrefixCache({ layers: a.numLayers, kvHeads: a.numKvHeads, headDim: a.headDim }, bytes) : null;
@@ -104,6 +112,8 @@ export class Scheduler {
   private admit(): void {
     while (this.active.length < this.maxBatch && this.queue.length > 0) {
       const j = this.queue.shift()!;
+      // (a long prompt runs in chunks, one per step, beside the others' decoding)
+      j.gen.prefillChunk = this.prefillChunk;
       // (looked up as it starts, so a request queued behind one with the same system prompt
       // finds what that one computed)
       if (this.prefixes && j.gen.reusablePrompt > 0) {

@@ -36,6 +36,8 @@ export interface ServerOptions {
   maxQueue?: number;
   /** bytes of prompt prefixes kept for reuse across requests (causal and block models; 0: off; default 256 MiB) */
   prefixCacheBytes?: number;
+  /** most prompt rows one sequence runs per step (chunked prefill; 0: whole prompts; default 256) */
+  prefillChunk?: number;
   /** origins allowed by CORS (none by default) */
   corsOrigins?: string[];
   /** the address bound; loopback addresses turn on the Host header check */
@@ -83,7 +85,7 @@ function send(reply: FastifyReply, e: Envelope) {
 export function attachScheduler(state: ServingState, model: Model, o: ServerOptions, metrics: Metrics): void {
   // (a generation_config.json whose defaults cannot decode fails here, not every request)
   checkModelDefaults(model);
-  const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64, prefixCacheBytes: o.prefixCacheBytes });
+  const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64, prefixCacheBytes: o.prefixCacheBytes, prefillChunk: o.prefillChunk });
   s.hooks = {
     onStep: (b, sec) => {
       metrics.stepSeconds.observe(sec);
