@@ -103,6 +103,9 @@ for (const [arch, blockSize] of [['llama', undefined], ['qwen3', undefined], ['s
     assert.deepEqual(r.tokens, alone.tokens);
     const chunks = events.findIndex((n) => n > 0);
     assert.ok(chunks >= 3, `${chunks} prefill chunks before the first commit`);
+    // chunks only before the answer: every later forward is one the whole-prompt run made too
+    assert.equal(r.stats.prefill, chunks);
+    assert.equal(r.stats.forwards, alone.stats.forwards + chunks);
     assert.ok(seen.slice(0, chunks).every((x) => x.rows <= 16), `chunk rows ${seen.slice(0, chunks).map((x) => x.rows)}`);
     assert.equal(seen.slice(0, chunks + 1).reduce((n, x) => n + x.rows, 0), first.rows, 'the chunks and the first scoring forward cover what one forward ran');
     const y = seen[chunks].logits;
@@ -126,4 +129,31 @@ test('chunked prefill: a short request beside a long prompt starts answering bef
   ]);
   assert.deepEqual(order.slice(0, 3), ['short', 'short', 'short'], order.join(' '));
   await model.close();
+});
+
+test('chunked prefill with the prefix cache: a request arriving during a long prefill starts from the chunks run so far', async () => {
+  const { fixtureModel, range } = await import('./helpers.ts');
+  for (const [arch, blockSize] of [['llama', undefined], ['fast_dllm_v2', 8]] as const) {
+    const { model } = await fixtureModel({ arch, hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, blockSize });
+    const sys = range(0, 96).map((i) => (i * 7 + 3) % 150);
+    const opts = { maxTokens: 6, stopTokens: [], ...(blockSize ? { policy: 'threshold' as const, threshold: 0.3 } : {}) };
+    const pb = [...sys, 9, 9, 9];
+    const alone = await generate(model, pb, opts);
+    const s = new Scheduler(model, { maxBatch: 2, prefillChunk: 16 });
+    let b: Promise<Awaited<ReturnType<Scheduler['submit']>>> | null = null;
+    let steps = 0;
+    const a = s.submit({
+      prompt: [...sys, 1, 2],
+      options: opts,
+      // B arrives after A's third chunk
+      onStep: () => {
+        if (++steps === 3) b = s.submit({ prompt: pb, options: opts });
+      },
+    });
+    await a;
+    const rb = await b!;
+    assert.deepEqual(rb.tokens, alone.tokens, arch);
+    assert.ok(rb.stats.cached >= 48, `${arch}: B started from A's chunks (${rb.stats.cached} cached)`);
+    await model.close();
+  }
 });

@@ -97,6 +97,8 @@ export interface StepStats {
   remasked: number;
   /** prompt positions whose keys and values came from another request's (a prefix cache) */
   cached: number;
+  /** of the forwards, prefill chunks (a long prompt run in parts; they score nothing) */
+  prefill: number;
   elapsedMs: number;
 }
 
@@ -204,6 +206,8 @@ export class Generation {
   private remasked = 0;
   /** prompt positions started from another request's cache (startFrom) */
   private reused = 0;
+  /** forwards that ran a prefill chunk (scored nothing) */
+  private prefillForwards = 0;
   /**
    * Chunked prefill: at most this many prompt rows per forward (0: the whole prompt at once),
    * so that a long prompt does not hold up the batch's other sequences for its whole length.
@@ -347,15 +351,20 @@ export class Generation {
   }
 
   /**
-   * The cache with this request's reusable prompt entries once they are all computed, and the
-   * tokens they depend on (a block model's: its whole blocks, one more than the entries with
-   * shifted logits), for a prefix store.
+   * The cache with this request's reusable prompt entries computed so far (all of them, or the
+   * chunks a chunked prefill has run), and the tokens they depend on (a block model's: its
+   * whole blocks, one more than the entries with shifted logits), for a prefix store; `done`
+   * once all are in.
    */
-  promptCache(): { tokens: Int32Array; cache: KVCache; length: number } | null {
-    const n = this.reusablePrompt;
-    if (n === 0 || !this.cache || this.cache.length < n) return null;
+  promptCache(): { tokens: Int32Array; cache: KVCache; length: number; done: boolean } | null {
+    const all = this.reusablePrompt;
+    if (all === 0 || !this.cache) return null;
+    const mb = this.shareBlock;
+    // (a chunk ends on a block boundary; the last step's window ends `shift` before one)
+    const n = this.cache.length >= all ? all : Math.floor(this.cache.length / mb) * mb;
+    if (n === 0) return null;
     for (let i = 0; i < n; i++) if (this.cache.positions[i] !== i) return null;
-    return { tokens: this.tokens.subarray(0, Math.ceil(n / this.shareBlock) * this.shareBlock), cache: this.cache, length: n };
+    return { tokens: this.tokens.subarray(0, Math.ceil(n / mb) * mb), cache: this.cache, length: n, done: n === all };
   }
 
   /**
@@ -497,7 +506,7 @@ export class Generation {
           windowStart = cached;
           windowEnd = visibleEnd;
           // (chunked prefill: whole prompt blocks before the block the answer starts in)
-          if (mb && this.prefillChunk > 0 && visibleEnd - cached > this.prefillChunk) {
+          if (mb && this.block === 0 && this.prefillChunk > 0 && visibleEnd - cached > this.prefillChunk) {
             const end = Math.min(Math.floor((cached + this.prefillChunk) / mb) * mb, Math.floor(ws / mb) * mb);
             if (end > cached) {
               windowEnd = end;
@@ -588,6 +597,9 @@ export class Generation {
     }
     if (pend.keep && res.takeCache) this.cache = res.takeCache(range(0, pend.keep.past), pend.keep.window);
     if (pend.prefill) {
+      // (a model whose forward keeps no cache would plan the same chunk forever)
+      if ((this.cache?.length ?? 0) < pend.keep!.past + pend.keep!.window.length) throw new Error('prefill chunk: the forward kept no cache');
+      this.prefillForwards++;
       this.stepCount++;
       return this.event([]);
     }
@@ -801,7 +813,7 @@ export class Generation {
   }
 
   private stats(): StepStats {
-    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, remasked: this.remasked, cached: this.reused, elapsedMs: performance.now() - this.startedAt };
+    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, remasked: this.remasked, cached: this.reused, prefill: this.prefillForwards, elapsedMs: performance.now() - this.startedAt };
   }
 
   result(): GenerateResult {

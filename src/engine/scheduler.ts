@@ -48,6 +48,8 @@ interface Job {
   sub: Submission;
   /** its prompt's reusable prefix is in the store (or never will be) */
   stored: boolean;
+  /** entries of it stored so far (a chunked prefill stores each chunk, for requests arriving meanwhile) */
+  storedRows: number;
   resolve: (r: GenerateResult) => void;
   reject: (e: unknown) => void;
 }
@@ -97,7 +99,7 @@ export class Scheduler {
     if (this.active.length >= this.maxBatch && this.queue.length >= this.maxQueue)
       throw new OverloadedError(`the server is at capacity (${this.maxBatch} running, ${this.queue.length} queued); retry later`);
     return new Promise<GenerateResult>((resolve, reject) => {
-      this.queue.push({ gen, sub, resolve, reject, stored: false });
+      this.queue.push({ gen, sub, resolve, reject, stored: false, storedRows: 0 });
       void this.loop();
     });
   }
@@ -128,8 +130,9 @@ export class Scheduler {
   private store(j: Job): void {
     if (j.stored || !this.prefixes) return;
     const pc = j.gen.promptCache();
-    if (!pc) return;
-    j.stored = true;
+    if (!pc || pc.length <= j.storedRows) return;
+    j.stored = pc.done;
+    j.storedRows = pc.length;
     this.keep(pc, j.sub.cacheSalt);
   }
 

@@ -367,7 +367,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   function usageOf(rs: GenerateResult[], jobs: Job[], n: number) {
     const prompt = jobs.reduce((s, j) => s + j.prompt.length + (j.suffix?.length ?? 0), 0) * n;
     const completion = rs.reduce((s, r) => s + r.tokens.length, 0);
-    const forwards = rs.reduce((s, r) => s + r.stats.forwards, 0);
+    // (prefill chunks score nothing: left out, so chunking does not change the ratio)
+    const forwards = rs.reduce((s, r) => s + r.stats.forwards - r.stats.prefill, 0);
     return {
       prompt_tokens: prompt,
       // (OpenAI's field: prompt tokens served from the prefix cache)
