@@ -66,3 +66,21 @@ test('quench bench forward passes its options through and prints one row per row
   assert.match(out, /^\| 4 \|/m);
   assert.match(out, /d_model 64, 1 layers/);
 });
+
+test('quench run chat: the next turn starts from the history (a causal model); the first answers as a one-turn run does', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const dir = await tempDir('quench-cli-chat-');
+  await writeFixture(dir, { arch: 'llama', hidden: 32, heads: 2, layers: 1, std: 0.3, maxPositions: 256 });
+  const chat = (input: string) => spawnSync(process.execPath, ['bin/quench.js', 'run', '--model', dir, '--stats', '--max-tokens', '4'], { env, input, timeout: 120_000 });
+  const two = chat('hello there\nand again\n');
+  const stats = two.stderr.toString().split('\n').filter((l) => l.startsWith('['));
+  assert.equal(stats.length, 2, two.stderr.toString());
+  assert.doesNotMatch(stats[0], /cached/);
+  const cached = Number(/, (\d+) prompt tokens cached/.exec(stats[1])?.[1]);
+  assert.ok(cached >= 16, stats[1]);
+  // (that a turn started from the history decodes as one run from scratch: test/prefix-cache.test.ts)
+  const answers = two.stdout.toString().split('\n');
+  assert.equal(answers.length, 3);
+  const first = chat('hello there\n').stdout.toString().split('\n')[0];
+  assert.equal(answers[0], first);
+});

@@ -3,7 +3,8 @@
 // gets the final text only.
 
 import { createInterface } from 'node:readline/promises';
-import { generate, type StepEvent } from '../decode/generation.ts';
+import type { StepEvent } from '../decode/generation.ts';
+import { Scheduler } from '../engine/scheduler.ts';
 import { applyGenerationConfig } from './generation-config.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ChatMessage } from '../formats/tokenizer.ts';
@@ -95,7 +96,7 @@ function render(model: Model, ev: StepEvent): { styled: string; plain: string } 
   return { styled, plain };
 }
 
-async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveView | null): Promise<string> {
+async function answer(model: Model, sched: Scheduler, prompt: number[], o: RunOptions, live: LiveView | null): Promise<string> {
   const opts: GenerateOptions = {
     maxTokens: o.maxTokens,
     policy: o.policy,
@@ -113,8 +114,11 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
     detokenize: (ids) => model.codec.decode(ids, true),
     constraint: constraintOf(model, o),
   };
-  const r = await generate(model, prompt, {
-    ...opts,
+  // (through a scheduler: a chat's next turn starts from the keys and values of the history,
+  // on models whose prompt entries can be shared; see engine/prefix-cache.ts)
+  const r = await sched.submit({
+    prompt,
+    options: opts,
     onStep: live
       ? (ev) => {
           const { styled, plain } = render(model, ev);
@@ -130,7 +134,8 @@ async function answer(model: Model, prompt: number[], o: RunOptions, live: LiveV
   if (o.stats) {
     const s = r.stats;
     const canvas = model.args.attention === 'causal' ? '' : `, canvas ${s.canvas}${s.discarded ? ` (${s.discarded} discarded forward${s.discarded > 1 ? "s" : ""} while it grew)` : ''}${s.remasked ? `, ${s.remasked} revoked` : ''}`;
-    const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward)${canvas}, ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
+    const cached = s.cached ? `, ${s.cached} prompt tokens cached` : '';
+    const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward)${canvas}${cached}, ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
     console.error(msg);
   }
   return text;
@@ -140,6 +145,7 @@ export async function run(prompt: string, o: RunOptions): Promise<void> {
   const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, onProgress: (m) => console.error(`quench: ${m}`) });
   await applyGenerationConfig(model, o.generationConfig);
   const tty = process.stdout.isTTY === true;
+  const sched = new Scheduler(model, { maxBatch: 1 });
   const encode = (messages: ChatMessage[]) =>
     o.raw || !model.codec.hasChatTemplate
       ? model.codec.encodePrompt(messages.map((m) => m.content).join('\n'))
@@ -147,7 +153,7 @@ export async function run(prompt: string, o: RunOptions): Promise<void> {
   try {
     if (prompt) {
       const live = tty ? new LiveView(process.stdout) : null;
-      const text = await answer(model, encode([{ role: 'user', content: prompt }]), o, live);
+      const text = await answer(model, sched, encode([{ role: 'user', content: prompt }]), o, live);
       if (!live) process.stdout.write(`${text}\n`);
       return;
     }
@@ -166,7 +172,7 @@ export async function run(prompt: string, o: RunOptions): Promise<void> {
       else if (line) {
         history.push({ role: 'user', content: line });
         const live = tty ? new LiveView(process.stdout) : null;
-        const text = await answer(model, encode(history), o, live);
+        const text = await answer(model, sched, encode(history), o, live);
         if (!live) process.stdout.write(`${text}\n`);
         history.push({ role: 'assistant', content: text });
       }
