@@ -130,11 +130,38 @@ test('a batch packed into memory an earlier batch used sees none of its rows (no
   const poisoned = await cached(a);
   for (const t of [...poisoned.keys, ...poisoned.values]) t.fill(NaN);
   await model.forward([last(a, poisoned), last(d, await cached(d))]);
-  // the next batch (same size, other sequences) is packed into the same memory: c's row 0
-  // has 5 entries, its hidden columns 5..19 are where a's NaN rows were
+  // another batch takes the second packed slot; the next one (same size, other sequences) is
+  // packed into the least recently used slot's memory, the poisoned one: c's row 0 has 5
+  // entries, its hidden columns 5..19 are where a's NaN rows were
+  await model.forward([last(d, await cached(d)), last(c, await cached(c))]);
+  const before = model.stats.repacks;
   const [withC] = await model.forward([last(c, await cached(c)), last(d, await cached(d))]);
+  assert.equal(model.stats.repacks, before + 1);
   assert.ok(withC.logits!.every(Number.isFinite), 'no NaN leaks into another sequence');
   for (let t = 0; t < V; t++) assert.ok(Math.abs(withC.logits![t] - alone.logits![t]) < 1e-4, `logit ${t}`);
+});
+
+test('two batches taking turns keep their packed caches (only new rows copied), in this thread and in the graph worker', async () => {
+  for (const worker of [false, true]) {
+    const { model } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2 }, { worker });
+    const { generate, Generation } = await import('../src/decode/generation.ts');
+    // two sequences decoding one token per step in their own forwards, turn about, against each alone
+    const prompts = [[3, 9, 27, 81, 5], [7, 7, 1]];
+    const alone = await Promise.all(prompts.map((p) => generate(model, p, { maxTokens: 8, stopTokens: [] })));
+    const gens = prompts.map((p) => new Generation(model, p, { maxTokens: 8, stopTokens: [] }));
+    const repacks: number[] = [];
+    for (let step = 0; step < 8; step++)
+      for (const g of gens) {
+        const before = model.stats.repacks;
+        g.accept((await model.forward([g.plan()]))[0]);
+        repacks.push(model.stats.repacks - before);
+      }
+    gens.forEach((g, i) => assert.deepEqual(g.result().tokens, alone[i].tokens, `worker ${worker}`));
+    // packs from scratch: the first decode step of each (their prefills have no past), and
+    // whenever a cache outgrows the buffer's power-of-two columns; never because the other ran
+    assert.ok(repacks.slice(4).every((n) => n === 0), `worker ${worker}: repacks per forward ${repacks}`);
+    await model.close();
+  }
 });
 
 test('logprobs: each token of a causal generation carries its log-softmax under the Float64 reference', async () => {

@@ -6,7 +6,8 @@ import ort from 'onnxruntime-node';
 import { PackedStore } from './packed-store.mjs';
 
 let session = null;
-let store = null;
+// the runner's packed batch slots, each its own buffers (session.ts PACKED_SLOTS, plus a scratch one)
+const stores = [];
 
 async function handle(msg) {
   if (msg.op === 'load') {
@@ -18,8 +19,8 @@ async function handle(msg) {
     session = null;
     return undefined;
   }
-  const { layers, dims, rows, index } = msg.past;
-  store ??= new PackedStore(layers);
+  const { layers, dims, rows, index, slot } = msg.past;
+  const store = (stores[slot] ??= new PackedStore(layers));
   store.apply(rows, index);
   const feeds = {};
   for (const [k, f] of Object.entries(msg.feeds)) feeds[k] = new ort.Tensor(f.type, f.data, f.dims);

@@ -8,6 +8,8 @@ import { PackedStore } from './packed-store.mjs';
 import { extendCache, growCapacity } from './kv.ts';
 
 export const HIDDEN = -1e9;
+/** packed batches kept for their next step (see OrtRunner.packBatch); the worker also has a scratch slot */
+export const PACKED_SLOTS = 2;
 /** graph worker restarts allowed per minute before its error is final */
 export const RESTARTS_PER_MINUTE = 3;
 
@@ -99,12 +101,15 @@ export class OrtRunner {
   private worker: GraphWorker | null;
   /** worker mode: what the worker's packed buffers still have to receive */
   private journal = new PackJournal();
-  /** forward passes run, and rows processed (for throughput accounting) */
-  stats = { forwards: 0, rows: 0, batches: 0 };
-  /** the last batch's packed caches, kept for the next step (see packBatch) */
-  private packed: PackedBatch | null = null;
-  /** in-thread mode: the packed buffers behind `packed`, reused by repacks that fit */
-  private store: PackedStore;
+  /** forward passes run, rows processed (for throughput accounting), and batches packed from scratch */
+  stats = { forwards: 0, rows: 0, batches: 0, repacks: 0 };
+  /**
+   * The last batches' packed caches, kept for their next step (see packBatch), most recently
+   * used last: PACKED_SLOTS of them, so that two batches taking turns (a prefill chunk and the
+   * others' decoding, a canvas and decode rows) each find theirs. Each slot has its own buffers:
+   * in this thread a PackedStore, in worker mode the worker's store of the same index.
+   */
+  private slots: { id: number; batch: PackedBatch; store: PackedStore }[] = [];
   private running = 0;
   /** worker mode: how to start the worker again if it dies, and when it was restarted */
   private spawn: (() => Promise<GraphWorker>) | null = null;
@@ -117,7 +122,6 @@ export class OrtRunner {
     this.session = session;
     this.worker = worker;
     this.shape = shape;
-    this.store = new PackedStore(shape.layers);
   }
 
   static async create(modelPath: string, shape: SessionShape, opts: SessionOptions = {}): Promise<OrtRunner> {
@@ -187,7 +191,7 @@ export class OrtRunner {
    * the next batch repacks. */
   private forgetPacked(): void {
     this.journal.ops = [];
-    this.packed = null;
+    this.slots = [];
   }
 
   private async forwardOnce(reqs: ForwardRequest[]): Promise<ForwardResult[]> {
@@ -284,7 +288,7 @@ export class OrtRunner {
   }
 
   /** The worker builds the past_* feeds from its own packed buffers after applying the writes. */
-  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: { cap: number } | null): Promise<Outputs> {
+  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: { cap: number; slot: number } | null): Promise<Outputs> {
     const plain: Record<string, { type: string; data: unknown; dims: readonly number[] }> = {};
     const transfer: ArrayBuffer[] = [];
     for (const [k, t] of Object.entries(feeds)) {
@@ -296,39 +300,49 @@ export class OrtRunner {
     transfer.push(rows.buffer as ArrayBuffer, index.buffer as ArrayBuffer);
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = (feeds.input_ids.dims[0] as number) ?? 0;
-    const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], rows, index };
+    const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], rows, index, slot: packed ? packed.slot : 0 };
     return (await this.worker!.call({ op: 'run', feeds: plain, past, fetches }, transfer))!;
   }
 
   /**
    * Pack the sequences' caches into [B, Hkv, cap, Dh] buffers, cap = growCapacity(longest).
    * In steady decoding the batch is the same sequences step after step and each cache only
-   * grew at its tip, so the last step's buffers are kept and only the new rows are copied in;
+   * grew at its tip, so that batch's buffers are kept and only the new rows are copied in;
    * anything else (another batch, a cache that was reallocated or branched, a longer cache than
-   * the buffers hold) repacks, into the same memory when it is large enough. While another
-   * forward of this runner is in flight its buffers are left alone.
+   * the buffers hold) repacks, into the least recently used slot's memory. While another
+   * forward of this runner is in flight its buffers are left alone: the pack gets scratch
+   * memory (worker mode: the worker's scratch slot), not kept.
    */
-  private packBatch(caches: (KVCache | undefined)[]): { cap: number; store: PackedStore | null } {
+  private packBatch(caches: (KVCache | undefined)[]): { cap: number; slot: number; store: PackedStore | null } {
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = caches.length;
     const lens = caches.map((c) => c?.length ?? 0);
     const maxLen = Math.max(...lens);
     const idle = this.running === 0;
-    let pb = idle ? this.packed : null;
-    const reuse =
-      pb !== null &&
-      pb.tips.length === B &&
-      pb.cap >= maxLen &&
-      caches.every((c, b) => (c?.tip ?? null) === pb!.tips[b] && lens[b] >= pb!.lens[b]);
-    // in this thread a forward in flight still reads the store, so a pack beside it gets its own
-    const sink = this.worker ? this.journal : idle ? this.store : new PackedStore(layers);
-    if (!reuse) {
+    const fits = (pb: PackedBatch) => pb.tips.length === B && pb.cap >= maxLen && caches.every((c, b) => (c?.tip ?? null) === pb.tips[b] && lens[b] >= pb.lens[b]);
+    let slot = idle ? this.slots.find((x) => fits(x.batch)) : undefined;
+    if (!slot) {
+      this.stats.repacks++;
       const cap = growCapacity(maxLen);
+      const batch: PackedBatch = { cap, tips: caches.map((c) => c?.tip ?? null), lens: new Array(B).fill(0) };
+      if (!idle) slot = { id: PACKED_SLOTS, batch, store: new PackedStore(layers) };
+      else if (this.slots.length < PACKED_SLOTS) {
+        const used = new Set(this.slots.map((x) => x.id));
+        let id = 0;
+        while (used.has(id)) id++;
+        slot = { id, batch, store: new PackedStore(layers) };
+        this.slots.push(slot);
+      } else {
+        slot = this.slots[0];
+        slot.batch = batch;
+      }
+      const sink: PackSink = this.worker ? this.journal : slot.store;
       // new memory has room for a batch that grows to the next power of two
       sink.layout(B * H * cap * Dh, 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh);
-      pb = { cap, tips: caches.map((c) => c?.tip ?? null), lens: new Array(B).fill(0) };
     }
-    const p = pb!;
+    if (idle) this.slots = [...this.slots.filter((x) => x !== slot), slot];
+    const sink: PackSink = this.worker ? this.journal : slot.store;
+    const p = slot.batch;
     caches.forEach((c, b) => {
       const from = p.lens[b];
       if (!c || lens[b] === from) return;
@@ -340,11 +354,7 @@ export class OrtRunner {
         }
       p.lens[b] = lens[b];
     });
-    // worker mode: a pack made while another forward was in flight rewrote the worker's buffers
-    // behind the kept batch's back, so the next pack starts over
-    if (idle) this.packed = p;
-    else if (this.worker) this.packed = null;
-    return { cap: p.cap, store: sink instanceof PackedStore ? sink : null };
+    return { cap: p.cap, slot: slot.id, store: this.worker ? null : slot.store };
   }
 }
 
