@@ -130,9 +130,9 @@ test('a batch packed into memory an earlier batch used sees none of its rows (no
   const poisoned = await cached(a);
   for (const t of [...poisoned.keys, ...poisoned.values]) t.fill(NaN);
   await model.forward([last(a, poisoned), last(d, await cached(d))]);
-  // another batch takes the second packed slot; the next one (same size, other sequences) is
-  // packed into the least recently used slot's memory, the poisoned one: c's row 0 has 5
-  // entries, its hidden columns 5..19 are where a's NaN rows were
+  // another batch evicts the least recently used packed slot (the `alone` batch's); the next
+  // one (same size, other sequences) is packed into the other slot's memory, the poisoned one:
+  // c's row 0 has 5 entries, its hidden columns 5..19 are where a's NaN rows were
   await model.forward([last(d, await cached(d)), last(c, await cached(c))]);
   const before = model.stats.repacks;
   const [withC] = await model.forward([last(c, await cached(c)), last(d, await cached(d))]);
@@ -160,6 +160,57 @@ test('two batches taking turns keep their packed caches (only new rows copied), 
     // packs from scratch: the first decode step of each (their prefills have no past), and
     // whenever a cache outgrows the buffer's power-of-two columns; never because the other ran
     assert.ok(repacks.slice(4).every((n) => n === 0), `worker ${worker}: repacks per forward ${repacks}`);
+    await model.close();
+  }
+});
+
+test('packed slots stay true to their buffers: a forward failing beside others (worker), a layout that fails (memory)', async () => {
+  const { PackedStore } = await import('../src/runtime/packed-store.mjs');
+  for (const worker of [true, false]) {
+    const { model } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2 }, { worker });
+    const V = model.args.vocabSize;
+    const r = rand(5);
+    const seq = (n: number) => Array.from({ length: n }, () => Math.floor(r() * (V - 8)));
+    const [a, b, c, d] = [seq(9), seq(12), seq(7), seq(10)];
+    const cached = async (s: number[]) => (await forwardFull(model, s.slice(0, -1), 'causal', [0])).takeCache!([], range(0, s.length - 1));
+    const last = (s: number[], past: Awaited<ReturnType<typeof cached>>, id = s[s.length - 1]) => ({
+      ids: Int32Array.of(id),
+      positions: Int32Array.of(s.length - 1),
+      past,
+      visible: visibility('causal', range(0, s.length), [s.length - 1]),
+      queries: Int32Array.of(0),
+      wantLogits: true,
+    });
+    const [ca, cb, cc, cd] = await Promise.all([cached(a), cached(b), cached(c), cached(d)]);
+    const good = () => model.forward([last(c, cc), last(d, cd)]);
+    const want = (await good())[0].logits!;
+    await model.forward([last(a, ca), last(b, cb)]);
+    // overlapping forwards, one of them failing in the graph (a token id outside the vocabulary)
+    const results = await Promise.allSettled([model.forward([last(a, ca), last(b, cb, V + 5)]), good()]);
+    assert.equal(results[0].status, 'rejected', `worker ${worker}`);
+    const again = (await good())[0].logits!;
+    for (let t = 0; t < V; t++) assert.ok(Math.abs(again[t] - want[t]) < 1e-4, `worker ${worker}: logit ${t} after the failure`);
+    if (!worker) {
+      // a layout that fails leaves no slot claiming rows it never got: the slot it was to reuse
+      // holds a batch of NaN rows (as in the poisoned-memory test above)
+      const long = seq(20);
+      const poisoned = await cached(long);
+      for (const x of [...poisoned.keys, ...poisoned.values]) x.fill(NaN);
+      await model.forward([last(long, poisoned), last(d, cd)]);
+      await model.forward([last(c, cc), last(d, cd)]); // the poisoned batch is least recently used
+      const orig = PackedStore.prototype.layout;
+      PackedStore.prototype.layout = function () {
+        PackedStore.prototype.layout = orig;
+        throw new RangeError('Array buffer allocation failed');
+      };
+      const e = seq(11);
+      const ce = await cached(e);
+      await assert.rejects(model.forward([last(e, ce), last(a, ca)]), RangeError);
+      const [retry] = await model.forward([last(e, ce), last(a, ca)]);
+      const [fresh] = await model.forward([last(e, ce)]);
+      assert.ok(retry.logits!.every(Number.isFinite), 'no NaN from the slot whose layout failed');
+      for (let t = 0; t < V; t++) assert.ok(Math.abs(retry.logits![t] - fresh.logits![t]) < 1e-4, `logit ${t} after a failed layout`);
+    }
     await model.close();
   }
 });

@@ -19,8 +19,8 @@ async function handle(msg) {
     session = null;
     return undefined;
   }
-  const { layers, dims, rows, index, slot } = msg.past;
-  const store = (stores[slot] ??= new PackedStore(layers));
+  const { layers, dims, rows, index, slot, scratch } = msg.past;
+  const store = scratch ? new PackedStore(layers) : (stores[slot] ??= new PackedStore(layers));
   store.apply(rows, index);
   const feeds = {};
   for (const [k, f] of Object.entries(msg.feeds)) feeds[k] = new ort.Tensor(f.type, f.data, f.dims);

@@ -14,10 +14,11 @@ export class PackedStore {
   /**
    * Views of `size` floats per layer. Memory that is large enough is reused and zeroed: it holds
    * other sequences' rows, and hidden columns must be finite (a NaN would survive the attention
-   * bias), as new memory is. New memory gets `room` floats, so a growing batch fits later.
+   * bias), as new memory is. New memory gets `room` floats, so a growing batch fits later; memory
+   * over four times the room is given back (one long batch does not hold it for good).
    */
   layout(size, room) {
-    if (this.pool === null || this.pool.keys[0].length < size) {
+    if (this.pool === null || this.pool.keys[0].length < size || this.pool.keys[0].length > 4 * room) {
       const alloc = () => Array.from({ length: this.layers }, () => new Float32Array(room));
       this.pool = { keys: alloc(), values: alloc() };
     } else for (const a of [...this.pool.keys, ...this.pool.values]) a.fill(0, 0, size);

@@ -204,7 +204,29 @@ export class OrtRunner {
     // rows are copied in), P a power of two: few distinct shapes, and no column read that no
     // sequence uses beyond that rounding (a cache's own capacity can be its whole canvas).
     const anyPast = reqs.some((r) => (r.past?.length ?? 0) > 0);
+    // (checked before packing: a request that fails after it would leave the slots' records
+    // ahead of their buffers)
+    for (const r of reqs) {
+      const l = r.ids.length;
+      const p = r.past?.length ?? 0;
+      if (r.visible.length !== l * (p + l)) throw new Error(`visibility has ${r.visible.length} entries, expected ${l * (p + l)}`);
+    }
     const packed = anyPast ? this.packBatch(reqs.map((r) => r.past)) : null;
+    // worker mode: the pack's layout and writes leave with this forward and no other
+    const ops = this.worker ? this.journal.take() : null;
+    try {
+      return await this.runPacked(reqs, packed, ops);
+    } catch (e) {
+      // (what the worker's buffers hold is unknown now; in this thread they hold what was written)
+      if (this.worker) this.forgetPacked();
+      throw e;
+    }
+  }
+
+  private async runPacked(reqs: ForwardRequest[], packed: { cap: number; slot: number; store: PackedStore | null } | null, ops: { rows: Float32Array; index: Int32Array } | null): Promise<ForwardResult[]> {
+    const { layers, kvHeads: H, headDim: Dh, vocab: V } = this.shape;
+    const B = reqs.length;
+    const L = Math.max(...reqs.map((r) => r.ids.length));
     const P = packed ? packed.cap : 0;
     const Q = Math.max(1, ...reqs.map((r) => r.queries.length));
     const T = P + L;
@@ -216,7 +238,6 @@ export class OrtRunner {
     reqs.forEach((r, b) => {
       const l = r.ids.length;
       const p = r.past?.length ?? 0;
-      if (r.visible.length !== l * (p + l)) throw new Error(`visibility has ${r.visible.length} entries, expected ${l * (p + l)}`);
       for (let i = 0; i < l; i++) {
         ids[b * L + i] = BigInt(r.ids[i]);
         pos[b * L + i] = BigInt(r.positions[i]);
@@ -252,7 +273,7 @@ export class OrtRunner {
     this.running++;
     let out: Outputs;
     try {
-      out = this.worker ? await this.runInWorker(feeds, fetches, packed) : ((await this.session!.run(feeds, fetches)) as unknown as Outputs);
+      out = this.worker ? await this.runInWorker(feeds, fetches, packed, ops!) : ((await this.session!.run(feeds, fetches)) as unknown as Outputs);
     } finally {
       this.running--;
     }
@@ -288,7 +309,7 @@ export class OrtRunner {
   }
 
   /** The worker builds the past_* feeds from its own packed buffers after applying the writes. */
-  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: { cap: number; slot: number } | null): Promise<Outputs> {
+  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: { cap: number; slot: number } | null, ops: { rows: Float32Array; index: Int32Array }): Promise<Outputs> {
     const plain: Record<string, { type: string; data: unknown; dims: readonly number[] }> = {};
     const transfer: ArrayBuffer[] = [];
     for (const [k, t] of Object.entries(feeds)) {
@@ -296,11 +317,12 @@ export class OrtRunner {
       plain[k] = { type: t.type, data: t.data, dims: t.dims };
       transfer.push((t.data as Float32Array).buffer as ArrayBuffer);
     }
-    const { rows, index } = this.journal.take();
+    const { rows, index } = ops;
     transfer.push(rows.buffer as ArrayBuffer, index.buffer as ArrayBuffer);
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = (feeds.input_ids.dims[0] as number) ?? 0;
-    const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], rows, index, slot: packed ? packed.slot : 0 };
+    // (a pack beside a forward in flight is the worker's too: scratch memory, not kept)
+    const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], rows, index, slot: packed ? packed.slot : 0, scratch: packed?.slot === PACKED_SLOTS };
     return (await this.worker!.call({ op: 'run', feeds: plain, past, fetches }, transfer))!;
   }
 
@@ -325,20 +347,23 @@ export class OrtRunner {
       this.stats.repacks++;
       const cap = growCapacity(maxLen);
       const batch: PackedBatch = { cap, tips: caches.map((c) => c?.tip ?? null), lens: new Array(B).fill(0) };
-      if (!idle) slot = { id: PACKED_SLOTS, batch, store: new PackedStore(layers) };
+      // (a free slot, else the least recently used one's memory; scratch beside a forward in flight)
+      let id = PACKED_SLOTS;
+      let store: PackedStore;
+      if (!idle) store = new PackedStore(layers);
       else if (this.slots.length < PACKED_SLOTS) {
         const used = new Set(this.slots.map((x) => x.id));
-        let id = 0;
+        id = 0;
         while (used.has(id)) id++;
-        slot = { id, batch, store: new PackedStore(layers) };
-        this.slots.push(slot);
-      } else {
-        slot = this.slots[0];
-        slot.batch = batch;
-      }
-      const sink: PackSink = this.worker ? this.journal : slot.store;
+        store = new PackedStore(layers);
+      } else ({ id, store } = this.slots[0]);
+      // the slot is dropped first and kept only once laid out: a layout that fails (memory)
+      // leaves no record of buffers that were not written
+      this.slots = this.slots.filter((x) => x.id !== id);
+      const sink: PackSink = this.worker ? this.journal : store;
       // new memory has room for a batch that grows to the next power of two
       sink.layout(B * H * cap * Dh, 2 ** Math.ceil(Math.log2(B)) * H * cap * Dh);
+      slot = { id, batch, store };
     }
     if (idle) this.slots = [...this.slots.filter((x) => x !== slot), slot];
     const sink: PackSink = this.worker ? this.journal : slot.store;
