@@ -99,12 +99,14 @@ for (const [arch, blockSize] of [['llama', undefined], ['qwen3', undefined], ['s
     seen.length = 0;
     const s = new Scheduler(model, { prefillChunk: 16, prefixCacheBytes: 0 });
     const events: number[] = [];
-    const r = await s.submit({ prompt, options: opts, onStep: (e) => events.push(e.committed.length) });
+    const flags: boolean[] = [];
+    const r = await s.submit({ prompt, options: opts, onStep: (e) => (events.push(e.committed.length), flags.push(e.prefill === true)) });
     assert.deepEqual(r.tokens, alone.tokens);
     const chunks = events.findIndex((n) => n > 0);
     assert.ok(chunks >= 3, `${chunks} prefill chunks before the first commit`);
     // chunks only before the answer: every later forward is one the whole-prompt run made too
     assert.equal(r.stats.prefill, chunks);
+    assert.deepEqual(flags, events.map((_, i) => i < chunks), 'chunk events say so');
     assert.equal(r.stats.forwards, alone.stats.forwards + chunks);
     assert.ok(seen.slice(0, chunks).every((x) => x.rows <= 16), `chunk rows ${seen.slice(0, chunks).map((x) => x.rows)}`);
     assert.equal(seen.slice(0, chunks + 1).reduce((n, x) => n + x.rows, 0), first.rows, 'the chunks and the first scoring forward cover what one forward ran');

@@ -119,6 +119,8 @@ export interface StepEvent {
   stats: StepStats;
   /** when asked for: per generated position, filled once committed (the first `finalized` are final) */
   logprobs?: readonly TokenLogprob[];
+  /** a prefill chunk ran: nothing was scored, the draft is unchanged */
+  prefill?: boolean;
 }
 
 /** An output token's log-probability under the model when it was committed, and the best
@@ -601,7 +603,7 @@ export class Generation {
       if ((this.cache?.length ?? 0) < pend.keep!.past + pend.keep!.window.length) throw new Error('prefill chunk: the forward kept no cache');
       this.prefillForwards++;
       this.stepCount++;
-      return this.event([]);
+      return { ...this.event([]), prefill: true };
     }
 
     // (a probe row past the block is scored but never a commit candidate)

@@ -258,6 +258,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
         const onStep = stream
           ? (ev: StepEvent) => {
               if (diffusing) {
+                if (ev.prefill) return; // (no draft yet: nothing to show)
                 const text = (c.job.echo ?? '') + draftText(ev, stopSet, decode);
                 write(piece(c.index, text, null, null));
                 return;
