@@ -167,6 +167,13 @@ interface Pending {
   prefill?: boolean;
 }
 
+/** How many leading cache entries hold positions 0, 1, ... in order (what another request may start from). */
+function inOrderEntries(c: KVCache): number {
+  let n = 0;
+  while (n < c.length && c.positions[n] === n) n++;
+  return n;
+}
+
 /** A block diffusion model's block size, when it decodes with its own block-causal attention. */
 function modelBlockOf(a: ModelArgs, attention?: string): number | undefined {
   return a.attention === 'block_causal' && a.blockSize && (attention ?? a.attention) === 'block_causal' ? a.blockSize : undefined;
@@ -340,12 +347,7 @@ export class Generation {
   startFrom(cache: KVCache, tokens: number): number {
     if (this.forwards > 0 || this.pending || this.cache) return 0;
     const mb = this.shareBlock;
-    let n = Math.min(Math.floor(tokens / mb) * mb, cache.length, this.reusablePrompt, this.promptLength - 1);
-    for (let i = 0; i < n; i++)
-      if (cache.positions[i] !== i) {
-        n = i;
-        break;
-      }
+    const n = Math.min(Math.floor(tokens / mb) * mb, inOrderEntries(cache), this.reusablePrompt, this.promptLength - 1);
     if (n <= 0) return 0;
     this.cache = { ...cache, length: n };
     this.reused = n;
@@ -364,8 +366,7 @@ export class Generation {
     const mb = this.shareBlock;
     // (a chunk ends on a block boundary; the last step's window ends `shift` before one)
     const n = this.cache.length >= all ? all : Math.floor(this.cache.length / mb) * mb;
-    if (n === 0) return null;
-    for (let i = 0; i < n; i++) if (this.cache.positions[i] !== i) return null;
+    if (n === 0 || inOrderEntries(this.cache) < n) return null;
     return { tokens: this.tokens.subarray(0, Math.ceil(n / mb) * mb), cache: this.cache, length: n, done: n === all };
   }
 
@@ -378,8 +379,7 @@ export class Generation {
    */
   finalCache(): { tokens: Int32Array; cache: KVCache; length: number } | null {
     if (!this.done || !this.canShare || !this.cache) return null;
-    let n = 0;
-    while (n < this.cache.length && this.cache.positions[n] === n) n++;
+    const n = inOrderEntries(this.cache);
     const t = Math.min(this.tokens.length, Math.ceil(n / this.shareBlock) * this.shareBlock);
     return n > 0 ? { tokens: this.tokens.subarray(0, t), cache: this.cache, length: n } : null;
   }

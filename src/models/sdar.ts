@@ -3,10 +3,7 @@
 // causal across blocks of `block_size` (4 by default) aligned to position 0 and bidirectional
 // within one; logits are not shifted; the mask token is <|MASK|> (151669).
 
-import type { ModelArgs } from '../formats/config.ts';
 import { qwen3Names } from './causal.ts';
-import type { WeightNames } from './transformer.ts';
 
-export function sdarNames(args: ModelArgs): WeightNames {
-  return qwen3Names(args);
-}
+/** SDAR's tensors are the Qwen3 layout's. */
+export const sdarNames = qwen3Names;

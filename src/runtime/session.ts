@@ -212,18 +212,13 @@ export class OrtRunner {
       if (r.visible.length !== l * (p + l)) throw new Error(`visibility has ${r.visible.length} entries, expected ${l * (p + l)}`);
     }
     const packed = anyPast ? this.packBatch(reqs.map((r) => r.past)) : null;
-    // worker mode: the pack's layout and writes leave with this forward and no other
+    // worker mode: the pack's layout and writes leave with this forward and no other (a failure
+    // from here on makes forward() forget what the worker's buffers hold)
     const ops = this.worker ? this.journal.take() : null;
-    try {
-      return await this.runPacked(reqs, packed, ops);
-    } catch (e) {
-      // (what the worker's buffers hold is unknown now; in this thread they hold what was written)
-      if (this.worker) this.forgetPacked();
-      throw e;
-    }
+    return this.runPacked(reqs, packed, ops);
   }
 
-  private async runPacked(reqs: ForwardRequest[], packed: { cap: number; slot: number; store: PackedStore | null } | null, ops: { rows: Float32Array; index: Int32Array } | null): Promise<ForwardResult[]> {
+  private async runPacked(reqs: ForwardRequest[], packed: Packed | null, ops: { rows: Float32Array; index: Int32Array } | null): Promise<ForwardResult[]> {
     const { layers, kvHeads: H, headDim: Dh, vocab: V } = this.shape;
     const B = reqs.length;
     const L = Math.max(...reqs.map((r) => r.ids.length));
@@ -309,7 +304,7 @@ export class OrtRunner {
   }
 
   /** The worker builds the past_* feeds from its own packed buffers after applying the writes. */
-  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: { cap: number; slot: number } | null, ops: { rows: Float32Array; index: Int32Array }): Promise<Outputs> {
+  private async runInWorker(feeds: Record<string, ort.Tensor>, fetches: string[], packed: Packed | null, ops: { rows: Float32Array; index: Int32Array }): Promise<Outputs> {
     const plain: Record<string, { type: string; data: unknown; dims: readonly number[] }> = {};
     const transfer: ArrayBuffer[] = [];
     for (const [k, t] of Object.entries(feeds)) {
@@ -335,7 +330,7 @@ export class OrtRunner {
    * forward of this runner is in flight its buffers are left alone: the pack gets scratch
    * memory (worker mode: the worker's scratch slot), not kept.
    */
-  private packBatch(caches: (KVCache | undefined)[]): { cap: number; slot: number; store: PackedStore | null } {
+  private packBatch(caches: (KVCache | undefined)[]): Packed {
     const { layers, kvHeads: H, headDim: Dh } = this.shape;
     const B = caches.length;
     const lens = caches.map((c) => c?.length ?? 0);
@@ -381,6 +376,13 @@ export class OrtRunner {
     });
     return { cap: p.cap, slot: slot.id, store: this.worker ? null : slot.store };
   }
+}
+
+/** A batch's packed caches: its columns, its slot, and in this thread the buffers themselves. */
+interface Packed {
+  cap: number;
+  slot: number;
+  store: PackedStore | null;
 }
 
 /** What the packed buffers hold: columns per row, and per row the cache buffer it was packed
