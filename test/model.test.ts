@@ -3,10 +3,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadReference, referenceForward } from './reference.ts';
 import { fixtureModel, visibility, range, type Rule } from './helpers.ts';
-import type { FixtureArch } from '../src/formats/fixtures.ts';
+import type { FixtureArch, FixtureOptions } from '../src/formats/fixtures.ts';
 import type { Model } from '../src/models/registry.ts';
 
-const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; dtype?: 'BF16' | 'F16' | 'F32'; shards?: number; headDim?: number }[] = [
+const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; dtype?: 'BF16' | 'F16' | 'F32'; shards?: number; headDim?: number; moe?: Partial<FixtureOptions>; label?: string }[] = [
   { arch: 'llada', rule: 'full' },
   { arch: 'llada', rule: { block: 4 }, kvHeads: 2, tied: true, dtype: 'F16', shards: 3 },
   { arch: 'dream', rule: 'full', kvHeads: 2 },
@@ -15,6 +15,9 @@ const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; 
   { arch: 'llama', rule: 'causal', dtype: 'F32' },
   { arch: 'qwen2', rule: 'causal', kvHeads: 1 },
   { arch: 'qwen3', rule: 'causal', kvHeads: 2, headDim: 32 },
+  // LLaDA-MoE: 6 experts, 2 per token; then a dense first layer, a shared expert, GQA and clip_qkv
+  { arch: 'llada_moe', rule: 'full', moe: { experts: 6, expertsPerToken: 2, expertSize: 24 } },
+  { arch: 'llada_moe', rule: 'full', kvHeads: 2, moe: { experts: 5, expertsPerToken: 3, expertSize: 16, sharedSize: 40, moeLayers: [0, 1], clipQkv: 1.5 }, label: 'dense layer 0, shared expert, clip_qkv' },
 ];
 
 function rand(seed: number) {
@@ -46,9 +49,9 @@ async function forwardFull(model: Model, ids: number[], rule: Rule, queries: num
 }
 
 for (const c of ARCHS) {
-  const label = `${c.arch} ${typeof c.rule === 'object' ? `block-causal(${c.rule.block})` : c.rule}${c.kvHeads ? ` gqa(${c.kvHeads})` : ''}${c.tied ? ' tied' : ''}${c.shards ? ' sharded' : ''}${c.headDim ? ` head_dim ${c.headDim}` : ''}`;
+  const label = `${c.arch} ${typeof c.rule === 'object' ? `block-causal(${c.rule.block})` : c.rule}${c.kvHeads ? ` gqa(${c.kvHeads})` : ''}${c.tied ? ' tied' : ''}${c.shards ? ' sharded' : ''}${c.headDim ? ` head_dim ${c.headDim}` : ''}${c.label ? ` ${c.label}` : ''}`;
   test(`parity with the Float64 reference: ${label}`, async () => {
-    const { model, dir } = await fixtureModel({ arch: c.arch, kvHeads: c.kvHeads, tied: c.tied, dtype: c.dtype, shards: c.shards, headDim: c.headDim, hidden: 64, heads: 4, layers: 2 });
+    const { model, dir } = await fixtureModel({ arch: c.arch, kvHeads: c.kvHeads, tied: c.tied, dtype: c.dtype, shards: c.shards, headDim: c.headDim, hidden: 64, heads: 4, layers: 2, ...c.moe });
     const ref = await loadReference(dir);
     const V = model.args.vocabSize;
     const r = rand(7);

@@ -1,11 +1,13 @@
 // An independent, naive forward pass in Float64 loops (no ORT, no graph): the oracle the
 // ORT path is checked against. Written straight from the published block definitions:
 // RMSNorm -> q/k/v (+bias) -> NeoX RoPE -> softmax(qk^T/sqrt(d) + mask) v -> o, residual;
-// RMSNorm -> down(silu(gate) * up), residual; final RMSNorm -> head.
+// RMSNorm -> down(silu(gate) * up) (or a mixture of such experts), residual; final RMSNorm -> head.
 
 import { loadConfig, type ModelArgs } from '../src/formats/config.ts';
 import { Checkpoint } from '../src/formats/safetensors.ts';
 import { lladaNames } from '../src/models/llada.ts';
+import { lladaMoeNames } from '../src/models/llada-moe.ts';
+import type { LayerNames } from '../src/models/transformer.ts';
 import { hfNames, qwen3Names } from '../src/models/causal.ts';
 import { dreamNames } from '../src/models/dream.ts';
 import { sdarNames } from '../src/models/sdar.ts';
@@ -28,7 +30,7 @@ export async function loadReference(dir: string): Promise<RefModel> {
     w.set(name, { data: Float64Array.from(f), rows: info.shape[0], cols: info.shape[1] ?? 1 });
   }
   await ck.close();
-  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
+  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'llada_moe' ? lladaMoeNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
   return { args, w, names };
 }
 
@@ -66,6 +68,34 @@ function rope(v: Float64Array, heads: number, dh: number, pos: number, theta: nu
   return out;
 }
 
+function swiglu(gate: Mat, up: Mat, down: Mat, x: Float64Array): Float64Array {
+  const g = linear(gate, x);
+  const u = linear(up, x);
+  return linear(down, g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]));
+}
+
+/** LLaDA-MoE's feed-forward: softmax over every expert's router logit, the top k run, their
+ * outputs summed weighted by those probabilities (not renormalized), plus the shared expert. */
+function mixture(m: RefModel, n: NonNullable<LayerNames['moe']>, x: Float64Array): Float64Array {
+  const get = (name: string) => m.w.get(name)!;
+  const logits = linear(get(n.router), x);
+  const mx = Math.max(...logits);
+  const e = logits.map((v) => Math.exp(v - mx));
+  const z = e.reduce((s, v) => s + v, 0);
+  const chosen = [...e.keys()].sort((i, j) => e[j] - e[i]).slice(0, m.args.moe!.topK);
+  const out = new Float64Array(x.length);
+  for (const i of chosen) {
+    const ex = n.experts[i];
+    const y = swiglu(get(ex.gate), get(ex.up), get(ex.down), x);
+    for (let d = 0; d < out.length; d++) out[d] += (e[i] / z) * y[d];
+  }
+  if (n.shared) {
+    const y = swiglu(get(n.shared.gate), get(n.shared.up), get(n.shared.down), x);
+    for (let d = 0; d < out.length; d++) out[d] += y[d];
+  }
+  return out;
+}
+
 /**
  * Full (uncached) forward of one sequence. visible[i * L + j]: row i attends to j.
  * Returns logits [L][V] (row i = output at position i; shifting is the caller's business).
@@ -91,9 +121,11 @@ export function referenceForward(m: RefModel, ids: number[], positions: number[]
       for (let h = 0; h < heads; h++) out.set(rmsnorm(v.slice(h * Dh, (h + 1) * Dh), get(w).data, a.rmsNormEps), h * Dh);
       return out;
     };
-    const q = hs.map((h, i) => rope(perHead(linear(get(n.q), h, n.qBias ? get(n.qBias) : undefined), H, n.qNorm), H, Dh, positions[i], a.ropeTheta));
-    const k = hs.map((h, i) => rope(perHead(linear(get(n.k), h, n.kBias ? get(n.kBias) : undefined), Hkv, n.kNorm), Hkv, Dh, positions[i], a.ropeTheta));
-    const v = hs.map((h) => linear(get(n.v), h, n.vBias ? get(n.vBias) : undefined));
+    // (clip_qkv: clamped after the projections and norms)
+    const clip = (v: Float64Array) => (a.clipQkv === undefined ? v : v.map((t) => Math.min(a.clipQkv!, Math.max(-a.clipQkv!, t))));
+    const q = hs.map((h, i) => rope(clip(perHead(linear(get(n.q), h, n.qBias ? get(n.qBias) : undefined), H, n.qNorm)), H, Dh, positions[i], a.ropeTheta));
+    const k = hs.map((h, i) => rope(clip(perHead(linear(get(n.k), h, n.kBias ? get(n.kBias) : undefined), Hkv, n.kNorm)), Hkv, Dh, positions[i], a.ropeTheta));
+    const v = hs.map((h) => clip(linear(get(n.v), h, n.vBias ? get(n.vBias) : undefined)));
     const ctx = x.map(() => new Float64Array(H * Dh));
     for (let h = 0; h < H; h++) {
       const kh = Math.floor(h / (H / Hkv));
@@ -117,10 +149,7 @@ export function referenceForward(m: RefModel, ids: number[], positions: number[]
     });
     x = x.map((xi) => {
       const m2 = rmsnorm(xi, get(n.mlpNorm).data, a.rmsNormEps);
-      const g = linear(get(n.gate), m2);
-      const u = linear(get(n.up), m2);
-      const act = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]);
-      const d = linear(get(n.down), act);
+      const d = n.moe ? mixture(m, n.moe, m2) : swiglu(get(n.gate!), get(n.up!), get(n.down!), m2);
       return xi.map((t, i) => t + d[i]);
     });
   }

@@ -7,7 +7,21 @@ import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
+export type Architecture = 'llada' | 'llada_moe' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
+
+/** A mixture-of-experts feed-forward (LLaDA-MoE): a softmax router picks `topK` of `experts`
+ * SwiGLU experts per token; their outputs are summed weighted by the router's probabilities
+ * (not renormalized over the chosen ones). */
+export interface MoeArgs {
+  experts: number;
+  topK: number;
+  /** each expert's intermediate size */
+  expertSize: number;
+  /** an always-on shared expert's intermediate size, or null */
+  sharedSize: number | null;
+  /** per layer: true where the feed-forward is the mixture, false where it is dense (intermediateSize) */
+  layers: boolean[];
+}
 
 export interface ModelArgs {
   arch: Architecture;
@@ -25,6 +39,10 @@ export interface ModelArgs {
   qkvBias: boolean;
   /** each head's q and k are RMS-normalized before RoPE (Qwen3 layout: SDAR) */
   qkNorm?: boolean;
+  /** q, k and v are clamped to [-clipQkv, clipQkv] after the projections (and q/k norms) */
+  clipQkv?: number;
+  /** the feed-forward is a mixture of experts (LLaDA-MoE); intermediateSize is then the dense layers' */
+  moe?: MoeArgs;
   /** output head shares the embedding matrix */
   tiedEmbeddings: boolean;
   /** default attention pattern of the family */
@@ -42,7 +60,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -83,6 +101,8 @@ function idList(raw: Raw, key: string, vocab: number): number[] {
 function detect(raw: Raw): Architecture {
   const type = typeof raw.model_type === 'string' ? raw.model_type.toLowerCase() : '';
   const archs = Array.isArray(raw.architectures) ? raw.architectures.map(String) : [];
+  // (LLaDA-MoE's published config.json says model_type "llada": its class names it)
+  if (type === 'lladamoe' || type === 'llada_moe' || archs.includes('LLaDAMoEModelLM') || archs.includes('LLaDAMoEModel')) return 'llada_moe';
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
   if (type === 'sdar' || archs.includes('SDARForCausalLM')) return 'sdar';
@@ -142,15 +162,15 @@ export function parseConfig(raw: unknown): ModelArgs {
     numHeads,
     numKvHeads: int(r, 'num_key_value_heads', LIMITS.heads, numHeads),
     headDim: int(r, 'head_dim', LIMITS.dim, Math.floor(hiddenSize / numHeads)),
-    intermediateSize: int(r, 'intermediate_size', LIMITS.dim * 8),
+    intermediateSize: arch === 'llada_moe' ? int(r, 'dense_intermediate_size', LIMITS.dim * 8, int(r, 'expert_intermediate_size', LIMITS.dim * 8)) : int(r, 'intermediate_size', LIMITS.dim * 8),
     vocabSize,
     ropeTheta: num(r, 'rope_theta', 10000, 0, 1e12),
     rmsNormEps: num(r, 'rms_norm_eps', 1e-6, 0, 1),
     maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
     qkvBias: arch === 'dream' || arch === 'qwen2' || arch === 'fast_dllm_v2',
     tiedEmbeddings: r.tie_word_embeddings === true,
-    attention: arch === 'dream' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' ? 'block_causal' : 'causal',
-    shiftedLogits: arch !== 'sdar',
+    attention: arch === 'dream' || arch === 'llada_moe' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' ? 'block_causal' : 'causal',
+    shiftedLogits: arch !== 'sdar' && arch !== 'llada_moe',
     maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
     eosTokenIds: idList(r, 'eos_token_id', vocabSize),
     bosTokenId: optId(r, 'bos_token_id', vocabSize),
@@ -171,6 +191,7 @@ export function parseConfig(raw: unknown): ModelArgs {
     args.blockSize = int(r, 'block_size', 4096, 4);
     args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151669 ? 151669 : null);
   }
+  if (arch === 'llada_moe') lladaMoe(r, args);
   if (arch === 'fast_dllm_v2') {
     // Qwen2.5 layout, block-causal over blocks of bd_size (32) aligned to position 0, logits
     // shifted within the block (a block's first position is read from the previous block's last
@@ -182,6 +203,36 @@ export function parseConfig(raw: unknown): ModelArgs {
   if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
   if (r.rope_scaling !== undefined && r.rope_scaling !== null) bad('rope_scaling is not supported yet');
   return check(args);
+}
+
+/**
+ * LLaDA-MoE (inclusionAI/LLaDA-MoE-7B-A1B-*): the OLMoE layout (Hugging Face names, per-head q/k
+ * RMSNorm, no biases, untied head) with bidirectional attention, logits not shifted, and every
+ * layer's feed-forward a mixture of experts (`moe_layer_freq` 1; 0 marks a dense layer of
+ * dense_intermediate_size). The released config names no mask id: <|mask|> is 156895.
+ */
+function lladaMoe(r: Raw, args: ModelArgs): void {
+  const L = args.numLayers;
+  if (r.attention_bias === true) bad('attention_bias true is not supported for LLaDA-MoE');
+  if (r.moe_router_enable_expert_bias === true) bad('moe_router_enable_expert_bias true is not supported (the released LLaDA-MoE models have none)');
+  const prf = r.partial_rotary_factor ?? 1;
+  if (prf !== 1) bad(`partial_rotary_factor ${JSON.stringify(prf)} is not supported (only 1)`);
+  const experts = int(r, 'num_experts', 4096);
+  const topK = int(r, 'num_experts_per_tok', experts);
+  const freq = r.moe_layer_freq ?? Array.from({ length: L }, () => 1);
+  if (!Array.isArray(freq) || freq.length !== L || freq.some((f) => f !== 0 && f !== 1)) bad(`moe_layer_freq must list 0 or 1 for each of the ${L} layers, got ${JSON.stringify(freq).slice(0, 100)}`);
+  const shared = r.shared_expert_intermediate_size;
+  args.qkNorm = r.qk_layernorm !== false;
+  args.rmsNormEps = num(r, 'rms_norm_eps', 1e-5, 0, 1);
+  if (r.clip_qkv !== undefined && r.clip_qkv !== null) args.clipQkv = num(r, 'clip_qkv', 0, 0, 1e9);
+  args.moe = {
+    experts,
+    topK,
+    expertSize: int(r, 'expert_intermediate_size', LIMITS.dim * 8),
+    sharedSize: shared === undefined || shared === null ? null : int(r, 'shared_expert_intermediate_size', LIMITS.dim * 8),
+    layers: freq.map((f) => f === 1),
+  };
+  args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 156895 ? 156895 : null);
 }
 
 /**
@@ -204,7 +255,7 @@ function check(a: ModelArgs): ModelArgs {
   if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
   if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
   if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
-  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
+  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
   return a;
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
+export type FixtureArch = 'llada' | 'llada_moe' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -35,6 +35,15 @@ export interface FixtureOptions {
   blockSize?: number;
   /** head size other than hidden / heads (Qwen3's: 128 at every size), written as head_dim */
   headDim?: number;
+  /** llada_moe: the mixture (defaults: 4 experts, 2 per token, intermediate 32, no shared expert, every layer a mixture) */
+  experts?: number;
+  expertsPerToken?: number;
+  expertSize?: number;
+  sharedSize?: number;
+  /** llada_moe: moe_layer_freq (1 mixture, 0 dense) */
+  moeLayers?: number[];
+  /** llada_moe: clip_qkv */
+  clipQkv?: number;
 }
 
 // ---------------------------------------------------------------- random numbers
@@ -82,7 +91,9 @@ const TEMPLATES = {
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
 };
 
-export function fixtureTokenizer(arch: FixtureArch): FixtureTokenizer {
+export function fixtureTokenizer(fixtureArch: FixtureArch): FixtureTokenizer {
+  // (the LLaDA-MoE fixture borrows the LLaDA tokenizer family: what it tests is the layout)
+  const arch = fixtureArch === 'llada_moe' ? 'llada' : fixtureArch;
   const b2u = bytesToUnicode();
   const vocab: Record<string, number> = {};
   b2u.forEach((c, i) => (vocab[c] = i));
@@ -146,7 +157,7 @@ export function fixtureTokenizer(arch: FixtureArch): FixtureTokenizer {
 interface PlannedTensor {
   name: string;
   shape: number[];
-  kind: 'linear' | 'norm' | 'embed' | 'bias';
+  kind: 'linear' | 'norm' | 'embed' | 'bias' | 'router';
 }
 
 export interface FixtureInfo {
@@ -220,7 +231,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
     };
   } else {
-    const qwen3 = o.arch === 'sdar' || o.arch === 'qwen3';
+    const qwen3 = o.arch === 'sdar' || o.arch === 'qwen3' || o.arch === 'llada_moe';
     const bias = o.arch !== 'llama' && !qwen3;
     plan.push({ name: 'model.embed_tokens.weight', shape: [V, D], kind: 'embed' });
     for (let i = 0; i < layers; i++) {
@@ -242,17 +253,27 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       plan.push(
         { name: `${b}.self_attn.o_proj.weight`, shape: [D, H * Dh], kind: 'linear' },
         { name: `${b}.post_attention_layernorm.weight`, shape: [D], kind: 'norm' },
-        { name: `${b}.mlp.gate_proj.weight`, shape: [Fi, D], kind: 'linear' },
-        { name: `${b}.mlp.up_proj.weight`, shape: [Fi, D], kind: 'linear' },
-        { name: `${b}.mlp.down_proj.weight`, shape: [D, Fi], kind: 'linear' },
       );
+      const swiglu = (p: string, f: number) =>
+        plan.push(
+          { name: `${p}.gate_proj.weight`, shape: [f, D], kind: 'linear' },
+          { name: `${p}.up_proj.weight`, shape: [f, D], kind: 'linear' },
+          { name: `${p}.down_proj.weight`, shape: [D, f], kind: 'linear' },
+        );
+      if (o.arch === 'llada_moe' && (o.moeLayers?.[i] ?? 1) === 1) {
+        // (router logits spread wide enough that the top-k choice differs between tokens)
+        plan.push({ name: `${b}.mlp.gate.weight`, shape: [o.experts ?? 4, D], kind: 'router' });
+        for (let e = 0; e < (o.experts ?? 4); e++) swiglu(`${b}.mlp.experts.${e}`, o.expertSize ?? 32);
+        if (o.sharedSize) swiglu(`${b}.shared_expert`, o.sharedSize);
+      } else swiglu(`${b}.mlp`, Fi);
     }
     plan.push({ name: 'model.norm.weight', shape: [D], kind: 'norm' });
     if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
-    const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : tk.specials['<|im_end|>'];
+    const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : o.arch === 'llada_moe' ? tk.specials['<|endoftext|>'] : tk.specials['<|im_end|>'];
     config = {
-      architectures: [o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
-      model_type: o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
+      architectures: [o.arch === 'llada_moe' ? 'LLaDAMoEModelLM' : o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
+      // (the released LLaDA-MoE config.json says "llada"; its class names the layout)
+      model_type: o.arch === 'llada_moe' ? 'llada' : o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
       hidden_size: D,
       intermediate_size: Fi,
       num_hidden_layers: layers,
@@ -265,10 +286,30 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       vocab_size: V,
       tie_word_embeddings: !!o.tied,
       eos_token_id: eos,
-      bos_token_id: o.arch === 'llama' ? tk.specials['<|begin_of_text|>'] : tk.specials['<|endoftext|>'],
+      bos_token_id: o.arch === 'llama' ? tk.specials['<|begin_of_text|>'] : o.arch === 'llada_moe' ? tk.specials['<|startoftext|>'] : tk.specials['<|endoftext|>'],
       pad_token_id: o.arch === 'llama' ? undefined : tk.specials['<|endoftext|>'],
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
       ...(o.arch === 'dream' ? { mask_token_id: tk.specials['<|mask|>'] } : {}),
+      ...(o.arch === 'llada_moe'
+        ? {
+            mask_token_id: tk.specials['<|mdm_mask|>'],
+            num_experts: o.experts ?? 4,
+            num_experts_per_tok: o.expertsPerToken ?? 2,
+            expert_intermediate_size: o.expertSize ?? 32,
+            dense_intermediate_size: Fi,
+            shared_expert_intermediate_size: o.sharedSize ?? null,
+            moe_layer_freq: o.moeLayers ?? Array.from({ length: layers }, () => 1),
+            qk_layernorm: true,
+            partial_rotary_factor: 1,
+            clip_qkv: o.clipQkv ?? null,
+            norm_topk_prob: false,
+            moe_router_enable_expert_bias: false,
+            routed_scaling_factor: 1,
+            attention_bias: false,
+            rms_norm_eps: 1e-5,
+            rope_theta: o.ropeTheta ?? 50000,
+          }
+        : {}),
       ...(o.arch === 'qwen3' ? { head_dim: Dh, attention_bias: false } : o.headDim !== undefined ? { head_dim: Dh } : {}),
       ...(o.arch === 'sdar' ? { mask_token_id: tk.specials['<|MASK|>'], block_size: o.blockSize ?? 4, head_dim: Dh, attention_bias: false } : {}),
       // (the released configs name no mask id: the engine's default is the real vocabulary's 151665)
@@ -284,6 +325,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (t.kind === 'norm') return normal(rand, n, 0.1, 1);
     if (t.kind === 'bias') return normal(rand, n, 0.1);
+    if (t.kind === 'router') return normal(rand, n, 0.5);
     if (t.kind === 'embed') {
       const e = normal(rand, n, 1);
       if (favour !== undefined) for (let i = 0; i < n; i++) e[i] += 4 * u[i % D];

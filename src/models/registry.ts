@@ -19,10 +19,11 @@ import { OrtRunner, type ForwardRequest, type ForwardResult } from '../runtime/s
 import { hfNames, qwen3Names } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
+import { lladaMoeNames } from './llada-moe.ts';
 import { sdarNames } from './sdar.ts';
 import { ggufModelName, isGguf, openGguf } from '../formats/gguf.ts';
 import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
-import { buildTransformer, type WeightNames, type WeightReader } from './transformer.ts';
+import { buildTransformer, layerTensorNames, type WeightNames, type WeightReader } from './transformer.ts';
 
 export type DTypeOption = WeightFormat | 'auto';
 
@@ -81,6 +82,7 @@ export interface Model {
 
 const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   llada: lladaNames,
+  llada_moe: lladaMoeNames,
   dream: dreamNames,
   sdar: sdarNames,
   fast_dllm_v2: hfNames,
@@ -184,13 +186,19 @@ function checkAllRead(args: ModelArgs, names: Iterable<string>): void {
 function weightNamesOf(args: ModelArgs): string[] {
   const n = ARCH_NAMES[args.arch](args);
   const out = [n.embed, n.finalNorm, ...(n.head ? [n.head] : [])];
-  for (let i = 0; i < args.numLayers; i++) out.push(...Object.values(n.layer(i)).filter((x): x is string => typeof x === 'string'));
+  for (let i = 0; i < args.numLayers; i++) out.push(...layerTensorNames(n.layer(i)));
   return out;
 }
 
-/** Parameters of the transformer blocks' linear layers (what int8 quantizes). */
+/** Parameters of the transformer blocks' linear layers (what int8 quantizes): all experts of a mixture. */
 function linearParams(args: ModelArgs): number {
-  return args.numLayers * (4 * args.hiddenSize * args.hiddenSize + 3 * args.hiddenSize * args.intermediateSize);
+  const D = args.hiddenSize;
+  let n = 0;
+  for (let l = 0; l < args.numLayers; l++) {
+    const m = args.moe;
+    n += 4 * D * D + (m?.layers[l] ? D * m.experts + 3 * D * (m.experts * m.expertSize + (m.sharedSize ?? 0)) : 3 * D * args.intermediateSize);
+  }
+  return n;
 }
 
 function resolveDtype(dtype: DTypeOption, args: ModelArgs): WeightFormat {

@@ -13,9 +13,23 @@
 import { FormatError } from '../errors.ts';
 import type { ModelArgs } from '../formats/config.ts';
 import type { Checkpoint } from '../formats/safetensors.ts';
-import { DT, F, Graph, I, Is, f32Bytes } from '../runtime/graph.ts';
+import { DT, F, Graph, I, Is, S, f32Bytes } from '../runtime/graph.ts';
 import type { WeightFormat } from '../runtime/quant.ts';
 import { addLinear, type Int8Encoding } from '../runtime/quant.ts';
+
+/** One SwiGLU feed-forward's weights: down(silu(gate x) * up x). */
+export interface Swiglu {
+  gate: string;
+  up: string;
+  down: string;
+}
+
+/** A mixture-of-experts feed-forward (LLaDA-MoE): router [E, D], the experts, an optional shared expert. */
+export interface MoeNames {
+  router: string;
+  experts: Swiglu[];
+  shared: Swiglu | null;
+}
 
 export interface LayerNames {
   attnNorm: string;
@@ -30,9 +44,22 @@ export interface LayerNames {
   kNorm?: string;
   o: string;
   mlpNorm: string;
-  gate: string;
-  up: string;
-  down: string;
+  /** the dense feed-forward (absent where the layer's is a mixture) */
+  gate?: string;
+  up?: string;
+  down?: string;
+  moe?: MoeNames;
+}
+
+/** Every tensor name a layer reads. */
+export function layerTensorNames(n: LayerNames): string[] {
+  const { moe, ...rest } = n;
+  const out = Object.values(rest).filter((x): x is string => typeof x === 'string');
+  if (moe) {
+    out.push(moe.router);
+    for (const e of [...moe.experts, ...(moe.shared ? [moe.shared] : [])]) out.push(e.gate, e.up, e.down);
+  }
+  return out;
 }
 
 export interface WeightNames {
@@ -92,6 +119,51 @@ function rmsNorm(g: Graph, x: string, weight: string, eps: number): string {
 /** NeoX rotate_half RoPE on [B, L, heads*Dh] through ORT's RotaryEmbedding kernel. */
 function rope(g: Graph, x: string, pos: string, cos: string, sin: string, heads: number): string {
   return g.op('RotaryEmbedding', [x, pos, cos, sin], { interleaved: I(0), num_heads: I(heads) }, { domain: 'com.microsoft' });
+}
+
+/** down(silu(gate h) * up h) for h [B, L, D]: gate and up as one matmul, then split. */
+async function swiglu(g: Graph, name: string, h: string, w: Swiglu, D: number, Fi: number, ck: WeightReader, opts: GraphOptions): Promise<string> {
+  const wgu = stackTransposed([await load(ck, w.gate, [Fi, D]), await load(ck, w.up, [Fi, D])], [Fi, Fi], D);
+  const gu = addLinear(g, `${name}.gate_up`, h, wgu, D, 2 * Fi, opts.weights, { int8: opts.int8 }); // [B, L, 2F]
+  const [gate, up] = g.node('Split', [gu, g.i64([Fi, Fi])], { axis: I(-1) }, { outputs: 2 });
+  const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+  const wd = stackTransposed([await load(ck, w.down, [D, Fi])], [D], Fi);
+  return addLinear(g, `${name}.down`, act, wd, Fi, D, opts.weights, { int8: opts.int8 });
+}
+
+/**
+ * The mixture of experts on h [B, L, D] through ORT's MoE kernel: router logits (fp32, tiny),
+ * softmax over all experts, top k, outputs weighted by those probabilities without
+ * renormalizing (normalize_routing_weights 0), each expert silu(gate) * up -> down
+ * (activation swiglu with alpha 1, beta 0, gate and up rows interleaved in fc1 [E, 2Fe, D];
+ * fc2 [E, D, Fe]: the checkpoint's own [out, in] layouts). Only the k chosen experts' weights
+ * count as parameters (per-token FLOPs).
+ */
+async function mixture(g: Graph, name: string, h: string, w: MoeNames, a: ModelArgs, ck: WeightReader): Promise<string> {
+  const { hiddenSize: D } = a;
+  const { experts: E, topK: K, expertSize: Fe } = a.moe!;
+  const flat = g.op('Reshape', [h, g.i64([-1, D])]); // [N, D]
+  const wr = stackTransposed([await load(ck, w.router, [E, D])], [E], D);
+  const logits = g.op('MatMul', [flat, g.weight(`${name}.router`, DT.FLOAT, [D, E], f32Bytes(wr))]); // [N, E]
+  const fc1 = new Float32Array(E * 2 * Fe * D);
+  const fc2 = new Float32Array(E * D * Fe);
+  for (let e = 0; e < E; e++) {
+    const ex = w.experts[e];
+    const [gate, up] = [await load(ck, ex.gate, [Fe, D]), await load(ck, ex.up, [Fe, D])];
+    for (let f = 0; f < Fe; f++) {
+      fc1.set(gate.subarray(f * D, (f + 1) * D), (e * 2 * Fe + 2 * f) * D);
+      fc1.set(up.subarray(f * D, (f + 1) * D), (e * 2 * Fe + 2 * f + 1) * D);
+    }
+    fc2.set(await load(ck, ex.down, [D, Fe]), e * D * Fe);
+  }
+  g.paramCount += (K * 3 * D * Fe);
+  const out = g.op(
+    'MoE',
+    [flat, logits, g.weight(`${name}.fc1`, DT.FLOAT, [E, 2 * Fe, D], f32Bytes(fc1), false), '', g.weight(`${name}.fc2`, DT.FLOAT, [E, D, Fe], f32Bytes(fc2), false)],
+    { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(0) },
+    { domain: 'com.microsoft' },
+  ); // [N, D]
+  return g.op('Reshape', [out, g.op('Shape', [h])]);
 }
 
 export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightNames, ck: WeightReader, opts: GraphOptions): Promise<void> {
@@ -158,11 +230,14 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     // Qwen3 layout: each head's q and k RMS-normalized over Dh before RoPE
     const headNorm = async (t: string, nh: number, name: string, w: string) =>
       g.op('Reshape', [rmsNorm(g, g.op('Reshape', [t, g.i64([0, 0, nh, Dh])]), g.weight(`l${l}.${name}`, DT.FLOAT, [Dh], f32Bytes(await load(ck, w, [Dh]))), a.rmsNormEps), g.i64([0, 0, nh * Dh])]);
-    const qn = n.qNorm ? await headNorm(q0, H, 'q_norm', n.qNorm) : q0;
-    const kn = n.kNorm ? await headNorm(k0, Hkv, 'k_norm', n.kNorm) : k0;
+    // (clip_qkv: q, k and v clamped after the projections and norms, as OLMoE does)
+    const clip = (t: string) => (a.clipQkv === undefined ? t : g.op('Clip', [t, g.f32([-a.clipQkv], []), g.f32([a.clipQkv], [])]));
+    const qn = clip(n.qNorm ? await headNorm(q0, H, 'q_norm', n.qNorm) : q0);
+    const kn = clip(n.kNorm ? await headNorm(k0, Hkv, 'k_norm', n.kNorm) : k0);
+    const v1 = clip(v0);
     const q = g.op('Mul', [heads(rope(g, qn, pos, cos, sin, H), H), scale]);
     const k = heads(rope(g, kn, pos, cos, sin, Hkv), Hkv, `present_key_${l}`);
-    const v = heads(v0, Hkv, `present_value_${l}`);
+    const v = heads(v1, Hkv, `present_value_${l}`);
     // Scores against the cached entries and against the window are computed separately and
     // joined only as scores: the cache is read in place, never concatenated (copied) per step.
     const qg = grouped ? g.op('Reshape', [q, g.i64([0, Hkv, rep, -1, Dh])]) : q; // [B, Hkv, rep, L, Dh] | [B, H, L, Dh]
@@ -183,14 +258,14 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     const wo = stackTransposed([await load(ck, n.o, [D, H * Dh])], [D], H * Dh);
     x = g.op('Add', [x, addLinear(g, `l${l}.o`, merged, wo, H * Dh, D, opts.weights, { int8: opts.int8 })]);
 
-    // --- MLP (SwiGLU)
+    // --- feed-forward: SwiGLU, or a mixture of SwiGLU experts
     const h2 = rmsNorm(g, x, g.weight(`l${l}.mlp_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.mlpNorm, [D]))), a.rmsNormEps);
-    const wgu = stackTransposed([await load(ck, n.gate, [Fi, D]), await load(ck, n.up, [Fi, D])], [Fi, Fi], D);
-    const gu = addLinear(g, `l${l}.gate_up`, h2, wgu, D, 2 * Fi, opts.weights, { int8: opts.int8 }); // [B, L, 2F]
-    const [gate, up] = g.node('Split', [gu, g.i64([Fi, Fi])], { axis: I(-1) }, { outputs: 2 });
-    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-    const wd = stackTransposed([await load(ck, n.down, [D, Fi])], [D], Fi);
-    x = g.op('Add', [x, addLinear(g, `l${l}.down`, act, wd, Fi, D, opts.weights, { int8: opts.int8 })]);
+    let ff: string;
+    if (n.moe) {
+      ff = await mixture(g, `l${l}`, h2, n.moe, a, ck);
+      if (n.moe.shared) ff = g.op('Add', [ff, await swiglu(g, `l${l}.shared`, h2, n.moe.shared, D, a.moe!.sharedSize!, ck, opts)]);
+    } else ff = await swiglu(g, `l${l}`, h2, { gate: n.gate!, up: n.up!, down: n.down! }, D, Fi, ck, opts);
+    x = g.op('Add', [x, ff]);
   }
 
   // --- head, only at the queried rows
