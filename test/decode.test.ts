@@ -55,15 +55,18 @@ async function referenceLlada(model: Model, prompt: number[], gen: number, block
   return x.slice(prompt.length);
 }
 
-test('low_confidence matches a plain LLaDA loop (several steps / length / block combinations)', async () => {
-  const { model } = await llada;
+test('low_confidence matches a plain LLaDA loop (several steps / length / block combinations; LLaDA and LLaDA-MoE)', async () => {
+  const { model: moe } = await fixtureModel({ arch: 'llada_moe', hidden: 64, heads: 4, layers: 2, std: 0.3, experts: 6, expertsPerToken: 2, expertSize: 32 });
   const prompt = [5, 9, 13, 7, 21];
-  for (const [gen, block, steps] of [[8, 8, 8], [8, 8, 4], [16, 4, 8], [12, 4, 6], [12, 12, 5]]) {
-    const want = await referenceLlada(model, prompt, gen, block, steps);
-    const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
-    assert.deepEqual(got.tokens, want, `gen ${gen} block ${block} steps ${steps}`);
-    assert.equal(got.stats.forwards, steps);
+  for (const model of [(await llada).model, moe]) {
+    for (const [gen, block, steps] of [[8, 8, 8], [8, 8, 4], [16, 4, 8], [12, 4, 6], [12, 12, 5]]) {
+      const want = await referenceLlada(model, prompt, gen, block, steps);
+      const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
+      assert.deepEqual(got.tokens, want, `${model.args.arch}: gen ${gen} block ${block} steps ${steps}`);
+      assert.equal(got.stats.forwards, steps);
+    }
   }
+  await moe.close();
 });
 
 test('classifier-free guidance matches a plain LLaDA loop that runs the unguided canvas as its own forward', async () => {

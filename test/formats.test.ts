@@ -617,6 +617,44 @@ describe('config.json', () => {
     throwsCode(() => parseConfig(noMask), 'config_invalid', /mask_token_id/);
   });
 
+  test('LLaDA-MoE: the released config (model_type "llada", class LLaDAMoEModelLM, no mask id) and its refusals', () => {
+    // the keys of inclusionAI/LLaDA-MoE-7B-A1B-Instruct's config.json
+    const raw: Record<string, unknown> = {
+      architectures: ['LLaDAMoEModelLM'], model_type: 'llada', hidden_size: 2048, num_hidden_layers: 16, num_attention_heads: 16,
+      num_key_value_heads: 16, vocab_size: 157184, max_position_embeddings: 8192, rope_theta: 50000, hidden_act: 'silu',
+      num_experts: 64, num_experts_per_tok: 8, expert_intermediate_size: 1024, dense_intermediate_size: 8192,
+      shared_expert_intermediate_size: null, moe_layer_freq: Array(16).fill(1), qk_layernorm: true, partial_rotary_factor: 1,
+      clip_qkv: null, norm_topk_prob: false, moe_router_enable_expert_bias: false, routed_scaling_factor: 1, attention_bias: false,
+      tie_word_embeddings: false, eos_token_id: 156892, pad_token_id: 156892,
+    };
+    const a = parseConfig(raw);
+    assert.equal(a.arch, 'llada_moe');
+    assert.equal(a.maskTokenId, 156895);
+    assert.equal(a.attention, 'bidirectional');
+    assert.equal(a.shiftedLogits, false);
+    assert.equal(a.qkNorm, true);
+    assert.equal(a.rmsNormEps, 1e-5);
+    assert.equal(a.headDim, 128);
+    assert.equal(a.clipQkv, undefined);
+    assert.deepEqual({ ...a.moe, layers: a.moe!.layers.every(Boolean) }, { experts: 64, topK: 8, expertSize: 1024, sharedSize: null, layers: true });
+    // the dense LLaDA config is still LLaDA
+    assert.equal(parseConfig({ ...raw, architectures: ['LLaDAModelLM'], d_model: 64, n_layers: 1, n_heads: 4, mlp_hidden_size: 128 }).arch, 'llada');
+    assert.equal(parseConfig({ ...raw, architectures: undefined, model_type: 'lladamoe' }).arch, 'llada_moe');
+    assert.deepEqual(parseConfig({ ...raw, moe_layer_freq: [0, ...Array(15).fill(1)], shared_expert_intermediate_size: 512, clip_qkv: 8 }).moe!.layers.slice(0, 2), [false, true]);
+    for (const [change, msg] of [
+      [{ moe_router_enable_expert_bias: true }, /expert_bias/],
+      [{ partial_rotary_factor: 0.5 }, /partial_rotary_factor/],
+      [{ attention_bias: true }, /attention_bias/],
+      [{ moe_layer_freq: [1, 1] }, /moe_layer_freq/],
+      [{ moe_layer_freq: 2 }, /moe_layer_freq/],
+      [{ num_experts_per_tok: 65 }, /num_experts_per_tok/],
+      [{ num_experts: 0 }, /num_experts/],
+      [{ vocab_size: 1000, eos_token_id: 1, pad_token_id: 1 }, /mask_token_id/], // (no default mask id inside a small vocab)
+      [{ shared_expert_intermediate_size: -1 }, /shared_expert_intermediate_size/],
+    ] as const)
+      throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
+  });
+
   test('non-object configs -> config_invalid', () => {
     for (const raw of [null, [], 'llada', 42]) throwsCode(() => parseConfig(raw), 'config_invalid');
   });

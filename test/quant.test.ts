@@ -3,7 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import ort from 'onnxruntime-node';
-import { addLinear, int8Encoding, int8EncodingFor, quantizeInt8, quantizeInt4, INT4_BLOCK, type Int8Encoding } from '../src/runtime/quant.ts';
+import { addLinear, int8Encoding, int8EncodingFor, quantizeInt8, quantizeInt4, quantizeRows, INT4_BLOCK, type Int8Encoding } from '../src/runtime/quant.ts';
+import { mixture } from '../src/models/transformer.ts';
+import type { ModelArgs } from '../src/formats/config.ts';
 import { Graph, DT, I, f32Bytes } from '../src/runtime/graph.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
 import { readFile } from 'node:fs/promises';
@@ -197,4 +199,74 @@ test('the int8 encoding is part of the conversion cache key (not for fp32), the 
     assert.equal(graph.includes('head.q8'), int8 === 's8', int8);
   }
   await assert.rejects(convertModel(dir, { dtype: 'int8', int8: 'i8' as Int8Encoding, cacheDir: CACHE }), (e: Error) => e instanceof OptionError && /int8 must be s8 or u8/.test(e.message));
+});
+
+test('expert rows for QMoE: per-row (int8) or per-block (int4) symmetric codes, low nibble first; within half a step', () => {
+  const R = 6, C = 64;
+  const w = randn(R * C, 5, 0.3);
+  for (const [bits, block] of [[8, 0], [4, 0], [4, 32]] as const) {
+    const { packed, scales } = quantizeRows(w, R, C, bits, block);
+    const B = block || C;
+    for (let i = 0; i < R * C; i++) {
+      const code = bits === 8 ? packed[i] - 128 : ((i & 1 ? packed[i >> 1] >> 4 : packed[i >> 1]) & 15) - 8;
+      const s = scales[Math.floor(i / C) * (C / B) + Math.floor((i % C) / B)];
+      assert.ok(Math.abs(code * s - w[i]) <= s / 2 + 1e-7, `bits ${bits} block ${block} at ${i}`);
+    }
+  }
+});
+
+test('the mixture of experts (fp32 MoE, int8/int4 QMoE) against a naive mixture of the same (dequantized) experts', async () => {
+  const [N, D, Fe, E, K] = [7, 64, 32, 6, 2];
+  const r = mulberry32(9);
+  const rn = (n: number, s: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * s);
+  const tensors = new Map<string, Float32Array>();
+  const names = { router: 'router', experts: Array.from({ length: E }, (_, e) => ({ gate: `g${e}`, up: `u${e}`, down: `d${e}` })), shared: null };
+  tensors.set('router', rn(E * D, 1));
+  for (const ex of names.experts) tensors.set(ex.gate, rn(Fe * D, 0.3)), tensors.set(ex.up, rn(Fe * D, 0.3)), tensors.set(ex.down, rn(D * Fe, 0.3));
+  const shapes: Record<string, number[]> = { router: [E, D] };
+  for (const ex of names.experts) (shapes[ex.gate] = [Fe, D]), (shapes[ex.up] = [Fe, D]), (shapes[ex.down] = [D, Fe]);
+  const ck = { info: (n: string) => ({ name: n, dtype: 'F32' as const, shape: shapes[n], offset: 0, byteLength: 0 }), readF32: async (n: string) => tensors.get(n)! };
+  const args = { hiddenSize: D, moe: { experts: E, topK: K, expertSize: Fe, sharedSize: null, layers: [true] } } as unknown as ModelArgs;
+  const x = rn(N * D, 1);
+  // naive: softmax over all experts, top k, weights not renormalized; experts as `deq` gives them
+  const naive = (deq: (w: Float32Array, R: number, C: number) => Float32Array) => {
+    const out = new Float64Array(N * D);
+    const W = (n: string, R: number, C: number) => deq(tensors.get(n)!, R, C);
+    for (let t = 0; t < N; t++) {
+      const xt = x.subarray(t * D, (t + 1) * D);
+      const l = Array.from({ length: E }, (_, e) => xt.reduce((s, v, d) => s + v * tensors.get('router')![e * D + d], 0));
+      const m = Math.max(...l);
+      const p = l.map((v) => Math.exp(v - m));
+      const z = p.reduce((a, b) => a + b);
+      for (const e of [...p.keys()].sort((i, j) => p[j] - p[i]).slice(0, K)) {
+        const [G, U, Dn] = [W(`g${e}`, Fe, D), W(`u${e}`, Fe, D), W(`d${e}`, D, Fe)];
+        const h = Array.from({ length: Fe }, (_, f) => {
+          const g = xt.reduce((s, v, d) => s + v * G[f * D + d], 0);
+          const u = xt.reduce((s, v, d) => s + v * U[f * D + d], 0);
+          return (g / (1 + Math.exp(-g))) * u;
+        });
+        for (let d = 0; d < D; d++) out[t * D + d] += (p[e] / z) * h.reduce((s, v, f) => s + v * Dn[d * Fe + f], 0);
+      }
+    }
+    return out;
+  };
+  const dequant = (bits: 8 | 4, block: number) => (w: Float32Array, R: number, C: number) => {
+    const { packed, scales } = quantizeRows(w, R, C, bits, block);
+    const B = block || C;
+    return Float32Array.from({ length: R * C }, (_, i) => {
+      const code = bits === 8 ? packed[i] - 128 : ((i & 1 ? packed[i >> 1] >> 4 : packed[i >> 1]) & 15) - 8;
+      return code * scales[Math.floor(i / C) * (C / B) + Math.floor((i % C) / B)];
+    });
+  };
+  for (const [weights, deq] of [['fp32', (w: Float32Array) => w], ['int8', dequant(8, 0)], ['int4', dequant(4, 32)]] as const) {
+    const g = new Graph(null);
+    const h = g.input('x', DT.FLOAT, [1, N, D]);
+    g.op('Identity', [await mixture(g, 'l0', h, names, args, ck, { topK: 1, weights })], {}, { output: 'y' });
+    g.output('y', DT.FLOAT, [1, N, D]);
+    const s = await ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: 1 });
+    const y = (await s.run({ x: new ort.Tensor('float32', x, [1, N, D]) })).y.data as Float32Array;
+    const want = naive(deq);
+    assert.ok(relErr(y, want) < 1e-5, `${weights} vs the naive mixture of its experts: ${relErr(y, want)}`);
+    if (weights !== 'fp32') assert.ok(relErr(y, naive((w) => w)) > 1e-4, `${weights} is quantized`);
+  }
 });

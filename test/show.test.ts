@@ -30,10 +30,18 @@ test('parameter count from the config equals the tensors in the checkpoint (ever
     await writeFixture(dir, { arch, hidden: 32, heads: 4, kvHeads: 2, layers: 2, std: 0.3 });
     dirs.push(dir);
   }
+  // LLaDA-MoE: a dense layer, a shared expert
+  const moe = await tempDir('quench-show-llada_moe-');
+  await writeFixture(moe, { arch: 'llada_moe', hidden: 32, heads: 4, kvHeads: 2, layers: 3, experts: 5, expertsPerToken: 2, expertSize: 16, sharedSize: 24, moeLayers: [0, 1, 1] });
+  dirs.push(moe);
   for (const dir of dirs) {
     const { args } = await loadConfig(dir);
     assert.equal(parameterCount(args), await tensorParams(dir), dir);
   }
+  // active per token: 3 of the 5 experts' weights left out in each of the 2 mixtures
+  const { args } = await loadConfig(moe);
+  assert.equal(parameterCount(args) - parameterCount(args, true), 2 * 3 * 3 * 32 * 16);
+  assert.match(await describe(moe), /experts\s+5 of 16 per mixture, 2 per token, a shared expert of 24; 2 of 3 layers/);
 });
 
 test('quench show: the bundled block model, a GGUF file, and the license of a model card', async () => {

@@ -12,15 +12,20 @@ import { argsOf, tokenizerOf } from '../models/gguf.ts';
 import { describeDefaults } from './generation-config.ts';
 
 /** Parameters of the model the arguments describe: embeddings, every layer's projections and
- * norms, the final norm and an untied head (biases and q/k norms where the layout has them). */
-export function parameterCount(a: ModelArgs): number {
+ * norms, the final norm and an untied head (biases and q/k norms where the layout has them);
+ * `active`: with only the k chosen experts of each mixture (the weights one token runs through). */
+export function parameterCount(a: ModelArgs, active = false): number {
   const D = a.hiddenSize;
   const q = a.numHeads * a.headDim;
   const kv = a.numKvHeads * a.headDim;
   const attn = D * q + 2 * D * kv + q * D + (a.qkvBias ? q + 2 * kv : 0) + (a.qkNorm ? 2 * a.headDim : 0);
-  const mlp = 3 * D * a.intermediateSize;
-  const layer = attn + mlp + 2 * D;
-  return a.vocabSize * D + a.numLayers * layer + D + (a.tiedEmbeddings ? 0 : a.vocabSize * D);
+  let layers = 0;
+  for (let l = 0; l < a.numLayers; l++) {
+    const m = a.moe;
+    const mlp = m?.layers[l] ? D * m.experts + 3 * D * ((active ? m.topK : m.experts) * m.expertSize + (m.sharedSize ?? 0)) : 3 * D * a.intermediateSize;
+    layers += attn + mlp + 2 * D;
+  }
+  return a.vocabSize * D + layers + D + (a.tiedEmbeddings ? 0 : a.vocabSize * D);
 }
 
 function count(n: number): string {
@@ -104,7 +109,8 @@ export async function describe(dir: string): Promise<string> {
         : 'bidirectional';
   const rows: [string, string][] = [
     ['architecture', args.arch],
-    ['parameters', count(parameterCount(args))],
+    ['parameters', count(parameterCount(args)) + (args.moe ? ` (${count(parameterCount(args, true))} active per token)` : '')],
+    ...(args.moe ? ([['experts', `${args.moe.experts} of ${args.moe.expertSize} per mixture, ${args.moe.topK} per token${args.moe.sharedSize ? `, a shared expert of ${args.moe.sharedSize}` : ''}; ${args.moe.layers.filter(Boolean).length} of ${args.numLayers} layers`]] as [string, string][]) : []),
     ['context length', String(args.maxPositions)],
     ['embedding length', String(args.hiddenSize)],
     ['layers', `${args.numLayers} (${args.numHeads} heads, ${args.numKvHeads} key/value heads of ${args.headDim})`],

@@ -15,7 +15,7 @@ import type { ModelArgs } from '../formats/config.ts';
 import type { Checkpoint } from '../formats/safetensors.ts';
 import { DT, F, Graph, I, Is, S, f32Bytes } from '../runtime/graph.ts';
 import type { WeightFormat } from '../runtime/quant.ts';
-import { addLinear, type Int8Encoding } from '../runtime/quant.ts';
+import { addLinear, INT4_BLOCK, quantizeRows, type Int8Encoding } from '../runtime/quant.ts';
 
 /** One SwiGLU feed-forward's weights: down(silu(gate x) * up x). */
 export interface Swiglu {
@@ -136,10 +136,11 @@ async function swiglu(g: Graph, name: string, h: string, w: Swiglu, D: number, F
  * softmax over all experts, top k, outputs weighted by those probabilities without
  * renormalizing (normalize_routing_weights 0), each expert silu(gate) * up -> down
  * (activation swiglu with alpha 1, beta 0, gate and up rows interleaved in fc1 [E, 2Fe, D];
- * fc2 [E, D, Fe]: the checkpoint's own [out, in] layouts). Only the k chosen experts' weights
- * count as parameters (per-token FLOPs).
+ * fc2 [E, D, Fe]: the checkpoint's own [out, in] layouts); int8/int4 models quantize the experts
+ * for QMoE (the router stays fp32). Only the k chosen experts' weights count as parameters
+ * (per-token FLOPs).
  */
-async function mixture(g: Graph, name: string, h: string, w: MoeNames, a: ModelArgs, ck: WeightReader): Promise<string> {
+export async function mixture(g: Graph, name: string, h: string, w: MoeNames, a: ModelArgs, ck: WeightReader, opts: GraphOptions): Promise<string> {
   const { hiddenSize: D } = a;
   const { experts: E, topK: K, expertSize: Fe } = a.moe!;
   const flat = g.op('Reshape', [h, g.i64([-1, D])]); // [N, D]
@@ -156,13 +157,44 @@ async function mixture(g: Graph, name: string, h: string, w: MoeNames, a: ModelA
     }
     fc2.set(await load(ck, ex.down, [D, Fe]), e * D * Fe);
   }
-  g.paramCount += (K * 3 * D * Fe);
-  const out = g.op(
-    'MoE',
-    [flat, logits, g.weight(`${name}.fc1`, DT.FLOAT, [E, 2 * Fe, D], f32Bytes(fc1), false), '', g.weight(`${name}.fc2`, DT.FLOAT, [E, D, Fe], f32Bytes(fc2), false)],
-    { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(0) },
-    { domain: 'com.microsoft' },
-  ); // [N, D]
+  g.paramCount += K * 3 * D * Fe;
+  const attrs = { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(0) };
+  let out: string;
+  if (opts.weights === 'fp32') {
+    out = g.op(
+      'MoE',
+      [flat, logits, g.weight(`${name}.fc1`, DT.FLOAT, [E, 2 * Fe, D], f32Bytes(fc1), false), '', g.weight(`${name}.fc2`, DT.FLOAT, [E, D, Fe], f32Bytes(fc2), false)],
+      attrs,
+      { domain: 'com.microsoft' },
+    ); // [N, D]
+  } else {
+    // QMoE: codes per row (int8) or per block of 32 inputs (int4, where the widths allow). Its
+    // CPU kernel renormalizes the chosen experts' weights whatever normalize_routing_weights
+    // says; LLaDA-MoE does not, so each row is scaled back by the chosen probabilities' sum.
+    const bits = opts.weights === 'int8' ? 8 : 4;
+    const block = bits === 4 && D % INT4_BLOCK === 0 && Fe % INT4_BLOCK === 0 ? INT4_BLOCK : 0;
+    const q1 = quantizeRows(fc1, E * 2 * Fe, D, bits, block);
+    const q2 = quantizeRows(fc2, E * D, Fe, bits, block);
+    const per = bits === 8 ? 1 : 2;
+    const s1 = block ? [E, 2 * Fe, D / block] : [E, 2 * Fe];
+    const s2 = block ? [E, D, Fe / block] : [E, D];
+    const mixed = g.op(
+      'QMoE',
+      [
+        flat,
+        logits,
+        g.weight(`${name}.fc1.q${bits}`, DT.UINT8, [E, 2 * Fe, D / per], q1.packed),
+        g.weight(`${name}.fc1.scales`, DT.FLOAT, s1, f32Bytes(q1.scales), false),
+        '',
+        g.weight(`${name}.fc2.q${bits}`, DT.UINT8, [E, D, Fe / per], q2.packed),
+        g.weight(`${name}.fc2.scales`, DT.FLOAT, s2, f32Bytes(q2.scales), false),
+      ],
+      { ...attrs, expert_weight_bits: I(bits), ...(block ? { block_size: I(block) } : {}) },
+      { domain: 'com.microsoft' },
+    );
+    const [chosen] = g.node('TopK', [g.op('Softmax', [logits], { axis: I(-1) }), g.i64([K])], { axis: I(-1) }, { outputs: 2 });
+    out = g.op('Mul', [mixed, g.op('ReduceSum', [chosen, g.i64([-1])], { keepdims: I(1) })]);
+  }
   return g.op('Reshape', [out, g.op('Shape', [h])]);
 }
 
@@ -262,7 +294,7 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     const h2 = rmsNorm(g, x, g.weight(`l${l}.mlp_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.mlpNorm, [D]))), a.rmsNormEps);
     let ff: string;
     if (n.moe) {
-      ff = await mixture(g, `l${l}`, h2, n.moe, a, ck);
+      ff = await mixture(g, `l${l}`, h2, n.moe, a, ck, opts);
       if (n.moe.shared) ff = g.op('Add', [ff, await swiglu(g, `l${l}.shared`, h2, n.moe.shared, D, a.moe!.sharedSize!, ck, opts)]);
     } else ff = await swiglu(g, `l${l}`, h2, { gate: n.gate!, up: n.up!, down: n.down! }, D, Fi, ck, opts);
     x = g.op('Add', [x, ff]);

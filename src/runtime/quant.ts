@@ -128,3 +128,32 @@ export function addLinear(
   const ws = g.weight(`${name}.scales`, DT.FLOAT, [N * blocks], f32Bytes(scales), false);
   return g.op('MatMulNBits', [x, wq, ws], { K: I(K), N: I(N), bits: I(4), block_size: I(INT4_BLOCK), accuracy_level: I(4) }, { domain: 'com.microsoft', output });
 }
+
+/**
+ * QMoE's expert layout: rows [R, C] (the checkpoint's [out, in]) quantized symmetrically per row,
+ * or per block of `block` columns (0: the whole row), codes + 128 (8 bits) or + 8 (4 bits, two
+ * per byte, low nibble first); scales [R] or [R, C / block].
+ */
+export function quantizeRows(w: Float32Array, R: number, C: number, bits: 8 | 4, block = 0): { packed: Uint8Array; scales: Float32Array } {
+  const B = block || C;
+  if (C % B !== 0 || (bits === 4 && C % 2 !== 0)) throw new Error(`quantizeRows: ${C} columns do not split into blocks of ${B}`);
+  const qmax = bits === 8 ? 127 : 7;
+  const zero = bits === 8 ? 128 : 8;
+  const nb = C / B;
+  const scales = new Float32Array(R * nb);
+  const packed = new Uint8Array(bits === 8 ? R * C : (R * C) / 2);
+  for (let r = 0; r < R; r++)
+    for (let b = 0; b < nb; b++) {
+      const at = r * C + b * B;
+      let amax = 0;
+      for (let j = 0; j < B; j++) amax = Math.max(amax, Math.abs(w[at + j]));
+      const s = amax > 0 ? amax / qmax : 1;
+      scales[r * nb + b] = s;
+      for (let j = 0; j < B; j++) {
+        const code = Math.max(-qmax, Math.min(qmax, Math.round(w[at + j] / s))) + zero;
+        if (bits === 8) packed[at + j] = code;
+        else packed[(at + j) >> 1] |= (at + j) & 1 ? code << 4 : code;
+      }
+    }
+  return { packed, scales };
+}
