@@ -171,7 +171,7 @@ async function logits(m: Model, ids: number[]): Promise<Float32Array> {
   return r.logits!;
 }
 
-test('gguf models: llada, dream, llama, qwen2 and qwen3 files (as the converter writes them) give the logits of their Hugging Face checkpoints', async () => {
+test('gguf models: llada, llada-moe, dream, llama, qwen2 and qwen3 files (as the converter writes them) give the logits of their Hugging Face checkpoints', async () => {
   const cases: [FixtureOptions, number, number][] = [
     [{ arch: 'llada', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
@@ -179,6 +179,9 @@ test('gguf models: llada, dream, llama, qwen2 and qwen3 files (as the converter 
     [{ arch: 'qwen2', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', tied: true }, 1, 2e-2],
     [{ arch: 'qwen3', hidden: 64, heads: 4, kvHeads: 2, headDim: 32, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32' }, 8, 0.15],
+    // LLaDA-MoE: a layer's experts stacked into ffn_{gate,up,down}_exps, the router ffn_gate_inp
+    [{ arch: 'llada_moe', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32', experts: 5, expertsPerToken: 2, expertSize: 32 }, 0, 1e-3],
+    [{ arch: 'llada_moe', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', experts: 4, expertsPerToken: 2, expertSize: 32 }, 8, 0.15],
   ];
   for (const [o, type, tol] of cases) {
     const hfDir = await tempDir(`quench-gguf-${o.arch}-`);

@@ -483,7 +483,9 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, number & string & boolean & number[]>;
   const tj = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number>; merges: string[] }; added_tokens: { id: number; content: string; special: boolean }[] };
   const tc = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, string | boolean>;
-  const arch = String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2' | 'qwen3';
+  // (LLaDA-MoE's config says model_type "llada"; the converter registers it by class, as "llada-moe")
+  const moe = Array.isArray(cfg.architectures) && (cfg.architectures as unknown as string[]).includes('LLaDAMoEModelLM');
+  const arch = moe ? 'llada-moe' : (String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2' | 'qwen3');
   const llada = arch === 'llada';
   const V = llada ? cfg.embedding_size ?? cfg.vocab_size : cfg.vocab_size;
   const D = llada ? cfg.d_model : cfg.hidden_size;
@@ -505,6 +507,14 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   if (typeof cfg.head_dim === 'number') meta.push([`${arch}.attention.key_length`, 4, cfg.head_dim], [`${arch}.attention.value_length`, 4, cfg.head_dim]);
   if (llada) meta.push(['llada.vocab_size', 4, V], ['llada.attention.causal', 7, false], ['diffusion.shift_logits', 7, false], ['tokenizer.ggml.add_bos_token', 7, true]);
   if (arch === 'dream') meta.push(['dream.attention.causal', 7, false]);
+  if (moe)
+    meta.push(
+      ['llada-moe.expert_count', 4, cfg.num_experts],
+      ['llada-moe.expert_used_count', 4, cfg.num_experts_per_tok],
+      ['llada-moe.expert_feed_forward_length', 4, cfg.expert_intermediate_size],
+      ['llada-moe.attention.causal', 7, false],
+      ['diffusion.shift_logits', 7, false],
+    );
   // tokenizer: every id in order (ids without a token as [PAD{i}], UNUSED), added special tokens CONTROL
   const tokens: string[] = Array.from({ length: V }, (_, i) => `[PAD${i}]`);
   const types: number[] = Array(V).fill(5);
@@ -531,6 +541,7 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
       [/^model\.layers\.(\d+)\.self_attn\.v_proj\./, 'attn_v'], [/^model\.layers\.(\d+)\.self_attn\.o_proj\./, 'attn_output'], [/^model\.layers\.(\d+)\.post_attention_layernorm\./, 'ffn_norm'],
       [/^model\.layers\.(\d+)\.mlp\.gate_proj\./, 'ffn_gate'], [/^model\.layers\.(\d+)\.mlp\.up_proj\./, 'ffn_up'], [/^model\.layers\.(\d+)\.mlp\.down_proj\./, 'ffn_down'],
       [/^model\.layers\.(\d+)\.self_attn\.q_norm\./, 'attn_q_norm'], [/^model\.layers\.(\d+)\.self_attn\.k_norm\./, 'attn_k_norm'],
+      [/^model\.layers\.(\d+)\.mlp\.gate\./, 'ffn_gate_inp'],
     ];
     for (const [re, part] of table) {
       const m = re.exec(hf);
@@ -550,7 +561,23 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   const ck = await Checkpoint.open(dir);
   const tensors: { name: string; dims: number[]; type: number; data: Uint8Array }[] = [];
   try {
+    // a layer's experts stacked as the converter does (torch.stack, dim 0): [E, out, in]
+    const experts = new Map<string, { e: number; x: Float32Array; shape: number[] }[]>();
     for (const hf of ck.names()) {
+      const m = /^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$/.exec(hf);
+      if (!m) continue;
+      const key = `blk.${m[1]}.ffn_${m[3]}_exps.weight`;
+      if (!experts.has(key)) experts.set(key, []);
+      experts.get(key)!.push({ e: Number(m[2]), x: await ck.readF32(hf), shape: ck.info(hf).shape });
+    }
+    for (const [name, list] of experts) {
+      list.sort((a, b) => a.e - b.e);
+      const x = new Float32Array(list.reduce((n, t) => n + t.x.length, 0));
+      list.forEach((t, i) => x.set(t.x, i * t.x.length));
+      tensors.push({ name, dims: [...list[0].shape].reverse().concat(list.length), type, data: ggmlEncode(type, x) });
+    }
+    for (const hf of ck.names()) {
+      if (/\.mlp\.experts\./.test(hf)) continue;
       const info = ck.info(hf);
       let x = await ck.readF32(hf);
       const name = mapName(hf);

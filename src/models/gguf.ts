@@ -3,7 +3,7 @@
 // names of the architecture's layout (decoded to fp32, GGUF's [in, out] dims read as HF's
 // [out, in]), and its tokenizer metadata as tokenizer.json + tokenizer_config.json.
 //
-// Architectures: llada, dream, llama, qwen2, qwen3. llama.cpp runs LLaDA and Llama with "normal"
+// Architectures: llada, llada-moe (experts stacked per layer), dream, llama, qwen2, qwen3. llama.cpp runs LLaDA and Llama with "normal"
 // (interleaved-pair) RoPE and its converter permutes their q/k rows to match; quench's graph
 // uses the Hugging Face rotate_half layout, so those rows are put back:
 // hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream, Qwen2 and Qwen3 are stored
@@ -18,9 +18,22 @@ const fail = (code: string, msg: string): never => {
   throw new FormatError(code, `gguf: ${msg}`);
 };
 
+/**
+ * Where a Hugging Face tensor lives in a GGUF file: its name, and for one expert of a mixture
+ * the index along the stacked tensor (the converter stacks a layer's experts into
+ * ffn_{gate,up,down}_exps [E, out, in]).
+ */
+function ggufSource(arch: ModelArgs['arch'], hf: string): { name: string; expert?: number } | null {
+  const m = /^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$/.exec(hf);
+  if (arch === 'llada_moe' && m) return { name: `blk.${m[1]}.ffn_${m[3]}_exps.weight`, expert: Number(m[2]) };
+  const name = ggufName(arch, hf);
+  return name === null ? null : { name };
+}
+
 /** Hugging Face -> GGUF tensor names, per layout (the converter's mapping). */
 function ggufName(arch: ModelArgs['arch'], hf: string): string | null {
   let m: RegExpExecArray | null;
+  if (arch === 'llada_moe' && (m = /^model\.layers\.(\d+)\.mlp\.gate\.weight$/.exec(hf))) return `blk.${m[1]}.ffn_gate_inp.weight`;
   if (arch === 'llada') {
     const p = 'model.transformer.';
     if (!hf.startsWith(p)) return null;
@@ -71,22 +84,32 @@ export class GgufWeights {
     private args: ModelArgs,
   ) {}
 
+  /** the last stacked expert tensor read (a layer's experts are read one after another) */
+  private stacked: { name: string; data: Float32Array } | null = null;
+
   private tensor(name: string) {
-    const g = ggufName(this.args.arch, name);
-    const t = g === null ? undefined : this.file.tensors.get(g);
-    if (!t) throw new FormatError('tensor_missing', `gguf: no tensor for ${JSON.stringify(name)}${g ? ` (${g})` : ''}`);
-    return t;
+    const src = ggufSource(this.args.arch, name);
+    const t = src === null ? undefined : this.file.tensors.get(src.name);
+    if (!t || (src!.expert !== undefined && (t.dims.length !== 3 || src!.expert >= t.dims[2])))
+      throw new FormatError('tensor_missing', `gguf: no tensor for ${JSON.stringify(name)}${src ? ` (${src.name}${src.expert !== undefined ? `, expert ${src.expert}` : ''})` : ''}`);
+    return { t, expert: src!.expert };
   }
   has(name: string): boolean {
-    const g = ggufName(this.args.arch, name);
-    return g !== null && this.file.tensors.has(g);
+    const src = ggufSource(this.args.arch, name);
+    return src !== null && this.file.tensors.has(src.name);
   }
   info(name: string): TensorInfo {
-    const t = this.tensor(name);
-    return { name, dtype: 'F32', shape: [...t.dims].reverse(), offset: t.offset, byteLength: t.byteLength };
+    const { t, expert } = this.tensor(name);
+    const shape = [...t.dims].reverse();
+    return expert === undefined ? { name, dtype: 'F32', shape, offset: t.offset, byteLength: t.byteLength } : { name, dtype: 'F32', shape: shape.slice(1), offset: t.offset, byteLength: t.byteLength / shape[0] };
   }
   async readF32(name: string): Promise<Float32Array> {
-    const t = this.tensor(name);
+    const { t, expert } = this.tensor(name);
+    if (expert !== undefined) {
+      if (this.stacked?.name !== t.name) this.stacked = { name: t.name, data: await this.file.readF32(t.name) };
+      const per = t.dims[0] * t.dims[1];
+      return this.stacked.data.slice(expert * per, (expert + 1) * per);
+    }
     const x = await this.file.readF32(t.name);
     const { arch, numHeads, numKvHeads } = this.args;
     if (arch === 'llada' || arch === 'llama') {
@@ -110,7 +133,7 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   const arch = meta.get('general.architecture');
   if (typeof arch !== 'string') fail('gguf_metadata', 'general.architecture is missing');
   const a = arch as string;
-  if (!['llada', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, dream, llama, qwen2, qwen3)`);
+  if (!['llada', 'llada-moe', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, llada-moe, dream, llama, qwen2, qwen3)`);
   const k = (key: string) => num(meta.get(`${a}.${key}`));
   if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
   // (Llama 3.1's scaled RoPE travels as this tensor, with no scaling key)
@@ -130,8 +153,20 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     bos_token_id: id('bos'),
     pad_token_id: id('padding'),
     // (llama.cpp names diffusion architectures apart: a causal one's mask id, if any, means nothing)
-    mask_token_id: a === 'llada' || a === 'dream' ? id('mask') : undefined,
+    mask_token_id: a === 'llada' || a === 'llada-moe' || a === 'dream' ? id('mask') : undefined,
   };
+  if (a === 'llada-moe') {
+    // (llama.cpp's llada-moe graph: every layer a mixture, no shared expert, weights not renormalized)
+    if (meta.get(`${a}.expert_weights_norm`) === true) fail('gguf_metadata', `${a}.expert_weights_norm true is not supported`);
+    const L = k('block_count');
+    return {
+      architectures: ['LLaDAMoEModelLM'], model_type: 'lladamoe', hidden_size: hidden, num_hidden_layers: L, num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv'),
+      max_position_embeddings: k('context_length'), tie_word_embeddings: !tensors.has('output.weight'),
+      num_experts: k('expert_count'), num_experts_per_tok: k('expert_used_count'), expert_intermediate_size: k('expert_feed_forward_length'),
+      dense_intermediate_size: k('feed_forward_length'), moe_layer_freq: L === undefined ? undefined : Array(L).fill(1), qk_layernorm: tensors.has('blk.0.attn_q_norm.weight'),
+      ...common,
+    };
+  }
   if (a === 'llada')
     return {
       model_type: 'llada', d_model: hidden, n_layers: k('block_count'), n_heads: heads, n_kv_heads: k('attention.head_count_kv'), mlp_hidden_size: k('feed_forward_length'),
@@ -167,7 +202,7 @@ export function argsOf(meta: Map<string, GgufValue>, tensors: Set<string>): Mode
 
 /** Refuse a file with tensors the graph would not read (biases or norms of a variant quench does not build): they would be dropped silently. */
 export function checkAllUsed(arch: ModelArgs['arch'], tensors: Iterable<string>, used: Iterable<string>): void {
-  const want = new Set([...used].map((n) => ggufName(arch, n)));
+  const want = new Set([...used].map((n) => ggufSource(arch, n)?.name));
   for (const t of tensors) if (!want.has(t)) fail('gguf_unused_tensor', `tensor ${JSON.stringify(t)} has no place in quench's ${arch} graph (a variant it does not build)`);
 }
 
