@@ -1,0 +1,100 @@
+// Mixture-of-experts forward cost: a generated LLaDA-MoE-shaped model (every layer a mixture of
+// E experts, k per token) against a dense LLaDA-layout model of the same width, depth and vocab
+// whose feed-forward is as wide as the k active experts together (the same FLOPs per token): ms
+// per forward (median of several runs) at several row counts, per weight format, and the ratio.
+// A mixture kernel that ran only the chosen experts at the dense kernels' rate would be 1.0x;
+// it reads all experts' weights once rows choose most of them.
+//
+// --kernels: the mixture kernel alone (one layer's experts, no model) in each expert encoding:
+// fp32 MoE, QMoE 8-bit per row, 4-bit per row, 4-bit per block of 32.
+//
+//   npx tsx bench/moe.ts [--hidden 512 --layers 4 --experts 64 --k 8 --expert-ffn 256 --vocab 32000]
+//                        [--dtype fp32,int8,int4] [--rows 1,8,32,128] [--threads 2] [--kernels]
+
+import { existsSync } from 'node:fs';
+import ort from 'onnxruntime-node';
+import { DT, F, Graph, I, S, f32Bytes } from '../src/runtime/graph.ts';
+import { quantizeRows } from '../src/runtime/quant.ts';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { loadModel, type Model } from '../src/models/registry.ts';
+import { writeFixture } from '../src/formats/fixtures.ts';
+import type { WeightFormat } from '../src/runtime/quant.ts';
+import { fmt, parseArgs, timeMs } from './common.ts';
+
+/** One mixture kernel over [N, D] rows: fp32 MoE, or QMoE with `bits` codes per row (block 0) or per block. */
+async function kernel(D: number, Fe: number, E: number, K: number, threads: number, enc: { bits: 32 | 8 | 4; block: number }) {
+  const fc1 = Float32Array.from({ length: E * 2 * Fe * D }, (_, i) => Math.sin(i * 0.37) * 0.05);
+  const fc2 = Float32Array.from({ length: E * D * Fe }, (_, i) => Math.cos(i * 0.29) * 0.05);
+  const attrs = { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(0) };
+  const g = new Graph(null);
+  const x = g.input('x', DT.FLOAT, ['N', D]);
+  const r = g.input('r', DT.FLOAT, ['N', E]);
+  if (enc.bits === 32) g.op('MoE', [x, r, g.weight('w1', DT.FLOAT, [E, 2 * Fe, D], f32Bytes(fc1)), '', g.weight('w2', DT.FLOAT, [E, D, Fe], f32Bytes(fc2))], attrs, { domain: 'com.microsoft', output: 'y' });
+  else {
+    const { bits, block } = enc;
+    const [q1, q2] = [quantizeRows(fc1, E * 2 * Fe, D, bits, block), quantizeRows(fc2, E * D, Fe, bits, block)];
+    const per = bits === 8 ? 1 : 2;
+    const ins = [x, r, g.weight('w1', DT.UINT8, [E, 2 * Fe, D / per], q1.packed), g.weight('s1', DT.FLOAT, block ? [E, 2 * Fe, D / block] : [E, 2 * Fe], f32Bytes(q1.scales)), ''];
+    ins.push(g.weight('w2', DT.UINT8, [E, D, Fe / per], q2.packed), g.weight('s2', DT.FLOAT, block ? [E, D, Fe / block] : [E, D], f32Bytes(q2.scales)));
+    g.op('QMoE', ins, { ...attrs, expert_weight_bits: I(bits), ...(block ? { block_size: I(block) } : {}) }, { domain: 'com.microsoft', output: 'y' });
+  }
+  g.output('y', DT.FLOAT, ['N', D]);
+  const s = await ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: threads });
+  return (N: number) => {
+    const feeds = { x: new ort.Tensor('float32', Float32Array.from({ length: N * D }, (_, i) => Math.sin(i)), [N, D]), r: new ort.Tensor('float32', Float32Array.from({ length: N * E }, (_, i) => Math.sin(i * 1.7) * 3), [N, E]) };
+    return timeMs(() => s.run(feeds), N <= 8 ? 20 : 10);
+  };
+}
+
+async function kernels(D: number, Fe: number, E: number, K: number, threads: number, rows: number[]): Promise<void> {
+  console.log(`mixture kernel alone: ${E} experts of ${D} x ${Fe}, ${K} per row, ${threads} threads; ms per call (median)\n`);
+  console.log(`| experts | ${rows.map((n) => `${n} rows`).join(' | ')} |`);
+  console.log(`|---|${rows.map(() => '---:').join('|')}|`);
+  for (const [label, enc] of [['fp32 (MoE)', { bits: 32, block: 0 }], ['8-bit per row (QMoE)', { bits: 8, block: 0 }], ['4-bit per row (QMoE)', { bits: 4, block: 0 }], ['4-bit per block of 32 (QMoE)', { bits: 4, block: 32 }]] as const) {
+    const run = await kernel(D, Fe, E, K, threads, enc);
+    const ms: string[] = [];
+    for (const n of rows) ms.push(fmt(await run(n), 2));
+    console.log(`| ${label} | ${ms.join(' | ')} |`);
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const a = parseArgs(argv);
+  if (a.kernels !== undefined) {
+    const D = Number(a.hidden ?? 512), Fe = Number(a['expert-ffn'] ?? 256);
+    return kernels(D, Fe, Number(a.experts ?? 64), Number(a.k ?? 8), Number(a.threads ?? 2), (a.rows ?? '1,8,32,128').split(',').map(Number));
+  }
+  const D = Number(a.hidden ?? 512), layers = Number(a.layers ?? 4), E = Number(a.experts ?? 64), K = Number(a.k ?? 8);
+  const Fe = Number(a['expert-ffn'] ?? 256), V = Number(a.vocab ?? 32000), threads = Number(a.threads ?? 2);
+  const heads = Number(a.heads ?? D / 64);
+  const rows = (a.rows ?? '1,8,32,128').split(',').map(Number);
+  const dtypes = (a.dtype ?? 'fp32,int8,int4').split(',') as WeightFormat[];
+  const moeDir = join(tmpdir(), `quench-bench-moe-${D}x${layers}x${E}x${K}x${Fe}x${V}`);
+  const denseDir = join(tmpdir(), `quench-bench-moe-dense-${D}x${layers}x${K * Fe}x${V}`);
+  const common = { hidden: D, layers, heads, vocab: V, dtype: 'BF16' as const, std: 0.02, maxPositions: 4096 };
+  if (!existsSync(join(moeDir, 'config.json'))) await writeFixture(moeDir, { arch: 'llada_moe', ...common, experts: E, expertsPerToken: K, expertSize: Fe });
+  if (!existsSync(join(denseDir, 'config.json'))) await writeFixture(denseDir, { arch: 'llada', ...common, intermediate: K * Fe });
+  const expertParams = layers * E * 3 * D * Fe;
+  console.log(`LLaDA-MoE shape: d ${D}, ${layers} layers, ${E} experts of ${Fe}, ${K} per token (${(expertParams / 1e6).toFixed(0)}M expert parameters, ${((layers * K * 3 * D * Fe) / 1e6).toFixed(0)}M active); dense twin: ffn ${K * Fe}; vocab ${V}; ${threads} threads\n`);
+  console.log('| dtype | rows | MoE ms/forward | dense ms/forward | MoE / dense |');
+  console.log('|---|---:|---:|---:|---:|');
+  for (const dtype of dtypes) {
+    const moe = await loadModel(moeDir, { threads, dtype, cacheDir: a.cache });
+    const dense = await loadModel(denseDir, { threads, dtype, cacheDir: a.cache });
+    for (const L of rows) {
+      const pos = Int32Array.from({ length: L }, (_, i) => i);
+      const req = { ids: pos.map((i) => (i * 7919) % (V - 16)), positions: pos, visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from({ length: Math.min(L, 32) }, (_, i) => i) };
+      const runs = L <= 8 ? 20 : 8;
+      const time = (m: Model) => timeMs(() => m.forward([req]), runs);
+      // interleaved: each model timed twice, the medians' mean
+      const [m1, d1, m2, d2] = [await time(moe), await time(dense), await time(moe), await time(dense)];
+      const [mm, dd] = [(m1 + m2) / 2, (d1 + d2) / 2];
+      console.log(`| ${dtype} | ${L} | ${fmt(mm, 2)} | ${fmt(dd, 2)} | ${fmt(mm / dd, 2)}x |`);
+    }
+    await moe.close();
+    await dense.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));
