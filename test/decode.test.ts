@@ -350,6 +350,24 @@ test('SDAR: block by block from position 0 (the first block finishes the prompt\
   }
 });
 
+test('LLaDA2.0: a mixture block-diffusion model decodes block by block from position 0 as the plain loop does, with and without caches', async () => {
+  const { model } = await fixtureModel({ arch: 'llada2', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5, blockSize: 4, experts: 8, expertsPerToken: 2, expertSize: 16, groups: 4, groupsKept: 2 });
+  try {
+    assert.equal(model.args.attention, 'block_causal');
+    assert.equal(model.args.blockSize, 4);
+    assert.equal(model.args.shiftedLogits, false);
+    for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
+      const want = await plainBlockDecode(model, prompt, 10, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 });
+      for (const cache of ['none', 'prefix', 'dual'] as const) {
+        const r = await generate(model, prompt, { maxTokens: 10, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] });
+        assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
+      }
+    }
+  } finally {
+    await model.close();
+  }
+});
+
 test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shifted within the block, a block\'s first position read from the previous block\'s last row; equal to a plain loop, with and without caches', async () => {
   const { model } = await fixtureModel({ arch: 'fast_dllm_v2', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5, blockSize: 8 });
   try {

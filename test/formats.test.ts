@@ -636,7 +636,7 @@ describe('config.json', () => {
     assert.equal(a.rmsNormEps, 1e-5);
     assert.equal(a.headDim, 128);
     assert.equal(a.clipQkv, undefined);
-    assert.deepEqual({ ...a.moe, layers: a.moe!.layers.every(Boolean) }, { experts: 64, topK: 8, expertSize: 1024, sharedSize: null, layers: true });
+    assert.deepEqual({ ...a.moe, layers: a.moe!.layers.every(Boolean) }, { experts: 64, topK: 8, expertSize: 1024, sharedSize: null, layers: true, scoring: 'softmax', groups: 1, groupsKept: 1, scale: 1, expertBias: false });
     // the dense LLaDA config is still LLaDA
     assert.equal(parseConfig({ ...raw, architectures: ['LLaDAModelLM'], d_model: 64, n_layers: 1, n_heads: 4, mlp_hidden_size: 128 }).arch, 'llada');
     assert.equal(parseConfig({ ...raw, architectures: undefined, model_type: 'lladamoe' }).arch, 'llada_moe');
@@ -651,6 +651,41 @@ describe('config.json', () => {
       [{ num_experts: 0 }, /num_experts/],
       [{ vocab_size: 1000, eos_token_id: 1, pad_token_id: 1 }, /mask_token_id/], // (no default mask id inside a small vocab)
       [{ shared_expert_intermediate_size: -1 }, /shared_expert_intermediate_size/],
+    ] as const)
+      throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
+  });
+
+  test('LLaDA2.0: the released mini config (no mask id, no block size) and its refusals', () => {
+    const raw: Record<string, unknown> = {
+      architectures: ['LLaDA2MoeModelLM'], model_type: 'llada2_moe', hidden_size: 2048, num_hidden_layers: 20, num_attention_heads: 16,
+      num_key_value_heads: 4, head_dim: 128, intermediate_size: 5120, moe_intermediate_size: 512, num_experts: 256, num_shared_experts: 1,
+      num_experts_per_tok: 8, n_group: 8, topk_group: 4, routed_scaling_factor: 2.5, score_function: 'sigmoid', norm_topk_prob: true,
+      moe_router_enable_expert_bias: true, router_dtype: 'fp32', first_k_dense_replace: 1, partial_rotary_factor: 0.5, rope_theta: 600000,
+      rope_scaling: null, use_qkv_bias: false, use_bias: false, rms_norm_eps: 1e-6, vocab_size: 157184, max_position_embeddings: 32768,
+      tie_word_embeddings: false, pad_token_id: 156892, use_sliding_window: false, hidden_act: 'silu',
+    };
+    const a = parseConfig(raw);
+    assert.equal(a.arch, 'llada2');
+    assert.equal(a.maskTokenId, 156895);
+    assert.equal(a.attention, 'block_causal');
+    assert.equal(a.blockSize, 32);
+    assert.equal(a.shiftedLogits, false);
+    assert.equal(a.rotaryDim, 64);
+    assert.equal(a.qkNorm, true);
+    assert.equal(a.intermediateSize, 5120);
+    assert.deepEqual({ ...a.moe, layers: a.moe!.layers.map(Number).join('') }, {
+      experts: 256, topK: 8, expertSize: 512, sharedSize: 512, layers: '0' + '1'.repeat(19), scoring: 'sigmoid', groups: 8, groupsKept: 4, scale: 2.5, expertBias: true,
+    });
+    assert.equal(parseConfig({ ...raw, partial_rotary_factor: 1 }).rotaryDim, undefined);
+    for (const [change, msg] of [
+      [{ score_function: 'softmax' }, /score_function/],
+      [{ use_qkv_bias: true }, /use_qkv_bias/],
+      [{ n_group: 7 }, /n_group/],
+      [{ topk_group: 1, num_experts_per_tok: 40 }, /topk_group/],
+      [{ first_k_dense_replace: 21 }, /first_k_dense_replace/],
+      [{ partial_rotary_factor: 0.3 }, /partial_rotary_factor/],
+      [{ num_shared_experts: -1 }, /num_shared_experts/],
+      [{ use_sliding_window: true }, /use_sliding_window/],
     ] as const)
       throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
   });

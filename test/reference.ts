@@ -7,6 +7,7 @@ import { loadConfig, type ModelArgs } from '../src/formats/config.ts';
 import { Checkpoint } from '../src/formats/safetensors.ts';
 import { lladaNames } from '../src/models/llada.ts';
 import { lladaMoeNames } from '../src/models/llada-moe.ts';
+import { llada2Names } from '../src/models/llada2.ts';
 import type { LayerNames } from '../src/models/transformer.ts';
 import { hfNames, qwen3Names } from '../src/models/causal.ts';
 import { dreamNames } from '../src/models/dream.ts';
@@ -30,7 +31,7 @@ export async function loadReference(dir: string): Promise<RefModel> {
     w.set(name, { data: Float64Array.from(f), rows: info.shape[0], cols: info.shape[1] ?? 1 });
   }
   await ck.close();
-  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'llada_moe' ? lladaMoeNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
+  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'llada_moe' ? lladaMoeNames(args) : args.arch === 'llada2' ? llada2Names(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
   return { args, w, names };
 }
 
@@ -52,12 +53,13 @@ function linear(W: Mat, x: Float64Array, bias?: Mat): Float64Array {
   return y;
 }
 
-function rope(v: Float64Array, heads: number, dh: number, pos: number, theta: number): Float64Array {
-  const out = new Float64Array(v.length);
-  const half = dh / 2;
+/** rotate_half RoPE on each head's first `rot` dims (all by default); the rest pass through */
+function rope(v: Float64Array, heads: number, dh: number, pos: number, theta: number, rot = dh): Float64Array {
+  const out = Float64Array.from(v);
+  const half = rot / 2;
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < half; i++) {
-      const invFreq = Math.fround(theta ** (-(2 * i) / dh));
+      const invFreq = Math.fround(theta ** (-(2 * i) / rot));
       const ang = pos * invFreq;
       const c = Math.cos(ang), s = Math.sin(ang);
       const a = v[h * dh + i], b = v[h * dh + half + i];
@@ -74,20 +76,44 @@ function swiglu(gate: Mat, up: Mat, down: Mat, x: Float64Array): Float64Array {
   return linear(down, g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]));
 }
 
-/** LLaDA-MoE's feed-forward: softmax over every expert's router logit, the top k run, their
- * outputs summed weighted by those probabilities (not renormalized), plus the shared expert. */
+/**
+ * A mixture feed-forward, plus the shared expert.
+ *   softmax (LLaDA-MoE): softmax over every expert's router logit, the top k run, their outputs
+ *     summed weighted by those probabilities (not renormalized);
+ *   sigmoid (LLaDA2.0): scores = sigmoid(logits); the choice by scores + expert bias among the
+ *     experts of the best `groupsKept` contiguous groups (a group's worth: the sum of its two best
+ *     biased scores), the top k of those; weights = chosen scores / (their sum + 1e-20) x scale.
+ */
 function mixture(m: RefModel, n: NonNullable<LayerNames['moe']>, x: Float64Array): Float64Array {
   const get = (name: string) => m.w.get(name)!;
+  const mo = m.args.moe!;
   const logits = linear(get(n.router), x);
-  const mx = Math.max(...logits);
-  const e = logits.map((v) => Math.exp(v - mx));
-  const z = e.reduce((s, v) => s + v, 0);
-  const chosen = [...e.keys()].sort((i, j) => e[j] - e[i]).slice(0, m.args.moe!.topK);
+  const weight = new Map<number, number>();
+  if (mo.scoring === 'softmax') {
+    const mx = Math.max(...logits);
+    const e = logits.map((v) => Math.exp(v - mx));
+    const z = e.reduce((s, v) => s + v, 0);
+    for (const i of [...e.keys()].sort((i, j) => e[j] - e[i]).slice(0, mo.topK)) weight.set(i, e[i] / z);
+  } else {
+    const scores = logits.map((v) => 1 / (1 + Math.exp(-v)));
+    const bias = n.expertBias ? get(n.expertBias).data : new Float64Array(mo.experts);
+    const biased = scores.map((v, i) => v + bias[i]);
+    const per = mo.experts / mo.groups;
+    const worth = Array.from({ length: mo.groups }, (_, gi) => {
+      const s = Array.from(biased.slice(gi * per, (gi + 1) * per)).sort((p, q) => q - p);
+      return s[0] + s[1];
+    });
+    const keptGroups = new Set([...worth.keys()].sort((p, q) => worth[q] - worth[p]).slice(0, mo.groupsKept));
+    const candidates = [...biased.keys()].filter((i) => keptGroups.has(Math.floor(i / per)));
+    const chosen = candidates.sort((i, j) => biased[j] - biased[i]).slice(0, mo.topK);
+    const sum = chosen.reduce((s, i) => s + scores[i], 0);
+    for (const i of chosen) weight.set(i, (mo.topK > 1 ? scores[i] / (sum + 1e-20) : scores[i]) * mo.scale);
+  }
   const out = new Float64Array(x.length);
-  for (const i of chosen) {
+  for (const [i, wi] of weight) {
     const ex = n.experts[i];
     const y = swiglu(get(ex.gate), get(ex.up), get(ex.down), x);
-    for (let d = 0; d < out.length; d++) out[d] += (e[i] / z) * y[d];
+    for (let d = 0; d < out.length; d++) out[d] += wi * y[d];
   }
   if (n.shared) {
     const y = swiglu(get(n.shared.gate), get(n.shared.up), get(n.shared.down), x);
@@ -123,9 +149,16 @@ export function referenceForward(m: RefModel, ids: number[], positions: number[]
     };
     // (clip_qkv: clamped after the projections and norms)
     const clip = (v: Float64Array) => (a.clipQkv === undefined ? v : v.map((t) => Math.min(a.clipQkv!, Math.max(-a.clipQkv!, t))));
-    const q = hs.map((h, i) => rope(clip(perHead(linear(get(n.q), h, n.qBias ? get(n.qBias) : undefined), H, n.qNorm)), H, Dh, positions[i], a.ropeTheta));
-    const k = hs.map((h, i) => rope(clip(perHead(linear(get(n.k), h, n.kBias ? get(n.kBias) : undefined), Hkv, n.kNorm)), Hkv, Dh, positions[i], a.ropeTheta));
-    const v = hs.map((h) => clip(linear(get(n.v), h, n.vBias ? get(n.vBias) : undefined)));
+    // (a fused query_key_value: all q heads' rows, then k's, then v's)
+    const proj = (h: Float64Array, part: 'q' | 'k' | 'v', bias?: string) => {
+      if (!n.qkv) return linear(get(n[part]!), h, bias ? get(bias) : undefined);
+      const all = linear(get(n.qkv), h);
+      const at = part === 'q' ? 0 : part === 'k' ? H * Dh : (H + Hkv) * Dh;
+      return all.slice(at, at + (part === 'q' ? H : Hkv) * Dh);
+    };
+    const q = hs.map((h, i) => rope(clip(perHead(proj(h, 'q', n.qBias), H, n.qNorm)), H, Dh, positions[i], a.ropeTheta, a.rotaryDim));
+    const k = hs.map((h, i) => rope(clip(perHead(proj(h, 'k', n.kBias), Hkv, n.kNorm)), Hkv, Dh, positions[i], a.ropeTheta, a.rotaryDim));
+    const v = hs.map((h) => clip(proj(h, 'v', n.vBias)));
     const ctx = x.map(() => new Float64Array(H * Dh));
     for (let h = 0; h < H; h++) {
       const kh = Math.floor(h / (H / Hkv));

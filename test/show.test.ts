@@ -34,13 +34,18 @@ test('parameter count from the config equals the tensors in the checkpoint (ever
   const moe = await tempDir('quench-show-llada_moe-');
   await writeFixture(moe, { arch: 'llada_moe', hidden: 32, heads: 4, kvHeads: 2, layers: 3, experts: 5, expertsPerToken: 2, expertSize: 16, sharedSize: 24, moeLayers: [0, 1, 1] });
   dirs.push(moe);
+  // LLaDA2.0: fused qkv, expert biases, shared experts, a dense first layer
+  const l2 = await tempDir('quench-show-llada2-');
+  await writeFixture(l2, { arch: 'llada2', hidden: 32, heads: 4, kvHeads: 2, layers: 3, experts: 8, expertsPerToken: 2, expertSize: 16, sharedExperts: 2, groups: 4, groupsKept: 2 });
+  dirs.push(l2);
   for (const dir of dirs) {
     const { args } = await loadConfig(dir);
     assert.equal(parameterCount(args), await tensorParams(dir), dir);
   }
-  // active per token: 3 of the 5 experts' weights left out in each of the 2 mixtures
+  // active per token: 3 of the 5 experts' weights left out in each of the 2 mixtures, and the
+  // input embedding (untied)
   const { args } = await loadConfig(moe);
-  assert.equal(parameterCount(args) - parameterCount(args, true), 2 * 3 * 3 * 32 * 16);
+  assert.equal(parameterCount(args) - parameterCount(args, true), 2 * 3 * 3 * 32 * 16 + args.vocabSize * 32);
   assert.match(await describe(moe), /experts\s+5 of 16 per mixture, 2 per token, a shared expert of 24; 2 of 3 layers/);
 });
 

@@ -13,7 +13,8 @@ import { describeDefaults } from './generation-config.ts';
 
 /** Parameters of the model the arguments describe: embeddings, every layer's projections and
  * norms, the final norm and an untied head (biases and q/k norms where the layout has them);
- * `active`: with only the k chosen experts of each mixture (the weights one token runs through). */
+ * `active`: the weights one token runs through, as model cards count them: only the k chosen
+ * experts of each mixture, and not the input embedding (a lookup). */
 export function parameterCount(a: ModelArgs, active = false): number {
   const D = a.hiddenSize;
   const q = a.numHeads * a.headDim;
@@ -22,10 +23,11 @@ export function parameterCount(a: ModelArgs, active = false): number {
   let layers = 0;
   for (let l = 0; l < a.numLayers; l++) {
     const m = a.moe;
-    const mlp = m?.layers[l] ? D * m.experts + 3 * D * ((active ? m.topK : m.experts) * m.expertSize + (m.sharedSize ?? 0)) : 3 * D * a.intermediateSize;
+    const mlp = m?.layers[l] ? D * m.experts + (m.expertBias ? m.experts : 0) + 3 * D * ((active ? m.topK : m.experts) * m.expertSize + (m.sharedSize ?? 0)) : 3 * D * a.intermediateSize;
     layers += attn + mlp + 2 * D;
   }
-  return a.vocabSize * D + layers + D + (a.tiedEmbeddings ? 0 : a.vocabSize * D);
+  const embed = active && !a.tiedEmbeddings ? 0 : a.vocabSize * D;
+  return embed + layers + D + (a.tiedEmbeddings ? 0 : a.vocabSize * D);
 }
 
 function count(n: number): string {
@@ -109,7 +111,7 @@ export async function describe(dir: string): Promise<string> {
         : 'bidirectional';
   const rows: [string, string][] = [
     ['architecture', args.arch],
-    ['parameters', count(parameterCount(args)) + (args.moe ? ` (${count(parameterCount(args, true))} active per token)` : '')],
+    ['parameters', count(parameterCount(args)) + (args.moe ? ` (${count(parameterCount(args, true))} active per token, without the embedding)` : '')],
     ...(args.moe ? ([['experts', `${args.moe.experts} of ${args.moe.expertSize} per mixture, ${args.moe.topK} per token${args.moe.sharedSize ? `, a shared expert of ${args.moe.sharedSize}` : ''}; ${args.moe.layers.filter(Boolean).length} of ${args.numLayers} layers`]] as [string, string][]) : []),
     ['context length', String(args.maxPositions)],
     ['embedding length', String(args.hiddenSize)],

@@ -7,14 +7,27 @@ import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'llada_moe' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
+export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
 
-/** A mixture-of-experts feed-forward (LLaDA-MoE): a softmax router picks `topK` of `experts`
- * SwiGLU experts per token; their outputs are summed weighted by the router's probabilities
- * (not renormalized over the chosen ones). */
+/**
+ * A mixture-of-experts feed-forward: a router picks `topK` of `experts` SwiGLU experts per token
+ * and sums their outputs weighted by its scores.
+ *   softmax (LLaDA-MoE): probabilities over all experts, the top k, not renormalized;
+ *   sigmoid (LLaDA2.0): sigmoid scores; the choice among them by score + expert bias, limited to
+ *     the `groupsKept` best of `groups` contiguous groups (a group's worth: its two best), the
+ *     weights the chosen unbiased scores, normalized to sum 1 (when k > 1) and times `scale`.
+ */
 export interface MoeArgs {
   experts: number;
   topK: number;
+  scoring: 'softmax' | 'sigmoid';
+  /** sigmoid routing: contiguous expert groups, and how many the choice may draw from */
+  groups: number;
+  groupsKept: number;
+  /** sigmoid routing: weights times this (routed_scaling_factor) */
+  scale: number;
+  /** sigmoid routing: a per-expert bias added to the scores for the choice only */
+  expertBias: boolean;
   /** each expert's intermediate size */
   expertSize: number;
   /** an always-on shared expert's intermediate size, or null */
@@ -39,6 +52,8 @@ export interface ModelArgs {
   qkvBias: boolean;
   /** each head's q and k are RMS-normalized before RoPE (Qwen3 layout: SDAR) */
   qkNorm?: boolean;
+  /** RoPE rotates only the first rotaryDim dims of each head (partial rotary, LLaDA2.0: half) */
+  rotaryDim?: number;
   /** q, k and v are clamped to [-clipQkv, clipQkv] after the projections (and q/k norms) */
   clipQkv?: number;
   /** the feed-forward is a mixture of experts (LLaDA-MoE); intermediateSize is then the dense layers' */
@@ -60,7 +75,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -102,6 +117,7 @@ function detect(raw: Raw): Architecture {
   const type = typeof raw.model_type === 'string' ? raw.model_type.toLowerCase() : '';
   const archs = Array.isArray(raw.architectures) ? raw.architectures.map(String) : [];
   // (LLaDA-MoE's published config.json says model_type "llada": its class names it)
+  if (type === 'llada2_moe' || archs.includes('LLaDA2MoeModelLM')) return 'llada2';
   if (type === 'lladamoe' || type === 'llada_moe' || archs.includes('LLaDAMoEModelLM') || archs.includes('LLaDAMoEModel')) return 'llada_moe';
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
@@ -162,15 +178,15 @@ export function parseConfig(raw: unknown): ModelArgs {
     numHeads,
     numKvHeads: int(r, 'num_key_value_heads', LIMITS.heads, numHeads),
     headDim: int(r, 'head_dim', LIMITS.dim, Math.floor(hiddenSize / numHeads)),
-    intermediateSize: arch === 'llada_moe' ? int(r, 'dense_intermediate_size', LIMITS.dim * 8, int(r, 'expert_intermediate_size', LIMITS.dim * 8)) : int(r, 'intermediate_size', LIMITS.dim * 8),
+    intermediateSize: arch === 'llada2' ? int(r, 'intermediate_size', LIMITS.dim * 8, int(r, 'moe_intermediate_size', LIMITS.dim * 8)) : arch === 'llada_moe' ? int(r, 'dense_intermediate_size', LIMITS.dim * 8, int(r, 'expert_intermediate_size', LIMITS.dim * 8)) : int(r, 'intermediate_size', LIMITS.dim * 8),
     vocabSize,
     ropeTheta: num(r, 'rope_theta', 10000, 0, 1e12),
     rmsNormEps: num(r, 'rms_norm_eps', 1e-6, 0, 1),
     maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
     qkvBias: arch === 'dream' || arch === 'qwen2' || arch === 'fast_dllm_v2',
     tiedEmbeddings: r.tie_word_embeddings === true,
-    attention: arch === 'dream' || arch === 'llada_moe' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' ? 'block_causal' : 'causal',
-    shiftedLogits: arch !== 'sdar' && arch !== 'llada_moe',
+    attention: arch === 'dream' || arch === 'llada_moe' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' || arch === 'llada2' ? 'block_causal' : 'causal',
+    shiftedLogits: arch !== 'sdar' && arch !== 'llada_moe' && arch !== 'llada2',
     maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
     eosTokenIds: idList(r, 'eos_token_id', vocabSize),
     bosTokenId: optId(r, 'bos_token_id', vocabSize),
@@ -192,6 +208,7 @@ export function parseConfig(raw: unknown): ModelArgs {
     args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151669 ? 151669 : null);
   }
   if (arch === 'llada_moe') lladaMoe(r, args);
+  if (arch === 'llada2') llada2(r, args);
   if (arch === 'fast_dllm_v2') {
     // Qwen2.5 layout, block-causal over blocks of bd_size (32) aligned to position 0, logits
     // shifted within the block (a block's first position is read from the previous block's last
@@ -231,7 +248,61 @@ function lladaMoe(r: Raw, args: ModelArgs): void {
     expertSize: int(r, 'expert_intermediate_size', LIMITS.dim * 8),
     sharedSize: shared === undefined || shared === null ? null : int(r, 'shared_expert_intermediate_size', LIMITS.dim * 8),
     layers: freq.map((f) => f === 1),
+    scoring: 'softmax',
+    groups: 1,
+    groupsKept: 1,
+    scale: 1,
+    expertBias: false,
   };
+  args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 156895 ? 156895 : null);
+}
+
+/**
+ * LLaDA2.0 (inclusionAI/LLaDA2.0-mini, -flash; model_type llada2_moe): the BailingMoE layout
+ * (fused query_key_value, per-head q/k RMSNorm, RoPE on the first partial_rotary_factor of each
+ * head, untied head) trained as a block diffusion model: attention causal across blocks of 32
+ * aligned to position 0, bidirectional within one; logits not shifted; mask 156895 (in no config
+ * key). Layers from first_k_dense_replace on are mixtures: 256 experts, 8 per token, a sigmoid
+ * router with an expert bias for the choice, 8 groups of which 4 are kept, weights normalized and
+ * times routed_scaling_factor, plus num_shared_experts shared experts. Its modeling code always
+ * routes by sigmoid and normalizes when k > 1, whatever score_function / norm_topk_prob say.
+ */
+function llada2(r: Raw, args: ModelArgs): void {
+  if (r.use_qkv_bias === true || r.use_bias === true) bad('use_qkv_bias / use_bias true is not supported for llada2_moe');
+  if (r.score_function !== undefined && r.score_function !== null && r.score_function !== 'sigmoid') bad(`score_function ${JSON.stringify(r.score_function)} is not supported (its modeling code routes by sigmoid)`);
+  if (r.use_sliding_window === true) bad('use_sliding_window true is not supported');
+  const prf = num(r, 'partial_rotary_factor', 0.5, 0, 1);
+  const rot = Math.round(args.headDim * prf);
+  if (rot % 2 !== 0 || Math.abs(rot - args.headDim * prf) > 1e-9) bad(`partial_rotary_factor ${prf} of head_dim ${args.headDim} is not an even number of dimensions`);
+  if (rot < args.headDim) args.rotaryDim = rot;
+  args.qkNorm = r.use_qk_norm !== false;
+  args.rmsNormEps = num(r, 'rms_norm_eps', 1e-5, 0, 1);
+  const experts = int(r, 'num_experts', 4096);
+  const groups = int(r, 'n_group', experts, 1);
+  if (experts % groups !== 0) bad(`num_experts ${experts} does not split into n_group ${groups} groups`);
+  const dense = r.first_k_dense_replace ?? 0;
+  if (typeof dense !== 'number' || !Number.isInteger(dense) || dense < 0 || dense > args.numLayers) bad(`first_k_dense_replace must be an integer in [0, ${args.numLayers}], got ${JSON.stringify(dense)}`);
+  const moeSize = int(r, 'moe_intermediate_size', LIMITS.dim * 8);
+  const shared = r.num_shared_experts ?? 0;
+  if (typeof shared !== 'number' || !Number.isInteger(shared) || shared < 0 || shared > 64) bad(`num_shared_experts must be an integer in [0, 64], got ${JSON.stringify(shared)}`);
+  const topK = int(r, 'num_experts_per_tok', experts);
+  const groupsKept = int(r, 'topk_group', groups, groups);
+  // (each kept group offers experts / groups; the choice needs k of them, and a group's worth is its best two)
+  if (groupsKept * (experts / groups) < topK) bad(`topk_group ${groupsKept} of ${groups} groups holds fewer than num_experts_per_tok ${topK} experts`);
+  if (groups > 1 && experts / groups < 2) bad(`n_group ${groups} leaves fewer than 2 experts per group`);
+  args.moe = {
+    experts,
+    topK,
+    expertSize: moeSize,
+    sharedSize: shared > 0 ? shared * moeSize : null,
+    layers: Array.from({ length: args.numLayers }, (_, i) => i >= dense),
+    scoring: 'sigmoid',
+    groups,
+    groupsKept,
+    scale: num(r, 'routed_scaling_factor', 1, 0, 1e6),
+    expertBias: true,
+  };
+  args.blockSize = int(r, 'block_size', 4096, 32);
   args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 156895 ? 156895 : null);
 }
 
@@ -255,7 +326,7 @@ function check(a: ModelArgs): ModelArgs {
   if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
   if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
   if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
-  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
+  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe' || a.arch === 'llada2') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
   return a;
 }
 

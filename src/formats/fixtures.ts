@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'llada_moe' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
+export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -44,6 +44,14 @@ export interface FixtureOptions {
   moeLayers?: number[];
   /** llada_moe: clip_qkv */
   clipQkv?: number;
+  /** llada2: shared experts (each of expertSize), expert groups (n_group) and how many the choice keeps, routed_scaling_factor, dense first layers */
+  sharedExperts?: number;
+  groups?: number;
+  groupsKept?: number;
+  routedScale?: number;
+  firstDense?: number;
+  /** llada2: partial_rotary_factor (default 0.5) */
+  rotaryFactor?: number;
 }
 
 // ---------------------------------------------------------------- random numbers
@@ -93,7 +101,7 @@ const TEMPLATES = {
 
 export function fixtureTokenizer(fixtureArch: FixtureArch): FixtureTokenizer {
   // (the LLaDA-MoE fixture borrows the LLaDA tokenizer family: what it tests is the layout)
-  const arch = fixtureArch === 'llada_moe' ? 'llada' : fixtureArch;
+  const arch = fixtureArch === 'llada_moe' || fixtureArch === 'llada2' ? 'llada' : fixtureArch;
   const b2u = bytesToUnicode();
   const vocab: Record<string, number> = {};
   b2u.forEach((c, i) => (vocab[c] = i));
@@ -157,7 +165,7 @@ export function fixtureTokenizer(fixtureArch: FixtureArch): FixtureTokenizer {
 interface PlannedTensor {
   name: string;
   shape: number[];
-  kind: 'linear' | 'norm' | 'embed' | 'bias' | 'router';
+  kind: 'linear' | 'norm' | 'embed' | 'bias' | 'router' | 'expert_bias';
 }
 
 export interface FixtureInfo {
@@ -178,6 +186,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   const std = o.std ?? 0.15;
   const Dh = o.headDim ?? D / H;
   if (o.headDim !== undefined && o.arch === 'llada') throw new Error('writeFixture: the LLaDA config has no head_dim');
+  const E = o.experts ?? 4, Fe = o.expertSize ?? 32;
   const tk = fixtureTokenizer(o.arch);
   const V = Math.max(o.vocab ?? tk.size + 8, tk.size);
   const rand = mulberry32(o.seed ?? 1);
@@ -230,6 +239,73 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       rope: true,
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
     };
+  } else if (o.arch === 'llada2') {
+    // the BailingMoE layout of LLaDA2.0 (its config.json names no mask id: the fixture's is written)
+    const firstDense = o.firstDense ?? 1;
+    const shared = o.sharedExperts ?? 1;
+    plan.push({ name: 'model.word_embeddings.weight', shape: [V, D], kind: 'embed' });
+    for (let i = 0; i < layers; i++) {
+      const b = `model.layers.${i}`;
+      const swiglu = (p: string, f: number) =>
+        plan.push(
+          { name: `${p}.gate_proj.weight`, shape: [f, D], kind: 'linear' },
+          { name: `${p}.up_proj.weight`, shape: [f, D], kind: 'linear' },
+          { name: `${p}.down_proj.weight`, shape: [D, f], kind: 'linear' },
+        );
+      plan.push(
+        { name: `${b}.input_layernorm.weight`, shape: [D], kind: 'norm' },
+        { name: `${b}.attention.query_key_value.weight`, shape: [(H + 2 * Hkv) * Dh, D], kind: 'linear' },
+        { name: `${b}.attention.query_layernorm.weight`, shape: [Dh], kind: 'norm' },
+        { name: `${b}.attention.key_layernorm.weight`, shape: [Dh], kind: 'norm' },
+        { name: `${b}.attention.dense.weight`, shape: [D, H * Dh], kind: 'linear' },
+        { name: `${b}.post_attention_layernorm.weight`, shape: [D], kind: 'norm' },
+      );
+      if (i < firstDense) swiglu(`${b}.mlp`, Fi);
+      else {
+        plan.push({ name: `${b}.mlp.gate.weight`, shape: [E, D], kind: 'router' }, { name: `${b}.mlp.gate.expert_bias`, shape: [E], kind: 'expert_bias' });
+        for (let e = 0; e < E; e++) swiglu(`${b}.mlp.experts.${e}`, Fe);
+        if (shared > 0) swiglu(`${b}.mlp.shared_experts`, shared * Fe);
+      }
+    }
+    plan.push({ name: 'model.norm.weight', shape: [D], kind: 'norm' });
+    if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
+    config = {
+      architectures: ['LLaDA2MoeModelLM'],
+      model_type: 'llada2_moe',
+      hidden_size: D,
+      num_hidden_layers: layers,
+      num_attention_heads: H,
+      num_key_value_heads: Hkv,
+      head_dim: Dh,
+      intermediate_size: Fi,
+      moe_intermediate_size: Fe,
+      num_experts: E,
+      num_shared_experts: shared,
+      num_experts_per_tok: o.expertsPerToken ?? 2,
+      n_group: o.groups ?? 2,
+      topk_group: o.groupsKept ?? 1,
+      routed_scaling_factor: o.routedScale ?? 2.5,
+      score_function: 'sigmoid',
+      norm_topk_prob: true,
+      moe_router_enable_expert_bias: true,
+      router_dtype: 'fp32',
+      first_k_dense_replace: firstDense,
+      partial_rotary_factor: o.rotaryFactor ?? 0.5,
+      rope_theta: o.ropeTheta ?? 600000,
+      use_qk_norm: true,
+      use_qkv_bias: false,
+      use_bias: false,
+      rms_norm_eps: 1e-6,
+      hidden_act: 'silu',
+      vocab_size: V,
+      max_position_embeddings: o.maxPositions ?? 1024,
+      tie_word_embeddings: !!o.tied,
+      pad_token_id: tk.specials['<|endoftext|>'],
+      eos_token_id: tk.specials['<|endoftext|>'],
+      mask_token_id: tk.specials['<|mdm_mask|>'],
+      ...(o.blockSize ? { block_size: o.blockSize } : {}),
+      torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
+    };
   } else {
     const qwen3 = o.arch === 'sdar' || o.arch === 'qwen3' || o.arch === 'llada_moe';
     const bias = o.arch !== 'llama' && !qwen3;
@@ -262,8 +338,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
         );
       if (o.arch === 'llada_moe' && (o.moeLayers?.[i] ?? 1) === 1) {
         // (router logits spread wide enough that the top-k choice differs between tokens)
-        plan.push({ name: `${b}.mlp.gate.weight`, shape: [o.experts ?? 4, D], kind: 'router' });
-        for (let e = 0; e < (o.experts ?? 4); e++) swiglu(`${b}.mlp.experts.${e}`, o.expertSize ?? 32);
+        plan.push({ name: `${b}.mlp.gate.weight`, shape: [E, D], kind: 'router' });
+        for (let e = 0; e < E; e++) swiglu(`${b}.mlp.experts.${e}`, Fe);
         if (o.sharedSize) swiglu(`${b}.shared_expert`, o.sharedSize);
       } else swiglu(`${b}.mlp`, Fi);
     }
@@ -326,6 +402,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     if (t.kind === 'norm') return normal(rand, n, 0.1, 1);
     if (t.kind === 'bias') return normal(rand, n, 0.1);
     if (t.kind === 'router') return normal(rand, n, 0.5);
+    if (t.kind === 'expert_bias') return normal(rand, n, 0.2);
     if (t.kind === 'embed') {
       const e = normal(rand, n, 1);
       if (favour !== undefined) for (let i = 0; i < n; i++) e[i] += 4 * u[i % D];

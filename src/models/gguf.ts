@@ -90,7 +90,7 @@ export class GgufWeights {
   private tensor(name: string) {
     const src = ggufSource(this.args.arch, name);
     const t = src === null ? undefined : this.file.tensors.get(src.name);
-    if (!t || (src!.expert !== undefined && (t.dims.length !== 3 || src!.expert >= t.dims[2])))
+    if (!t || (src!.expert !== undefined && (t.dims.length !== 3 || t.dims[2] !== this.args.moe?.experts)))
       throw new FormatError('tensor_missing', `gguf: no tensor for ${JSON.stringify(name)}${src ? ` (${src.name}${src.expert !== undefined ? `, expert ${src.expert}` : ''})` : ''}`);
     return { t, expert: src!.expert };
   }

@@ -20,6 +20,7 @@ import { hfNames, qwen3Names } from './causal.ts';
 import { dreamNames } from './dream.ts';
 import { lladaNames } from './llada.ts';
 import { lladaMoeNames } from './llada-moe.ts';
+import { llada2Names } from './llada2.ts';
 import { sdarNames } from './sdar.ts';
 import { ggufModelName, isGguf, openGguf } from '../formats/gguf.ts';
 import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
@@ -83,6 +84,7 @@ export interface Model {
 const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   llada: lladaNames,
   llada_moe: lladaMoeNames,
+  llada2: llada2Names,
   dream: dreamNames,
   sdar: sdarNames,
   fast_dllm_v2: hfNames,
@@ -91,7 +93,8 @@ const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   qwen3: qwen3Names,
 };
 
-const GRAPH_SOURCES = ['transformer.ts', '../runtime/quant.ts', '../runtime/graph.ts'];
+// (the code a converted graph depends on: the builder, each layout's tensor names, the config reading)
+const GRAPH_SOURCES = ['transformer.ts', '../runtime/quant.ts', '../runtime/graph.ts', 'llada.ts', 'llada-moe.ts', 'llada2.ts', 'dream.ts', 'causal.ts', 'sdar.ts', '../formats/config.ts'];
 
 export function defaultCacheDir(): string {
   return process.env.QUENCH_CACHE || join(homedir(), '.cache', 'quench');

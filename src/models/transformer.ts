@@ -27,15 +27,19 @@ export interface Swiglu {
 /** A mixture-of-experts feed-forward (LLaDA-MoE): router [E, D], the experts, an optional shared expert. */
 export interface MoeNames {
   router: string;
+  /** sigmoid routing: the bias added to the scores for the choice [E] */
+  expertBias?: string;
   experts: Swiglu[];
   shared: Swiglu | null;
 }
 
 export interface LayerNames {
   attnNorm: string;
-  q: string;
-  k: string;
-  v: string;
+  /** separate projections, or one fused [(H + 2 Hkv) Dh, D] with q, k, v rows in that order */
+  q?: string;
+  k?: string;
+  v?: string;
+  qkv?: string;
   qBias?: string;
   kBias?: string;
   vBias?: string;
@@ -56,7 +60,7 @@ export function layerTensorNames(n: LayerNames): string[] {
   const { moe, ...rest } = n;
   const out = Object.values(rest).filter((x): x is string => typeof x === 'string');
   if (moe) {
-    out.push(moe.router);
+    out.push(moe.router, ...(moe.expertBias ? [moe.expertBias] : []));
     for (const e of [...moe.experts, ...(moe.shared ? [moe.shared] : [])]) out.push(e.gate, e.up, e.down);
   }
   return out;
@@ -116,9 +120,10 @@ function rmsNorm(g: Graph, x: string, weight: string, eps: number): string {
   return g.op('SimplifiedLayerNormalization', [x, weight], { axis: I(-1), epsilon: F(eps) });
 }
 
-/** NeoX rotate_half RoPE on [B, L, heads*Dh] through ORT's RotaryEmbedding kernel. */
-function rope(g: Graph, x: string, pos: string, cos: string, sin: string, heads: number): string {
-  return g.op('RotaryEmbedding', [x, pos, cos, sin], { interleaved: I(0), num_heads: I(heads) }, { domain: 'com.microsoft' });
+/** NeoX rotate_half RoPE on [B, L, heads*Dh] through ORT's RotaryEmbedding kernel; `rotary`:
+ * only each head's first that many dims turn (partial rotary), the rest pass through. */
+function rope(g: Graph, x: string, pos: string, cos: string, sin: string, heads: number, rotary?: number): string {
+  return g.op('RotaryEmbedding', [x, pos, cos, sin], { interleaved: I(0), num_heads: I(heads), ...(rotary ? { rotary_embedding_dim: I(rotary) } : {}) }, { domain: 'com.microsoft' });
 }
 
 /** down(silu(gate h) * up h) for h [B, L, D]: gate and up as one matmul, then split. */
@@ -132,69 +137,129 @@ async function swiglu(g: Graph, name: string, h: string, w: Swiglu, D: number, F
 }
 
 /**
- * The mixture of experts on h [B, L, D] through ORT's MoE kernel: router logits (fp32, tiny),
- * softmax over all experts, top k, outputs weighted by those probabilities without
- * renormalizing (normalize_routing_weights 0), each expert silu(gate) * up -> down
- * (activation swiglu with alpha 1, beta 0, gate and up rows interleaved in fc1 [E, 2Fe, D];
- * fc2 [E, D, Fe]: the checkpoint's own [out, in] layouts); int8/int4 models quantize the experts
- * for QMoE (the router stays fp32). Only the k chosen experts' weights count as parameters
- * (per-token FLOPs).
+ * The router: what the mixture kernel is fed per row [N, E], and a per-row factor [N, 1] (or
+ * null) for its output. ORT's MoE kernel (normalize_routing_weights 0) takes the softmax over
+ * all E inputs and weights the top k by those probabilities; its QMoE kernel always renormalizes
+ * over the chosen k.
+ *   softmax (LLaDA-MoE): the logits themselves; MoE needs no factor, QMoE the chosen
+ *     probabilities' sum (its weights divided by that sum).
+ *   sigmoid (LLaDA2.0): the choice is made here (scores + expert bias, the best `groupsKept`
+ *     groups by the sum of their two best, the top k among those); the kernel gets log w at the
+ *     chosen experts and -1e30 elsewhere, so both kernels weight by w / sum(w), and the factor
+ *     restores the model's weights: routed_scaling_factor x (normalized, k > 1: sum/(sum + 1e-20);
+ *     k = 1: the score itself).
  */
+async function route(g: Graph, name: string, logits: string, w: MoeNames, a: ModelArgs, ck: WeightReader, quantized: boolean): Promise<{ input: string; factor: string | null }> {
+  const { experts: E, topK: K, scoring, groups: G, groupsKept, scale, expertBias } = a.moe!;
+  if (scoring === 'softmax') {
+    if (!quantized) return { input: logits, factor: null };
+    const [chosen] = g.node('TopK', [g.op('Softmax', [logits], { axis: I(-1) }), g.i64([K])], { axis: I(-1) }, { outputs: 2 });
+    return { input: logits, factor: g.op('ReduceSum', [chosen, g.i64([-1])], { keepdims: I(1) }) };
+  }
+  const scores = g.op('Sigmoid', [logits]); // [N, E]
+  let choice = expertBias ? g.op('Add', [scores, g.weight(`${name}.expert_bias`, DT.FLOAT, [E], f32Bytes(await load(ck, w.expertBias!, [E])), false)]) : scores;
+  if (G > 1) {
+    const grouped = g.op('Reshape', [choice, g.i64([-1, G, E / G])]); // [N, G, E/G]
+    const [best2] = g.node('TopK', [grouped, g.i64([2])], { axis: I(-1) }, { outputs: 2 });
+    const worth = g.op('ReduceSum', [best2, g.i64([-1])], { keepdims: I(0) }); // [N, G]
+    const [keptWorth, kept] = g.node('TopK', [worth, g.i64([groupsKept])], { axis: I(-1) }, { outputs: 2 }); // [N, Gk]
+    const zero = g.f32([0], []);
+    const mask = g.op('ScatterElements', [g.op('Mul', [worth, zero]), kept, g.op('Add', [g.op('Mul', [keptWorth, zero]), g.f32([1], [])])], { axis: I(1) }); // [N, G] 1 at kept groups
+    const keep = g.op('Cast', [g.op('Unsqueeze', [mask, g.i64([-1])])], { to: I(DT.BOOL) }); // [N, G, 1]
+    choice = g.op('Reshape', [g.op('Where', [keep, grouped, g.f32([-1e30], [])]), g.i64([-1, E])]);
+  }
+  const [, idx] = g.node('TopK', [choice, g.i64([K])], { axis: I(-1) }, { outputs: 2 }); // [N, K]
+  const chosen = g.op('GatherElements', [scores, idx], { axis: I(1) }); // [N, K] unbiased scores
+  const sum = g.op('ReduceSum', [chosen, g.i64([-1])], { keepdims: I(1) }); // [N, 1]
+  const input = g.op('ScatterElements', [g.op('Add', [g.op('Mul', [scores, g.f32([0], [])]), g.f32([-1e30], [])]), idx, g.op('Log', [chosen])], { axis: I(1) });
+  const kept = K > 1 ? g.op('Div', [sum, g.op('Add', [sum, g.f32([1e-20], [])])]) : sum;
+  return { input, factor: g.op('Mul', [kept, g.f32([scale], [])]) };
+}
+
+/**
+ * The mixture of experts on h [B, L, D] through ORT's MoE kernel (fp32) or QMoE (int8: codes
+ * per expert row; int4: per block of 32 inputs where the widths allow): the router (fp32, tiny,
+ * see route), each expert silu(gate) * up -> down (activation swiglu with alpha 1, beta 0, gate
+ * and up rows interleaved in fc1 [E, 2Fe, D]; fc2 [E, D, Fe]: the checkpoint's own [out, in]
+ * layouts). Only the k chosen experts' weights count as parameters (per-token FLOPs).
+ */
+/**
+ * One stacked expert weight [E, R/E, C] in the kernel's layout, filled row by row from the
+ * checkpoint's tensors: fp32 rows as they are, or quantized as they arrive (QMoE codes per row, or
+ * per block of `block` columns), so a quantized model never holds the layer's fp32 experts.
+ */
+class ExpertRows {
+  private f32: Float32Array | null;
+  private codes: Uint8Array | null;
+  private scales: Float32Array | null;
+  private readonly rowBytes: number;
+  private readonly perRow: number;
+  constructor(
+    private readonly R: number,
+    private readonly C: number,
+    private readonly bits: 32 | 8 | 4,
+    private readonly block: number,
+  ) {
+    this.rowBytes = bits === 8 ? C : C / 2;
+    this.perRow = block ? C / block : 1;
+    this.f32 = bits === 32 ? new Float32Array(R * C) : null;
+    this.codes = bits === 32 ? null : new Uint8Array(R * this.rowBytes);
+    this.scales = bits === 32 ? null : new Float32Array(R * this.perRow);
+  }
+  /** rows [n, C] of a checkpoint tensor; row r goes to row at(r) */
+  put(x: Float32Array, n: number, at: (r: number) => number): void {
+    const { C } = this;
+    if (this.f32) {
+      for (let r = 0; r < n; r++) this.f32.set(x.subarray(r * C, (r + 1) * C), at(r) * C);
+      return;
+    }
+    const q = quantizeRows(x, n, C, this.bits as 8 | 4, this.block);
+    for (let r = 0; r < n; r++) {
+      this.codes!.set(q.packed.subarray(r * this.rowBytes, (r + 1) * this.rowBytes), at(r) * this.rowBytes);
+      this.scales!.set(q.scales.subarray(r * this.perRow, (r + 1) * this.perRow), at(r) * this.perRow);
+    }
+  }
+  weight(g: Graph, name: string, E: number): string {
+    return g.weight(name, DT.FLOAT, [E, this.R / E, this.C], f32Bytes(this.f32!), false);
+  }
+  quantized(g: Graph, name: string, E: number): [string, string] {
+    const rows = this.R / E;
+    return [
+      g.weight(`${name}.q${this.bits}`, DT.UINT8, [E, rows, this.rowBytes], this.codes!),
+      g.weight(`${name}.scales`, DT.FLOAT, this.block ? [E, rows, this.perRow] : [E, rows], f32Bytes(this.scales!), false),
+    ];
+  }
+}
+
 export async function mixture(g: Graph, name: string, h: string, w: MoeNames, a: ModelArgs, ck: WeightReader, opts: GraphOptions): Promise<string> {
   const { hiddenSize: D } = a;
   const { experts: E, topK: K, expertSize: Fe } = a.moe!;
   const flat = g.op('Reshape', [h, g.i64([-1, D])]); // [N, D]
   const wr = stackTransposed([await load(ck, w.router, [E, D])], [E], D);
   const logits = g.op('MatMul', [flat, g.weight(`${name}.router`, DT.FLOAT, [D, E], f32Bytes(wr))]); // [N, E]
-  const fc1 = new Float32Array(E * 2 * Fe * D);
-  const fc2 = new Float32Array(E * D * Fe);
-  for (let e = 0; e < E; e++) {
-    const ex = w.experts[e];
-    const [gate, up] = [await load(ck, ex.gate, [Fe, D]), await load(ck, ex.up, [Fe, D])];
-    for (let f = 0; f < Fe; f++) {
-      fc1.set(gate.subarray(f * D, (f + 1) * D), (e * 2 * Fe + 2 * f) * D);
-      fc1.set(up.subarray(f * D, (f + 1) * D), (e * 2 * Fe + 2 * f + 1) * D);
-    }
-    fc2.set(await load(ck, ex.down, [D, Fe]), e * D * Fe);
-  }
+  const { input, factor } = await route(g, name, logits, w, a, ck, opts.weights !== 'fp32');
   g.paramCount += K * 3 * D * Fe;
   const attrs = { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(0) };
+  const bits = opts.weights === 'fp32' ? 32 : opts.weights === 'int8' ? 8 : 4;
+  const block = bits === 4 && D % INT4_BLOCK === 0 && Fe % INT4_BLOCK === 0 ? INT4_BLOCK : 0;
+  const fc1 = new ExpertRows(E * 2 * Fe, D, bits, block);
+  const fc2 = new ExpertRows(E * D, Fe, bits, block);
+  // (all gates, then all ups, then all downs: a GGUF file stacks each kind in one tensor)
+  for (const [part, rows] of [['gate', Fe], ['up', Fe], ['down', D]] as const)
+    for (let e = 0; e < E; e++) {
+      const x = await load(ck, w.experts[e][part], part === 'down' ? [D, Fe] : [Fe, D]);
+      if (part === 'down') fc2.put(x, rows, (r) => e * D + r);
+      else fc1.put(x, rows, (r) => e * 2 * Fe + 2 * r + (part === 'up' ? 1 : 0));
+    }
   let out: string;
-  if (opts.weights === 'fp32') {
-    out = g.op(
-      'MoE',
-      [flat, logits, g.weight(`${name}.fc1`, DT.FLOAT, [E, 2 * Fe, D], f32Bytes(fc1), false), '', g.weight(`${name}.fc2`, DT.FLOAT, [E, D, Fe], f32Bytes(fc2), false)],
-      attrs,
-      { domain: 'com.microsoft' },
-    ); // [N, D]
+  if (bits === 32) {
+    out = g.op('MoE', [flat, input, fc1.weight(g, `${name}.fc1`, E), '', fc2.weight(g, `${name}.fc2`, E)], attrs, { domain: 'com.microsoft' }); // [N, D]
   } else {
-    // QMoE: codes per row (int8) or per block of 32 inputs (int4, where the widths allow). Its
-    // CPU kernel renormalizes the chosen experts' weights whatever normalize_routing_weights
-    // says; LLaDA-MoE does not, so each row is scaled back by the chosen probabilities' sum.
-    const bits = opts.weights === 'int8' ? 8 : 4;
-    const block = bits === 4 && D % INT4_BLOCK === 0 && Fe % INT4_BLOCK === 0 ? INT4_BLOCK : 0;
-    const q1 = quantizeRows(fc1, E * 2 * Fe, D, bits, block);
-    const q2 = quantizeRows(fc2, E * D, Fe, bits, block);
-    const per = bits === 8 ? 1 : 2;
-    const s1 = block ? [E, 2 * Fe, D / block] : [E, 2 * Fe];
-    const s2 = block ? [E, D, Fe / block] : [E, D];
-    const mixed = g.op(
-      'QMoE',
-      [
-        flat,
-        logits,
-        g.weight(`${name}.fc1.q${bits}`, DT.UINT8, [E, 2 * Fe, D / per], q1.packed),
-        g.weight(`${name}.fc1.scales`, DT.FLOAT, s1, f32Bytes(q1.scales), false),
-        '',
-        g.weight(`${name}.fc2.q${bits}`, DT.UINT8, [E, D, Fe / per], q2.packed),
-        g.weight(`${name}.fc2.scales`, DT.FLOAT, s2, f32Bytes(q2.scales), false),
-      ],
-      { ...attrs, expert_weight_bits: I(bits), ...(block ? { block_size: I(block) } : {}) },
-      { domain: 'com.microsoft' },
-    );
-    const [chosen] = g.node('TopK', [g.op('Softmax', [logits], { axis: I(-1) }), g.i64([K])], { axis: I(-1) }, { outputs: 2 });
-    out = g.op('Mul', [mixed, g.op('ReduceSum', [chosen, g.i64([-1])], { keepdims: I(1) })]);
+    const [w1, s1] = fc1.quantized(g, `${name}.fc1`, E);
+    const [w2, s2] = fc2.quantized(g, `${name}.fc2`, E);
+    out = g.op('QMoE', [flat, input, w1, s1, '', w2, s2], { ...attrs, expert_weight_bits: I(bits), ...(block ? { block_size: I(block) } : {}) }, { domain: 'com.microsoft' });
   }
+  if (factor) out = g.op('Mul', [out, factor]);
   return g.op('Reshape', [out, g.op('Shape', [h])]);
 }
 
@@ -216,11 +281,13 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
   // inv_freq = theta^(-2i/Dh). Positions stay below maxPositions, but ORT's RotaryEmbedding wants
   // a table at least as long as the window, and a guided window (classifier-free guidance) is
   // two copies of a canvas
-  const half = Dh / 2;
+  // (partial rotary: the frequencies are those of a head of rotaryDim dims, as transformers computes them)
+  const R = a.rotaryDim ?? Dh;
+  const half = R / 2;
   const ropeRows = a.attention === 'causal' ? a.maxPositions : 2 * a.maxPositions;
   const cosT = new Float32Array(ropeRows * half);
   const sinT = new Float32Array(ropeRows * half);
-  const invFreq = Float32Array.from({ length: half }, (_, i) => a.ropeTheta ** (-(2 * i) / Dh));
+  const invFreq = Float32Array.from({ length: half }, (_, i) => a.ropeTheta ** (-(2 * i) / R));
   for (let p = 0; p < ropeRows; p++)
     for (let i = 0; i < half; i++) {
       const ang = p * invFreq[i];
@@ -246,7 +313,9 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     // --- attention
     const h1 = rmsNorm(g, x, g.weight(`l${l}.attn_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.attnNorm, [D]))), a.rmsNormEps);
     const outs = [H * Dh, Hkv * Dh, Hkv * Dh];
-    const wqkv = stackTransposed([await load(ck, n.q, [H * Dh, D]), await load(ck, n.k, [Hkv * Dh, D]), await load(ck, n.v, [Hkv * Dh, D])], outs, D);
+    const wqkv = n.qkv
+      ? stackTransposed([await load(ck, n.qkv, [(H + 2 * Hkv) * Dh, D])], [(H + 2 * Hkv) * Dh], D)
+      : stackTransposed([await load(ck, n.q!, [H * Dh, D]), await load(ck, n.k!, [Hkv * Dh, D]), await load(ck, n.v!, [Hkv * Dh, D])], outs, D);
     let qkv = addLinear(g, `l${l}.qkv`, h1, wqkv, D, H * Dh + 2 * Hkv * Dh, opts.weights, { int8: opts.int8 }); // [B, L, (H+2Hkv)Dh]
     if (a.qkvBias) {
       const b = new Float32Array(H * Dh + 2 * Hkv * Dh);
@@ -267,8 +336,8 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     const qn = clip(n.qNorm ? await headNorm(q0, H, 'q_norm', n.qNorm) : q0);
     const kn = clip(n.kNorm ? await headNorm(k0, Hkv, 'k_norm', n.kNorm) : k0);
     const v1 = clip(v0);
-    const q = g.op('Mul', [heads(rope(g, qn, pos, cos, sin, H), H), scale]);
-    const k = heads(rope(g, kn, pos, cos, sin, Hkv), Hkv, `present_key_${l}`);
+    const q = g.op('Mul', [heads(rope(g, qn, pos, cos, sin, H, a.rotaryDim), H), scale]);
+    const k = heads(rope(g, kn, pos, cos, sin, Hkv, a.rotaryDim), Hkv, `present_key_${l}`);
     const v = heads(v1, Hkv, `present_value_${l}`);
     // Scores against the cached entries and against the window are computed separately and
     // joined only as scores: the cache is read in place, never concatenated (copied) per step.
