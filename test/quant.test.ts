@@ -248,9 +248,12 @@ test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax and grouped sigm
   // softmax routing (LLaDA-MoE) with widths that take int4 blocks of 32; grouped sigmoid routing
   // with an expert bias (LLaDA2.0) with an expert width (24) that takes int4 codes per row
   const cases = [
-    { scoring: 'softmax', E: 6, K: 2, Fe: 32, groups: 1, groupsKept: 1, scale: 1, expertBias: false, int4Block: 32 },
-    { scoring: 'sigmoid', E: 8, K: 3, Fe: 24, groups: 4, groupsKept: 2, scale: 2.5, expertBias: true, int4Block: 0 },
-    { scoring: 'sigmoid', E: 5, K: 1, Fe: 16, groups: 1, groupsKept: 1, scale: 1.5, expertBias: true, int4Block: 0 },
+    { scoring: 'softmax', E: 6, K: 2, Fe: 32, groups: 1, groupsKept: 1, scale: 1, expertBias: false, biasMean: 0, int4Block: 32 },
+    // (4 experts per group: a group's worth is its best two, not its sum; biases well below 0:
+    // experts outside the kept groups must lose even to negative biased scores)
+    { scoring: 'sigmoid', E: 16, K: 3, Fe: 24, groups: 4, groupsKept: 2, scale: 2.5, expertBias: true, biasMean: 0, int4Block: 0 },
+    { scoring: 'sigmoid', E: 16, K: 3, Fe: 32, groups: 4, groupsKept: 2, scale: 2.5, expertBias: true, biasMean: -1.5, int4Block: 32 },
+    { scoring: 'sigmoid', E: 5, K: 1, Fe: 16, groups: 1, groupsKept: 1, scale: 1.5, expertBias: true, biasMean: 0, int4Block: 0 },
   ] as const;
   for (const c of cases) {
     const [N, D] = [7, 64];
@@ -260,7 +263,7 @@ test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax and grouped sigm
     const tensors = new Map<string, Float32Array>();
     const names = { router: 'router', expertBias: c.expertBias ? 'bias' : undefined, experts: Array.from({ length: E }, (_, e) => ({ gate: `g${e}`, up: `u${e}`, down: `d${e}` })), shared: null };
     tensors.set('router', rn(E * D, 1));
-    tensors.set('bias', rn(E, 0.3));
+    tensors.set('bias', rn(E, 0.3).map((v) => v + c.biasMean));
     for (const ex of names.experts) tensors.set(ex.gate, rn(Fe * D, 0.3)), tensors.set(ex.up, rn(Fe * D, 0.3)), tensors.set(ex.down, rn(D * Fe, 0.3));
     const shapes: Record<string, number[]> = { router: [E, D], bias: [E] };
     for (const ex of names.experts) (shapes[ex.gate] = [Fe, D]), (shapes[ex.up] = [Fe, D]), (shapes[ex.down] = [D, Fe]);

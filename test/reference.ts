@@ -6,8 +6,6 @@
 import { loadConfig, type ModelArgs } from '../src/formats/config.ts';
 import { Checkpoint } from '../src/formats/safetensors.ts';
 import { lladaNames } from '../src/models/llada.ts';
-import { lladaMoeNames } from '../src/models/llada-moe.ts';
-import { llada2Names } from '../src/models/llada2.ts';
 import type { LayerNames } from '../src/models/transformer.ts';
 import { hfNames, qwen3Names } from '../src/models/causal.ts';
 import { dreamNames } from '../src/models/dream.ts';
@@ -21,8 +19,60 @@ export interface RefModel {
   names: ReturnType<typeof lladaNames>;
 }
 
+/**
+ * The mixture layouts read straight from config.json's keys and the modeling code's tensor
+ * names (with LLaDA2MoeConfig's / LLaDAMoEConfig's defaults), not through the engine's parser
+ * and name tables: a misread key or a swapped name would otherwise agree on both sides.
+ */
+function mixtureLayout(raw: Record<string, any>, args: ModelArgs): { args: ModelArgs; names: RefModel['names'] } {
+  const L = raw.num_hidden_layers as number;
+  const Dh = raw.head_dim ?? raw.hidden_size / raw.num_attention_heads;
+  const sw = (p: string) => ({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` });
+  if (raw.model_type === 'llada2_moe') {
+    const E = raw.num_experts, dense = raw.first_k_dense_replace ?? 0;
+    const rot = Math.round(Dh * (raw.partial_rotary_factor ?? 0.5));
+    const moe = {
+      experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: (raw.num_shared_experts ?? 0) > 0 ? raw.num_shared_experts * raw.moe_intermediate_size : null,
+      layers: Array.from({ length: L }, (_, i) => i >= dense), scoring: 'sigmoid' as const, groups: raw.n_group ?? 8, groupsKept: raw.topk_group ?? 4, scale: raw.routed_scaling_factor ?? 2.5, expertBias: true,
+    };
+    const names = {
+      embed: 'model.word_embeddings.weight',
+      finalNorm: 'model.norm.weight',
+      head: raw.tie_word_embeddings ? null : 'lm_head.weight',
+      layer: (i: number): LayerNames => {
+        const p = `model.layers.${i}`;
+        return {
+          attnNorm: `${p}.input_layernorm.weight`, qkv: `${p}.attention.query_key_value.weight`, qNorm: `${p}.attention.query_layernorm.weight`, kNorm: `${p}.attention.key_layernorm.weight`,
+          o: `${p}.attention.dense.weight`, mlpNorm: `${p}.post_attention_layernorm.weight`,
+          ...(i < dense ? sw(`${p}.mlp`) : { moe: { router: `${p}.mlp.gate.weight`, expertBias: `${p}.mlp.gate.expert_bias`, experts: Array.from({ length: E }, (_, e) => sw(`${p}.mlp.experts.${e}`)), shared: moe.sharedSize ? sw(`${p}.mlp.shared_experts`) : null } }),
+        };
+      },
+    };
+    return { args: { ...args, moe, rotaryDim: rot < Dh ? rot : undefined, clipQkv: undefined }, names };
+  }
+  const E = raw.num_experts;
+  const freq: number[] = raw.moe_layer_freq ?? Array(L).fill(1);
+  const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.expert_intermediate_size, sharedSize: raw.shared_expert_intermediate_size ?? null, layers: freq.map((f) => f === 1), scoring: 'softmax' as const, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
+  const names = {
+    embed: 'model.embed_tokens.weight',
+    finalNorm: 'model.norm.weight',
+    head: raw.tie_word_embeddings ? null : 'lm_head.weight',
+    layer: (i: number): LayerNames => {
+      const p = `model.layers.${i}`;
+      return {
+        attnNorm: `${p}.input_layernorm.weight`, q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight`,
+        ...(raw.qk_layernorm ? { qNorm: `${p}.self_attn.q_norm.weight`, kNorm: `${p}.self_attn.k_norm.weight` } : {}),
+        o: `${p}.self_attn.o_proj.weight`, mlpNorm: `${p}.post_attention_layernorm.weight`,
+        ...(freq[i] === 1 ? { moe: { router: `${p}.mlp.gate.weight`, experts: Array.from({ length: E }, (_, e) => sw(`${p}.mlp.experts.${e}`)), shared: moe.sharedSize ? sw(`${p}.shared_expert`) : null } } : sw(`${p}.mlp`)),
+      };
+    },
+  };
+  return { args: { ...args, moe, rotaryDim: undefined, clipQkv: raw.clip_qkv ?? undefined }, names };
+}
+
 export async function loadReference(dir: string): Promise<RefModel> {
-  const { args } = await loadConfig(dir);
+  const { args: parsed, raw } = await loadConfig(dir);
+  let args = parsed;
   const ck = await Checkpoint.open(dir);
   const w = new Map<string, Mat>();
   for (const name of ck.names()) {
@@ -31,7 +81,9 @@ export async function loadReference(dir: string): Promise<RefModel> {
     w.set(name, { data: Float64Array.from(f), rows: info.shape[0], cols: info.shape[1] ?? 1 });
   }
   await ck.close();
-  const names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'llada_moe' ? lladaMoeNames(args) : args.arch === 'llada2' ? llada2Names(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
+  let names: RefModel['names'];
+  if (args.arch === 'llada_moe' || args.arch === 'llada2') ({ args, names } = mixtureLayout(raw, args));
+  else names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
   return { args, w, names };
 }
 

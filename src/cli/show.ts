@@ -13,8 +13,9 @@ import { describeDefaults } from './generation-config.ts';
 
 /** Parameters of the model the arguments describe: embeddings, every layer's projections and
  * norms, the final norm and an untied head (biases and q/k norms where the layout has them);
- * `active`: the weights one token runs through, as model cards count them: only the k chosen
- * experts of each mixture, and not the input embedding (a lookup). */
+ * `active`: the weights one token runs through: only the k chosen experts of each mixture, and
+ * not the input embedding (a lookup). (Model cards differ: LLaDA-MoE's "1.4B active" counts so,
+ * LLaDA2.0-mini's "1.4B" counts the embedding too: 1.11B here.) */
 export function parameterCount(a: ModelArgs, active = false): number {
   const D = a.hiddenSize;
   const q = a.numHeads * a.headDim;

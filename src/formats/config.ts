@@ -278,7 +278,8 @@ function llada2(r: Raw, args: ModelArgs): void {
   args.qkNorm = r.use_qk_norm !== false;
   args.rmsNormEps = num(r, 'rms_norm_eps', 1e-5, 0, 1);
   const experts = int(r, 'num_experts', 4096);
-  const groups = int(r, 'n_group', experts, 1);
+  // (absent keys take LLaDA2MoeConfig's defaults: 8 groups, 4 kept, scale 2.5)
+  const groups = int(r, 'n_group', experts, 8);
   if (experts % groups !== 0) bad(`num_experts ${experts} does not split into n_group ${groups} groups`);
   const dense = r.first_k_dense_replace ?? 0;
   if (typeof dense !== 'number' || !Number.isInteger(dense) || dense < 0 || dense > args.numLayers) bad(`first_k_dense_replace must be an integer in [0, ${args.numLayers}], got ${JSON.stringify(dense)}`);
@@ -286,7 +287,7 @@ function llada2(r: Raw, args: ModelArgs): void {
   const shared = r.num_shared_experts ?? 0;
   if (typeof shared !== 'number' || !Number.isInteger(shared) || shared < 0 || shared > 64) bad(`num_shared_experts must be an integer in [0, 64], got ${JSON.stringify(shared)}`);
   const topK = int(r, 'num_experts_per_tok', experts);
-  const groupsKept = int(r, 'topk_group', groups, groups);
+  const groupsKept = int(r, 'topk_group', groups, Math.min(4, groups));
   // (each kept group offers experts / groups; the choice needs k of them, and a group's worth is its best two)
   if (groupsKept * (experts / groups) < topK) bad(`topk_group ${groupsKept} of ${groups} groups holds fewer than num_experts_per_tok ${topK} experts`);
   if (groups > 1 && experts / groups < 2) bad(`n_group ${groups} leaves fewer than 2 experts per group`);
@@ -299,7 +300,7 @@ function llada2(r: Raw, args: ModelArgs): void {
     scoring: 'sigmoid',
     groups,
     groupsKept,
-    scale: num(r, 'routed_scaling_factor', 1, 0, 1e6),
+    scale: num(r, 'routed_scaling_factor', 2.5, 0, 1e6),
     expertBias: true,
   };
   args.blockSize = int(r, 'block_size', 4096, 32);

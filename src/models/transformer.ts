@@ -141,8 +141,8 @@ async function swiglu(g: Graph, name: string, h: string, w: Swiglu, D: number, F
  * null) for its output. ORT's MoE kernel (normalize_routing_weights 0) takes the softmax over
  * all E inputs and weights the top k by those probabilities; its QMoE kernel always renormalizes
  * over the chosen k.
- *   softmax (LLaDA-MoE): the logits themselves; MoE needs no factor, QMoE the chosen
- *     probabilities' sum (its weights divided by that sum).
+ *   softmax (LLaDA-MoE): the logits themselves for MoE; for QMoE the log-probabilities of the
+ *     chosen k (-1e30 elsewhere) and their sum as the factor.
  *   sigmoid (LLaDA2.0): the choice is made here (scores + expert bias, the best `groupsKept`
  *     groups by the sum of their two best, the top k among those); the kernel gets log w at the
  *     chosen experts and -1e30 elsewhere, so both kernels weight by w / sum(w), and the factor
@@ -151,10 +151,13 @@ async function swiglu(g: Graph, name: string, h: string, w: Swiglu, D: number, F
  */
 async function route(g: Graph, name: string, logits: string, w: MoeNames, a: ModelArgs, ck: WeightReader, quantized: boolean): Promise<{ input: string; factor: string | null }> {
   const { experts: E, topK: K, scoring, groups: G, groupsKept, scale, expertBias } = a.moe!;
+  const chosenOnly = (like: string, idx: string, w: string) => g.op('ScatterElements', [g.op('Add', [g.op('Mul', [like, g.f32([0], [])]), g.f32([-1e30], [])]), idx, g.op('Log', [w])], { axis: I(1) });
   if (scoring === 'softmax') {
     if (!quantized) return { input: logits, factor: null };
-    const [chosen] = g.node('TopK', [g.op('Softmax', [logits], { axis: I(-1) }), g.i64([K])], { axis: I(-1) }, { outputs: 2 });
-    return { input: logits, factor: g.op('ReduceSum', [chosen, g.i64([-1])], { keepdims: I(1) }) };
+    // (the log-probabilities of the chosen k: right whether QMoE renormalizes over them or not)
+    const probs = g.op('Softmax', [logits], { axis: I(-1) });
+    const [chosen, idx] = g.node('TopK', [probs, g.i64([K])], { axis: I(-1) }, { outputs: 2 });
+    return { input: chosenOnly(probs, idx, chosen), factor: g.op('ReduceSum', [chosen, g.i64([-1])], { keepdims: I(1) }) };
   }
   const scores = g.op('Sigmoid', [logits]); // [N, E]
   let choice = expertBias ? g.op('Add', [scores, g.weight(`${name}.expert_bias`, DT.FLOAT, [E], f32Bytes(await load(ck, w.expertBias!, [E])), false)]) : scores;
@@ -171,18 +174,11 @@ async function route(g: Graph, name: string, logits: string, w: MoeNames, a: Mod
   const [, idx] = g.node('TopK', [choice, g.i64([K])], { axis: I(-1) }, { outputs: 2 }); // [N, K]
   const chosen = g.op('GatherElements', [scores, idx], { axis: I(1) }); // [N, K] unbiased scores
   const sum = g.op('ReduceSum', [chosen, g.i64([-1])], { keepdims: I(1) }); // [N, 1]
-  const input = g.op('ScatterElements', [g.op('Add', [g.op('Mul', [scores, g.f32([0], [])]), g.f32([-1e30], [])]), idx, g.op('Log', [chosen])], { axis: I(1) });
+  const input = chosenOnly(scores, idx, chosen);
   const kept = K > 1 ? g.op('Div', [sum, g.op('Add', [sum, g.f32([1e-20], [])])]) : sum;
   return { input, factor: g.op('Mul', [kept, g.f32([scale], [])]) };
 }
 
-/**
- * The mixture of experts on h [B, L, D] through ORT's MoE kernel (fp32) or QMoE (int8: codes
- * per expert row; int4: per block of 32 inputs where the widths allow): the router (fp32, tiny,
- * see route), each expert silu(gate) * up -> down (activation swiglu with alpha 1, beta 0, gate
- * and up rows interleaved in fc1 [E, 2Fe, D]; fc2 [E, D, Fe]: the checkpoint's own [out, in]
- * layouts). Only the k chosen experts' weights count as parameters (per-token FLOPs).
- */
 /**
  * One stacked expert weight [E, R/E, C] in the kernel's layout, filled row by row from the
  * checkpoint's tensors: fp32 rows as they are, or quantized as they arrive (QMoE codes per row, or
@@ -231,6 +227,13 @@ class ExpertRows {
   }
 }
 
+/**
+ * The mixture of experts on h [B, L, D] through ORT's MoE kernel (fp32) or QMoE (int8: codes
+ * per expert row; int4: per block of 32 inputs where the widths allow): the router (fp32, tiny,
+ * see route), each expert silu(gate) * up -> down (activation swiglu with alpha 1, beta 0, gate
+ * and up rows interleaved in fc1 [E, 2Fe, D]; fc2 [E, D, Fe]: the checkpoint's own [out, in]
+ * layouts). Only the k chosen experts' weights count as parameters (per-token FLOPs).
+ */
 export async function mixture(g: Graph, name: string, h: string, w: MoeNames, a: ModelArgs, ck: WeightReader, opts: GraphOptions): Promise<string> {
   const { hiddenSize: D } = a;
   const { experts: E, topK: K, expertSize: Fe } = a.moe!;
@@ -240,7 +243,8 @@ export async function mixture(g: Graph, name: string, h: string, w: MoeNames, a:
   const { input, factor } = await route(g, name, logits, w, a, ck, opts.weights !== 'fp32');
   g.paramCount += K * 3 * D * Fe;
   const attrs = { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(0) };
-  const bits = opts.weights === 'fp32' ? 32 : opts.weights === 'int8' ? 8 : 4;
+  // (int4 packs two codes per byte: an odd width takes int8 codes)
+  const bits = opts.weights === 'fp32' ? 32 : opts.weights === 'int8' || D % 2 || Fe % 2 ? 8 : 4;
   const block = bits === 4 && D % INT4_BLOCK === 0 && Fe % INT4_BLOCK === 0 ? INT4_BLOCK : 0;
   const fc1 = new ExpertRows(E * 2 * Fe, D, bits, block);
   const fc2 = new ExpertRows(E * D, Fe, bits, block);
