@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generate, Generation, type StepEvent } from '../src/decode/generation.ts';
+import type { GenerateOptions } from '../src/decode/options.ts';
 import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
 import { OptionError, CancelledError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
@@ -363,6 +364,104 @@ test('LLaDA2.0: a mixture block-diffusion model decodes block by block from posi
         assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
       }
     }
+  } finally {
+    await model.close();
+  }
+});
+
+/**
+ * LLaDA2.1's draft-and-edit loop, written out from its generate(): per block, each forward scores
+ * the block; masks above tau are committed (else the most confident one), and from the same
+ * forward every committed answer token of the block whose best candidate differs and is above
+ * editTau is replaced; a block ends after a forward that began without masks and edited nothing,
+ * or when such mask-free forwards would exceed maxPost. (Block-causal attention, no cache; the
+ * mask token is never an answer, as everywhere in quench.)
+ */
+async function plainEditDecode(model: Model, prompt: number[], maxTokens: number, o: { block: number; tau: number; editTau: number; maxPost: number }) {
+  const V = model.args.vocabSize;
+  const mask = model.special.mask!;
+  const B = o.block;
+  const end = prompt.length + maxTokens;
+  const x = [...prompt, ...Array(Math.ceil(end / B) * B - prompt.length).fill(mask)];
+  let edits = 0;
+  let forwards = 0;
+  for (let s0 = prompt.length; s0 < end; ) {
+    const e = Math.min(end, (Math.floor(s0 / B) + 1) * B);
+    const w = Math.ceil(e / B) * B;
+    let post = 0;
+    for (;;) {
+      const masked = x.slice(s0, e).includes(mask);
+      if (!masked) post++;
+      if (post > o.maxPost) break;
+      const pos = range(0, w);
+      const vis = new Uint8Array(w * w).map((_, k) => (Math.floor((k % w) / B) <= Math.floor(Math.floor(k / w) / B) ? 1 : 0));
+      const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, w)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s0, e)), wantLogits: true }]);
+      forwards++;
+      const best = range(s0, e).map((p) => {
+        const row = r.logits!.subarray((p - s0) * V, (p - s0 + 1) * V);
+        let t = mask === 0 ? 1 : 0;
+        for (let v = 0; v < V; v++) if (v !== mask && row[v] > row[t]) t = v;
+        const mx = Math.max(...row);
+        const z = row.reduce((a, l) => a + Math.exp(l - mx), 0);
+        return { p, t, conf: Math.exp(row[t] - mx) / z };
+      });
+      const open = best.filter((c) => x[c.p] === mask);
+      const high = open.filter((c) => c.conf > o.tau);
+      const commits = open.length === 0 ? [] : high.length ? high : [open.reduce((a, c) => (c.conf > a.conf ? c : a))];
+      const changes = best.filter((c) => x[c.p] !== mask && c.t !== x[c.p] && c.conf > o.editTau);
+      for (const c of [...commits, ...changes]) x[c.p] = c.t;
+      edits += changes.length;
+      if (!masked && changes.length === 0) break;
+    }
+    s0 = e;
+  }
+  return { tokens: x.slice(prompt.length, end), edits, forwards };
+}
+
+test('token editing (editing_threshold, LLaDA2.1\'s draft-and-edit) on a block model equals its plain loop, with and without caches; max_post_steps bounds it; bad combinations are refused', async () => {
+  const { model } = await fixtureModel({ arch: 'llada2', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5, blockSize: 4, experts: 8, expertsPerToken: 2, expertSize: 16, groups: 2, groupsKept: 1 });
+  try {
+    let edited = 0;
+    for (const [tau, editTau, maxPost] of [[0.3, 0, 16], [0.5, 0.2, 16], [0.3, 0, 1], [0.3, 0, 0]] as const) {
+      for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
+        const want = await plainEditDecode(model, prompt, 12, { block: 4, tau, editTau, maxPost });
+        edited += want.edits;
+        for (const cache of ['none', 'prefix', 'dual'] as const) {
+          const r = await generate(model, prompt, { maxTokens: 12, policy: 'threshold', threshold: tau, editingThreshold: editTau, maxPostSteps: maxPost, cache, stopTokens: [] });
+          const label = `tau ${tau} edit ${editTau} post ${maxPost}, prompt of ${prompt.length}, cache ${cache}`;
+          assert.deepEqual(r.tokens, want.tokens, label);
+          assert.equal(r.stats.edited, want.edits, label);
+          assert.equal(r.stats.forwards, want.forwards, label);
+        }
+      }
+    }
+    assert.ok(edited > 0, 'the fixture edits (or the comparison could not tell)');
+    // streaming: a token in the final (streamable) prefix is never edited afterwards
+    const seen: number[] = [];
+    let edits = 0;
+    const r = await generate(model, [5, 9, 11, 20, 33, 7], {
+      maxTokens: 12, policy: 'threshold', threshold: 0.3, editingThreshold: 0, stopTokens: [],
+      onStep: (ev) => {
+        for (let i = 0; i < seen.length; i++) assert.equal(ev.draft[i], seen[i], `final position ${i} changed`);
+        for (let i = seen.length; i < ev.finalized; i++) seen.push(ev.draft[i]);
+        edits = ev.stats.edited;
+      },
+    });
+    assert.ok(edits > 0);
+    assert.deepEqual(seen, r.tokens);
+    // editing off: the plain threshold loop
+    const off = await generate(model, [5, 9, 11, 20], { maxTokens: 12, policy: 'threshold', threshold: 0.3, stopTokens: [] });
+    assert.deepEqual(off.tokens, await plainBlockDecode(model, [5, 9, 11, 20], 12, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 }));
+    assert.equal(off.stats.edited, 0);
+    const refused = (o: GenerateOptions, param: string) => assert.throws(() => new Generation(model, [1, 2, 3], o), (e: unknown) => e instanceof OptionError && e.param === param, param);
+    refused({ editingThreshold: 1.5 }, 'editing_threshold');
+    refused({ maxPostSteps: 3 }, 'max_post_steps');
+    refused({ editingThreshold: 0.5, maxPostSteps: -1 }, 'max_post_steps');
+    const { model: ar } = await llama;
+    assert.throws(() => new Generation(ar, [1, 2, 3], { editingThreshold: 0.5 }), (e: unknown) => e instanceof OptionError && e.param === 'editing_threshold');
+    const { model: bidir } = await llada;
+    assert.throws(() => new Generation(bidir, [1, 2, 3], { editingThreshold: 0.5, policy: 'wino' }), (e: unknown) => e instanceof OptionError && e.param === 'policy');
+    assert.throws(() => new Generation(bidir, [1, 2, 3], { editingThreshold: 0.5, cfgScale: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'cfg_scale');
   } finally {
     await model.close();
   }

@@ -406,6 +406,16 @@ test('reasoning_effort presets: each sets its policy, explicit fields and the op
   assert.equal(generationOptions({ hold_ends: true, separate_twins: true }, {}).holdEnds, true);
   assert.equal(generationOptions({ hold_ends: true, separate_twins: true }, {}).separateTwins, true);
   assert.equal(generationOptions({ in_order: true }, {}).inOrder, true);
+  // token editing: the fields reach the decoder; out of range or without editing -> 400 naming the field
+  assert.equal(generationOptions({ editing_threshold: 0.5, max_post_steps: 4 }, {}).editingThreshold, 0.5);
+  assert.equal(generationOptions({ editing_threshold: 0.5, max_post_steps: 4 }, {}).maxPostSteps, 4);
+  const edited = await post(main.base, '/v1/chat/completions', { ...chatReq, editing_threshold: 0.5, max_tokens: 8 });
+  assert.equal(edited.status, 200, edited.text);
+  for (const [body, param] of [[{ editing_threshold: 1.5 }, 'editing_threshold'], [{ max_post_steps: 4 }, 'max_post_steps']] as const) {
+    const bad = await post(main.base, '/v1/chat/completions', { ...chatReq, ...body, max_tokens: 8 });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(JSON.parse(bad.text).error.param, param, bad.text);
+  }
   for (const effort of Object.keys(PRESETS)) {
     const r = await main.client.chat.completions.create({ ...chatReq, max_tokens: 12, reasoning_effort: effort } as never);
     assert.ok(r.choices[0].finish_reason === 'length' || r.choices[0].finish_reason === 'stop', effort);

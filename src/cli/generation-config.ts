@@ -10,7 +10,7 @@ import type { Model } from '../models/registry.ts';
 import { checkModelDefaults } from '../decode/generation.ts';
 
 const NAMES: Record<string, string> = {
-  maxTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', policy: 'policy', threshold: 'threshold', verifyThreshold: 'verify_threshold',
+  maxTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', policy: 'policy', threshold: 'threshold', verifyThreshold: 'verify_threshold', editingThreshold: 'editing_threshold', maxPostSteps: 'max_post_steps',
   gamma: 'gamma', eps: 'eps', algTemp: 'alg_temp', cache: 'cache', canvas: 'canvas', initialCanvas: 'initial_canvas', inOrder: 'in_order', holdEnds: 'hold_ends', separateTwins: 'separate_twins',
 };
 

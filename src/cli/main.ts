@@ -52,6 +52,8 @@ program
   .option('--block-size <n>', "a block diffusion model's block size, instead of its config's (SDAR, Fast-dLLM v2)", int)
   .option('--threshold <tau>', 'confidence threshold', Number)
   .option('--verify-threshold <tau>', 'policy wino: mask a committed token again when its verification probability falls below this (default 0.9)', Number)
+  .option('--editing-threshold <tau>', "token editing (LLaDA2.1's draft-and-edit): also replace a committed token of the block whose best candidate differs, above this probability", Number)
+  .option('--max-post-steps <n>', 'token editing: forwards a block may spend editing after its masks are gone (default 16)', int)
   .option('--in-order', "each step commits a left-to-right run from the first open position (quench-tiny-bd's generation_config.json asks for it)")
   .option('--no-in-order', "commit in any order, whatever the model's generation_config.json asks")
   .option('--cfg-scale <s>', 'classifier-free guidance: also score the canvas with the prompt masked, decode from un + (s + 1) * (cond - un) (bidirectional models, no cache)', Number)

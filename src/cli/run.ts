@@ -26,6 +26,8 @@ export interface RunOptions {
   /** each step commits a left-to-right run from the first open position */
   inOrder?: boolean;
   verifyThreshold?: number;
+  editingThreshold?: number;
+  maxPostSteps?: number;
   cfgScale?: number;
   generationConfig?: string;
   cache?: GenerateOptions['cache'];
@@ -104,6 +106,8 @@ async function answer(model: Model, sched: Scheduler, prompt: number[], o: RunOp
     blockLength: o.blockLength,
     threshold: o.threshold,
     verifyThreshold: o.verifyThreshold,
+    editingThreshold: o.editingThreshold,
+    maxPostSteps: o.maxPostSteps,
     inOrder: o.inOrder,
     cfgScale: o.cfgScale,
     cache: o.cache,
@@ -133,7 +137,7 @@ async function answer(model: Model, sched: Scheduler, prompt: number[], o: RunOp
   }
   if (o.stats) {
     const s = r.stats;
-    const canvas = model.args.attention === 'causal' ? '' : `, canvas ${s.canvas}${s.discarded ? ` (${s.discarded} discarded forward${s.discarded > 1 ? "s" : ""} while it grew)` : ''}${s.remasked ? `, ${s.remasked} revoked` : ''}`;
+    const canvas = model.args.attention === 'causal' ? '' : `, canvas ${s.canvas}${s.discarded ? ` (${s.discarded} discarded forward${s.discarded > 1 ? "s" : ""} while it grew)` : ''}${s.remasked ? `, ${s.remasked} revoked` : ''}${s.edited ? `, ${s.edited} edited` : ''}`;
     const cached = s.cached ? `, ${s.cached} prompt tokens cached` : '';
     const msg = `[${r.tokens.length} tokens, ${s.forwards} forwards (${(r.tokens.length / Math.max(1, s.forwards)).toFixed(2)} tokens/forward)${canvas}${cached}, ${s.elapsedMs.toFixed(0)} ms, ${((r.tokens.length / s.elapsedMs) * 1000).toFixed(1)} tokens/s, finish ${r.finishReason}]`;
     console.error(msg);

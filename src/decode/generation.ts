@@ -95,6 +95,8 @@ export interface StepStats {
   committed: number;
   /** committed tokens masked again (policy wino's revocations) */
   remasked: number;
+  /** committed tokens replaced by another (token editing, editing_threshold) */
+  edited: number;
   /** prompt positions whose keys and values came from another request's (a prefix cache) */
   cached: number;
   /** of the forwards, prefill chunks (a long prompt run in parts; they score nothing) */
@@ -105,7 +107,8 @@ export interface StepStats {
 export interface StepEvent {
   step: number;
   block: number;
-  /** positions (0 = first generated position) committed this step, with their tokens */
+  /** positions (0 = first generated position) committed this step, with their tokens (token
+   * editing: also positions whose committed token this step replaced) */
   committed: { position: number; token: number }[];
   /** positions whose committed token this step masked again (policy wino) */
   revoked: number[];
@@ -163,6 +166,8 @@ interface Pending {
   keep?: { past: number; window: number[] };
   /** wino: committed positions of the block verified by the shadow rows (their query rows follow the targets') */
   verify?: number[];
+  /** token editing: the block's committed positions read again (their query rows follow the targets') */
+  edit?: number[];
   /** a chunk of the prompt only extends the cache (chunked prefill): nothing is scored */
   prefill?: boolean;
 }
@@ -213,6 +218,9 @@ export class Generation {
   private forwards = 0;
   private discarded = 0;
   private remasked = 0;
+  private edited = 0;
+  /** token editing: forwards of the current block that began with no masks left */
+  private postSteps = 0;
   /** prompt positions started from another request's cache (startFrom) */
   private reused = 0;
   /** forwards that ran a prefill chunk (scored nothing) */
@@ -294,6 +302,7 @@ export class Generation {
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
     if (this.opts.policy === 'wino' && this.constraint) throw new OptionError('policy', 'policy wino does not combine with a constrained output (JSON mode decodes left to right)');
+    if (this.opts.editingThreshold !== null && this.constraint) throw new OptionError('editing_threshold', 'token editing does not combine with a constrained output (JSON mode decodes left to right)');
     // (wino reads a committed token's probability, which need not be among the candidates)
     this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.cfgScale > 0 || this.opts.policy === 'wino' || needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = this.partition(prompt.length);
@@ -404,6 +413,7 @@ export class Generation {
 
   private startBlock(): void {
     this.stepInBlock = 0;
+    this.postSteps = 0;
     this.lastAccept = WINO_FIRST_ACCEPT;
     const [s, e] = this.blocks[this.block];
     let n = 0;
@@ -537,11 +547,18 @@ export class Generation {
       targets = [];
       candidates = 0;
     }
+    // token editing: the block's committed answer positions are scored too (their rows follow the targets')
+    let edit: number[] | undefined;
+    if (this.opts.editingThreshold !== null && !prefill && !this.causal) {
+      const [bs, be] = this.blocks[this.block];
+      edit = [];
+      for (let p = Math.max(bs, this.promptLength); p < be; p++) if (this.committed[p]) edit.push(p);
+    }
     const rows = range(windowStart, windowEnd);
     const past = usePast && this.cache ? this.cache : undefined;
     const cols = past ? [...Array.from(past.positions.subarray(0, past.length)), ...rows] : rows;
     // (a prefill chunk scores its last row, unread: the graph always returns a row)
-    const queries = prefill ? [rows.length - 1] : targets.map((p) => p - this.shift - windowStart);
+    const queries = prefill ? [rows.length - 1] : [...targets, ...(edit ?? [])].map((p) => p - this.shift - windowStart);
     const req: ForwardRequest = {
       ids: Int32Array.from(rows, (p) => this.tokens[p]),
       positions: Int32Array.from(rows),
@@ -565,7 +582,7 @@ export class Generation {
       for (let p = bs; p < be && !any; p++) any = this.committed[p] === 1;
       if (any) ({ req: planned, verify } = withShadow(req, this.blocks[this.block], this.committed, this.mask));
     }
-    this.pending = { req: planned, targets, candidates, keep, probe, verify, prefill };
+    this.pending = { req: planned, targets, candidates, keep, probe, verify, edit, prefill };
     return this.pending.req;
   }
 
@@ -576,8 +593,8 @@ export class Generation {
     this.pending = null;
     this.forwards++;
     const V = this.model.args.vocabSize;
-    // (query rows: the targets', then wino's verification rows)
-    const Q = Math.max(1, pend.targets.length + (pend.verify?.length ?? 0));
+    // (query rows: the targets', then wino's verification rows or token editing's rows)
+    const Q = Math.max(1, pend.targets.length + (pend.verify?.length ?? 0) + (pend.edit?.length ?? 0));
     // the end probe reads the model's own rows (with guidance, the first half: the unguided
     // pass's view of the answer's length is no calibrated one), biased like every choice
     let probeRows: ForwardResult | null = null;
@@ -644,10 +661,24 @@ export class Generation {
       revoked = winoRevoke(belief, picks.length, this.lastAccept, this.opts.params.verifyThreshold).map((j) => pend.verify![j]);
     }
     if (this.opts.policy === 'wino') this.lastAccept = picks.length;
+    // token editing (LLaDA2.1's T2T), from the same forward: a committed token of the block whose
+    // best candidate is another, with a probability above editing_threshold, becomes that one
+    const edits: [number, Choice, number][] = [];
+    if (pend.edit) {
+      const tau = this.opts.editingThreshold!;
+      pend.edit.forEach((p, j) => {
+        const q = pend.targets.length + j;
+        const c = choose(res.topIds.subarray(q * K, (q + 1) * K), res.topLogits.subarray(q * K, (q + 1) * K), res.lse[q], res.entropy[q], this.opts.sampler, this.rng, res.logits?.subarray(q * V, (q + 1) * V), this.mask);
+        if (c.token !== this.tokens[p] && c.prob > tau) edits.push([p, c, q]);
+      });
+    }
     const committedNow: StepEvent['committed'] = [];
     for (const i of picks) committedNow.push(this.commit(pend.targets[i], choices[i], res, i, K));
+    for (const [p, c, q] of edits) committedNow.push(this.place(p, c, res, q, K));
+    this.edited += edits.length;
     for (const p of revoked) this.revoke(p);
-    return this.afterCommits(committedNow, revoked.map((p) => p - this.promptLength));
+    if (pend.edit && pend.candidates === 0) this.postSteps++;
+    return this.afterCommits(committedNow, revoked.map((p) => p - this.promptLength), { maskedAtStart: pend.candidates > 0, edits: edits.length });
   }
 
   /** Mask a committed position again (wino). */
@@ -661,8 +692,14 @@ export class Generation {
 
   /** Commit `choice` at canvas position p, scored by query row q (its log-probabilities kept). */
   private commit(p: number, choice: Choice, res: ForwardResult, q: number, K: number): StepEvent['committed'][number] {
-    this.tokens[p] = choice.token;
     this.committed[p] = 1;
+    this.committedCount++;
+    return this.place(p, choice, res, q, K);
+  }
+
+  /** Put `choice` at canvas position p (a commit, or token editing's replacement), with its log-probabilities. */
+  private place(p: number, choice: Choice, res: ForwardResult, q: number, K: number): StepEvent['committed'][number] {
+    this.tokens[p] = choice.token;
     this.guess[p - this.promptLength] = choice.token;
     if (this.logprobs) {
       const top = [];
@@ -674,7 +711,6 @@ export class Generation {
       }
       this.logprobs[p - this.promptLength] = { token: choice.token, logprob: choice.logprob, top };
     }
-    this.committedCount++;
     return { position: p - this.promptLength, token: choice.token };
   }
 
@@ -711,23 +747,31 @@ export class Generation {
   }
 
   /** After a step's commits: the final prefix, stops, the canvas's end, the next block. */
-  private afterCommits(committedNow: StepEvent['committed'], revoked: number[] = []): StepEvent {
+  private afterCommits(committedNow: StepEvent['committed'], revoked: number[] = [], editing = { maskedAtStart: true, edits: 0 }): StepEvent {
     this.stepCount++;
     this.stepInBlock++;
 
     this.advanceFinalized();
-    // (wino may revoke a committed end: the canvas keeps its tail)
-    if (this.adaptive && !this.done && this.opts.policy !== 'wino') this.trimEnd();
+    // (wino may revoke a committed end, token editing replace it: the canvas keeps its tail)
+    if (this.adaptive && !this.done && this.opts.policy !== 'wino' && this.opts.editingThreshold === null) this.trimEnd();
     if (!this.done) {
       const [bs, be] = this.blocks[this.block];
       let open = false;
       for (let p = bs; p < be; p++) if (!this.committed[p]) open = true;
-      if (!open) {
+      // token editing: a block whose masks are gone is read again while the model edits it, up to
+      // max_post_steps such forwards (LLaDA2.1's generate: a forward after the last mask; then
+      // another after each one that edited)
+      const again = this.opts.editingThreshold !== null && (editing.maskedAtStart ? this.opts.maxPostSteps > 0 : editing.edits > 0 && this.postSteps < this.opts.maxPostSteps);
+      if (!open && !again) {
         this.block++;
-        if (this.block < this.blocks.length) this.startBlock();
+        // (token editing: the finished block's tokens are final now, its stops seen at once)
+        if (this.opts.editingThreshold !== null) this.advanceFinalized();
+        if (this.done) {
+          // a stop token in the finished block ended the output
+        } else if (this.block < this.blocks.length) this.startBlock();
         else if (this.adaptive && !this.sized && this.genEnd < this.capEnd) this.grow();
         else this.finish = 'length';
-      } else if (this.stepInBlock >= this.blockSteps && isFixedCount(this.opts.policy) && !this.constraint) {
+      } else if (open && this.stepInBlock >= this.blockSteps && isFixedCount(this.opts.policy) && !this.constraint) {
         // the schedule committed every mask it counted at block start; nothing is left
         throw new Error('schedule exhausted with masks left');
       }
@@ -738,12 +782,14 @@ export class Generation {
   /** Extend the left-to-right final prefix; stop tokens and stop strings end the output there. */
   private advanceFinalized(): void {
     const before = this.finalizedEnd;
-    // (wino may still revoke what the current block committed: final once the block is)
+    // (wino may still revoke what the current block committed, token editing replace it: final
+    // once the block is)
     let limit = this.genEnd;
     if (this.opts.policy === 'wino' && this.block < this.blocks.length) {
       const [bs, be] = this.blocks[this.block];
       for (let p = bs; p < be; p++) if (!this.committed[p]) limit = bs;
     }
+    if (this.opts.editingThreshold !== null && this.block < this.blocks.length) limit = Math.min(limit, this.blocks[this.block][0]);
     while (this.finalizedEnd < limit && this.committed[this.finalizedEnd]) {
       if (this.stopSet.has(this.tokens[this.finalizedEnd])) {
         this.outputEnd = this.finalizedEnd;
@@ -815,7 +861,7 @@ export class Generation {
   }
 
   private stats(): StepStats {
-    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, remasked: this.remasked, cached: this.reused, prefill: this.prefillForwards, elapsedMs: performance.now() - this.startedAt };
+    return { forwards: this.forwards, discarded: this.discarded, canvas: this.genEnd - this.promptLength, committed: this.committedCount, remasked: this.remasked, edited: this.edited, cached: this.reused, prefill: this.prefillForwards, elapsedMs: performance.now() - this.startedAt };
   }
 
   result(): GenerateResult {

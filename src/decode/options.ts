@@ -37,6 +37,12 @@ export interface GenerateOptions {
   threshold?: number;
   /** wino: a committed token is masked again when its verification probability falls below this (default 0.9) */
   verifyThreshold?: number;
+  /** draft-and-edit (LLaDA2.1's token editing): each step also reads the current block's
+   * committed tokens and replaces one whose best candidate differs from it and has a probability
+   * above this; null/absent: off. 0 edits on every changed best candidate (its "S mode") */
+  editingThreshold?: number | null;
+  /** draft-and-edit: forwards a block may spend editing after its masks are gone (default 16) */
+  maxPostSteps?: number;
   gamma?: number;
   eps?: number;
   algTemp?: number;
@@ -92,6 +98,9 @@ export interface ResolvedOptions {
   logitBias: { ids: Int32Array; values: Float32Array } | null;
   /** classifier-free guidance scale (0: off) */
   cfgScale: number;
+  /** draft-and-edit: the editing threshold, or null when off */
+  editingThreshold: number | null;
+  maxPostSteps: number;
 }
 
 export const MAX_LOGIT_BIAS = 1024;
@@ -142,13 +151,16 @@ export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | un
   if (o.policy !== undefined && o.threshold === undefined && (o.policy === 'wino') !== (d.policy === 'wino')) delete out.threshold;
   // (guidance runs without a cache: a model's cache preference does not apply to it)
   if (o.cfgScale !== undefined && o.cfgScale > 0 && o.cache === undefined) delete out.cache;
+  // (a model's token-editing defaults give way to what the request asks that excludes them)
+  if ((o.policy === 'wino' || (o.cfgScale ?? 0) > 0) && o.editingThreshold === undefined) delete out.editingThreshold;
+  if ((out.editingThreshold === undefined || out.editingThreshold === null) && o.maxPostSteps === undefined) delete out.maxPostSteps;
   return out as GenerateOptions;
 }
 
 /** WINO's draft and verification thresholds (its authors' LLaDA settings) */
 export const WINO_DEFAULTS = { threshold: 0.6, verifyThreshold: 0.9 };
 
-export const DEFAULTS = { maxTokens: 128, canvas: 'adaptive' as CanvasMode, initialCanvas: 16, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode };
+export const DEFAULTS = { maxTokens: 128, canvas: 'adaptive' as CanvasMode, initialCanvas: 16, blockLength: 32, policy: 'threshold' as Policy, threshold: 0.9, gamma: 1.0, eps: 1e-3, algTemp: 0, cache: 'prefix' as CacheMode, maxPostSteps: 16 };
 
 function intIn(v: unknown, param: string, lo: number, hi: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new OptionError(param, `${param} must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
@@ -232,6 +244,13 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   const cache = o.cache ?? (cfgScale > 0 ? 'none' : DEFAULTS.cache);
   if (!CACHE_MODES.includes(cache)) throw new OptionError('cache', `cache must be one of ${CACHE_MODES.join(', ')}; got ${JSON.stringify(cache)}`);
   if (cfgScale > 0 && cache !== 'none') throw new OptionError('cache', `cfg_scale runs without a cache (the unguided pass has a context of its own): leave cache unset or "none", not ${JSON.stringify(cache)}`);
+  const editingThreshold = o.editingThreshold === undefined || o.editingThreshold === null ? null : numIn(o.editingThreshold, 'editing_threshold', 0, 1);
+  if (editingThreshold !== null) {
+    if (m.causal) throw new OptionError('editing_threshold', 'token editing needs a diffusion model (a causal model never reads a committed token again)');
+    for (const [on, param] of [[policy === 'wino', 'policy'], [cfgScale > 0, 'cfg_scale']] as const)
+      if (on) throw new OptionError(param, `${param === 'policy' ? 'policy wino' : param} does not combine with editing_threshold (token editing)`);
+  } else if (o.maxPostSteps !== undefined) throw new OptionError('max_post_steps', 'max_post_steps applies with editing_threshold (token editing)');
+  const maxPostSteps = intIn(o.maxPostSteps ?? DEFAULTS.maxPostSteps, 'max_post_steps', 0, 1024);
   const seed = o.seed === undefined ? undefined : intIn(o.seed, 'seed', -(2 ** 53), 2 ** 53);
   const stopTokens = o.stopTokens ?? m.stopTokens;
   for (const t of stopTokens) intIn(t, 'stop_tokens', 0, m.vocabSize - 1);
@@ -264,5 +283,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.causal ? m.topK : m.topK - 1),
     logitBias: resolveBias(o.logitBias, m.vocabSize),
     cfgScale,
+    editingThreshold,
+    maxPostSteps,
   };
 }

@@ -22,6 +22,8 @@ export interface GenerationDefaults {
   policy?: string;
   threshold?: number;
   verifyThreshold?: number;
+  editingThreshold?: number;
+  maxPostSteps?: number;
   gamma?: number;
   eps?: number;
   algTemp?: number;
@@ -44,6 +46,8 @@ const QUENCH_FIELDS: Record<string, [keyof GenerationDefaults, Kind]> = {
   policy: ['policy', 'string'],
   threshold: ['threshold', 'number'],
   verify_threshold: ['verifyThreshold', 'number'],
+  editing_threshold: ['editingThreshold', 'number'],
+  max_post_steps: ['maxPostSteps', 'integer'],
   gamma: ['gamma', 'number'],
   eps: ['eps', 'number'],
   alg_temp: ['algTemp', 'number'],

@@ -31,6 +31,8 @@ const sampling = {
   policy: { type: 'string', enum: [...POLICIES] },
   threshold: { type: 'number', minimum: 0, maximum: 1 },
   verify_threshold: { type: 'number', minimum: 0, maximum: 1 },
+  editing_threshold: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+  max_post_steps: int(0, 1024),
   separate_twins: { type: 'boolean' },
   hold_ends: { type: 'boolean' },
   in_order: { type: 'boolean' },
