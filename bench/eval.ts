@@ -56,6 +56,12 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   winon: { label: 'wino 0.6 / 0.9, no cache', o: { policy: 'wino', threshold: 0.6, verifyThreshold: 0.9, cache: 'none' } },
   wino7: { label: 'wino 0.7 / 0.95, prefix cache', o: { policy: 'wino', threshold: 0.7, verifyThreshold: 0.95, cache: 'prefix' } },
   wino5: { label: 'wino 0.5 / 0.9, prefix cache', o: { policy: 'wino', threshold: 0.5, verifyThreshold: 0.9, cache: 'prefix' } },
+  // token editing (LLaDA2.1's draft-and-edit): its model card's Q and S modes, and editing beside threshold 0.95
+  editq: { label: 'threshold 0.7, editing 0.5 (Q mode), prefix cache', o: { policy: 'threshold', threshold: 0.7, editingThreshold: 0.5, maxPostSteps: 16, cache: 'prefix' } },
+  edits: { label: 'threshold 0.5, editing 0 (S mode), prefix cache', o: { policy: 'threshold', threshold: 0.5, editingThreshold: 0, maxPostSteps: 16, cache: 'prefix' } },
+  thr95ed9: { label: 'threshold 0.95, editing 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.95, editingThreshold: 0.9, maxPostSteps: 16, cache: 'prefix' } },
+  thr70: { label: 'threshold 0.7, prefix cache', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix' } },
+  thr50: { label: 'threshold 0.5, prefix cache', o: { policy: 'threshold', threshold: 0.5, cache: 'prefix' } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };
