@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generate, Generation, type StepEvent } from '../src/decode/generation.ts';
+import { checkModelDefaults, generate, Generation, type StepEvent } from '../src/decode/generation.ts';
+import type { ForwardRequest } from '../src/runtime/session.ts';
 import type { GenerateOptions } from '../src/decode/options.ts';
 import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
 import { OptionError, CancelledError } from '../src/errors.ts';
@@ -464,6 +465,100 @@ test('token editing (editing_threshold, LLaDA2.1\'s draft-and-edit) on a block m
     assert.throws(() => new Generation(bidir, [1, 2, 3], { editingThreshold: 0.5, cfgScale: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'cfg_scale');
   } finally {
     await model.close();
+  }
+});
+
+test('token editing on bidirectional models (LLaDA, Dream with shifted logits) equals the plain loop over the whole canvas', async () => {
+  const plain = async (model: Model, prompt: number[], maxTokens: number, o: { block: number; tau: number; editTau: number; maxPost: number }) => {
+    const V = model.args.vocabSize, mask = model.special.mask!, shift = model.args.shiftedLogits ? 1 : 0;
+    const end = prompt.length + maxTokens;
+    const x = [...prompt, ...Array(maxTokens).fill(mask)];
+    let edits = 0, forwards = 0;
+    for (let s0 = prompt.length; s0 < end; s0 += o.block) {
+      const e = Math.min(end, s0 + o.block);
+      let post = 0;
+      for (;;) {
+        const masked = x.slice(s0, e).includes(mask);
+        if (!masked) post++;
+        if (post > o.maxPost) break;
+        const w = x.length;
+        const [r] = await model.forward([{ ids: Int32Array.from(x), positions: Int32Array.from(range(0, w)), visible: new Uint8Array(w * w).fill(1), queries: Int32Array.from(range(s0 - shift, e - shift)), wantLogits: true }]);
+        forwards++;
+        const best = range(s0, e).map((p) => {
+          const row = r.logits!.subarray((p - s0) * V, (p - s0 + 1) * V);
+          let t = mask === 0 ? 1 : 0;
+          for (let v = 0; v < V; v++) if (v !== mask && row[v] > row[t]) t = v;
+          const mx = Math.max(...row);
+          return { p, t, conf: Math.exp(row[t] - mx) / row.reduce((a, l) => a + Math.exp(l - mx), 0) };
+        });
+        const open = best.filter((c) => x[c.p] === mask);
+        const high = open.filter((c) => c.conf > o.tau);
+        const commits = open.length === 0 ? [] : high.length ? high : [open.reduce((a, c) => (c.conf > a.conf ? c : a))];
+        const changes = best.filter((c) => x[c.p] !== mask && c.t !== x[c.p] && c.conf > o.editTau);
+        for (const c of [...commits, ...changes]) x[c.p] = c.t;
+        edits += changes.length;
+        if (!masked && changes.length === 0) break;
+      }
+    }
+    return { tokens: x.slice(prompt.length), edits, forwards };
+  };
+  for (const arch of ['llada', 'dream'] as const) {
+    const { model } = arch === 'llada' ? await llada : await dream;
+    let total = 0;
+    for (const [tau, editTau, maxPost] of [[0.3, 0, 16], [0.5, 0.2, 3], [0.3, 0, 0]] as const) {
+      const prompt = [5, 9, 11, 20, 33, 7];
+      const want = await plain(model, prompt, 12, { block: 4, tau, editTau, maxPost });
+      total += want.edits;
+      const r = await generate(model, prompt, { maxTokens: 12, blockLength: 4, steps: 12, canvas: 'fixed', policy: 'threshold', threshold: tau, editingThreshold: editTau, maxPostSteps: maxPost, cache: 'none', stopTokens: [] });
+      const label = `${arch}: tau ${tau} edit ${editTau} post ${maxPost}`;
+      assert.deepEqual(r.tokens, want.tokens, label);
+      assert.equal(r.stats.edited, want.edits, label);
+      assert.equal(r.stats.forwards, want.forwards, label);
+    }
+    assert.ok(total > 0, `${arch} edits`);
+  }
+});
+
+test('token editing: an end token edited into a block ends the output there, one edited out does not; model defaults give way', async () => {
+  const V = 20;
+  const row = (tok: number, s = 8) => Float32Array.from({ length: V }, (_, v) => (v === tok ? s : 0));
+  const tokAt = (r: ForwardRequest, pos: number) => r.ids[Array.from(r.positions).indexOf(pos)] ?? -1;
+  // position 5 of the answer: drafted as a word and edited to the end token ('in'), or drafted
+  // as the end token and edited to a word ('out'); the canvas ends in end tokens from 12 on
+  for (const scenario of ['in', 'out'] as const) {
+    const m = scriptedModel(V, (pos, r) => {
+      const t = tokAt(r, pos);
+      const i = pos - 3;
+      if (i >= 12) return row(MOCK_EOS, 12);
+      const drafted = t !== MOCK_MASK && t !== -1;
+      if (i === 5) return scenario === 'in' ? (drafted ? row(MOCK_EOS, 9) : row(3 + (pos % 5))) : drafted ? row(7, 9) : row(MOCK_EOS, 9);
+      return row(3 + (pos % 5));
+    });
+    const r = await generate(m, [5, 6, 7], { maxTokens: 64, blockLength: 4, threshold: 0.9, editingThreshold: 0.5 });
+    assert.equal(r.finishReason, 'stop', scenario);
+    assert.equal(r.tokens.length, scenario === 'in' ? 5 : 12, `${scenario}: ${r.tokens}`);
+    assert.ok(!r.tokens.includes(MOCK_EOS), scenario);
+  }
+  // a model whose defaults turn editing on: JSON mode, wino and guidance requests still run,
+  // null turns it off through the server's fields; a model's wino gives way to a request's editing
+  const { model } = await llada;
+  const saved = model.defaults;
+  try {
+    model.defaults = { editingThreshold: 0.5 };
+    const { jsonObjectConstraint } = await import('../src/decode/json-grammar.ts');
+    assert.equal(new Generation(model, [5, 6], { constraint: jsonObjectConstraint(model.codec.vocabBytes(model.args.vocabSize)) }).opts.editingThreshold, null);
+    assert.equal(new Generation(model, [5, 6], { policy: 'wino' }).opts.editingThreshold, null);
+    assert.equal(new Generation(model, [5, 6], {}).opts.editingThreshold, 0.5);
+    const { generationOptions } = await import('../src/server/fields.ts');
+    assert.equal(new Generation(model, [5, 6], generationOptions({ editing_threshold: null }, {})).opts.editingThreshold, null);
+    model.defaults = { policy: 'wino' };
+    const g = new Generation(model, [5, 6], { editingThreshold: 0.5 });
+    assert.equal(g.opts.policy, 'threshold');
+    assert.equal(g.opts.editingThreshold, 0.5);
+    model.defaults = { maxPostSteps: -3 };
+    assert.throws(() => checkModelDefaults(model), /max_post_steps/);
+  } finally {
+    model.defaults = saved;
   }
 });
 

@@ -76,6 +76,9 @@ export function checkModelDefaults(model: Denoiser): void {
   const o = withModelDefaults({}, model.defaults, model.args.maxPositions - 1);
   try {
     resolveOptions(o, 1, limitsOf(model, modelBlockOf(model.args, undefined)));
+    // (a max_post_steps default only applies once a request turns editing on: checked here all the same)
+    const mp = model.defaults.maxPostSteps;
+    if (mp !== undefined && (!Number.isInteger(mp) || mp < 0 || mp > 1024)) throw new OptionError('max_post_steps', `max_post_steps must be an integer in [0, 1024], got ${JSON.stringify(mp)}`);
   } catch (e) {
     if (e instanceof OptionError) throw new FormatError('generation_config_invalid', `generation_config.json: ${e.message}`);
     throw e;
@@ -114,7 +117,8 @@ export interface StepEvent {
   revoked: number[];
   /** generated positions: committed tokens, and the current best guess where still masked (-1 if never scored) */
   draft: Int32Array;
-  /** 1 where the draft position is committed (with policy wino, revocable until its block is done) */
+  /** 1 where the draft position is committed (with policy wino revocable, with token editing
+   * replaceable, until its block is done) */
   final: Uint8Array;
   /** generated positions final left to right (the streamable prefix), capped at the output end */
   finalized: number;
@@ -667,7 +671,7 @@ export class Generation {
     if (pend.edit) {
       const tau = this.opts.editingThreshold!;
       pend.edit.forEach((p, j) => {
-        const q = pend.targets.length + j;
+        const q = pend.targets.length + (pend.verify?.length ?? 0) + j;
         const c = choose(res.topIds.subarray(q * K, (q + 1) * K), res.topLogits.subarray(q * K, (q + 1) * K), res.lse[q], res.entropy[q], this.opts.sampler, this.rng, res.logits?.subarray(q * V, (q + 1) * V), this.mask);
         if (c.token !== this.tokens[p] && c.prob > tau) edits.push([p, c, q]);
       });

@@ -151,8 +151,14 @@ export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | un
   if (o.policy !== undefined && o.threshold === undefined && (o.policy === 'wino') !== (d.policy === 'wino')) delete out.threshold;
   // (guidance runs without a cache: a model's cache preference does not apply to it)
   if (o.cfgScale !== undefined && o.cfgScale > 0 && o.cache === undefined) delete out.cache;
-  // (a model's token-editing defaults give way to what the request asks that excludes them)
-  if ((o.policy === 'wino' || (o.cfgScale ?? 0) > 0) && o.editingThreshold === undefined) delete out.editingThreshold;
+  // (a model's token-editing defaults give way to what the request asks that excludes them:
+  // wino, guidance, a constrained output; and a model's wino to a request's token editing)
+  if ((o.policy === 'wino' || (o.cfgScale ?? 0) > 0 || o.constraint) && o.editingThreshold === undefined) delete out.editingThreshold;
+  if (o.policy === undefined && d.policy === 'wino' && o.editingThreshold !== undefined && o.editingThreshold !== null) {
+    delete out.policy;
+    if (o.threshold === undefined) delete out.threshold;
+    if (o.verifyThreshold === undefined) delete out.verifyThreshold;
+  }
   if ((out.editingThreshold === undefined || out.editingThreshold === null) && o.maxPostSteps === undefined) delete out.maxPostSteps;
   return out as GenerateOptions;
 }

@@ -86,7 +86,8 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.policy === 'string') o.policy = b.policy as GenerateOptions['policy'];
   if (typeof b.threshold === 'number') o.threshold = b.threshold;
   if (typeof b.verify_threshold === 'number') o.verifyThreshold = b.verify_threshold;
-  if (typeof b.editing_threshold === 'number') o.editingThreshold = b.editing_threshold;
+  // (null turns off a model's default token editing)
+  if (typeof b.editing_threshold === 'number' || b.editing_threshold === null) o.editingThreshold = b.editing_threshold;
   if (typeof b.max_post_steps === 'number') o.maxPostSteps = b.max_post_steps;
   if (typeof b.separate_twins === 'boolean') o.separateTwins = b.separate_twins;
   if (typeof b.hold_ends === 'boolean') o.holdEnds = b.hold_ends;
