@@ -59,6 +59,8 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   // token editing (LLaDA2.1's draft-and-edit): its model card's Q and S modes, and editing beside threshold 0.95
   editq: { label: 'threshold 0.7, editing 0.5 (Q mode), prefix cache', o: { policy: 'threshold', threshold: 0.7, editingThreshold: 0.5, maxPostSteps: 16, cache: 'prefix' } },
   edits: { label: 'threshold 0.5, editing 0 (S mode), prefix cache', o: { policy: 'threshold', threshold: 0.5, editingThreshold: 0, maxPostSteps: 16, cache: 'prefix' } },
+  editq0: { label: 'threshold 0.7, editing 0.5, no post steps, prefix cache', o: { policy: 'threshold', threshold: 0.7, editingThreshold: 0.5, maxPostSteps: 0, cache: 'prefix' } },
+  edits0: { label: 'threshold 0.5, editing 0, no post steps, prefix cache', o: { policy: 'threshold', threshold: 0.5, editingThreshold: 0, maxPostSteps: 0, cache: 'prefix' } },
   thr95ed9: { label: 'threshold 0.95, editing 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.95, editingThreshold: 0.9, maxPostSteps: 16, cache: 'prefix' } },
   thr70: { label: 'threshold 0.7, prefix cache', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix' } },
   thr50: { label: 'threshold 0.5, prefix cache', o: { policy: 'threshold', threshold: 0.5, cache: 'prefix' } },
