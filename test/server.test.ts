@@ -83,6 +83,13 @@ test('chat: non-streaming and streaming give the same text; chunks are well form
   for (const c of chunks) text += c.choices[0]?.delta?.content ?? '';
   assert.equal(text, r.choices[0].message.content);
 
+  // token editing: a block streams once no step can edit it any more, so the streamed text is the answer
+  const editing = { ...chatReq, max_tokens: 48, editing_threshold: 0, threshold: 0.5 };
+  const whole = await main.client.chat.completions.create(editing as never);
+  let edited = '';
+  for await (const c of await main.client.chat.completions.create({ ...editing, stream: true } as never) as unknown as AsyncIterable<any>) edited += c.choices[0]?.delta?.content ?? '';
+  assert.equal(edited, (whole as any).choices[0].message.content);
+
   const raw = await post(main.base, '/v1/chat/completions', { ...chatReq, stream: true });
   assert.equal(raw.status, 200);
   assert.match(raw.headers.get('content-type')!, /text\/event-stream/);
