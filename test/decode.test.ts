@@ -375,28 +375,30 @@ test('LLaDA2.0: a mixture block-diffusion model decodes block by block from posi
  * the block; masks above tau are committed (else the most confident one), and from the same
  * forward every committed answer token of the block whose best candidate differs and is above
  * editTau is replaced; a block ends after a forward that began without masks and edited nothing,
- * or when such mask-free forwards would exceed maxPost. (Block-causal attention, no cache; the
- * mask token is never an answer, as everywhere in quench.)
+ * or when such mask-free forwards would exceed maxPost. Block-causal attention over blocks of
+ * `block` from position 0 (the model's own blocks), or `full`: a bidirectional model's whole
+ * canvas, blocks from the prompt's end, logits read one row early when shifted. No cache; the
+ * mask token is never an answer, as everywhere in quench.
  */
-async function plainEditDecode(model: Model, prompt: number[], maxTokens: number, o: { block: number; tau: number; editTau: number; maxPost: number }) {
+async function plainEditDecode(model: Model, prompt: number[], maxTokens: number, o: { block: number; tau: number; editTau: number; maxPost: number; full?: boolean }) {
   const V = model.args.vocabSize;
   const mask = model.special.mask!;
+  const shift = model.args.shiftedLogits ? 1 : 0;
   const B = o.block;
   const end = prompt.length + maxTokens;
-  const x = [...prompt, ...Array(Math.ceil(end / B) * B - prompt.length).fill(mask)];
+  const x = [...prompt, ...Array((o.full ? end : Math.ceil(end / B) * B) - prompt.length).fill(mask)];
   let edits = 0;
   let forwards = 0;
   for (let s0 = prompt.length; s0 < end; ) {
-    const e = Math.min(end, (Math.floor(s0 / B) + 1) * B);
-    const w = Math.ceil(e / B) * B;
+    const e = Math.min(end, o.full ? s0 + B : (Math.floor(s0 / B) + 1) * B);
+    const w = o.full ? x.length : Math.ceil(e / B) * B;
     let post = 0;
     for (;;) {
       const masked = x.slice(s0, e).includes(mask);
       if (!masked) post++;
       if (post > o.maxPost) break;
-      const pos = range(0, w);
-      const vis = new Uint8Array(w * w).map((_, k) => (Math.floor((k % w) / B) <= Math.floor(Math.floor(k / w) / B) ? 1 : 0));
-      const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, w)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.from(range(s0, e)), wantLogits: true }]);
+      const vis = new Uint8Array(w * w).map((_, k) => (o.full || Math.floor((k % w) / B) <= Math.floor(Math.floor(k / w) / B) ? 1 : 0));
+      const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, w)), positions: Int32Array.from(range(0, w)), visible: vis, queries: Int32Array.from(range(s0 - shift, e - shift)), wantLogits: true }]);
       forwards++;
       const best = range(s0, e).map((p) => {
         const row = r.logits!.subarray((p - s0) * V, (p - s0 + 1) * V);
@@ -469,45 +471,12 @@ test('token editing (editing_threshold, LLaDA2.1\'s draft-and-edit) on a block m
 });
 
 test('token editing on bidirectional models (LLaDA, Dream with shifted logits) equals the plain loop over the whole canvas', async () => {
-  const plain = async (model: Model, prompt: number[], maxTokens: number, o: { block: number; tau: number; editTau: number; maxPost: number }) => {
-    const V = model.args.vocabSize, mask = model.special.mask!, shift = model.args.shiftedLogits ? 1 : 0;
-    const end = prompt.length + maxTokens;
-    const x = [...prompt, ...Array(maxTokens).fill(mask)];
-    let edits = 0, forwards = 0;
-    for (let s0 = prompt.length; s0 < end; s0 += o.block) {
-      const e = Math.min(end, s0 + o.block);
-      let post = 0;
-      for (;;) {
-        const masked = x.slice(s0, e).includes(mask);
-        if (!masked) post++;
-        if (post > o.maxPost) break;
-        const w = x.length;
-        const [r] = await model.forward([{ ids: Int32Array.from(x), positions: Int32Array.from(range(0, w)), visible: new Uint8Array(w * w).fill(1), queries: Int32Array.from(range(s0 - shift, e - shift)), wantLogits: true }]);
-        forwards++;
-        const best = range(s0, e).map((p) => {
-          const row = r.logits!.subarray((p - s0) * V, (p - s0 + 1) * V);
-          let t = mask === 0 ? 1 : 0;
-          for (let v = 0; v < V; v++) if (v !== mask && row[v] > row[t]) t = v;
-          const mx = Math.max(...row);
-          return { p, t, conf: Math.exp(row[t] - mx) / row.reduce((a, l) => a + Math.exp(l - mx), 0) };
-        });
-        const open = best.filter((c) => x[c.p] === mask);
-        const high = open.filter((c) => c.conf > o.tau);
-        const commits = open.length === 0 ? [] : high.length ? high : [open.reduce((a, c) => (c.conf > a.conf ? c : a))];
-        const changes = best.filter((c) => x[c.p] !== mask && c.t !== x[c.p] && c.conf > o.editTau);
-        for (const c of [...commits, ...changes]) x[c.p] = c.t;
-        edits += changes.length;
-        if (!masked && changes.length === 0) break;
-      }
-    }
-    return { tokens: x.slice(prompt.length), edits, forwards };
-  };
   for (const arch of ['llada', 'dream'] as const) {
     const { model } = arch === 'llada' ? await llada : await dream;
     let total = 0;
     for (const [tau, editTau, maxPost] of [[0.3, 0, 16], [0.5, 0.2, 3], [0.3, 0, 0]] as const) {
       const prompt = [5, 9, 11, 20, 33, 7];
-      const want = await plain(model, prompt, 12, { block: 4, tau, editTau, maxPost });
+      const want = await plainEditDecode(model, prompt, 12, { block: 4, tau, editTau, maxPost, full: true });
       total += want.edits;
       const r = await generate(model, prompt, { maxTokens: 12, blockLength: 4, steps: 12, canvas: 'fixed', policy: 'threshold', threshold: tau, editingThreshold: editTau, maxPostSteps: maxPost, cache: 'none', stopTokens: [] });
       const label = `${arch}: tau ${tau} edit ${editTau} post ${maxPost}`;
