@@ -8,7 +8,7 @@ import { OptionError, CancelledError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
 import { CACHE, fixtureModel, range } from './helpers.ts';
 import { join } from 'node:path';
-import { convertModel } from '../src/models/registry.ts';
+import { convertModel, loadModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
 import { fixtureTokenizer, mulberry32 } from '../src/formats/fixtures.ts';
 import { biasScores } from '../src/decode/sampling.ts';
@@ -528,6 +528,37 @@ test('token editing: an end token edited into a block ends the output there, one
     assert.throws(() => checkModelDefaults(model), /max_post_steps/);
   } finally {
     model.defaults = saved;
+  }
+});
+
+test('dllm A2D models (a2d-qwen3): bidirectional, unshifted, the tokenizer\'s <|mask|>, decoded as the plain LLaDA loop; with a block size, the bd3lm form as the plain block loop', async () => {
+  const { model, dir } = await fixtureModel({ arch: 'qwen3', a2d: true, hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, headDim: 32 });
+  try {
+    assert.equal(model.args.arch, 'qwen3');
+    assert.equal(model.args.attention, 'bidirectional');
+    assert.equal(model.args.shiftedLogits, false);
+    assert.equal(model.args.maskTokenId, null);
+    assert.equal(model.special.mask, model.codec.encode('<|mask|>')[0], 'the mask token comes from the tokenizer');
+    const prompt = [5, 9, 13, 7, 21];
+    for (const [gen, block, steps] of [[8, 8, 8], [12, 4, 6]]) {
+      const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
+      assert.deepEqual(got.tokens, await referenceLlada(model, prompt, gen, block, steps), `gen ${gen} block ${block} steps ${steps}`);
+    }
+  } finally {
+    await model.close();
+  }
+  const bd3lm = await loadModel(dir, { cacheDir: CACHE, threads: 2, blockSize: 4 });
+  try {
+    assert.equal(bd3lm.args.attention, 'block_causal');
+    for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
+      const want = await plainBlockDecode(bd3lm, prompt, 10, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 });
+      for (const cache of ['none', 'prefix'] as const) {
+        const r = await generate(bd3lm, prompt, { maxTokens: 10, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] });
+        assert.deepEqual(r.tokens, want, `bd3lm, prompt of ${prompt.length}, cache ${cache}`);
+      }
+    }
+  } finally {
+    await bd3lm.close();
   }
 });
 

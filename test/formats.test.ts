@@ -690,6 +690,26 @@ describe('config.json', () => {
       throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
   });
 
+  test('dllm A2D configs: the causal layouts under a2d-* model types are bidirectional diffusion models, block-causal with a block size', () => {
+    // Qwen3-0.6B's keys, as dllm's converter saves them (its class and model_type, nothing else added)
+    const raw: Record<string, unknown> = {
+      architectures: ['A2DQwen3LMHeadModel'], model_type: 'a2d-qwen3', hidden_size: 1024, num_hidden_layers: 28, num_attention_heads: 16,
+      num_key_value_heads: 8, head_dim: 128, intermediate_size: 3072, vocab_size: 151936, max_position_embeddings: 40960, rope_theta: 1000000,
+      rms_norm_eps: 1e-6, tie_word_embeddings: true, attention_bias: false, hidden_act: 'silu', bos_token_id: 151643, eos_token_id: 151645,
+    };
+    const a = parseConfig(raw);
+    assert.deepEqual([a.arch, a.adapted, a.attention, a.shiftedLogits, a.maskTokenId, a.qkNorm], ['qwen3', 'a2d', 'bidirectional', false, null, true]);
+    assert.equal(parseConfig({ ...raw, architectures: undefined }).adapted, 'a2d');
+    assert.equal(parseConfig({ ...raw, model_type: undefined }).adapted, 'a2d');
+    const bd = parseConfig({ ...raw, block_size: 32 });
+    assert.deepEqual([bd.attention, bd.blockSize], ['block_causal', 32]);
+    assert.deepEqual([parseConfig({ ...raw, model_type: 'a2d-qwen2', architectures: ['A2DQwen2LMHeadModel'], head_dim: undefined }).arch], ['qwen2']);
+    assert.equal(parseConfig({ ...raw, model_type: 'a2d-llama', architectures: ['A2DLlamaLMHeadModel'], head_dim: undefined }).arch, 'llama');
+    // the causal model itself stays causal
+    const causal = parseConfig({ ...raw, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' });
+    assert.deepEqual([causal.attention, causal.adapted], ['causal', undefined]);
+  });
+
   test('non-object configs -> config_invalid', () => {
     for (const raw of [null, [], 'llada', 42]) throwsCode(() => parseConfig(raw), 'config_invalid');
   });

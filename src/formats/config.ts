@@ -56,6 +56,10 @@ export interface ModelArgs {
   rotaryDim?: number;
   /** q, k and v are clamped to [-clipQkv, clipQkv] after the projections (and q/k norms) */
   clipQkv?: number;
+  /** an autoregressive model adapted to diffusion by the dllm project's A2D recipe (a2d-qwen3,
+   * a2d-qwen2, a2d-llama): bidirectional (its mdlm models), or block-causal once given a block
+   * size (its bd3lm models, which the config does not tell apart) */
+  adapted?: 'a2d';
   /** the feed-forward is a mixture of experts (LLaDA-MoE); intermediateSize is then the dense layers' */
   moe?: MoeArgs;
   /** output head shares the embedding matrix */
@@ -75,7 +79,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -118,6 +122,10 @@ function detect(raw: Raw): Architecture {
   const archs = Array.isArray(raw.architectures) ? raw.architectures.map(String) : [];
   // (LLaDA-MoE's published config.json says model_type "llada": its class names it)
   if (type === 'llada2_moe' || archs.includes('LLaDA2MoeModelLM')) return 'llada2';
+  // (dllm's A2D models: the causal layouts' weights under their own model_type and class)
+  if (type === 'a2d-qwen3' || archs.includes('A2DQwen3LMHeadModel')) return 'qwen3';
+  if (type === 'a2d-qwen2' || archs.includes('A2DQwen2LMHeadModel')) return 'qwen2';
+  if (type === 'a2d-llama' || archs.includes('A2DLlamaLMHeadModel')) return 'llama';
   if (type === 'lladamoe' || type === 'llada_moe' || archs.includes('LLaDAMoEModelLM') || archs.includes('LLaDAMoEModel')) return 'llada_moe';
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
@@ -193,7 +201,20 @@ export function parseConfig(raw: unknown): ModelArgs {
     padTokenId: optId(r, 'pad_token_id', vocabSize),
   };
   if (arch === 'llama' && r.attention_bias === true) args.qkvBias = true;
-  if (arch === 'llama' || arch === 'qwen2' || arch === 'qwen3') refuseDiffusionVariant(r, arch);
+  if (isA2d(r)) {
+    // the weights and names of the causal model, attention bidirectional (an explicit all-visible
+    // mask in its modeling code), logits not shifted; the mask token is the tokenizer's
+    // <|mask|> (added to it, in no config key); a block_size key (none in the released
+    // configs) or --block-size makes it block-causal in blocks from position 0 (its bd3lm models)
+    args.adapted = 'a2d';
+    args.attention = 'bidirectional';
+    args.shiftedLogits = false;
+    args.maskTokenId = optId(r, 'mask_token_id', vocabSize);
+    if (r.block_size !== undefined && r.block_size !== null) {
+      args.attention = 'block_causal';
+      args.blockSize = int(r, 'block_size', 4096);
+    }
+  } else if (arch === 'llama' || arch === 'qwen2' || arch === 'qwen3') refuseDiffusionVariant(r, arch);
   if (arch === 'qwen3') {
     // each head's q and k RMS-normalized over head_dim before RoPE (the layout SDAR was trained from)
     if (r.attention_bias === true) bad('attention_bias true is not supported for qwen3');
@@ -305,6 +326,12 @@ function llada2(r: Raw, args: ModelArgs): void {
   };
   args.blockSize = int(r, 'block_size', 4096, 32);
   args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 156895 ? 156895 : null);
+}
+
+function isA2d(r: Raw): boolean {
+  const type = typeof r.model_type === 'string' ? r.model_type.toLowerCase() : '';
+  const archs = Array.isArray(r.architectures) ? r.architectures.map(String) : [];
+  return type.startsWith('a2d-') || archs.some((a) => /^A2D\w+LMHeadModel$/.test(a));
 }
 
 /**

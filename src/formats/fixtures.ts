@@ -52,6 +52,8 @@ export interface FixtureOptions {
   firstDense?: number;
   /** llada2: partial_rotary_factor (default 0.5) */
   rotaryFactor?: number;
+  /** llama, qwen2, qwen3: dllm's A2D diffusion adaptation (model_type a2d-*, <|mask|> added to the tokenizer only) */
+  a2d?: boolean;
 }
 
 // ---------------------------------------------------------------- random numbers
@@ -99,7 +101,7 @@ const TEMPLATES = {
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
 };
 
-export function fixtureTokenizer(fixtureArch: FixtureArch): FixtureTokenizer {
+export function fixtureTokenizer(fixtureArch: FixtureArch, addMask = false): FixtureTokenizer {
   // (the LLaDA-MoE fixture borrows the LLaDA tokenizer family: what it tests is the layout)
   const arch = fixtureArch === 'llada_moe' || fixtureArch === 'llada2' ? 'llada' : fixtureArch;
   const b2u = bytesToUnicode();
@@ -126,6 +128,7 @@ export function fixtureTokenizer(fixtureArch: FixtureArch): FixtureTokenizer {
       : arch === 'llama'
         ? ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
         : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' ? ['<|MASK|>'] : arch === 'fast_dllm_v2' ? ['|<MASK>|'] : [])];
+  if (addMask) names.push('<|mask|>');
   const specials: Record<string, number> = {};
   const added = names.map((content) => {
     specials[content] = next;
@@ -155,6 +158,7 @@ export function fixtureTokenizer(fixtureArch: FixtureArch): FixtureTokenizer {
       : arch === 'llama'
         ? { bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>', chat_template: TEMPLATES.llama3 }
         : { bos_token: null, eos_token: '<|im_end|>', pad_token: '<|endoftext|>', chat_template: TEMPLATES.chatml };
+  if (addMask) config.mask_token = '<|mask|>';
   config.tokenizer_class = 'PreTrainedTokenizerFast';
   config.model_max_length = 2048;
   return { tokenizer, config, specials, size: next };
@@ -187,7 +191,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   const Dh = o.headDim ?? D / H;
   if (o.headDim !== undefined && o.arch === 'llada') throw new Error('writeFixture: the LLaDA config has no head_dim');
   const E = o.experts ?? 4, Fe = o.expertSize ?? 32;
-  const tk = fixtureTokenizer(o.arch);
+  const tk = fixtureTokenizer(o.arch, o.a2d);
   const V = Math.max(o.vocab ?? tk.size + 8, tk.size);
   const rand = mulberry32(o.seed ?? 1);
   await mkdir(dir, { recursive: true });
@@ -347,9 +351,9 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
     const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : o.arch === 'llada_moe' ? tk.specials['<|endoftext|>'] : tk.specials['<|im_end|>'];
     config = {
-      architectures: [o.arch === 'llada_moe' ? 'LLaDAMoEModelLM' : o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
+      architectures: [o.a2d ? `A2D${o.arch === 'llama' ? 'Llama' : o.arch === 'qwen2' ? 'Qwen2' : 'Qwen3'}LMHeadModel` : o.arch === 'llada_moe' ? 'LLaDAMoEModelLM' : o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
       // (the released LLaDA-MoE config.json says "llada"; its class names the layout)
-      model_type: o.arch === 'llada_moe' ? 'llada' : o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
+      model_type: o.a2d ? `a2d-${o.arch}` : o.arch === 'llada_moe' ? 'llada' : o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
       hidden_size: D,
       intermediate_size: Fi,
       num_hidden_layers: layers,

@@ -312,8 +312,10 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
 
 /** The same model decoded with other blocks (the graph takes any visibility: only decoding changes). */
 function withBlockSize(args: ModelArgs, n: number): ModelArgs {
-  if (args.attention !== 'block_causal') throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2), not ${args.arch}`);
+  if (args.attention !== 'block_causal' && args.adapted !== 'a2d') throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2, LLaDA2.0, A2D bd3lm), not ${args.arch}`);
   if (!Number.isInteger(n) || n < 1 || n > 4096) throw new OptionError('block_size', `block_size must be an integer in [1, 4096], got ${n}`);
+  // (an A2D model given a block size is its bd3lm form: block-causal from position 0)
+  if (args.adapted === 'a2d') return { ...args, attention: 'block_causal', blockSize: n };
   // (Fast-dLLM v2 decodes in sub-blocks of 8: the largest divisor of the block up to 8)
   let sub = Math.min(8, n);
   while (n % sub !== 0) sub--;
