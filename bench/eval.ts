@@ -61,6 +61,8 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   edits: { label: 'threshold 0.5, editing 0 (S mode), prefix cache', o: { policy: 'threshold', threshold: 0.5, editingThreshold: 0, maxPostSteps: 16, cache: 'prefix' } },
   editq0: { label: 'threshold 0.7, editing 0.5, no post steps, prefix cache', o: { policy: 'threshold', threshold: 0.7, editingThreshold: 0.5, maxPostSteps: 0, cache: 'prefix' } },
   edits0: { label: 'threshold 0.5, editing 0, no post steps, prefix cache', o: { policy: 'threshold', threshold: 0.5, editingThreshold: 0, maxPostSteps: 0, cache: 'prefix' } },
+  thr90ed9: { label: 'threshold 0.9, editing 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.9, editingThreshold: 0.9, maxPostSteps: 16, cache: 'prefix' } },
+  thr99ed9: { label: 'threshold 0.99, editing 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.99, editingThreshold: 0.9, maxPostSteps: 16, cache: 'prefix' } },
   thr95ed9: { label: 'threshold 0.95, editing 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.95, editingThreshold: 0.9, maxPostSteps: 16, cache: 'prefix' } },
   thr70: { label: 'threshold 0.7, prefix cache', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix' } },
   thr50: { label: 'threshold 0.5, prefix cache', o: { policy: 'threshold', threshold: 0.5, cache: 'prefix' } },
