@@ -160,3 +160,46 @@ print(max(gaps), wrong)
   assert.ok(gap < 1e-4, `layout gap ${gap}`);
   assert.ok(wrong > 1e-2, `a wrong layout shows (${wrong})`);
 });
+
+test('--edit-noise: visible answer tokens are swapped for random ordinary tokens (never the prompt, never a special token) and the loss covers them', () => {
+  // a model that copies its input (logits: one-hot of the input token): masked and swapped
+  // positions are wrong, the rest right; the same seed draws the same t and masks with and
+  // without noise, so the noised loss is larger exactly because swapped positions count
+  const script = `
+import sys, torch
+sys.path.insert(0, 'train')
+from train import diffusion_loss
+from tokenizer import MASK
+V = 50
+class Copier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cfg = type('C', (), {'vocab_size': V})()
+        self.seen = None
+    def forward(self, xin, causal=False):
+        self.seen = xin
+        return torch.nn.functional.one_hot(xin, V).float() * 20
+torch.manual_seed(0)
+n, L = 64, 24
+x = torch.randint(MASK + 1, V, (n, L))
+plen = torch.full((n,), 8)
+rlen = torch.full((n,), 20)
+m = Copier()
+def run(noise):
+    torch.manual_seed(1)
+    loss, _ = diffusion_loss(m, x, plen, rlen, L, pad_weight=1.0, edit_noise=noise)
+    return float(loss), m.seen.clone()
+base, xin0 = run(0.0)
+noised, xin1 = run(1.0)
+assert torch.equal(xin1[:, :8], x[:, :8]), 'the prompt is never changed'
+swapped = (xin1 != x) & (xin1 != MASK)
+assert swapped.any() and not ((xin0 != x) & (xin0 != MASK)).any(), 'only the noised run swaps tokens'
+assert (xin1[swapped] > MASK).all(), 'swaps are ordinary tokens'
+assert torch.equal(xin1 == MASK, xin0 == MASK), 'the same masks with and without noise'
+assert noised > base * 1.05, (noised, base)
+print('ok', base, noised, int(swapped.sum()))
+`;
+  py(['-c', script]);
+  // and the option is refused where it does not apply
+  assert.throws(() => py(['train/train.py', '--kind', 'diffusion', '--shift', '--block', '4', '--edit-noise', '0.1', '--tiny', '--steps', '1', '--minutes', '1', '--out', '/tmp/quench-never']), /--edit-noise/);
+});

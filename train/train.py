@@ -26,13 +26,17 @@ from tokenizer import DEFAULT_DIR, MASK, Tokenizer  # noqa: E402
 EPS_T = 1e-3
 
 
-def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0, shift=False):
+def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0, shift=False, edit_noise=0.0):
     """LLaDA SFT loss. Every response position (answer, <|eot_id|>, <|endoftext|> padding) is masked with
     probability t; the 1/t-weighted CE on masked positions is normalised per sequence. `pad_weight` scales the
     padding positions (in the loss and in the normaliser): with weight 1 a 5-token answer in a 64-token bucket
     gives its answer tokens ~1/10 of the sequence's loss, the rest goes to predicting the padding.
     `shift` (Dream-style): the prediction for position i is read from the output at i - 1, as in the causal model
-    the diffusion model is adapted from."""
+    the diffusion model is adapted from.
+    `edit_noise` (token editing, after LLaDA2.1's token-to-token training): each response position left visible is
+    replaced by a random ordinary token with probability edit_noise * t, and the loss covers those positions too,
+    so that the model's rows at committed positions learn to restore a wrong token (decoding with
+    editing_threshold reads exactly those rows). 0: the plain objective."""
     n, L = x.shape
     dev = x.device
     pos = torch.arange(L, device=dev)[None]
@@ -41,6 +45,10 @@ def diffusion_loss(model, x, plen, real_len, lmax, pad_weight=1.0, shift=False):
     t = (1 - EPS_T) * torch.rand(n, device=dev) + EPS_T
     m = (torch.rand(n, L, device=dev) < t[:, None]) & resp
     xin = torch.where(m, torch.full_like(x, MASK), x)
+    if edit_noise > 0:
+        e = ~m & resp & (torch.rand(n, L, device=dev) < edit_noise * t[:, None])
+        xin = torch.where(e, torch.randint(MASK + 1, model.cfg.vocab_size, (n, L), device=dev), xin)
+        m = m | e
     logits = model(xin, causal=False)
     tgt, mt, wt = x, m, w
     if shift:  # row i - 1 predicts position i; position 0 (bos, never masked) has no row
@@ -218,6 +226,8 @@ class Run:
         self.loss_kw = {'pad_weight': args.pad_weight}
         if kind == 'diffusion':
             self.loss_kw.update({'block': args.block} if args.block else {'shift': args.shift})
+            if args.edit_noise:
+                self.loss_kw['edit_noise'] = args.edit_noise
         self.loss_acc = torch.zeros((), device=dev)
         self.gn = torch.zeros((), device=dev)
         self.last_loss = float('nan')
@@ -263,6 +273,9 @@ def main():
                     help='diffusion: block diffusion with blocks of this many positions (causal across blocks, '
                          'bidirectional within one, shifted logits; Fast-dLLM v2 style), exported in the Fast-dLLM v2 '
                          'layout; needs --shift')
+    ap.add_argument('--edit-noise', type=float, default=0.0,
+                    help='diffusion (not --block): replace visible response tokens by random ones with probability '
+                         'this x t and learn to restore them (for decoding with token editing, editing_threshold)')
     ap.add_argument('--init-from', default='',
                     help='start every model from this exported model directory (either layout), e.g. a diffusion '
                          'model adapted from the AR twin')
@@ -282,6 +295,8 @@ def main():
     args = ap.parse_args()
     if args.block and not args.shift:
         raise SystemExit('--block needs --shift (block diffusion reads its predictions from the previous row)')
+    if args.edit_noise and (args.block or not 0 < args.edit_noise <= 1):
+        raise SystemExit('--edit-noise takes a probability in (0, 1] and the non-block diffusion objective')
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
