@@ -8,6 +8,7 @@ import { OptionError, CancelledError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
 import { CACHE, fixtureModel, range } from './helpers.ts';
 import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { convertModel, loadModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
 import { fixtureTokenizer, mulberry32 } from '../src/formats/fixtures.ts';
@@ -559,6 +560,18 @@ test('dllm A2D models (a2d-qwen3): bidirectional, unshifted, the tokenizer\'s <|
     }
   } finally {
     await bd3lm.close();
+  }
+  // a tokenizer_config.json without mask_token: the added <|mask|> is found by name
+  const cfgPath = join(dir, 'tokenizer_config.json');
+  const tc = JSON.parse(readFileSync(cfgPath, 'utf8'));
+  const want = tc.mask_token;
+  delete tc.mask_token;
+  writeFileSync(cfgPath, JSON.stringify(tc));
+  const bare = await loadModel(dir, { cacheDir: CACHE, threads: 2 });
+  try {
+    assert.equal(bare.special.mask, bare.codec.encode(want)[0]);
+  } finally {
+    await bare.close();
   }
 });
 

@@ -135,7 +135,8 @@ export class TextCodec {
       if (t !== undefined) stop.add(t);
     }
     let mask = args?.maskTokenId ?? id(tokenString(config.mask_token));
-    if (mask === null && args?.maskTokenId !== null) for (const name of MASK_NAMES) mask ??= vocab.get(name) ?? null;
+    // (a diffusion model whose config and tokenizer_config name no mask: the usual mask tokens by name)
+    if (mask === null && args?.attention !== 'causal') for (const name of MASK_NAMES) mask ??= vocab.get(name) ?? null;
     if (args && args.maskTokenId === null && args.attention === 'causal') mask = null;
     if (mask !== null) stop.delete(mask);
     this.special = {
