@@ -703,6 +703,8 @@ describe('config.json', () => {
     assert.equal(parseConfig({ ...raw, model_type: undefined }).adapted, 'a2d');
     const bd = parseConfig({ ...raw, block_size: 32 });
     assert.deepEqual([bd.attention, bd.blockSize], ['block_causal', 32]);
+    // (a causal export's training context under that key is no diffusion block)
+    assert.equal(parseConfig({ ...raw, block_size: 4096 }).attention, 'bidirectional');
     assert.deepEqual([parseConfig({ ...raw, model_type: 'a2d-qwen2', architectures: ['A2DQwen2LMHeadModel'], head_dim: undefined }).arch], ['qwen2']);
     assert.equal(parseConfig({ ...raw, model_type: 'a2d-llama', architectures: ['A2DLlamaLMHeadModel'], head_dim: undefined }).arch, 'llama');
     // the causal model itself stays causal

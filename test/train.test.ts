@@ -202,4 +202,5 @@ print('ok', base, noised, int(swapped.sum()))
   py(['-c', script]);
   // and the option is refused where it does not apply
   assert.throws(() => py(['train/train.py', '--kind', 'diffusion', '--shift', '--block', '4', '--edit-noise', '0.1', '--tiny', '--steps', '1', '--minutes', '1', '--out', '/tmp/quench-never']), /--edit-noise/);
+  assert.throws(() => py(['train/train.py', '--kind', 'ar', '--edit-noise', '0.1', '--tiny', '--steps', '1', '--minutes', '1', '--out', '/tmp/quench-never']), /--edit-noise/);
 });

@@ -295,8 +295,8 @@ def main():
     args = ap.parse_args()
     if args.block and not args.shift:
         raise SystemExit('--block needs --shift (block diffusion reads its predictions from the previous row)')
-    if args.edit_noise and (args.block or not 0 < args.edit_noise <= 1):
-        raise SystemExit('--edit-noise takes a probability in (0, 1] and the non-block diffusion objective')
+    if args.edit_noise and (args.block or args.kind == 'ar' or not 0 < args.edit_noise <= 1):
+        raise SystemExit('--edit-noise takes a probability in (0, 1] and the non-block diffusion objective (--kind diffusion or both)')
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)

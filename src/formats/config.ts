@@ -210,9 +210,10 @@ export function parseConfig(raw: unknown): ModelArgs {
     args.attention = 'bidirectional';
     args.shiftedLogits = false;
     args.maskTokenId = optId(r, 'mask_token_id', vocabSize);
-    if (r.block_size !== undefined && r.block_size !== null) {
+    // (a large block_size is a causal export's training context, not a diffusion block)
+    if (typeof r.block_size === 'number' && Number.isInteger(r.block_size) && r.block_size >= 1 && r.block_size <= 256) {
       args.attention = 'block_causal';
-      args.blockSize = int(r, 'block_size', 4096);
+      args.blockSize = r.block_size;
     }
   } else if (arch === 'llama' || arch === 'qwen2' || arch === 'qwen3') refuseDiffusionVariant(r, arch);
   if (arch === 'qwen3') {

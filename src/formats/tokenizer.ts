@@ -138,6 +138,7 @@ export class TextCodec {
     // (a diffusion model whose config and tokenizer_config name no mask: the usual mask tokens by name)
     if (mask === null && args?.attention !== 'causal') for (const name of MASK_NAMES) mask ??= vocab.get(name) ?? null;
     if (args && args.maskTokenId === null && args.attention === 'causal') mask = null;
+    if (args && mask !== null && mask >= args.vocabSize) throw new FormatError('config_mismatch', `the tokenizer's mask token (id ${mask}) is outside the model's vocabulary of ${args.vocabSize}`);
     if (mask !== null) stop.delete(mask);
     this.special = {
       mask,
