@@ -4,7 +4,7 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadConfig, type ModelArgs } from '../formats/config.ts';
+import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec } from '../formats/tokenizer.ts';
 import { GGML_TYPES, isGguf, openGguf } from '../formats/gguf.ts';
@@ -22,11 +22,7 @@ export function parameterCount(a: ModelArgs, active = false): number {
   const kv = a.numKvHeads * a.headDim;
   const attn = D * q + 2 * D * kv + q * D + (a.qkvBias ? q + 2 * kv : 0) + (a.qkNorm ? 2 * a.headDim : 0);
   let layers = 0;
-  for (let l = 0; l < a.numLayers; l++) {
-    const m = a.moe;
-    const mlp = m?.layers[l] ? D * m.experts + (m.expertBias ? m.experts : 0) + 3 * D * ((active ? m.topK : m.experts) * m.expertSize + (m.sharedSize ?? 0)) : 3 * D * a.intermediateSize;
-    layers += attn + mlp + 2 * D;
-  }
+  for (let l = 0; l < a.numLayers; l++) layers += attn + feedForwardParams(a, l, active) + 2 * D;
   const embed = active && !a.tiedEmbeddings ? 0 : a.vocabSize * D;
   return embed + layers + D + (a.tiedEmbeddings ? 0 : a.vocabSize * D);
 }

@@ -359,6 +359,15 @@ function check(a: ModelArgs): ModelArgs {
   return a;
 }
 
+/** Weights of layer l's feed-forward: the dense SwiGLU, or a mixture's router (and expert bias),
+ * its experts (all of them, or, `active`, the k one token runs through) and shared expert. */
+export function feedForwardParams(a: ModelArgs, l: number, active = false): number {
+  const D = a.hiddenSize;
+  const m = a.moe;
+  if (!m?.layers[l]) return 3 * D * a.intermediateSize;
+  return D * m.experts + (m.expertBias ? m.experts : 0) + 3 * D * ((active ? m.topK : m.experts) * m.expertSize + (m.sharedSize ?? 0));
+}
+
 export async function loadConfig(dir: string): Promise<{ args: ModelArgs; raw: Raw }> {
   let text: string;
   try {

@@ -197,6 +197,13 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   await mkdir(dir, { recursive: true });
 
   const plan: PlannedTensor[] = [];
+  // one SwiGLU feed-forward under prefix p (Hugging Face names), intermediate size f
+  const swiglu = (p: string, f: number) =>
+    plan.push(
+      { name: `${p}.gate_proj.weight`, shape: [f, D], kind: 'linear' },
+      { name: `${p}.up_proj.weight`, shape: [f, D], kind: 'linear' },
+      { name: `${p}.down_proj.weight`, shape: [D, f], kind: 'linear' },
+    );
   let config: Record<string, unknown>;
   if (o.arch === 'llada') {
     const p = 'model.transformer';
@@ -250,12 +257,6 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     plan.push({ name: 'model.word_embeddings.weight', shape: [V, D], kind: 'embed' });
     for (let i = 0; i < layers; i++) {
       const b = `model.layers.${i}`;
-      const swiglu = (p: string, f: number) =>
-        plan.push(
-          { name: `${p}.gate_proj.weight`, shape: [f, D], kind: 'linear' },
-          { name: `${p}.up_proj.weight`, shape: [f, D], kind: 'linear' },
-          { name: `${p}.down_proj.weight`, shape: [D, f], kind: 'linear' },
-        );
       plan.push(
         { name: `${b}.input_layernorm.weight`, shape: [D], kind: 'norm' },
         { name: `${b}.attention.query_key_value.weight`, shape: [(H + 2 * Hkv) * Dh, D], kind: 'linear' },
@@ -334,12 +335,6 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
         { name: `${b}.self_attn.o_proj.weight`, shape: [D, H * Dh], kind: 'linear' },
         { name: `${b}.post_attention_layernorm.weight`, shape: [D], kind: 'norm' },
       );
-      const swiglu = (p: string, f: number) =>
-        plan.push(
-          { name: `${p}.gate_proj.weight`, shape: [f, D], kind: 'linear' },
-          { name: `${p}.up_proj.weight`, shape: [f, D], kind: 'linear' },
-          { name: `${p}.down_proj.weight`, shape: [D, f], kind: 'linear' },
-        );
       if (o.arch === 'llada_moe' && (o.moeLayers?.[i] ?? 1) === 1) {
         // (router logits spread wide enough that the top-k choice differs between tokens)
         plan.push({ name: `${b}.mlp.gate.weight`, shape: [E, D], kind: 'router' });

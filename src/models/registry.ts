@@ -9,7 +9,7 @@ import { homedir } from 'node:os';
 import { join, resolve, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FormatError, OptionError } from '../errors.ts';
-import { loadConfig, type ModelArgs } from '../formats/config.ts';
+import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec, type SpecialTokens } from '../formats/tokenizer.ts';
 import type { GenerationDefaults } from '../formats/generation-config.ts';
@@ -195,12 +195,8 @@ function weightNamesOf(args: ModelArgs): string[] {
 
 /** Parameters of the transformer blocks' linear layers (what int8 quantizes): all experts of a mixture. */
 function linearParams(args: ModelArgs): number {
-  const D = args.hiddenSize;
   let n = 0;
-  for (let l = 0; l < args.numLayers; l++) {
-    const m = args.moe;
-    n += 4 * D * D + (m?.layers[l] ? D * m.experts + 3 * D * (m.experts * m.expertSize + (m.sharedSize ?? 0)) : 3 * D * args.intermediateSize);
-  }
+  for (let l = 0; l < args.numLayers; l++) n += 4 * args.hiddenSize * args.hiddenSize + feedForwardParams(args, l);
   return n;
 }
 
