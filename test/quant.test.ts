@@ -212,6 +212,27 @@ test('quantized mixture models (LLaDA-MoE, LLaDA2.0) vs fp32 through loadModel: 
   }
 });
 
+test('a quantized DiT (MDLM: LayerNorm, GELU, head bias; the adaLN fold happens before quantizing) vs fp32: top-1 agreement and mean KL; the mask stays out', async () => {
+  const { model: fp, dir } = await fixtureModel({ arch: 'mdlm', hidden: 128, heads: 4, layers: 3, condDim: 32, std: 0.08 }, { dtype: 'fp32' });
+  const V = fp.args.vocabSize;
+  const L = 48;
+  const ids = Int32Array.from(range(0, L), (i) => (i * 37 + 11) % V);
+  const req = { ids, positions: Int32Array.from(range(0, L)), visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from(range(0, L)), wantLogits: true };
+  const [ref] = await fp.forward([req]);
+  const results: Record<string, { top1: number; kl: number }> = {};
+  for (const dtype of ['int8', 'int4'] as const) {
+    const q = await loadModel(dir, { dtype, cacheDir: CACHE, threads: 2 });
+    const [out] = await q.forward([req]);
+    results[dtype] = compare(ref.logits!, out.logits!, V);
+    for (let r = 0; r < L; r++) assert.ok(out.logits![r * V + V - 1] <= -1e8, `${dtype}: the mask's logit is suppressed`);
+    await q.close();
+  }
+  await fp.close();
+  assert.ok(results.int8.top1 >= 0.9 && results.int8.kl < 0.02, `int8 ${JSON.stringify(results.int8)}`);
+  assert.ok(results.int4.top1 >= 0.7 && results.int4.kl < 0.15, `int4 ${JSON.stringify(results.int4)}`);
+  assert.ok(results.int4.kl > results.int8.kl, 'int4 is coarser than int8');
+});
+
 test('the int8 encoding is part of the conversion cache key (not for fp32), the child process keeps it, and a bad one is refused', async () => {
   const dir = await tempDir('quench-int8-key-');
   await writeFixture(dir, { arch: 'llada', hidden: 64, heads: 4, layers: 2 });

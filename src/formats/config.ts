@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
+export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
 
 /**
  * A mixture-of-experts feed-forward: a router picks `topK` of `experts` SwiGLU experts per token
@@ -60,6 +60,14 @@ export interface ModelArgs {
    * a2d-qwen2, a2d-llama): bidirectional (its mdlm models), or block-causal once given a block
    * size (its bd3lm models, which the config does not tell apart) */
   adapted?: 'a2d';
+  /** LayerNorm (centred, with a bias) instead of RMSNorm, epsilon rmsNormEps (the DiT layout) */
+  norm?: 'layer';
+  /** the dense feed-forward: SwiGLU (absent), or down(gelu_tanh(up x + b_up)) + b_down (the DiT layout) */
+  mlp?: 'gelu_tanh';
+  /** the DiT layout of MDLM and BD3-LM: each norm is modulated and each residual branch gated by
+   * adaLN vectors computed from the noise level, a constant here (their released models do not
+   * condition on it), so the modulation folds into the weights at load (models/dit.ts) */
+  dit?: { condDim: number; adaln: boolean };
   /** the feed-forward is a mixture of experts (LLaDA-MoE); intermediateSize is then the dense layers' */
   moe?: MoeArgs;
   /** output head shares the embedding matrix */
@@ -79,7 +87,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'mdlm (MDLM)', 'bd3lm (BD3LM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -131,6 +139,8 @@ function detect(raw: Raw): Architecture {
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
   if (type === 'sdar' || archs.includes('SDARForCausalLM')) return 'sdar';
   if (type === 'fast_dllm_qwen' || archs.includes('Fast_dLLM_QwenForCausalLM')) return 'fast_dllm_v2';
+  if (type === 'mdlm' || archs.includes('MDLM')) return 'mdlm';
+  if (type === 'bd3lm' || archs.includes('BD3LM')) return 'bd3lm';
   if (type === 'llama' || archs.includes('LlamaForCausalLM')) return 'llama';
   if (type === 'qwen2' || archs.includes('Qwen2ForCausalLM')) return 'qwen2';
   if (type === 'qwen3' || archs.includes('Qwen3ForCausalLM')) return 'qwen3';
@@ -176,6 +186,7 @@ export function parseConfig(raw: unknown): ModelArgs {
     };
     return check(args);
   }
+  if (arch === 'mdlm' || arch === 'bd3lm') return check(dit(r, arch));
   const hiddenSize = int(r, 'hidden_size', LIMITS.dim);
   const numHeads = int(r, 'num_attention_heads', LIMITS.heads);
   const vocabSize = int(r, 'vocab_size', LIMITS.vocab);
@@ -329,6 +340,62 @@ function llada2(r: Raw, args: ModelArgs): void {
   args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 156895 ? 156895 : null);
 }
 
+/**
+ * MDLM and BD3-LM (kuleshov-group/mdlm-owt, bd3lm-owt-block_size4/8/16): a DiT backbone. Token
+ * embedding; per block LayerNorm (no bias) -> fused attn_qkv (no bias) -> NeoX RoPE (theta 10000)
+ * on q and k -> attention -> attn_out, then LayerNorm -> Linear(4D) + bias -> GELU (tanh) ->
+ * Linear + bias; each norm's output modulated (x (1 + scale) + shift) and each branch gated by the
+ * adaLN vectors of silu(timestep_mlp(sigma)), sigma 0 when time_conditioning is false (the released
+ * models); a modulated final LayerNorm, a head with a bias. Logits not shifted. The mask is the
+ * last id (the code appends it to a tokenizer without one: GPT-2's 50257) unless mask_token_id
+ * says otherwise; the "subs" parameterization never predicts it. MDLM attends bidirectionally;
+ * BD3-LM with cross_attn causally across blocks of block_size from position 0, bidirectionally
+ * within one.
+ */
+function dit(r: Raw, arch: 'mdlm' | 'bd3lm'): ModelArgs {
+  if (r.time_conditioning === true) bad('time_conditioning true is not supported (the released MDLM and BD3-LM models do not condition on the noise level)');
+  if (r.causal === true) bad('causal true is not supported (the autoregressive baseline of the BD3-LM code)');
+  const hiddenSize = int(r, 'hidden_dim', LIMITS.dim);
+  const numHeads = int(r, 'n_heads', LIMITS.heads);
+  const vocabSize = int(r, 'vocab_size', LIMITS.vocab);
+  const length = int(r, 'model_length', LIMITS.positions, 1024);
+  if (vocabSize < 2) bad('vocab_size must leave room for the mask token');
+  const args: ModelArgs = {
+    arch,
+    hiddenSize,
+    numLayers: int(r, 'n_blocks', LIMITS.layers),
+    numHeads,
+    numKvHeads: numHeads,
+    headDim: hiddenSize / numHeads,
+    intermediateSize: 4 * hiddenSize,
+    vocabSize,
+    ropeTheta: 10000,
+    rmsNormEps: 1e-5,
+    maxPositions: length,
+    qkvBias: false,
+    tiedEmbeddings: false,
+    attention: 'bidirectional',
+    shiftedLogits: false,
+    maskTokenId: optId(r, 'mask_token_id', vocabSize) ?? vocabSize - 1,
+    eosTokenIds: idList(r, 'eos_token_id', vocabSize),
+    bosTokenId: optId(r, 'bos_token_id', vocabSize),
+    padTokenId: optId(r, 'pad_token_id', vocabSize),
+    norm: 'layer',
+    mlp: 'gelu_tanh',
+    // (MDLM's blocks always carry adaLN; BD3-LM's config may turn it off)
+    dit: { condDim: int(r, 'cond_dim', LIMITS.dim, 128), adaln: arch === 'mdlm' || r.adaln !== false },
+  };
+  if (arch === 'bd3lm') {
+    // (without cross_attn, or with one block spanning the model, it is MDLM's bidirectional model)
+    const block = int(r, 'block_size', LIMITS.positions, 1);
+    if (r.cross_attn !== false && block < length) {
+      args.attention = 'block_causal';
+      args.blockSize = block;
+    }
+  }
+  return args;
+}
+
 function isA2d(r: Raw): boolean {
   const type = typeof r.model_type === 'string' ? r.model_type.toLowerCase() : '';
   const archs = Array.isArray(r.architectures) ? r.architectures.map(String) : [];
@@ -364,6 +431,7 @@ function check(a: ModelArgs): ModelArgs {
 export function feedForwardParams(a: ModelArgs, l: number, active = false): number {
   const D = a.hiddenSize;
   const m = a.moe;
+  if (a.mlp === 'gelu_tanh') return 2 * D * a.intermediateSize + a.intermediateSize + D;
   if (!m?.layers[l]) return 3 * D * a.intermediateSize;
   return D * m.experts + (m.expertBias ? m.experts : 0) + 3 * D * ((active ? m.topK : m.experts) * m.expertSize + (m.sharedSize ?? 0));
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'llama' | 'qwen2' | 'qwen3';
+export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -54,6 +54,10 @@ export interface FixtureOptions {
   rotaryFactor?: number;
   /** llama, qwen2, qwen3: dllm's A2D diffusion adaptation (model_type a2d-*, <|mask|> added to the tokenizer only) */
   a2d?: boolean;
+  /** mdlm, bd3lm: the adaLN conditioning width (cond_dim); bd3lm: adaln off, cross_attn off */
+  condDim?: number;
+  adaln?: boolean;
+  crossAttn?: boolean;
 }
 
 // ---------------------------------------------------------------- random numbers
@@ -88,6 +92,8 @@ const MERGE_WORDS = ['the', 'and', 'is', 'in', 'of', 'to', 'at', 'on', 'an', 'er
 export interface FixtureTokenizer {
   tokenizer: Record<string, unknown>;
   config: Record<string, unknown>;
+  /** special_tokens_map.json, where the tokenizer keeps its special tokens there (GPT-2's) */
+  specialMap?: Record<string, unknown>;
   specials: Record<string, number>;
   size: number;
 }
@@ -104,6 +110,8 @@ const TEMPLATES = {
 export function fixtureTokenizer(fixtureArch: FixtureArch, addMask = false): FixtureTokenizer {
   // (the LLaDA-MoE fixture borrows the LLaDA tokenizer family: what it tests is the layout)
   const arch = fixtureArch === 'llada_moe' || fixtureArch === 'llada2' ? 'llada' : fixtureArch;
+  // (MDLM and BD3-LM use GPT-2's tokenizer: one special token, no chat template, no mask token)
+  const gpt2 = arch === 'mdlm' || arch === 'bd3lm';
   const b2u = bytesToUnicode();
   const vocab: Record<string, number> = {};
   b2u.forEach((c, i) => (vocab[c] = i));
@@ -125,7 +133,9 @@ export function fixtureTokenizer(fixtureArch: FixtureArch, addMask = false): Fix
   const names =
     arch === 'llada'
       ? ['<|endoftext|>', '<|startoftext|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>', '<|mdm_mask|>']
-      : arch === 'llama'
+      : gpt2
+        ? ['<|endoftext|>']
+        : arch === 'llama'
         ? ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
         : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' ? ['<|MASK|>'] : arch === 'fast_dllm_v2' ? ['|<MASK>|'] : [])];
   if (addMask) names.push('<|mask|>');
@@ -152,6 +162,11 @@ export function fixtureTokenizer(fixtureArch: FixtureArch, addMask = false): Fix
     model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges },
   };
   const tok = (s: string) => s;
+  if (gpt2) {
+    const config = { model_max_length: 1024, tokenizer_class: 'GPT2Tokenizer' };
+    const specialMap = { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>' };
+    return { tokenizer, config, specialMap, specials, size: next };
+  }
   const config: Record<string, unknown> =
     arch === 'llada'
       ? { bos_token: tok('<|startoftext|>'), eos_token: tok('<|endoftext|>'), pad_token: tok('<|endoftext|>'), mask_token: '<|mdm_mask|>', chat_template: TEMPLATES.llada }
@@ -169,7 +184,9 @@ export function fixtureTokenizer(fixtureArch: FixtureArch, addMask = false): Fix
 interface PlannedTensor {
   name: string;
   shape: number[];
-  kind: 'linear' | 'norm' | 'embed' | 'bias' | 'router' | 'expert_bias';
+  kind: 'linear' | 'norm' | 'embed' | 'bias' | 'router' | 'expert_bias' | 'raw';
+  /** kind raw: the values */
+  data?: Float32Array;
 }
 
 export interface FixtureInfo {
@@ -186,13 +203,15 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   const H = o.heads ?? 4;
   const Hkv = o.kvHeads ?? H;
   const Fi = o.intermediate ?? 2 * D;
-  const dtype = o.dtype ?? 'BF16';
+  // (the released MDLM and BD3-LM checkpoints are fp32)
+  const dtype = o.dtype ?? (o.arch === 'mdlm' || o.arch === 'bd3lm' ? 'F32' : 'BF16');
   const std = o.std ?? 0.15;
   const Dh = o.headDim ?? D / H;
   if (o.headDim !== undefined && o.arch === 'llada') throw new Error('writeFixture: the LLaDA config has no head_dim');
   const E = o.experts ?? 4, Fe = o.expertSize ?? 32;
   const tk = fixtureTokenizer(o.arch, o.a2d);
-  const V = Math.max(o.vocab ?? tk.size + 8, tk.size);
+  // (a DiT's mask is the id after GPT-2's vocabulary: 50257 of 50258)
+  const V = Math.max(o.vocab ?? (o.arch === 'mdlm' || o.arch === 'bd3lm' ? tk.size + 1 : tk.size + 8), tk.size);
   const rand = mulberry32(o.seed ?? 1);
   await mkdir(dir, { recursive: true });
 
@@ -311,6 +330,59 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       ...(o.blockSize ? { block_size: o.blockSize } : {}),
       torch_dtype: dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32',
     };
+  } else if (o.arch === 'mdlm' || o.arch === 'bd3lm') {
+    // the DiT backbone of their Hugging Face code (F = 4D, heads of D / H, the mask the last id)
+    if (o.kvHeads !== undefined && o.kvHeads !== H) throw new Error('writeFixture: the DiT has no grouped heads');
+    const C = o.condDim ?? 24;
+    const adaln = o.arch === 'mdlm' || o.adaln !== false;
+    const p = 'backbone';
+    plan.push({ name: `${p}.vocab_embed.embedding`, shape: [V, D], kind: 'embed' });
+    if (adaln)
+      plan.push(
+        { name: `${p}.sigma_map.mlp.0.weight`, shape: [C, 256], kind: 'linear' },
+        { name: `${p}.sigma_map.mlp.0.bias`, shape: [C], kind: 'bias' },
+        { name: `${p}.sigma_map.mlp.2.weight`, shape: [C, C], kind: 'linear' },
+        { name: `${p}.sigma_map.mlp.2.bias`, shape: [C], kind: 'bias' },
+      );
+    plan.push({ name: `${p}.rotary_emb.inv_freq`, shape: [Dh / 2], kind: 'raw', data: Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh)) });
+    for (let i = 0; i < layers; i++) {
+      const b = `${p}.blocks.${i}`;
+      plan.push(
+        { name: `${b}.norm1.weight`, shape: [D], kind: 'norm' },
+        { name: `${b}.attn_qkv.weight`, shape: [3 * D, D], kind: 'linear' },
+        { name: `${b}.attn_out.weight`, shape: [D, D], kind: 'linear' },
+        { name: `${b}.norm2.weight`, shape: [D], kind: 'norm' },
+        { name: `${b}.mlp.0.weight`, shape: [4 * D, D], kind: 'linear' },
+        { name: `${b}.mlp.0.bias`, shape: [4 * D], kind: 'bias' },
+        { name: `${b}.mlp.2.weight`, shape: [D, 4 * D], kind: 'linear' },
+        { name: `${b}.mlp.2.bias`, shape: [D], kind: 'bias' },
+      );
+      if (adaln) plan.push({ name: `${b}.adaLN_modulation.weight`, shape: [6 * D, C], kind: 'linear' }, { name: `${b}.adaLN_modulation.bias`, shape: [6 * D], kind: 'bias' });
+    }
+    plan.push(
+      { name: `${p}.output_layer.norm_final.weight`, shape: [D], kind: 'norm' },
+      { name: `${p}.output_layer.linear.weight`, shape: [V, D], kind: 'linear' },
+      { name: `${p}.output_layer.linear.bias`, shape: [V], kind: 'bias' },
+    );
+    if (adaln) plan.push({ name: `${p}.output_layer.adaLN_modulation.weight`, shape: [2 * D, C], kind: 'linear' }, { name: `${p}.output_layer.adaLN_modulation.bias`, shape: [2 * D], kind: 'bias' });
+    // (BD3-LM's var_min buffers, on the model itself)
+    if (o.arch === 'bd3lm') plan.push({ name: 'sampling_eps_min', shape: [], kind: 'raw', data: Float32Array.of(1e-3) }, { name: 'sampling_eps_max', shape: [], kind: 'raw', data: Float32Array.of(0.999) });
+    config = {
+      architectures: [o.arch === 'mdlm' ? 'MDLM' : 'BD3LM'],
+      auto_map: o.arch === 'mdlm' ? { AutoConfig: 'configuration_mdlm.MDLMConfig', AutoModelForMaskedLM: 'modeling_mdlm.MDLM' } : { AutoConfig: 'configuration_bd3lm.BD3LMConfig', AutoModelForMaskedLM: 'modeling_bd3lm.BD3LM' },
+      model_type: o.arch,
+      vocab_size: V,
+      model_length: o.maxPositions ?? 1024,
+      hidden_dim: D,
+      cond_dim: C,
+      n_blocks: layers,
+      n_heads: H,
+      dropout: 0.1,
+      time_conditioning: false,
+      return_dict: false,
+      torch_dtype: 'float32',
+      ...(o.arch === 'bd3lm' ? { block_size: o.blockSize ?? 4, cross_attn: o.crossAttn !== false, adaln, attn_backend: 'sdpa', causal: false, var_min: true, sampling_eps_min: 1e-3, sampling_eps_max: 0.999 } : {}),
+    };
   } else {
     const qwen3 = o.arch === 'sdar' || o.arch === 'qwen3' || o.arch === 'llada_moe';
     const bias = o.arch !== 'llama' && !qwen3;
@@ -398,6 +470,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   const u = Float32Array.from({ length: D }, (_, i) => (i % 3 === 0 ? 1 : -1));
   const gen = (t: PlannedTensor): Float32Array => {
     const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.kind === 'raw') return t.data!;
     if (t.kind === 'norm') return normal(rand, n, 0.1, 1);
     if (t.kind === 'bias') return normal(rand, n, 0.1);
     if (t.kind === 'router') return normal(rand, n, 0.5);
@@ -408,7 +481,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       return e;
     }
     const w = normal(rand, n, std);
-    const isHead = t.shape[0] === V && (t.name.endsWith('ff_out.weight') || t.name === 'lm_head.weight');
+    const isHead = t.shape[0] === V && (t.name.endsWith('ff_out.weight') || t.name === 'lm_head.weight' || t.name.endsWith('output_layer.linear.weight'));
     if (favour !== undefined && isHead) for (let d = 0; d < D; d++) w[favour * D + d] = 2 * u[d];
     return w;
   };
@@ -440,6 +513,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tk.tokenizer));
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tk.config, null, 2));
+  if (tk.specialMap) await writeFile(join(dir, 'special_tokens_map.json'), JSON.stringify(tk.specialMap, null, 2));
   return { dir, config, specials: tk.specials, tokenizerSize: tk.size, params };
 }
 

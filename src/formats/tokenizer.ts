@@ -45,7 +45,7 @@ async function readJson(path: string, what: string, optional: boolean): Promise<
     text = await readFile(path, 'utf8');
   } catch {
     if (optional) return null;
-    throw new FormatError('tokenizer_missing', `${what} not found in the model directory`);
+    throw new FormatError('tokenizer_missing', `${what} not found in the model directory${what === 'tokenizer.json' ? ' (a checkpoint that ships none, as MDLM and BD3-LM do, takes a tokenizer directory: --tokenizer DIR)' : ''}`);
   }
   try {
     const v = JSON.parse(text);
@@ -119,7 +119,8 @@ export class TextCodec {
     const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
     this.bosText = tokenString(config.bos_token) ?? '';
     this.generation = generationDefaults(generationConfig ?? null);
-    this.addBos = config.add_bos_token === true || (config.add_bos_token === undefined && args?.arch === 'llada');
+    // (LLaDA's and the DiT models' training sequences start with BOS)
+    this.addBos = config.add_bos_token === true || (config.add_bos_token === undefined && (args?.arch === 'llada' || args?.dit !== undefined));
     this.eosText = tokenString(config.eos_token) ?? '';
     // transformers defaults clean_up_tokenization_spaces to false; the JS tokenizer defaults it to
     // true, which would rewrite generated text (" ?" -> "?", " 's" -> "'s").
@@ -159,9 +160,14 @@ export class TextCodec {
   }
 
   /** `generation` false: the generation_config.json is not read (its end tokens nor its defaults). */
-  static async load(dir: string, args?: ModelArgs, generation = true): Promise<TextCodec> {
-    const tj = (await readJson(join(dir, 'tokenizer.json'), 'tokenizer.json', false))!;
-    const tc = (await readJson(join(dir, 'tokenizer_config.json'), 'tokenizer_config.json', true)) ?? {};
+  /** `tokenizerDir`: where tokenizer.json and its config are, when not beside the weights (MDLM
+   * and BD3-LM checkpoints ship none: they use GPT-2's). */
+  static async load(dir: string, args?: ModelArgs, generation = true, tokenizerDir = dir): Promise<TextCodec> {
+    const tj = (await readJson(join(tokenizerDir, 'tokenizer.json'), 'tokenizer.json', false))!;
+    const tc = (await readJson(join(tokenizerDir, 'tokenizer_config.json'), 'tokenizer_config.json', true)) ?? {};
+    // (special_tokens_map.json names the special tokens a tokenizer_config.json may leave out, GPT-2's)
+    const map = (await readJson(join(tokenizerDir, 'special_tokens_map.json'), 'special_tokens_map.json', true)) ?? {};
+    for (const k of ['bos_token', 'eos_token', 'pad_token', 'mask_token', 'unk_token']) if (tc[k] === undefined && map[k] !== undefined) tc[k] = map[k];
     const gc = generation ? await readJson(join(dir, 'generation_config.json'), 'generation_config.json', true) : null;
     return new TextCodec(tj, tc, args, gc);
   }

@@ -22,6 +22,7 @@ import { lladaNames } from './llada.ts';
 import { lladaMoeNames } from './llada-moe.ts';
 import { llada2Names } from './llada2.ts';
 import { sdarNames } from './sdar.ts';
+import { DitWeights, ditNames } from './dit.ts';
 import { ggufModelName, isGguf, openGguf } from '../formats/gguf.ts';
 import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
 import { buildTransformer, layerTensorNames, type WeightNames, type WeightReader } from './transformer.ts';
@@ -50,6 +51,9 @@ export interface LoadOptions {
   /** how int8 weights are encoded for ORT's kernels (runtime/quant.ts; default: the one exact on
    *  this machine's CPU) */
   int8?: Int8Encoding;
+  /** a directory with tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) to use
+   *  instead of the model's own: for checkpoints that ship none (MDLM, BD3-LM: GPT-2's) */
+  tokenizer?: string;
 }
 
 /** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
@@ -88,13 +92,15 @@ const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   dream: dreamNames,
   sdar: sdarNames,
   fast_dllm_v2: hfNames,
+  mdlm: ditNames,
+  bd3lm: ditNames,
   llama: hfNames,
   qwen2: hfNames,
   qwen3: qwen3Names,
 };
 
 // (the code a converted graph depends on: the builder, each layout's tensor names, the config reading)
-const GRAPH_SOURCES = ['transformer.ts', '../runtime/quant.ts', '../runtime/graph.ts', 'llada.ts', 'llada-moe.ts', 'llada2.ts', 'dream.ts', 'causal.ts', 'sdar.ts', '../formats/config.ts'];
+const GRAPH_SOURCES = ['transformer.ts', '../runtime/quant.ts', '../runtime/graph.ts', 'llada.ts', 'llada-moe.ts', 'llada2.ts', 'dream.ts', 'causal.ts', 'sdar.ts', 'dit.ts', '../formats/config.ts'];
 
 export function defaultCacheDir(): string {
   return process.env.QUENCH_CACHE || join(homedir(), '.cache', 'quench');
@@ -110,7 +116,7 @@ interface Source {
 }
 
 
-async function openSource(path: string): Promise<Source> {
+async function openSource(path: string, tokenizer?: string): Promise<Source> {
   if (!isGguf(path)) {
     const { args } = await loadConfig(path);
     // (the headers only: a tensor the graph would not read means a variant it does not build)
@@ -120,7 +126,9 @@ async function openSource(path: string): Promise<Source> {
     } finally {
       await ck.close();
     }
-    return { args, fingerprint: () => checkpointFingerprint(path), weights: () => Checkpoint.open(path), codec: () => TextCodec.load(path, args), close: async () => {} };
+    // (a DiT's adaLN modulation is folded in as the weights are read)
+    const weights = async () => (args.dit ? new DitWeights(await Checkpoint.open(path), args) : Checkpoint.open(path));
+    return { args, fingerprint: () => checkpointFingerprint(path), weights, codec: () => TextCodec.load(path, args, true, tokenizer === undefined ? path : resolve(tokenizer)), close: async () => {} };
   }
   const file = await openGguf(path);
   try {
@@ -188,7 +196,7 @@ function checkAllRead(args: ModelArgs, names: Iterable<string>): void {
 /** Every tensor name the graph reads for these arguments. */
 function weightNamesOf(args: ModelArgs): string[] {
   const n = ARCH_NAMES[args.arch](args);
-  const out = [n.embed, n.finalNorm, ...(n.head ? [n.head] : [])];
+  const out = [n.embed, n.finalNorm, ...(n.head ? [n.head] : []), ...[n.finalNormBias, n.headBias].filter((x): x is string => !!x), ...(n.derivedFrom ?? [])];
   for (let i = 0; i < args.numLayers; i++) out.push(...layerTensorNames(n.layer(i)));
   return out;
 }
@@ -267,7 +275,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   dir = resolve(dir);
-  const src = await openSource(dir);
+  const src = await openSource(dir, opts.tokenizer);
   let converted: Awaited<ReturnType<typeof convertSource>>;
   let codec: TextCodec;
   let args: ModelArgs;

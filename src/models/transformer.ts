@@ -35,6 +35,9 @@ export interface MoeNames {
 
 export interface LayerNames {
   attnNorm: string;
+  /** LayerNorm layouts (DiT): the norms' biases */
+  attnNormBias?: string;
+  mlpNormBias?: string;
   /** separate projections, or one fused [(H + 2 Hkv) Dh, D] with q, k, v rows in that order */
   q?: string;
   k?: string;
@@ -52,6 +55,9 @@ export interface LayerNames {
   gate?: string;
   up?: string;
   down?: string;
+  /** the GELU feed-forward's biases (DiT: up, then down) */
+  upBias?: string;
+  downBias?: string;
   moe?: MoeNames;
 }
 
@@ -70,8 +76,12 @@ export interface WeightNames {
   embed: string;
   layer(i: number): LayerNames;
   finalNorm: string;
+  finalNormBias?: string;
   /** null when the head is tied to the embedding */
   head: string | null;
+  headBias?: string;
+  /** checkpoint tensors the reader consumes to derive others (DiT's adaLN), or that are no weights */
+  derivedFrom?: string[];
 }
 
 export interface GraphOptions {
@@ -118,6 +128,24 @@ export function stackTransposed(parts: Float32Array[], outs: number[], inDim: nu
 function rmsNorm(g: Graph, x: string, weight: string, eps: number): string {
   // SimplifiedLayerNormalization is ORT's RMSNorm (computes in fp32 for fp32 inputs).
   return g.op('SimplifiedLayerNormalization', [x, weight], { axis: I(-1), epsilon: F(eps) });
+}
+
+/** The model's norm over D: RMSNorm, or LayerNorm with a bias (a.norm 'layer'). */
+async function norm(g: Graph, name: string, x: string, a: ModelArgs, ck: WeightReader, w: string, b: string | undefined): Promise<string> {
+  const D = a.hiddenSize;
+  const weight = g.weight(`${name}`, DT.FLOAT, [D], f32Bytes(await load(ck, w, [D])));
+  if (a.norm !== 'layer') return rmsNorm(g, x, weight, a.rmsNormEps);
+  if (!b) throw new Error(`${name}: a LayerNorm layout names no bias`);
+  const bias = g.weight(`${name}_bias`, DT.FLOAT, [D], f32Bytes(await load(ck, b, [D])));
+  return g.op('LayerNormalization', [x, weight, bias], { axis: I(-1), epsilon: F(a.rmsNormEps) });
+}
+
+/** down(gelu_tanh(up h + b_up)) + b_down (DiT's feed-forward; FastGelu is the tanh form). */
+async function geluMlp(g: Graph, name: string, h: string, n: LayerNames, D: number, Fi: number, ck: WeightReader, opts: GraphOptions): Promise<string> {
+  const up = addLinear(g, `${name}.up`, h, stackTransposed([await load(ck, n.up!, [Fi, D])], [Fi], D), D, Fi, opts.weights, { int8: opts.int8 });
+  const act = g.op('FastGelu', [up, g.weight(`${name}.up_bias`, DT.FLOAT, [Fi], f32Bytes(await load(ck, n.upBias!, [Fi])))], {}, { domain: 'com.microsoft' });
+  const down = addLinear(g, `${name}.down`, act, stackTransposed([await load(ck, n.down!, [D, Fi])], [D], Fi), Fi, D, opts.weights, { int8: opts.int8 });
+  return g.op('Add', [down, g.weight(`${name}.down_bias`, DT.FLOAT, [D], f32Bytes(await load(ck, n.downBias!, [D])))]);
 }
 
 /** NeoX rotate_half RoPE on [B, L, heads*Dh] through ORT's RotaryEmbedding kernel; `rotary`:
@@ -315,7 +343,7 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     const pastV = g.input(`past_value_${l}`, DT.FLOAT, ['B', Hkv, 'P', Dh]);
 
     // --- attention
-    const h1 = rmsNorm(g, x, g.weight(`l${l}.attn_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.attnNorm, [D]))), a.rmsNormEps);
+    const h1 = await norm(g, `l${l}.attn_norm`, x, a, ck, n.attnNorm, n.attnNormBias);
     const outs = [H * Dh, Hkv * Dh, Hkv * Dh];
     const wqkv = n.qkv
       ? stackTransposed([await load(ck, n.qkv, [(H + 2 * Hkv) * Dh, D])], [(H + 2 * Hkv) * Dh], D)
@@ -364,9 +392,10 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
     x = g.op('Add', [x, addLinear(g, `l${l}.o`, merged, wo, H * Dh, D, opts.weights, { int8: opts.int8 })]);
 
     // --- feed-forward: SwiGLU, or a mixture of SwiGLU experts
-    const h2 = rmsNorm(g, x, g.weight(`l${l}.mlp_norm`, DT.FLOAT, [D], f32Bytes(await load(ck, n.mlpNorm, [D]))), a.rmsNormEps);
+    const h2 = await norm(g, `l${l}.mlp_norm`, x, a, ck, n.mlpNorm, n.mlpNormBias);
     let ff: string;
-    if (n.moe) {
+    if (a.mlp === 'gelu_tanh') ff = await geluMlp(g, `l${l}`, h2, n, D, Fi, ck, opts);
+    else if (n.moe) {
       ff = await mixture(g, `l${l}`, h2, n.moe, a, ck, opts);
       if (n.moe.shared) ff = g.op('Add', [ff, await swiglu(g, `l${l}.shared`, h2, n.moe.shared, D, a.moe!.sharedSize!, ck, opts)]);
     } else ff = await swiglu(g, `l${l}`, h2, { gate: n.gate!, up: n.up!, down: n.down! }, D, Fi, ck, opts);
@@ -375,12 +404,14 @@ export async function buildTransformer(g: Graph, a: ModelArgs, names: WeightName
 
   // --- head, only at the queried rows
   const sel = g.op('GatherND', [x, g.op('Unsqueeze', [qidx, g.i64([-1])])], { batch_dims: I(1) }); // [B, Q, D]
-  const hf = rmsNorm(g, sel, g.weight('final_norm', DT.FLOAT, [D], f32Bytes(await load(ck, names.finalNorm, [D]))), a.rmsNormEps);
+  const hf = await norm(g, 'final_norm', sel, a, ck, names.finalNorm, names.finalNormBias);
   const wHead = headW ?? stackTransposed([await load(ck, names.head!, [V, D])], [V], D);
   // The head is quantized per output channel to int8 for quantized models (int4 rows are
   // too coarse for the token decision); fp32 models keep it fp32.
   const headFormat = opts.weights === 'fp32' ? 'fp32' : 'int8';
-  const logits = addLinear(g, 'head', hf, wHead, D, V, headFormat, { output: 'logits', int8: opts.int8 }); // [B, Q, V]
+  const logits = names.headBias
+    ? g.op('Add', [addLinear(g, 'head', hf, wHead, D, V, headFormat, { int8: opts.int8 }), g.weight('head_bias', DT.FLOAT, [V], f32Bytes(await load(ck, names.headBias, [V])))], {}, { output: 'logits' })
+    : addLinear(g, 'head', hf, wHead, D, V, headFormat, { output: 'logits', int8: opts.int8 }); // [B, Q, V]
   g.output('logits', DT.FLOAT, ['B', 'Q', V]);
   const k = Math.min(opts.topK, V);
   g.node('TopK', [logits, g.i64([k])], { axis: I(-1), largest: I(1), sorted: I(1) }, { outputs: ['top_values', 'top_ids'] });
