@@ -575,6 +575,34 @@ test('dllm A2D models (a2d-qwen3): bidirectional, unshifted, the tokenizer\'s <|
   }
 });
 
+test('MDLM and BD3-LM (DiT): MDLM decodes as the plain LLaDA loop; BD3-LM block by block from position 0 as the plain block loop, with and without caches', async () => {
+  const { model: mdlm } = await fixtureModel({ arch: 'mdlm', hidden: 64, heads: 4, layers: 2, condDim: 16, std: 0.3 });
+  try {
+    const prompt = [0, 9, 13, 7, 21];
+    for (const [gen, block, steps] of [[8, 8, 8], [12, 4, 6]]) {
+      const got = await generate(mdlm, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
+      const want = await referenceLlada(mdlm, prompt, gen, block, steps);
+      assert.deepEqual(got.tokens, want, `gen ${gen} block ${block} steps ${steps}`);
+      assert.ok(!got.tokens.includes(mdlm.special.mask!), 'the mask is never an answer');
+    }
+  } finally {
+    await mdlm.close();
+  }
+  const { model: bd3lm } = await fixtureModel({ arch: 'bd3lm', hidden: 64, heads: 4, layers: 2, condDim: 16, std: 0.5, blockSize: 4 });
+  try {
+    assert.equal(bd3lm.args.attention, 'block_causal');
+    for (const prompt of [[0, 9, 11, 20, 33, 7], [0, 9, 11, 20]]) {
+      const want = await plainBlockDecode(bd3lm, prompt, 10, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 });
+      for (const cache of ['none', 'prefix', 'dual'] as const) {
+        const r = await generate(bd3lm, prompt, { maxTokens: 10, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] });
+        assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
+      }
+    }
+  } finally {
+    await bd3lm.close();
+  }
+});
+
 test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shifted within the block, a block\'s first position read from the previous block\'s last row; equal to a plain loop, with and without caches', async () => {
   const { model } = await fixtureModel({ arch: 'fast_dllm_v2', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5, blockSize: 8 });
   try {

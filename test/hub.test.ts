@@ -102,6 +102,14 @@ before(async () => {
     files: await repoOf(ggufDir, ['m-Q8_0-00001-of-00002.gguf', 'm-Q8_0-00002-of-00002.gguf', 'tiny-F16.gguf']),
   });
 
+  // an MDLM repository as kuleshov-group publishes one: config, weights, modeling code, no
+  // tokenizer (the model uses GPT-2's); and GPT-2's repository with its tokenizer files
+  const ditDir = await tempDir('quench-hub-dit-');
+  await writeFixture(ditDir, { arch: 'mdlm', hidden: 32, heads: 2, layers: 1, condDim: 8, seed: 7 });
+  repos.set('quench-test/mdlm-owt', { sha: sha1('mdlm'), files: await repoOf(ditDir, ['config.json', 'model.safetensors'], { 'modeling_mdlm.py': '# code', 'configuration_mdlm.py': '# code', 'README.md': '# mdlm' }) });
+  repos.set('quench-test/dit-no-code', { sha: sha1('dit-no-code'), files: await repoOf(ditDir, ['config.json', 'model.safetensors']) });
+  repos.set('openai-community/gpt2', { sha: sha1('gpt2'), files: await repoOf(ditDir, ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'model.safetensors'], { 'config.json': '{"model_type": "gpt2"}', 'vocab.json': '{}', 'merges.txt': '' }) });
+
   hub = Fastify();
   // as the Hub answers: an unknown (or private) repository is 401 RepoNotFound without a token;
   // a gated one lists its files to anyone and refuses downloads (401 without a token, 403
@@ -234,6 +242,28 @@ test('pull: a sharded LLaDA repository -> the Hub cache; loads and generates exa
   rmSync(join(r.dir, want.find((p) => p.endsWith('.safetensors'))!));
   assert.equal(cachedSnapshot('quench-test/llada-tiny', 'main', cacheDir), null);
   assert.deepEqual(cachedModels(cacheDir), []);
+});
+
+test('pull: an MDLM repository ships no tokenizer; GPT-2\'s tokenizer files (only those) come beside its weights and it loads as pulled', async () => {
+  const cacheDir = await tempDir('quench-hub-cache-');
+  const r = await pull('quench-test/mdlm-owt', { endpoint: url, cacheDir });
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) assert.ok(existsSync(join(r.dir, f)), f);
+  assert.ok(r.files.includes('tokenizer.json (from openai-community/gpt2)'));
+  assert.ok(!existsSync(join(r.dir, 'modeling_mdlm.py')), 'no code');
+  const gpt2 = cachedSnapshot('openai-community/gpt2', 'main', cacheDir);
+  assert.equal(gpt2, null, "GPT-2's weights are not pulled (its snapshot is no model)");
+  assert.ok(!existsSync(join(cacheDir, 'models--openai-community--gpt2', 'snapshots', sha1('gpt2'), 'model.safetensors')));
+  assert.deepEqual(cachedModels(cacheDir).map((m) => m.repo), ['quench-test/mdlm-owt']);
+  const m = await loadModel(r.dir, { cacheDir: CACHE, threads: 1 });
+  try {
+    assert.equal(m.args.arch, 'mdlm');
+    const out = await generate(m, m.codec.encodePrompt('the'), { maxTokens: 4, policy: 'low_confidence', stopTokens: [] });
+    assert.equal(out.tokens.length, 4);
+  } finally {
+    await m.close();
+  }
+  // without its modeling code a repository with no tokenizer is still incomplete
+  await assert.rejects(pull('quench-test/dit-no-code', { endpoint: url, cacheDir }), (e: unknown) => e instanceof HubError && e.code === 'hub_incomplete' && /tokenizer\.json/.test(e.message));
 });
 
 test('pull: typed errors for a bad id, a missing repository, a gated one without a token, no safetensors, a wrong size', async () => {

@@ -4,6 +4,7 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FormatError } from '../errors.ts';
 import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec } from '../formats/tokenizer.ts';
@@ -55,7 +56,8 @@ export function cardLicense(card: string): string | null {
   return [section[1], section[2]].map((x) => x.replace(/\s*\r?\n\s*/g, ' ').trim()).filter(Boolean).join(': ') || null;
 }
 
-export async function describe(dir: string): Promise<string> {
+/** `tokenizer`: the tokenizer's directory where the checkpoint ships none (MDLM, BD3-LM). */
+export async function describe(dir: string, tokenizer?: string): Promise<string> {
   let args: ModelArgs;
   let codec: TextCodec;
   let weights: string;
@@ -81,10 +83,11 @@ export async function describe(dir: string): Promise<string> {
     ({ args } = await loadConfig(dir));
     // (a generation_config.json that cannot be read is reported below, not fatal here)
     try {
-      codec = await TextCodec.load(dir, args);
+      codec = await TextCodec.load(dir, args, true, tokenizer ?? dir);
       defaults = describeDefaults(codec.generation);
     } catch (e) {
-      codec = await TextCodec.load(dir, args, false);
+      if (e instanceof FormatError && e.code === 'tokenizer_missing') throw e;
+      codec = await TextCodec.load(dir, args, false, tokenizer ?? dir);
       defaults = `invalid: ${(e as Error).message}`;
     }
     const ck = await Checkpoint.open(dir);
@@ -99,7 +102,8 @@ export async function describe(dir: string): Promise<string> {
     license = cardLicense(card);
   }
   const sp = codec.special;
-  const tokenName = (id: number | null) => (id === null ? 'none' : `${JSON.stringify(codec.decode([id], false))} (${id})`);
+  // (a DiT's mask is an id past its tokenizer's vocabulary: nothing to print)
+  const tokenName = (id: number | null) => (id === null ? 'none' : id >= codec.vocabSize ? `${id} (past the tokenizer's ${codec.vocabSize} tokens)` : `${JSON.stringify(codec.decode([id], false))} (${id})`);
   const attention =
     args.attention === 'block_causal'
       ? `block-causal, blocks of ${args.blockSize}${args.subBlock ? ` (decoded in sub-blocks of ${args.subBlock})` : ''}`

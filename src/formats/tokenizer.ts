@@ -117,6 +117,11 @@ export class TextCodec {
     const added = (tokenizerJson.added_tokens ?? []) as { id: number; content: string }[];
     this.added = new Map(added.map((t) => [t.id, t.content]));
     const id = (s: string | null): number | null => (s === null ? null : (vocab.get(s) ?? null));
+    // (GPT-2's tokenizer files may name no special tokens: its tokenizer class's defaults are
+    // <|endoftext|> for both, which MDLM and BD3-LM wrap their training sequences in)
+    const gpt2Default = args?.dit !== undefined && vocab.has('<|endoftext|>') ? '<|endoftext|>' : null;
+    if (config.bos_token === undefined && gpt2Default) config = { ...config, bos_token: gpt2Default };
+    if (config.eos_token === undefined && gpt2Default) config = { ...config, eos_token: gpt2Default };
     this.bosText = tokenString(config.bos_token) ?? '';
     this.generation = generationDefaults(generationConfig ?? null);
     // (LLaDA's and the DiT models' training sequences start with BOS)

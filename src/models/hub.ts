@@ -10,7 +10,7 @@
 import { downloadFileToCacheDir, getHFHubCachePath, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { FormatError, HubError, QuenchError } from '../errors.ts';
@@ -64,6 +64,11 @@ export function hubToken(given?: string): string | undefined {
 
 /** Small files read before the weights (the index names the shards). */
 const METADATA = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', 'model.safetensors.index.json'];
+/** A tokenizer's own files (what a model that ships none borrows). */
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+/** MDLM and BD3-LM repositories hold their modeling code and no tokenizer: they use GPT-2's. */
+const DIT_CODE = /^modeling_(mdlm|bd3lm)\.py$/;
+export const GPT2_TOKENIZER_REPO = 'openai-community/gpt2';
 /** Fetched when they can be; a failure is reported, not fatal. */
 const CARD = /^(README\.md|LICEN[CS]E(\.\w+)?|NOTICE(\.\w+)?)$/i;
 
@@ -111,6 +116,8 @@ export function parseModelRef(s: string): { repo: string; revision?: string; fil
 
 export interface FilePlan {
   metadata: ListFileEntry[];
+  /** a repository whose tokenizer files this model uses (its own has none) */
+  tokenizerFrom?: string;
   card: ListFileEntry[];
   /** null until the index is read: then the shards it names */
   weights: ListFileEntry[] | null;
@@ -119,12 +126,17 @@ export interface FilePlan {
 
 /** From a repo's top-level listing: what to fetch, or a typed error naming what is missing.
  * Files in subfolders and files with unsafe names are never fetched. */
-export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: string): FilePlan {
+export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: string, tokenizerOnly = false): FilePlan {
   const all = new Map(entries.filter((e) => e.type === 'file' && safeName(e.path)).map((e) => [e.path, e]));
+  if (tokenizerOnly) {
+    if (!all.has('tokenizer.json')) throw new HubError('hub_incomplete', `${repo} has no tokenizer.json`);
+    return { metadata: [...all.values()].filter((e) => TOKENIZER_FILES.includes(e.path)), card: [], weights: [], all };
+  }
   const card = [...all.values()].filter((e) => CARD.test(e.path));
+  const tokenizerFrom = !all.has('tokenizer.json') && [...all.keys()].some((p) => DIT_CODE.test(p)) ? GPT2_TOKENIZER_REPO : undefined;
   // one GGUF file holds the whole model (weights, config and tokenizer as metadata)
   if (ggufFile !== undefined) return { metadata: [], card, weights: pickGguf([...all.keys()], ggufFile, repo).map((p) => all.get(p)!), all };
-  for (const need of ['config.json', 'tokenizer.json'])
+  for (const need of ['config.json', ...(tokenizerFrom ? [] : ['tokenizer.json'])])
     if (!all.has(need)) {
       const ggufs = [...all.keys()].filter((p) => p.toLowerCase().endsWith('.gguf'));
       if (ggufs.length) throw new HubError('hub_incomplete', `${repo} holds GGUF files (${ggufs.slice(0, 4).join(', ')}): pull one as ${repo}:<file name or quantization, e.g. Q8_0>`);
@@ -140,7 +152,7 @@ export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: str
     }
     weights = [single];
   }
-  return { metadata, card, weights, all };
+  return { metadata, card, weights, all, ...(tokenizerFrom ? { tokenizerFrom } : {}) };
 }
 
 /** The file names a safetensors index's weight_map points to. */
@@ -188,6 +200,8 @@ export interface PullOptions {
   fetch?: typeof fetch;
   /** fetch only this GGUF file of the repository: its name or a quantization tag it contains */
   file?: string;
+  /** fetch only the tokenizer files (tokenizer.json, tokenizer_config.json, special_tokens_map.json) */
+  tokenizerOnly?: boolean;
 }
 
 export interface PullResult {
@@ -269,7 +283,7 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
   await hubCall(ctx, async () => {
     for await (const e of listFiles({ ...common, revision: commit })) entries.push(e);
   });
-  const plan = planFiles(entries, repo, o.file);
+  const plan = planFiles(entries, repo, o.file, o.tokenizerOnly);
   const files: string[] = [];
   const skipped: string[] = [];
   let bytes = 0;
@@ -314,6 +328,17 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
     } catch (err) {
       skipped.push(`${e.path} (${err instanceof Error ? err.message : String(err)})`);
     }
+  }
+  if (plan.tokenizerFrom) {
+    // (a model that ships no tokenizer: the one it was trained with is pulled as its own repository
+    // and its files copied beside the weights, so the snapshot loads as it is)
+    const tok = await pullFiles(plan.tokenizerFrom, { ...o, revision: 'main', file: undefined, tokenizerOnly: true });
+    const snap = join(root, 'snapshots', commit);
+    for (const f of tok.files) {
+      await copyFile(join(tok.dir, f), join(snap, f));
+      files.push(`${f} (from ${plan.tokenizerFrom})`);
+    }
+    bytes += tok.bytes;
   }
   if (revision !== commit) {
     const ref = join(root, 'refs', revision);
