@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkModelDefaults, generate, Generation, type StepEvent } from '../src/decode/generation.ts';
 import type { ForwardRequest } from '../src/runtime/session.ts';
-import type { GenerateOptions } from '../src/decode/options.ts';
+import { resolveOptions, type GenerateOptions } from '../src/decode/options.ts';
 import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
 import { OptionError, CancelledError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
@@ -579,6 +579,14 @@ test('MDLM and BD3-LM (DiT): MDLM decodes as the plain LLaDA loop; BD3-LM block 
   const { model: mdlm } = await fixtureModel({ arch: 'mdlm', hidden: 64, heads: 4, layers: 2, condDim: 16, std: 0.3 });
   try {
     const prompt = [0, 9, 13, 7, 21];
+    // (trained on unpadded text: the canvas is fixed by default, max_tokens positions from the start)
+    const byDefault = await generate(mdlm, prompt, { maxTokens: 24, policy: 'threshold', threshold: 0.99 });
+    const fixed = await generate(mdlm, prompt, { maxTokens: 24, policy: 'threshold', threshold: 0.99, canvas: 'fixed' });
+    assert.deepEqual([byDefault.tokens, byDefault.stats.forwards], [fixed.tokens, fixed.stats.forwards]);
+    const limits = { maxPositions: 1024, vocabSize: 100, attention: 'bidirectional' as const, stopTokens: [1], causal: false, topK: 16 };
+    assert.equal(resolveOptions({}, 3, { ...limits, unpadded: true }).canvas, 'fixed');
+    assert.equal(resolveOptions({ canvas: 'adaptive' }, 3, { ...limits, unpadded: true }).canvas, 'adaptive');
+    assert.equal(resolveOptions({}, 3, limits).canvas, 'adaptive');
     for (const [gen, block, steps] of [[8, 8, 8], [12, 4, 6]]) {
       const got = await generate(mdlm, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
       const want = await referenceLlada(mdlm, prompt, gen, block, steps);

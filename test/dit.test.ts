@@ -230,6 +230,29 @@ test('DiT checkpoints without a tokenizer: a clear error, and --tokenizer (LoadO
     } finally {
       await m2.close();
     }
+    // GPT-2's own files name no special token at all: its tokenizer class's <|endoftext|> is both
+    rmSync(join(tok, 'special_tokens_map.json'));
+    writeFileSync(join(tok, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 1024 }));
+    const m3 = await loadModel(dir, { cacheDir: CACHE, threads: 1, tokenizer: tok });
+    try {
+      const eot = m3.codec.encode('<|endoftext|>')[0];
+      assert.deepEqual(m3.special.stop, [eot]);
+      assert.equal(m3.special.bos, eot);
+      assert.equal(m3.codec.encodePrompt('the')[0], eot);
+    } finally {
+      await m3.close();
+    }
+    // a tokenizer with its own mask token: MDLM uses it, so config.json must name it
+    writeFileSync(join(tok, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 1024, mask_token: 'the' }));
+    await assert.rejects(loadModel(dir, { cacheDir: CACHE, threads: 1, tokenizer: tok }), (e: unknown) => e instanceof FormatError && e.code === 'config_mismatch' && /mask_token_id/.test(e.message));
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, mask_token_id: m3.codec.encode('the')[0] }));
+    const m4 = await loadModel(dir, { cacheDir: CACHE, threads: 1, tokenizer: tok });
+    try {
+      assert.equal(m4.special.mask, m4.codec.encode('the')[0]);
+    } finally {
+      await m4.close();
+    }
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

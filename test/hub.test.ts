@@ -108,7 +108,8 @@ before(async () => {
   await writeFixture(ditDir, { arch: 'mdlm', hidden: 32, heads: 2, layers: 1, condDim: 8, seed: 7 });
   repos.set('quench-test/mdlm-owt', { sha: sha1('mdlm'), files: await repoOf(ditDir, ['config.json', 'model.safetensors'], { 'modeling_mdlm.py': '# code', 'configuration_mdlm.py': '# code', 'README.md': '# mdlm' }) });
   repos.set('quench-test/dit-no-code', { sha: sha1('dit-no-code'), files: await repoOf(ditDir, ['config.json', 'model.safetensors']) });
-  repos.set('openai-community/gpt2', { sha: sha1('gpt2'), files: await repoOf(ditDir, ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'model.safetensors'], { 'config.json': '{"model_type": "gpt2"}', 'vocab.json': '{}', 'merges.txt': '' }) });
+  // (as GPT-2's repository has them: a tokenizer_config.json that names no special token, no map)
+  repos.set('openai-community/gpt2', { sha: sha1('gpt2'), files: await repoOf(ditDir, ['tokenizer.json', 'model.safetensors'], { 'tokenizer_config.json': '{"model_max_length": 1024}', 'config.json': '{"model_type": "gpt2"}', 'vocab.json': '{}', 'merges.txt': '' }) });
 
   hub = Fastify();
   // as the Hub answers: an unknown (or private) repository is 401 RepoNotFound without a token;
@@ -247,7 +248,7 @@ test('pull: a sharded LLaDA repository -> the Hub cache; loads and generates exa
 test('pull: an MDLM repository ships no tokenizer; GPT-2\'s tokenizer files (only those) come beside its weights and it loads as pulled', async () => {
   const cacheDir = await tempDir('quench-hub-cache-');
   const r = await pull('quench-test/mdlm-owt', { endpoint: url, cacheDir });
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) assert.ok(existsSync(join(r.dir, f)), f);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) assert.ok(existsSync(join(r.dir, f)), f);
   assert.ok(r.files.includes('tokenizer.json (from openai-community/gpt2)'));
   assert.ok(!existsSync(join(r.dir, 'modeling_mdlm.py')), 'no code');
   const gpt2 = cachedSnapshot('openai-community/gpt2', 'main', cacheDir);
@@ -257,6 +258,8 @@ test('pull: an MDLM repository ships no tokenizer; GPT-2\'s tokenizer files (onl
   const m = await loadModel(r.dir, { cacheDir: CACHE, threads: 1 });
   try {
     assert.equal(m.args.arch, 'mdlm');
+    const eot = m.codec.encode('<|endoftext|>')[0];
+    assert.deepEqual([m.special.stop, m.special.bos], [[eot], eot], "GPT-2's class defaults: <|endoftext|> begins and ends a text");
     const out = await generate(m, m.codec.encodePrompt('the'), { maxTokens: 4, policy: 'low_confidence', stopTokens: [] });
     assert.equal(out.tokens.length, 4);
   } finally {

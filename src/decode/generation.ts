@@ -64,6 +64,7 @@ function limitsOf(model: Denoiser, modelBlock: number | undefined): ModelLimits 
     modelBlock,
     subBlock: a.subBlock,
     shifted: a.shiftedLogits,
+    unpadded: a.dit !== undefined,
   };
 }
 

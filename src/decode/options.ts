@@ -194,6 +194,8 @@ export interface ModelLimits {
   subBlock?: number;
   /** the prediction for position i is read from row i - 1 */
   shifted?: boolean;
+  /** trained on text with no end padding (MDLM, BD3-LM): the canvas is fixed unless asked otherwise */
+  unpadded?: boolean;
 }
 
 export function resolveOptions(o: GenerateOptions, promptLength: number, m: ModelLimits): ResolvedOptions {
@@ -238,7 +240,8 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   const temperature = numIn(o.temperature ?? 0, 'temperature', 0, 100);
   const topP = o.topP === undefined ? undefined : numIn(o.topP, 'top_p', 0, 1, true);
   const topK = o.topK === undefined ? undefined : intIn(o.topK, 'top_k', 1, m.vocabSize);
-  const canvas = o.canvas ?? DEFAULTS.canvas;
+  // (a model trained without end padding cannot say where an answer ends: its canvas is fixed)
+  const canvas = o.canvas ?? (m.unpadded ? 'fixed' : DEFAULTS.canvas);
   if (!CANVAS_MODES.includes(canvas)) throw new OptionError('canvas', `canvas must be one of ${CANVAS_MODES.join(', ')}; got ${JSON.stringify(canvas)}`);
   const initialCanvas = intIn(o.initialCanvas ?? DEFAULTS.initialCanvas, 'initial_canvas', 1, 1 << 20);
   const attention = o.attention ?? m.attention;

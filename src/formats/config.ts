@@ -383,7 +383,7 @@ function dit(r: Raw, arch: 'mdlm' | 'bd3lm'): ModelArgs {
     norm: 'layer',
     mlp: 'gelu_tanh',
     // (MDLM's blocks always carry adaLN; BD3-LM's config may turn it off)
-    dit: { condDim: int(r, 'cond_dim', LIMITS.dim, 128), adaln: arch === 'mdlm' || r.adaln !== false },
+    dit: { condDim: int(r, 'cond_dim', LIMITS.dim, 129), adaln: arch === 'mdlm' || r.adaln !== false },
   };
   if (arch === 'bd3lm') {
     // (without cross_attn, or with one block spanning the model, it is MDLM's bidirectional model)

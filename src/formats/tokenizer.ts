@@ -140,6 +140,15 @@ export class TextCodec {
       const t = vocab.get(name);
       if (t !== undefined) stop.add(t);
     }
+    // (MDLM's rule: the tokenizer's own mask token if it has one, else an id appended after it;
+    // the config can only assume the latter, so a tokenizer with its own must be named there)
+    if (args?.dit) {
+      // (a declared mask token, or an added one by the usual names: not a BPE piece that spells one)
+      let own = id(tokenString(config.mask_token));
+      for (const [tid, content] of this.added) if (own === null && MASK_NAMES.includes(content)) own = tid;
+      if (own !== null && own !== args.maskTokenId)
+        throw new FormatError('config_mismatch', `the tokenizer has its own mask token (id ${own}), which this ${args.arch} model uses; config.json names ${args.maskTokenId} (the id after the vocabulary): set "mask_token_id": ${own} in config.json`);
+    }
     let mask = args?.maskTokenId ?? id(tokenString(config.mask_token));
     // (a diffusion model whose config and tokenizer_config name no mask: the usual mask tokens by name)
     if (mask === null && args?.attention !== 'causal') for (const name of MASK_NAMES) mask ??= vocab.get(name) ?? null;

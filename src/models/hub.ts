@@ -10,7 +10,7 @@
 import { downloadFileToCacheDir, getHFHubCachePath, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { FormatError, HubError, QuenchError } from '../errors.ts';
@@ -335,7 +335,10 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
     const tok = await pullFiles(plan.tokenizerFrom, { ...o, revision: 'main', file: undefined, tokenizerOnly: true });
     const snap = join(root, 'snapshots', commit);
     for (const f of tok.files) {
-      await copyFile(join(tok.dir, f), join(snap, f));
+      // (whole or not at all: a copy cut short must not pass for the file)
+      const tmp = join(snap, `.${f}.quench-${process.pid}`);
+      await copyFile(join(tok.dir, f), tmp);
+      await rename(tmp, join(snap, f));
       files.push(`${f} (from ${plan.tokenizerFrom})`);
     }
     bytes += tok.bytes;

@@ -282,8 +282,9 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   try {
     // (a block size that cannot work is refused before a conversion that would be wasted)
     args = opts.blockSize === undefined ? src.args : withBlockSize(src.args, opts.blockSize);
-    converted = await convertSource(dir, src, opts);
+    // (and a tokenizer that cannot be read, before a conversion)
     codec = await src.codec();
+    converted = await convertSource(dir, src, opts);
   } finally {
     await src.close();
   }
@@ -316,7 +317,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
 
 /** The same model decoded with other blocks (the graph takes any visibility: only decoding changes). */
 function withBlockSize(args: ModelArgs, n: number): ModelArgs {
-  if (args.attention !== 'block_causal' && args.adapted !== 'a2d') throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2, LLaDA2.0, A2D bd3lm), not ${args.arch}`);
+  if (args.attention !== 'block_causal' && args.adapted !== 'a2d') throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM, A2D bd3lm), not ${args.arch}${args.arch === 'bd3lm' ? ' without blocks' : ''}`);
   if (!Number.isInteger(n) || n < 1 || n > 4096) throw new OptionError('block_size', `block_size must be an integer in [1, 4096], got ${n}`);
   // (an A2D model given a block size is its bd3lm form: block-causal from position 0)
   if (args.adapted === 'a2d') return { ...args, attention: 'block_causal', blockSize: n };
