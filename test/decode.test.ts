@@ -4,14 +4,14 @@ import { checkModelDefaults, generate, Generation, type StepEvent } from '../src
 import type { ForwardRequest } from '../src/runtime/session.ts';
 import { resolveOptions, type GenerateOptions } from '../src/decode/options.ts';
 import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
-import { OptionError, CancelledError } from '../src/errors.ts';
+import { OptionError, CancelledError, FormatError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
-import { CACHE, fixtureModel, range } from './helpers.ts';
+import { CACHE, fixtureModel, range, tempDir } from './helpers.ts';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { convertModel, loadModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
-import { fixtureTokenizer, mulberry32 } from '../src/formats/fixtures.ts';
+import { fixtureTokenizer, mulberry32, writeFixture } from '../src/formats/fixtures.ts';
 import { biasScores } from '../src/decode/sampling.ts';
 import { holdEnds, inOrder, separateTwins } from '../src/decode/policies.ts';
 import { scriptedModel, prefer, MOCK_EOS, MOCK_MASK } from './mock.ts';
@@ -608,6 +608,73 @@ test('MDLM and BD3-LM (DiT): MDLM decodes as the plain LLaDA loop; BD3-LM block 
     }
   } finally {
     await bd3lm.close();
+  }
+});
+
+test('--diffusion: a causal layout\'s checkpoint declared a diffusion model (Open-dCoder) decodes shifted as its Dream-config twin does, unshifted as the plain LLaDA loop; plain loads stay causal or refused', async () => {
+  const root = await tempDir('quench-declared-');
+  const dir = join(root, 'qwen2');
+  const twin = join(root, 'dream');
+  try {
+    // a Qwen2 checkpoint whose tokenizer declares an added <|mask|> (as Open-dCoder's declares <M>)
+    await writeFixture(dir, { arch: 'qwen2', a2d: true, hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3 });
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'] }));
+    cpSync(dir, twin, { recursive: true });
+    const plain = await loadModel(dir, { cacheDir: CACHE, threads: 2 });
+    const maskId = plain.codec.encode('<|mask|>')[0];
+    assert.equal(plain.args.attention, 'causal');
+    assert.equal(plain.special.mask, null);
+    await plain.close();
+    // the same weights under the Dream config (bidirectional, shifted, tested against its reference)
+    writeFileSync(join(twin, 'config.json'), JSON.stringify({ ...cfg, model_type: 'Dream', architectures: ['DreamModel'], mask_token_id: maskId }));
+    const dream = await loadModel(twin, { cacheDir: CACHE, threads: 2 });
+    const shifted = await loadModel(dir, { cacheDir: CACHE, threads: 2, diffusion: 'shifted' });
+    try {
+      assert.equal(shifted.args.attention, 'bidirectional');
+      assert.equal(shifted.args.shiftedLogits, true);
+      assert.equal(shifted.special.mask, maskId);
+      const prompt = [5, 9, 13, 7, 21];
+      for (const o of [{ policy: 'threshold', threshold: 0.5, cache: 'prefix' }, { policy: 'low_confidence', steps: 12, blockLength: 4, cache: 'none' }] as GenerateOptions[]) {
+        const a = await generate(shifted, prompt, { maxTokens: 12, stopTokens: [], ...o });
+        const b = await generate(dream, prompt, { maxTokens: 12, stopTokens: [], ...o });
+        assert.deepEqual([a.tokens, a.stats.forwards], [b.tokens, b.stats.forwards], JSON.stringify(o));
+      }
+    } finally {
+      await shifted.close();
+      await dream.close();
+    }
+    const unshifted = await loadModel(dir, { cacheDir: CACHE, threads: 2, diffusion: 'unshifted' });
+    try {
+      assert.equal(unshifted.args.shiftedLogits, false);
+      const prompt = [5, 9, 13, 7, 21];
+      const got = await generate(unshifted, prompt, { maxTokens: 12, blockLength: 4, steps: 6, policy: 'low_confidence', cache: 'none', stopTokens: [] });
+      assert.deepEqual(got.tokens, await referenceLlada(unshifted, prompt, 12, 4, 6));
+    } finally {
+      await unshifted.close();
+    }
+    // a graph converted for the causal model is not the diffusion model's (RoPE tables for guided windows)
+    assert.notEqual((await convertModel(dir, { cacheDir: CACHE })).target, (await convertModel(dir, { cacheDir: CACHE, diffusion: 'shifted' })).target);
+    // a config that says is_causal false: refused plainly, with the way out named; loaded when declared
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], is_causal: false }));
+    await assert.rejects(loadModel(dir, { cacheDir: CACHE, threads: 1 }), (e: unknown) => e instanceof FormatError && /--diffusion shifted/.test(e.message));
+    await (await loadModel(dir, { cacheDir: CACHE, threads: 1, diffusion: 'shifted' })).close();
+    // no mask anywhere: a clear error at load; generation_config.json's mask_token_id (Open-dLLM's sampler config) is one
+    const tj = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+    for (const t of tj.added_tokens) if (t.content === '<|mask|>') t.content = '<|hole|>';
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tj));
+    const tc = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
+    delete tc.mask_token;
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tc));
+    await assert.rejects(loadModel(dir, { cacheDir: CACHE, threads: 1, diffusion: 'shifted' }), (e: unknown) => e instanceof FormatError && /names no mask token/.test(e.message));
+    writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ mask_token_id: maskId }));
+    const fromGen = await loadModel(dir, { cacheDir: CACHE, threads: 1, diffusion: 'shifted' });
+    assert.equal(fromGen.special.mask, maskId);
+    await fromGen.close();
+    // a model that is a diffusion model by its config, and GGUF files, refuse the declaration
+    await assert.rejects(loadModel(twin, { cacheDir: CACHE, threads: 1, diffusion: 'shifted' }), (e: unknown) => e instanceof OptionError && e.param === 'diffusion');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 });
 

@@ -28,6 +28,7 @@ program
   .addOption(new Option('--dtype <dtype>', 'weight format').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
   .option('--block-size <n>', "a block diffusion model's block size, instead of its config's (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM); an A2D model given one decodes as its bd3lm form", int)
   .option('--tokenizer <dir>', "a directory with tokenizer.json (and its tokenizer_config.json / special_tokens_map.json) for a checkpoint that ships none: MDLM and BD3-LM use GPT-2's")
+  .addOption(new Option('--diffusion <alignment>', "load a causal layout's checkpoint (llama, qwen2, qwen3) that its own code trained as a masked diffusion model: bidirectional, logits shifted (Open-dCoder, Dream-style) or unshifted (LLaDA-style)").choices(['shifted', 'unshifted']))
   .addOption(new Option('--graph-thread <mode>', 'run forwards in a worker thread, off the event loop (auto: for models of 100M parameters and more)').choices(['auto', 'on', 'off']).default('auto'))
   .addOption(new Option('--canvas <mode>', 'default canvas: adaptive (starts small, grows while the model says the answer does not fit) or fixed (max_tokens positions; for models not trained with end padding)').choices(['adaptive', 'fixed']))
   .option('--initial-canvas <n>', 'first size of an adaptive canvas (default 16)', int)
@@ -52,6 +53,7 @@ program
   .option('--block-length <n>', 'block length', int)
   .option('--block-size <n>', "a block diffusion model's block size, instead of its config's (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM); an A2D model given one decodes as its bd3lm form", int)
   .option('--tokenizer <dir>', "a directory with tokenizer.json (and its tokenizer_config.json / special_tokens_map.json) for a checkpoint that ships none: MDLM and BD3-LM use GPT-2's")
+  .addOption(new Option('--diffusion <alignment>', "load a causal layout's checkpoint (llama, qwen2, qwen3) that its own code trained as a masked diffusion model: bidirectional, logits shifted (Open-dCoder, Dream-style) or unshifted (LLaDA-style)").choices(['shifted', 'unshifted']))
   .option('--threshold <tau>', 'confidence threshold', Number)
   .option('--verify-threshold <tau>', 'policy wino: mask a committed token again when its verification probability falls below this (default 0.9)', Number)
   .option('--editing-threshold <tau>', "token editing (LLaDA2.1's draft-and-edit): also replace a committed token of the block whose best candidate differs, above this probability", Number)
@@ -102,9 +104,10 @@ program
   .description("what a model is, read from its files: architecture, size, context, attention, weights, special tokens, decoding defaults, license")
   .argument('[model]', 'model directory, .gguf file or name (default: quench-tiny)')
   .option('--tokenizer <dir>', "a directory with tokenizer.json, for a checkpoint that ships none (MDLM, BD3-LM)")
-  .action(async (model: string | undefined, o: { tokenizer?: string }) => {
+  .addOption(new Option('--diffusion <alignment>', "a causal layout's checkpoint trained as a masked diffusion model: logits shifted or unshifted").choices(['shifted', 'unshifted']))
+  .action(async (model: string | undefined, o: { tokenizer?: string; diffusion?: 'shifted' | 'unshifted' }) => {
     const { describe } = await import('./show.ts');
-    console.log(await describe(resolveModel(model), o.tokenizer));
+    console.log(await describe(resolveModel(model), o.tokenizer, o.diffusion));
   });
 
 program

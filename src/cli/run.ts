@@ -24,6 +24,8 @@ export interface RunOptions {
   blockSize?: number;
   /** a tokenizer directory for checkpoints that ship none (MDLM, BD3-LM) */
   tokenizer?: string;
+  /** a causal layout's checkpoint loaded as a masked diffusion model (Open-dCoder) */
+  diffusion?: 'shifted' | 'unshifted';
   threshold?: number;
   /** each step commits a left-to-right run from the first open position */
   inOrder?: boolean;
@@ -148,7 +150,7 @@ async function answer(model: Model, sched: Scheduler, prompt: number[], o: RunOp
 }
 
 export async function run(prompt: string, o: RunOptions): Promise<void> {
-  const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, tokenizer: o.tokenizer, onProgress: (m) => console.error(`quench: ${m}`) });
+  const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, onProgress: (m) => console.error(`quench: ${m}`) });
   await applyGenerationConfig(model, o.generationConfig);
   const tty = process.stdout.isTTY === true;
   const sched = new Scheduler(model, { maxBatch: 1 });

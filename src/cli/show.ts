@@ -57,7 +57,7 @@ export function cardLicense(card: string): string | null {
 }
 
 /** `tokenizer`: the tokenizer's directory where the checkpoint ships none (MDLM, BD3-LM). */
-export async function describe(dir: string, tokenizer?: string): Promise<string> {
+export async function describe(dir: string, tokenizer?: string, diffusion?: 'shifted' | 'unshifted'): Promise<string> {
   let args: ModelArgs;
   let codec: TextCodec;
   let weights: string;
@@ -80,7 +80,7 @@ export async function describe(dir: string, tokenizer?: string): Promise<string>
       await file.close();
     }
   } else {
-    ({ args } = await loadConfig(dir));
+    ({ args } = await loadConfig(dir, { diffusion }));
     // (a generation_config.json that cannot be read is reported below, not fatal here)
     try {
       codec = await TextCodec.load(dir, args, true, tokenizer ?? dir);

@@ -4,7 +4,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError } from '../errors.ts';
+import { FormatError, OptionError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
 export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
@@ -58,8 +58,9 @@ export interface ModelArgs {
   clipQkv?: number;
   /** an autoregressive model adapted to diffusion by the dllm project's A2D recipe (a2d-qwen3,
    * a2d-qwen2, a2d-llama): bidirectional (its mdlm models), or block-causal once given a block
-   * size (its bd3lm models, which the config does not tell apart) */
-  adapted?: 'a2d';
+   * size (its bd3lm models, which the config does not tell apart); 'declared': a causal layout's
+   * checkpoint loaded as a diffusion model because the user said so (ParseOptions.diffusion) */
+  adapted?: 'a2d' | 'declared';
   /** LayerNorm (centred, with a bias) instead of RMSNorm, epsilon rmsNormEps (the DiT layout) */
   norm?: 'layer';
   /** the dense feed-forward: SwiGLU (absent), or down(gelu_tanh(up x + b_up)) + b_down (the DiT layout) */
@@ -150,10 +151,26 @@ function detect(raw: Raw): Architecture {
   );
 }
 
-export function parseConfig(raw: unknown): ModelArgs {
+/**
+ * How to read a config beyond its keys. `diffusion`: a checkpoint in a causal layout (llama,
+ * qwen2, qwen3) that was trained as a masked diffusion model by code outside the config
+ * (Open-dCoder: the Qwen2.5-Coder layout, run with is_causal=False, logits shifted): attention
+ * bidirectional, logits shifted (as the causal model predicted) or not; the mask token from
+ * mask_token_id, generation_config.json or the tokenizer.
+ */
+export interface ParseOptions {
+  diffusion?: 'shifted' | 'unshifted';
+}
+
+export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) bad('not a JSON object');
   const r = raw as Raw;
   const arch = detect(r);
+  if (opts.diffusion !== undefined) {
+    if (opts.diffusion !== 'shifted' && opts.diffusion !== 'unshifted') throw new OptionError('diffusion', `diffusion must be shifted or unshifted, got ${JSON.stringify(opts.diffusion)}`);
+    if ((arch !== 'llama' && arch !== 'qwen2' && arch !== 'qwen3') || isA2d(r))
+      throw new OptionError('diffusion', `diffusion declares a causal layout's checkpoint (llama, qwen2, qwen3) a diffusion model; ${isA2d(r) ? 'an A2D model' : arch} is one by its config already`);
+  }
   if (arch === 'llada') {
     if (r.block_type !== undefined && r.block_type !== 'llama') bad(`block_type ${JSON.stringify(r.block_type)} is not supported (only "llama")`);
     if (r.activation_type !== undefined && r.activation_type !== 'silu') bad(`activation_type ${JSON.stringify(r.activation_type)} is not supported (only "silu")`);
@@ -226,6 +243,12 @@ export function parseConfig(raw: unknown): ModelArgs {
       args.attention = 'block_causal';
       args.blockSize = r.block_size;
     }
+  } else if (opts.diffusion) {
+    // (the user's word for what the config cannot say: its own modeling code made it one)
+    args.adapted = 'declared';
+    args.attention = 'bidirectional';
+    args.shiftedLogits = opts.diffusion === 'shifted';
+    args.maskTokenId = optId(r, 'mask_token_id', vocabSize);
   } else if (arch === 'llama' || arch === 'qwen2' || arch === 'qwen3') refuseDiffusionVariant(r, arch);
   if (arch === 'qwen3') {
     // each head's q and k RMS-normalized over head_dim before RoPE (the layout SDAR was trained from)
@@ -414,7 +437,7 @@ function refuseDiffusionVariant(r: Raw, arch: Architecture): void {
   if (marks.length === 0) return;
   throw new FormatError(
     'unsupported_architecture',
-    `config.json says model_type ${JSON.stringify(r.model_type ?? arch)} but also ${marks.join(', ')}: a diffusion variant of the ${arch} layout whose attention and logit alignment are defined by its own modeling code; not supported (supported: ${SUPPORTED_ARCHITECTURES.join(', ')})`,
+    `config.json says model_type ${JSON.stringify(r.model_type ?? arch)} but also ${marks.join(', ')}: a diffusion variant of the ${arch} layout whose attention and logit alignment are defined by its own modeling code, which the config does not say; if you know them, load it with --diffusion shifted (logits read one row early, as Dream and Open-dCoder do) or --diffusion unshifted (as LLaDA does); supported by their configs: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
   );
 }
 
@@ -436,7 +459,7 @@ export function feedForwardParams(a: ModelArgs, l: number, active = false): numb
   return D * m.experts + (m.expertBias ? m.experts : 0) + 3 * D * ((active ? m.topK : m.experts) * m.expertSize + (m.sharedSize ?? 0));
 }
 
-export async function loadConfig(dir: string): Promise<{ args: ModelArgs; raw: Raw }> {
+export async function loadConfig(dir: string, opts: ParseOptions = {}): Promise<{ args: ModelArgs; raw: Raw }> {
   let text: string;
   try {
     text = await readFile(join(dir, 'config.json'), 'utf8');
@@ -449,7 +472,7 @@ export async function loadConfig(dir: string): Promise<{ args: ModelArgs; raw: R
   } catch {
     bad('not valid JSON');
   }
-  return { args: parseConfig(raw), raw: raw as Raw };
+  return { args: parseConfig(raw, opts), raw: raw as Raw };
 }
 
 /** Weight-shape check: the embedding must match the configured vocab and width. */

@@ -35,7 +35,7 @@ export interface SpecialTokens {
 }
 
 const END_OF_TURN = ['<|eot_id|>', '<|im_end|>', '<|end|>', '<end_of_turn>', '<|endoftext|>'];
-const MASK_NAMES = ['<|mdm_mask|>', '<|mask|>', '[MASK]', '<mask>'];
+const MASK_NAMES = ['<|mdm_mask|>', '<|mask|>', '[MASK]', '<mask>', '<M>'];
 /** Rendering a template must not grow without bound; real chat templates emit a few KB. */
 const MAX_RENDERED_CHARS = 4 * 1024 * 1024;
 
@@ -150,9 +150,15 @@ export class TextCodec {
         throw new FormatError('config_mismatch', `the tokenizer has its own mask token (id ${own}), which this ${args.arch} model uses; config.json names ${args.maskTokenId} (the id after the vocabulary): set "mask_token_id": ${own} in config.json`);
     }
     let mask = args?.maskTokenId ?? id(tokenString(config.mask_token));
+    // (a diffusion sampler's generation_config.json may name it: Open-dLLM's MDMGenerationConfig)
+    const genMask = generationConfig?.mask_token_id;
+    if (mask === null && args?.attention !== 'causal' && typeof genMask === 'number' && Number.isInteger(genMask) && genMask >= 0) mask = genMask;
     // (a diffusion model whose config and tokenizer_config name no mask: the usual mask tokens by name)
-    if (mask === null && args?.attention !== 'causal') for (const name of MASK_NAMES) mask ??= vocab.get(name) ?? null;
+    // (added tokens only: a BPE piece that happens to spell "<M>" is ordinary text)
+    if (mask === null && args?.attention !== 'causal') for (const name of MASK_NAMES) for (const [tid, content] of this.added) if (mask === null && content === name) mask = tid;
     if (args && args.maskTokenId === null && args.attention === 'causal') mask = null;
+    if (args && args.attention !== 'causal' && mask === null)
+      throw new FormatError('config_invalid', `this ${args.arch} diffusion model names no mask token (config.json mask_token_id, generation_config.json mask_token_id, tokenizer_config.json mask_token, or an added ${MASK_NAMES.join(' / ')})`);
     if (args && mask !== null && mask >= args.vocabSize) throw new FormatError('config_mismatch', `the tokenizer's mask token (id ${mask}) is outside the model's vocabulary of ${args.vocabSize}`);
     if (mask !== null) stop.delete(mask);
     this.special = {

@@ -54,6 +54,9 @@ export interface LoadOptions {
   /** a directory with tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) to use
    *  instead of the model's own: for checkpoints that ship none (MDLM, BD3-LM: GPT-2's) */
   tokenizer?: string;
+  /** a causal layout's checkpoint (llama, qwen2, qwen3) trained as a masked diffusion model by its
+   *  own code (Open-dCoder): bidirectional, logits shifted or not (formats/config.ts ParseOptions) */
+  diffusion?: 'shifted' | 'unshifted';
 }
 
 /** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
@@ -116,9 +119,9 @@ interface Source {
 }
 
 
-async function openSource(path: string, tokenizer?: string): Promise<Source> {
+async function openSource(path: string, tokenizer?: string, diffusion?: LoadOptions['diffusion']): Promise<Source> {
   if (!isGguf(path)) {
-    const { args } = await loadConfig(path);
+    const { args } = await loadConfig(path, { diffusion });
     // (the headers only: a tensor the graph would not read means a variant it does not build)
     const ck = await Checkpoint.open(path);
     try {
@@ -130,6 +133,8 @@ async function openSource(path: string, tokenizer?: string): Promise<Source> {
     const weights = async () => (args.dit ? new DitWeights(await Checkpoint.open(path), args) : Checkpoint.open(path));
     return { args, fingerprint: () => checkpointFingerprint(path), weights, codec: () => TextCodec.load(path, args, true, tokenizer === undefined ? path : resolve(tokenizer)), close: async () => {} };
   }
+  // (a GGUF file's metadata names diffusion architectures and their alignment itself)
+  if (diffusion !== undefined || tokenizer !== undefined) throw new OptionError(diffusion !== undefined ? 'diffusion' : 'tokenizer', `${diffusion !== undefined ? 'diffusion' : 'tokenizer'} applies to checkpoint directories, not GGUF files`);
   const file = await openGguf(path);
   try {
     const args = argsOf(file.metadata, new Set(file.tensors.keys()));
@@ -215,7 +220,7 @@ function resolveDtype(dtype: DTypeOption, args: ModelArgs): WeightFormat {
 
 /** Build (or find) the converted graph + weights in the cache; returns its directory. */
 export async function convertModel(dir: string, opts: LoadOptions = {}): Promise<{ args: ModelArgs; target: string; dtype: WeightFormat; topK: number; cached: boolean }> {
-  const src = await openSource(resolve(dir));
+  const src = await openSource(resolve(dir), undefined, opts.diffusion);
   try {
     return await convertSource(resolve(dir), src, opts);
   } finally {
@@ -237,7 +242,8 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   if (int8 !== 's8' && int8 !== 'u8') throw new OptionError('int8', `int8 must be s8 or u8; got ${JSON.stringify(int8)}`);
   const key = createHash('sha256')
     .update(await src.fingerprint())
-    .update(JSON.stringify({ dtype, topK, code: await graphCodeHash(), ...(dtype === 'fp32' ? {} : { int8 }) }))
+    // (a diffusion model's graph is built for guided windows of two canvases: longer RoPE tables)
+    .update(JSON.stringify({ dtype, topK, code: await graphCodeHash(), ...(dtype === 'fp32' ? {} : { int8 }), ...(args.attention === 'causal' ? {} : { diffusion: true }) }))
     .digest('hex')
     .slice(0, 24);
   const cacheRoot = opts.cacheDir ?? defaultCacheDir();
@@ -246,7 +252,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   const fp32Bytes = 4 * (linearParams(args) + 2 * args.vocabSize * args.hiddenSize);
   if (!cached && (opts.isolate ?? fp32Bytes > 256 * 2 ** 20)) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} in a child process (one time, cached in ${cacheRoot})`);
-    await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot, int8 });
+    await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot, int8, diffusion: opts.diffusion });
   } else if (!cached) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} (one time, cached in ${cacheRoot})`);
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
@@ -275,7 +281,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   dir = resolve(dir);
-  const src = await openSource(dir, opts.tokenizer);
+  const src = await openSource(dir, opts.tokenizer, opts.diffusion);
   let converted: Awaited<ReturnType<typeof convertSource>>;
   let codec: TextCodec;
   let args: ModelArgs;
@@ -317,10 +323,10 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
 
 /** The same model decoded with other blocks (the graph takes any visibility: only decoding changes). */
 function withBlockSize(args: ModelArgs, n: number): ModelArgs {
-  if (args.attention !== 'block_causal' && args.adapted !== 'a2d') throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM, A2D bd3lm), not ${args.arch}${args.arch === 'bd3lm' ? ' without blocks' : ''}`);
+  if (args.attention !== 'block_causal' && args.adapted === undefined) throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM, A2D bd3lm), not ${args.arch}${args.arch === 'bd3lm' ? ' without blocks' : ''}`);
   if (!Number.isInteger(n) || n < 1 || n > 4096) throw new OptionError('block_size', `block_size must be an integer in [1, 4096], got ${n}`);
-  // (an A2D model given a block size is its bd3lm form: block-causal from position 0)
-  if (args.adapted === 'a2d') return { ...args, attention: 'block_causal', blockSize: n };
+  // (an A2D model given a block size is its bd3lm form: block-causal from position 0; a declared one too)
+  if (args.adapted !== undefined) return { ...args, attention: 'block_causal', blockSize: n };
   // (Fast-dLLM v2 decodes in sub-blocks of 8: the largest divisor of the block up to 8)
   let sub = Math.min(8, n);
   while (n % sub !== 0) sub--;
