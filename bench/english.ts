@@ -6,6 +6,7 @@
 // within max_tokens. They flag word salad, loops and run-ons; they do not judge meaning.
 //
 //   npx tsx bench/english.ts [--model quench-tiny] [--ar-model quench-tiny-ar] [--config thr95] [--max-tokens 64]
+//                            [--ar-frequency-penalty 0.5]
 
 import { existsSync, readFileSync } from 'node:fs';
 import { generate } from '../src/decode/generation.ts';
@@ -107,7 +108,7 @@ export async function main(argv: string[]): Promise<void> {
   if (!CONFIGS[config]) throw new Error(`unknown config ${config}: ${Object.keys(CONFIGS).join(', ')}`);
   const runs: { label: string; model: string; o: GenerateOptions }[] = [
     { label: `${a.model ?? 'quench-tiny'}, ${CONFIGS[config].label}`, model: a.model ?? 'quench-tiny', o: { maxTokens, ...CONFIGS[config].o } },
-    ...(a['ar-model'] === 'none' ? [] : [{ label: `${a['ar-model'] ?? 'quench-tiny-ar'}, greedy`, model: a['ar-model'] ?? 'quench-tiny-ar', o: { maxTokens } }]),
+    ...(a['ar-model'] === 'none' ? [] : [{ label: `${a['ar-model'] ?? 'quench-tiny-ar'}, greedy${a['ar-frequency-penalty'] ? `, frequency penalty ${a['ar-frequency-penalty']}` : ''}`, model: a['ar-model'] ?? 'quench-tiny-ar', o: { maxTokens, frequencyPenalty: Number(a['ar-frequency-penalty'] ?? 0) } }]),
   ];
   const rows: string[] = [];
   const texts: string[][] = [];

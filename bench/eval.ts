@@ -66,6 +66,11 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr95ed9: { label: 'threshold 0.95, editing 0.9, prefix cache', o: { policy: 'threshold', threshold: 0.95, editingThreshold: 0.9, maxPostSteps: 16, cache: 'prefix' } },
   thr70: { label: 'threshold 0.7, prefix cache', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix' } },
   thr50: { label: 'threshold 0.5, prefix cache', o: { policy: 'threshold', threshold: 0.5, cache: 'prefix' } },
+  // OpenAI's penalties over the answer's committed tokens (open prompts: loops)
+  thr95f5: { label: 'threshold 0.95, prefix cache, frequency penalty 0.5', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', frequencyPenalty: 0.5 } },
+  thr95f1: { label: 'threshold 0.95, prefix cache, frequency penalty 1', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', frequencyPenalty: 1 } },
+  thr95p1: { label: 'threshold 0.95, prefix cache, presence penalty 1', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', presencePenalty: 1 } },
+  thr95of5: { label: 'threshold 0.95, prefix cache, in order, frequency penalty 0.5', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', inOrder: true, frequencyPenalty: 0.5 } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };

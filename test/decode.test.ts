@@ -22,7 +22,7 @@ const dream = fixtureModel({ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, la
 
 /** LLaDA's generate loop, written plainly: full canvas every step, argmax, softmax
  * confidence of the argmax, top-k per the even split of each block's masks. */
-async function referenceLlada(model: Model, prompt: number[], gen: number, block: number, steps: number, cfg = 0): Promise<number[]> {
+async function referenceLlada(model: Model, prompt: number[], gen: number, block: number, steps: number, cfg = 0, pen = { freq: 0, presence: 0 }): Promise<number[]> {
   const mask = model.special.mask!;
   const V = model.args.vocabSize;
   const x = [...prompt, ...Array(gen).fill(mask)];
@@ -41,6 +41,13 @@ async function referenceLlada(model: Model, prompt: number[], gen: number, block
         // classifier-free guidance: a second, separate forward with the prompt masked
         const un = await run(x.map((t, j) => (j < prompt.length ? mask : t)));
         logits = logits.map((c, i) => un[i] + (cfg + 1) * (c - un[i]));
+      }
+      // OpenAI's penalties over the answer's committed tokens, at every row
+      if (pen.freq !== 0 || pen.presence !== 0) {
+        logits = Float32Array.from(logits);
+        const count = new Map<number, number>();
+        for (const t of x.slice(prompt.length)) if (t !== mask) count.set(t, (count.get(t) ?? 0) + 1);
+        for (let p = 0; p < x.length; p++) for (const [t, n] of count) logits[p * V + t] -= pen.freq * n + pen.presence;
       }
       const conf: { p: number; c: number; t: number }[] = [];
       for (let p = 0; p < x.length; p++) {
@@ -70,6 +77,40 @@ test('low_confidence matches a plain LLaDA loop (several steps / length / block 
     }
   }
   await moe.close();
+});
+
+test('frequency / presence penalties: equal to plain loops that subtract them from every scored row (LLaDA low_confidence, greedy AR); they change the output; refused with wino and token editing', async () => {
+  const model = (await llada).model;
+  const prompt = [5, 9, 13, 7, 21];
+  let changed = false;
+  for (const pen of [{ freq: 0.8, presence: 0.5 }, { freq: 2, presence: 0 }, { freq: -1, presence: 0.3 }])
+    for (const [gen, block, steps] of [[12, 4, 12], [12, 12, 6]]) {
+      const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [], frequencyPenalty: pen.freq, presencePenalty: pen.presence });
+      assert.deepEqual(got.tokens, await referenceLlada(model, prompt, gen, block, steps, 0, pen), `${JSON.stringify(pen)} gen ${gen} block ${block} steps ${steps}`);
+      const plain = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
+      if (plain.tokens.join() !== got.tokens.join()) changed = true;
+    }
+  assert.ok(changed, 'the penalties change some output');
+  // a causal model, greedy: each step's argmax after the penalties over the tokens so far
+  const ar = (await llama).model;
+  const V = ar.args.vocabSize;
+  const x = [...prompt];
+  for (let i = 0; i < 10; i++) {
+    const pos = range(0, x.length);
+    const [r] = await ar.forward([{ ids: Int32Array.from(x), positions: Int32Array.from(pos), visible: new Uint8Array(x.length * x.length).map((_, k) => (k % x.length <= Math.floor(k / x.length) ? 1 : 0)), queries: Int32Array.of(x.length - 1), wantLogits: true }]);
+    const row = Float32Array.from(r.logits!);
+    const count = new Map<number, number>();
+    for (const t of x.slice(prompt.length)) count.set(t, (count.get(t) ?? 0) + 1);
+    for (const [t, n] of count) row[t] -= 1.5 * n + 0.5;
+    let best = 0;
+    for (let t = 1; t < V; t++) if (row[t] > row[best]) best = t;
+    x.push(best);
+  }
+  const got = await generate(ar, prompt, { maxTokens: 10, stopTokens: [], frequencyPenalty: 1.5, presencePenalty: 0.5 });
+  assert.deepEqual(got.tokens, x.slice(prompt.length));
+  for (const o of [{ policy: 'wino' as const }, { editingThreshold: 0.5 }])
+    assert.throws(() => new Generation(model, prompt, { ...o, presencePenalty: 0.5 }), (e: unknown) => e instanceof OptionError && e.param === 'presence_penalty');
+  assert.throws(() => new Generation(model, prompt, { frequencyPenalty: 2.5 }), (e: unknown) => e instanceof OptionError && e.param === 'frequency_penalty');
 });
 
 test('classifier-free guidance matches a plain LLaDA loop that runs the unguided canvas as its own forward', async () => {

@@ -309,7 +309,7 @@ export class Generation {
     if (this.opts.policy === 'wino' && this.constraint) throw new OptionError('policy', 'policy wino does not combine with a constrained output (JSON mode decodes left to right)');
     if (this.opts.editingThreshold !== null && this.constraint) throw new OptionError('editing_threshold', 'token editing does not combine with a constrained output (JSON mode decodes left to right)');
     // (wino reads a committed token's probability, which need not be among the candidates)
-    this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.cfgScale > 0 || this.opts.policy === 'wino' || needsFullLogits(this.opts.sampler, model.topK);
+    this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.frequencyPenalty !== 0 || this.opts.presencePenalty !== 0 || this.opts.cfgScale > 0 || this.opts.policy === 'wino' || needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = this.partition(prompt.length);
     this.startBlock();
   }
@@ -592,6 +592,24 @@ export class Generation {
   }
 
   /** Apply the planned forward's scores: choose, commit, check stops. */
+  /**
+   * This step's additions to the logits: logit_bias, plus the penalties over the answer's committed
+   * tokens (end tokens aside: a diffusion canvas pads its tail with them) — frequency x count +
+   * presence x (count > 0) off each such token's logit; null when there is none.
+   */
+  private stepBias(): { ids: Int32Array; values: Float32Array } | null {
+    const { frequencyPenalty: fp, presencePenalty: pp, logitBias } = this.opts;
+    if (fp === 0 && pp === 0) return logitBias;
+    const total = new Map<number, number>();
+    if (logitBias) logitBias.ids.forEach((t, i) => total.set(t, logitBias.values[i]));
+    const count = new Map<number, number>();
+    const ends = new Set(this.opts.stopTokens);
+    for (let p = this.promptLength; p < this.genEnd; p++) if (this.committed[p] && !ends.has(this.tokens[p])) count.set(this.tokens[p], (count.get(this.tokens[p]) ?? 0) + 1);
+    for (const [t, n] of count) total.set(t, (total.get(t) ?? 0) - fp * n - pp);
+    if (total.size === 0) return null;
+    return { ids: Int32Array.from(total.keys()), values: Float32Array.from(total.values()) };
+  }
+
   accept(res: ForwardResult): StepEvent {
     const pend = this.pending;
     if (!pend) throw new Error('accept() without plan()');
@@ -603,13 +621,14 @@ export class Generation {
     // the end probe reads the model's own rows (with guidance, the first half: the unguided
     // pass's view of the answer's length is no calibrated one), biased like every choice
     let probeRows: ForwardResult | null = null;
+    const bias = this.stepBias();
     if (pend.probe !== undefined && this.opts.cfgScale > 0) {
       probeRows = firstRows(res, Q, V);
-      if (this.opts.logitBias) probeRows = { ...probeRows, ...biasScores(probeRows, this.opts.logitBias, V) };
+      if (bias) probeRows = { ...probeRows, ...biasScores(probeRows, bias, V) };
     }
     if (this.opts.cfgScale > 0) res = { ...res, ...guidedScores(res, this.opts.cfgScale, V) };
-    // logit_bias: every choice below sees the biased distribution
-    if (this.opts.logitBias) res = { ...res, ...biasScores(res, this.opts.logitBias, V) };
+    // logit_bias and the penalties: every choice below sees the biased distribution
+    if (bias) res = { ...res, ...biasScores(res, bias, V) };
     if (pend.probe !== undefined && !probeRows) probeRows = res;
     const K = res.topIds.length / Q;
     if (probeRows && this.endMass(probeRows, pend.probe!, probeRows.topIds.length / Q) < END_PROBE) {

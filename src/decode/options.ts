@@ -66,6 +66,11 @@ export interface GenerateOptions {
   logprobs?: number;
   /** added to the logits of these token ids before anything is chosen (OpenAI's logit_bias, -100..100) */
   logitBias?: Record<number, number>;
+  /** OpenAI's penalties (-2..2), over the answer's committed tokens wherever they stand in the
+   * canvas (end tokens aside): each step subtracts frequency x count + presence x (count > 0)
+   * from a token's logit at every position it scores */
+  frequencyPenalty?: number;
+  presencePenalty?: number;
   signal?: AbortSignal;
   /** classifier-free guidance (LLaDA): each step also scores the canvas with the prompt masked and
    * decodes from un + (cfgScale + 1) * (cond - un); 0 (default) is off. Bidirectional diffusion
@@ -96,6 +101,9 @@ export interface ResolvedOptions {
   logprobs: number | null;
   /** token ids and the biases added to their logits, or null */
   logitBias: { ids: Int32Array; values: Float32Array } | null;
+  /** 0: off */
+  frequencyPenalty: number;
+  presencePenalty: number;
   /** classifier-free guidance scale (0: off) */
   cfgScale: number;
   /** draft-and-edit: the editing threshold, or null when off */
@@ -259,6 +267,11 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     for (const [on, param] of [[policy === 'wino', 'policy'], [cfgScale > 0, 'cfg_scale']] as const)
       if (on) throw new OptionError(param, `${param === 'policy' ? 'policy wino' : param} does not combine with editing_threshold (token editing)`);
   } else if (o.maxPostSteps !== undefined) throw new OptionError('max_post_steps', 'max_post_steps applies with editing_threshold (token editing)');
+  const frequencyPenalty = numIn(o.frequencyPenalty ?? 0, 'frequency_penalty', -2, 2);
+  const presencePenalty = numIn(o.presencePenalty ?? 0, 'presence_penalty', -2, 2);
+  // (both score committed tokens against the answer they are part of: a penalty would count each against itself)
+  for (const [v, param] of [[frequencyPenalty, 'frequency_penalty'], [presencePenalty, 'presence_penalty']] as const)
+    if (v !== 0 && (policy === 'wino' || editingThreshold !== null)) throw new OptionError(param, `${param} does not combine with ${policy === 'wino' ? 'policy wino' : 'editing_threshold'} (they score committed tokens, which the penalty counts)`);
   const maxPostSteps = intIn(o.maxPostSteps ?? DEFAULTS.maxPostSteps, 'max_post_steps', 0, 1024);
   const seed = o.seed === undefined ? undefined : intIn(o.seed, 'seed', -(2 ** 53), 2 ** 53);
   const stopTokens = o.stopTokens ?? m.stopTokens;
@@ -291,6 +304,8 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     stopStrings,
     logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.causal ? m.topK : m.topK - 1),
     logitBias: resolveBias(o.logitBias, m.vocabSize),
+    frequencyPenalty,
+    presencePenalty,
     cfgScale,
     editingThreshold,
     maxPostSteps,

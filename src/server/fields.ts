@@ -24,8 +24,6 @@ export function rejectUnsupported(b: Body): void {
   const rf = b.response_format as { type?: unknown } | null | undefined;
   if (rf && rf.type !== undefined && rf.type !== 'text' && rf.type !== 'json_object' && rf.type !== 'json_schema')
     reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported; "text", "json_object" and "json_schema" are`);
-  if (typeof b.frequency_penalty === 'number' && b.frequency_penalty !== 0) reject('frequency_penalty', 'frequency_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
-  if (typeof b.presence_penalty === 'number' && b.presence_penalty !== 0) reject('presence_penalty', 'presence_penalty is not supported (a diffusion draft has no left-to-right history to penalise)');
 }
 
 /**
@@ -80,6 +78,8 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.top_p === 'number') o.topP = b.top_p;
   if (typeof b.top_k === 'number') o.topK = b.top_k;
   if (b.logit_bias && typeof b.logit_bias === 'object') o.logitBias = b.logit_bias as Record<number, number>;
+  if (typeof b.frequency_penalty === 'number') o.frequencyPenalty = b.frequency_penalty;
+  if (typeof b.presence_penalty === 'number') o.presencePenalty = b.presence_penalty;
   if (typeof b.seed === 'number') o.seed = b.seed;
   if (typeof b.steps === 'number') o.steps = b.steps;
   if (typeof b.block_length === 'number') o.blockLength = b.block_length;
