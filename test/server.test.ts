@@ -268,6 +268,8 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
     ['logit_bias beyond 100', { ...chatReq, logit_bias: { '5': 150 } }, 400, 'logit_bias'],
     ['logit_bias on a token outside the vocabulary', { ...chatReq, logit_bias: { '999999': 1 } }, 400, 'logit_bias'],
+    ['frequency_penalty beyond 2', { ...chatReq, frequency_penalty: 2.5 }, 400, 'frequency_penalty'],
+    ['presence_penalty with policy wino', { ...chatReq, presence_penalty: 0.5, policy: 'wino' }, 400, 'presence_penalty'],
     ['a tool without a valid name', { ...chatReq, tools: [{ type: 'function', function: { name: 'f g' } }] }, 400, 'tools[0].function.name'],
     ['a tool call with arguments that are not JSON', { ...chatReq, messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{' } }] }] }, 400, 'messages[0].tool_calls[0].function.arguments'],
     ['json schema with oneOf', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { oneOf: [{ type: 'string' }] } } } } } }, 400, 'response_format'],
@@ -288,6 +290,9 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     assert.equal(r.json.error.param, param, label);
     assert.equal(typeof r.json.error.type, 'string');
   }
+  // the penalties in range are served (and change nothing at 0)
+  const pen = await post(main.base, '/v1/chat/completions', { ...chatReq, frequency_penalty: 0.5, presence_penalty: 0.3 });
+  assert.equal(pen.status, 200, pen.text);
   const long = 'word '.repeat(400);
   const ctx = await post(main.base, '/v1/chat/completions', { ...chatReq, messages: [{ role: 'user', content: long }] });
   assert.equal(ctx.status, 400);
