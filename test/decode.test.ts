@@ -22,7 +22,7 @@ const dream = fixtureModel({ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, la
 
 /** LLaDA's generate loop, written plainly: full canvas every step, argmax, softmax
  * confidence of the argmax, top-k per the even split of each block's masks. */
-async function referenceLlada(model: Model, prompt: number[], gen: number, block: number, steps: number, cfg = 0, pen = { freq: 0, presence: 0 }): Promise<number[]> {
+async function referenceLlada(model: Model, prompt: number[], gen: number, block: number, steps: number, cfg = 0, pen = { freq: 0, presence: 0 }, shift = 0): Promise<number[]> {
   const mask = model.special.mask!;
   const V = model.args.vocabSize;
   const x = [...prompt, ...Array(gen).fill(mask)];
@@ -51,7 +51,9 @@ async function referenceLlada(model: Model, prompt: number[], gen: number, block
       }
       const conf: { p: number; c: number; t: number }[] = [];
       for (let p = 0; p < x.length; p++) {
-        const row = logits.subarray(p * V, (p + 1) * V);
+        // (a shifted model's prediction for p is row p - 1)
+        const r = Math.max(0, p - shift);
+        const row = logits.subarray(r * V, (r + 1) * V);
         let best = 0;
         for (let t = 1; t < V; t++) if (row[t] > row[best]) best = t;
         const z = row.reduce((acc, l) => acc + Math.exp(l - row[best]), 0);
@@ -65,18 +67,22 @@ async function referenceLlada(model: Model, prompt: number[], gen: number, block
   return x.slice(prompt.length);
 }
 
-test('low_confidence matches a plain LLaDA loop (several steps / length / block combinations; LLaDA and LLaDA-MoE)', async () => {
+test('low_confidence matches a plain LLaDA loop (several steps / length / block combinations; LLaDA, LLaDA-MoE, and RND1 and Dream read one row early)', async () => {
   const { model: moe } = await fixtureModel({ arch: 'llada_moe', hidden: 64, heads: 4, layers: 2, std: 0.3, experts: 6, expertsPerToken: 2, expertSize: 32 });
+  const { model: rnd1 } = await fixtureModel({ arch: 'rnd1', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, experts: 6, expertsPerToken: 2, expertSize: 32 });
   const prompt = [5, 9, 13, 7, 21];
-  for (const model of [(await llada).model, moe]) {
+  for (const model of [(await llada).model, moe, rnd1, (await dream).model]) {
     for (const [gen, block, steps] of [[8, 8, 8], [8, 8, 4], [16, 4, 8], [12, 4, 6], [12, 12, 5]]) {
-      const want = await referenceLlada(model, prompt, gen, block, steps);
+      const want = await referenceLlada(model, prompt, gen, block, steps, 0, undefined, model.args.shiftedLogits ? 1 : 0);
       const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
       assert.deepEqual(got.tokens, want, `${model.args.arch}: gen ${gen} block ${block} steps ${steps}`);
       assert.equal(got.stats.forwards, steps);
     }
   }
+  assert.equal(rnd1.args.attention, 'bidirectional');
+  assert.equal(rnd1.special.mask, rnd1.codec.encode('<|MASK|>')[0]);
   await moe.close();
+  await rnd1.close();
 });
 
 test('frequency / presence penalties: equal to plain loops that subtract them from every scored row (LLaDA low_confidence, greedy AR); they change the output; refused with wino and token editing', async () => {

@@ -690,6 +690,37 @@ describe('config.json', () => {
       throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
   });
 
+  test('RND1: the config its class writes (Qwen3-30B-A3B\'s keys, is_causal false, mask 151669), absent keys from its defaults, and refusals', () => {
+    const raw: Record<string, unknown> = {
+      architectures: ['RND1LM'], model_type: 'rnd1', auto_map: { AutoConfig: 'configuration_rnd.RND1Config', AutoModelForMaskedLM: 'modeling_rnd.RND1LM' },
+      attention_bias: false, attention_dropout: 0, decoder_sparse_step: 1, eos_token_id: 151645, head_dim: 128, hidden_act: 'silu', hidden_size: 2048,
+      intermediate_size: 6144, max_position_embeddings: 40960, max_window_layers: 48, mlp_only_layers: [], moe_intermediate_size: 768, norm_topk_prob: true,
+      num_attention_heads: 32, num_experts: 128, num_experts_per_tok: 8, num_hidden_layers: 48, num_key_value_heads: 4, pad_token_id: 151643,
+      rms_norm_eps: 1e-6, rope_scaling: false, rope_theta: 1000000, sliding_window: false, tie_word_embeddings: false, use_cache: false,
+      use_sliding_window: false, vocab_size: 151936, moe_backend: 'hf', num_diffusion_steps: 256, mask_token_id: 151669, is_causal: false,
+    };
+    const a = parseConfig(raw);
+    assert.equal(a.arch, 'rnd1');
+    assert.equal(a.attention, 'bidirectional');
+    assert.equal(a.shiftedLogits, true);
+    assert.equal(a.maskTokenId, 151669);
+    assert.equal(a.qkNorm, true);
+    assert.deepEqual([a.headDim, a.numKvHeads, a.numLayers], [128, 4, 48]);
+    assert.deepEqual({ ...a.moe, layers: a.moe!.layers.every(Boolean) }, { experts: 128, topK: 8, expertSize: 768, sharedSize: null, layers: true, scoring: 'softmax', normalize: true, groups: 1, groupsKept: 1, scale: 1, expertBias: false });
+    // (its configuration class fills in CONFIG_DEFAULTS: a config with its type alone is the same model)
+    const bare = parseConfig({ model_type: 'rnd1' });
+    assert.deepEqual([bare.hiddenSize, bare.numLayers, bare.vocabSize, bare.maskTokenId, bare.moe!.experts], [2048, 48, 151936, 151669, 128]);
+    assert.deepEqual(parseConfig({ ...raw, mlp_only_layers: [0, 5], decoder_sparse_step: 2 }).moe!.layers.slice(0, 6), [false, true, false, true, false, false]);
+    assert.equal(parseConfig({ ...raw, norm_topk_prob: false }).moe!.normalize, false);
+    for (const [change, msg] of [
+      [{ attention_bias: true }, /attention_bias/],
+      [{ mlp_only_layers: [48] }, /mlp_only_layers/],
+      [{ use_sliding_window: true }, /use_sliding_window/],
+      [{ rope_scaling: { type: 'yarn' } }, /rope_scaling/],
+    ] as const)
+      throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
+  });
+
   test('dllm A2D configs: the causal layouts under a2d-* model types are bidirectional diffusion models, block-causal with a block size', () => {
     // Qwen3-0.6B's keys, as dllm's converter saves them (its class and model_type, nothing else added)
     const raw: Record<string, unknown> = {

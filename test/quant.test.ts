@@ -187,6 +187,7 @@ test('quantized mixture models (LLaDA-MoE, LLaDA2.0) vs fp32 through loadModel: 
   for (const o of [
     { arch: 'llada_moe', experts: 8, expertsPerToken: 2, expertSize: 64 },
     { arch: 'llada2', experts: 8, expertsPerToken: 2, expertSize: 64, groups: 4, groupsKept: 2, blockSize: 8 },
+    { arch: 'rnd1', experts: 8, expertsPerToken: 2, expertSize: 64 },
   ] as const) {
     const { model: fp, dir } = await fixtureModel({ hidden: 128, heads: 4, layers: 3, intermediate: 352, std: 0.08, ...o }, { dtype: 'fp32' });
     const V = fp.args.vocabSize;

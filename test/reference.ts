@@ -50,6 +50,27 @@ function mixtureLayout(raw: Record<string, any>, args: ModelArgs): { args: Model
     };
     return { args: { ...args, moe, rotaryDim: rot < Dh ? rot : undefined, clipQkv: undefined }, names };
   }
+  if (raw.model_type === 'rnd1') {
+    // Qwen3-MoE (RND1SparseMoeBlock): softmax over all experts, top k, renormalized when
+    // norm_topk_prob; a layer is a mixture where (i + 1) % decoder_sparse_step == 0 outside mlp_only_layers
+    const E = raw.num_experts, step = raw.decoder_sparse_step ?? 1, only: number[] = raw.mlp_only_layers ?? [];
+    const layers = Array.from({ length: L }, (_, i) => !only.includes(i) && (i + 1) % step === 0);
+    const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: null, layers, scoring: 'softmax' as const, normalize: raw.norm_topk_prob ?? true, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
+    const names = {
+      embed: 'model.embed_tokens.weight',
+      finalNorm: 'model.norm.weight',
+      head: 'lm_head.weight',
+      layer: (i: number): LayerNames => {
+        const p = `model.layers.${i}`;
+        return {
+          attnNorm: `${p}.input_layernorm.weight`, q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight`,
+          qNorm: `${p}.self_attn.q_norm.weight`, kNorm: `${p}.self_attn.k_norm.weight`, o: `${p}.self_attn.o_proj.weight`, mlpNorm: `${p}.post_attention_layernorm.weight`,
+          ...(layers[i] ? { moe: { router: `${p}.mlp.gate.weight`, experts: Array.from({ length: E }, (_, e) => sw(`${p}.mlp.experts.${e}`)), shared: null } } : sw(`${p}.mlp`)),
+        };
+      },
+    };
+    return { args: { ...args, moe, rotaryDim: undefined, clipQkv: undefined }, names };
+  }
   const E = raw.num_experts;
   const freq: number[] = raw.moe_layer_freq ?? Array(L).fill(1);
   const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.expert_intermediate_size, sharedSize: raw.shared_expert_intermediate_size ?? null, layers: freq.map((f) => f === 1), scoring: 'softmax' as const, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
@@ -82,7 +103,7 @@ export async function loadReference(dir: string): Promise<RefModel> {
   }
   await ck.close();
   let names: RefModel['names'];
-  if (args.arch === 'llada_moe' || args.arch === 'llada2') ({ args, names } = mixtureLayout(raw, args));
+  if (args.arch === 'llada_moe' || args.arch === 'llada2' || args.arch === 'rnd1') ({ args, names } = mixtureLayout(raw, args));
   else names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
   return { args, w, names };
 }
@@ -131,7 +152,7 @@ function swiglu(gate: Mat, up: Mat, down: Mat, x: Float64Array): Float64Array {
 /**
  * A mixture feed-forward, plus the shared expert.
  *   softmax (LLaDA-MoE): softmax over every expert's router logit, the top k run, their outputs
- *     summed weighted by those probabilities (not renormalized);
+ *     summed weighted by those probabilities (not renormalized; RND1: renormalized over the k);
  *   sigmoid (LLaDA2.0): scores = sigmoid(logits); the choice by scores + expert bias among the
  *     experts of the best `groupsKept` contiguous groups (a group's worth: the sum of its two best
  *     biased scores), the top k of those; weights = chosen scores / (their sum + 1e-20) x scale.
@@ -145,7 +166,10 @@ function mixture(m: RefModel, n: NonNullable<LayerNames['moe']>, x: Float64Array
     const mx = Math.max(...logits);
     const e = logits.map((v) => Math.exp(v - mx));
     const z = e.reduce((s, v) => s + v, 0);
-    for (const i of [...e.keys()].sort((i, j) => e[j] - e[i]).slice(0, mo.topK)) weight.set(i, e[i] / z);
+    const top = [...e.keys()].sort((i, j) => e[j] - e[i]).slice(0, mo.topK);
+    // (renormalized over the chosen k: Qwen3-MoE's norm_topk_prob, RND1)
+    const kept = mo.normalize ? top.reduce((s, i) => s + e[i], 0) : z;
+    for (const i of top) weight.set(i, e[i] / kept);
   } else {
     const scores = logits.map((v) => 1 / (1 + Math.exp(-v)));
     const bias = n.expertBias ? get(n.expertBias).data : new Float64Array(mo.experts);

@@ -7,12 +7,13 @@ import { join } from 'node:path';
 import { FormatError, OptionError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
+export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
 
 /**
  * A mixture-of-experts feed-forward: a router picks `topK` of `experts` SwiGLU experts per token
  * and sums their outputs weighted by its scores.
- *   softmax (LLaDA-MoE): probabilities over all experts, the top k, not renormalized;
+ *   softmax (LLaDA-MoE): probabilities over all experts, the top k, not renormalized (RND1:
+ *     renormalized over the k, `normalize`);
  *   sigmoid (LLaDA2.0): sigmoid scores; the choice among them by score + expert bias, limited to
  *     the `groupsKept` best of `groups` contiguous groups (a group's worth: its two best), the
  *     weights the chosen unbiased scores, normalized to sum 1 (when k > 1) and times `scale`.
@@ -28,6 +29,8 @@ export interface MoeArgs {
   scale: number;
   /** sigmoid routing: a per-expert bias added to the scores for the choice only */
   expertBias: boolean;
+  /** softmax routing: the chosen k's probabilities renormalized to sum 1 (Qwen3-MoE's norm_topk_prob: RND1) */
+  normalize?: boolean;
   /** each expert's intermediate size */
   expertSize: number;
   /** an always-on shared expert's intermediate size, or null */
@@ -88,7 +91,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'mdlm (MDLM)', 'bd3lm (BD3LM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'rnd1 (RND1LM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'mdlm (MDLM)', 'bd3lm (BD3LM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -135,6 +138,7 @@ function detect(raw: Raw): Architecture {
   if (type === 'a2d-qwen3' || archs.includes('A2DQwen3LMHeadModel')) return 'qwen3';
   if (type === 'a2d-qwen2' || archs.includes('A2DQwen2LMHeadModel')) return 'qwen2';
   if (type === 'a2d-llama' || archs.includes('A2DLlamaLMHeadModel')) return 'llama';
+  if (type === 'rnd1' || archs.includes('RND1LM')) return 'rnd1';
   if (type === 'lladamoe' || type === 'llada_moe' || archs.includes('LLaDAMoEModelLM') || archs.includes('LLaDAMoEModel')) return 'llada_moe';
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
@@ -164,7 +168,7 @@ export interface ParseOptions {
 
 export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) bad('not a JSON object');
-  const r = raw as Raw;
+  let r = raw as Raw;
   const arch = detect(r);
   if (opts.diffusion !== undefined) {
     if (opts.diffusion !== 'shifted' && opts.diffusion !== 'unshifted') throw new OptionError('diffusion', `diffusion must be shifted or unshifted, got ${JSON.stringify(opts.diffusion)}`);
@@ -204,6 +208,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     return check(args);
   }
   if (arch === 'mdlm' || arch === 'bd3lm') return check(dit(r, arch));
+  // (RND1's configuration class fills its Qwen3-30B-A3B values in: absent keys take them)
+  if (arch === 'rnd1') r = { ...RND1_DEFAULTS, ...r };
   const hiddenSize = int(r, 'hidden_size', LIMITS.dim);
   const numHeads = int(r, 'num_attention_heads', LIMITS.heads);
   const vocabSize = int(r, 'vocab_size', LIMITS.vocab);
@@ -221,7 +227,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
     qkvBias: arch === 'dream' || arch === 'qwen2' || arch === 'fast_dllm_v2',
     tiedEmbeddings: r.tie_word_embeddings === true,
-    attention: arch === 'dream' || arch === 'llada_moe' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' || arch === 'llada2' ? 'block_causal' : 'causal',
+    attention: arch === 'dream' || arch === 'llada_moe' || arch === 'rnd1' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' || arch === 'llada2' ? 'block_causal' : 'causal',
     shiftedLogits: arch !== 'sdar' && arch !== 'llada_moe' && arch !== 'llada2',
     maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
     eosTokenIds: idList(r, 'eos_token_id', vocabSize),
@@ -264,6 +270,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151669 ? 151669 : null);
   }
   if (arch === 'llada_moe') lladaMoe(r, args);
+  if (arch === 'rnd1') rnd1(r, args);
   if (arch === 'llada2') llada2(r, args);
   if (arch === 'fast_dllm_v2') {
     // Qwen2.5 layout, block-causal over blocks of bd_size (32) aligned to position 0, logits
@@ -274,7 +281,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151665 ? 151665 : null);
   }
   if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
-  if (r.rope_scaling !== undefined && r.rope_scaling !== null) bad('rope_scaling is not supported yet');
+  if (r.rope_scaling !== undefined && r.rope_scaling !== null && r.rope_scaling !== false) bad('rope_scaling is not supported yet');
   return check(args);
 }
 
@@ -419,6 +426,45 @@ function dit(r: Raw, arch: 'mdlm' | 'bd3lm'): ModelArgs {
   return args;
 }
 
+/** RND1Config's CONFIG_DEFAULTS (Qwen/Qwen3-30B-A3B's shape), the values of absent keys. */
+const RND1_DEFAULTS: Raw = {
+  hidden_size: 2048, intermediate_size: 6144, moe_intermediate_size: 768, num_hidden_layers: 48, num_attention_heads: 32, num_key_value_heads: 4,
+  head_dim: 128, num_experts: 128, num_experts_per_tok: 8, norm_topk_prob: true, decoder_sparse_step: 1, mlp_only_layers: [],
+  max_position_embeddings: 40960, rms_norm_eps: 1e-6, rope_theta: 1000000, vocab_size: 151936, eos_token_id: 151645, pad_token_id: 151643, tie_word_embeddings: false,
+};
+
+/**
+ * RND1 (radicalnumerics/RND1-Base-0910, RND1LM): Qwen3-30B-A3B's Qwen3-MoE layout (per-head q/k
+ * RMSNorm, no biases, untied head) continued as a masked diffusion model: bidirectional attention,
+ * logits shifted (its sampler reads position i from row i - 1), mask 151669. Every layer (those
+ * with (i + 1) % decoder_sparse_step == 0, outside mlp_only_layers) routes by softmax over all
+ * experts, runs the top k and, with norm_topk_prob, renormalizes their weights to sum 1.
+ */
+function rnd1(r: Raw, args: ModelArgs): void {
+  if (r.attention_bias === true) bad('attention_bias true is not supported for rnd1');
+  if (r.use_sliding_window === true) bad('use_sliding_window true is not supported');
+  args.qkNorm = true;
+  const L = args.numLayers;
+  const experts = int(r, 'num_experts', 4096);
+  const step = int(r, 'decoder_sparse_step', L);
+  const dense = r.mlp_only_layers;
+  if (!Array.isArray(dense) || dense.some((i) => typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i >= L)) bad(`mlp_only_layers must list layer indices below ${L}, got ${JSON.stringify(dense).slice(0, 100)}`);
+  args.moe = {
+    experts,
+    topK: int(r, 'num_experts_per_tok', experts),
+    expertSize: int(r, 'moe_intermediate_size', LIMITS.dim * 8),
+    sharedSize: null,
+    layers: Array.from({ length: L }, (_, i) => !dense.includes(i) && (i + 1) % step === 0),
+    scoring: 'softmax',
+    normalize: r.norm_topk_prob !== false,
+    groups: 1,
+    groupsKept: 1,
+    scale: 1,
+    expertBias: false,
+  };
+  args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 151669 ? 151669 : null);
+}
+
 function isA2d(r: Raw): boolean {
   const type = typeof r.model_type === 'string' ? r.model_type.toLowerCase() : '';
   const archs = Array.isArray(r.architectures) ? r.architectures.map(String) : [];
@@ -445,7 +491,7 @@ function check(a: ModelArgs): ModelArgs {
   if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
   if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
   if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
-  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe' || a.arch === 'llada2') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
+  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe' || a.arch === 'llada2' || a.arch === 'rnd1') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
   return a;
 }
 

@@ -92,6 +92,7 @@ const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   llada: lladaNames,
   llada_moe: lladaMoeNames,
   llada2: llada2Names,
+  rnd1: lladaMoeNames,
   dream: dreamNames,
   sdar: sdarNames,
   fast_dllm_v2: hfNames,

@@ -170,7 +170,8 @@ async function swiglu(g: Graph, name: string, h: string, w: Swiglu, D: number, F
  * all E inputs and weights the top k by those probabilities; its QMoE kernel always renormalizes
  * over the chosen k.
  *   softmax (LLaDA-MoE): the logits themselves for MoE; for QMoE the log-probabilities of the
- *     chosen k (-1e30 elsewhere) and their sum as the factor.
+ *     chosen k (-1e30 elsewhere) and their sum as the factor. Renormalized (RND1): the logits for
+ *     both (MoE told to normalize), no factor.
  *   sigmoid (LLaDA2.0): the choice is made here (scores + expert bias, the best `groupsKept`
  *     groups by the sum of their two best, the top k among those); the kernel gets log w at the
  *     chosen experts and -1e30 elsewhere, so both kernels weight by w / sum(w), and the factor
@@ -181,7 +182,8 @@ async function route(g: Graph, name: string, logits: string, w: MoeNames, a: Mod
   const { experts: E, topK: K, scoring, groups: G, groupsKept, scale, expertBias } = a.moe!;
   const chosenOnly = (like: string, idx: string, w: string) => g.op('ScatterElements', [g.op('Add', [g.op('Mul', [like, g.f32([0], [])]), g.f32([-1e30], [])]), idx, g.op('Log', [w])], { axis: I(1) });
   if (scoring === 'softmax') {
-    if (!quantized) return { input: logits, factor: null };
+    // (renormalized over the chosen k, RND1: both kernels do that themselves given the logits)
+    if (!quantized || a.moe!.normalize) return { input: logits, factor: null };
     // (the log-probabilities of the chosen k: right whether QMoE renormalizes over them or not)
     const probs = g.op('Softmax', [logits], { axis: I(-1) });
     const [chosen, idx] = g.node('TopK', [probs, g.i64([K])], { axis: I(-1) }, { outputs: 2 });
@@ -270,7 +272,7 @@ export async function mixture(g: Graph, name: string, h: string, w: MoeNames, a:
   const logits = g.op('MatMul', [flat, g.weight(`${name}.router`, DT.FLOAT, [D, E], f32Bytes(wr))]); // [N, E]
   const { input, factor } = await route(g, name, logits, w, a, ck, opts.weights !== 'fp32');
   g.paramCount += K * 3 * D * Fe;
-  const attrs = { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(0) };
+  const attrs = { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(a.moe!.normalize ? 1 : 0) };
   // (int4 packs two codes per byte: an odd width takes int8 codes)
   const bits = opts.weights === 'fp32' ? 32 : opts.weights === 'int8' || D % 2 || Fe % 2 ? 8 : 4;
   const block = bits === 4 && D % INT4_BLOCK === 0 && Fe % INT4_BLOCK === 0 ? INT4_BLOCK : 0;
