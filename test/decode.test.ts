@@ -369,6 +369,18 @@ async function plainBlockDecode(model: Model, prompt: number[], maxTokens: numbe
   return x.slice(prompt.length, end);
 }
 
+/** Threshold decoding of a block model in blocks of 4 (tau 0.3, 10 tokens) equals the plain block
+ * loop for two prompts (one ending mid-block), in each cache mode. */
+async function assertDecodesAsPlainBlocks(model: Model, caches: readonly ('none' | 'prefix' | 'dual')[]): Promise<void> {
+  for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
+    const want = await plainBlockDecode(model, prompt, 10, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 });
+    for (const cache of caches) {
+      const r = await generate(model, prompt, { maxTokens: 10, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] });
+      assert.deepEqual(r.tokens, want, `${model.args.arch}, prompt of ${prompt.length}, cache ${cache}`);
+    }
+  }
+}
+
 test('SDAR: block by block from position 0 (the first block finishes the prompt\'s), equal to a plain SDAR loop, with and without caches', async () => {
   const { model } = await fixtureModel({ arch: 'sdar', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5 });
   try {
@@ -406,13 +418,7 @@ test('LLaDA2.0: a mixture block-diffusion model decodes block by block from posi
     assert.equal(model.args.attention, 'block_causal');
     assert.equal(model.args.blockSize, 4);
     assert.equal(model.args.shiftedLogits, false);
-    for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
-      const want = await plainBlockDecode(model, prompt, 10, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 });
-      for (const cache of ['none', 'prefix', 'dual'] as const) {
-        const r = await generate(model, prompt, { maxTokens: 10, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] });
-        assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
-      }
-    }
+    await assertDecodesAsPlainBlocks(model, ['none', 'prefix', 'dual']);
   } finally {
     await model.close();
   }
@@ -598,13 +604,7 @@ test('dllm A2D models (a2d-qwen3): bidirectional, unshifted, the tokenizer\'s <|
   const bd3lm = await loadModel(dir, { cacheDir: CACHE, threads: 2, blockSize: 4 });
   try {
     assert.equal(bd3lm.args.attention, 'block_causal');
-    for (const prompt of [[5, 9, 11, 20, 33, 7], [5, 9, 11, 20]]) {
-      const want = await plainBlockDecode(bd3lm, prompt, 10, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 });
-      for (const cache of ['none', 'prefix'] as const) {
-        const r = await generate(bd3lm, prompt, { maxTokens: 10, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] });
-        assert.deepEqual(r.tokens, want, `bd3lm, prompt of ${prompt.length}, cache ${cache}`);
-      }
-    }
+    await assertDecodesAsPlainBlocks(bd3lm, ['none', 'prefix']);
   } finally {
     await bd3lm.close();
   }
@@ -646,13 +646,7 @@ test('MDLM and BD3-LM (DiT): MDLM decodes as the plain LLaDA loop; BD3-LM block 
   const { model: bd3lm } = await fixtureModel({ arch: 'bd3lm', hidden: 64, heads: 4, layers: 2, condDim: 16, std: 0.5, blockSize: 4 });
   try {
     assert.equal(bd3lm.args.attention, 'block_causal');
-    for (const prompt of [[0, 9, 11, 20, 33, 7], [0, 9, 11, 20]]) {
-      const want = await plainBlockDecode(bd3lm, prompt, 10, { modelBlock: 4, decodeBlock: 4, shift: 0, tau: 0.3 });
-      for (const cache of ['none', 'prefix', 'dual'] as const) {
-        const r = await generate(bd3lm, prompt, { maxTokens: 10, policy: 'threshold', threshold: 0.3, cache, stopTokens: [] });
-        assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
-      }
-    }
+    await assertDecodesAsPlainBlocks(bd3lm, ['none', 'prefix', 'dual']);
   } finally {
     await bd3lm.close();
   }

@@ -7,7 +7,8 @@ import { addLinear, int8Encoding, int8EncodingFor, quantizeInt8, quantizeInt4, q
 import { mixture } from '../src/models/transformer.ts';
 import type { ModelArgs } from '../src/formats/config.ts';
 import { Graph, DT, I, f32Bytes } from '../src/runtime/graph.ts';
-import { mulberry32 } from '../src/formats/fixtures.ts';
+import { mulberry32, type FixtureOptions } from '../src/formats/fixtures.ts';
+import type { ForwardResult } from '../src/runtime/session.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { convertModel, loadModel } from '../src/models/registry.ts';
@@ -162,12 +163,14 @@ function compare(a: Float32Array, b: Float32Array, V: number) {
   return { top1: agree / rows, kl: kl / rows };
 }
 
-test('quantized models vs fp32 on a fixture: top-1 agreement and mean KL', async () => {
-  const { model: fp, dir } = await fixtureModel({ arch: 'llada', hidden: 128, heads: 4, layers: 3, intermediate: 352, std: 0.08 }, { dtype: 'fp32' });
+/** A fixture run in fp32, int8 and int4 on the same 48 rows: each format's top-1 agreement and mean
+ * KL against fp32; `check` sees each quantized forward. */
+async function quantizedVsFp32(o: FixtureOptions, visible?: (L: number) => Uint8Array, check?: (dtype: 'int8' | 'int4', out: ForwardResult, V: number) => void) {
+  const { model: fp, dir } = await fixtureModel(o, { dtype: 'fp32' });
   const V = fp.args.vocabSize;
   const L = 48;
   const ids = Int32Array.from(range(0, L), (i) => (i * 37 + 11) % (V - 8));
-  const req = { ids, positions: Int32Array.from(range(0, L)), visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from(range(0, L)), wantLogits: true };
+  const req = { ids, positions: Int32Array.from(range(0, L)), visible: visible?.(L) ?? new Uint8Array(L * L).fill(1), queries: Int32Array.from(range(0, L)), wantLogits: true };
   const [ref] = await fp.forward([req]);
   const results: Record<string, { top1: number; kl: number }> = {};
   for (const dtype of ['int8', 'int4'] as const) {
@@ -175,35 +178,28 @@ test('quantized models vs fp32 on a fixture: top-1 agreement and mean KL', async
     assert.equal(q.dtype, dtype);
     const [out] = await q.forward([req]);
     results[dtype] = compare(ref.logits!, out.logits!, V);
+    check?.(dtype, out, V);
     await q.close();
   }
   await fp.close();
+  return results as { int8: { top1: number; kl: number }; int4: { top1: number; kl: number } };
+}
+
+test('quantized models vs fp32 on a fixture: top-1 agreement and mean KL', async () => {
+  const results = await quantizedVsFp32({ arch: 'llada', hidden: 128, heads: 4, layers: 3, intermediate: 352, std: 0.08 });
   assert.ok(results.int8.top1 >= 0.9 && results.int8.kl < 0.02, `int8 ${JSON.stringify(results.int8)}`);
   assert.ok(results.int4.top1 >= 0.7 && results.int4.kl < 0.15, `int4 ${JSON.stringify(results.int4)}`);
   assert.ok(results.int4.kl > results.int8.kl, 'int4 is coarser than int8');
 });
 
-test('quantized mixture models (LLaDA-MoE, LLaDA2.0) vs fp32 through loadModel: top-1 agreement and mean KL', async () => {
+test('quantized mixture models (LLaDA-MoE, LLaDA2.0, RND1) vs fp32 through loadModel: top-1 agreement and mean KL', async () => {
   for (const o of [
     { arch: 'llada_moe', experts: 8, expertsPerToken: 2, expertSize: 64 },
     { arch: 'llada2', experts: 8, expertsPerToken: 2, expertSize: 64, groups: 4, groupsKept: 2, blockSize: 8 },
     { arch: 'rnd1', experts: 8, expertsPerToken: 2, expertSize: 64 },
   ] as const) {
-    const { model: fp, dir } = await fixtureModel({ hidden: 128, heads: 4, layers: 3, intermediate: 352, std: 0.08, ...o }, { dtype: 'fp32' });
-    const V = fp.args.vocabSize;
-    const L = 48;
-    const ids = Int32Array.from(range(0, L), (i) => (i * 37 + 11) % (V - 8));
-    const visible = new Uint8Array(L * L).map((_, k) => (o.arch === 'llada2' && Math.floor((k % L) / 8) > Math.floor(Math.floor(k / L) / 8) ? 0 : 1));
-    const req = { ids, positions: Int32Array.from(range(0, L)), visible, queries: Int32Array.from(range(0, L)), wantLogits: true };
-    const [ref] = await fp.forward([req]);
-    const results: Record<string, { top1: number; kl: number }> = {};
-    for (const dtype of ['int8', 'int4'] as const) {
-      const q = await loadModel(dir, { dtype, cacheDir: CACHE, threads: 2 });
-      const [out] = await q.forward([req]);
-      results[dtype] = compare(ref.logits!, out.logits!, V);
-      await q.close();
-    }
-    await fp.close();
+    const blocks = (L: number) => new Uint8Array(L * L).map((_, k) => (o.arch === 'llada2' && Math.floor((k % L) / 8) > Math.floor(Math.floor(k / L) / 8) ? 0 : 1));
+    const results = await quantizedVsFp32({ hidden: 128, heads: 4, layers: 3, intermediate: 352, std: 0.08, ...o }, blocks);
     // (the dense model's bounds; int4's top-1 a little lower: a quantized row can flip a router's
     // choice between near-equal experts, the sigmoid router's most (measured 0.69 / KL 0.034 on
     // the LLaDA2.0 fixture, 0.85 / 0.006 on LLaDA-MoE's); broken experts fail the KL bounds)
@@ -214,21 +210,9 @@ test('quantized mixture models (LLaDA-MoE, LLaDA2.0) vs fp32 through loadModel: 
 });
 
 test('a quantized DiT (MDLM: LayerNorm, GELU, head bias; the adaLN fold happens before quantizing) vs fp32: top-1 agreement and mean KL; the mask stays out', async () => {
-  const { model: fp, dir } = await fixtureModel({ arch: 'mdlm', hidden: 128, heads: 4, layers: 3, condDim: 32, std: 0.08 }, { dtype: 'fp32' });
-  const V = fp.args.vocabSize;
-  const L = 48;
-  const ids = Int32Array.from(range(0, L), (i) => (i * 37 + 11) % V);
-  const req = { ids, positions: Int32Array.from(range(0, L)), visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from(range(0, L)), wantLogits: true };
-  const [ref] = await fp.forward([req]);
-  const results: Record<string, { top1: number; kl: number }> = {};
-  for (const dtype of ['int8', 'int4'] as const) {
-    const q = await loadModel(dir, { dtype, cacheDir: CACHE, threads: 2 });
-    const [out] = await q.forward([req]);
-    results[dtype] = compare(ref.logits!, out.logits!, V);
-    for (let r = 0; r < L; r++) assert.ok(out.logits![r * V + V - 1] <= -1e8, `${dtype}: the mask's logit is suppressed`);
-    await q.close();
-  }
-  await fp.close();
+  const results = await quantizedVsFp32({ arch: 'mdlm', hidden: 128, heads: 4, layers: 3, condDim: 32, std: 0.08 }, undefined, (dtype, out, V) => {
+    for (let r = 0; r < 48; r++) assert.ok(out.logits![r * V + V - 1] <= -1e8, `${dtype}: the mask's logit is suppressed`);
+  });
   assert.ok(results.int8.top1 >= 0.9 && results.int8.kl < 0.02, `int8 ${JSON.stringify(results.int8)}`);
   assert.ok(results.int4.top1 >= 0.7 && results.int4.kl < 0.15, `int4 ${JSON.stringify(results.int4)}`);
   assert.ok(results.int4.kl > results.int8.kl, 'int4 is coarser than int8');
