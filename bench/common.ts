@@ -38,6 +38,13 @@ export async function timeMs(fn: () => Promise<unknown>, runs: number, warmup = 
   return median(ts);
 }
 
+/** Two workloads timed in turn, each twice (a, b, a, b): the means of their two medians, so a drift
+ * of the machine during the measurement falls on both. */
+export async function interleavedMs(a: () => Promise<unknown>, b: () => Promise<unknown>, runs: number): Promise<[number, number]> {
+  const [a1, b1, a2, b2] = [await timeMs(a, runs), await timeMs(b, runs), await timeMs(a, runs), await timeMs(b, runs)];
+  return [(a1 + a2) / 2, (b1 + b2) / 2];
+}
+
 /** A session holding one [K, N] weight in the given format, fed [M, K] activations. */
 export async function bareMatMul(K: number, N: number, format: WeightFormat, threads: number, int8?: Int8Encoding): Promise<(M: number) => Promise<number>> {
   const g = new Graph(null);

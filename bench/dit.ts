@@ -10,10 +10,10 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { loadModel, type Model } from '../src/models/registry.ts';
+import { loadModel } from '../src/models/registry.ts';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import type { WeightFormat } from '../src/runtime/quant.ts';
-import { fmt, parseArgs, timeMs } from './common.ts';
+import { fmt, interleavedMs, parseArgs } from './common.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
@@ -37,10 +37,7 @@ export async function main(argv: string[]): Promise<void> {
     for (const L of rows) {
       const pos = Int32Array.from({ length: L }, (_, i) => i);
       const req = { ids: pos.map((i) => (i * 7919) % (V - 16)), positions: pos, visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from({ length: Math.min(L, 32) }, (_, i) => i) };
-      const runs = L <= 16 ? 20 : 8;
-      const time = (m: Model) => timeMs(() => m.forward([req]), runs);
-      const [m1, t1, m2, t2] = [await time(dit), await time(twin), await time(dit), await time(twin)];
-      const [mm, tt] = [(m1 + m2) / 2, (t1 + t2) / 2];
+      const [mm, tt] = await interleavedMs(() => dit.forward([req]), () => twin.forward([req]), L <= 16 ? 20 : 8);
       console.log(`| ${dtype} | ${L} | ${fmt(mm, 2)} | ${fmt(tt, 2)} | ${fmt(mm / tt, 2)}x |`);
     }
     await dit.close();

@@ -17,10 +17,10 @@ import { DT, F, Graph, I, S, f32Bytes } from '../src/runtime/graph.ts';
 import { quantizeRows } from '../src/runtime/quant.ts';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { loadModel, type Model } from '../src/models/registry.ts';
+import { loadModel } from '../src/models/registry.ts';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import type { WeightFormat } from '../src/runtime/quant.ts';
-import { fmt, parseArgs, timeMs } from './common.ts';
+import { fmt, interleavedMs, parseArgs, timeMs } from './common.ts';
 
 /** One mixture kernel over [N, D] rows: fp32 MoE, or QMoE with `bits` codes per row (block 0) or per block. */
 async function kernel(D: number, Fe: number, E: number, K: number, threads: number, enc: { bits: 32 | 8 | 4; block: number }) {
@@ -85,11 +85,7 @@ export async function main(argv: string[]): Promise<void> {
     for (const L of rows) {
       const pos = Int32Array.from({ length: L }, (_, i) => i);
       const req = { ids: pos.map((i) => (i * 7919) % (V - 16)), positions: pos, visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from({ length: Math.min(L, 32) }, (_, i) => i) };
-      const runs = L <= 8 ? 20 : 8;
-      const time = (m: Model) => timeMs(() => m.forward([req]), runs);
-      // interleaved: each model timed twice, the medians' mean
-      const [m1, d1, m2, d2] = [await time(moe), await time(dense), await time(moe), await time(dense)];
-      const [mm, dd] = [(m1 + m2) / 2, (d1 + d2) / 2];
+      const [mm, dd] = await interleavedMs(() => moe.forward([req]), () => dense.forward([req]), L <= 8 ? 20 : 8);
       console.log(`| ${dtype} | ${L} | ${fmt(mm, 2)} | ${fmt(dd, 2)} | ${fmt(mm / dd, 2)}x |`);
     }
     await moe.close();
