@@ -42,11 +42,11 @@ async function referenceLlada(model: Model, prompt: number[], gen: number, block
         const un = await run(x.map((t, j) => (j < prompt.length ? mask : t)));
         logits = logits.map((c, i) => un[i] + (cfg + 1) * (c - un[i]));
       }
-      // OpenAI's penalties over the answer's committed tokens, at every row
+      // OpenAI's penalties over the answer's committed tokens (the model's end tokens aside), at every row
       if (pen.freq !== 0 || pen.presence !== 0) {
         logits = Float32Array.from(logits);
         const count = new Map<number, number>();
-        for (const t of x.slice(prompt.length)) if (t !== mask) count.set(t, (count.get(t) ?? 0) + 1);
+        for (const t of x.slice(prompt.length)) if (t !== mask && !model.special.stop.includes(t)) count.set(t, (count.get(t) ?? 0) + 1);
         for (let p = 0; p < x.length; p++) for (const [t, n] of count) logits[p * V + t] -= pen.freq * n + pen.presence;
       }
       const conf: { p: number; c: number; t: number }[] = [];
@@ -114,6 +114,13 @@ test('frequency / presence penalties: equal to plain loops that subtract them fr
   }
   const got = await generate(ar, prompt, { maxTokens: 10, stopTokens: [], frequencyPenalty: 1.5, presencePenalty: 0.5 });
   assert.deepEqual(got.tokens, x.slice(prompt.length));
+  // the model's end tokens are never counted (a canvas pads its tail with them), even when the
+  // request ignores them as ends: a favoured end token stays favoured, an ordinary one gives way
+  const eot = model.special.stop[0];
+  const run = async (favour: number, fp: number) => (await generate(model, prompt, { maxTokens: 12, blockLength: 12, steps: 12, policy: 'low_confidence', cache: 'none', stopTokens: [], logitBias: { [favour]: 20 }, frequencyPenalty: fp })).tokens.filter((t) => t === favour).length;
+  assert.equal(await run(eot, 2), 12);
+  assert.equal(await run(7, 0), 12);
+  assert.ok((await run(7, 2)) < 12, 'an ordinary token is penalised');
   for (const o of [{ policy: 'wino' as const }, { editingThreshold: 0.5 }])
     assert.throws(() => new Generation(model, prompt, { ...o, presencePenalty: 0.5 }), (e: unknown) => e instanceof OptionError && e.param === 'presence_penalty');
   assert.throws(() => new Generation(model, prompt, { frequencyPenalty: 2.5 }), (e: unknown) => e instanceof OptionError && e.param === 'frequency_penalty');
@@ -712,7 +719,7 @@ test('--diffusion: a causal layout\'s checkpoint declared a diffusion model (Ope
     const fromGen = await loadModel(dir, { cacheDir: CACHE, threads: 1, diffusion: 'shifted' });
     assert.equal(fromGen.special.mask, maskId);
     await fromGen.close();
-    // a model that is a diffusion model by its config, and GGUF files, refuse the declaration
+    // a model that is a diffusion model by its config refuses the declaration
     await assert.rejects(loadModel(twin, { cacheDir: CACHE, threads: 1, diffusion: 'shifted' }), (e: unknown) => e instanceof OptionError && e.param === 'diffusion');
   } finally {
     rmSync(root, { recursive: true, force: true });

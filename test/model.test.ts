@@ -20,9 +20,8 @@ const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; 
   { arch: 'llada_moe', rule: 'full', kvHeads: 2, moe: { experts: 5, expertsPerToken: 3, expertSize: 16, sharedSize: 40, moeLayers: [0, 1], clipQkv: 1.5 }, label: 'dense layer 0, shared expert, clip_qkv' },
   // LLaDA2.0: fused qkv, half-rotary RoPE, sigmoid router with expert bias and groups, a dense first layer, a shared expert
   { arch: 'llada2', rule: { block: 4 }, kvHeads: 2, moe: { experts: 16, expertsPerToken: 3, expertSize: 16, groups: 4, groupsKept: 2, sharedExperts: 1, firstDense: 1 } },
-  // RND1: Qwen3-MoE, softmax routing renormalized over the chosen experts, bidirectional; a dense layer (mlp_only_layers); and without renormalization
-  { arch: 'rnd1', rule: 'full', kvHeads: 2, moe: { experts: 6, expertsPerToken: 3, expertSize: 24, moeLayers: [1, 0] }, label: 'renormalized routing, a dense layer' },
-  { arch: 'rnd1', rule: 'full', moe: { experts: 5, expertsPerToken: 2, expertSize: 16, normTopk: false }, label: 'norm_topk_prob false' },
+  // RND1: Qwen3-MoE, softmax routing renormalized over the chosen experts, bidirectional
+  { arch: 'rnd1', rule: 'full', kvHeads: 2, moe: { experts: 6, expertsPerToken: 3, expertSize: 24 }, label: 'renormalized routing' },
   { arch: 'llada2', rule: { block: 4 }, moe: { experts: 6, expertsPerToken: 1, expertSize: 16, groups: 1, groupsKept: 1, sharedExperts: 0, firstDense: 0, rotaryFactor: 0.25, routedScale: 1.7 }, label: 'one expert per token, no groups, no shared expert, rotary 1/4' },
 ];
 

@@ -250,11 +250,14 @@ test('expert rows for QMoE: per-row (int8) or per-block (int4) symmetric codes, 
   }
 });
 
-test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax and grouped sigmoid routing) against a naive mixture of the same (dequantized) experts', async () => {
+test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax routing, renormalized or not, and grouped sigmoid routing) against a naive mixture of the same (dequantized) experts', async () => {
   // softmax routing (LLaDA-MoE) with widths that take int4 blocks of 32; grouped sigmoid routing
   // with an expert bias (LLaDA2.0) with an expert width (24) that takes int4 codes per row
   const cases = [
     { scoring: 'softmax', E: 6, K: 2, Fe: 32, groups: 1, groupsKept: 1, scale: 1, expertBias: false, biasMean: 0, int4Block: 32 },
+    // (renormalized over the chosen k: RND1's norm_topk_prob; int4 in blocks and per row)
+    { scoring: 'softmax', normalize: true, E: 6, K: 3, Fe: 32, groups: 1, groupsKept: 1, scale: 1, expertBias: false, biasMean: 0, int4Block: 32 },
+    { scoring: 'softmax', normalize: true, E: 6, K: 3, Fe: 24, groups: 1, groupsKept: 1, scale: 1, expertBias: false, biasMean: 0, int4Block: 0 },
     // (4 experts per group: a group's worth is its best two, not its sum; biases well below 0:
     // experts outside the kept groups must lose even to negative biased scores)
     { scoring: 'sigmoid', E: 16, K: 3, Fe: 24, groups: 4, groupsKept: 2, scale: 2.5, expertBias: true, biasMean: 0, int4Block: 0 },
@@ -274,7 +277,8 @@ test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax and grouped sigm
     const shapes: Record<string, number[]> = { router: [E, D], bias: [E] };
     for (const ex of names.experts) (shapes[ex.gate] = [Fe, D]), (shapes[ex.up] = [Fe, D]), (shapes[ex.down] = [D, Fe]);
     const ck = { info: (n: string) => ({ name: n, dtype: 'F32' as const, shape: shapes[n], offset: 0, byteLength: 0 }), readF32: async (n: string) => tensors.get(n)! };
-    const moe = { experts: E, topK: K, expertSize: Fe, sharedSize: null, layers: [true], scoring: c.scoring, groups: c.groups, groupsKept: c.groupsKept, scale: c.scale, expertBias: c.expertBias };
+    const normalize = 'normalize' in c && c.normalize;
+    const moe = { experts: E, topK: K, expertSize: Fe, sharedSize: null, layers: [true], scoring: c.scoring, normalize, groups: c.groups, groupsKept: c.groupsKept, scale: c.scale, expertBias: c.expertBias };
     const args = { hiddenSize: D, moe } as unknown as ModelArgs;
     const x = rn(N * D, 1);
     // naive routing, written out again: the experts each row runs and their weights
@@ -283,8 +287,9 @@ test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax and grouped sigm
       if (c.scoring === 'softmax') {
         const m = Math.max(...l);
         const p = l.map((v) => Math.exp(v - m));
-        const z = p.reduce((a, b) => a + b);
-        return [...p.keys()].sort((i, j) => p[j] - p[i]).slice(0, K).map((e) => [e, p[e] / z]);
+        const top = [...p.keys()].sort((i, j) => p[j] - p[i]).slice(0, K);
+        const z = normalize ? top.reduce((a, e) => a + p[e], 0) : p.reduce((a, b) => a + b);
+        return top.map((e) => [e, p[e] / z]);
       }
       const sc = l.map((v) => 1 / (1 + Math.exp(-v)));
       const b = sc.map((v, e) => v + (c.expertBias ? tensors.get('bias')![e] : 0));

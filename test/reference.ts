@@ -51,11 +51,11 @@ function mixtureLayout(raw: Record<string, any>, args: ModelArgs): { args: Model
     return { args: { ...args, moe, rotaryDim: rot < Dh ? rot : undefined, clipQkv: undefined }, names };
   }
   if (raw.model_type === 'rnd1') {
-    // Qwen3-MoE (RND1SparseMoeBlock): softmax over all experts, top k, renormalized when
-    // norm_topk_prob; a layer is a mixture where (i + 1) % decoder_sparse_step == 0 outside mlp_only_layers
-    const E = raw.num_experts, step = raw.decoder_sparse_step ?? 1, only: number[] = raw.mlp_only_layers ?? [];
-    const layers = Array.from({ length: L }, (_, i) => !only.includes(i) && (i + 1) % step === 0);
-    const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: null, layers, scoring: 'softmax' as const, normalize: raw.norm_topk_prob ?? true, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
+    // RND1SparseMoeBlock in every RND1DecoderLayer: softmax over all experts, top k, renormalized
+    // (RND1Config forces norm_topk_prob true; the layers never read decoder_sparse_step / mlp_only_layers)
+    const E = raw.num_experts;
+    const layers = Array.from({ length: L }, () => true);
+    const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: null, layers, scoring: 'softmax' as const, normalize: true, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
     const names = {
       embed: 'model.embed_tokens.weight',
       finalNorm: 'model.norm.weight',

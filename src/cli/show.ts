@@ -4,7 +4,7 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError } from '../errors.ts';
+import { FormatError, OptionError } from '../errors.ts';
 import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec } from '../formats/tokenizer.ts';
@@ -65,6 +65,8 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
   let license: string | null = null;
   let defaults: string;
   if (isGguf(dir)) {
+    // (a GGUF file's metadata names its tokenizer and its diffusion alignment itself)
+    if (tokenizer !== undefined || diffusion !== undefined) throw new OptionError(diffusion !== undefined ? 'diffusion' : 'tokenizer', `${diffusion !== undefined ? 'diffusion' : 'tokenizer'} applies to checkpoint directories, not GGUF files`);
     const file = await openGguf(dir);
     try {
       args = argsOf(file.metadata, new Set(file.tensors.keys()));

@@ -603,7 +603,8 @@ export class Generation {
     const total = new Map<number, number>();
     if (logitBias) logitBias.ids.forEach((t, i) => total.set(t, logitBias.values[i]));
     const count = new Map<number, number>();
-    const ends = new Set(this.opts.stopTokens);
+    // (the model's own end tokens too: ignore_eos empties the request's list, not the canvas's padding)
+    const ends = new Set([...this.opts.stopTokens, ...this.model.special.stop]);
     for (let p = this.promptLength; p < this.genEnd; p++) if (this.committed[p] && !ends.has(this.tokens[p])) count.set(this.tokens[p], (count.get(this.tokens[p]) ?? 0) + 1);
     for (const [t, n] of count) total.set(t, (total.get(t) ?? 0) - fp * n - pp);
     if (total.size === 0) return null;

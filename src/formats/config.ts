@@ -436,27 +436,24 @@ const RND1_DEFAULTS: Raw = {
 /**
  * RND1 (radicalnumerics/RND1-Base-0910, RND1LM): Qwen3-30B-A3B's Qwen3-MoE layout (per-head q/k
  * RMSNorm, no biases, untied head) continued as a masked diffusion model: bidirectional attention,
- * logits shifted (its sampler reads position i from row i - 1), mask 151669. Every layer (those
- * with (i + 1) % decoder_sparse_step == 0, outside mlp_only_layers) routes by softmax over all
- * experts, runs the top k and, with norm_topk_prob, renormalizes their weights to sum 1.
+ * logits shifted (its sampler reads position i from row i - 1), mask 151669. Every layer routes by
+ * softmax over all experts, runs the top k and renormalizes their weights to sum 1: its modeling
+ * code builds the mixture in every layer whatever decoder_sparse_step / mlp_only_layers say, and
+ * its configuration class sets norm_topk_prob true, so those keys are read as it reads them (not).
  */
 function rnd1(r: Raw, args: ModelArgs): void {
   if (r.attention_bias === true) bad('attention_bias true is not supported for rnd1');
   if (r.use_sliding_window === true) bad('use_sliding_window true is not supported');
   args.qkNorm = true;
-  const L = args.numLayers;
   const experts = int(r, 'num_experts', 4096);
-  const step = int(r, 'decoder_sparse_step', L);
-  const dense = r.mlp_only_layers;
-  if (!Array.isArray(dense) || dense.some((i) => typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i >= L)) bad(`mlp_only_layers must list layer indices below ${L}, got ${JSON.stringify(dense).slice(0, 100)}`);
   args.moe = {
     experts,
     topK: int(r, 'num_experts_per_tok', experts),
     expertSize: int(r, 'moe_intermediate_size', LIMITS.dim * 8),
     sharedSize: null,
-    layers: Array.from({ length: L }, (_, i) => !dense.includes(i) && (i + 1) % step === 0),
+    layers: Array.from({ length: args.numLayers }, () => true),
     scoring: 'softmax',
-    normalize: r.norm_topk_prob !== false,
+    normalize: true,
     groups: 1,
     groupsKept: 1,
     scale: 1,

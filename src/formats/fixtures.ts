@@ -40,10 +40,8 @@ export interface FixtureOptions {
   expertsPerToken?: number;
   expertSize?: number;
   sharedSize?: number;
-  /** llada_moe: moe_layer_freq (1 mixture, 0 dense); rnd1: the 0s become mlp_only_layers */
+  /** llada_moe: moe_layer_freq (1 mixture, 0 dense) */
   moeLayers?: number[];
-  /** rnd1: norm_topk_prob (default true) */
-  normTopk?: boolean;
   /** llada_moe: clip_qkv */
   clipQkv?: number;
   /** llada2: shared experts (each of expertSize), expert groups (n_group) and how many the choice keeps, routed_scaling_factor, dense first layers */
@@ -409,7 +407,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
         { name: `${b}.self_attn.o_proj.weight`, shape: [D, H * Dh], kind: 'linear' },
         { name: `${b}.post_attention_layernorm.weight`, shape: [D], kind: 'norm' },
       );
-      if ((o.arch === 'llada_moe' || o.arch === 'rnd1') && (o.moeLayers?.[i] ?? 1) === 1) {
+      if (o.arch === 'rnd1' || (o.arch === 'llada_moe' && (o.moeLayers?.[i] ?? 1) === 1)) {
         // (router logits spread wide enough that the top-k choice differs between tokens)
         plan.push({ name: `${b}.mlp.gate.weight`, shape: [E, D], kind: 'router' });
         for (let e = 0; e < E; e++) swiglu(`${b}.mlp.experts.${e}`, Fe);
@@ -468,9 +466,9 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
             num_experts: o.experts ?? 4,
             num_experts_per_tok: o.expertsPerToken ?? 2,
             moe_intermediate_size: o.expertSize ?? 32,
-            norm_topk_prob: o.normTopk ?? true,
+            norm_topk_prob: true,
             decoder_sparse_step: 1,
-            mlp_only_layers: (o.moeLayers ?? []).flatMap((f, i) => (f === 0 ? [i] : [])),
+            mlp_only_layers: [],
             rope_scaling: false,
             use_sliding_window: false,
             is_causal: false,

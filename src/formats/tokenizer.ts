@@ -158,7 +158,7 @@ export class TextCodec {
     if (mask === null && args?.attention !== 'causal') for (const name of MASK_NAMES) for (const [tid, content] of this.added) if (mask === null && content === name) mask = tid;
     if (args && args.maskTokenId === null && args.attention === 'causal') mask = null;
     if (args && args.attention !== 'causal' && mask === null)
-      throw new FormatError('config_invalid', `this ${args.arch} diffusion model names no mask token (config.json mask_token_id, generation_config.json mask_token_id, tokenizer_config.json mask_token, or an added ${MASK_NAMES.join(' / ')})`);
+      throw new FormatError('config_invalid', `this ${args.arch} diffusion model names no mask token (config.json mask_token_id, tokenizer_config.json mask_token, generation_config.json mask_token_id, or an added ${MASK_NAMES.join(' / ')})`);
     if (args && mask !== null && mask >= args.vocabSize) throw new FormatError('config_mismatch', `the tokenizer's mask token (id ${mask}) is outside the model's vocabulary of ${args.vocabSize}`);
     if (mask !== null) stop.delete(mask);
     this.special = {

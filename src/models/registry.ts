@@ -324,7 +324,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
 
 /** The same model decoded with other blocks (the graph takes any visibility: only decoding changes). */
 function withBlockSize(args: ModelArgs, n: number): ModelArgs {
-  if (args.attention !== 'block_causal' && args.adapted === undefined) throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM, A2D bd3lm), not ${args.arch}${args.arch === 'bd3lm' ? ' without blocks' : ''}`);
+  if (args.attention !== 'block_causal' && args.adapted === undefined) throw new OptionError('block_size', `block_size applies to block diffusion models (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM, A2D bd3lm, models loaded with diffusion), not ${args.arch}${args.arch === 'bd3lm' ? ' without blocks' : ''}`);
   if (!Number.isInteger(n) || n < 1 || n > 4096) throw new OptionError('block_size', `block_size must be an integer in [1, 4096], got ${n}`);
   // (an A2D model given a block size is its bd3lm form: block-causal from position 0; a declared one too)
   if (args.adapted !== undefined) return { ...args, attention: 'block_causal', blockSize: n };
