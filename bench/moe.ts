@@ -6,7 +6,7 @@
 // it reads all experts' weights once rows choose most of them.
 //
 // --kernels: the mixture kernel alone (one layer's experts, no model) in each expert encoding:
-// fp32 MoE, QMoE 8-bit per row, 4-bit per row, 4-bit per block of 32.
+// fp32 MoE, QMoE 8-bit per row, 4-bit per row, 4-bit per block of 32 / 64 / 128, 8-bit per block of 32.
 //
 //   npx tsx bench/moe.ts [--hidden 512 --layers 4 --experts 64 --k 8 --expert-ffn 256 --vocab 32000]
 //                        [--dtype fp32,int8,int4] [--rows 1,8,32,128] [--threads 2] [--kernels]
@@ -51,7 +51,7 @@ async function kernels(D: number, Fe: number, E: number, K: number, threads: num
   console.log(`mixture kernel alone: ${E} experts of ${D} x ${Fe}, ${K} per row, ${threads} threads; ms per call (median)\n`);
   console.log(`| experts | ${rows.map((n) => `${n} rows`).join(' | ')} |`);
   console.log(`|---|${rows.map(() => '---:').join('|')}|`);
-  for (const [label, enc] of [['fp32 (MoE)', { bits: 32, block: 0 }], ['8-bit per row (QMoE)', { bits: 8, block: 0 }], ['4-bit per row (QMoE)', { bits: 4, block: 0 }], ['4-bit per block of 32 (QMoE)', { bits: 4, block: 32 }]] as const) {
+  for (const [label, enc] of [['fp32 (MoE)', { bits: 32, block: 0 }], ['8-bit per row (QMoE)', { bits: 8, block: 0 }], ['4-bit per row (QMoE)', { bits: 4, block: 0 }], ['4-bit per block of 32 (QMoE)', { bits: 4, block: 32 }], ['4-bit per block of 64 (QMoE)', { bits: 4, block: 64 }], ['4-bit per block of 128 (QMoE)', { bits: 4, block: 128 }], ['8-bit per block of 32 (QMoE)', { bits: 8, block: 32 }]] as const) {
     const run = await kernel(D, Fe, E, K, threads, enc);
     const ms: string[] = [];
     for (const n of rows) ms.push(fmt(await run(n), 2));
