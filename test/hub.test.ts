@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { writeFixture, writeGgufFromFixture } from '../src/formats/fixtures.ts';
-import { pull, cachedSnapshot, cachedModels, hubToken, parseModelRef, pickGguf } from '../src/models/hub.ts';
+import { pull, cachedSnapshot, cachedModels, hubToken, parseModelRef, pickGguf, borrowedTokenizer } from '../src/models/hub.ts';
 import { resolveModelEntry } from '../src/cli/paths.ts';
 import { loadModel } from '../src/models/registry.ts';
 import { generate } from '../src/decode/generation.ts';
@@ -108,6 +108,7 @@ before(async () => {
   await writeFixture(ditDir, { arch: 'mdlm', hidden: 32, heads: 2, layers: 1, condDim: 8, seed: 7 });
   repos.set('quench-test/mdlm-owt', { sha: sha1('mdlm'), files: await repoOf(ditDir, ['config.json', 'model.safetensors'], { 'modeling_mdlm.py': '# code', 'configuration_mdlm.py': '# code', 'README.md': '# mdlm' }) });
   repos.set('quench-test/dit-no-code', { sha: sha1('dit-no-code'), files: await repoOf(ditDir, ['config.json', 'model.safetensors']) });
+  repos.set('quench-test/no-tokenizer', { sha: sha1('no-tokenizer'), files: await repoOf(fixtureDir, names.filter((n) => n !== 'tokenizer.json')) });
   // (as GPT-2's repository has them: a tokenizer_config.json that names no special token, no map)
   repos.set('openai-community/gpt2', { sha: sha1('gpt2'), files: await repoOf(ditDir, ['tokenizer.json', 'model.safetensors'], { 'tokenizer_config.json': '{"model_max_length": 1024}', 'config.json': '{"model_type": "gpt2"}', 'vocab.json': '{}', 'merges.txt': '' }) });
 
@@ -255,6 +256,8 @@ test('pull: an MDLM repository ships no tokenizer; GPT-2\'s tokenizer files (onl
   assert.equal(gpt2, null, "GPT-2's weights are not pulled (its snapshot is no model)");
   assert.ok(!existsSync(join(cacheDir, 'models--openai-community--gpt2', 'snapshots', sha1('gpt2'), 'model.safetensors')));
   assert.deepEqual(cachedModels(cacheDir).map((m) => m.repo), ['quench-test/mdlm-owt']);
+  assert.equal(borrowedTokenizer('{"model_type": "bd3lm"}'), 'openai-community/gpt2');
+  assert.equal(borrowedTokenizer('{"model_type": "llada"}'), null);
   const m = await loadModel(r.dir, { cacheDir: CACHE, threads: 1 });
   try {
     assert.equal(m.args.arch, 'mdlm');
@@ -265,8 +268,12 @@ test('pull: an MDLM repository ships no tokenizer; GPT-2\'s tokenizer files (onl
   } finally {
     await m.close();
   }
-  // without its modeling code a repository with no tokenizer is still incomplete
-  await assert.rejects(pull('quench-test/dit-no-code', { endpoint: url, cacheDir }), (e: unknown) => e instanceof HubError && e.code === 'hub_incomplete' && /tokenizer\.json/.test(e.message));
+  // without its modeling code (a fine-tune saved without it) the config says it is an MDLM model
+  const bare = await pull('quench-test/dit-no-code', { endpoint: url, cacheDir });
+  assert.ok(existsSync(join(bare.dir, 'tokenizer.json')));
+  // a repository with no tokenizer whose config is no DiT model's is incomplete, and nothing is listed
+  await assert.rejects(pull('quench-test/no-tokenizer', { endpoint: url, cacheDir }), (e: unknown) => e instanceof HubError && e.code === 'hub_incomplete' && /tokenizer\.json/.test(e.message));
+  assert.equal(cachedSnapshot('quench-test/no-tokenizer', 'main', cacheDir), null);
 });
 
 test('pull: typed errors for a bad id, a missing repository, a gated one without a token, no safetensors, a wrong size', async () => {

@@ -118,6 +118,8 @@ export interface FilePlan {
   metadata: ListFileEntry[];
   /** a repository whose tokenizer files this model uses (its own has none) */
   tokenizerFrom?: string;
+  /** no tokenizer.json and no modeling file that says whose: config.json decides (pullFiles) */
+  tokenizerUnknown?: boolean;
   card: ListFileEntry[];
   /** null until the index is read: then the shards it names */
   weights: ListFileEntry[] | null;
@@ -136,7 +138,9 @@ export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: str
   const tokenizerFrom = !all.has('tokenizer.json') && [...all.keys()].some((p) => DIT_CODE.test(p)) ? GPT2_TOKENIZER_REPO : undefined;
   // one GGUF file holds the whole model (weights, config and tokenizer as metadata)
   if (ggufFile !== undefined) return { metadata: [], card, weights: pickGguf([...all.keys()], ggufFile, repo).map((p) => all.get(p)!), all };
-  for (const need of ['config.json', ...(tokenizerFrom ? [] : ['tokenizer.json'])])
+  // (without tokenizer.json a DiT model's config.json, read first, can still say it borrows GPT-2's)
+  const tokenizerUnknown = !all.has('tokenizer.json') && !tokenizerFrom && all.has('config.json');
+  for (const need of ['config.json', ...(tokenizerFrom || tokenizerUnknown ? [] : ['tokenizer.json'])])
     if (!all.has(need)) {
       const ggufs = [...all.keys()].filter((p) => p.toLowerCase().endsWith('.gguf'));
       if (ggufs.length) throw new HubError('hub_incomplete', `${repo} holds GGUF files (${ggufs.slice(0, 4).join(', ')}): pull one as ${repo}:<file name or quantization, e.g. Q8_0>`);
@@ -152,7 +156,18 @@ export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: str
     }
     weights = [single];
   }
-  return { metadata, card, weights, all, ...(tokenizerFrom ? { tokenizerFrom } : {}) };
+  return { metadata, card, weights, all, ...(tokenizerFrom ? { tokenizerFrom } : {}), ...(tokenizerUnknown ? { tokenizerUnknown } : {}) };
+}
+
+/** The tokenizer a model without tokenizer.json borrows, by its config.json (MDLM, BD3-LM: GPT-2's), or null. */
+export function borrowedTokenizer(configJson: string): string | null {
+  try {
+    const c = JSON.parse(configJson) as { model_type?: unknown; architectures?: unknown };
+    const archs = Array.isArray(c.architectures) ? c.architectures : [];
+    return c.model_type === 'mdlm' || c.model_type === 'bd3lm' || archs.includes('MDLM') || archs.includes('BD3LM') ? GPT2_TOKENIZER_REPO : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The file names a safetensors index's weight_map points to. */
@@ -319,6 +334,11 @@ async function pullFiles(repo: string, o: PullOptions): Promise<PullResult> {
   for (const e of plan.metadata) {
     const p = await fetchOne(e);
     if (e.path === 'model.safetensors.index.json') index = readFileSync(p, 'utf8');
+    if (e.path === 'config.json' && plan.tokenizerUnknown) {
+      const from = borrowedTokenizer(readFileSync(p, 'utf8'));
+      if (!from) throw new HubError('hub_incomplete', `${repo} has no tokenizer.json (quench needs config.json, tokenizer.json and safetensors weights, or a GGUF file)`);
+      plan.tokenizerFrom = from;
+    }
   }
   const weights = plan.weights ?? shardsOf(index!, plan, repo);
   for (const e of weights) await fetchOne(e);
