@@ -94,7 +94,8 @@ export function scoreEnglish(text: string, isWord: Dictionary): EnglishScore {
 async function answers(model: Model, o: GenerateOptions): Promise<{ text: string; finished: boolean }[]> {
   const out = [];
   for (const p of OPEN_PROMPTS) {
-    const r = await generate(model, model.codec.encodeChat([{ role: 'user', content: p }]), { ...o, seed: 0, modelDefaults: false });
+    // (lead_token: the model's generation_config.json's, as in bench/eval.ts)
+    const r = await generate(model, model.codec.encodeChat([{ role: 'user', content: p }]), { leadToken: model.defaults.leadToken, ...o, seed: 0, modelDefaults: false });
     out.push({ text: model.codec.decode(r.tokens, true).trim(), finished: r.finishReason === 'stop' });
   }
   return out;

@@ -45,6 +45,9 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr95o: { label: 'threshold 0.95, prefix cache, in order', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', inOrder: true } },
   thr90o: { label: 'threshold 0.9, prefix cache, in order', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', inOrder: true } },
   thr70o: { label: 'threshold 0.7, prefix cache, in order', o: { policy: 'threshold', threshold: 0.7, cache: 'prefix', inOrder: true } },
+  // Fast-dLLM v2's decoder: a block's first token alone, by the block's first forward (lead_token)
+  thr95ol: { label: 'threshold 0.95, prefix cache, in order, lead token', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', inOrder: true, leadToken: true } },
+  thr95l: { label: 'threshold 0.95, prefix cache, lead token', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', leadToken: true } },
   thr50o: { label: 'threshold 0.5, prefix cache, in order', o: { policy: 'threshold', threshold: 0.5, cache: 'prefix', inOrder: true } },
   // classifier-free guidance (bidirectional models; no cache): threshold 0.95 beside thr95n, the same without guidance
   thr95n: { label: 'threshold 0.95, no cache', o: { policy: 'threshold', threshold: 0.95, cache: 'none' } },
@@ -108,7 +111,9 @@ export async function evaluate(model: Model, tasks: Task[], label: string, o: Ge
   for (const t of tasks) {
     const prompt = model.codec.encodeChat([{ role: 'user', content: t.prompt }]);
     // (every configuration names its options: the model's generation_config.json defaults stay out)
-    const r = await generate(model, prompt, { ...o, seed: 0, modelDefaults: false });
+    // (lead_token is how the model's own decoder starts a block, not a decoding preference: its
+    // generation_config.json's choice stands unless the configuration names one)
+    const r = await generate(model, prompt, { leadToken: model.defaults.leadToken, ...o, seed: 0, modelDefaults: false });
     const text = model.codec.decode(r.tokens, true).trim();
     total.set(t.family, (total.get(t.family) ?? 0) + 1);
     if (text === t.answer.trim()) right.set(t.family, (right.get(t.family) ?? 0) + 1);

@@ -342,8 +342,10 @@ test('threshold with tau = 1 commits exactly one token per step', async () => {
  * decoding blocks end at multiples of `decodeBlock`; every step runs the whole canvas so far
  * with attention causal over `modelBlock`-blocks aligned to position 0 (no cache), reads
  * position p from row p - shift, and commits the masks above tau, or else the most confident.
+ * `lead` (Fast-dLLM v2's decoder): a model block that starts after the prompt first gets its first
+ * token alone, the argmax of the previous block's last row, from a forward of its own.
  */
-async function plainBlockDecode(model: Model, prompt: number[], maxTokens: number, o: { modelBlock: number; decodeBlock: number; shift: number; tau: number }): Promise<number[]> {
+async function plainBlockDecode(model: Model, prompt: number[], maxTokens: number, o: { modelBlock: number; decodeBlock: number; shift: number; tau: number; lead?: boolean }): Promise<number[]> {
   const V = model.args.vocabSize;
   const mask = model.special.mask!;
   // the last model block is whole: masks past max_tokens to its end, seen and never decoded
@@ -353,6 +355,14 @@ async function plainBlockDecode(model: Model, prompt: number[], maxTokens: numbe
     const e = Math.min(end, (Math.floor(s0 / o.decodeBlock) + 1) * o.decodeBlock);
     // the forward runs to the end of the model block (a sub-block sees its block's later masks)
     const w = Math.ceil(e / o.modelBlock) * o.modelBlock;
+    if (o.lead && s0 % o.modelBlock === 0 && x[s0] === mask) {
+      const pos = range(0, w);
+      const vis = new Uint8Array(w * w).map((_, k) => (Math.floor((k % w) / o.modelBlock) <= Math.floor(Math.floor(k / w) / o.modelBlock) ? 1 : 0));
+      const [r] = await model.forward([{ ids: Int32Array.from(x.slice(0, w)), positions: Int32Array.from(pos), visible: vis, queries: Int32Array.of(s0 - o.shift), wantLogits: true }]);
+      let t = mask === 0 ? 1 : 0;
+      for (let v = 0; v < V; v++) if (v !== mask && r.logits![v] > r.logits![t]) t = v;
+      x[s0] = t;
+    }
     while (x.slice(s0, e).includes(mask)) {
       const pos = range(0, w);
       const vis = new Uint8Array(w * w).map((_, k) => (Math.floor((k % w) / o.modelBlock) <= Math.floor(Math.floor(k / w) / o.modelBlock) ? 1 : 0));
@@ -737,14 +747,27 @@ test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shift
     const V = model.args.vocabSize;
     const mask = model.special.mask!;
     const tau = 0.3;
-    const plain = (prompt: number[], maxTokens: number) => plainBlockDecode(model, prompt, maxTokens, { modelBlock: MB, decodeBlock: SB, shift: 1, tau });
-    for (const prompt of [[5, 9, 11, 20, 33, 7, 8, 9, 12, 14, 3], [5, 9, 11, 20, 33, 7, 8, 9]]) {
+    const plain = (prompt: number[], maxTokens: number, lead = true) => plainBlockDecode(model, prompt, maxTokens, { modelBlock: MB, decodeBlock: SB, shift: 1, tau, lead });
+    // (its decoder commits a block's first token alone, from the previous block's last row: the
+    // test tells that apart from the threshold rule on some of these)
+    let differs = 0;
+    for (const prompt of [[5, 9, 11, 20, 33, 7, 8, 9, 12, 14, 3], [5, 9, 11, 20, 33, 7, 8, 9], [5, 9, 11, 20, 33, 7, 8, 9, 12, 14, 3, 30, 31, 32, 40, 41], [7, 3, 9]]) {
       const want = await plain(prompt, 13);
+      if (JSON.stringify(want) !== JSON.stringify(await plain(prompt, 13, false))) differs++;
       for (const cache of ['none', 'prefix', 'dual'] as const) {
         const r = await generate(model, prompt, { maxTokens: 13, blockLength: SB, policy: 'threshold', threshold: tau, cache, stopTokens: [] });
         assert.deepEqual(r.tokens, want, `prompt of ${prompt.length}, cache ${cache}`);
       }
     }
+    assert.ok(differs > 0, 'the lead rule changes some output here');
+    // lead_token false: the block's first position decoded with the others, by the threshold rule
+    for (const prompt of [[5, 9, 11, 20, 33, 7, 8, 9], [7, 3, 9]])
+      assert.deepEqual((await generate(model, prompt, { maxTokens: 13, blockLength: SB, policy: 'threshold', threshold: tau, cache: 'prefix', stopTokens: [], leadToken: false })).tokens, await plain(prompt, 13, false));
+    // only a block model with shifted logits reads a block's first position from a finished row
+    const sdar = (await fixtureModel({ arch: 'sdar', hidden: 64, heads: 4, kvHeads: 2, layers: 2 })).model;
+    for (const m of [sdar, (await llada).model]) assert.throws(() => new Generation(m, [1, 2, 3], { leadToken: true }), (e: unknown) => e instanceof OptionError && e.param === 'lead_token');
+    assert.equal(new Generation(sdar, [1, 2, 3], {}).opts.leadToken, false);
+    await sdar.close();
     // the default decoding block is the model's sub-block (8 of a 32-block; here the whole 8-block)
     assert.throws(() => new Generation(model, [1, 2, 3], { blockLength: 3 }), (e: unknown) => e instanceof OptionError && e.param === 'block_length');
   } finally {

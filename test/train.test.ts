@@ -126,7 +126,7 @@ test('stage 2: --init-from starts the diffusion model from the exported AR twin 
   assert.equal(bm.args.arch, 'fast_dllm_v2');
   assert.ok(bm.args.shiftedLogits && bm.args.attention === 'block_causal' && bm.args.blockSize === 4 && bm.special.mask === 5);
   // its generation_config.json carries the block model's decoding defaults, valid for quench
-  assert.deepEqual(bm.defaults, { maxTokens: 64, threshold: 0.95, inOrder: true });
+  assert.deepEqual(bm.defaults, { maxTokens: 64, threshold: 0.95, inOrder: true, leadToken: false });
   checkModelDefaults(bm);
   const br = await generate(bm, bm.codec.encodeChat([{ role: 'user', content: 'What is 27 + 58?' }]), { maxTokens: 10, policy: 'threshold', threshold: 0.9, stopTokens: [] });
   assert.equal(br.tokens.length, 10);

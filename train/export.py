@@ -279,8 +279,10 @@ def main():
         gen = {'bos_token_id': 1, 'eos_token_id': [0, 4], 'pad_token_id': 0, 'max_new_tokens': 64}
         if shift and ck['args'].get('block', 0):
             # quench's decoding defaults for a block model: threshold 0.95 committing left to right
-            # (in_order: +4.3 points on the held-out tasks at the same tokens per forward, BENCHMARKS.md)
-            gen['quench'] = {'threshold': 0.95, 'in_order': True}
+            # (in_order: +4.3 points on the held-out tasks at the same tokens per forward, BENCHMARKS.md);
+            # a block's first token decoded with the others (lead_token false: with blocks of 4 a
+            # forward of its own for it costs a fifth of the tokens per forward for no accuracy, BENCHMARKS.md)
+            gen['quench'] = {'threshold': 0.95, 'in_order': True, 'lead_token': False}
         json.dump(gen, f, indent=2)
     n_params = sum(t.numel() for _, t in tensors)
     with open(os.path.join(args.out, 'README.md'), 'w') as f:

@@ -60,6 +60,8 @@ program
   .option('--max-post-steps <n>', 'token editing: forwards a block may spend editing after its masks are gone (default 16)', int)
   .option('--in-order', "each step commits a left-to-right run from the first open position (quench-tiny-bd's generation_config.json asks for it)")
   .option('--no-in-order', "commit in any order, whatever the model's generation_config.json asks")
+  .option('--lead-token', "block models with shifted logits: a block's first token is committed alone by the block's first forward (Fast-dLLM v2's decoder; its default there)")
+  .option('--no-lead-token', 'decode a block\'s first position with the others, by the policy')
   .option('--cfg-scale <s>', 'classifier-free guidance: also score the canvas with the prompt masked, decode from un + (s + 1) * (cond - un) (bidirectional models, no cache)', Number)
   .option('--cache <mode>', 'none | prefix | dual')
   .addOption(new Option('--canvas <mode>', 'adaptive: the canvas starts small and grows while the model says the answer does not fit; fixed: max-tokens positions').choices(['adaptive', 'fixed']))

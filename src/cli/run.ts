@@ -29,6 +29,7 @@ export interface RunOptions {
   threshold?: number;
   /** each step commits a left-to-right run from the first open position */
   inOrder?: boolean;
+  leadToken?: boolean;
   verifyThreshold?: number;
   editingThreshold?: number;
   maxPostSteps?: number;
@@ -113,6 +114,7 @@ async function answer(model: Model, sched: Scheduler, prompt: number[], o: RunOp
     editingThreshold: o.editingThreshold,
     maxPostSteps: o.maxPostSteps,
     inOrder: o.inOrder,
+    leadToken: o.leadToken,
     cfgScale: o.cfgScale,
     cache: o.cache,
     canvas: o.canvas,

@@ -175,6 +175,8 @@ interface Pending {
   edit?: number[];
   /** a chunk of the prompt only extends the cache (chunked prefill): nothing is scored */
   prefill?: boolean;
+  /** Fast-dLLM v2: this forward decides only the model block's first position, at once */
+  lead?: boolean;
 }
 
 /** How many leading cache entries hold positions 0, 1, ... in order (what another request may start from). */
@@ -478,6 +480,7 @@ export class Generation {
     let keep: Pending['keep'];
     let targets: number[];
     let prefill = false;
+    let lead = false;
 
     if (this.causal) {
       const i = this.blocks[this.block][0];
@@ -538,6 +541,14 @@ export class Generation {
         windowStart = ws;
         windowEnd = mode === 'dual' && bidir ? be : visibleEnd;
       }
+      // Fast-dLLM v2: a model block's first position is read from the previous block's last row,
+      // which sees only finished tokens; its decoder appends that row's argmax as the block's
+      // first token before reading the block's masks (the forward that caches the finished block).
+      // So the first forward of such a block decides that position alone, at once.
+      if (mb && this.opts.leadToken && atStart && bs % mb === 0 && bs >= this.promptLength && !this.committed[bs] && !this.constraint) {
+        targets = [bs];
+        lead = true;
+      }
       candidates = targets.length;
       if (atStart && this.adaptive && !this.sized && this.genEnd < this.capEnd) {
         probe = targets.indexOf(this.genEnd - 1);
@@ -587,11 +598,10 @@ export class Generation {
       for (let p = bs; p < be && !any; p++) any = this.committed[p] === 1;
       if (any) ({ req: planned, verify } = withShadow(req, this.blocks[this.block], this.committed, this.mask));
     }
-    this.pending = { req: planned, targets, candidates, keep, probe, verify, edit, prefill };
+    this.pending = { req: planned, targets, candidates, keep, probe, verify, edit, prefill, lead };
     return this.pending.req;
   }
 
-  /** Apply the planned forward's scores: choose, commit, check stops. */
   /**
    * This step's additions to the logits: logit_bias, plus the penalties over the answer's committed
    * tokens (end tokens aside: a diffusion canvas pads its tail with them) — frequency x count +
@@ -611,6 +621,7 @@ export class Generation {
     return { ids: Int32Array.from(total.keys()), values: Float32Array.from(total.values()) };
   }
 
+  /** Apply the planned forward's scores: choose, commit, check stops. */
   accept(res: ForwardResult): StepEvent {
     const pend = this.pending;
     if (!pend) throw new Error('accept() without plan()');
@@ -648,6 +659,13 @@ export class Generation {
       return { ...this.event([]), prefill: true };
     }
 
+    if (pend.lead) {
+      // (the argmax, whatever the sampler: its decoder takes the block's first token greedily;
+      // not a step of the block's schedule, which counted the block's masks at its start)
+      const lead = choose(res.topIds.subarray(0, K), res.topLogits.subarray(0, K), res.lse[0], res.entropy[0], { temperature: 0 }, this.rng, res.logits?.subarray(0, V), this.mask);
+      this.guess[pend.targets[0] - this.promptLength] = lead.token;
+      return this.afterCommits([this.commit(pend.targets[0], lead, res, 0, K)], [], undefined, false);
+    }
     // (a probe row past the block is scored but never a commit candidate)
     const blockTargets = pend.targets.slice(0, pend.candidates);
     if (this.constraint) return this.acceptConstrained(res, blockTargets, K);
@@ -772,9 +790,9 @@ export class Generation {
   }
 
   /** After a step's commits: the final prefix, stops, the canvas's end, the next block. */
-  private afterCommits(committedNow: StepEvent['committed'], revoked: number[] = [], editing = { maskedAtStart: true, edits: 0 }): StepEvent {
+  private afterCommits(committedNow: StepEvent['committed'], revoked: number[] = [], editing = { maskedAtStart: true, edits: 0 }, blockStep = true): StepEvent {
     this.stepCount++;
-    this.stepInBlock++;
+    if (blockStep) this.stepInBlock++;
 
     this.advanceFinalized();
     // (wino may revoke a committed end, token editing replace it: the canvas keeps its tail)

@@ -34,6 +34,10 @@ export interface GenerateOptions {
   holdEnds?: boolean;
   /** commit only a left-to-right run from the first open position (policies.ts inOrder) */
   inOrder?: boolean;
+  /** block models with shifted logits: a model block's first position, read from the previous
+   * block's last row, is committed alone (its argmax) by the block's first forward, before the
+   * block's masks are read, as Fast-dLLM v2's decoder does; default on for Fast-dLLM v2 models */
+  leadToken?: boolean;
   threshold?: number;
   /** wino: a committed token is masked again when its verification probability falls below this (default 0.9) */
   verifyThreshold?: number;
@@ -90,6 +94,7 @@ export interface ResolvedOptions {
   separateTwins: boolean;
   holdEnds: boolean;
   inOrder: boolean;
+  leadToken: boolean;
   params: PolicyParams;
   sampler: SamplerOptions;
   seed: number | undefined;
@@ -267,6 +272,10 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     for (const [on, param] of [[policy === 'wino', 'policy'], [cfgScale > 0, 'cfg_scale']] as const)
       if (on) throw new OptionError(param, `${param === 'policy' ? 'policy wino' : param} does not combine with editing_threshold (token editing)`);
   } else if (o.maxPostSteps !== undefined) throw new OptionError('max_post_steps', 'max_post_steps applies with editing_threshold (token editing)');
+  // (a block's first position reads a clean row only where logits are shifted across blocks)
+  const leadable = m.modelBlock !== undefined && !!m.shifted && attention === 'block_causal';
+  if (o.leadToken === true && !leadable) throw new OptionError('lead_token', 'lead_token applies to block diffusion models with shifted logits (Fast-dLLM v2 layout) decoded in their own blocks');
+  const leadToken = o.leadToken ?? (leadable && m.subBlock !== undefined);
   const frequencyPenalty = numIn(o.frequencyPenalty ?? 0, 'frequency_penalty', -2, 2);
   const presencePenalty = numIn(o.presencePenalty ?? 0, 'presence_penalty', -2, 2);
   // (both score committed tokens against the answer they are part of: a penalty would count each against itself)
@@ -288,6 +297,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     separateTwins: o.separateTwins ?? false,
     holdEnds: o.holdEnds ?? false,
     inOrder: o.inOrder ?? false,
+    leadToken,
     params: {
       // (wino drafts wide: its threshold defaults lower, as its authors run it)
       threshold: numIn(o.threshold ?? (policy === 'wino' ? WINO_DEFAULTS.threshold : DEFAULTS.threshold), 'threshold', 0, 1),

@@ -31,6 +31,7 @@ export interface GenerationDefaults {
   canvas?: string;
   initialCanvas?: number;
   inOrder?: boolean;
+  leadToken?: boolean;
   holdEnds?: boolean;
   separateTwins?: boolean;
 }
@@ -55,6 +56,7 @@ const QUENCH_FIELDS: Record<string, [keyof GenerationDefaults, Kind]> = {
   canvas: ['canvas', 'string'],
   initial_canvas: ['initialCanvas', 'integer'],
   in_order: ['inOrder', 'boolean'],
+  lead_token: ['leadToken', 'boolean'],
   hold_ends: ['holdEnds', 'boolean'],
   separate_twins: ['separateTwins', 'boolean'],
 };

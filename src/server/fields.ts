@@ -92,6 +92,7 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   if (typeof b.separate_twins === 'boolean') o.separateTwins = b.separate_twins;
   if (typeof b.hold_ends === 'boolean') o.holdEnds = b.hold_ends;
   if (typeof b.in_order === 'boolean') o.inOrder = b.in_order;
+  if (typeof b.lead_token === 'boolean') o.leadToken = b.lead_token;
   if (typeof b.cfg_scale === 'number') o.cfgScale = b.cfg_scale;
   if (typeof b.gamma === 'number') o.gamma = b.gamma;
   if (typeof b.alg_temp === 'number') o.algTemp = b.alg_temp;

@@ -36,6 +36,7 @@ const sampling = {
   separate_twins: { type: 'boolean' },
   hold_ends: { type: 'boolean' },
   in_order: { type: 'boolean' },
+  lead_token: { type: 'boolean' },
   cfg_scale: { type: 'number', minimum: 0, maximum: 100 },
   gamma: { type: 'number', minimum: 0, maximum: 1e6 },
   alg_temp: { type: 'number', minimum: 0, maximum: 100 },
