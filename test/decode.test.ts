@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkModelDefaults, generate, Generation, type StepEvent } from '../src/decode/generation.ts';
 import type { ForwardRequest } from '../src/runtime/session.ts';
-import { resolveOptions, type GenerateOptions } from '../src/decode/options.ts';
+import { resolveOptions, withModelDefaults, type GenerateOptions } from '../src/decode/options.ts';
 import { transferCounts, dreamCount } from '../src/decode/schedule.ts';
 import { OptionError, CancelledError, FormatError } from '../src/errors.ts';
 import type { Model } from '../src/models/registry.ts';
@@ -760,6 +760,16 @@ test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shift
       }
     }
     assert.ok(differs > 0, 'the lead rule changes some output here');
+    // an end token as a block's first token ends the output with that forward
+    const eot = model.special.stop[0];
+    const ended = await generate(model, [5, 9, 11, 20, 33, 7, 8, 9], { maxTokens: 13, blockLength: SB, policy: 'threshold', threshold: tau, cache: 'prefix', logitBias: { [eot]: 30 } });
+    assert.deepEqual([ended.tokens, ended.finishReason, ended.stats.forwards], [[], 'stop', 1]);
+    // a decoding block longer than the model's would start model blocks mid-block: no lead there
+    assert.throws(() => new Generation(model, [1, 2, 3], { blockLength: 2 * MB, leadToken: true }), (e: unknown) => e instanceof OptionError && e.param === 'lead_token');
+    assert.equal(new Generation(model, [1, 2, 3], { blockLength: 2 * MB }).opts.leadToken, false);
+    // a model's lead_token default gives way to a request that decodes with other attention
+    assert.equal(withModelDefaults({ attention: 'bidirectional' }, { leadToken: true }).leadToken, undefined);
+    assert.equal(withModelDefaults({}, { leadToken: true }).leadToken, true);
     // lead_token false: the block's first position decoded with the others, by the threshold rule
     for (const prompt of [[5, 9, 11, 20, 33, 7, 8, 9], [7, 3, 9]])
       assert.deepEqual((await generate(model, prompt, { maxTokens: 13, blockLength: SB, policy: 'threshold', threshold: tau, cache: 'prefix', stopTokens: [], leadToken: false })).tokens, await plain(prompt, 13, false));

@@ -97,6 +97,8 @@ before(async () => {
   });
   // the same model as a split GGUF (gguf-split parts), beside another quantization
   await writeGgufFromFixture(join(ggufDir, 'src'), join(ggufDir, 'm-Q8_0.gguf'), 8, 2);
+  // (a GGUF repository may ship a config.json too: still no tokenizer.json, still GGUF files to pick from)
+  repos.set('quench-test/config-GGUF', { sha: sha1('config-gguf'), files: await repoOf(ggufDir, ['tiny-Q8_0.gguf'], { 'config.json': '{"model_type": "llada"}' }) });
   repos.set('quench-test/split-GGUF', {
     sha: sha1('split'),
     files: await repoOf(ggufDir, ['m-Q8_0-00001-of-00002.gguf', 'm-Q8_0-00002-of-00002.gguf', 'tiny-F16.gguf']),
@@ -258,6 +260,8 @@ test('pull: an MDLM repository ships no tokenizer; GPT-2\'s tokenizer files (onl
   assert.deepEqual(cachedModels(cacheDir).map((m) => m.repo), ['quench-test/mdlm-owt']);
   assert.equal(borrowedTokenizer('{"model_type": "bd3lm"}'), 'openai-community/gpt2');
   assert.equal(borrowedTokenizer('{"model_type": "llada"}'), null);
+  assert.equal(borrowedTokenizer('{"model_type": "MDLM"}'), 'openai-community/gpt2');
+  await assert.rejects(pull('quench-test/config-GGUF', { endpoint: url, cacheDir }), (e: unknown) => e instanceof HubError && e.code === 'hub_incomplete' && /pull one as quench-test\/config-GGUF:/.test(e.message));
   const m = await loadModel(r.dir, { cacheDir: CACHE, threads: 1 });
   try {
     assert.equal(m.args.arch, 'mdlm');

@@ -162,6 +162,8 @@ export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | un
   if (o.policy === undefined && conflictsOf(d.policy).some((k) => on(asked[k]))) delete out.policy;
   for (const k of conflictsOf(o.policy)) if (asked[k] === undefined) delete out[k];
   if (o.policy !== undefined && o.threshold === undefined && (o.policy === 'wino') !== (d.policy === 'wino')) delete out.threshold;
+  // (a model's lead_token is for decoding in its own blocks: it gives way to another attention)
+  if (o.attention !== undefined && o.attention !== 'block_causal' && o.leadToken === undefined) delete out.leadToken;
   // (guidance runs without a cache: a model's cache preference does not apply to it)
   if (o.cfgScale !== undefined && o.cfgScale > 0 && o.cache === undefined) delete out.cache;
   // (a model's token-editing defaults give way to what the request asks that excludes them:
@@ -272,9 +274,10 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     for (const [on, param] of [[policy === 'wino', 'policy'], [cfgScale > 0, 'cfg_scale']] as const)
       if (on) throw new OptionError(param, `${param === 'policy' ? 'policy wino' : param} does not combine with editing_threshold (token editing)`);
   } else if (o.maxPostSteps !== undefined) throw new OptionError('max_post_steps', 'max_post_steps applies with editing_threshold (token editing)');
-  // (a block's first position reads a clean row only where logits are shifted across blocks)
-  const leadable = m.modelBlock !== undefined && !!m.shifted && attention === 'block_causal';
-  if (o.leadToken === true && !leadable) throw new OptionError('lead_token', 'lead_token applies to block diffusion models with shifted logits (Fast-dLLM v2 layout) decoded in their own blocks');
+  // (a block's first position reads a clean row only where logits are shifted across blocks, and
+  // every model block starts a decoding block only where those are no longer than the model's)
+  const leadable = m.modelBlock !== undefined && !!m.shifted && attention === 'block_causal' && blockLength <= m.modelBlock;
+  if (o.leadToken === true && !leadable) throw new OptionError('lead_token', 'lead_token applies to block diffusion models with shifted logits (Fast-dLLM v2 layout) decoded in their own blocks, with a block_length no longer than the model\'s block');
   const leadToken = o.leadToken ?? (leadable && m.subBlock !== undefined);
   const frequencyPenalty = numIn(o.frequencyPenalty ?? 0, 'frequency_penalty', -2, 2);
   const presencePenalty = numIn(o.presencePenalty ?? 0, 'presence_penalty', -2, 2);

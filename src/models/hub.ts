@@ -146,8 +146,13 @@ export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: str
       if (ggufs.length) throw new HubError('hub_incomplete', `${repo} holds GGUF files (${ggufs.slice(0, 4).join(', ')}): pull one as ${repo}:<file name or quantization, e.g. Q8_0>`);
       throw new HubError('hub_incomplete', `${repo} has no ${need} (quench needs config.json, tokenizer.json and safetensors weights, or a GGUF file)`);
     }
-  const metadata = [...all.values()].filter((e) => METADATA.includes(e.path));
+  // (config.json first: without tokenizer.json it decides whether the pull goes on)
+  const metadata = [...all.values()].filter((e) => METADATA.includes(e.path)).sort((a, b) => Number(b.path === 'config.json') - Number(a.path === 'config.json'));
   let weights: ListFileEntry[] | null = null;
+  // (a repository of GGUF files, with a config.json beside them or not: the way to pull one)
+  const ggufs = [...all.keys()].filter((p) => p.toLowerCase().endsWith('.gguf'));
+  if (ggufs.length && !all.has('model.safetensors') && !all.has('model.safetensors.index.json'))
+    throw new HubError('hub_incomplete', `${repo} holds GGUF files (${ggufs.slice(0, 4).join(', ')}): pull one as ${repo}:<file name or quantization, e.g. Q8_0>`);
   if (!all.has('model.safetensors.index.json')) {
     const single = all.get('model.safetensors');
     if (!single) {
@@ -164,7 +169,9 @@ export function borrowedTokenizer(configJson: string): string | null {
   try {
     const c = JSON.parse(configJson) as { model_type?: unknown; architectures?: unknown };
     const archs = Array.isArray(c.architectures) ? c.architectures : [];
-    return c.model_type === 'mdlm' || c.model_type === 'bd3lm' || archs.includes('MDLM') || archs.includes('BD3LM') ? GPT2_TOKENIZER_REPO : null;
+    // (as formats/config.ts reads it: model_type in any case, or the class)
+    const type = typeof c.model_type === 'string' ? c.model_type.toLowerCase() : '';
+    return type === 'mdlm' || type === 'bd3lm' || archs.includes('MDLM') || archs.includes('BD3LM') ? GPT2_TOKENIZER_REPO : null;
   } catch {
     return null;
   }
