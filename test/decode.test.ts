@@ -429,6 +429,16 @@ test('SDAR: block by block from position 0 (the first block finishes the prompt\
   }
 });
 
+test('SDAR-MoE: a Qwen3-MoE block-diffusion model decodes block by block from position 0 as the plain loop does, with and without caches', async () => {
+  const { model } = await fixtureModel({ arch: 'sdar_moe', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5, experts: 6, expertsPerToken: 2, expertSize: 16, moeLayers: [0, 1] });
+  try {
+    assert.deepEqual([model.args.attention, model.args.blockSize, model.args.shiftedLogits, model.args.moe!.layers], ['block_causal', 4, false, [false, true]]);
+    await assertDecodesAsPlainBlocks(model, ['none', 'prefix', 'dual']);
+  } finally {
+    await model.close();
+  }
+});
+
 test('LLaDA2.0: a mixture block-diffusion model decodes block by block from position 0 as the plain loop does, with and without caches', async () => {
   const { model } = await fixtureModel({ arch: 'llada2', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.5, blockSize: 4, experts: 8, expertsPerToken: 2, expertSize: 16, groups: 4, groupsKept: 2 });
   try {

@@ -721,6 +721,22 @@ describe('config.json', () => {
       throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
   });
 
+  test('SDAR-MoE: Qwen3-30B-A3B\'s keys under SDAR\'s MoE class (no mask id, no block size: 151669 and 4), the Qwen3-MoE layer rules', () => {
+    const raw: Record<string, unknown> = {
+      architectures: ['SDARMoeForCausalLM'], model_type: 'sdar_moe', attention_bias: false, decoder_sparse_step: 1, head_dim: 128, hidden_act: 'silu',
+      hidden_size: 2048, intermediate_size: 6144, max_position_embeddings: 40960, mlp_only_layers: [], moe_intermediate_size: 768, norm_topk_prob: true,
+      num_attention_heads: 32, num_experts: 128, num_experts_per_tok: 8, num_hidden_layers: 48, num_key_value_heads: 4, rms_norm_eps: 1e-6,
+      rope_scaling: null, rope_theta: 1000000, tie_word_embeddings: false, vocab_size: 151936, eos_token_id: 151645,
+    };
+    const a = parseConfig(raw);
+    assert.deepEqual([a.arch, a.attention, a.blockSize, a.shiftedLogits, a.maskTokenId, a.qkNorm], ['sdar_moe', 'block_causal', 4, false, 151669, true]);
+    assert.deepEqual({ ...a.moe, layers: a.moe!.layers.every(Boolean) }, { experts: 128, topK: 8, expertSize: 768, sharedSize: null, layers: true, scoring: 'softmax', normalize: true, groups: 1, groupsKept: 1, scale: 1, expertBias: false });
+    assert.deepEqual(parseConfig({ ...raw, mlp_only_layers: [0, 5], decoder_sparse_step: 2 }).moe!.layers.slice(0, 6), [false, true, false, true, false, false]);
+    assert.equal(parseConfig({ ...raw, norm_topk_prob: false }).moe!.normalize, false);
+    throwsCode(() => parseConfig({ ...raw, mlp_only_layers: [48] }), 'config_invalid', /mlp_only_layers/);
+    throwsCode(() => parseConfig({ ...raw, attention_bias: true }), 'config_invalid', /attention_bias/);
+  });
+
   test('dllm A2D configs: the causal layouts under a2d-* model types are bidirectional diffusion models, block-causal with a block size', () => {
     // Qwen3-0.6B's keys, as dllm's converter saves them (its class and model_type, nothing else added)
     const raw: Record<string, unknown> = {

@@ -50,6 +50,27 @@ function mixtureLayout(raw: Record<string, any>, args: ModelArgs): { args: Model
     };
     return { args: { ...args, moe, rotaryDim: rot < Dh ? rot : undefined, clipQkv: undefined }, names };
   }
+  if (raw.model_type === 'sdar_moe') {
+    // Qwen3MoeSparseMoeBlock where num_experts > 0, (i + 1) % decoder_sparse_step == 0 and i is not
+    // in mlp_only_layers (else a dense SwiGLU); softmax, top k, renormalized when norm_topk_prob
+    const E = raw.num_experts, step = raw.decoder_sparse_step ?? 1, only: number[] = raw.mlp_only_layers ?? [];
+    const layers = Array.from({ length: L }, (_, i) => E > 0 && !only.includes(i) && (i + 1) % step === 0);
+    const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: null, layers, scoring: 'softmax' as const, normalize: raw.norm_topk_prob ?? true, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
+    const names = {
+      embed: 'model.embed_tokens.weight',
+      finalNorm: 'model.norm.weight',
+      head: raw.tie_word_embeddings ? null : 'lm_head.weight',
+      layer: (i: number): LayerNames => {
+        const p = `model.layers.${i}`;
+        return {
+          attnNorm: `${p}.input_layernorm.weight`, q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight`,
+          qNorm: `${p}.self_attn.q_norm.weight`, kNorm: `${p}.self_attn.k_norm.weight`, o: `${p}.self_attn.o_proj.weight`, mlpNorm: `${p}.post_attention_layernorm.weight`,
+          ...(layers[i] ? { moe: { router: `${p}.mlp.gate.weight`, experts: Array.from({ length: E }, (_, e) => sw(`${p}.mlp.experts.${e}`)), shared: null } } : sw(`${p}.mlp`)),
+        };
+      },
+    };
+    return { args: { ...args, moe, rotaryDim: undefined, clipQkv: undefined }, names };
+  }
   if (raw.model_type === 'rnd1') {
     // RND1SparseMoeBlock in every RND1DecoderLayer: softmax over all experts, top k, renormalized
     // (RND1Config forces norm_topk_prob true; the layers never read decoder_sparse_step / mlp_only_layers)
@@ -103,7 +124,7 @@ export async function loadReference(dir: string): Promise<RefModel> {
   }
   await ck.close();
   let names: RefModel['names'];
-  if (args.arch === 'llada_moe' || args.arch === 'llada2' || args.arch === 'rnd1') ({ args, names } = mixtureLayout(raw, args));
+  if (args.arch === 'llada_moe' || args.arch === 'llada2' || args.arch === 'rnd1' || args.arch === 'sdar_moe') ({ args, names } = mixtureLayout(raw, args));
   else names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
   return { args, w, names };
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { FormatError, OptionError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
+export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
 
 /**
  * A mixture-of-experts feed-forward: a router picks `topK` of `experts` SwiGLU experts per token
@@ -91,7 +91,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'rnd1 (RND1LM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'mdlm (MDLM)', 'bd3lm (BD3LM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'rnd1 (RND1LM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'sdar_moe (SDARMoeForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'mdlm (MDLM)', 'bd3lm (BD3LM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -139,6 +139,7 @@ function detect(raw: Raw): Architecture {
   if (type === 'a2d-qwen2' || archs.includes('A2DQwen2LMHeadModel')) return 'qwen2';
   if (type === 'a2d-llama' || archs.includes('A2DLlamaLMHeadModel')) return 'llama';
   if (type === 'rnd1' || archs.includes('RND1LM')) return 'rnd1';
+  if (type === 'sdar_moe' || archs.includes('SDARMoeForCausalLM')) return 'sdar_moe';
   if (type === 'lladamoe' || type === 'llada_moe' || archs.includes('LLaDAMoEModelLM') || archs.includes('LLaDAMoEModel')) return 'llada_moe';
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
@@ -227,8 +228,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
     qkvBias: arch === 'dream' || arch === 'qwen2' || arch === 'fast_dllm_v2',
     tiedEmbeddings: r.tie_word_embeddings === true,
-    attention: arch === 'dream' || arch === 'llada_moe' || arch === 'rnd1' ? 'bidirectional' : arch === 'sdar' || arch === 'fast_dllm_v2' || arch === 'llada2' ? 'block_causal' : 'causal',
-    shiftedLogits: arch !== 'sdar' && arch !== 'llada_moe' && arch !== 'llada2',
+    attention: arch === 'dream' || arch === 'llada_moe' || arch === 'rnd1' ? 'bidirectional' : arch === 'sdar' || arch === 'sdar_moe' || arch === 'fast_dllm_v2' || arch === 'llada2' ? 'block_causal' : 'causal',
+    shiftedLogits: arch !== 'sdar' && arch !== 'sdar_moe' && arch !== 'llada_moe' && arch !== 'llada2',
     maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
     eosTokenIds: idList(r, 'eos_token_id', vocabSize),
     bosTokenId: optId(r, 'bos_token_id', vocabSize),
@@ -261,16 +262,17 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     if (r.attention_bias === true) bad('attention_bias true is not supported for qwen3');
     args.qkNorm = true;
   }
-  if (arch === 'sdar') {
+  if (arch === 'sdar' || arch === 'sdar_moe') {
     // Qwen3 layout, block-causal over blocks aligned to position 0; the released configs may
     // lack block_size and mask_token_id (the published values: 4, and <|MASK|> 151669)
-    if (r.attention_bias === true) bad('attention_bias true is not supported for sdar');
+    if (r.attention_bias === true) bad(`attention_bias true is not supported for ${arch}`);
     args.qkNorm = true;
     args.blockSize = int(r, 'block_size', 4096, 4);
     args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151669 ? 151669 : null);
   }
   if (arch === 'llada_moe') lladaMoe(r, args);
   if (arch === 'rnd1') rnd1(r, args);
+  if (arch === 'sdar_moe') args.moe = qwen3Moe(r, args);
   if (arch === 'llada2') llada2(r, args);
   if (arch === 'fast_dllm_v2') {
     // Qwen2.5 layout, block-causal over blocks of bd_size (32) aligned to position 0, logits
@@ -462,6 +464,33 @@ function rnd1(r: Raw, args: ModelArgs): void {
   args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 151669 ? 151669 : null);
 }
 
+/**
+ * The Qwen3-MoE feed-forward as Qwen3MoeSparseMoeBlock builds it (SDAR-30B-A3B): a layer is a
+ * mixture where num_experts > 0, (i + 1) % decoder_sparse_step == 0 and i is not in
+ * mlp_only_layers (else a dense SwiGLU of intermediate_size); softmax over all experts, the top k,
+ * renormalized when norm_topk_prob (true for Qwen3-30B-A3B and what SDAR's engine always does).
+ */
+function qwen3Moe(r: Raw, args: ModelArgs): MoeArgs {
+  const L = args.numLayers;
+  const experts = int(r, 'num_experts', 4096);
+  const step = int(r, 'decoder_sparse_step', L, 1);
+  const dense = r.mlp_only_layers ?? [];
+  if (!Array.isArray(dense) || dense.some((i) => typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i >= L)) bad(`mlp_only_layers must list layer indices below ${L}, got ${JSON.stringify(dense).slice(0, 100)}`);
+  return {
+    experts,
+    topK: int(r, 'num_experts_per_tok', experts),
+    expertSize: int(r, 'moe_intermediate_size', LIMITS.dim * 8),
+    sharedSize: null,
+    layers: Array.from({ length: L }, (_, i) => !dense.includes(i) && (i + 1) % step === 0),
+    scoring: 'softmax',
+    normalize: r.norm_topk_prob !== false,
+    groups: 1,
+    groupsKept: 1,
+    scale: 1,
+    expertBias: false,
+  };
+}
+
 function isA2d(r: Raw): boolean {
   const type = typeof r.model_type === 'string' ? r.model_type.toLowerCase() : '';
   const archs = Array.isArray(r.architectures) ? r.architectures.map(String) : [];
@@ -488,7 +517,7 @@ function check(a: ModelArgs): ModelArgs {
   if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
   if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
   if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
-  if ((a.arch === 'sdar' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe' || a.arch === 'llada2' || a.arch === 'rnd1') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
+  if ((a.arch === 'sdar' || a.arch === 'sdar_moe' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe' || a.arch === 'llada2' || a.arch === 'rnd1') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
   return a;
 }
 

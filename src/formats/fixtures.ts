@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
+export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -40,8 +40,10 @@ export interface FixtureOptions {
   expertsPerToken?: number;
   expertSize?: number;
   sharedSize?: number;
-  /** llada_moe: moe_layer_freq (1 mixture, 0 dense) */
+  /** llada_moe: moe_layer_freq (1 mixture, 0 dense); sdar_moe: the 0s become mlp_only_layers */
   moeLayers?: number[];
+  /** sdar_moe: norm_topk_prob (default true) */
+  normTopk?: boolean;
   /** llada_moe: clip_qkv */
   clipQkv?: number;
   /** llada2: shared experts (each of expertSize), expert groups (n_group) and how many the choice keeps, routed_scaling_factor, dense first layers */
@@ -137,7 +139,7 @@ export function fixtureTokenizer(fixtureArch: FixtureArch, addMask = false): Fix
         ? ['<|endoftext|>']
         : arch === 'llama'
         ? ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
-        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' || arch === 'rnd1' ? ['<|MASK|>'] : arch === 'fast_dllm_v2' ? ['|<MASK>|'] : [])];
+        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' || arch === 'sdar_moe' || arch === 'rnd1' ? ['<|MASK|>'] : arch === 'fast_dllm_v2' ? ['|<MASK>|'] : [])];
   if (addMask) names.push('<|mask|>');
   const specials: Record<string, number> = {};
   const added = names.map((content) => {
@@ -384,7 +386,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       ...(o.arch === 'bd3lm' ? { block_size: o.blockSize ?? 4, cross_attn: o.crossAttn !== false, adaln, attn_backend: 'sdpa', causal: false, var_min: true, sampling_eps_min: 1e-3, sampling_eps_max: 0.999 } : {}),
     };
   } else {
-    const qwen3 = o.arch === 'sdar' || o.arch === 'qwen3' || o.arch === 'llada_moe' || o.arch === 'rnd1';
+    const qwen3 = o.arch === 'sdar' || o.arch === 'sdar_moe' || o.arch === 'qwen3' || o.arch === 'llada_moe' || o.arch === 'rnd1';
     const bias = o.arch !== 'llama' && !qwen3;
     plan.push({ name: 'model.embed_tokens.weight', shape: [V, D], kind: 'embed' });
     for (let i = 0; i < layers; i++) {
@@ -407,7 +409,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
         { name: `${b}.self_attn.o_proj.weight`, shape: [D, H * Dh], kind: 'linear' },
         { name: `${b}.post_attention_layernorm.weight`, shape: [D], kind: 'norm' },
       );
-      if (o.arch === 'rnd1' || (o.arch === 'llada_moe' && (o.moeLayers?.[i] ?? 1) === 1)) {
+      if (o.arch === 'rnd1' || ((o.arch === 'llada_moe' || o.arch === 'sdar_moe') && (o.moeLayers?.[i] ?? 1) === 1)) {
         // (router logits spread wide enough that the top-k choice differs between tokens)
         plan.push({ name: `${b}.mlp.gate.weight`, shape: [E, D], kind: 'router' });
         for (let e = 0; e < E; e++) swiglu(`${b}.mlp.experts.${e}`, Fe);
@@ -418,7 +420,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
     const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : o.arch === 'llada_moe' ? tk.specials['<|endoftext|>'] : tk.specials['<|im_end|>'];
     config = {
-      architectures: [o.a2d ? `A2D${o.arch === 'llama' ? 'Llama' : o.arch === 'qwen2' ? 'Qwen2' : 'Qwen3'}LMHeadModel` : o.arch === 'llada_moe' ? 'LLaDAMoEModelLM' : o.arch === 'rnd1' ? 'RND1LM' : o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
+      architectures: [o.a2d ? `A2D${o.arch === 'llama' ? 'Llama' : o.arch === 'qwen2' ? 'Qwen2' : 'Qwen3'}LMHeadModel` : o.arch === 'llada_moe' ? 'LLaDAMoEModelLM' : o.arch === 'rnd1' ? 'RND1LM' : o.arch === 'sdar_moe' ? 'SDARMoeForCausalLM' : o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
       // (the released LLaDA-MoE config.json says "llada"; its class names the layout)
       model_type: o.a2d ? `a2d-${o.arch}` : o.arch === 'llada_moe' ? 'llada' : o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
       hidden_size: D,
@@ -474,6 +476,21 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
             is_causal: false,
             moe_backend: 'hf',
             num_diffusion_steps: 256,
+          }
+        : {}),
+      // (SDAR-30B-A3B's: SDAR's keys and Qwen3-MoE's)
+      ...(o.arch === 'sdar_moe'
+        ? {
+            mask_token_id: tk.specials['<|MASK|>'],
+            block_size: o.blockSize ?? 4,
+            head_dim: Dh,
+            attention_bias: false,
+            num_experts: o.experts ?? 4,
+            num_experts_per_tok: o.expertsPerToken ?? 2,
+            moe_intermediate_size: o.expertSize ?? 32,
+            norm_topk_prob: o.normTopk ?? true,
+            decoder_sparse_step: 1,
+            mlp_only_layers: (o.moeLayers ?? []).flatMap((f, i) => (f === 0 ? [i] : [])),
           }
         : {}),
       ...(o.arch === 'qwen3' ? { head_dim: Dh, attention_bias: false } : o.headDim !== undefined ? { head_dim: Dh } : {}),

@@ -4,7 +4,7 @@
 // [E, D], softmax over all E experts, the top k (8 of 64) run, their SwiGLU outputs summed
 // weighted by their (not renormalized) probabilities; a layer marked 0 in moe_layer_freq has a
 // dense SwiGLU instead, and a shared expert, where the config sizes one, is added to the mixture.
-// RND1 (Qwen3-MoE, no shared expert) has the same names.
+// RND1 and SDAR-MoE (Qwen3-MoE, no shared expert) have the same names.
 
 import type { ModelArgs } from '../formats/config.ts';
 import { qwen3Names } from './causal.ts';

@@ -93,6 +93,7 @@ const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   llada_moe: lladaMoeNames,
   llada2: llada2Names,
   rnd1: lladaMoeNames,
+  sdar_moe: lladaMoeNames,
   dream: dreamNames,
   sdar: sdarNames,
   fast_dllm_v2: hfNames,
