@@ -779,6 +779,8 @@ test('Fast-dLLM v2: sub-blocks inside blocks aligned to position 0, logits shift
     assert.equal(new Generation(model, [1, 2, 3], { blockLength: 2 * MB }).opts.leadToken, false);
     // a model's lead_token default gives way to a request that decodes with other attention
     assert.equal(withModelDefaults({ attention: 'bidirectional' }, { leadToken: true }).leadToken, undefined);
+    assert.equal(withModelDefaults({ blockLength: 2 * MB }, { leadToken: true }).leadToken, undefined);
+    assert.equal(withModelDefaults({ blockLength: MB }, { leadToken: false }).leadToken, false);
     assert.equal(withModelDefaults({}, { leadToken: true }).leadToken, true);
     // lead_token false: the block's first position decoded with the others, by the threshold rule
     for (const prompt of [[5, 9, 11, 20, 33, 7, 8, 9], [7, 3, 9]])

@@ -162,8 +162,10 @@ export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | un
   if (o.policy === undefined && conflictsOf(d.policy).some((k) => on(asked[k]))) delete out.policy;
   for (const k of conflictsOf(o.policy)) if (asked[k] === undefined) delete out[k];
   if (o.policy !== undefined && o.threshold === undefined && (o.policy === 'wino') !== (d.policy === 'wino')) delete out.threshold;
-  // (a model's lead_token is for decoding in its own blocks: it gives way to another attention)
-  if (o.attention !== undefined && o.attention !== 'block_causal' && o.leadToken === undefined) delete out.leadToken;
+  // (a model's lead_token true is for decoding in its own blocks: where a request picks its own
+  // attention or block_length, the engine's choice, which knows whether the lead can apply, stands;
+  // false never fails a request)
+  if (d.leadToken === true && o.leadToken === undefined && (o.attention !== undefined || o.blockLength !== undefined)) delete out.leadToken;
   // (guidance runs without a cache: a model's cache preference does not apply to it)
   if (o.cfgScale !== undefined && o.cfgScale > 0 && o.cache === undefined) delete out.cache;
   // (a model's token-editing defaults give way to what the request asks that excludes them:
