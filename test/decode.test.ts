@@ -67,11 +67,12 @@ async function referenceLlada(model: Model, prompt: number[], gen: number, block
   return x.slice(prompt.length);
 }
 
-test('low_confidence matches a plain LLaDA loop (several steps / length / block combinations; LLaDA, LLaDA-MoE, and RND1 and Dream read one row early)', async () => {
+test('low_confidence matches a plain LLaDA loop (several steps / length / block combinations; LLaDA, LLaDA-MoE, and RND1, Dream and CoDA read one row early)', async () => {
   const { model: moe } = await fixtureModel({ arch: 'llada_moe', hidden: 64, heads: 4, layers: 2, std: 0.3, experts: 6, expertsPerToken: 2, expertSize: 32 });
   const { model: rnd1 } = await fixtureModel({ arch: 'rnd1', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, experts: 6, expertsPerToken: 2, expertSize: 32 });
+  const { model: coda } = await fixtureModel({ arch: 'coda', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3 });
   const prompt = [5, 9, 13, 7, 21];
-  for (const model of [(await llada).model, moe, rnd1, (await dream).model]) {
+  for (const model of [(await llada).model, moe, rnd1, (await dream).model, coda]) {
     for (const [gen, block, steps] of [[8, 8, 8], [8, 8, 4], [16, 4, 8], [12, 4, 6], [12, 12, 5]]) {
       const want = await referenceLlada(model, prompt, gen, block, steps, 0, undefined, model.args.shiftedLogits ? 1 : 0);
       const got = await generate(model, prompt, { maxTokens: gen, blockLength: block, steps, policy: 'low_confidence', cache: 'none', stopTokens: [] });
@@ -81,8 +82,10 @@ test('low_confidence matches a plain LLaDA loop (several steps / length / block 
   }
   assert.equal(rnd1.args.attention, 'bidirectional');
   assert.equal(rnd1.special.mask, rnd1.codec.encode('<|MASK|>')[0]);
+  assert.deepEqual([coda.args.attention, coda.args.shiftedLogits, coda.special.mask], ['bidirectional', true, coda.codec.encode('<|mask|>')[0]]);
   await moe.close();
   await rnd1.close();
+  await coda.close();
 });
 
 test('frequency / presence penalties: equal to plain loops that subtract them from every scored row (LLaDA low_confidence, greedy AR); they change the output; refused with wino and token editing', async () => {

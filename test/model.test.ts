@@ -15,6 +15,7 @@ const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; 
   { arch: 'llama', rule: 'causal', dtype: 'F32' },
   { arch: 'qwen2', rule: 'causal', kvHeads: 1 },
   { arch: 'qwen3', rule: 'causal', kvHeads: 2, headDim: 32 },
+  { arch: 'coda', rule: 'full', kvHeads: 2, headDim: 32 },
   // LLaDA-MoE: 6 experts, 2 per token; then a dense first layer, a shared expert, GQA and clip_qkv
   { arch: 'llada_moe', rule: 'full', moe: { experts: 6, expertsPerToken: 2, expertSize: 24 } },
   { arch: 'llada_moe', rule: 'full', kvHeads: 2, moe: { experts: 5, expertsPerToken: 3, expertSize: 16, sharedSize: 40, moeLayers: [0, 1], clipQkv: 1.5 }, label: 'dense layer 0, shared expert, clip_qkv' },

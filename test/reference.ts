@@ -125,7 +125,7 @@ export async function loadReference(dir: string): Promise<RefModel> {
   await ck.close();
   let names: RefModel['names'];
   if (args.arch === 'llada_moe' || args.arch === 'llada2' || args.arch === 'rnd1' || args.arch === 'sdar_moe') ({ args, names } = mixtureLayout(raw, args));
-  else names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' ? qwen3Names(args) : hfNames(args);
+  else names = args.arch === 'llada' ? lladaNames(args) : args.arch === 'dream' ? dreamNames(args) : args.arch === 'sdar' ? sdarNames(args) : args.arch === 'qwen3' || args.arch === 'coda' ? qwen3Names(args) : hfNames(args);
   return { args, w, names };
 }
 

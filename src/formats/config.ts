@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { FormatError, OptionError } from '../errors.ts';
 
 export type Attention = 'bidirectional' | 'causal' | 'block_causal';
-export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
+export type Architecture = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'coda' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
 
 /**
  * A mixture-of-experts feed-forward: a router picks `topK` of `experts` SwiGLU experts per token
@@ -91,7 +91,7 @@ export interface ModelArgs {
   padTokenId: number | null;
 }
 
-export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'rnd1 (RND1LM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'sdar_moe (SDARMoeForCausalLM)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'mdlm (MDLM)', 'bd3lm (BD3LM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
+export const SUPPORTED_ARCHITECTURES = ['a2d-qwen3 / a2d-qwen2 / a2d-llama (dllm A2D models)', 'llada (LLaDAModelLM)', 'LLaDA-MoE (LLaDAMoEModelLM)', 'llada2_moe (LLaDA2MoeModelLM)', 'rnd1 (RND1LM)', 'dream (DreamModel)', 'sdar (SDARForCausalLM)', 'sdar_moe (SDARMoeForCausalLM)', 'CoDA (CoDALanguageModel)', 'Fast_dLLM_Qwen (Fast_dLLM_QwenForCausalLM)', 'mdlm (MDLM)', 'bd3lm (BD3LM)', 'llama (LlamaForCausalLM)', 'qwen2 (Qwen2ForCausalLM)', 'qwen3 (Qwen3ForCausalLM)'];
 
 const LIMITS = { dim: 65536, layers: 512, heads: 1024, vocab: 4_000_000, positions: 1 << 22 };
 
@@ -140,6 +140,7 @@ function detect(raw: Raw): Architecture {
   if (type === 'a2d-llama' || archs.includes('A2DLlamaLMHeadModel')) return 'llama';
   if (type === 'rnd1' || archs.includes('RND1LM')) return 'rnd1';
   if (type === 'sdar_moe' || archs.includes('SDARMoeForCausalLM')) return 'sdar_moe';
+  if (type === 'coda' || archs.includes('CoDALanguageModel')) return 'coda';
   if (type === 'lladamoe' || type === 'llada_moe' || archs.includes('LLaDAMoEModelLM') || archs.includes('LLaDAMoEModel')) return 'llada_moe';
   if (type === 'llada' || archs.includes('LLaDAModelLM')) return 'llada';
   if (type === 'dream' || archs.includes('DreamModel')) return 'dream';
@@ -228,7 +229,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     maxPositions: int(r, 'max_position_embeddings', LIMITS.positions, 4096),
     qkvBias: arch === 'dream' || arch === 'qwen2' || arch === 'fast_dllm_v2',
     tiedEmbeddings: r.tie_word_embeddings === true,
-    attention: arch === 'dream' || arch === 'llada_moe' || arch === 'rnd1' ? 'bidirectional' : arch === 'sdar' || arch === 'sdar_moe' || arch === 'fast_dllm_v2' || arch === 'llada2' ? 'block_causal' : 'causal',
+    attention: arch === 'dream' || arch === 'llada_moe' || arch === 'rnd1' || arch === 'coda' ? 'bidirectional' : arch === 'sdar' || arch === 'sdar_moe' || arch === 'fast_dllm_v2' || arch === 'llada2' ? 'block_causal' : 'causal',
     shiftedLogits: arch !== 'sdar' && arch !== 'sdar_moe' && arch !== 'llada_moe' && arch !== 'llada2',
     maskTokenId: arch === 'dream' ? optId(r, 'mask_token_id', vocabSize) : null,
     eosTokenIds: idList(r, 'eos_token_id', vocabSize),
@@ -273,6 +274,15 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
   if (arch === 'llada_moe') lladaMoe(r, args);
   if (arch === 'rnd1') rnd1(r, args);
   if (arch === 'sdar_moe') args.moe = qwen3Moe(r, args);
+  if (arch === 'coda') {
+    // Salesforce's CoDA (CoDA-v0-Instruct): Qwen3-1.7B adapted to masked diffusion: the Qwen3
+    // layout (per-head q/k RMSNorm), bidirectional, logits shifted as Dream's are, mask 151669; its
+    // lm_head is its own weight whatever tie_word_embeddings says (the class never ties them)
+    if (r.attention_bias === true) bad('attention_bias true is not supported for CoDA');
+    args.qkNorm = true;
+    args.tiedEmbeddings = false;
+    args.maskTokenId = optId(r, 'mask_token_id', vocabSize) ?? (vocabSize > 151669 ? 151669 : null);
+  }
   if (arch === 'llada2') llada2(r, args);
   if (arch === 'fast_dllm_v2') {
     // Qwen2.5 layout, block-causal over blocks of bd_size (32) aligned to position 0, logits
@@ -517,7 +527,7 @@ function check(a: ModelArgs): ModelArgs {
   if (!Number.isInteger(a.headDim) || a.headDim % 2 !== 0) bad(`head dimension ${a.headDim} must be an even integer`);
   if (a.numHeads % a.numKvHeads !== 0) bad(`attention heads ${a.numHeads} is not a multiple of kv heads ${a.numKvHeads}`);
   if (a.arch === 'dream' && a.maskTokenId === null) bad('Dream config needs mask_token_id');
-  if ((a.arch === 'sdar' || a.arch === 'sdar_moe' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe' || a.arch === 'llada2' || a.arch === 'rnd1') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
+  if ((a.arch === 'sdar' || a.arch === 'sdar_moe' || a.arch === 'coda' || a.arch === 'fast_dllm_v2' || a.arch === 'llada_moe' || a.arch === 'llada2' || a.arch === 'rnd1') && a.maskTokenId === null) bad(`${a.arch} config needs mask_token_id`);
   return a;
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
-export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
+export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'coda' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
 
 export interface FixtureOptions {
   arch: FixtureArch;
@@ -139,7 +139,7 @@ export function fixtureTokenizer(fixtureArch: FixtureArch, addMask = false): Fix
         ? ['<|endoftext|>']
         : arch === 'llama'
         ? ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
-        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' ? ['<|mask|>'] : arch === 'sdar' || arch === 'sdar_moe' || arch === 'rnd1' ? ['<|MASK|>'] : arch === 'fast_dllm_v2' ? ['|<MASK>|'] : [])];
+        : ['<|endoftext|>', '<|im_start|>', '<|im_end|>', ...(arch === 'dream' || arch === 'coda' ? ['<|mask|>'] : arch === 'sdar' || arch === 'sdar_moe' || arch === 'rnd1' ? ['<|MASK|>'] : arch === 'fast_dllm_v2' ? ['|<MASK>|'] : [])];
   if (addMask) names.push('<|mask|>');
   const specials: Record<string, number> = {};
   const added = names.map((content) => {
@@ -386,7 +386,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
       ...(o.arch === 'bd3lm' ? { block_size: o.blockSize ?? 4, cross_attn: o.crossAttn !== false, adaln, attn_backend: 'sdpa', causal: false, var_min: true, sampling_eps_min: 1e-3, sampling_eps_max: 0.999 } : {}),
     };
   } else {
-    const qwen3 = o.arch === 'sdar' || o.arch === 'sdar_moe' || o.arch === 'qwen3' || o.arch === 'llada_moe' || o.arch === 'rnd1';
+    const qwen3 = o.arch === 'sdar' || o.arch === 'sdar_moe' || o.arch === 'coda' || o.arch === 'qwen3' || o.arch === 'llada_moe' || o.arch === 'rnd1';
     const bias = o.arch !== 'llama' && !qwen3;
     plan.push({ name: 'model.embed_tokens.weight', shape: [V, D], kind: 'embed' });
     for (let i = 0; i < layers; i++) {
@@ -420,9 +420,9 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
     if (!o.tied) plan.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear' });
     const eos = o.arch === 'llama' ? tk.specials['<|eot_id|>'] : o.arch === 'llada_moe' ? tk.specials['<|endoftext|>'] : tk.specials['<|im_end|>'];
     config = {
-      architectures: [o.a2d ? `A2D${o.arch === 'llama' ? 'Llama' : o.arch === 'qwen2' ? 'Qwen2' : 'Qwen3'}LMHeadModel` : o.arch === 'llada_moe' ? 'LLaDAMoEModelLM' : o.arch === 'rnd1' ? 'RND1LM' : o.arch === 'sdar_moe' ? 'SDARMoeForCausalLM' : o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
+      architectures: [o.a2d ? `A2D${o.arch === 'llama' ? 'Llama' : o.arch === 'qwen2' ? 'Qwen2' : 'Qwen3'}LMHeadModel` : o.arch === 'llada_moe' ? 'LLaDAMoEModelLM' : o.arch === 'rnd1' ? 'RND1LM' : o.arch === 'sdar_moe' ? 'SDARMoeForCausalLM' : o.arch === 'coda' ? 'CoDALanguageModel' : o.arch === 'dream' ? 'DreamModel' : o.arch === 'sdar' ? 'SDARForCausalLM' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_QwenForCausalLM' : o.arch === 'llama' ? 'LlamaForCausalLM' : o.arch === 'qwen3' ? 'Qwen3ForCausalLM' : 'Qwen2ForCausalLM'],
       // (the released LLaDA-MoE config.json says "llada"; its class names the layout)
-      model_type: o.a2d ? `a2d-${o.arch}` : o.arch === 'llada_moe' ? 'llada' : o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
+      model_type: o.a2d ? `a2d-${o.arch}` : o.arch === 'coda' ? 'CoDA' : o.arch === 'llada_moe' ? 'llada' : o.arch === 'dream' ? 'Dream' : o.arch === 'fast_dllm_v2' ? 'Fast_dLLM_Qwen' : o.arch,
       hidden_size: D,
       intermediate_size: Fi,
       num_hidden_layers: layers,
@@ -478,6 +478,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
             num_diffusion_steps: 256,
           }
         : {}),
+      // (CoDA-v0's own keys beside Qwen3's)
+      ...(o.arch === 'coda' ? { head_dim: Dh, attention_bias: false, mask_token_id: tk.specials['<|mask|>'], attention_kernel: 'flash_attention', mask_block_sizes: [4, 8, 16, 32], sampling_eps: [0.001, 0.25, 0.5, 0.25, 0.001] } : {}),
       // (SDAR-30B-A3B's: SDAR's keys and Qwen3-MoE's)
       ...(o.arch === 'sdar_moe'
         ? {

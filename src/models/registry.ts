@@ -94,6 +94,7 @@ const ARCH_NAMES: Record<ModelArgs['arch'], (a: ModelArgs) => WeightNames> = {
   llada2: llada2Names,
   rnd1: lladaMoeNames,
   sdar_moe: lladaMoeNames,
+  coda: qwen3Names,
   dream: dreamNames,
   sdar: sdarNames,
   fast_dllm_v2: hfNames,
