@@ -82,7 +82,11 @@ test('low_confidence matches a plain LLaDA loop (several steps / length / block 
   }
   assert.equal(rnd1.args.attention, 'bidirectional');
   assert.equal(rnd1.special.mask, rnd1.codec.encode('<|MASK|>')[0]);
-  assert.deepEqual([coda.args.attention, coda.args.shiftedLogits, coda.special.mask], ['bidirectional', true, coda.codec.encode('<|mask|>')[0]]);
+  assert.deepEqual([coda.args.attention, coda.args.shiftedLogits, coda.special.mask, coda.args.tiedEmbeddings], ['bidirectional', true, coda.codec.encode('<|mask|>')[0], false]);
+  // (a CoDA checkpoint saved with its head tied to the embedding holds no lm_head: read tied)
+  const { model: tiedCoda } = await fixtureModel({ arch: 'coda', hidden: 64, heads: 4, kvHeads: 2, layers: 2, tied: true });
+  assert.equal(tiedCoda.args.tiedEmbeddings, true);
+  await tiedCoda.close();
   await moe.close();
   await rnd1.close();
   await coda.close();

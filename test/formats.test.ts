@@ -733,6 +733,9 @@ describe('config.json', () => {
     assert.deepEqual({ ...a.moe, layers: a.moe!.layers.every(Boolean) }, { experts: 128, topK: 8, expertSize: 768, sharedSize: null, layers: true, scoring: 'softmax', normalize: true, groups: 1, groupsKept: 1, scale: 1, expertBias: false });
     assert.deepEqual(parseConfig({ ...raw, mlp_only_layers: [0, 5], decoder_sparse_step: 2 }).moe!.layers.slice(0, 6), [false, true, false, true, false, false]);
     assert.equal(parseConfig({ ...raw, norm_topk_prob: false }).moe!.normalize, false);
+    // (absent: renormalized, as SDAR's engine always does)
+    const { norm_topk_prob: _n, ...noNorm } = raw;
+    assert.equal(parseConfig(noNorm).moe!.normalize, true);
     throwsCode(() => parseConfig({ ...raw, mlp_only_layers: [48] }), 'config_invalid', /mlp_only_layers/);
     throwsCode(() => parseConfig({ ...raw, attention_bias: true }), 'config_invalid', /attention_bias/);
   });

@@ -26,6 +26,7 @@ const ARCHS: { arch: FixtureArch; rule: Rule; kvHeads?: number; tied?: boolean; 
   // SDAR-MoE (SDAR-30B-A3B): Qwen3-MoE block diffusion; a dense layer (mlp_only_layers), and routing without renormalization
   { arch: 'sdar_moe', rule: { block: 4 }, kvHeads: 2, moe: { experts: 6, expertsPerToken: 2, expertSize: 24, moeLayers: [0, 1] }, label: 'a dense first layer' },
   { arch: 'sdar_moe', rule: { block: 4 }, moe: { experts: 5, expertsPerToken: 2, expertSize: 16, normTopk: false }, label: 'norm_topk_prob false' },
+  { arch: 'sdar_moe', rule: { block: 4 }, moe: { experts: 5, expertsPerToken: 2, expertSize: 16, sparseStep: 2, normTopk: null }, label: 'decoder_sparse_step 2, norm_topk_prob absent' },
   { arch: 'llada2', rule: { block: 4 }, moe: { experts: 6, expertsPerToken: 1, expertSize: 16, groups: 1, groupsKept: 1, sharedExperts: 0, firstDense: 0, rotaryFactor: 0.25, routedScale: 1.7 }, label: 'one expert per token, no groups, no shared expert, rotary 1/4' },
 ];
 

@@ -277,7 +277,9 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
   if (arch === 'coda') {
     // Salesforce's CoDA (CoDA-v0-Instruct): Qwen3-1.7B adapted to masked diffusion: the Qwen3
     // layout (per-head q/k RMSNorm), bidirectional, logits shifted as Dream's are, mask 151669; its
-    // lm_head is its own weight whatever tie_word_embeddings says (the class never ties them)
+    // lm_head was trained as its own weight, whatever the config class's tie_word_embeddings
+    // default says (the transformers it was released with never tied them; a checkpoint saved
+    // without lm_head, tied by a later transformers, is read tied: models/registry.ts)
     if (r.attention_bias === true) bad('attention_bias true is not supported for CoDA');
     args.qkNorm = true;
     args.tiedEmbeddings = false;
@@ -478,7 +480,9 @@ function rnd1(r: Raw, args: ModelArgs): void {
  * The Qwen3-MoE feed-forward as Qwen3MoeSparseMoeBlock builds it (SDAR-30B-A3B): a layer is a
  * mixture where num_experts > 0, (i + 1) % decoder_sparse_step == 0 and i is not in
  * mlp_only_layers (else a dense SwiGLU of intermediate_size); softmax over all experts, the top k,
- * renormalized when norm_topk_prob (true for Qwen3-30B-A3B and what SDAR's engine always does).
+ * renormalized when norm_topk_prob. Absent, that key counts as true: SDAR's own engine always
+ * renormalizes (and Qwen3-30B-A3B's config says true), where transformers' Qwen3MoeConfig would
+ * default it to false.
  */
 function qwen3Moe(r: Raw, args: ModelArgs): MoeArgs {
   const L = args.numLayers;

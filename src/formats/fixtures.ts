@@ -42,8 +42,9 @@ export interface FixtureOptions {
   sharedSize?: number;
   /** llada_moe: moe_layer_freq (1 mixture, 0 dense); sdar_moe: the 0s become mlp_only_layers */
   moeLayers?: number[];
-  /** sdar_moe: norm_topk_prob (default true) */
-  normTopk?: boolean;
+  /** sdar_moe: norm_topk_prob (default true; null: the key left out) and decoder_sparse_step (default 1) */
+  normTopk?: boolean | null;
+  sparseStep?: number;
   /** llada_moe: clip_qkv */
   clipQkv?: number;
   /** llada2: shared experts (each of expertSize), expert groups (n_group) and how many the choice keeps, routed_scaling_factor, dense first layers */
@@ -409,7 +410,7 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
         { name: `${b}.self_attn.o_proj.weight`, shape: [D, H * Dh], kind: 'linear' },
         { name: `${b}.post_attention_layernorm.weight`, shape: [D], kind: 'norm' },
       );
-      if (o.arch === 'rnd1' || ((o.arch === 'llada_moe' || o.arch === 'sdar_moe') && (o.moeLayers?.[i] ?? 1) === 1)) {
+      if (o.arch === 'rnd1' || ((o.arch === 'llada_moe' || o.arch === 'sdar_moe') && (o.moeLayers?.[i] ?? 1) === 1 && (i + 1) % (o.sparseStep ?? 1) === 0)) {
         // (router logits spread wide enough that the top-k choice differs between tokens)
         plan.push({ name: `${b}.mlp.gate.weight`, shape: [E, D], kind: 'router' });
         for (let e = 0; e < E; e++) swiglu(`${b}.mlp.experts.${e}`, Fe);
@@ -490,8 +491,8 @@ export async function writeFixture(dir: string, o: FixtureOptions): Promise<Fixt
             num_experts: o.experts ?? 4,
             num_experts_per_tok: o.expertsPerToken ?? 2,
             moe_intermediate_size: o.expertSize ?? 32,
-            norm_topk_prob: o.normTopk ?? true,
-            decoder_sparse_step: 1,
+            ...(o.normTopk === null ? {} : { norm_topk_prob: o.normTopk ?? true }),
+            decoder_sparse_step: o.sparseStep ?? 1,
             mlp_only_layers: (o.moeLayers ?? []).flatMap((f, i) => (f === 0 ? [i] : [])),
           }
         : {}),

@@ -124,10 +124,12 @@ interface Source {
 
 async function openSource(path: string, tokenizer?: string, diffusion?: LoadOptions['diffusion']): Promise<Source> {
   if (!isGguf(path)) {
-    const { args } = await loadConfig(path, { diffusion });
+    let { args } = await loadConfig(path, { diffusion });
     // (the headers only: a tensor the graph would not read means a variant it does not build)
     const ck = await Checkpoint.open(path);
     try {
+      // (CoDA saved where transformers tied its head to the embedding has no lm_head of its own)
+      if (args.arch === 'coda' && !ck.names().includes('lm_head.weight')) args = { ...args, tiedEmbeddings: true };
       checkAllRead(args, ck.names());
     } finally {
       await ck.close();
