@@ -58,6 +58,7 @@ test('quench show: the bundled block model, a GGUF file, and the license of a mo
   assert.equal(field(out, 'parameters'), `${(await tensorParams('models/quench-tiny-bd') / 1e6).toFixed(1)}M`);
   assert.match(field(out, 'attention')!, new RegExp(`^block-causal, blocks of ${cfg.bd_size}`));
   assert.match(out, /max_tokens 64, threshold 0\.95, in_order true, lead_token false/);
+  assert.match(out, /sub-blocks of 4; a block's first token with the others/);
   assert.match(out, /King James Bible \(public domain\)\./);
 
   const hf = await tempDir('quench-show-gguf-');

@@ -108,7 +108,7 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
   const tokenName = (id: number | null) => (id === null ? 'none' : id >= codec.vocabSize ? `${id} (past the tokenizer's ${codec.vocabSize} tokens)` : `${JSON.stringify(codec.decode([id], false))} (${id})`);
   const attention =
     args.attention === 'block_causal'
-      ? `block-causal, blocks of ${args.blockSize}${args.subBlock ? ` (decoded in sub-blocks of ${args.subBlock})` : ''}`
+      ? `block-causal, blocks of ${args.blockSize}${args.subBlock ? ` (decoded in sub-blocks of ${args.subBlock}; a block's first token ${codec.generation.leadToken === false ? 'with the others' : 'alone, first (lead_token)'})` : ''}`
       : args.attention === 'causal'
         ? 'causal (autoregressive)'
         : 'bidirectional';
