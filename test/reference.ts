@@ -50,37 +50,20 @@ function mixtureLayout(raw: Record<string, any>, args: ModelArgs): { args: Model
     };
     return { args: { ...args, moe, rotaryDim: rot < Dh ? rot : undefined, clipQkv: undefined }, names };
   }
-  if (raw.model_type === 'sdar_moe') {
-    // Qwen3MoeSparseMoeBlock where num_experts > 0, (i + 1) % decoder_sparse_step == 0 and i is not
-    // in mlp_only_layers (else a dense SwiGLU); softmax, top k, renormalized when norm_topk_prob
+  if (raw.model_type === 'sdar_moe' || raw.model_type === 'rnd1') {
+    // Qwen3-MoE's names. SDAR-MoE (Qwen3MoeSparseMoeBlock): a mixture where num_experts > 0,
+    // (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers (else a dense SwiGLU);
+    // softmax, top k, renormalized when norm_topk_prob. RND1 (RND1SparseMoeBlock in every
+    // RND1DecoderLayer): a mixture in every layer, always renormalized (RND1Config forces
+    // norm_topk_prob true; its layers never read decoder_sparse_step / mlp_only_layers)
+    const rnd1 = raw.model_type === 'rnd1';
     const E = raw.num_experts, step = raw.decoder_sparse_step ?? 1, only: number[] = raw.mlp_only_layers ?? [];
-    const layers = Array.from({ length: L }, (_, i) => E > 0 && !only.includes(i) && (i + 1) % step === 0);
-    const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: null, layers, scoring: 'softmax' as const, normalize: raw.norm_topk_prob ?? true, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
+    const layers = Array.from({ length: L }, (_, i) => rnd1 || (E > 0 && !only.includes(i) && (i + 1) % step === 0));
+    const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: null, layers, scoring: 'softmax' as const, normalize: rnd1 || (raw.norm_topk_prob ?? true), groups: 1, groupsKept: 1, scale: 1, expertBias: false };
     const names = {
       embed: 'model.embed_tokens.weight',
       finalNorm: 'model.norm.weight',
-      head: raw.tie_word_embeddings ? null : 'lm_head.weight',
-      layer: (i: number): LayerNames => {
-        const p = `model.layers.${i}`;
-        return {
-          attnNorm: `${p}.input_layernorm.weight`, q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight`,
-          qNorm: `${p}.self_attn.q_norm.weight`, kNorm: `${p}.self_attn.k_norm.weight`, o: `${p}.self_attn.o_proj.weight`, mlpNorm: `${p}.post_attention_layernorm.weight`,
-          ...(layers[i] ? { moe: { router: `${p}.mlp.gate.weight`, experts: Array.from({ length: E }, (_, e) => sw(`${p}.mlp.experts.${e}`)), shared: null } } : sw(`${p}.mlp`)),
-        };
-      },
-    };
-    return { args: { ...args, moe, rotaryDim: undefined, clipQkv: undefined }, names };
-  }
-  if (raw.model_type === 'rnd1') {
-    // RND1SparseMoeBlock in every RND1DecoderLayer: softmax over all experts, top k, renormalized
-    // (RND1Config forces norm_topk_prob true; the layers never read decoder_sparse_step / mlp_only_layers)
-    const E = raw.num_experts;
-    const layers = Array.from({ length: L }, () => true);
-    const moe = { experts: E, topK: raw.num_experts_per_tok, expertSize: raw.moe_intermediate_size, sharedSize: null, layers, scoring: 'softmax' as const, normalize: true, groups: 1, groupsKept: 1, scale: 1, expertBias: false };
-    const names = {
-      embed: 'model.embed_tokens.weight',
-      finalNorm: 'model.norm.weight',
-      head: 'lm_head.weight',
+      head: raw.tie_word_embeddings && !rnd1 ? null : 'lm_head.weight',
       layer: (i: number): LayerNames => {
         const p = `model.layers.${i}`;
         return {

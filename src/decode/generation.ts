@@ -248,6 +248,7 @@ export class Generation {
   private finish: FinishReason | null = null;
   private startedAt = performance.now();
   private stopSet: Set<number>;
+  private unpenalized: Set<number>;
   /** the finalized text, when stop strings are searched for */
   private finalText?: IncrementalDecoder;
   private longestStop = 0;
@@ -308,6 +309,9 @@ export class Generation {
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
+    // (the penalties never count end tokens: the request's, and the model's own, which ignore_eos
+    // takes off the request's list but not off the canvas's padding)
+    this.unpenalized = new Set([...this.opts.stopTokens, ...model.special.stop]);
     if (this.opts.policy === 'wino' && this.constraint) throw new OptionError('policy', 'policy wino does not combine with a constrained output (JSON mode decodes left to right)');
     if (this.opts.editingThreshold !== null && this.constraint) throw new OptionError('editing_threshold', 'token editing does not combine with a constrained output (JSON mode decodes left to right)');
     // (wino reads a committed token's probability, which need not be among the candidates)
@@ -613,9 +617,7 @@ export class Generation {
     const total = new Map<number, number>();
     if (logitBias) logitBias.ids.forEach((t, i) => total.set(t, logitBias.values[i]));
     const count = new Map<number, number>();
-    // (the model's own end tokens too: ignore_eos empties the request's list, not the canvas's padding)
-    const ends = new Set([...this.opts.stopTokens, ...this.model.special.stop]);
-    for (let p = this.promptLength; p < this.genEnd; p++) if (this.committed[p] && !ends.has(this.tokens[p])) count.set(this.tokens[p], (count.get(this.tokens[p]) ?? 0) + 1);
+    for (let p = this.promptLength; p < this.genEnd; p++) if (this.committed[p] && !this.unpenalized.has(this.tokens[p])) count.set(this.tokens[p], (count.get(this.tokens[p]) ?? 0) + 1);
     for (const [t, n] of count) total.set(t, (total.get(t) ?? 0) - fp * n - pp);
     if (total.size === 0) return null;
     return { ids: Int32Array.from(total.keys()), values: Float32Array.from(total.values()) };

@@ -459,20 +459,7 @@ function rnd1(r: Raw, args: ModelArgs): void {
   if (r.attention_bias === true) bad('attention_bias true is not supported for rnd1');
   if (r.use_sliding_window === true) bad('use_sliding_window true is not supported');
   args.qkNorm = true;
-  const experts = int(r, 'num_experts', 4096);
-  args.moe = {
-    experts,
-    topK: int(r, 'num_experts_per_tok', experts),
-    expertSize: int(r, 'moe_intermediate_size', LIMITS.dim * 8),
-    sharedSize: null,
-    layers: Array.from({ length: args.numLayers }, () => true),
-    scoring: 'softmax',
-    normalize: true,
-    groups: 1,
-    groupsKept: 1,
-    scale: 1,
-    expertBias: false,
-  };
+  args.moe = softmaxExperts(r, Array.from({ length: args.numLayers }, () => true), true);
   args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 151669 ? 151669 : null);
 }
 
@@ -486,18 +473,24 @@ function rnd1(r: Raw, args: ModelArgs): void {
  */
 function qwen3Moe(r: Raw, args: ModelArgs): MoeArgs {
   const L = args.numLayers;
-  const experts = int(r, 'num_experts', 4096);
   const step = int(r, 'decoder_sparse_step', L, 1);
   const dense = r.mlp_only_layers ?? [];
   if (!Array.isArray(dense) || dense.some((i) => typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i >= L)) bad(`mlp_only_layers must list layer indices below ${L}, got ${JSON.stringify(dense).slice(0, 100)}`);
+  return softmaxExperts(r, Array.from({ length: L }, (_, i) => !dense.includes(i) && (i + 1) % step === 0), r.norm_topk_prob !== false);
+}
+
+/** Qwen3-MoE's experts (num_experts of moe_intermediate_size, num_experts_per_tok per token, no
+ * shared expert) under softmax routing, in the given layers, renormalized or not. */
+function softmaxExperts(r: Raw, layers: boolean[], normalize: boolean): MoeArgs {
+  const experts = int(r, 'num_experts', 4096);
   return {
     experts,
     topK: int(r, 'num_experts_per_tok', experts),
     expertSize: int(r, 'moe_intermediate_size', LIMITS.dim * 8),
     sharedSize: null,
-    layers: Array.from({ length: L }, (_, i) => !dense.includes(i) && (i + 1) % step === 0),
+    layers,
     scoring: 'softmax',
-    normalize: r.norm_topk_prob !== false,
+    normalize,
     groups: 1,
     groupsKept: 1,
     scale: 1,

@@ -140,12 +140,15 @@ export class TextCodec {
       const t = vocab.get(name);
       if (t !== undefined) stop.add(t);
     }
+    // an added token by the usual mask names (not a BPE piece that happens to spell "<M>": ordinary text)
+    const addedMask = (): number | null => {
+      for (const name of MASK_NAMES) for (const [tid, content] of this.added) if (content === name) return tid;
+      return null;
+    };
     // (MDLM's rule: the tokenizer's own mask token if it has one, else an id appended after it;
     // the config can only assume the latter, so a tokenizer with its own must be named there)
     if (args?.dit) {
-      // (a declared mask token, or an added one by the usual names: not a BPE piece that spells one)
-      let own = id(tokenString(config.mask_token));
-      for (const [tid, content] of this.added) if (own === null && MASK_NAMES.includes(content)) own = tid;
+      const own = id(tokenString(config.mask_token)) ?? addedMask();
       if (own !== null && own !== args.maskTokenId)
         throw new FormatError('config_mismatch', `the tokenizer has its own mask token (id ${own}), which this ${args.arch} model uses; config.json names ${args.maskTokenId} (the id after the vocabulary): set "mask_token_id": ${own} in config.json`);
     }
@@ -154,8 +157,7 @@ export class TextCodec {
     const genMask = generationConfig?.mask_token_id;
     if (mask === null && args?.attention !== 'causal' && typeof genMask === 'number' && Number.isInteger(genMask) && genMask >= 0) mask = genMask;
     // (a diffusion model whose config and tokenizer_config name no mask: the usual mask tokens by name)
-    // (added tokens only: a BPE piece that happens to spell "<M>" is ordinary text)
-    if (mask === null && args?.attention !== 'causal') for (const name of MASK_NAMES) for (const [tid, content] of this.added) if (mask === null && content === name) mask = tid;
+    if (mask === null && args?.attention !== 'causal') mask = addedMask();
     if (args && args.maskTokenId === null && args.attention === 'causal') mask = null;
     if (args && args.attention !== 'causal' && mask === null)
       throw new FormatError('config_invalid', `this ${args.arch} diffusion model names no mask token (config.json mask_token_id, tokenizer_config.json mask_token, generation_config.json mask_token_id, or an added ${MASK_NAMES.join(' / ')})`);
