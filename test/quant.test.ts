@@ -325,7 +325,7 @@ test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax routing, renorma
         return code * scales[Math.floor(i / C) * (C / B) + Math.floor((i % C) / B)];
       });
     };
-    for (const [weights, deq] of [['fp32', (w: Float32Array) => w], ['int8', dequant(8, 0)], ['int4', dequant(4, c.int4Block)]] as const) {
+    for (const [weights, deq] of [['fp32', (w: Float32Array) => w], ['int8', dequant(8, c.int4Block)], ['int4', dequant(4, c.int4Block)]] as const) {
       const g = new Graph(null);
       const h = g.input('x', DT.FLOAT, [1, N, D]);
       g.op('Identity', [await mixture(g, 'l0', h, names, args, ck, { topK: 1, weights })], {}, { output: 'y' });
@@ -334,7 +334,10 @@ test('the mixture of experts (fp32 MoE, int8/int4 QMoE; softmax routing, renorma
       const y = (await s.run({ x: new ort.Tensor('float32', x, [1, N, D]) })).y.data as Float32Array;
       const want = naive(deq);
       const label = `${c.scoring} k ${K}, ${weights}`;
-      assert.ok(relErr(y, want) < 1e-5, `${label} vs the naive mixture of its experts: ${relErr(y, want)}`);
+      // (int8 experts in blocks run a kernel that quantizes the activations too, like the dense
+      // int8 layers: held to the dense int8 kernel's bound; the other encodings are exact)
+      const bound = weights === 'int8' && c.int4Block ? 0.02 : 1e-5;
+      assert.ok(relErr(y, want) < bound, `${label} vs the naive mixture of its experts: ${relErr(y, want)}`);
       if (weights !== 'fp32') assert.ok(relErr(y, naive((w) => w)) > 1e-4, `${label} is quantized`);
     }
   }

@@ -57,6 +57,8 @@ test('quench show: the bundled block model, a GGUF file, and the license of a mo
   assert.equal(field(out, 'context length'), String(cfg.max_position_embeddings));
   assert.equal(field(out, 'parameters'), `${(await tensorParams('models/quench-tiny-bd') / 1e6).toFixed(1)}M`);
   assert.match(field(out, 'attention')!, new RegExp(`^block-causal, blocks of ${cfg.bd_size}`));
+  // (15.7M parameters: auto keeps fp32, 4 bytes a weight and the fp32 embedding and head)
+  assert.match(field(out, 'auto dtype')!, /^fp32, 6\d\.\d MB of weights \(this machine: [\d.]+ GiB\)$/);
   assert.match(out, /max_tokens 64, threshold 0\.95, in_order true, lead_token false/);
   assert.match(out, /sub-blocks of 4; a block's first token with the others/);
   assert.match(out, /King James Bible \(public domain\)\./);

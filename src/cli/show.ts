@@ -6,6 +6,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError, OptionError } from '../errors.ts';
 import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
+import { machineMemory, resolveDtype, weightBytes } from '../models/dtype.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec } from '../formats/tokenizer.ts';
 import { GGML_TYPES, isGguf, openGguf } from '../formats/gguf.ts';
@@ -57,6 +58,13 @@ export function cardLicense(card: string): string | null {
 }
 
 /** `tokenizer`: the tokenizer's directory where the checkpoint ships none (MDLM, BD3-LM). */
+/** What `--dtype auto` converts this model to here, and the weights' size in that format. */
+function autoDtype(args: ModelArgs, memory = machineMemory()): string {
+  const { dtype } = resolveDtype('auto', args, memory);
+  const gib = (b: number) => (b < 2 ** 30 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 2 ** 30).toFixed(1)} GiB`);
+  return `${dtype}, ${gib(weightBytes(args, dtype))} of weights (this machine: ${gib(memory)})`;
+}
+
 export async function describe(dir: string, tokenizer?: string, diffusion?: 'shifted' | 'unshifted'): Promise<string> {
   let args: ModelArgs;
   let codec: TextCodec;
@@ -123,6 +131,7 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
     ['attention', attention],
     ['logits', args.attention === 'causal' ? 'next token' : args.shiftedLogits ? 'shifted (position i read from row i - 1)' : 'not shifted'],
     ['weights', weights],
+    ['auto dtype', autoDtype(args)],
     ['mask token', tokenName(sp.mask)],
     ['end tokens', sp.stop.map((t) => tokenName(t)).join(', ') || 'none'],
     ['chat template', codec.hasChatTemplate ? 'yes' : 'no'],

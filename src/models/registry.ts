@@ -9,7 +9,8 @@ import { homedir } from 'node:os';
 import { join, resolve, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FormatError, OptionError } from '../errors.ts';
-import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
+import { loadConfig, type ModelArgs } from '../formats/config.ts';
+import { linearParams, resolveDtype, type DTypeOption } from './dtype.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec, type SpecialTokens } from '../formats/tokenizer.ts';
 import type { GenerationDefaults } from '../formats/generation-config.ts';
@@ -27,12 +28,13 @@ import { ggufModelName, isGguf, openGguf } from '../formats/gguf.ts';
 import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
 import { buildTransformer, layerTensorNames, type WeightNames, type WeightReader } from './transformer.ts';
 
-export type DTypeOption = WeightFormat | 'auto';
+export type { DTypeOption } from './dtype.ts';
 
 export interface LoadOptions {
   /** intra-op threads (0 = ORT default: one per core) */
   threads?: number;
-  /** weight format; auto = fp32 below AUTO_INT8_PARAMS parameters, int8 above */
+  /** weight format; auto = fp32 below AUTO_INT8_PARAMS parameters, int8 above, int4 where the
+   *  int8 weights would crowd this machine's memory (models/dtype.ts) */
   dtype?: DTypeOption;
   /** candidates returned per queried position (default 16) */
   topK?: number;
@@ -61,9 +63,6 @@ export interface LoadOptions {
 
 /** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
 export let lastConversionPeakRss = 0;
-
-/** Below this many parameters fp32 is fast enough and exact; above it int8 pays. */
-export const AUTO_INT8_PARAMS = 100_000_000;
 
 /** From this many parameters a forward is long enough that it should not block the event loop. */
 export const AUTO_WORKER_PARAMS = 100_000_000;
@@ -211,18 +210,6 @@ function weightNamesOf(args: ModelArgs): string[] {
   return out;
 }
 
-/** Parameters of the transformer blocks' linear layers (what int8 quantizes): all experts of a mixture. */
-function linearParams(args: ModelArgs): number {
-  let n = 0;
-  for (let l = 0; l < args.numLayers; l++) n += 4 * args.hiddenSize * args.hiddenSize + feedForwardParams(args, l);
-  return n;
-}
-
-function resolveDtype(dtype: DTypeOption, args: ModelArgs): WeightFormat {
-  if (dtype !== 'auto') return dtype;
-  return linearParams(args) >= AUTO_INT8_PARAMS ? 'int8' : 'fp32';
-}
-
 /** Build (or find) the converted graph + weights in the cache; returns its directory. */
 export async function convertModel(dir: string, opts: LoadOptions = {}): Promise<{ args: ModelArgs; target: string; dtype: WeightFormat; topK: number; cached: boolean }> {
   const src = await openSource(resolve(dir), undefined, opts.diffusion);
@@ -237,7 +224,8 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   const { args } = src;
   const dtypeOpt = opts.dtype ?? 'auto';
   if (!['auto', 'fp32', 'int8', 'int4'].includes(dtypeOpt)) throw new OptionError('dtype', `dtype must be one of auto, fp32, int8, int4; got ${JSON.stringify(dtypeOpt)}`);
-  const dtype = resolveDtype(dtypeOpt, args);
+  const { dtype, why } = resolveDtype(dtypeOpt, args);
+  if (why) opts.onProgress?.(why);
   const topK = opts.topK ?? 16;
   if (!Number.isInteger(topK) || topK < 1 || topK > 256) throw new OptionError('topK', 'topK must be an integer in [1, 256]');
   // (a diffusion model's mask token is never an answer: a position needs a second candidate)

@@ -257,9 +257,18 @@ class ExpertRows {
   }
 }
 
+/** How a format stores experts of width D x Fe: bits per code and the block (0: per row). int4
+ *  packs two codes per byte, so an odd width takes int8 codes; blocks of 32 where both widths divide. */
+export function expertEncoding(D: number, Fe: number, weights: WeightFormat): { bits: 32 | 8 | 4; block: number } {
+  const bits = weights === 'fp32' ? 32 : weights === 'int8' || D % 2 || Fe % 2 ? 8 : 4;
+  return { bits, block: bits !== 32 && D % INT4_BLOCK === 0 && Fe % INT4_BLOCK === 0 ? INT4_BLOCK : 0 };
+}
+
 /**
- * The mixture of experts on h [B, L, D] through ORT's MoE kernel (fp32) or QMoE (int8: codes
- * per expert row; int4: per block of 32 inputs where the widths allow): the router (fp32, tiny,
+ * The mixture of experts on h [B, L, D] through ORT's MoE kernel (fp32) or QMoE (int8 and int4
+ * codes per block of 32 inputs where the widths allow, else per expert row: QMoE's blocked paths
+ * are its fast ones from ORT 1.31, the 8-bit one quantizing activations like the dense int8
+ * layers; BENCHMARKS.md, "Mixture of experts"): the router (fp32, tiny,
  * see route), each expert silu(gate) * up -> down (activation swiglu with alpha 1, beta 0, gate
  * and up rows interleaved in fc1 [E, 2Fe, D]; fc2 [E, D, Fe]: the checkpoint's own [out, in]
  * layouts). Only the k chosen experts' weights count as parameters (per-token FLOPs).
@@ -273,9 +282,7 @@ export async function mixture(g: Graph, name: string, h: string, w: MoeNames, a:
   const { input, factor } = await route(g, name, logits, w, a, ck, opts.weights !== 'fp32');
   g.paramCount += K * 3 * D * Fe;
   const attrs = { k: I(K), activation_type: S('swiglu'), swiglu_fusion: I(1), activation_alpha: F(1), activation_beta: F(0), normalize_routing_weights: I(a.moe!.normalize ? 1 : 0) };
-  // (int4 packs two codes per byte: an odd width takes int8 codes)
-  const bits = opts.weights === 'fp32' ? 32 : opts.weights === 'int8' || D % 2 || Fe % 2 ? 8 : 4;
-  const block = bits === 4 && D % INT4_BLOCK === 0 && Fe % INT4_BLOCK === 0 ? INT4_BLOCK : 0;
+  const { bits, block } = expertEncoding(D, Fe, opts.weights);
   const fc1 = new ExpertRows(E * 2 * Fe, D, bits, block);
   const fc2 = new ExpertRows(E * D, Fe, bits, block);
   // (all gates, then all ups, then all downs: a GGUF file stacks each kind in one tensor)
