@@ -171,7 +171,7 @@ async function logits(m: Model, ids: number[]): Promise<Float32Array> {
   return r.logits!;
 }
 
-test('gguf models: llada, llada-moe, dream, llama, qwen2 and qwen3 files (as the converter writes them) give the logits of their Hugging Face checkpoints', async () => {
+test('gguf models: llada, llada-moe, rnd1, dream, llama, qwen2 and qwen3 files (as the converter writes them) give the logits of their Hugging Face checkpoints', async () => {
   const cases: [FixtureOptions, number, number][] = [
     [{ arch: 'llada', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
@@ -182,6 +182,9 @@ test('gguf models: llada, llada-moe, dream, llama, qwen2 and qwen3 files (as the
     // LLaDA-MoE: a layer's experts stacked into ffn_{gate,up,down}_exps, the router ffn_gate_inp
     [{ arch: 'llada_moe', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32', experts: 5, expertsPerToken: 2, expertSize: 32 }, 0, 1e-3],
     [{ arch: 'llada_moe', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', experts: 4, expertsPerToken: 2, expertSize: 32 }, 8, 0.15],
+    // RND1 (llama.cpp's rnd1): Qwen3-MoE tensors, q/k norms, renormalized routing, unpermuted q/k, no shift key
+    [{ arch: 'rnd1', hidden: 64, heads: 4, kvHeads: 2, headDim: 32, layers: 2, std: 0.3, dtype: 'F32', experts: 5, expertsPerToken: 2, expertSize: 32 }, 0, 1e-3],
+    [{ arch: 'rnd1', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', experts: 4, expertsPerToken: 2, expertSize: 32 }, 8, 0.15],
   ];
   for (const [o, type, tol] of cases) {
     const hfDir = await tempDir(`quench-gguf-${o.arch}-`);

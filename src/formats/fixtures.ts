@@ -672,9 +672,11 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, number & string & boolean & number[]>;
   const tj = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number>; merges: string[] }; added_tokens: { id: number; content: string; special: boolean }[] };
   const tc = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, string | boolean>;
-  // (LLaDA-MoE's config says model_type "llada"; the converter registers it by class, as "llada-moe")
-  const moe = Array.isArray(cfg.architectures) && (cfg.architectures as unknown as string[]).includes('LLaDAMoEModelLM');
-  const arch = moe ? 'llada-moe' : (String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2' | 'qwen3');
+  // (LLaDA-MoE's config says model_type "llada"; the converter registers it by class, as "llada-moe";
+  // RND1 as "rnd1", its RND1Model a Qwen2MoeModel that writes attention.causal false and the mask id)
+  const classes = Array.isArray(cfg.architectures) ? (cfg.architectures as unknown as string[]) : [];
+  const arch = classes.includes('LLaDAMoEModelLM') ? 'llada-moe' : classes.includes('RND1LM') ? 'rnd1' : (String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2' | 'qwen3');
+  const moe = arch === 'llada-moe' || arch === 'rnd1';
   const llada = arch === 'llada';
   const V = llada ? cfg.embedding_size ?? cfg.vocab_size : cfg.vocab_size;
   const D = llada ? cfg.d_model : cfg.hidden_size;
@@ -698,11 +700,11 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   if (arch === 'dream') meta.push(['dream.attention.causal', 7, false]);
   if (moe)
     meta.push(
-      ['llada-moe.expert_count', 4, cfg.num_experts],
-      ['llada-moe.expert_used_count', 4, cfg.num_experts_per_tok],
-      ['llada-moe.expert_feed_forward_length', 4, cfg.expert_intermediate_size],
-      ['llada-moe.attention.causal', 7, false],
-      ['diffusion.shift_logits', 7, false],
+      [`${arch}.expert_count`, 4, cfg.num_experts],
+      [`${arch}.expert_used_count`, 4, cfg.num_experts_per_tok],
+      [`${arch}.expert_feed_forward_length`, 4, arch === 'rnd1' ? cfg.moe_intermediate_size : cfg.expert_intermediate_size],
+      [`${arch}.attention.causal`, 7, false],
+      ...(arch === 'llada-moe' ? ([['diffusion.shift_logits', 7, false]] as GgufEntry[]) : []),
     );
   // tokenizer: every id in order (ids without a token as [PAD{i}], UNUSED), added special tokens CONTROL
   const tokens: string[] = Array.from({ length: V }, (_, i) => `[PAD${i}]`);

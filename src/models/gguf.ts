@@ -3,11 +3,11 @@
 // names of the architecture's layout (decoded to fp32, GGUF's [in, out] dims read as HF's
 // [out, in]), and its tokenizer metadata as tokenizer.json + tokenizer_config.json.
 //
-// Architectures: llada, llada-moe (experts stacked per layer), dream, llama, qwen2, qwen3. llama.cpp runs LLaDA and Llama with "normal"
+// Architectures: llada, llada-moe and rnd1 (experts stacked per layer), dream, llama, qwen2, qwen3. llama.cpp runs LLaDA and Llama with "normal"
 // (interleaved-pair) RoPE and its converter permutes their q/k rows to match; quench's graph
 // uses the Hugging Face rotate_half layout, so those rows are put back:
-// hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream, Qwen2 and Qwen3 are stored
-// unpermuted.
+// hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream, RND1, Qwen2 and Qwen3 are stored
+// unpermuted (NeoX RoPE, as in their Hugging Face layouts).
 
 import { FormatError } from '../errors.ts';
 import { parseConfig, type ModelArgs } from '../formats/config.ts';
@@ -25,7 +25,7 @@ const fail = (code: string, msg: string): never => {
  */
 function ggufSource(arch: ModelArgs['arch'], hf: string): { name: string; expert?: number } | null {
   const m = /^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$/.exec(hf);
-  if (arch === 'llada_moe' && m) return { name: `blk.${m[1]}.ffn_${m[3]}_exps.weight`, expert: Number(m[2]) };
+  if ((arch === 'llada_moe' || arch === 'rnd1') && m) return { name: `blk.${m[1]}.ffn_${m[3]}_exps.weight`, expert: Number(m[2]) };
   const name = ggufName(arch, hf);
   return name === null ? null : { name };
 }
@@ -33,7 +33,7 @@ function ggufSource(arch: ModelArgs['arch'], hf: string): { name: string; expert
 /** Hugging Face -> GGUF tensor names, per layout (the converter's mapping). */
 function ggufName(arch: ModelArgs['arch'], hf: string): string | null {
   let m: RegExpExecArray | null;
-  if (arch === 'llada_moe' && (m = /^model\.layers\.(\d+)\.mlp\.gate\.weight$/.exec(hf))) return `blk.${m[1]}.ffn_gate_inp.weight`;
+  if ((arch === 'llada_moe' || arch === 'rnd1') && (m = /^model\.layers\.(\d+)\.mlp\.gate\.weight$/.exec(hf))) return `blk.${m[1]}.ffn_gate_inp.weight`;
   if (arch === 'llada') {
     const p = 'model.transformer.';
     if (!hf.startsWith(p)) return null;
@@ -133,7 +133,7 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   const arch = meta.get('general.architecture');
   if (typeof arch !== 'string') fail('gguf_metadata', 'general.architecture is missing');
   const a = arch as string;
-  if (!['llada', 'llada-moe', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, llada-moe, dream, llama, qwen2, qwen3)`);
+  if (!['llada', 'llada-moe', 'rnd1', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, llada-moe, rnd1, dream, llama, qwen2, qwen3)`);
   const k = (key: string) => num(meta.get(`${a}.${key}`));
   if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
   // (Llama 3.1's scaled RoPE travels as this tensor, with no scaling key)
@@ -153,8 +153,18 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     bos_token_id: id('bos'),
     pad_token_id: id('padding'),
     // (llama.cpp names diffusion architectures apart: a causal one's mask id, if any, means nothing)
-    mask_token_id: a === 'llada' || a === 'llada-moe' || a === 'dream' ? id('mask') : undefined,
+    mask_token_id: a === 'llada' || a === 'llada-moe' || a === 'rnd1' || a === 'dream' ? id('mask') : undefined,
   };
+  if (a === 'rnd1')
+    // (llama.cpp's rnd1 graph: Qwen3-MoE's, bidirectional, every layer a mixture renormalized over
+    // its top k, as quench's rnd1 reads any config; no shift key: shifted, its CLI's default. Every
+    // key is given, so none takes RND1's Qwen3-30B-A3B default)
+    return {
+      architectures: ['RND1LM'], model_type: 'rnd1', hidden_size: hidden, num_hidden_layers: k('block_count'), num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv'),
+      head_dim: headDim ?? (hidden !== undefined && heads ? hidden / heads : undefined), intermediate_size: k('feed_forward_length'), max_position_embeddings: k('context_length'),
+      num_experts: k('expert_count'), num_experts_per_tok: k('expert_used_count'), moe_intermediate_size: k('expert_feed_forward_length'),
+      tie_word_embeddings: !tensors.has('output.weight'), ...common, pad_token_id: id('padding') ?? null,
+    };
   if (a === 'llada-moe') {
     // (llama.cpp's llada-moe graph: every layer a mixture, no shared expert, weights not renormalized)
     if (meta.get(`${a}.expert_weights_norm`) === true) fail('gguf_metadata', `${a}.expert_weights_norm true is not supported`);
