@@ -75,6 +75,8 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   thr95p1: { label: 'threshold 0.95, prefix cache, presence penalty 1', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', presencePenalty: 1 } },
   thr95of5: { label: 'threshold 0.95, prefix cache, in order, frequency penalty 0.5', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', inOrder: true, frequencyPenalty: 0.5 } },
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
+  eb01: { label: 'entropy_bounded gamma 0.1, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.1, cache: 'prefix' } },
+  eb003: { label: 'entropy_bounded gamma 0.03, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.03, cache: 'prefix' } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };
 

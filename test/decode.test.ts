@@ -991,9 +991,9 @@ test('Dream: shifted logits, and each alg commits floor(n * (1 - s/t)) per step'
   assert.ok(!o.tokens.includes(model.special.mask!));
 });
 
-test('entropy_bounded: each step commits the lowest-entropy masks while their entropy sum stays within gamma', async () => {
+test('entropy_bounded: each step commits the largest lowest-entropy-first set whose entropy sum less its largest is within gamma (the EB-Sampler rule)', async () => {
   const { model } = await llada;
-  for (const gamma of [0, 12, 1e6]) {
+  for (const gamma of [0, 6, 12, 1e6]) {
     const gen = new Generation(model, [5, 6], { maxTokens: 8, blockLength: 8, policy: 'entropy_bounded', gamma, cache: 'none', stopTokens: [] });
     let masked = Array.from({ length: 8 }, (_, i) => i);
     let steps = 0;
@@ -1004,9 +1004,11 @@ test('entropy_bounded: each step commits the lowest-entropy masks while their en
       const ent = new Map(masked.map((pos, q) => [pos, res.entropy[q]]));
       const picked = ev.committed.map((c) => ent.get(c.position)!);
       const sum = picked.reduce((s2, x) => s2 + x, 0);
-      assert.ok(picked.length === 1 || sum <= gamma + 1e-9, `sum ${sum} within gamma ${gamma}`);
+      assert.ok(sum - Math.max(...picked) <= gamma + 1e-9, `sum ${sum} less the largest ${Math.max(...picked)} within gamma ${gamma}`);
       const rest = masked.filter((pos) => !ev.committed.some((c) => c.position === pos)).map((pos) => ent.get(pos)!);
       assert.ok(rest.every((e) => e >= Math.max(...picked) - 1e-9), 'lowest entropies first');
+      // the largest such set: the next lowest would break the bound (its own entropy is the new max)
+      if (rest.length > 0) assert.ok(sum > gamma - 1e-9, `one more fits: ${sum} <= ${gamma}`);
       masked = masked.filter((pos) => !ev.committed.some((c) => c.position === pos));
     }
     if (gamma === 0) assert.equal(steps, 8);

@@ -24,7 +24,7 @@ export type Policy = (typeof POLICIES)[number];
 export interface PolicyParams {
   /** threshold: commit every position with probability above tau */
   threshold: number;
-  /** entropy_bounded: entropy budget per step (nats) */
+  /** entropy_bounded: entropy budget per step (nats): sum(H_U) - max(H_U) <= gamma */
   gamma: number;
   /** Dream schedule: final timestep */
   eps: number;
@@ -106,13 +106,16 @@ export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContex
       return picked.length > cap ? topByScore(choices.map((c) => c.prob), cap).sort((a, b) => a - b) : picked;
     }
     case 'entropy_bounded': {
+      // EB-Sampler (Ben-Hamu et al. 2025): the largest lowest-entropy-first set U with
+      // sum(H_U) - max(H_U) <= gamma. In ascending order max(H_U) is the last one's, so a
+      // position joins while the entropies before it sum to gamma at most (the first always)
       const order = topByScore(choices.map((c) => -c.entropy), n);
-      const out = [order[0]];
-      let sum = choices[order[0]].entropy;
-      for (let i = 1; i < order.length; i++) {
-        sum += choices[order[i]].entropy;
-        if (sum > p.gamma) break;
-        out.push(order[i]);
+      const out: number[] = [];
+      let before = 0;
+      for (const i of order) {
+        if (out.length > 0 && before > p.gamma) break;
+        out.push(i);
+        before += choices[i].entropy;
       }
       return out;
     }
