@@ -171,7 +171,7 @@ async function logits(m: Model, ids: number[]): Promise<Float32Array> {
   return r.logits!;
 }
 
-test('gguf models: llada, llada-moe, rnd1, dream, llama, qwen2 and qwen3 files (as the converter writes them) give the logits of their Hugging Face checkpoints', async () => {
+test('gguf models: llada, llada-moe, llada2, rnd1, dream, llama, qwen2 and qwen3 files (as the converter writes them) give the logits of their Hugging Face checkpoints', async () => {
   const cases: [FixtureOptions, number, number][] = [
     [{ arch: 'llada', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
@@ -185,6 +185,12 @@ test('gguf models: llada, llada-moe, rnd1, dream, llama, qwen2 and qwen3 files (
     // RND1 (llama.cpp's rnd1): Qwen3-MoE tensors, q/k norms, renormalized routing, unpermuted q/k, no shift key
     [{ arch: 'rnd1', hidden: 64, heads: 4, kvHeads: 2, headDim: 32, layers: 2, std: 0.3, dtype: 'F32', experts: 5, expertsPerToken: 2, expertSize: 32 }, 0, 1e-3],
     [{ arch: 'rnd1', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', experts: 4, expertsPerToken: 2, expertSize: 32 }, 8, 0.15],
+    // LLaDA2.0 (llama.cpp's open llada2 layout): the fused qkv, partial RoPE, a dense first layer,
+    // grouped sigmoid routing with the expert bias, a shared expert
+    [{ arch: 'llada2', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32', experts: 8, expertsPerToken: 2, expertSize: 32, groups: 4, groupsKept: 2, sharedExperts: 1, firstDense: 1 }, 0, 1e-3],
+    // (in Q8_0 every expert runs, all groups kept: sigmoid routing between near-equal experts would
+    // flip on the quantization's perturbation, which is not what this compares; F32 checks the choice)
+    [{ arch: 'llada2', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', experts: 4, expertsPerToken: 4, expertSize: 32, groups: 2, groupsKept: 2, sharedExperts: 2, firstDense: 0 }, 8, 0.15],
   ];
   for (const [o, type, tol] of cases) {
     const hfDir = await tempDir(`quench-gguf-${o.arch}-`);
@@ -195,8 +201,9 @@ test('gguf models: llada, llada-moe, rnd1, dream, llama, qwen2 and qwen3 files (
     const gg = await loadModel(file, { cacheDir: CACHE, threads: 1 });
     loaded.push(hf, gg);
     const label = `${o.arch} type ${type}`;
-    // (GGUF stores eps as f32)
-    assert.deepEqual({ ...gg.args, rmsNormEps: 0 }, { ...hf.args, rmsNormEps: 0 }, label);
+    // (GGUF stores eps as f32; a config.json without bos_token_id (LLaDA2.0's fixture) leaves
+    // args.bosTokenId null where the GGUF carries the tokenizer's: the codecs' specials agree, below)
+    assert.deepEqual({ ...gg.args, rmsNormEps: 0, bosTokenId: hf.args.bosTokenId === null ? null : gg.args.bosTokenId }, { ...hf.args, rmsNormEps: 0 }, label);
     assert.ok(Math.abs(gg.args.rmsNormEps - hf.args.rmsNormEps) < 1e-9);
     assert.equal(gg.id, `${o.arch}-${type}`);
     assert.deepEqual(resolveModelEntry(file), { dir: file, name: `${o.arch}-${type}` });

@@ -675,8 +675,9 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   // (LLaDA-MoE's config says model_type "llada"; the converter registers it by class, as "llada-moe";
   // RND1 as "rnd1", its RND1Model a Qwen2MoeModel that writes attention.causal false and the mask id)
   const classes = Array.isArray(cfg.architectures) ? (cfg.architectures as unknown as string[]) : [];
-  const arch = classes.includes('LLaDAMoEModelLM') ? 'llada-moe' : classes.includes('RND1LM') ? 'rnd1' : (String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2' | 'qwen3');
-  const moe = arch === 'llada-moe' || arch === 'rnd1';
+  // LLaDA2.0 as llama.cpp's open LLaDA2 work (PR 17454) writes it: "llada2", BailingMoeV2's keys)
+  const arch = classes.includes('LLaDAMoEModelLM') ? 'llada-moe' : classes.includes('RND1LM') ? 'rnd1' : classes.includes('LLaDA2MoeModelLM') ? 'llada2' : (String(cfg.model_type).toLowerCase() as 'llada' | 'dream' | 'llama' | 'qwen2' | 'qwen3');
+  const moe = arch === 'llada-moe' || arch === 'rnd1' || arch === 'llada2';
   const llada = arch === 'llada';
   const V = llada ? cfg.embedding_size ?? cfg.vocab_size : cfg.vocab_size;
   const D = llada ? cfg.d_model : cfg.hidden_size;
@@ -702,9 +703,21 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
     meta.push(
       [`${arch}.expert_count`, 4, cfg.num_experts],
       [`${arch}.expert_used_count`, 4, cfg.num_experts_per_tok],
-      [`${arch}.expert_feed_forward_length`, 4, arch === 'rnd1' ? cfg.moe_intermediate_size : cfg.expert_intermediate_size],
-      [`${arch}.attention.causal`, 7, false],
-      ...(arch === 'llada-moe' ? ([['diffusion.shift_logits', 7, false]] as GgufEntry[]) : []),
+      [`${arch}.expert_feed_forward_length`, 4, arch === 'llada-moe' ? cfg.expert_intermediate_size : cfg.moe_intermediate_size],
+      ...(arch === 'llada2' ? [] : ([[`${arch}.attention.causal`, 7, false]] as GgufEntry[])),
+      ...(arch === 'rnd1' ? [] : ([['diffusion.shift_logits', 7, false]] as GgufEntry[])),
+    );
+  if (arch === 'llada2')
+    meta.push(
+      ['llada2.expert_shared_count', 4, cfg.num_shared_experts],
+      ['llada2.expert_shared_feed_forward_length', 4, cfg.moe_intermediate_size * cfg.num_shared_experts],
+      ['llada2.expert_weights_scale', 6, cfg.routed_scaling_factor],
+      ['llada2.expert_weights_norm', 7, true],
+      ['llada2.expert_group_count', 4, cfg.n_group],
+      ['llada2.expert_group_used_count', 4, cfg.topk_group],
+      ['llada2.expert_gating_func', 4, 2],
+      ['llada2.leading_dense_block_count', 4, cfg.first_k_dense_replace],
+      ['llada2.rope.dimension_count', 4, Math.round(cfg.head_dim * cfg.partial_rotary_factor)],
     );
   // tokenizer: every id in order (ids without a token as [PAD{i}], UNUSED), added special tokens CONTROL
   const tokens: string[] = Array.from({ length: V }, (_, i) => `[PAD${i}]`);
@@ -722,7 +735,7 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
   if (typeof tc.chat_template === 'string') meta.push(['tokenizer.chat_template', 8, tc.chat_template]);
 
   const mapName = (hf: string): string => {
-    const llp: Record<string, string> = { 'model.transformer.wte.weight': 'token_embd.weight', 'model.transformer.ln_f.weight': 'output_norm.weight', 'model.transformer.ff_out.weight': 'output.weight', 'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight' };
+    const llp: Record<string, string> = { 'model.word_embeddings.weight': 'token_embd.weight', 'model.transformer.wte.weight': 'token_embd.weight', 'model.transformer.ln_f.weight': 'output_norm.weight', 'model.transformer.ff_out.weight': 'output.weight', 'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight' };
     if (llp[hf]) return llp[hf];
     const table: [RegExp, string][] = [
       [/^model\.transformer\.blocks\.(\d+)\.attn_norm\./, 'attn_norm'], [/^model\.transformer\.blocks\.(\d+)\.q_proj\./, 'attn_q'], [/^model\.transformer\.blocks\.(\d+)\.k_proj\./, 'attn_k'],
@@ -732,8 +745,15 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
       [/^model\.layers\.(\d+)\.self_attn\.v_proj\./, 'attn_v'], [/^model\.layers\.(\d+)\.self_attn\.o_proj\./, 'attn_output'], [/^model\.layers\.(\d+)\.post_attention_layernorm\./, 'ffn_norm'],
       [/^model\.layers\.(\d+)\.mlp\.gate_proj\./, 'ffn_gate'], [/^model\.layers\.(\d+)\.mlp\.up_proj\./, 'ffn_up'], [/^model\.layers\.(\d+)\.mlp\.down_proj\./, 'ffn_down'],
       [/^model\.layers\.(\d+)\.self_attn\.q_norm\./, 'attn_q_norm'], [/^model\.layers\.(\d+)\.self_attn\.k_norm\./, 'attn_k_norm'],
-      [/^model\.layers\.(\d+)\.mlp\.gate\./, 'ffn_gate_inp'],
+      [/^model\.layers\.(\d+)\.mlp\.gate\.weight/, 'ffn_gate_inp'],
+      // (BailingMoeV2: the fused qkv as it is, the router's expert bias, the shared experts)
+      [/^model\.layers\.(\d+)\.attention\.query_key_value\./, 'attn_qkv'], [/^model\.layers\.(\d+)\.attention\.dense\./, 'attn_output'],
+      [/^model\.layers\.(\d+)\.attention\.query_layernorm\./, 'attn_q_norm'], [/^model\.layers\.(\d+)\.attention\.key_layernorm\./, 'attn_k_norm'],
+      [/^model\.layers\.(\d+)\.mlp\.shared_experts\.gate_proj\./, 'ffn_gate_shexp'], [/^model\.layers\.(\d+)\.mlp\.shared_experts\.up_proj\./, 'ffn_up_shexp'],
+      [/^model\.layers\.(\d+)\.mlp\.shared_experts\.down_proj\./, 'ffn_down_shexp'],
     ];
+    const bias = /^model\.layers\.(\d+)\.mlp\.gate\.expert_bias$/.exec(hf);
+    if (bias) return `blk.${bias[1]}.exp_probs_b.bias`;
     for (const [re, part] of table) {
       const m = re.exec(hf);
       if (m) return `blk.${m[1]}.${part}.${hf.endsWith('.bias') ? 'bias' : 'weight'}`;
@@ -774,7 +794,8 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
       const name = mapName(hf);
       const cols = info.shape.length === 2 ? info.shape[1] : 1;
       if ((llada || arch === 'llama') && /\.attn_[qk]\./.test(name)) x = permute(x, name.includes('attn_q') ? H : Hkv, cols);
-      const t = info.shape.length === 1 ? 0 : type;
+      // (llama.cpp's quantizer keeps a mixture's router, ffn_gate_inp, in F32)
+      const t = info.shape.length === 1 || name.includes('.ffn_gate_inp.') ? 0 : type;
       tensors.push({ name, dims: [...info.shape].reverse(), type: t, data: ggmlEncode(t, x) });
     }
   } finally {

@@ -3,10 +3,10 @@
 // names of the architecture's layout (decoded to fp32, GGUF's [in, out] dims read as HF's
 // [out, in]), and its tokenizer metadata as tokenizer.json + tokenizer_config.json.
 //
-// Architectures: llada, llada-moe and rnd1 (experts stacked per layer), dream, llama, qwen2, qwen3. llama.cpp runs LLaDA and Llama with "normal"
+// Architectures: llada, llada-moe, llada2 and rnd1 (experts stacked per layer), dream, llama, qwen2, qwen3. llama.cpp runs LLaDA and Llama with "normal"
 // (interleaved-pair) RoPE and its converter permutes their q/k rows to match; quench's graph
 // uses the Hugging Face rotate_half layout, so those rows are put back:
-// hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream, RND1, Qwen2 and Qwen3 are stored
+// hf_row[h*hd + j*hd/2 + i] = gguf_row[h*hd + 2i + j]. Dream, LLaDA2, RND1, Qwen2 and Qwen3 are stored
 // unpermuted (NeoX RoPE, as in their Hugging Face layouts).
 
 import { FormatError } from '../errors.ts';
@@ -25,9 +25,27 @@ const fail = (code: string, msg: string): never => {
  */
 function ggufSource(arch: ModelArgs['arch'], hf: string): { name: string; expert?: number } | null {
   const m = /^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$/.exec(hf);
-  if ((arch === 'llada_moe' || arch === 'rnd1') && m) return { name: `blk.${m[1]}.ffn_${m[3]}_exps.weight`, expert: Number(m[2]) };
+  if ((arch === 'llada_moe' || arch === 'rnd1' || arch === 'llada2') && m) return { name: `blk.${m[1]}.ffn_${m[3]}_exps.weight`, expert: Number(m[2]) };
+  if (arch === 'llada2') return llada2Name(hf);
   const name = ggufName(arch, hf);
   return name === null ? null : { name };
+}
+
+/** LLaDA2.0's BailingMoE names -> the llada2 GGUF names (the fused qkv unpermuted, experts stacked
+ *  apart, the router's expert bias as exp_probs_b, shared experts as *_shexp). */
+function llada2Name(hf: string): { name: string } | null {
+  const top: Record<string, string> = { 'model.word_embeddings.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight' };
+  if (top[hf]) return { name: top[hf] };
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hf);
+  const parts: Record<string, string> = {
+    'input_layernorm.weight': 'attn_norm.weight', 'attention.query_key_value.weight': 'attn_qkv.weight',
+    'attention.query_layernorm.weight': 'attn_q_norm.weight', 'attention.key_layernorm.weight': 'attn_k_norm.weight',
+    'attention.dense.weight': 'attn_output.weight', 'post_attention_layernorm.weight': 'ffn_norm.weight',
+    'mlp.gate.weight': 'ffn_gate_inp.weight', 'mlp.gate.expert_bias': 'exp_probs_b.bias',
+    'mlp.gate_proj.weight': 'ffn_gate.weight', 'mlp.up_proj.weight': 'ffn_up.weight', 'mlp.down_proj.weight': 'ffn_down.weight',
+    'mlp.shared_experts.gate_proj.weight': 'ffn_gate_shexp.weight', 'mlp.shared_experts.up_proj.weight': 'ffn_up_shexp.weight', 'mlp.shared_experts.down_proj.weight': 'ffn_down_shexp.weight',
+  };
+  return m && parts[m[2]] ? { name: `blk.${m[1]}.${parts[m[2]]}` } : null;
 }
 
 /** Hugging Face -> GGUF tensor names, per layout (the converter's mapping). */
@@ -133,7 +151,7 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   const arch = meta.get('general.architecture');
   if (typeof arch !== 'string') fail('gguf_metadata', 'general.architecture is missing');
   const a = arch as string;
-  if (!['llada', 'llada-moe', 'rnd1', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, llada-moe, rnd1, dream, llama, qwen2, qwen3)`);
+  if (!['llada', 'llada-moe', 'llada2', 'rnd1', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, llada-moe, llada2, rnd1, dream, llama, qwen2, qwen3)`);
   const k = (key: string) => num(meta.get(`${a}.${key}`));
   if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
   // (Llama 3.1's scaled RoPE travels as this tensor, with no scaling key)
@@ -153,8 +171,25 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     bos_token_id: id('bos'),
     pad_token_id: id('padding'),
     // (llama.cpp names diffusion architectures apart: a causal one's mask id, if any, means nothing)
-    mask_token_id: a === 'llada' || a === 'llada-moe' || a === 'rnd1' || a === 'dream' ? id('mask') : undefined,
+    mask_token_id: a === 'llada' || a === 'llada-moe' || a === 'llada2' || a === 'rnd1' || a === 'dream' ? id('mask') : undefined,
   };
+  if (a === 'llada2') {
+    // (the converter of llama.cpp's open LLaDA2 work, PR 17454: BailingMoeV2's metadata; routing
+    // by sigmoid scores (expert_gating_func 2), renormalized, as quench's llada2 always does;
+    // no block size key: the config's default, 32)
+    if (k('expert_gating_func') !== undefined && k('expert_gating_func') !== 2) fail('gguf_metadata', `${a}.expert_gating_func ${k('expert_gating_func')} is not supported (LLaDA2.0 routes by sigmoid: 2)`);
+    if (meta.get(`${a}.expert_weights_norm`) === false) fail('gguf_metadata', `${a}.expert_weights_norm false is not supported`);
+    const dim = headDim ?? (hidden !== undefined && heads ? hidden / heads : undefined);
+    const rot = k('rope.dimension_count');
+    return {
+      architectures: ['LLaDA2MoeModelLM'], model_type: 'llada2_moe', hidden_size: hidden, num_hidden_layers: k('block_count'), num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv'),
+      head_dim: dim, intermediate_size: k('feed_forward_length'), max_position_embeddings: k('context_length'), tie_word_embeddings: !tensors.has('output.weight'),
+      num_experts: k('expert_count'), num_experts_per_tok: k('expert_used_count'), moe_intermediate_size: k('expert_feed_forward_length'), num_shared_experts: k('expert_shared_count') ?? 0,
+      n_group: k('expert_group_count') ?? 1, topk_group: k('expert_group_used_count') ?? 1, routed_scaling_factor: k('expert_weights_scale') ?? 1, first_k_dense_replace: k('leading_dense_block_count') ?? 0,
+      partial_rotary_factor: rot !== undefined && dim ? rot / dim : 1, use_qk_norm: tensors.has('blk.0.attn_q_norm.weight'), score_function: 'sigmoid',
+      ...common,
+    };
+  }
   if (a === 'rnd1')
     // (llama.cpp's rnd1 graph: Qwen3-MoE's, bidirectional, every layer a mixture renormalized over
     // its top k, as quench's rnd1 reads any config; no shift key: shifted, its CLI's default. Every
@@ -206,7 +241,8 @@ export function argsOf(meta: Map<string, GgufValue>, tensors: Set<string>): Mode
   if (typeof shift === 'boolean' && args.attention !== 'causal') args.shiftedLogits = shift;
   if (args.attention !== 'causal' && args.maskTokenId === null) fail('gguf_metadata', 'a diffusion model needs tokenizer.ggml.mask_token_id');
   const rot = num(meta.get(`${meta.get('general.architecture')}.rope.dimension_count`));
-  if (rot !== undefined && rot !== args.headDim) fail('gguf_metadata', `partial RoPE (rope.dimension_count ${rot} of head size ${args.headDim}) is not supported`);
+  // (llada2 reads it as its partial_rotary_factor; elsewhere partial RoPE is refused)
+  if (rot !== undefined && rot !== (args.rotaryDim ?? args.headDim)) fail('gguf_metadata', `partial RoPE (rope.dimension_count ${rot} of head size ${args.headDim}) is not supported`);
   return args;
 }
 
