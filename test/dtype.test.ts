@@ -17,7 +17,9 @@ const GiB = 2 ** 30;
 test('weightBytes matches the converted weight file in each format (dense, GQA, mixture of experts) within 6 %', async () => {
   const cases: FixtureOptions[] = [
     { arch: 'llada', hidden: 256, heads: 4, layers: 2, maxPositions: 64 },
-    { arch: 'qwen2', hidden: 256, heads: 4, kvHeads: 4, layers: 2, maxPositions: 64 },
+    { arch: 'qwen2', hidden: 256, heads: 8, kvHeads: 1, layers: 2, maxPositions: 64 },
+    // (heads x head size wider than the model: Qwen3's layouts)
+    { arch: 'qwen3', hidden: 256, heads: 8, kvHeads: 2, headDim: 64, layers: 2, maxPositions: 64 },
     { arch: 'llada_moe', hidden: 256, heads: 4, layers: 2, experts: 8, expertsPerToken: 2, expertSize: 128, maxPositions: 64 },
   ];
   for (const o of cases) {

@@ -143,9 +143,9 @@ const asEntry = ([k, v]: [string, unknown]): GgufEntry =>
   Array.isArray(v) ? [k, 9, v, typeof v[0] === 'string' ? 8 : 5] : typeof v === 'string' ? [k, 8, v] : typeof v === 'boolean' ? [k, 7, v] : Number.isInteger(v) ? [k, 4, v] : [k, 6, v];
 
 /** A one-layer fixture of `arch` written as the converter writes it, read back as parts to edit and write again. */
-async function convertedParts(arch: 'llada' | 'dream') {
+async function convertedParts(arch: 'llada' | 'dream' | 'rnd1') {
   const hfDir = await tempDir(`quench-gguf-${arch}-parts-`);
-  await writeFixture(hfDir, { arch, hidden: 64, heads: 4, layers: 1, dtype: 'F32' });
+  await writeFixture(hfDir, { arch, hidden: 64, heads: 4, layers: 1, dtype: 'F32', ...(arch === 'rnd1' ? { experts: 4, expertsPerToken: 2, expertSize: 32 } : {}) });
   const file = join(dir, `${arch}-parts-${n++}.gguf`);
   await writeGgufFromFixture(hfDir, file, 0);
   const f = await GgufFile.open(file);
@@ -296,6 +296,17 @@ test('gguf models: metadata that cannot make a model is refused by name', async 
   await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'tokenizer.ggml.eos_token_id' ? 99999 : v])), /eos_token_id/);
   await refuse(await variant((m) => m, data.filter((t) => t.name !== 'blk.0.ffn_up.weight')), /ffn_up/);
   await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.embedding_length' ? 128 : v])), /token_embd|embedding|shape/);
+  // rnd1: its config class would fill a missing key with Qwen3-30B-A3B's value (top 8, eps 1e-6);
+  // from a GGUF file that is refused by name (the file as written loads)
+  const r = await convertedParts('rnd1');
+  const rmeta = r.entries.map(([k, , v]) => [k, v] as [string, unknown]);
+  const rvariant = async (drop: string) => {
+    const p = join(dir, `variant-${n++}.gguf`);
+    await writeFile(p, encodeGguf({ metadata: rmeta.filter(([k]) => k !== drop).map(asEntry), tensors: r.tensors }));
+    return p;
+  };
+  loaded.push(await loadModel(await rvariant('none'), { cacheDir: CACHE }));
+  for (const key of ['rnd1.expert_used_count', 'rnd1.attention.layer_norm_rms_epsilon', 'rnd1.context_length']) await refuse(await rvariant(key), new RegExp(`${key.replace(/\./g, '\\.')} is missing`));
 });
 
 // ---------------------------------------------------------------- the 5-bit and K quant types

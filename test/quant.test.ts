@@ -236,10 +236,10 @@ test('the int8 encoding is part of the conversion cache key (not for fp32), the 
   await assert.rejects(convertModel(dir, { dtype: 'int8', int8: 'i8' as Int8Encoding, cacheDir: CACHE }), (e: Error) => e instanceof OptionError && /int8 must be s8 or u8/.test(e.message));
 });
 
-test('expert rows for QMoE: per-row (int8) or per-block (int4) symmetric codes, low nibble first; within half a step', () => {
+test('expert rows for QMoE: per-row or per-block symmetric codes (8 or 4 bits), low nibble first; within half a step', () => {
   const R = 6, C = 64;
   const w = randn(R * C, 5, 0.3);
-  for (const [bits, block] of [[8, 0], [4, 0], [4, 32]] as const) {
+  for (const [bits, block] of [[8, 0], [8, 32], [4, 0], [4, 32]] as const) {
     const { packed, scales } = quantizeRows(w, R, C, bits, block);
     const B = block || C;
     for (let i = 0; i < R * C; i++) {

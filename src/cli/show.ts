@@ -57,7 +57,6 @@ export function cardLicense(card: string): string | null {
   return [section[1], section[2]].map((x) => x.replace(/\s*\r?\n\s*/g, ' ').trim()).filter(Boolean).join(': ') || null;
 }
 
-/** `tokenizer`: the tokenizer's directory where the checkpoint ships none (MDLM, BD3-LM). */
 /** What `--dtype auto` converts this model to here, and the weights' size in that format. */
 function autoDtype(args: ModelArgs, memory = machineMemory()): string {
   const { dtype } = resolveDtype('auto', args, memory);
@@ -65,6 +64,7 @@ function autoDtype(args: ModelArgs, memory = machineMemory()): string {
   return `${dtype}, ${gib(weightBytes(args, dtype))} of weights (this machine: ${gib(memory)})`;
 }
 
+/** `tokenizer`: the tokenizer's directory where the checkpoint ships none (MDLM, BD3-LM). */
 export async function describe(dir: string, tokenizer?: string, diffusion?: 'shifted' | 'unshifted'): Promise<string> {
   let args: ModelArgs;
   let codec: TextCodec;

@@ -108,14 +108,15 @@ export function selectCommits(policy: Policy, choices: Choice[], ctx: StepContex
     case 'entropy_bounded': {
       // EB-Sampler (Ben-Hamu et al. 2025): the largest lowest-entropy-first set U with
       // sum(H_U) - max(H_U) <= gamma. In ascending order max(H_U) is the last one's, so a
-      // position joins while the entropies before it sum to gamma at most (the first always)
+      // position joins while the entropies before it sum to gamma at most (the first always).
+      // (an fp32 entropy of a certain row can come out a hair below 0: counted as 0)
       const order = topByScore(choices.map((c) => -c.entropy), n);
       const out: number[] = [];
       let before = 0;
       for (const i of order) {
         if (out.length > 0 && before > p.gamma) break;
         out.push(i);
-        before += choices[i].entropy;
+        before += Math.max(0, choices[i].entropy);
       }
       return out;
     }

@@ -1,6 +1,6 @@
 // The weight format `auto` picks for a model on this machine: fp32 for small models (fast enough
 // and exact), int8 above, and int4 where the int8 weights would crowd the machine's memory (a
-// 16B mixture such as LLaDA2.0-mini is ~17 GB in int8, ~9 GB in int4). The memory is the
+// 16B mixture such as LLaDA2.0-mini takes ~18 GiB in int8, ~11 GiB in int4). The memory is the
 // smaller of the machine's and the cgroup's limit (a container sees the host's in os.totalmem).
 
 import { readFileSync } from 'node:fs';
@@ -18,10 +18,13 @@ export const AUTO_INT8_PARAMS = 100_000_000;
  *  KV caches, the activations, the OS). */
 export const AUTO_MEMORY_SHARE = 0.7;
 
-/** Parameters of the transformer blocks' linear layers (what int8 quantizes): all experts of a mixture. */
+/** Parameters of the transformer blocks' linear layers (what int8 quantizes): q, k and v (grouped
+ *  heads count their own), the output projection, all experts of a mixture. */
 export function linearParams(args: ModelArgs): number {
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim } = args;
+  const attention = D * (H + 2 * KV) * headDim + H * headDim * D;
   let n = 0;
-  for (let l = 0; l < args.numLayers; l++) n += 4 * args.hiddenSize * args.hiddenSize + feedForwardParams(args, l);
+  for (let l = 0; l < args.numLayers; l++) n += attention + feedForwardParams(args, l);
   return n;
 }
 
@@ -65,5 +68,7 @@ export function resolveDtype(dtype: DTypeOption, args: ModelArgs, memory = machi
   const int8 = weightBytes(args, 'int8');
   if (int8 <= AUTO_MEMORY_SHARE * memory) return { dtype: 'int8', why: null };
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
-  return { dtype: 'int4', why: `auto: int8 weights (${gib(int8)}) would take more than ${AUTO_MEMORY_SHARE * 100} % of this machine's ${gib(memory)}; int4 (${gib(weightBytes(args, 'int4'))}) instead (--dtype int8 to insist)` };
+  const int4 = weightBytes(args, 'int4');
+  const tight = int4 > AUTO_MEMORY_SHARE * memory ? `; even these take more than ${AUTO_MEMORY_SHARE * 100} % of it, expect swapping` : '';
+  return { dtype: 'int4', why: `auto: int8 weights (${gib(int8)}) would take more than ${AUTO_MEMORY_SHARE * 100} % of this machine's ${gib(memory)}; int4 (${gib(int4)}) instead, slower per forward than int8 above a few rows (--dtype int8 to insist)${tight}` };
 }
