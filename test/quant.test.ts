@@ -7,7 +7,8 @@ import { addLinear, int8Encoding, int8EncodingFor, quantizeInt8, quantizeInt4, q
 import { mixture } from '../src/models/transformer.ts';
 import type { ModelArgs } from '../src/formats/config.ts';
 import { Graph, DT, I, f32Bytes } from '../src/runtime/graph.ts';
-import { mulberry32, type FixtureOptions } from '../src/formats/fixtures.ts';
+import { ggmlEncode, mulberry32, type FixtureOptions } from '../src/formats/fixtures.ts';
+import { dequantize } from '../src/formats/gguf.ts';
 import type { ForwardResult } from '../src/runtime/session.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -81,13 +82,53 @@ test('int8: per-output-channel symmetric scales; dequantized weights within half
   }
 });
 
-test('int4: blocks of 32 per column, low nibble first, zero point 8; within half a step', () => {
+/** ggml's Q4_0 rule, checked on one block's dequantized values: the value of largest magnitude
+ *  comes back exactly (code 0 = -8 steps), the others within half a step, or within one where
+ *  code 15 clips a value of the other sign beyond 7.5 steps. */
+function checkQ4Block(orig: ArrayLike<number>, deq: ArrayLike<number>, step: number, label: string) {
+  let big = 0;
+  for (let j = 1; j < orig.length; j++) if (Math.abs(orig[j]) > Math.abs(orig[big])) big = j;
+  assert.ok(Math.abs(deq[big] - orig[big]) <= 1e-6 * Math.abs(orig[big]), `${label}: the largest value ${orig[big]} comes back (${deq[big]})`);
+  assert.ok(Math.abs(Math.abs(step) * 8 - Math.abs(orig[big])) <= 1e-6 * Math.abs(orig[big]), `${label}: step = largest / 8`);
+  for (let j = 0; j < orig.length; j++) {
+    const clipped = Math.abs(deq[j] - 7 * step) < 1e-9 && orig[j] / step > 7.5;
+    assert.ok(Math.abs(deq[j] - orig[j]) <= Math.abs(step) * (clipped ? 1 : 0.5) + 1e-6, `${label} at ${j}: ${orig[j]} -> ${deq[j]}`);
+  }
+}
+
+test('int4: blocks of 32 per column by ggml\'s Q4_0 rule, low nibble first, zero point 8', () => {
   const { packed, scales } = quantizeInt4(W, K, N);
   const d = dequant4(packed, scales, K, N);
   const blocks = K / INT4_BLOCK;
-  for (let i = 0; i < K * N; i++) {
-    const n = i % N, k = Math.floor(i / N);
-    assert.ok(Math.abs(d[i] - W[i]) <= scales[n * blocks + Math.floor(k / INT4_BLOCK)] / 2 + 1e-6);
+  for (let n = 0; n < N; n++)
+    for (let b = 0; b < blocks; b++) {
+      const at = (j: number) => (b * INT4_BLOCK + j) * N + n;
+      const idx = range(0, INT4_BLOCK).map(at);
+      checkQ4Block(idx.map((i) => W[i]), idx.map((i) => d[i]), scales[n * blocks + b], `column ${n} block ${b}`);
+    }
+});
+
+test('int4 and QMoE 4-bit codes take a Q4_0 file\'s blocks back bit for bit, int8 expert blocks a Q8_0 file\'s (its values decoded by the GGUF reader)', () => {
+  const R = 8, C = 96;
+  const q40 = dequantize(2, ggmlEncode(2, randn(R * C, 21, 0.2)), R * C); // [R, C]: rows = out, blocks along C
+  const rows = quantizeRows(q40, R, C, 4, 32);
+  const T = new Float32Array(C * R); // quantizeInt4 takes [K, N] = the transpose
+  for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) T[c * R + r] = q40[r * C + c];
+  const cols = quantizeInt4(T, C, R);
+  const d4 = dequant4(cols.packed, cols.scales, C, R);
+  for (let r = 0; r < R; r++)
+    for (let c = 0; c < C; c++) {
+      const i = r * C + c;
+      const code = ((i & 1 ? rows.packed[i >> 1] >> 4 : rows.packed[i >> 1]) & 15) - 8;
+      assert.equal(code * rows.scales[r * (C / 32) + Math.floor(c / 32)], q40[i], `QMoE row ${r} col ${c}`);
+      assert.equal(d4[c * R + r], q40[i], `MatMulNBits row ${r} col ${c}`);
+    }
+  // Q8_0 into int8 experts in blocks of 32: the same codes (the scale within an ulp of float math)
+  const q80 = dequantize(8, ggmlEncode(8, randn(R * C, 22, 0.2)), R * C);
+  const r8 = quantizeRows(q80, R, C, 8, 32);
+  for (let i = 0; i < R * C; i++) {
+    const v = (r8.packed[i] - 128) * r8.scales[Math.floor(i / C) * (C / 32) + Math.floor((i % C) / 32)];
+    assert.ok(Math.abs(v - q80[i]) <= 1e-6 * Math.abs(q80[i]), `Q8_0 at ${i}: ${q80[i]} -> ${v}`);
   }
 });
 
@@ -236,17 +277,20 @@ test('the int8 encoding is part of the conversion cache key (not for fp32), the 
   await assert.rejects(convertModel(dir, { dtype: 'int8', int8: 'i8' as Int8Encoding, cacheDir: CACHE }), (e: Error) => e instanceof OptionError && /int8 must be s8 or u8/.test(e.message));
 });
 
-test('expert rows for QMoE: per-row or per-block symmetric codes (8 or 4 bits), low nibble first; within half a step', () => {
+test('expert rows for QMoE: per-row or per-block codes (8 bits symmetric within half a step, 4 bits by the Q4_0 rule), low nibble first', () => {
   const R = 6, C = 64;
   const w = randn(R * C, 5, 0.3);
   for (const [bits, block] of [[8, 0], [8, 32], [4, 0], [4, 32]] as const) {
     const { packed, scales } = quantizeRows(w, R, C, bits, block);
     const B = block || C;
-    for (let i = 0; i < R * C; i++) {
-      const code = bits === 8 ? packed[i] - 128 : ((i & 1 ? packed[i >> 1] >> 4 : packed[i >> 1]) & 15) - 8;
-      const s = scales[Math.floor(i / C) * (C / B) + Math.floor((i % C) / B)];
-      assert.ok(Math.abs(code * s - w[i]) <= s / 2 + 1e-7, `bits ${bits} block ${block} at ${i}`);
-    }
+    const deq = Float64Array.from({ length: R * C }, (_, i) => (bits === 8 ? packed[i] - 128 : ((i & 1 ? packed[i >> 1] >> 4 : packed[i >> 1]) & 15) - 8) * scales[Math.floor(i / C) * (C / B) + Math.floor((i % C) / B)]);
+    for (let r = 0; r < R; r++)
+      for (let b = 0; b < C / B; b++) {
+        const idx = range(0, B).map((j) => r * C + b * B + j);
+        const s = scales[r * (C / B) + b];
+        if (bits === 4) checkQ4Block(idx.map((i) => w[i]), idx.map((i) => deq[i]), s, `bits 4 block ${block} row ${r}.${b}`);
+        else for (const i of idx) assert.ok(Math.abs(deq[i] - w[i]) <= s / 2 + 1e-7, `bits 8 block ${block} at ${i}`);
+      }
   }
 });
 
