@@ -4,8 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseConfig, loadConfig } from '../src/formats/config.ts';
 import { writeFixture, type FixtureOptions } from '../src/formats/fixtures.ts';
 import { AUTO_MEMORY_SHARE, machineMemory, resolveDtype, weightBytes } from '../src/models/dtype.ts';
@@ -61,7 +62,23 @@ test('auto: fp32 below 100M linear parameters whatever the memory, int8 above, i
   assert.equal(resolveDtype('auto', tiny, 1).dtype, 'fp32');
 });
 
-test('machineMemory is positive and never above os.totalmem()', () => {
+test('machineMemory is positive and never above os.totalmem(); a cgroup limit on the process\'s own cgroup or an ancestor (v2 or v1) lowers it, "max" and v1\'s no-limit value do not', async () => {
   const m = machineMemory();
   assert.ok(m > 0 && m <= totalmem(), `${m} vs ${totalmem()}`);
+  const fake = async (files: Record<string, string>) => {
+    const root = await tempDir('quench-cgroup-');
+    for (const [f, text] of Object.entries(files)) {
+      await mkdir(dirname(join(root, f)), { recursive: true });
+      await writeFile(join(root, f), text);
+    }
+    return machineMemory(root);
+  };
+  const small = Math.floor(totalmem() / 4);
+  // v2: the limit sits on a parent of the process's cgroup
+  assert.equal(await fake({ 'proc/self/cgroup': '0::/a/b\n', 'sys/fs/cgroup/memory.max': 'max\n', 'sys/fs/cgroup/a/memory.max': `${small}\n`, 'sys/fs/cgroup/a/b/memory.max': 'max\n' }), small);
+  // v1: the memory controller's line; the root's near-2^63 value is no limit
+  assert.equal(await fake({ 'proc/self/cgroup': '5:devices:/x\n4:memory:/process_api/42\n0::/\n', 'sys/fs/cgroup/memory/memory.limit_in_bytes': '9223372036854771712\n', 'sys/fs/cgroup/memory/process_api/42/memory.limit_in_bytes': `${small}\n` }), small);
+  // a container's namespaced root file; nothing readable: the machine's memory
+  assert.equal(await fake({ 'sys/fs/cgroup/memory.max': `${small}\n` }), small);
+  assert.equal(await fake({ 'proc/self/cgroup': '0::/\n', 'sys/fs/cgroup/memory.max': 'max\n' }), totalmem());
 });

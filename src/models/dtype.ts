@@ -5,6 +5,7 @@
 
 import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
+import { join } from 'node:path';
 import { feedForwardParams, type ModelArgs } from '../formats/config.ts';
 import type { WeightFormat } from '../runtime/quant.ts';
 import { expertEncoding } from './transformer.ts';
@@ -47,16 +48,34 @@ export function weightBytes(args: ModelArgs, format: WeightFormat): number {
   return (linearParams(args) - experts - routers) * dense + experts * expertBytes + 4 * routers + 4 * table + (format === 'fp32' ? 4 : 1) * table;
 }
 
-/** This machine's memory in bytes: os.totalmem(), or the cgroup's limit where that is lower. */
-export function machineMemory(): number {
-  let bytes = totalmem();
-  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+/**
+ * This machine's memory in bytes: os.totalmem(), or a cgroup's limit where that is lower: the
+ * process's own cgroup and its ancestors (from /proc/self/cgroup: v2's "0::/path", v1's memory
+ * controller line), v2 memory.max / v1 memory.limit_in_bytes ("max" and v1's near-2^63 "no
+ * limit" are not limits). `root` is for tests.
+ */
+export function machineMemory(root = '/'): number {
+  const read = (file: string): string | null => {
     try {
-      const limit = Number(readFileSync(file, 'utf8').trim()); // ("max": no limit -> NaN)
-      if (Number.isFinite(limit) && limit > 0) bytes = Math.min(bytes, limit);
+      return readFileSync(join(root, file), 'utf8');
     } catch {
-      // (no such cgroup file here)
+      return null; // (no such cgroup file here)
     }
+  };
+  const files = ['sys/fs/cgroup/memory.max', 'sys/fs/cgroup/memory/memory.limit_in_bytes'];
+  for (const line of (read('proc/self/cgroup') ?? '').split('\n')) {
+    const [, controllers, path] = line.split(':');
+    if (path === undefined || !path.startsWith('/')) continue;
+    const v2 = controllers === '';
+    if (!v2 && !controllers.split(',').includes('memory')) continue;
+    // (the cgroup and each ancestor: a parent's limit binds its children)
+    for (let p = path; p !== '/' && p !== ''; p = p.slice(0, p.lastIndexOf('/')) || '/')
+      files.push(v2 ? `sys/fs/cgroup${p}/memory.max` : `sys/fs/cgroup/memory${p}/memory.limit_in_bytes`);
+  }
+  let bytes = totalmem();
+  for (const f of files) {
+    const limit = Number((read(f) ?? '').trim()); // ("max" -> NaN, "" -> 0)
+    if (Number.isFinite(limit) && limit > 0) bytes = Math.min(bytes, limit);
   }
   return bytes;
 }
