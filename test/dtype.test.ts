@@ -78,6 +78,11 @@ test('machineMemory is positive and never above os.totalmem(); a cgroup limit on
   assert.equal(await fake({ 'proc/self/cgroup': '0::/a/b\n', 'sys/fs/cgroup/memory.max': 'max\n', 'sys/fs/cgroup/a/memory.max': `${small}\n`, 'sys/fs/cgroup/a/b/memory.max': 'max\n' }), small);
   // v1: the memory controller's line; the root's near-2^63 value is no limit
   assert.equal(await fake({ 'proc/self/cgroup': '5:devices:/x\n4:memory:/process_api/42\n0::/\n', 'sys/fs/cgroup/memory/memory.limit_in_bytes': '9223372036854771712\n', 'sys/fs/cgroup/memory/process_api/42/memory.limit_in_bytes': `${small}\n` }), small);
+  // a limit on a sibling or a child of the process's cgroup does not bind it; several controllers
+  // on one v1 line; a trailing slash; a path out of the namespace's view is not followed
+  assert.equal(await fake({ 'proc/self/cgroup': '0::/a/b/\n', 'sys/fs/cgroup/a/c/memory.max': `${small}\n`, 'sys/fs/cgroup/a/b/d/memory.max': `${small}\n` }), totalmem());
+  assert.equal(await fake({ 'proc/self/cgroup': '3:cpu,memory:/x\n', 'sys/fs/cgroup/memory/x/memory.limit_in_bytes': `${small}\n` }), small);
+  assert.equal(await fake({ 'proc/self/cgroup': '0::/../../y\n', 'sys/y/memory.max': `${small}\n` }), totalmem());
   // a container's namespaced root file; nothing readable: the machine's memory
   assert.equal(await fake({ 'sys/fs/cgroup/memory.max': `${small}\n` }), small);
   assert.equal(await fake({ 'proc/self/cgroup': '0::/\n', 'sys/fs/cgroup/memory.max': 'max\n' }), totalmem());

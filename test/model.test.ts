@@ -298,3 +298,25 @@ test('a checkpoint tensor the graph would not read is refused (a bias variant), 
   const m = await loadModel(dir, { cacheDir: CACHE, threads: 1 });
   await m.close();
 });
+
+test('a weight that is NaN or infinite is refused by name at conversion (in every format), not carried into the graph', async () => {
+  const { tempDir, CACHE } = await import('./helpers.ts');
+  const { writeFixture } = await import('../src/formats/fixtures.ts');
+  const { Checkpoint } = await import('../src/formats/safetensors.ts');
+  const { loadModel } = await import('../src/models/registry.ts');
+  const { open } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  for (const [bad, dtype] of [[NaN, 'fp32'], [Infinity, 'int4'], [-Infinity, 'int8']] as const) {
+    const dir = await tempDir('quench-nonfinite-');
+    await writeFixture(dir, { arch: 'llada', hidden: 32, heads: 2, layers: 1, dtype: 'F32' });
+    const ck = await Checkpoint.open(dir);
+    const t = ck.info('model.transformer.blocks.0.up_proj.weight');
+    await ck.close();
+    const f = await open(join(dir, 'model.safetensors'), 'r+');
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(bad);
+    await f.write(b, 0, 4, t.offset + 4 * 37);
+    await f.close();
+    await assert.rejects(loadModel(dir, { cacheDir: CACHE, threads: 1, dtype }), (e: any) => e.code === 'tensor_not_finite' && /up_proj\.weight holds -?(NaN|Infinity) at index 37/.test(e.message), `${bad} ${dtype}`);
+  }
+});

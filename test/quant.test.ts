@@ -242,8 +242,8 @@ test('quantized mixture models (LLaDA-MoE, LLaDA2.0, RND1) vs fp32 through loadM
     const blocks = (L: number) => new Uint8Array(L * L).map((_, k) => (o.arch === 'llada2' && Math.floor((k % L) / 8) > Math.floor(Math.floor(k / L) / 8) ? 0 : 1));
     const results = await quantizedVsFp32({ hidden: 128, heads: 4, layers: 3, intermediate: 352, std: 0.08, ...o }, blocks);
     // (the dense model's bounds; int4's top-1 a little lower: a quantized row can flip a router's
-    // choice between near-equal experts, the sigmoid router's most (measured 0.69 / KL 0.034 on
-    // the LLaDA2.0 fixture, 0.85 / 0.006 on LLaDA-MoE's); broken experts fail the KL bounds)
+    // choice between near-equal experts, the sigmoid router's most (measured 0.65 / KL 0.026 on
+    // the LLaDA2.0 fixture, 0.81 / 0.0044 on LLaDA-MoE's, 0.83 / 0.0050 on RND1's); broken experts fail the KL bounds)
     assert.ok(results.int8.top1 >= 0.9 && results.int8.kl < 0.02, `${o.arch} int8 ${JSON.stringify(results.int8)}`);
     assert.ok(results.int4.top1 >= 0.6 && results.int4.kl < 0.15, `${o.arch} int4 ${JSON.stringify(results.int4)}`);
     assert.ok(results.int4.kl > results.int8.kl, `${o.arch}: int4 is coarser than int8`);

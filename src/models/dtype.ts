@@ -64,8 +64,11 @@ export function machineMemory(root = '/'): number {
   };
   const files = ['sys/fs/cgroup/memory.max', 'sys/fs/cgroup/memory/memory.limit_in_bytes'];
   for (const line of (read('proc/self/cgroup') ?? '').split('\n')) {
-    const [, controllers, path] = line.split(':');
-    if (path === undefined || !path.startsWith('/')) continue;
+    const m = /^\d+:([^:]*):(\/.*)$/.exec(line);
+    // (a path out of the namespace's view ("/../x") names nothing to read here)
+    if (!m || m[2].split('/').includes('..')) continue;
+    const [, controllers, raw] = m;
+    const path = raw.replace(/\/+$/, '') || '/';
     const v2 = controllers === '';
     if (!v2 && !controllers.split(',').includes('memory')) continue;
     // (the cgroup and each ancestor: a parent's limit binds its children)

@@ -104,7 +104,12 @@ async function load(ck: WeightReader, name: string, shape: number[]): Promise<Fl
   const info = ck.info(name);
   if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
     throw new FormatError('config_mismatch', `tensor ${name} has shape [${info.shape}], config implies [${shape}]`);
-  return ck.readF32(name);
+  const x = await ck.readF32(name);
+  // (a NaN or an infinity would not fail anywhere: it would poison a quantized block, or every
+  // output it reaches, silently; x - x is 0 exactly for finite x)
+  for (let i = 0; i < x.length; i++)
+    if (x[i] - x[i] !== 0) throw new FormatError('tensor_not_finite', `tensor ${name} holds ${x[i]} at index ${i}: weights must be finite numbers`);
+  return x;
 }
 
 /** Stack linear weights [out_i, in] and transpose to [in, sum(out_i)] for x @ W. */

@@ -65,15 +65,16 @@ export function quantizeInt8(w: Float32Array, K: number, N: number): { q: Int8Ar
 /**
  * ggml's Q4_0 rule for one block of 4-bit codes: the value of largest magnitude maps to -8 exactly
  * (scale d = that value / -8, negative where it is positive), every other to min(15,
- * trunc(v / d + 8.5)), so all 16 levels are used (12 % less error than a symmetric max/7 step on
- * Gaussian weights) and a Q4_0 file's blocks come back bit for bit. Codes get `code(j, c)`; returns d.
+ * trunc(v / d + 8.5)), so all 16 levels are used (11-14 % less error than a symmetric max/7 step
+ * on Gaussian weights) and the blocks of a Q4_0 file from ggml's reference quantizer (every block
+ * holds a -8) come back bit for bit. Reads x[0..n), writes codes[0..n); returns d.
  */
-function q4Block(at: (j: number) => number, n: number, code: (j: number, c: number) => void): number {
+function q4Block(x: Float32Array, n: number, codes: Uint8Array): number {
   let max = 0;
-  for (let j = 0; j < n; j++) if (Math.abs(at(j)) > Math.abs(max)) max = at(j);
+  for (let j = 0; j < n; j++) if (Math.abs(x[j]) > Math.abs(max)) max = x[j];
   const d = max / -8;
   const id = d !== 0 ? 1 / d : 0;
-  for (let j = 0; j < n; j++) code(j, Math.min(15, Math.trunc(at(j) * id + 8.5)));
+  for (let j = 0; j < n; j++) codes[j] = Math.min(15, Math.trunc(x[j] * id + 8.5));
   return d;
 }
 
@@ -88,10 +89,11 @@ export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: U
   const packed = new Uint8Array(N * blocks * blob);
   const scales = new Float32Array(N * blocks);
   const codes = new Uint8Array(INT4_BLOCK);
+  const x = new Float32Array(INT4_BLOCK); // (one column's block, gathered; zeros past K)
   for (let n = 0; n < N; n++) {
     for (let b = 0; b < blocks; b++) {
-      const at = (j: number) => (b * INT4_BLOCK + j < K ? w[(b * INT4_BLOCK + j) * N + n] : 0);
-      scales[n * blocks + b] = q4Block(at, INT4_BLOCK, (j, c) => (codes[j] = c));
+      for (let j = 0, k = b * INT4_BLOCK; j < INT4_BLOCK; j++, k++) x[j] = k < K ? w[k * N + n] : 0;
+      scales[n * blocks + b] = q4Block(x, INT4_BLOCK, codes);
       const base = (n * blocks + b) * blob;
       for (let j = 0; j < blob; j++) packed[base + j] = codes[2 * j] | (codes[2 * j + 1] << 4);
     }
@@ -147,11 +149,13 @@ export function quantizeRows(w: Float32Array, R: number, C: number, bits: 8 | 4,
   const nb = C / B;
   const scales = new Float32Array(R * nb);
   const packed = new Uint8Array(bits === 8 ? R * C : (R * C) / 2);
+  const codes = new Uint8Array(B);
   for (let r = 0; r < R; r++)
     for (let b = 0; b < nb; b++) {
       const at = r * C + b * B;
       if (bits === 4) {
-        scales[r * nb + b] = q4Block((j) => w[at + j], B, (j, c) => (packed[(at + j) >> 1] |= (at + j) & 1 ? c << 4 : c));
+        scales[r * nb + b] = q4Block(w.subarray(at, at + B), B, codes);
+        for (let j = 0; j < B; j++) packed[(at + j) >> 1] |= (at + j) & 1 ? codes[j] << 4 : codes[j];
         continue;
       }
       let amax = 0;
