@@ -307,6 +307,17 @@ test('gguf models: metadata that cannot make a model is refused by name', async 
   };
   loaded.push(await loadModel(await rvariant('none'), { cacheDir: CACHE }));
   for (const key of ['rnd1.expert_used_count', 'rnd1.attention.layer_norm_rms_epsilon', 'rnd1.context_length']) await refuse(await rvariant(key), new RegExp(`${key.replace(/\./g, '\\.')} is missing`));
+  // llada2 likewise (its config class would take eps 1e-5)
+  const l2dir = await tempDir('quench-gguf-llada2-keys-');
+  await writeFixture(l2dir, { arch: 'llada2', hidden: 64, heads: 4, layers: 1, dtype: 'F32', experts: 4, expertsPerToken: 2, expertSize: 32, groups: 2, groupsKept: 1 });
+  const l2file = join(dir, `llada2-keys-${n++}.gguf`);
+  await writeGgufFromFixture(l2dir, l2file, 0);
+  const l2 = await GgufFile.open(l2file);
+  const l2parts = { entries: [...l2.metadata.entries()].map(asEntry), tensors: await Promise.all([...l2.tensors.values()].map(async (t) => ({ name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, await l2.readF32(t.name)) }))) };
+  await l2.close();
+  const p2 = join(dir, `variant-${n++}.gguf`);
+  await writeFile(p2, encodeGguf({ metadata: l2parts.entries.filter(([k]) => k !== 'llada2.attention.layer_norm_rms_epsilon'), tensors: l2parts.tensors }));
+  await refuse(p2, /llada2\.attention\.layer_norm_rms_epsilon is missing/);
 });
 
 // ---------------------------------------------------------------- the 5-bit and K quant types

@@ -173,6 +173,12 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     // (llama.cpp names diffusion architectures apart: a causal one's mask id, if any, means nothing)
     mask_token_id: a === 'llada' || a === 'llada-moe' || a === 'llada2' || a === 'rnd1' || a === 'dream' ? id('mask') : undefined,
   };
+  // (rnd1's and llada2's configs fill absent keys with their classes' defaults (RND1: Qwen3-30B-A3B's
+  // shape), which a GGUF file's missing key must not silently take: the keys that shape the
+  // graph are required)
+  if (a === 'rnd1' || a === 'llada2')
+    for (const key of ['block_count', 'embedding_length', 'attention.head_count', 'context_length', 'attention.layer_norm_rms_epsilon', 'expert_count', 'expert_used_count', 'expert_feed_forward_length'])
+      if (k(key) === undefined) fail('gguf_metadata', `${a}.${key} is missing`);
   if (a === 'llada2') {
     // (the converter of llama.cpp's open LLaDA2 work, PR 17454: BailingMoeV2's metadata; routing
     // by sigmoid scores (expert_gating_func 2), renormalized, as quench's llada2 always does;
@@ -183,19 +189,13 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     const rot = k('rope.dimension_count');
     return {
       architectures: ['LLaDA2MoeModelLM'], model_type: 'llada2_moe', hidden_size: hidden, num_hidden_layers: k('block_count'), num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv') ?? heads,
-      head_dim: dim, intermediate_size: k('feed_forward_length'), max_position_embeddings: k('context_length'), tie_word_embeddings: !tensors.has('output.weight'),
+      head_dim: dim, intermediate_size: k('feed_forward_length') ?? k('expert_feed_forward_length'), max_position_embeddings: k('context_length'), tie_word_embeddings: !tensors.has('output.weight'),
       num_experts: k('expert_count'), num_experts_per_tok: k('expert_used_count'), moe_intermediate_size: k('expert_feed_forward_length'), num_shared_experts: k('expert_shared_count') ?? 0,
       n_group: k('expert_group_count') ?? 1, topk_group: k('expert_group_used_count') ?? 1, routed_scaling_factor: k('expert_weights_scale') ?? 1, first_k_dense_replace: k('leading_dense_block_count') ?? 0,
       partial_rotary_factor: rot !== undefined && dim ? rot / dim : 1, use_qk_norm: tensors.has('blk.0.attn_q_norm.weight'), score_function: 'sigmoid',
       ...common,
     };
   }
-  // (rnd1's and llada2's configs fill absent keys with their classes' defaults (RND1: Qwen3-30B-A3B's
-  // shape), which a GGUF file's missing key must not silently take: the keys that shape the
-  // graph are required)
-  if (a === 'rnd1' || a === 'llada2')
-    for (const key of ['block_count', 'embedding_length', 'attention.head_count', 'context_length', 'attention.layer_norm_rms_epsilon', 'expert_count', 'expert_used_count', 'expert_feed_forward_length'])
-      if (k(key) === undefined) fail('gguf_metadata', `${a}.${key} is missing`);
   if (a === 'rnd1')
     // (llama.cpp's rnd1 graph: Qwen3-MoE's, bidirectional, every layer a mixture renormalized over
     // its top k, as quench's rnd1 reads any config; no shift key: shifted, its CLI's default)
