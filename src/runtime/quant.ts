@@ -63,20 +63,41 @@ export function quantizeInt8(w: Float32Array, K: number, N: number): { q: Int8Ar
 }
 
 /**
- * ggml's Q4_0 rule for one block of 4-bit codes: the value of largest magnitude maps to -8 exactly
- * (scale d = that value / -8, negative where it is positive), every other to min(15,
- * trunc(v / d + 8.5)), so all 16 levels are used (11-14 % less error than a symmetric max/7 step
- * on Gaussian weights) and the blocks of a Q4_0 file from ggml's reference quantizer (every block
- * holds a -8) come back bit for bit. Reads x[0..n), writes codes[0..n); returns d.
+ * One block of 4-bit codes (value = (code - 8) * d). Values already on a 4-bit grid, as a Q4_0
+ * file's blocks decode, keep it exactly: the step is the largest magnitude over the code it must
+ * have had (-8 first, then -7, 7, -6, ...), the first that puts every value on an integer code in
+ * [-8, 7]; an importance-matrix Q4_0 file's blocks often lack a -8. Other values take ggml's Q4_0
+ * rule: the largest magnitude maps to -8 exactly (d = that value / -8, negative where it is
+ * positive), every other to min(15, trunc(v / d + 8.5)), so all 16 levels are used (11-14 % less
+ * error than a symmetric max/7 step on Gaussian weights). Reads x[0..n), writes codes[0..n); returns d.
  */
 function q4Block(x: Float32Array, n: number, codes: Uint8Array): number {
   let max = 0;
   for (let j = 0; j < n; j++) if (Math.abs(x[j]) > Math.abs(max)) max = x[j];
+  if (max === 0) {
+    codes.fill(8, 0, n);
+    return 0;
+  }
+  for (const c of Q4_CODES) {
+    const d = max / c;
+    let j = 0;
+    for (; j < n; j++) {
+      const q = x[j] / d;
+      const r = Math.round(q);
+      if (Math.abs(q - r) > 1e-5 || r < -8 || r > 7) break;
+    }
+    if (j < n) continue;
+    for (j = 0; j < n; j++) codes[j] = Math.round(x[j] / d) + 8;
+    return d;
+  }
   const d = max / -8;
-  const id = d !== 0 ? 1 / d : 0;
+  const id = 1 / d;
   for (let j = 0; j < n; j++) codes[j] = Math.min(15, Math.trunc(x[j] * id + 8.5));
   return d;
 }
+
+/** the code a block's value of largest magnitude can have, most likely first */
+const Q4_CODES = [-8, -7, 7, -6, 6, -5, 5, -4, 4, -3, 3, -2, 2, -1, 1];
 
 /**
  * MatMulNBits layout: B [N, K/32, 16] uint8, two 4-bit codes per byte (low nibble first),
