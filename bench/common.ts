@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { writeFixture } from '../src/formats/fixtures.ts';
+import { loadModel } from '../src/models/registry.ts';
 import { Graph, DT } from '../src/runtime/graph.ts';
 import { addLinear, type Int8Encoding, type WeightFormat } from '../src/runtime/quant.ts';
 
@@ -108,4 +109,25 @@ export async function ensureFixture(dir: string, arch: 'llada' | 'llama' | 'sdar
   if (existsSync(join(dir, 'config.json'))) return;
   console.error(`writing a random ${arch} checkpoint to ${dir} ...`);
   await writeFixture(dir, { arch, hidden: s.D, layers: s.layers, heads: s.heads, intermediate: s.Fi, vocab: s.V, dtype: 'BF16', std: 0.02, ...extra });
+}
+
+/**
+ * Two generated checkpoints timed against each other, one weight format at a time: ms per forward
+ * of `rows` canvas positions (bidirectional, no cache, scores for up to 32), the means of two
+ * interleaved medians (`runs(rows)` each), and the ratio a / b, printed as rows of a markdown table
+ * whose header the caller prints: | dtype | rows | a ms | b ms | a / b |.
+ */
+export async function forwardVersus(dirA: string, dirB: string, dtypes: WeightFormat[], rows: number[], V: number, threads: number, cacheDir: string | undefined, runs: (rows: number) => number): Promise<void> {
+  for (const dtype of dtypes) {
+    const a = await loadModel(dirA, { threads, dtype, cacheDir });
+    const b = await loadModel(dirB, { threads, dtype, cacheDir });
+    for (const L of rows) {
+      const pos = Int32Array.from({ length: L }, (_, i) => i);
+      const req = { ids: pos.map((i) => (i * 7919) % (V - 16)), positions: pos, visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from({ length: Math.min(L, 32) }, (_, i) => i) };
+      const [ma, mb] = await interleavedMs(() => a.forward([req]), () => b.forward([req]), runs(L));
+      console.log(`| ${dtype} | ${L} | ${fmt(ma, 2)} | ${fmt(mb, 2)} | ${fmt(ma / mb, 2)}x |`);
+    }
+    await a.close();
+    await b.close();
+  }
 }

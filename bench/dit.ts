@@ -10,10 +10,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { loadModel } from '../src/models/registry.ts';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import type { WeightFormat } from '../src/runtime/quant.ts';
-import { fmt, interleavedMs, parseArgs } from './common.ts';
+import { forwardVersus, parseArgs } from './common.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
@@ -31,18 +30,7 @@ export async function main(argv: string[]): Promise<void> {
   console.log(`MDLM shape: d ${D}, ${layers} layers, ${heads} heads, GELU feed-forward 4d = ${4 * D}; LLaDA twin: SwiGLU ${Fi} (the same FLOPs); vocab ${V}; ${threads} threads\n`);
   console.log('| dtype | rows | DiT ms/forward | LLaDA twin ms/forward | DiT / twin |');
   console.log('|---|---:|---:|---:|---:|');
-  for (const dtype of dtypes) {
-    const dit = await loadModel(ditDir, { threads, dtype, cacheDir: a.cache });
-    const twin = await loadModel(twinDir, { threads, dtype, cacheDir: a.cache });
-    for (const L of rows) {
-      const pos = Int32Array.from({ length: L }, (_, i) => i);
-      const req = { ids: pos.map((i) => (i * 7919) % (V - 16)), positions: pos, visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from({ length: Math.min(L, 32) }, (_, i) => i) };
-      const [mm, tt] = await interleavedMs(() => dit.forward([req]), () => twin.forward([req]), L <= 16 ? 20 : 8);
-      console.log(`| ${dtype} | ${L} | ${fmt(mm, 2)} | ${fmt(tt, 2)} | ${fmt(mm / tt, 2)}x |`);
-    }
-    await dit.close();
-    await twin.close();
-  }
+  await forwardVersus(ditDir, twinDir, dtypes, rows, V, threads, a.cache, (L) => (L <= 16 ? 20 : 8));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));

@@ -18,10 +18,9 @@ import { DT, F, Graph, I, S, f32Bytes } from '../src/runtime/graph.ts';
 import { quantizeRows } from '../src/runtime/quant.ts';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { loadModel } from '../src/models/registry.ts';
 import { mulberry32, writeFixture } from '../src/formats/fixtures.ts';
 import type { WeightFormat } from '../src/runtime/quant.ts';
-import { fmt, interleavedMs, parseArgs, timeMs } from './common.ts';
+import { fmt, forwardVersus, parseArgs, timeMs } from './common.ts';
 
 /** One mixture kernel over [N, D] rows: fp32 MoE, or QMoE with `bits` codes per row (block 0) or per block. */
 async function kernel(D: number, Fe: number, E: number, K: number, threads: number, enc: { bits: 32 | 8 | 4; block: number }) {
@@ -99,18 +98,7 @@ export async function main(argv: string[]): Promise<void> {
   console.log(`LLaDA-MoE shape: d ${D}, ${layers} layers, ${E} experts of ${Fe}, ${K} per token (${(expertParams / 1e6).toFixed(0)}M expert parameters, ${((layers * K * 3 * D * Fe) / 1e6).toFixed(0)}M active); dense twin: ffn ${K * Fe}; vocab ${V}; ${threads} threads\n`);
   console.log('| dtype | rows | MoE ms/forward | dense ms/forward | MoE / dense |');
   console.log('|---|---:|---:|---:|---:|');
-  for (const dtype of dtypes) {
-    const moe = await loadModel(moeDir, { threads, dtype, cacheDir: a.cache });
-    const dense = await loadModel(denseDir, { threads, dtype, cacheDir: a.cache });
-    for (const L of rows) {
-      const pos = Int32Array.from({ length: L }, (_, i) => i);
-      const req = { ids: pos.map((i) => (i * 7919) % (V - 16)), positions: pos, visible: new Uint8Array(L * L).fill(1), queries: Int32Array.from({ length: Math.min(L, 32) }, (_, i) => i) };
-      const [mm, dd] = await interleavedMs(() => moe.forward([req]), () => dense.forward([req]), L <= 8 ? 20 : 8);
-      console.log(`| ${dtype} | ${L} | ${fmt(mm, 2)} | ${fmt(dd, 2)} | ${fmt(mm / dd, 2)}x |`);
-    }
-    await moe.close();
-    await dense.close();
-  }
+  await forwardVersus(moeDir, denseDir, dtypes, rows, V, threads, a.cache, (L) => (L <= 8 ? 20 : 8));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main(process.argv.slice(2));
