@@ -110,19 +110,23 @@ test('int4: blocks of 32 per column by ggml\'s Q4_0 rule, low nibble first, zero
 
 test('int4 and QMoE 4-bit codes take a Q4_0 file\'s blocks back bit for bit (reference or importance-matrix quantizer), int8 expert blocks a Q8_0 file\'s (its values decoded by the GGUF reader)', () => {
   const R = 8, C = 96;
-  const q40 = dequantize(2, ggmlEncode(2, randn(R * C, 21, 0.2)), R * C); // [R, C]: rows = out, blocks along C
-  const rows = quantizeRows(q40, R, C, 4, 32);
-  const T = new Float32Array(C * R); // quantizeInt4 takes [K, N] = the transpose
-  for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) T[c * R + r] = q40[r * C + c];
-  const cols = quantizeInt4(T, C, R);
-  const d4 = dequant4(cols.packed, cols.scales, C, R);
-  for (let r = 0; r < R; r++)
-    for (let c = 0; c < C; c++) {
-      const i = r * C + c;
-      const code = ((i & 1 ? rows.packed[i >> 1] >> 4 : rows.packed[i >> 1]) & 15) - 8;
-      assert.ok(code * rows.scales[r * (C / 32) + Math.floor(c / 32)] === q40[i], `QMoE row ${r} col ${c}`);
-      assert.ok(d4[c * R + r] === q40[i], `MatMulNBits row ${r} col ${c}`);
-    }
+  // values [R, C] (rows = out, blocks along C) through QMoE's rows and MatMulNBits' columns
+  // (quantizeInt4 takes [K, N] = the transpose): each must come back exactly (=== : -0 is 0)
+  const roundTrip = (v: Float32Array, label: string) => {
+    const rows = quantizeRows(v, R, C, 4, 32);
+    const T = new Float32Array(C * R);
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) T[c * R + r] = v[r * C + c];
+    const cols = quantizeInt4(T, C, R);
+    const d4 = dequant4(cols.packed, cols.scales, C, R);
+    for (let r = 0; r < R; r++)
+      for (let c = 0; c < C; c++) {
+        const i = r * C + c;
+        const code = ((i & 1 ? rows.packed[i >> 1] >> 4 : rows.packed[i >> 1]) & 15) - 8;
+        assert.ok(code * rows.scales[r * (C / 32) + Math.floor(c / 32)] === v[i], `${label} QMoE row ${r} col ${c}`);
+        assert.ok(d4[c * R + r] === v[i], `${label} MatMulNBits row ${r} col ${c}`);
+      }
+  };
+  roundTrip(dequantize(2, ggmlEncode(2, randn(R * C, 21, 0.2)), R * C), 'Q4_0');
   // blocks from an importance-matrix quantizer: a least-squares step, so the largest value may sit
   // on any code (no -8 in the block): they keep their grid too
   const rn = mulberry32(23);
@@ -132,18 +136,7 @@ test('int4 and QMoE 4-bit codes take a Q4_0 file\'s blocks back bit for bit (ref
     const lo = 1 + Math.floor(rn() * 4), hi = 15 - Math.floor(rn() * 4); // codes lo..hi, never 0
     for (let j = 0; j < 32; j++) grid[b * 32 + j] = Math.fround(d * (lo + Math.floor(rn() * (hi - lo + 1)) - 8));
   }
-  const gr = quantizeRows(grid, R, C, 4, 32);
-  const gT = new Float32Array(C * R);
-  for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) gT[c * R + r] = grid[r * C + c];
-  const gc = quantizeInt4(gT, C, R);
-  const gd = dequant4(gc.packed, gc.scales, C, R);
-  for (let r = 0; r < R; r++)
-    for (let c = 0; c < C; c++) {
-      const i = r * C + c;
-      const code = ((i & 1 ? gr.packed[i >> 1] >> 4 : gr.packed[i >> 1]) & 15) - 8;
-      assert.ok(code * gr.scales[r * (C / 32) + Math.floor(c / 32)] === grid[i], `grid QMoE row ${r} col ${c}`); // (=== : -0 is 0)
-      assert.ok(gd[c * R + r] === grid[i], `grid MatMulNBits row ${r} col ${c}`);
-    }
+  roundTrip(grid, 'grid');
   // Q8_0 into int8 experts in blocks of 32: the same codes (the scale within an ulp of float math)
   const q80 = dequantize(8, ggmlEncode(8, randn(R * C, 22, 0.2)), R * C);
   const r8 = quantizeRows(q80, R, C, 8, 32);

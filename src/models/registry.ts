@@ -10,7 +10,7 @@ import { join, resolve, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FormatError, OptionError } from '../errors.ts';
 import { loadConfig, type ModelArgs } from '../formats/config.ts';
-import { linearParams, resolveDtype, type DTypeOption } from './dtype.ts';
+import { resolveDtype, weightBytes, type DTypeOption } from './dtype.ts';
 import { Checkpoint } from '../formats/safetensors.ts';
 import { TextCodec, type SpecialTokens } from '../formats/tokenizer.ts';
 import type { GenerationDefaults } from '../formats/generation-config.ts';
@@ -242,7 +242,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   const cacheRoot = opts.cacheDir ?? defaultCacheDir();
   const target = join(cacheRoot, key);
   const cached = existsSync(join(target, 'meta.json'));
-  const fp32Bytes = 4 * (linearParams(args) + 2 * args.vocabSize * args.hiddenSize);
+  const fp32Bytes = weightBytes(args, 'fp32');
   if (!cached && (opts.isolate ?? fp32Bytes > 256 * 2 ** 20)) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} in a child process (one time, cached in ${cacheRoot})`);
     await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot, int8, diffusion: opts.diffusion });
