@@ -6,7 +6,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType } from './safetensors.ts';
+import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType, type TensorToWrite } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
 export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'coda' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
@@ -810,4 +810,78 @@ export async function writeGgufFromFixture(dir: string, out: string, type: numbe
     const name = out.replace(/\.gguf$/i, `-${String(k + 1).padStart(5, '0')}-of-${String(parts).padStart(5, '0')}.gguf`);
     await writeFile(name, encodeGguf({ metadata: k === 0 ? [...meta, ...split] : split, tensors: tensors.slice(k * per, (k + 1) * per) }));
   }
+}
+
+// ---------------------------------------------------------------- LoRA adapters
+
+export interface LoraFixtureOptions {
+  /** module names (the last part, PEFT's target_modules) given a low-rank pair, e.g. q_proj */
+  targets: string[];
+  r?: number;
+  alpha?: number;
+  rslora?: boolean;
+  /** PEFT's alpha_pattern / rank_pattern (a module matching rank_pattern gets that rank) */
+  alphaPattern?: Record<string, number>;
+  rankPattern?: Record<string, number>;
+  /** the embedding tensor to give an embedding pair (lora_embedding_A / _B) */
+  embedding?: string;
+  /** base tensors saved whole, changed (modules_to_save) */
+  replace?: string[];
+  dtype?: DType;
+  seed?: number;
+  /** std of A and B (trained pairs: B is not the zero it starts from) */
+  std?: number;
+}
+
+/** A PEFT LoRA adapter for the checkpoint in baseDir, as PEFT saves one: adapter_config.json and
+ * adapter_model.safetensors with base_model.model.<module>.lora_{A,B}.weight names. */
+export async function writeLoraFixture(dir: string, baseDir: string, o: LoraFixtureOptions): Promise<void> {
+  const { Checkpoint } = await import('./safetensors.ts');
+  const r = o.r ?? 4;
+  const dtype = o.dtype ?? 'F32';
+  const std = o.std ?? 0.2;
+  const rand = mulberry32(o.seed ?? 11);
+  const rankOf = (module: string) => Object.entries(o.rankPattern ?? {}).find(([k]) => new RegExp(`^(.*\\.)?(${k})$`).test(module))?.[1] ?? r;
+  const tensors: TensorToWrite[] = [];
+  const put = (name: string, shape: number[], x: Float32Array) => tensors.push({ name: `base_model.model.${name}`, dtype, shape, data: fromFloat32(dtype, x) });
+  const ck = await Checkpoint.open(baseDir);
+  try {
+    for (const name of ck.names()) {
+      const shape = ck.info(name).shape;
+      const module = name.replace(/\.weight$/, '');
+      if (o.replace?.includes(name)) put(name, shape, normal(rand, shape.reduce((a, b) => a * b, 1), std));
+      else if (name === o.embedding) {
+        const k = rankOf(module);
+        put(`${module}.lora_embedding_A`, [k, shape[0]], normal(rand, k * shape[0], std));
+        put(`${module}.lora_embedding_B`, [shape[1], k], normal(rand, shape[1] * k, std));
+      } else if (shape.length === 2 && name.endsWith('.weight') && o.targets.includes(module.split('.').pop()!)) {
+        const k = rankOf(module);
+        put(`${module}.lora_A.weight`, [k, shape[1]], normal(rand, k * shape[1], std));
+        put(`${module}.lora_B.weight`, [shape[0], k], normal(rand, shape[0] * k, std));
+      }
+    }
+  } finally {
+    await ck.close();
+  }
+  await mkdir(dir, { recursive: true });
+  const head = encodeSafetensorsHeader(tensors, { format: 'pt' });
+  await writeFile(join(dir, 'adapter_model.safetensors'), Buffer.concat([head, ...tensors.map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))]));
+  const config = {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: baseDir,
+    r,
+    lora_alpha: o.alpha ?? 2 * r,
+    lora_dropout: 0.05,
+    use_rslora: o.rslora ?? false,
+    use_dora: false,
+    bias: 'none',
+    fan_in_fan_out: false,
+    target_modules: [...o.targets, ...(o.embedding ? [o.embedding.replace(/\.weight$/, '').split('.').pop()] : [])],
+    modules_to_save: o.replace?.map((n) => n.replace(/\.weight$/, '').split('.').pop()) ?? null,
+    rank_pattern: o.rankPattern ?? {},
+    alpha_pattern: o.alphaPattern ?? {},
+    inference_mode: true,
+  };
+  await writeFile(join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2));
 }

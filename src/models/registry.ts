@@ -24,6 +24,8 @@ import { lladaMoeNames } from './llada-moe.ts';
 import { llada2Names } from './llada2.ts';
 import { sdarNames } from './sdar.ts';
 import { DitWeights, ditNames } from './dit.ts';
+import { LoraWeights } from './lora.ts';
+import { openLora, type LoraAdapter } from '../formats/lora.ts';
 import { ggufModelName, isGguf, openGguf } from '../formats/gguf.ts';
 import { argsOf, checkAllUsed, GgufWeights, tokenizerOf } from './gguf.ts';
 import { buildTransformer, layerTensorNames, type WeightNames, type WeightReader } from './transformer.ts';
@@ -59,6 +61,9 @@ export interface LoadOptions {
   /** a causal layout's checkpoint (llama, qwen2, qwen3) trained as a masked diffusion model by its
    *  own code (Open-dCoder): bidirectional, logits shifted or not (formats/config.ts ParseOptions) */
   diffusion?: 'shifted' | 'unshifted';
+  /** a PEFT LoRA adapter's directory (adapter_config.json + adapter_model.safetensors), merged into
+   *  the weights at conversion (formats/lora.ts); its tokenizer files, when it has them, are used */
+  lora?: string;
 }
 
 /** Peak RSS of the last conversion run in a child process (bytes), for benchmarks. */
@@ -121,24 +126,50 @@ interface Source {
 }
 
 
-async function openSource(path: string, tokenizer?: string, diffusion?: LoadOptions['diffusion']): Promise<Source> {
+type SourceOptions = Pick<LoadOptions, 'tokenizer' | 'diffusion' | 'lora'>;
+
+async function openSource(path: string, { tokenizer, diffusion, lora }: SourceOptions = {}): Promise<Source> {
   if (!isGguf(path)) {
     let { args } = await loadConfig(path, { diffusion });
     // (the headers only: a tensor the graph would not read means a variant it does not build)
     const ck = await Checkpoint.open(path);
+    let adapter: LoraAdapter | null = null;
     try {
       // (CoDA saved where transformers tied its head to the embedding has no lm_head of its own)
       if (args.arch === 'coda' && !ck.names().includes('lm_head.weight')) args = { ...args, tiedEmbeddings: true };
       checkAllRead(args, ck.names());
+      if (lora !== undefined) adapter = await openAdapter(resolve(lora), args, ck);
     } finally {
       await ck.close();
     }
-    // (a DiT's adaLN modulation is folded in as the weights are read)
-    const weights = async () => (args.dit ? new DitWeights(await Checkpoint.open(path), args) : Checkpoint.open(path));
-    return { args, fingerprint: () => checkpointFingerprint(path), weights, codec: () => TextCodec.load(path, args, true, tokenizer === undefined ? path : resolve(tokenizer)), close: async () => {} };
+    const lo = adapter;
+    // (a DiT's adaLN modulation is folded in as the weights are read, after the adapter's merge)
+    const open = async () => {
+      const base = await Checkpoint.open(path);
+      if (!lo) return base;
+      try {
+        // (its own handle: the checked one closes with the source)
+        return new LoraWeights(base, await openAdapter(lo.dir, args, base));
+      } catch (e) {
+        await base.close();
+        throw e;
+      }
+    };
+    const weights = async () => (args.dit ? new DitWeights(await open(), args) : open());
+    const tokenizerDir = tokenizer !== undefined ? resolve(tokenizer) : lo && existsSync(join(lo.dir, 'tokenizer.json')) ? lo.dir : path;
+    return {
+      args,
+      fingerprint: async () => (lo ? createHash('sha256').update(await checkpointFingerprint(path)).update(lo.fingerprint).digest('hex') : checkpointFingerprint(path)),
+      weights,
+      codec: () => TextCodec.load(path, args, true, tokenizerDir),
+      close: async () => {
+        await lo?.close();
+      },
+    };
   }
   // (a GGUF file's metadata names diffusion architectures and their alignment itself)
-  if (diffusion !== undefined || tokenizer !== undefined) throw new OptionError(diffusion !== undefined ? 'diffusion' : 'tokenizer', `${diffusion !== undefined ? 'diffusion' : 'tokenizer'} applies to checkpoint directories, not GGUF files`);
+  for (const [k, v] of [['diffusion', diffusion], ['tokenizer', tokenizer], ['lora', lora]] as const)
+    if (v !== undefined) throw new OptionError(k, `${k} applies to checkpoint directories, not GGUF files${k === 'lora' ? ' (merge the adapter into the safetensors checkpoint, or convert it with llama.cpp)' : ''}`);
   const file = await openGguf(path);
   try {
     const args = argsOf(file.metadata, new Set(file.tensors.keys()));
@@ -163,6 +194,19 @@ async function openSource(path: string, tokenizer?: string, diffusion?: LoadOpti
     await file.close();
     throw e;
   }
+}
+
+/** The adapter, checked against the base's tensors and the graph's reads (formats/lora.ts). */
+async function openAdapter(dir: string, args: ModelArgs, ck: Checkpoint): Promise<LoraAdapter> {
+  const reads = new Set(weightNamesOf(args));
+  const adapter = await openLora(dir, (n) => (ck.has(n) ? ck.info(n) : null), (n) => reads.has(n));
+  // (a tied head reads the embedding: PEFT updates the input side only)
+  const { embed } = ARCH_NAMES[args.arch](args);
+  if (args.tiedEmbeddings && (adapter.deltas.has(embed) || adapter.replaced.has(embed))) {
+    await adapter.close();
+    throw new FormatError('adapter_unsupported', `the adapter changes the embedding ${embed} of a model whose head is tied to it: not supported (merge it with PEFT and load the result)`);
+  }
+  return adapter;
 }
 
 async function checkpointFingerprint(dir: string): Promise<string> {
@@ -212,7 +256,7 @@ function weightNamesOf(args: ModelArgs): string[] {
 
 /** Build (or find) the converted graph + weights in the cache; returns its directory. */
 export async function convertModel(dir: string, opts: LoadOptions = {}): Promise<{ args: ModelArgs; target: string; dtype: WeightFormat; topK: number; cached: boolean }> {
-  const src = await openSource(resolve(dir), undefined, opts.diffusion);
+  const src = await openSource(resolve(dir), { diffusion: opts.diffusion, lora: opts.lora });
   try {
     return await convertSource(resolve(dir), src, opts);
   } finally {
@@ -245,7 +289,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
   const fp32Bytes = weightBytes(args, 'fp32');
   if (!cached && (opts.isolate ?? fp32Bytes > 256 * 2 ** 20)) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} in a child process (one time, cached in ${cacheRoot})`);
-    await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot, int8, diffusion: opts.diffusion });
+    await convertInChild(dir, { dtype, topK, cacheDir: cacheRoot, int8, diffusion: opts.diffusion, ...(opts.lora !== undefined ? { lora: resolve(opts.lora) } : {}) });
   } else if (!cached) {
     opts.onProgress?.(`converting ${basename(dir)} to ${dtype} (one time, cached in ${cacheRoot})`);
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
@@ -274,7 +318,7 @@ async function convertSource(dir: string, src: Source, opts: LoadOptions): Promi
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   dir = resolve(dir);
-  const src = await openSource(dir, opts.tokenizer, opts.diffusion);
+  const src = await openSource(dir, opts);
   let converted: Awaited<ReturnType<typeof convertSource>>;
   let codec: TextCodec;
   let args: ModelArgs;
@@ -298,7 +342,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     topK: Math.min(topK, args.vocabSize),
   }, { threads: opts.threads, worker: opts.worker === 'auto' ? meta.params >= AUTO_WORKER_PARAMS : opts.worker });
   return {
-    id: isGguf(dir) ? ggufModelName(dir) : basename(dir),
+    id: isGguf(dir) ? ggufModelName(dir) : basename(opts.lora !== undefined ? resolve(opts.lora) : dir),
     dir,
     args,
     codec,
