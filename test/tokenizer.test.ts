@@ -268,6 +268,27 @@ describe('chat templates', () => {
     assert.equal(codec.applyChatTemplate([{ role: 'user', content: 'hi' }], false), 'user: hi\n');
   });
 
+  test("chat_template.jinja (transformers >= 4.50 saves the template there) wins over tokenizer_config.json's", async () => {
+    const { writeFile, readFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const dir = await tempDir('quench-tok-jinja-');
+    dirs.push(dir);
+    const info = await writeFixture(dir, { arch: 'qwen2', hidden: 16, layers: 1, heads: 2, intermediate: 16 });
+    const args = parseConfig(info.config);
+    const before = (await TextCodec.load(dir, args)).applyChatTemplate([{ role: 'user', content: 'hi' }]);
+    assert.match(before, /<\|im_start\|>user\nhi<\|im_end\|>/, 'the fixture\'s own template first');
+    await writeFile(join(dir, 'chat_template.jinja'), '{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}');
+    assert.equal((await TextCodec.load(dir, args)).applyChatTemplate([{ role: 'user', content: 'hi' }]), '[user] hi\n');
+    // (and one that does not parse is refused as any template is)
+    await writeFile(join(dir, 'chat_template.jinja'), '{% for %}');
+    await assert.rejects(TextCodec.load(dir, args), (e: unknown) => e instanceof FormatError && e.code === 'chat_template_invalid');
+    // (without the file, tokenizer_config.json's again)
+    const { rm: remove } = await import('node:fs/promises');
+    await remove(join(dir, 'chat_template.jinja'));
+    assert.equal((await TextCodec.load(dir, args)).applyChatTemplate([{ role: 'user', content: 'hi' }]), before);
+    assert.ok((await readFile(join(dir, 'tokenizer_config.json'), 'utf8')).includes('chat_template'));
+  });
+
   test('a template that does not parse -> chat_template_invalid at load', () => {
     for (const tpl of ['{% for %}', '{{ unclosed', '{% if x %}no endif']) {
       assert.throws(

@@ -190,6 +190,13 @@ export class TextCodec {
     // (special_tokens_map.json names the special tokens a tokenizer_config.json may leave out, GPT-2's)
     const map = (await readJson(join(tokenizerDir, 'special_tokens_map.json'), 'special_tokens_map.json', true)) ?? {};
     for (const k of ['bos_token', 'eos_token', 'pad_token', 'mask_token', 'unk_token']) if (tc[k] === undefined && map[k] !== undefined) tc[k] = map[k];
+    // (transformers saves the template as chat_template.jinja since 4.50, and reads that file
+    // before tokenizer_config.json's chat_template)
+    const jinja = await readFile(join(tokenizerDir, 'chat_template.jinja'), 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return null;
+      throw new FormatError('chat_template_invalid', `chat_template.jinja cannot be read (${e.code ?? e.message})`);
+    });
+    if (jinja !== null) tc.chat_template = jinja;
     const gc = generation ? await readJson(join(dir, 'generation_config.json'), 'generation_config.json', true) : null;
     return new TextCodec(tj, tc, args, gc);
   }
