@@ -6,14 +6,14 @@
 //   quench eval [--model quench-tiny] [--ar-model quench-tiny-ar] [--limit 20]
 //               [--configs lc1,thr90,...] [--dtype fp32] [--max-tokens 64] [--block N]
 //               [--canvas adaptive|fixed|adaptive,fixed] [--initial-canvas 16] [--rounds 1]
-//               [--families json_extract,...] [--json]   (--json: every answer in JSON mode)
+//               [--families json_extract,...] [--json] [--lora adapter]   (--json: every answer in JSON mode)
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generate } from '../src/decode/generation.ts';
 import type { GenerateOptions } from '../src/decode/options.ts';
 import { loadModel, type Model, type DTypeOption } from '../src/models/registry.ts';
-import { PACKAGE_ROOT, resolveModel } from '../src/cli/paths.ts';
+import { PACKAGE_ROOT, resolveModel, resolveModelEntry } from '../src/cli/paths.ts';
 import { parseArgs, fmt } from './common.ts';
 import { jsonObjectConstraint } from '../src/decode/json-grammar.ts';
 
@@ -165,7 +165,8 @@ export async function main(argv: string[]): Promise<void> {
   // tokens/s is the median over the rounds, the baseline's over all its runs: this VM's
   // speed drifts by tens of percent over the minutes a round takes.
   const ar = a['ar-model'] !== 'none' ? await loadModel(resolveModel(a['ar-model'] ?? 'quench-tiny-ar'), { threads, dtype }) : null;
-  const model = await loadModel(resolveModel(a.model ?? 'quench-tiny'), { threads, dtype });
+  const m = resolveModelEntry(a.model ?? 'quench-tiny', a.lora);
+  const model = await loadModel(m.dir, { threads, dtype, lora: m.lora });
   const arLabel = ar ? `causal AR baseline (${ar.id}), 1 token/step, KV cache${jsonLabel}` : '';
   const runs = new Map<string, EvalRow[]>();
   const record = (key: string, r: EvalRow) => {

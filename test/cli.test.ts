@@ -60,6 +60,38 @@ test('quench run: one prompt, and a piped chat of several turns', async () => {
   assert.ok(typeof doc.ok === 'boolean' && [1, 2].includes(doc.n));
 });
 
+test('a LoRA adapter: --lora beside its base, or alone as --model (the base from its adapter_config.json); show and list name it', async () => {
+  const { Checkpoint, writeSafetensors } = await import('../src/formats/safetensors.ts');
+  const base = await tempDir('quench-cli-lora-base-');
+  await writeFixture(base, { arch: 'llada', hidden: 32, heads: 2, layers: 1, favourToken: 97, dtype: 'F32' });
+  // an adapter that trained the head (modules_to_save): rows 97 ("a") and 98 ("b") swapped
+  const ck = await Checkpoint.open(base);
+  const head = 'model.transformer.ff_out.weight';
+  const { shape } = ck.info(head);
+  const w = await ck.readF32(head);
+  await ck.close();
+  const D = shape[1];
+  const row97 = w.slice(97 * D, 98 * D);
+  w.copyWithin(97 * D, 98 * D, 99 * D);
+  w.set(row97, 98 * D);
+  const models = await tempDir('quench-cli-models-');
+  const ad = join(models, 'says-b');
+  mkdirSync(ad);
+  await writeSafetensors(join(ad, 'adapter_model.safetensors'), [{ name: `base_model.model.${head}`, dtype: 'F32', shape, data: new Uint8Array(w.buffer) }]);
+  writeFileSync(join(ad, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 8, lora_alpha: 16, base_model_name_or_path: base, modules_to_save: ['ff_out'] }));
+  const run = (args: string[]) => quench(['run', ...args, '--max-tokens', '4', 'hi']);
+  assert.equal(run(['--model', base]), 'aaaa\n');
+  assert.equal(run(['--model', base, '--lora', ad]), 'bbbb\n');
+  assert.equal(run(['--model', ad]), 'bbbb\n');
+  assert.match(quench(['show', ad]), /adapter\s+LoRA says-b: 1 tensors replaced \(model\.transformer\.ff_out\.weight\), merged at load/);
+  const listed = execFileSync(process.execPath, ['bin/quench.js', 'list'], { env: { ...env, QUENCH_MODELS: models } }).toString();
+  assert.match(listed, /^says-b\s+local\s/m);
+  assert.equal(execFileSync(process.execPath, ['bin/quench.js', 'run', '--model', 'says-b', '--max-tokens', '2', 'hi'], { env: { ...env, QUENCH_MODELS: models } }).toString(), 'bb\n');
+  assert.throws(() => run(['--model', ad, '--lora', ad]), /is a LoRA adapter: give its base model as --model/);
+  writeFileSync(join(ad, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', base_model_name_or_path: '/nonexistent/base' }));
+  assert.throws(() => run(['--model', ad]), /adapter says-b is for \/nonexistent\/base: .*not found/);
+});
+
 test('quench bench forward passes its options through and prints one row per row count', () => {
   const out = quench(['bench', 'forward', '--hidden', '64', '--layers', '1', '--ffn', '128', '--vocab', '300', '--rows', '1,4', '--threads', '1']);
   assert.match(out, /^\| 1 \|/m);

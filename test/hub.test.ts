@@ -9,7 +9,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSyn
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { writeFixture, writeGgufFromFixture } from '../src/formats/fixtures.ts';
+import { writeFixture, writeGgufFromFixture, writeLoraFixture } from '../src/formats/fixtures.ts';
 import { pull, cachedSnapshot, cachedModels, hubToken, parseModelRef, pickGguf, borrowedTokenizer } from '../src/models/hub.ts';
 import { resolveModelEntry } from '../src/cli/paths.ts';
 import { loadModel } from '../src/models/registry.ts';
@@ -85,6 +85,16 @@ before(async () => {
   const index = JSON.parse(readFileSync(join(fixtureDir, 'model.safetensors.index.json'), 'utf8'));
   for (const k of Object.keys(index.weight_map)) index.weight_map[k] = '../escape.safetensors';
   repos.set('quench-test/evil-index', { sha: sha1('evil-index'), files: await repoOf(fixtureDir, names.filter((n) => n !== 'model.safetensors.index.json'), { 'model.safetensors.index.json': JSON.stringify(index) }) });
+
+  // a LoRA adapter repository as PEFT pushes one: adapter files, a README, the pickled twin
+  const loraDir = await tempDir('quench-hub-lora-');
+  await writeLoraFixture(loraDir, fixtureDir, { targets: ['q_proj', 'v_proj'], seed: 3 });
+  const loraCfg = JSON.parse(readFileSync(join(loraDir, 'adapter_config.json'), 'utf8'));
+  repos.set('quench-test/llada-tiny-lora', {
+    sha: sha1('lora'),
+    files: await repoOf(loraDir, ['adapter_model.safetensors'], { 'adapter_config.json': JSON.stringify({ ...loraCfg, base_model_name_or_path: 'quench-test/llada-tiny' }), 'README.md': '# adapter', 'adapter_model.bin': 'pickle', 'training_args.bin': 'pickle' }),
+  });
+  repos.set('quench-test/lora-bin-only', { sha: sha1('lora-bin'), files: await repoOf(loraDir, [], { 'adapter_config.json': '{}', 'adapter_model.bin': 'pickle' }) });
 
   // a GGUF-only repository (as llama.cpp model repositories are): several quantizations
   ggufDir = await tempDir('quench-hub-gguf-');
@@ -335,6 +345,39 @@ test('quench pull / list / run --model owner/name through the CLI, with HF_ENDPO
   const v1 = await cli(['pull', 'quench-test/llada-tiny', '--revision', 'v1']);
   assert.match(v1.stdout, /quench run --model quench-test\/llada-tiny@v1/);
   assert.ok(statSync(join(cacheDir, 'models--quench-test--llada-tiny')).isDirectory());
+});
+
+test('pull a LoRA adapter repository: its adapter files only; as a model it brings the base its config names, which must be pulled too', async () => {
+  const cacheDir = await tempDir('quench-hub-cache-');
+  const prev = process.env.HF_HUB_CACHE;
+  process.env.HF_HUB_CACHE = cacheDir;
+  try {
+    const r = await pull('quench-test/llada-tiny-lora', { endpoint: url, cacheDir });
+    assert.deepEqual([...r.files].sort(), ['README.md', 'adapter_config.json', 'adapter_model.safetensors']);
+    assert.deepEqual(cachedModels(cacheDir).map((m) => m.repo), ['quench-test/llada-tiny-lora']);
+    assert.throws(() => resolveModelEntry('quench-test/llada-tiny-lora'), /adapter quench-test\/llada-tiny-lora is for quench-test\/llada-tiny: .*not pulled yet: quench pull quench-test\/llada-tiny/);
+    const base = await pull('quench-test/llada-tiny', { endpoint: url, cacheDir });
+    const m = resolveModelEntry('quench-test/llada-tiny-lora');
+    assert.deepEqual(m, { dir: base.dir, name: 'quench-test/llada-tiny-lora', lora: r.dir });
+    // the same through --lora beside the base; an adapter is no base, a base no adapter
+    assert.deepEqual(resolveModelEntry('quench-test/llada-tiny', 'quench-test/llada-tiny-lora'), m);
+    assert.throws(() => resolveModelEntry('quench-test/llada-tiny-lora', 'quench-test/llada-tiny-lora'), /is a LoRA adapter: give its base model as --model/);
+    assert.throws(() => resolveModelEntry('quench-test/llada-tiny', 'quench-test/llada-tiny'), /is not a LoRA adapter/);
+    // it loads: the base with the adapter merged, answering differently from the base alone
+    const prompt = [1, 20, 21, 22, 23];
+    const outs: Float32Array[] = [];
+    for (const o of [{}, { lora: m.lora }]) {
+      const model = await loadModel(m.dir, { cacheDir: CACHE, threads: 1, ...o });
+      const [res] = await model.forward([{ ids: Int32Array.from(prompt), positions: Int32Array.from([0, 1, 2, 3, 4]), visible: new Uint8Array(25).fill(1), queries: Int32Array.from([4]), wantLogits: true }]);
+      outs.push(res.logits!);
+      await model.close();
+    }
+    assert.ok(outs[0].some((x, i) => Math.abs(x - outs[1][i]) > 1e-3), 'the adapter changes the logits');
+    await assert.rejects(pull('quench-test/lora-bin-only', { endpoint: url, cacheDir }), (e: unknown) => e instanceof HubError && e.code === 'hub_no_safetensors' && /adapter_model\.bin, a pickle/.test(e.message));
+  } finally {
+    if (prev === undefined) delete process.env.HF_HUB_CACHE;
+    else process.env.HF_HUB_CACHE = prev;
+  }
 });
 
 test('the token: given, else HF_TOKEN, else the saved login (HF_TOKEN_PATH, else HF_HOME/token)', async () => {

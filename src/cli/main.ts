@@ -1,7 +1,7 @@
 // quench serve | run | pull | list | bench | eval
 
 import { Command, Option } from 'commander';
-import { listModels, resolveModel, resolveModelEntry } from './paths.ts';
+import { listModels, resolveModelEntry } from './paths.ts';
 
 const program = new Command();
 program.name('quench').description('Diffusion language models on ONNX Runtime, served through an OpenAI-compatible API').version('0.1.0');
@@ -29,6 +29,7 @@ program
   .option('--block-size <n>', "a block diffusion model's block size, instead of its config's (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM); an A2D model given one decodes as its bd3lm form", int)
   .option('--tokenizer <dir>', "a directory with tokenizer.json (and its tokenizer_config.json / special_tokens_map.json) for a checkpoint that ships none: MDLM and BD3-LM use GPT-2's")
   .addOption(new Option('--diffusion <alignment>', "load a causal layout's checkpoint (llama, qwen2, qwen3) that its own code trained as a masked diffusion model: bidirectional, logits shifted (Open-dCoder, Dream-style) or unshifted (LLaDA-style)").choices(['shifted', 'unshifted']))
+  .option('--lora <dir|name>', "a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors; a directory, local name or pulled owner/name) merged into the model's weights at load; an adapter given as --model brings the base its adapter_config.json names")
   .addOption(new Option('--graph-thread <mode>', 'run forwards in a worker thread, off the event loop (auto: for models of 100M parameters and more)').choices(['auto', 'on', 'off']).default('auto'))
   .addOption(new Option('--canvas <mode>', 'default canvas: adaptive (starts small, grows while the model says the answer does not fit) or fixed (max_tokens positions; for models not trained with end padding)').choices(['adaptive', 'fixed']))
   .option('--initial-canvas <n>', 'first size of an adaptive canvas (default 16)', int)
@@ -38,8 +39,8 @@ program
   .option('--generation-config <source>', "decoding defaults: auto (the model's generation_config.json), none (the engine's), or a generation_config.json / its directory", 'auto')
   .action(async (o) => {
     const { serve } = await import('./serve.ts');
-    const m = resolveModelEntry(o.model);
-    await serve({ ...o, model: m.dir, modelId: o.modelId ?? m.name });
+    const m = resolveModelEntry(o.model, o.lora);
+    await serve({ ...o, model: m.dir, lora: m.lora, modelId: o.modelId ?? m.name });
   });
 
 program
@@ -54,6 +55,7 @@ program
   .option('--block-size <n>', "a block diffusion model's block size, instead of its config's (SDAR, Fast-dLLM v2, LLaDA2.0, BD3-LM); an A2D model given one decodes as its bd3lm form", int)
   .option('--tokenizer <dir>', "a directory with tokenizer.json (and its tokenizer_config.json / special_tokens_map.json) for a checkpoint that ships none: MDLM and BD3-LM use GPT-2's")
   .addOption(new Option('--diffusion <alignment>', "load a causal layout's checkpoint (llama, qwen2, qwen3) that its own code trained as a masked diffusion model: bidirectional, logits shifted (Open-dCoder, Dream-style) or unshifted (LLaDA-style)").choices(['shifted', 'unshifted']))
+  .option('--lora <dir|name>', "a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors; a directory, local name or pulled owner/name) merged into the model's weights at load; an adapter given as --model brings the base its adapter_config.json names")
   .option('--threshold <tau>', 'confidence threshold', Number)
   .option('--verify-threshold <tau>', 'policy wino: mask a committed token again when its verification probability falls below this (default 0.9)', Number)
   .option('--editing-threshold <tau>', "token editing (LLaDA2.1's draft-and-edit): also replace a committed token of the block whose best candidate differs, above this probability", Number)
@@ -77,7 +79,8 @@ program
   .option('--json-schema <file>', 'the answer is a document of this JSON schema (the strict structured-output subset)')
   .action(async (words: string[], o) => {
     const { run } = await import('./run.ts');
-    await run(words.join(' '), { ...o, model: resolveModel(o.model) });
+    const m = resolveModelEntry(o.model, o.lora);
+    await run(words.join(' '), { ...o, model: m.dir, lora: m.lora });
   });
 
 program
@@ -107,9 +110,11 @@ program
   .argument('[model]', 'model directory, .gguf file or name (default: quench-tiny)')
   .option('--tokenizer <dir>', "a directory with tokenizer.json, for a checkpoint that ships none (MDLM, BD3-LM)")
   .addOption(new Option('--diffusion <alignment>', "a causal layout's checkpoint trained as a masked diffusion model: logits shifted or unshifted").choices(['shifted', 'unshifted']))
-  .action(async (model: string | undefined, o: { tokenizer?: string; diffusion?: 'shifted' | 'unshifted' }) => {
+  .option('--lora <dir|name>', 'a LoRA adapter merged into the model at load (an adapter given as the model brings its base)')
+  .action(async (model: string | undefined, o: { tokenizer?: string; diffusion?: 'shifted' | 'unshifted'; lora?: string }) => {
     const { describe } = await import('./show.ts');
-    console.log(await describe(resolveModel(model), o.tokenizer, o.diffusion));
+    const m = resolveModelEntry(model, o.lora);
+    console.log(await describe(m.dir, o.tokenizer, o.diffusion, m.lora));
   });
 
 program

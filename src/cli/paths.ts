@@ -10,6 +10,8 @@ import { NotFoundError } from '../errors.ts';
 import { cachedModels, isModelGguf, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
 import { HubError } from '../errors.ts';
 import { ggufModelName, isFirstGgufPart, isGguf } from '../formats/gguf.ts';
+import { ADAPTER_CONFIG, isAdapterDir, parseLoraConfig } from '../formats/lora.ts';
+import { readFileSync } from 'node:fs';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 export const BUNDLED_DIR = join(PACKAGE_ROOT, 'models');
@@ -37,7 +39,7 @@ export interface ModelEntry {
 function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
   if (!existsSync(root)) return [];
   return readdirSync(root, { withFileTypes: true })
-    .filter((d) => (d.isDirectory() && existsSync(join(root, d.name, 'config.json'))) || (isGguf(d.name) && isFirstGgufPart(d.name) && isFile(join(root, d.name))))
+    .filter((d) => (d.isDirectory() && (existsSync(join(root, d.name, 'config.json')) || existsSync(join(root, d.name, ADAPTER_CONFIG)))) || (isGguf(d.name) && isFirstGgufPart(d.name) && isFile(join(root, d.name))))
     .map((d) => ({ name: isGguf(d.name) ? ggufModelName(d.name) : d.name, dir: join(root, d.name), source }));
 }
 
@@ -46,11 +48,46 @@ export function listModels(): ModelEntry[] {
   return [...scan(BUNDLED_DIR, 'bundled'), ...scan(localModelsDir(), 'local'), ...hub];
 }
 
+export interface ResolvedModel {
+  /** the base checkpoint's directory or GGUF file */
+  dir: string;
+  /** the name it is served under */
+  name: string;
+  /** a LoRA adapter's directory, merged into the base at load */
+  lora?: string;
+}
+
 /** A model argument (a directory path, a bundled or local model's name, a pulled Hub model's
- * owner/name[@revision]) -> its directory and the name it is served under. */
-export function resolveModelEntry(arg: string | undefined): { dir: string; name: string } {
+ * owner/name[@revision]) -> its directory and the name it is served under. A LoRA adapter
+ * (a PEFT adapter directory or a pulled adapter repository) resolves to its base model, named
+ * by its adapter_config.json, with the adapter beside it; `lora` adds an adapter to a base. */
+export function resolveModelEntry(arg: string | undefined, lora?: string): ResolvedModel {
+  const m = resolvePlain(arg);
+  if (lora === undefined) return isAdapterDir(m.dir) ? withBase(m) : m;
+  if (isAdapterDir(m.dir)) throw new NotFoundError('model', `${JSON.stringify(arg)} is a LoRA adapter: give its base model as --model and the adapter as --lora (or the adapter alone as --model)`, 'model_not_found');
+  const a = resolvePlain(lora);
+  if (!isAdapterDir(a.dir)) throw new NotFoundError('lora', `${JSON.stringify(lora)} is not a LoRA adapter (a directory with ${ADAPTER_CONFIG} and adapter_model.safetensors)`, 'model_not_found');
+  return { dir: m.dir, name: a.name, lora: a.dir };
+}
+
+/** An adapter's base, from its adapter_config.json's base_model_name_or_path. */
+function withBase(adapter: { dir: string; name: string }): ResolvedModel {
+  const base = parseLoraConfig(readFileSync(join(adapter.dir, ADAPTER_CONFIG), 'utf8')).baseModel;
+  if (base === null) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} names no base model (base_model_name_or_path): give it as --model <base> --lora ${adapter.name}`, 'model_not_found');
+  let b: { dir: string; name: string };
+  try {
+    b = resolvePlain(base);
+  } catch (e) {
+    if (e instanceof NotFoundError) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} is for ${base}: ${e.message}`, e.code);
+    throw e;
+  }
+  if (isAdapterDir(b.dir)) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} names another adapter, ${base}, as its base`, 'model_not_found');
+  return { dir: b.dir, name: adapter.name, lora: adapter.dir };
+}
+
+function resolvePlain(arg: string | undefined): { dir: string; name: string } {
   const name = arg ?? DEFAULT_MODEL;
-  if (existsSync(join(name, 'config.json'))) return { dir: resolve(name), name: basename(resolve(name)) };
+  if (existsSync(join(name, 'config.json')) || existsSync(join(name, ADAPTER_CONFIG))) return { dir: resolve(name), name: basename(resolve(name)) };
   // a GGUF file (llama.cpp's format), served under its file name
   if (isGguf(name) && isFile(name)) return { dir: resolve(name), name: ggufModelName(name) };
   const hit = listModels().find((m) => m.name === name && m.source !== 'hub');
@@ -83,7 +120,7 @@ export function resolveModelEntry(arg: string | undefined): { dir: string; name:
     if (missing.length) throw new NotFoundError('model', `model ${JSON.stringify(name)} is only partly downloaded (no ${missing.slice(0, 3).join(', ')}): ${pullIt}`, 'model_not_pulled');
     return { dir, name };
   }
-  throw new NotFoundError('model', `model ${JSON.stringify(name)} not found: give a directory with config.json, a .gguf file, a Hub id (owner/name, after quench pull), or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`, 'model_not_found');
+  throw new NotFoundError('model', `model ${JSON.stringify(name)} not found: give a directory with config.json (or a LoRA adapter's), a .gguf file, a Hub id (owner/name, after quench pull), or one of: ${listModels().map((m) => m.name).join(', ') || '(none)'}`, 'model_not_found');
 }
 
 export function resolveModel(arg: string | undefined): string {

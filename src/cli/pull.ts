@@ -1,7 +1,11 @@
 // quench pull owner/name: fetch a model from the Hugging Face Hub into the shared Hub cache,
 // with one progress line per file (redrawn in place on a TTY).
 
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseModelRef, pull, type PullOptions } from '../models/hub.ts';
+import { ADAPTER_CONFIG, isAdapterDir, parseLoraConfig } from '../formats/lora.ts';
+import { resolveModelEntry } from './paths.ts';
 
 const mb = (n: number) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
 
@@ -34,5 +38,17 @@ export async function pullCommand(ref: string, o: Pick<PullOptions, 'revision' |
   for (const k of r.skipped) process.stderr.write(`skipped ${k}\n`);
   const name = (r.revision === 'main' ? r.repo : `${r.repo}@${r.revision}`) + (parsed.file !== undefined ? `:${r.files.find((f) => f.toLowerCase().endsWith('.gguf'))}` : '');
   console.log(`pulled ${name} at ${r.commit.slice(0, 12)}: ${r.files.length} files, ${mb(r.bytes)} in ${s.toFixed(1)} s -> ${r.dir}`);
+  if (isAdapterDir(r.dir)) {
+    // (an adapter runs on its base, which is a repository of its own)
+    const base = parseLoraConfig(readFileSync(join(r.dir, ADAPTER_CONFIG), 'utf8')).baseModel;
+    let ready = false;
+    try {
+      resolveModelEntry(name);
+      ready = true;
+    } catch {
+      /* the base is not here yet */
+    }
+    console.log(`a LoRA adapter for ${base ?? '(no base named: give one with --model <base> --lora ' + name + ')'}${base && !ready ? `: pull the base too (quench pull ${base})` : ''}`);
+  }
   console.log(`run it: quench run --model ${name} "..."   serve it: quench serve --model ${name}`);
 }

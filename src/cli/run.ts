@@ -26,6 +26,8 @@ export interface RunOptions {
   tokenizer?: string;
   /** a causal layout's checkpoint loaded as a masked diffusion model (Open-dCoder) */
   diffusion?: 'shifted' | 'unshifted';
+  /** a LoRA adapter's directory, merged into the weights at load */
+  lora?: string;
   threshold?: number;
   /** each step commits a left-to-right run from the first open position */
   inOrder?: boolean;
@@ -152,7 +154,7 @@ async function answer(model: Model, sched: Scheduler, prompt: number[], o: RunOp
 }
 
 export async function run(prompt: string, o: RunOptions): Promise<void> {
-  const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, onProgress: (m) => console.error(`quench: ${m}`) });
+  const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, lora: o.lora, onProgress: (m) => console.error(`quench: ${m}`) });
   await applyGenerationConfig(model, o.generationConfig);
   const tty = process.stdout.isTTY === true;
   const sched = new Scheduler(model, { maxBatch: 1 });

@@ -26,6 +26,8 @@ export interface ServeOptions {
   tokenizer?: string;
   /** a causal layout's checkpoint loaded as a masked diffusion model (Open-dCoder) */
   diffusion?: 'shifted' | 'unshifted';
+  /** a LoRA adapter's directory, merged into the weights at load */
+  lora?: string;
   /** the default canvas of requests that name none */
   canvas?: 'adaptive' | 'fixed';
   initialCanvas?: number;
@@ -59,7 +61,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   try {
     // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
     const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
-    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, onProgress: (m) => console.error(`quench: ${m}`) });
+    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, lora: o.lora, onProgress: (m) => console.error(`quench: ${m}`) });
     await applyGenerationConfig(model, o.generationConfig);
     attachScheduler(state, model, opts, metrics);
     console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);

@@ -3,7 +3,9 @@
 // decoding defaults of its generation_config.json, and its model card's license.
 
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { openLora, type LoraAdapter } from '../formats/lora.ts';
 import { FormatError, OptionError } from '../errors.ts';
 import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
 import { machineMemory, resolveDtype, weightBytes } from '../models/dtype.ts';
@@ -64,8 +66,21 @@ function autoDtype(args: ModelArgs, memory = machineMemory()): string {
   return `${dtype}, ${gib(weightBytes(args, dtype))} of weights (this machine: ${gib(memory)})`;
 }
 
-/** `tokenizer`: the tokenizer's directory where the checkpoint ships none (MDLM, BD3-LM). */
-export async function describe(dir: string, tokenizer?: string, diffusion?: 'shifted' | 'unshifted'): Promise<string> {
+/** An adapter in a line: what it changes, its ranks and scales. */
+function adapterRow(a: LoraAdapter): string {
+  const ranks = [...new Set([...a.deltas.values()].map((d) => d.rank))].sort((x, y) => x - y);
+  const scales = [...new Set([...a.deltas.values()].map((d) => +d.scale.toPrecision(4)))].sort((x, y) => x - y);
+  const parts = [
+    ...(a.deltas.size ? [`${a.deltas.size} low-rank updates (rank ${ranks.join(', ')}, scale ${scales.join(', ')})`] : []),
+    ...(a.replaced.size ? [`${a.replaced.size} tensors replaced (${[...a.replaced.keys()].slice(0, 3).join(', ')}${a.replaced.size > 3 ? ', ...' : ''})`] : []),
+  ];
+  return `LoRA ${basename(a.dir)}: ${parts.join('; ')}, merged at load`;
+}
+
+/** `tokenizer`: the tokenizer's directory where the checkpoint ships none (MDLM, BD3-LM);
+ * `lora`: an adapter's directory, described and checked against the base. */
+export async function describe(dir: string, tokenizer?: string, diffusion?: 'shifted' | 'unshifted', lora?: string): Promise<string> {
+  let adapter = '';
   let args: ModelArgs;
   let codec: TextCodec;
   let weights: string;
@@ -74,7 +89,7 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
   let defaults: string;
   if (isGguf(dir)) {
     // (a GGUF file's metadata names its tokenizer and its diffusion alignment itself)
-    if (tokenizer !== undefined || diffusion !== undefined) throw new OptionError(diffusion !== undefined ? 'diffusion' : 'tokenizer', `${diffusion !== undefined ? 'diffusion' : 'tokenizer'} applies to checkpoint directories, not GGUF files`);
+    for (const [k, v] of [['diffusion', diffusion], ['tokenizer', tokenizer], ['lora', lora]] as const) if (v !== undefined) throw new OptionError(k, `${k} applies to checkpoint directories, not GGUF files`);
     const file = await openGguf(dir);
     try {
       args = argsOf(file.metadata, new Set(file.tensors.keys()));
@@ -91,13 +106,15 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
     }
   } else {
     ({ args } = await loadConfig(dir, { diffusion }));
+    // (an adapter's own tokenizer files, when it ships them, are the ones a load uses)
+    const tokDir = tokenizer ?? (lora !== undefined && existsSync(join(lora, 'tokenizer.json')) ? lora : dir);
     // (a generation_config.json that cannot be read is reported below, not fatal here)
     try {
-      codec = await TextCodec.load(dir, args, true, tokenizer ?? dir);
+      codec = await TextCodec.load(dir, args, true, tokDir);
       defaults = describeDefaults(codec.generation);
     } catch (e) {
       if (e instanceof FormatError && e.code === 'tokenizer_missing') throw e;
-      codec = await TextCodec.load(dir, args, false, tokenizer ?? dir);
+      codec = await TextCodec.load(dir, args, false, tokDir);
       defaults = `invalid: ${(e as Error).message}`;
     }
     const ck = await Checkpoint.open(dir);
@@ -105,6 +122,11 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
       const names = ck.names();
       const bytes = names.reduce((s, n) => s + ck.info(n).byteLength, 0);
       weights = `safetensors, ${tally(names.map((n) => ck.info(n).dtype))}, ${(bytes / 1e6).toFixed(1)} MB`;
+      if (lora !== undefined) {
+        const a = await openLora(lora, (n) => (ck.has(n) ? ck.info(n) : null), () => true);
+        adapter = adapterRow(a);
+        await a.close();
+      }
     } finally {
       await ck.close();
     }
@@ -131,6 +153,7 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
     ['attention', attention],
     ['logits', args.attention === 'causal' ? 'next token' : args.shiftedLogits ? 'shifted (position i read from row i - 1)' : 'not shifted'],
     ['weights', weights],
+    ...(adapter ? ([['adapter', adapter]] as [string, string][]) : []),
     ['auto dtype', autoDtype(args)],
     ['mask token', tokenName(sp.mask)],
     ['end tokens', sp.stop.map((t) => tokenName(t)).join(', ') || 'none'],

@@ -138,6 +138,12 @@ export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: str
   const tokenizerFrom = !all.has('tokenizer.json') && [...all.keys()].some((p) => DIT_CODE.test(p)) ? GPT2_TOKENIZER_REPO : undefined;
   // one GGUF file holds the whole model (weights, config and tokenizer as metadata)
   if (ggufFile !== undefined) return { metadata: [], card, weights: pickGguf([...all.keys()], ggufFile, repo).map((p) => all.get(p)!), all };
+  // a LoRA adapter (PEFT's files): its config, weights and any tokenizer files; the base is pulled by its own id
+  if (!all.has('config.json') && all.has('adapter_config.json')) {
+    const w = all.get('adapter_model.safetensors');
+    if (!w) throw new HubError('hub_no_safetensors', `${repo} is a LoRA adapter without adapter_model.safetensors${all.has('adapter_model.bin') ? ' (it has adapter_model.bin, a pickle: quench reads safetensors only)' : ''}`);
+    return { metadata: [...all.values()].filter((e) => e.path === 'adapter_config.json' || e.path === 'chat_template.jinja' || TOKENIZER_FILES.includes(e.path)), card, weights: [w], all };
+  }
   // (without tokenizer.json a DiT model's config.json, read first, can still say it borrows GPT-2's)
   const tokenizerUnknown = !all.has('tokenizer.json') && !tokenizerFrom && all.has('config.json');
   for (const need of ['config.json', ...(tokenizerFrom || tokenizerUnknown ? [] : ['tokenizer.json'])])
@@ -446,6 +452,8 @@ function hubError(ctx: HubContext, e: unknown): HubError {
 
 /** What a snapshot directory lacks for quench to load it ([] when complete). */
 export function snapshotMissing(dir: string): string[] {
+  // (a LoRA adapter: its config and weights; the base model is a repository of its own)
+  if (existsSync(join(dir, 'adapter_config.json')) && !existsSync(join(dir, 'config.json'))) return existsSync(join(dir, 'adapter_model.safetensors')) ? [] : ['adapter_model.safetensors'];
   const missing = ['config.json', 'tokenizer.json'].filter((f) => !existsSync(join(dir, f)));
   if (existsSync(join(dir, 'model.safetensors.index.json'))) {
     try {
