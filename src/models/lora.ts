@@ -4,9 +4,12 @@
 
 import { toFloat32, type TensorInfo } from '../formats/safetensors.ts';
 import type { LoraAdapter, LoraDelta } from '../formats/lora.ts';
+import { LowRankUpdate } from '../runtime/lowrank.ts';
 import type { WeightReader } from './transformer.ts';
 
 export class LoraWeights {
+  private readonly update = new LowRankUpdate();
+
   constructor(
     private readonly base: WeightReader & { close(): Promise<void> },
     private readonly adapter: LoraAdapter,
@@ -21,8 +24,10 @@ export class LoraWeights {
     if (whole !== undefined) return this.adapterF32(whole);
     const w = await this.base.readF32(name);
     const d = this.adapter.deltas.get(name);
-    if (d) addDelta(w, this.info(name).shape, d, await this.adapterF32(d.a), await this.adapterF32(d.b));
-    return w;
+    if (!d) return w;
+    const [rows, cols] = this.info(name).shape;
+    const [l, r] = factors(d, rows, cols, await this.adapterF32(d.a), await this.adapterF32(d.b));
+    return this.update.apply(w, rows, cols, l, r, d.rank);
   }
 
   private async adapterF32(key: string): Promise<Float32Array> {
@@ -30,42 +35,22 @@ export class LoraWeights {
   }
 
   async close(): Promise<void> {
+    await this.update.close();
     await this.adapter.close();
     await this.base.close();
   }
 }
 
 /**
- * w += scale * B @ A in place, w [rows, cols] row-major. Linear: w [out, in], A [r, in],
- * B [out, r]. Embedding: w [V, D] gets (B @ A)^T with A [r, V], B [D, r], so row v adds
- * scale * sum_k A[k, v] B[:, k].
+ * The update as L [rows, r] @ R [r, cols] for a base tensor [rows, cols]. Linear: W [out, in] +=
+ * s * B [out, r] @ A [r, in]. Embedding: E [V, D] += s * (B [D, r] @ A [r, V])^T = (s * A^T) @ B^T.
  */
-export function addDelta(w: Float32Array, shape: readonly number[], d: LoraDelta, a: Float32Array, b: Float32Array): void {
-  const [rows, cols] = shape;
+export function factors(d: LoraDelta, rows: number, cols: number, a: Float32Array, b: Float32Array): [Float32Array, Float32Array] {
   const r = d.rank;
-  if (d.kind === 'linear') {
-    // (row by row: the rank's few rows of A stay in cache; cost rows * r * cols)
-    for (let o = 0; o < rows; o++) {
-      const row = o * cols;
-      for (let k = 0; k < r; k++) {
-        const s = d.scale * b[o * r + k];
-        if (s === 0) continue;
-        const ak = k * cols;
-        for (let i = 0; i < cols; i++) w[row + i] += s * a[ak + i];
-      }
-    }
-    return;
-  }
-  // (B^T as [r, D] rows so the inner loop runs along w's row)
-  const bt = new Float32Array(r * cols);
-  for (let j = 0; j < cols; j++) for (let k = 0; k < r; k++) bt[k * cols + j] = b[j * r + k];
-  for (let v = 0; v < rows; v++) {
-    const row = v * cols;
-    for (let k = 0; k < r; k++) {
-      const s = d.scale * a[k * rows + v];
-      if (s === 0) continue;
-      const bk = k * cols;
-      for (let j = 0; j < cols; j++) w[row + j] += s * bt[bk + j];
-    }
-  }
+  if (d.kind === 'linear') return [b.map((x) => x * d.scale), a];
+  const l = new Float32Array(rows * r);
+  for (let k = 0; k < r; k++) for (let v = 0; v < rows; v++) l[v * r + k] = d.scale * a[k * rows + v];
+  const rt = new Float32Array(r * cols);
+  for (let j = 0; j < cols; j++) for (let k = 0; k < r; k++) rt[k * cols + j] = b[j * r + k];
+  return [l, rt];
 }
