@@ -77,6 +77,15 @@ export const CONFIGS: Record<string, { label: string; o: GenerateOptions }> = {
   eb: { label: 'entropy_bounded gamma 0.3, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.3, cache: 'prefix' } },
   eb01: { label: 'entropy_bounded gamma 0.1, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.1, cache: 'prefix' } },
   eb003: { label: 'entropy_bounded gamma 0.03, prefix cache', o: { policy: 'entropy_bounded', gamma: 0.03, cache: 'prefix' } },
+  // Prophet's early commit (policies.ts earlyCommit) on the threshold policy
+  thr90p5: { label: 'threshold 0.9, prefix cache, early commit 5', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', earlyCommit: 5 } },
+  thr90p3: { label: 'threshold 0.9, prefix cache, early commit 3', o: { policy: 'threshold', threshold: 0.9, cache: 'prefix', earlyCommit: 3 } },
+  thr95p5: { label: 'threshold 0.95, prefix cache, early commit 5', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', earlyCommit: 5 } },
+  thr95p8: { label: 'threshold 0.95, prefix cache, early commit 8', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', earlyCommit: 8 } },
+  thr95p12: { label: 'threshold 0.95, prefix cache, early commit 12', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', earlyCommit: 12 } },
+  thr95p3: { label: 'threshold 0.95, prefix cache, early commit 3', o: { policy: 'threshold', threshold: 0.95, cache: 'prefix', earlyCommit: 3 } },
+  thr70dp5: { label: 'threshold 0.7, dual cache, early commit 5', o: { policy: 'threshold', threshold: 0.7, cache: 'dual', earlyCommit: 5 } },
+  lc2p5: { label: 'low_confidence, 2 tokens/step, prefix cache, early commit 5', o: { policy: 'low_confidence', steps: 32, cache: 'prefix', earlyCommit: 5 } },
   dream: { label: 'dream_maskgit_plus, 2 tokens/step on average, prefix cache', o: { policy: 'dream_maskgit_plus', steps: 32, cache: 'prefix' } },
 };
 

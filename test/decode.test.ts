@@ -13,7 +13,8 @@ import { convertModel, loadModel } from '../src/models/registry.ts';
 import { OrtRunner } from '../src/runtime/session.ts';
 import { fixtureTokenizer, mulberry32, writeFixture } from '../src/formats/fixtures.ts';
 import { biasScores } from '../src/decode/sampling.ts';
-import { holdEnds, inOrder, separateTwins } from '../src/decode/policies.ts';
+import { earlyCommit, holdEnds, inOrder, separateTwins } from '../src/decode/policies.ts';
+import { topGap } from '../src/decode/sampling.ts';
 import { scriptedModel, prefer, MOCK_EOS, MOCK_MASK } from './mock.ts';
 
 const llada = fixtureModel({ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3 });
@@ -895,6 +896,44 @@ test('holdEnds: an end is committed only after the text before it; otherwise the
   assert.deepEqual(cut.tokens, [5, 6], 'without: cut where the end was guessed early');
   const held = await generate(m, [0, 0], { ...o, holdEnds: true });
   assert.deepEqual(held.tokens, [5, 6, 9]);
+});
+
+test("early commit (Prophet): the bar is 1.5 g, g, g / 2 by thirds of the block; the mean gap, not the largest, decides", () => {
+  assert.equal(earlyCommit([7.5, 7.5], 0, 5), true);
+  assert.equal(earlyCommit([7.4, 7.5], 0, 5), false, 'under 1.5 g in the first third');
+  assert.equal(earlyCommit([5, 5], 0.32, 5), false);
+  assert.equal(earlyCommit([5, 5], 1 / 3, 5), true, 'g from a third on');
+  assert.equal(earlyCommit([2.5, 2.5], 0.66, 5), false);
+  assert.equal(earlyCommit([2.5, 2.5], 2 / 3, 5), true, 'g / 2 from two thirds on');
+  assert.equal(earlyCommit([20, 0, 0, 0], 0, 5), false, 'one sure position does not carry the others');
+  assert.equal(earlyCommit([Infinity, 9, 9], 0, 5), true);
+  assert.equal(earlyCommit([], 0.9, 5), false);
+  // the gap leaves the mask out; one candidate left: no rival at all
+  assert.equal(topGap([4, 1, 7], [9, 8, 5], 1), 4);
+  assert.equal(topGap([1, 4, 7], [9, 8, 5], 1), 3);
+  assert.equal(topGap([1, 4], [9, 8], 1), Infinity);
+});
+
+test('early commit in a generation: the rest of the block in one step once the gap clears the bar of its phase', async () => {
+  // every position prefers its own token by a logit gap of 4 (the other logits 0)
+  const m = scriptedModel(16, (pos) => prefer(16, 3 + (pos % 10), 4));
+  const o: GenerateOptions = { maxTokens: 8, blockLength: 8, policy: 'low_confidence', steps: 8, cache: 'none', canvas: 'fixed', stopTokens: [] };
+  const base = await generate(m, [0, 0], o);
+  assert.equal(base.stats.forwards, 8, 'one token per step without it');
+  // g 2: bar 3 from the start; g 3: bar 4.5 until a third (3 of 8) is committed, then 3;
+  // g 5: 7.5, 5, then 2.5 once 6 of 8 are; g 8 reaches its last bar, 4, exactly; g 9 never (4 < 4.5)
+  for (const [g, forwards] of [[2, 1], [3, 4], [5, 7], [8, 7], [9, 8]] as const) {
+    const r = await generate(m, [0, 0], { ...o, earlyCommit: g });
+    assert.equal(r.stats.forwards, forwards, `g ${g}`);
+    assert.deepEqual(r.tokens, base.tokens, `g ${g}: the same answer`);
+  }
+  // refused where it cannot apply; null is off (a model's default turned off)
+  for (const bad of [0, -1, 1001]) assert.throws(() => new Generation(m, [0, 0], { ...o, earlyCommit: bad }), (e: unknown) => e instanceof OptionError && e.param === 'early_commit');
+  assert.throws(() => new Generation(m, [0, 0], { ...o, policy: 'wino', steps: undefined, earlyCommit: 5 }), (e: unknown) => e instanceof OptionError && e.param === 'early_commit');
+  assert.equal((await generate(m, [0, 0], { ...o, earlyCommit: null })).stats.forwards, 8);
+  // a model's default gives way to a request's wino
+  assert.equal(withModelDefaults({ policy: 'wino' }, { earlyCommit: 5 }).earlyCommit, undefined);
+  assert.equal(withModelDefaults({}, { earlyCommit: 5 }).earlyCommit, 5);
 });
 
 test('inOrder: a step commits a left-to-right run from the first open position', async () => {

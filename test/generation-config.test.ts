@@ -30,10 +30,11 @@ test('generation_config.json keys: sampling as transformers reads them, quench f
   assert.deepEqual(generationDefaults({ max_new_tokens: 32, quench: { policy: 'threshold', threshold: 0.95, in_order: true, cache: 'dual', initial_canvas: 8 } }), {
     maxTokens: 32, policy: 'threshold', threshold: 0.95, inOrder: true, cache: 'dual', initialCanvas: 8,
   });
+  assert.deepEqual(generationDefaults({ quench: { early_commit: 5 } }), { earlyCommit: 5 });
   // the quench object wins over the transformers keys it repeats
   assert.deepEqual(generationDefaults({ temperature: 0.7, quench: { temperature: 0 } }), { temperature: 0 });
   // (block_length and steps must divide a request's max_tokens: no file sets them)
-  for (const gc of [{ quench: { in_ordr: true } }, { quench: { threshold: '0.9' } }, { quench: { block_length: 32 } }, { quench: { steps: 64 } }, { quench: [1] }, { temperature: 'hot' }, { do_sample: false, temperature: 'hot' }, { max_new_tokens: 1.5 },
+  for (const gc of [{ quench: { in_ordr: true } }, { quench: { threshold: '0.9' } }, { quench: { early_commit: true } }, { quench: { block_length: 32 } }, { quench: { steps: 64 } }, { quench: [1] }, { temperature: 'hot' }, { do_sample: false, temperature: 'hot' }, { max_new_tokens: 1.5 },
     { do_sample: 'yes' }, { top_p: 1.5 }, { top_p: 0 }, { top_k: -3 }, { max_new_tokens: -5 }, { temperature: -1 }])
     assert.throws(() => generationDefaults(gc as Record<string, unknown>), invalid, JSON.stringify(gc));
 });

@@ -423,7 +423,12 @@ test('reasoning_effort presets: each sets its policy, explicit fields and the op
   assert.equal(generationOptions({ editing_threshold: 0.5, max_post_steps: 4 }, {}).maxPostSteps, 4);
   const edited = await post(main.base, '/v1/chat/completions', { ...chatReq, editing_threshold: 0.5, max_tokens: 8 });
   assert.equal(edited.status, 200, edited.text);
-  for (const [body, param] of [[{ editing_threshold: 1.5 }, 'editing_threshold'], [{ max_post_steps: 4 }, 'max_post_steps']] as const) {
+  // Prophet's early commit: the field reaches the decoder (null: off); 0 or below -> 400
+  assert.equal(generationOptions({ early_commit: 5 }, {}).earlyCommit, 5);
+  assert.equal(generationOptions({ early_commit: null }, {}).earlyCommit, null);
+  const early = await post(main.base, '/v1/chat/completions', { ...chatReq, early_commit: 5, max_tokens: 8 });
+  assert.equal(early.status, 200, early.text);
+  for (const [body, param] of [[{ editing_threshold: 1.5 }, 'editing_threshold'], [{ max_post_steps: 4 }, 'max_post_steps'], [{ early_commit: 0 }, 'early_commit'], [{ early_commit: 'yes' }, 'early_commit']] as const) {
     const bad = await post(main.base, '/v1/chat/completions', { ...chatReq, ...body, max_tokens: 8 });
     assert.equal(bad.status, 400, bad.text);
     assert.equal(JSON.parse(bad.text).error.param, param, bad.text);

@@ -11,7 +11,7 @@ import { checkModelDefaults } from '../decode/generation.ts';
 
 const NAMES: Record<string, string> = {
   maxTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', policy: 'policy', threshold: 'threshold', verifyThreshold: 'verify_threshold', editingThreshold: 'editing_threshold', maxPostSteps: 'max_post_steps',
-  gamma: 'gamma', eps: 'eps', algTemp: 'alg_temp', cache: 'cache', canvas: 'canvas', initialCanvas: 'initial_canvas', inOrder: 'in_order', leadToken: 'lead_token', holdEnds: 'hold_ends', separateTwins: 'separate_twins',
+  gamma: 'gamma', eps: 'eps', algTemp: 'alg_temp', cache: 'cache', canvas: 'canvas', initialCanvas: 'initial_canvas', inOrder: 'in_order', leadToken: 'lead_token', holdEnds: 'hold_ends', separateTwins: 'separate_twins', earlyCommit: 'early_commit',
 };
 
 /** The defaults as request fields, for logs and `quench show` ("threshold 0.95, in_order true"). */

@@ -60,6 +60,7 @@ program
   .option('--verify-threshold <tau>', 'policy wino: mask a committed token again when its verification probability falls below this (default 0.9)', Number)
   .option('--editing-threshold <tau>', "token editing (LLaDA2.1's draft-and-edit): also replace a committed token of the block whose best candidate differs, above this probability", Number)
   .option('--max-post-steps <n>', 'token editing: forwards a block may spend editing after its masks are gone (default 16)', int)
+  .option('--early-commit <gap>', "Prophet's early commit: the block's masked positions are all committed once their mean top-1 - top-2 logit gap reaches 1.5x / 1x / 0.5x this as the block fills (5: its authors' setting)", Number)
   .option('--in-order', "each step commits a left-to-right run from the first open position (quench-tiny-bd's generation_config.json asks for it)")
   .option('--no-in-order', "commit in any order, whatever the model's generation_config.json asks")
   .option('--lead-token', "block models with shifted logits: a block's first token is committed alone by the block's first forward (Fast-dLLM v2's decoder; its default there)")

@@ -34,6 +34,8 @@ export interface RunOptions {
   leadToken?: boolean;
   verifyThreshold?: number;
   editingThreshold?: number;
+  /** Prophet's early commit: the block's logit-gap bar g */
+  earlyCommit?: number;
   maxPostSteps?: number;
   cfgScale?: number;
   generationConfig?: string;
@@ -115,6 +117,7 @@ async function answer(model: Model, sched: Scheduler, prompt: number[], o: RunOp
     verifyThreshold: o.verifyThreshold,
     editingThreshold: o.editingThreshold,
     maxPostSteps: o.maxPostSteps,
+    earlyCommit: o.earlyCommit,
     inOrder: o.inOrder,
     leadToken: o.leadToken,
     cfgScale: o.cfgScale,

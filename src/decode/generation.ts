@@ -35,9 +35,9 @@ import type { KVCache } from '../runtime/kv.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
 import { resolveOptions, withModelDefaults, type GenerateOptions, type ModelLimits, type ResolvedOptions } from './options.ts';
-import { holdEnds, inOrder, isFixedCount, selectCommits, separateTwins, winoRevoke } from './policies.ts';
+import { earlyCommit, holdEnds, inOrder, isFixedCount, selectCommits, separateTwins, winoRevoke } from './policies.ts';
 import { makeRng, randomSeed, type Rng } from './rng.ts';
-import { biasScores, choose, guidedScores, needsFullLogits, type Choice } from './sampling.ts';
+import { biasScores, choose, guidedScores, needsFullLogits, topGap, type Choice } from './sampling.ts';
 import { constrainedChoice, type Constraint } from './constraint.ts';
 import { transferCounts } from './schedule.ts';
 import { withShadow, withUnguided } from './packing.ts';
@@ -694,6 +694,11 @@ export class Generation {
       if (this.opts.separateTwins && !isFixedCount(this.opts.policy) && !last && picks.length > 1) picks = separateTwins(picks, pend.targets, choices, this.stopSet);
       if (this.opts.holdEnds && !last) picks = holdEnds(picks, choices, this.stopSet);
       if (this.opts.inOrder) picks = inOrder(picks);
+      if (this.opts.earlyCommit !== null && picks.length < choices.length) {
+        const [bs, be] = this.blocks[this.block];
+        const gaps = blockTargets.map((_, q) => topGap(res.topIds.subarray(q * K, (q + 1) * K), res.topLogits.subarray(q * K, (q + 1) * K), this.mask));
+        if (earlyCommit(gaps, 1 - choices.length / (be - bs), this.opts.earlyCommit)) picks = choices.map((_, i) => i);
+      }
     }
     // wino: the block's earlier commits the model no longer believes go back to masks (not at
     // the budget's last step, which commits what is left)

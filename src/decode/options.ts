@@ -39,6 +39,10 @@ export interface GenerateOptions {
    * block's masks are read, as Fast-dLLM v2's decoder does; default on for Fast-dLLM v2 models */
   leadToken?: boolean;
   threshold?: number;
+  /** Prophet's early commit: the block's masked positions are all committed (their argmax) once
+   * their mean top-1 - top-2 logit gap reaches 1.5x / 1x / 0.5x this while the block is under a
+   * third / under two thirds / more committed (policies.ts earlyCommit); absent: off */
+  earlyCommit?: number | null;
   /** wino: a committed token is masked again when its verification probability falls below this (default 0.9) */
   verifyThreshold?: number;
   /** draft-and-edit (LLaDA2.1's token editing): each step also reads the current block's
@@ -95,6 +99,8 @@ export interface ResolvedOptions {
   holdEnds: boolean;
   inOrder: boolean;
   leadToken: boolean;
+  /** Prophet's gap g, or null when off */
+  earlyCommit: number | null;
   params: PolicyParams;
   sampler: SamplerOptions;
   seed: number | undefined;
@@ -135,7 +141,7 @@ function resolveBias(bias: Record<number, number> | undefined, vocabSize: number
 
 /** The switches a policy cannot run with (their option names), beside their request fields. */
 const FIXED_COUNT_CONFLICTS = ['inOrder', 'holdEnds'] as const;
-const WINO_CONFLICTS = ['inOrder', 'holdEnds', 'separateTwins', 'cfgScale'] as const;
+const WINO_CONFLICTS = ['inOrder', 'holdEnds', 'separateTwins', 'cfgScale', 'earlyCommit'] as const;
 
 function conflictsOf(policy: string | undefined): readonly string[] {
   if (policy === 'wino') return WINO_CONFLICTS;
@@ -286,6 +292,9 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   // (both score committed tokens against the answer they are part of: a penalty would count each against itself)
   for (const [v, param] of [[frequencyPenalty, 'frequency_penalty'], [presencePenalty, 'presence_penalty']] as const)
     if (v !== 0 && (policy === 'wino' || editingThreshold !== null)) throw new OptionError(param, `${param} does not combine with ${policy === 'wino' ? 'policy wino' : 'editing_threshold'} (they score committed tokens, which the penalty counts)`);
+  const earlyCommit = o.earlyCommit === undefined || o.earlyCommit === null ? null : numIn(o.earlyCommit, 'early_commit', 0, 1000, true);
+  if (earlyCommit !== null && m.causal) throw new OptionError('early_commit', 'early_commit needs a diffusion model (a causal model commits one token per step)');
+  if (earlyCommit !== null && policy === 'wino') throw new OptionError('early_commit', 'early_commit does not combine with policy wino (it commits and revokes by its own rule)');
   const maxPostSteps = intIn(o.maxPostSteps ?? DEFAULTS.maxPostSteps, 'max_post_steps', 0, 1024);
   const seed = o.seed === undefined ? undefined : intIn(o.seed, 'seed', -(2 ** 53), 2 ** 53);
   const stopTokens = o.stopTokens ?? m.stopTokens;
@@ -303,6 +312,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     holdEnds: o.holdEnds ?? false,
     inOrder: o.inOrder ?? false,
     leadToken,
+    earlyCommit,
     params: {
       // (wino drafts wide: its threshold defaults lower, as its authors run it)
       threshold: numIn(o.threshold ?? (policy === 'wino' ? WINO_DEFAULTS.threshold : DEFAULTS.threshold), 'threshold', 0, 1),

@@ -204,6 +204,22 @@ export function winoRevoke(verify: number[], accepted: number, lastAccept: numbe
   return topByScore(verify.map((v) => -v), lastAccept - 1).sort((a, b) => a - b);
 }
 
+/**
+ * Prophet's early commit (Li et al. 2025, "Diffusion language models know the answer before
+ * decoding"): once the masked positions' mean top-1 - top-2 logit gap reaches a bar, their
+ * argmaxes are the answer the remaining steps would confirm, and all are committed at once. The
+ * bar falls as the block fills: 1.5 g while under a third of it is committed, g to two thirds,
+ * then g / 2 (the authors' 7.5 / 5 / 2.5 for g = 5). `gaps`: each masked position's gap (nats),
+ * `progress`: the committed share of the block before this step.
+ */
+export function earlyCommit(gaps: number[], progress: number, g: number): boolean {
+  if (gaps.length === 0) return false;
+  const bar = progress < 1 / 3 ? 1.5 * g : progress < 2 / 3 ? g : 0.5 * g;
+  let sum = 0;
+  for (const x of gaps) sum += x;
+  return sum / gaps.length >= bar;
+}
+
 /** Policies whose step count fixes how many tokens each step commits. */
 export function isFixedCount(policy: Policy): boolean {
   return policy === 'low_confidence' || policy === 'random' || policy === 'margin' || policy === 'entropy';

@@ -184,3 +184,15 @@ export function guidedScores(rows: { topIds: Int32Array; lse: Float32Array; logi
   for (let i = 0; i < logits.length; i++) logits[i] = un[i] + (scale + 1) * (cond[i] - un[i]);
   return scoresOf(logits, Q, K, vocab);
 }
+
+/** Top-1 minus top-2 logit among a row's candidates (sorted, best first), `skip` (the mask id)
+ * left out: Prophet's confidence gap, in nats. */
+export function topGap(ids: ArrayLike<number>, logits: ArrayLike<number>, skip: number): number {
+  let first = NaN;
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i] === skip) continue;
+    if (Number.isNaN(first)) first = logits[i];
+    else return first - logits[i];
+  }
+  return Infinity;
+}

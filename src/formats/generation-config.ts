@@ -34,6 +34,7 @@ export interface GenerationDefaults {
   leadToken?: boolean;
   holdEnds?: boolean;
   separateTwins?: boolean;
+  earlyCommit?: number;
 }
 
 type Kind = 'number' | 'integer' | 'string' | 'boolean';
@@ -59,6 +60,7 @@ const QUENCH_FIELDS: Record<string, [keyof GenerationDefaults, Kind]> = {
   lead_token: ['leadToken', 'boolean'],
   hold_ends: ['holdEnds', 'boolean'],
   separate_twins: ['separateTwins', 'boolean'],
+  early_commit: ['earlyCommit', 'number'],
 };
 
 function bad(msg: string): never {

@@ -89,6 +89,8 @@ export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): 
   // (null turns off a model's default token editing)
   if (typeof b.editing_threshold === 'number' || b.editing_threshold === null) o.editingThreshold = b.editing_threshold;
   if (typeof b.max_post_steps === 'number') o.maxPostSteps = b.max_post_steps;
+  // (null turns off a model's default early commit)
+  if (typeof b.early_commit === 'number' || b.early_commit === null) o.earlyCommit = b.early_commit;
   if (typeof b.separate_twins === 'boolean') o.separateTwins = b.separate_twins;
   if (typeof b.hold_ends === 'boolean') o.holdEnds = b.hold_ends;
   if (typeof b.in_order === 'boolean') o.inOrder = b.in_order;

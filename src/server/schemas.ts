@@ -33,6 +33,7 @@ const sampling = {
   verify_threshold: { type: 'number', minimum: 0, maximum: 1 },
   editing_threshold: { type: ['number', 'null'], minimum: 0, maximum: 1 },
   max_post_steps: int(0, 1024),
+  early_commit: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1000 },
   separate_twins: { type: 'boolean' },
   hold_ends: { type: 'boolean' },
   in_order: { type: 'boolean' },
