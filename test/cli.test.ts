@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFixture } from '../src/formats/fixtures.ts';
 import { CACHE, tempDir } from './helpers.ts';
@@ -88,6 +88,9 @@ test('a LoRA adapter: --lora beside its base, or alone as --model (the base from
   assert.match(listed, /^says-b\s+local\s/m);
   assert.equal(execFileSync(process.execPath, ['bin/quench.js', 'run', '--model', 'says-b', '--max-tokens', '2', 'hi'], { env: { ...env, QUENCH_MODELS: models } }).toString(), 'bb\n');
   assert.throws(() => run(['--model', ad, '--lora', ad]), /is a LoRA adapter: give its base model as --model/);
+  // (some trainers save the base's config.json beside the adapter: still an adapter)
+  copyFileSync(join(base, 'config.json'), join(ad, 'config.json'));
+  assert.equal(run(['--model', ad]), 'bbbb\n');
   writeFileSync(join(ad, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', base_model_name_or_path: '/nonexistent/base' }));
   assert.throws(() => run(['--model', ad]), /adapter says-b is for \/nonexistent\/base: .*not found/);
 });

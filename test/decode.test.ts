@@ -911,7 +911,9 @@ test("early commit (Prophet): the bar is 1.5 g, g, g / 2 by thirds of the block;
   // the gap leaves the mask out; one candidate left: no rival at all
   assert.equal(topGap([4, 1, 7], [9, 8, 5], 1), 4);
   assert.equal(topGap([1, 4, 7], [9, 8, 5], 1), 3);
-  assert.equal(topGap([1, 4], [9, 8], 1), Infinity);
+  // (one candidate besides the mask: the last listed logit bounds every other token)
+  assert.equal(topGap([4, 1], [9, 8], 1), 1);
+  assert.equal(topGap([1, 4], [9, 8], 1), 0);
 });
 
 test('early commit in a generation: the rest of the block in one step once the gap clears the bar of its phase', async () => {
@@ -934,6 +936,16 @@ test('early commit in a generation: the rest of the block in one step once the g
   // a model's default gives way to a request's wino
   assert.equal(withModelDefaults({ policy: 'wino' }, { earlyCommit: 5 }).earlyCommit, undefined);
   assert.equal(withModelDefaults({}, { earlyCommit: 5 }).earlyCommit, 5);
+  assert.equal(withModelDefaults({ constraint: {} as never }, { earlyCommit: 5 }).earlyCommit, undefined, 'nor to JSON mode');
+  // the answer's gaps decide, not its ends': a sure end padding the tail (gap 20) beside unsure
+  // text (gap 1) would average 10.5 and clear even the first bar, 7.5
+  const padded = scriptedModel(16, (pos) => (pos >= 6 ? prefer(16, MOCK_EOS, 20) : prefer(16, 3 + pos, 1)));
+  const po: GenerateOptions = { ...o, stopTokens: [MOCK_EOS] };
+  const plain = await generate(padded, [0, 0], po);
+  const early = await generate(padded, [0, 0], { ...po, earlyCommit: 5 });
+  assert.equal(plain.stats.forwards, 8);
+  assert.equal(early.stats.forwards, 8, 'text of gap 1 never clears a bar');
+  assert.deepEqual(early.tokens, plain.tokens);
 });
 
 test('inOrder: a step commits a left-to-right run from the first open position', async () => {

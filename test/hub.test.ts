@@ -92,7 +92,8 @@ before(async () => {
   const loraCfg = JSON.parse(readFileSync(join(loraDir, 'adapter_config.json'), 'utf8'));
   repos.set('quench-test/llada-tiny-lora', {
     sha: sha1('lora'),
-    files: await repoOf(loraDir, ['adapter_model.safetensors'], { 'adapter_config.json': JSON.stringify({ ...loraCfg, base_model_name_or_path: 'quench-test/llada-tiny' }), 'README.md': '# adapter', 'adapter_model.bin': 'pickle', 'training_args.bin': 'pickle' }),
+    // (with the base's config.json beside it, as some trainers save one)
+    files: await repoOf(loraDir, ['adapter_model.safetensors'], { 'adapter_config.json': JSON.stringify({ ...loraCfg, base_model_name_or_path: 'quench-test/llada-tiny' }), 'config.json': readFileSync(join(fixtureDir, 'config.json'), 'utf8'), 'README.md': '# adapter', 'adapter_model.bin': 'pickle', 'training_args.bin': 'pickle' }),
   });
   repos.set('quench-test/lora-bin-only', { sha: sha1('lora-bin'), files: await repoOf(loraDir, [], { 'adapter_config.json': '{}', 'adapter_model.bin': 'pickle' }) });
 

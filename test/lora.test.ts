@@ -24,9 +24,18 @@ async function adapterTensors(dir: string): Promise<Map<string, { shape: number[
   return out;
 }
 
-/** Merge by hand into a name -> [rows, cols] Float64 map: the oracle. scale(module) gives alpha / r. */
+/** Merge by hand into a name -> [rows, cols] Float64 map: the oracle. scale(module) gives alpha / r.
+ * Tensors saved whole (modules_to_save; a targeted module's own, under base_layer) replace the
+ * base's first; the pairs add to what is there then. */
 function mergeByHand(w: Map<string, { data: Float64Array; rows: number; cols: number }>, t: Awaited<ReturnType<typeof adapterTensors>>, scale: (module: string) => number): string[] {
   const touched: string[] = [];
+  for (const [key, a] of t) {
+    const name = key.slice(PFX.length);
+    if (/\.lora_(A|B)\.weight$|\.lora_embedding_(A|B)$/.test(name)) continue;
+    const target = name.replace('.base_layer.', '.');
+    w.get(target)!.data.set(a.x);
+    touched.push(target);
+  }
   for (const [key, a] of t) {
     const name = key.slice(PFX.length);
     let m: RegExpExecArray | null;
@@ -51,10 +60,6 @@ function mergeByHand(w: Map<string, { data: Float64Array; rows: number; cols: nu
           E.data[v * E.cols + j] += s * d;
         }
       touched.push(`${m[1]}.weight`);
-    } else if (!/\.lora_(B\.weight|embedding_B)$/.test(name)) {
-      const W = w.get(name)!;
-      W.data.set(a.x);
-      touched.push(name);
     }
   }
   return touched;
@@ -80,21 +85,22 @@ function worstDiff(got: Float32Array, want: Float64Array[], V: number): number {
   return worst;
 }
 
-const CASES: { label: string; base: FixtureOptions; rule: Rule; lora: LoraFixtureOptions; scale: (m: string) => number }[] = [
+const CASES: { label: string; base: FixtureOptions; rule: Rule; lora: LoraFixtureOptions; scale: (m: string) => number; saved?: string[] }[] = [
   {
     label: 'llada: q/v/ff_out pairs, an embedding pair, a replaced head, alpha_pattern',
     base: { arch: 'llada', hidden: 64, heads: 4, layers: 2, dtype: 'BF16' },
     rule: 'full',
-    lora: { targets: ['q_proj', 'v_proj', 'ff_out'], r: 4, alpha: 8, alphaPattern: { 'blocks.1.q_proj': 2 }, embedding: 'model.transformer.wte.weight', replace: ['model.transformer.ff_out.weight'] },
+    lora: { targets: ['q_proj', 'v_proj', 'ff_out'], r: 4, alpha: 8, alphaPattern: { 'blocks.1.q_proj': 2 }, embedding: 'model.transformer.wte.weight', embeddingBase: 0.05, replace: ['model.transformer.ff_out.weight'] },
     // (alpha 8 / r 4, but block 1's q_proj alpha 2 / 4; the top-level ff_out is replaced, not a pair)
     scale: (m) => (m === 'model.transformer.blocks.1.q_proj' ? 0.5 : 2),
   },
   {
-    label: 'dream (Qwen2 layout, q/k/v biases): rslora, rank_pattern, every projection',
+    label: 'dream (Qwen2 layout): rslora, rank_pattern, every projection, trained q/k/v biases and embedding saved under base_layer',
     base: { arch: 'dream', hidden: 64, heads: 4, kvHeads: 2, layers: 2 },
     rule: 'full',
-    lora: { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 8, alpha: 16, rslora: true, rankPattern: { down_proj: 2 }, dtype: 'BF16', std: 0.15, replace: ['model.layers.0.self_attn.q_proj.bias'] },
+    lora: { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 8, alpha: 16, rslora: true, rankPattern: { down_proj: 2 }, dtype: 'BF16', std: 0.15, biases: true, embedding: 'model.embed_tokens.weight', embeddingBase: 0.1 },
     scale: (m) => (m.endsWith('down_proj') ? 16 / Math.sqrt(2) : 16 / Math.sqrt(8)),
+    saved: ['model.layers.0.self_attn.q_proj.base_layer.bias', 'model.layers.1.self_attn.v_proj.base_layer.bias', 'model.embed_tokens.base_layer.weight', 'model.embed_tokens.lora_embedding_A'],
   },
   {
     label: 'llada_moe: pairs on the experts and the router',
@@ -112,7 +118,10 @@ for (const c of CASES) {
     await writeFixture(base, c.base);
     await writeLoraFixture(ad, base, c.lora);
     const ref: RefModel = await loadReference(base);
-    const touched = mergeByHand(ref.w, await adapterTensors(ad), c.scale);
+    const tensors = await adapterTensors(ad);
+    // (the names PEFT writes, e.g. a targeted module's bias under its base_layer)
+    for (const n of c.saved ?? []) assert.ok(tensors.has(PFX + n), `the adapter holds ${n}`);
+    const touched = mergeByHand(ref.w, tensors, c.scale);
     assert.ok(touched.length >= 3, `the adapter touches ${touched.length} tensors`);
     const plain = await loadModel(base, { cacheDir: CACHE, threads: 2 });
     const model = await loadModel(base, { cacheDir: CACHE, threads: 2, lora: ad });
@@ -222,6 +231,19 @@ test('adapters quench cannot merge exactly are refused with a typed error naming
   d = await fresh();
   await editConfig(d, (c) => (c.peft_type = 'IA3'));
   await expectCode(load(d), 'adapter_unsupported', 'another PEFT method');
+  // initialisations that rebuild a residual base at load, and variants that are no plain low-rank sum
+  for (const [k, v] of [['init_lora_weights', 'pissa_niter_4'], ['init_lora_weights', 'olora'], ['init_lora_weights', 'loftq'], ['alora_invocation_tokens', [5, 6]], ['use_qalora', true], ['target_parameters', ['mlp.experts.gate_up_proj']], ['layer_replication', [[0, 1]]]] as const) {
+    d = await fresh();
+    await editConfig(d, (c) => (c[k] = v));
+    await expectCode(load(d), 'adapter_unsupported', `${k} ${JSON.stringify(v)}`);
+  }
+  // (initialisations that leave the base alone merge as any adapter)
+  d = await fresh();
+  await editConfig(d, (c) => ((c.init_lora_weights = 'gaussian'), (c.target_parameters = null), (c.layer_replication = null)));
+  await load(d);
+  d = await fresh({ targets: [], embedding: 'model.transformer.wte.weight', embeddingBase: 0 });
+  await rewrite(d, (t) => [...t, ...t.filter((x) => x.name.endsWith('.base_layer.weight')).map((x) => ({ ...x, name: x.name.replace('.base_layer', '') }))]);
+  await expectCode(load(d), 'adapter_tensor_unknown', 'one tensor saved twice (whole and under base_layer)');
   d = await fresh();
   await editConfig(d, (c) => (c.r = 3));
   await expectCode(load(d), 'config_mismatch', 'r disagrees with the tensors');
@@ -260,6 +282,9 @@ test('adapters quench cannot merge exactly are refused with a typed error naming
   d = await tempDir('quench-lora-');
   await writeLoraFixture(d, tied, { targets: ['q_proj'], embedding: 'model.embed_tokens.weight' });
   await expectCode(loadModel(tied, { cacheDir: CACHE, lora: d }).then((m) => m.close()), 'adapter_unsupported', 'embedding of a tied model');
+  // quench show makes the same checks
+  const { describe } = await import('../src/cli/show.ts');
+  await expectCode(describe(tied, undefined, undefined, d), 'adapter_unsupported', 'show: embedding of a tied model');
   // GGUF files carry no PEFT names
   const gguf = join(await tempDir('quench-lora-gguf-'), 'm.gguf');
   await writeGgufFromFixture(base, gguf, 0);

@@ -270,6 +270,7 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['logit_bias on a token outside the vocabulary', { ...chatReq, logit_bias: { '999999': 1 } }, 400, 'logit_bias'],
     ['frequency_penalty beyond 2', { ...chatReq, frequency_penalty: 2.5 }, 400, 'frequency_penalty'],
     ['presence_penalty with policy wino', { ...chatReq, presence_penalty: 0.5, policy: 'wino' }, 400, 'presence_penalty'],
+    ['early_commit in JSON mode', { ...chatReq, early_commit: 5, response_format: { type: 'json_object' } }, 400, 'early_commit'],
     ['a tool without a valid name', { ...chatReq, tools: [{ type: 'function', function: { name: 'f g' } }] }, 400, 'tools[0].function.name'],
     ['a tool call with arguments that are not JSON', { ...chatReq, messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{' } }] }] }, 400, 'messages[0].tool_calls[0].function.arguments'],
     ['json schema with oneOf', { ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { oneOf: [{ type: 'string' }] } } } } } }, 400, 'response_format'],

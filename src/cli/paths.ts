@@ -6,7 +6,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NotFoundError } from '../errors.ts';
+import { NotFoundError, OptionError } from '../errors.ts';
 import { cachedModels, isModelGguf, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
 import { HubError } from '../errors.ts';
 import { ggufModelName, isFirstGgufPart, isGguf } from '../formats/gguf.ts';
@@ -64,9 +64,15 @@ export interface ResolvedModel {
 export function resolveModelEntry(arg: string | undefined, lora?: string): ResolvedModel {
   const m = resolvePlain(arg);
   if (lora === undefined) return isAdapterDir(m.dir) ? withBase(m) : m;
-  if (isAdapterDir(m.dir)) throw new NotFoundError('model', `${JSON.stringify(arg)} is a LoRA adapter: give its base model as --model and the adapter as --lora (or the adapter alone as --model)`, 'model_not_found');
-  const a = resolvePlain(lora);
-  if (!isAdapterDir(a.dir)) throw new NotFoundError('lora', `${JSON.stringify(lora)} is not a LoRA adapter (a directory with ${ADAPTER_CONFIG} and adapter_model.safetensors)`, 'model_not_found');
+  if (isAdapterDir(m.dir)) throw new OptionError('lora', `${JSON.stringify(arg)} is a LoRA adapter: give its base model as --model and the adapter as --lora (or the adapter alone as --model)`);
+  let a: { dir: string; name: string };
+  try {
+    a = resolvePlain(lora);
+  } catch (e) {
+    if (e instanceof NotFoundError) throw new NotFoundError('lora', e.message.replace(/^model /, 'LoRA adapter '), e.code);
+    throw e;
+  }
+  if (!isAdapterDir(a.dir)) throw new OptionError('lora', `${JSON.stringify(lora)} is not a LoRA adapter (a directory with ${ADAPTER_CONFIG} and adapter_model.safetensors, without model weights of its own)`);
   return { dir: m.dir, name: a.name, lora: a.dir };
 }
 
@@ -81,7 +87,7 @@ function withBase(adapter: { dir: string; name: string }): ResolvedModel {
     if (e instanceof NotFoundError) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} is for ${base}: ${e.message}`, e.code);
     throw e;
   }
-  if (isAdapterDir(b.dir)) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} names another adapter, ${base}, as its base`, 'model_not_found');
+  if (isAdapterDir(b.dir)) throw new OptionError('model', `the LoRA adapter ${adapter.name} names another adapter, ${base}, as its base`);
   return { dir: b.dir, name: adapter.name, lora: adapter.dir };
 }
 

@@ -4,8 +4,9 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { openLora, type LoraAdapter } from '../formats/lora.ts';
+import { basename, join, resolve } from 'node:path';
+import type { LoraAdapter } from '../formats/lora.ts';
+import { openAdapter } from '../models/registry.ts';
 import { FormatError, OptionError } from '../errors.ts';
 import { feedForwardParams, loadConfig, type ModelArgs } from '../formats/config.ts';
 import { machineMemory, resolveDtype, weightBytes } from '../models/dtype.ts';
@@ -123,7 +124,8 @@ export async function describe(dir: string, tokenizer?: string, diffusion?: 'shi
       const bytes = names.reduce((s, n) => s + ck.info(n).byteLength, 0);
       weights = `safetensors, ${tally(names.map((n) => ck.info(n).dtype))}, ${(bytes / 1e6).toFixed(1)} MB`;
       if (lora !== undefined) {
-        const a = await openLora(lora, (n) => (ck.has(n) ? ck.info(n) : null), () => true);
+        // (the checks a load makes: the graph's reads, a tied embedding)
+        const a = await openAdapter(resolve(lora), args, ck);
         adapter = adapterRow(a);
         await a.close();
       }

@@ -314,6 +314,7 @@ export class Generation {
     this.unpenalized = new Set([...this.opts.stopTokens, ...model.special.stop]);
     if (this.opts.policy === 'wino' && this.constraint) throw new OptionError('policy', 'policy wino does not combine with a constrained output (JSON mode decodes left to right)');
     if (this.opts.editingThreshold !== null && this.constraint) throw new OptionError('editing_threshold', 'token editing does not combine with a constrained output (JSON mode decodes left to right)');
+    if (this.opts.earlyCommit !== null && this.constraint) throw new OptionError('early_commit', 'early_commit does not combine with a constrained output (JSON mode decodes left to right)');
     // (wino reads a committed token's probability, which need not be among the candidates)
     this.wantLogits = this.constraint !== null || this.opts.logitBias !== null || this.opts.frequencyPenalty !== 0 || this.opts.presencePenalty !== 0 || this.opts.cfgScale > 0 || this.opts.policy === 'wino' || needsFullLogits(this.opts.sampler, model.topK);
     this.blocks = this.partition(prompt.length);
@@ -695,8 +696,9 @@ export class Generation {
       if (this.opts.holdEnds && !last) picks = holdEnds(picks, choices, this.stopSet);
       if (this.opts.inOrder) picks = inOrder(picks);
       if (this.opts.earlyCommit !== null && picks.length < choices.length) {
+        // (the answer's gaps: an end's padding is near certain and would carry an unsure text)
         const [bs, be] = this.blocks[this.block];
-        const gaps = blockTargets.map((_, q) => topGap(res.topIds.subarray(q * K, (q + 1) * K), res.topLogits.subarray(q * K, (q + 1) * K), this.mask));
+        const gaps = blockTargets.flatMap((_, q) => (this.stopSet.has(choices[q].token) ? [] : [topGap(res.topIds.subarray(q * K, (q + 1) * K), res.topLogits.subarray(q * K, (q + 1) * K), this.mask)]));
         if (earlyCommit(gaps, 1 - choices.length / (be - bs), this.opts.earlyCommit)) picks = choices.map((_, i) => i);
       }
     }

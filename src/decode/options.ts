@@ -39,8 +39,8 @@ export interface GenerateOptions {
    * block's masks are read, as Fast-dLLM v2's decoder does; default on for Fast-dLLM v2 models */
   leadToken?: boolean;
   threshold?: number;
-  /** Prophet's early commit: the block's masked positions are all committed (their argmax) once
-   * their mean top-1 - top-2 logit gap reaches 1.5x / 1x / 0.5x this while the block is under a
+  /** Prophet's early commit: the block's masked positions are all committed (their choices: the
+   * argmax at temperature 0) once the mean top-1 - top-2 logit gap of those not ending the answer reaches 1.5x / 1x / 0.5x this while the block is under a
    * third / under two thirds / more committed (policies.ts earlyCommit); absent: off */
   earlyCommit?: number | null;
   /** wino: a committed token is masked again when its verification probability falls below this (default 0.9) */
@@ -177,6 +177,7 @@ export function withModelDefaults(o: GenerateOptions, d: GenerationDefaults | un
   // (a model's token-editing defaults give way to what the request asks that excludes them:
   // wino, guidance, a constrained output; and a model's wino to a request's token editing)
   if ((o.policy === 'wino' || (o.cfgScale ?? 0) > 0 || o.constraint) && o.editingThreshold === undefined) delete out.editingThreshold;
+  if (o.constraint && o.earlyCommit === undefined) delete out.earlyCommit;
   if (o.policy === undefined && d.policy === 'wino' && o.editingThreshold !== undefined && o.editingThreshold !== null) {
     delete out.policy;
     if (o.threshold === undefined) delete out.threshold;

@@ -186,7 +186,8 @@ export function guidedScores(rows: { topIds: Int32Array; lse: Float32Array; logi
 }
 
 /** Top-1 minus top-2 logit among a row's candidates (sorted, best first), `skip` (the mask id)
- * left out: Prophet's confidence gap, in nats. */
+ * left out: Prophet's confidence gap, in nats. With one candidate besides the mask, the last
+ * candidate's logit bounds every token not listed: the gap is at least the distance to it. */
 export function topGap(ids: ArrayLike<number>, logits: ArrayLike<number>, skip: number): number {
   let first = NaN;
   for (let i = 0; i < ids.length; i++) {
@@ -194,5 +195,5 @@ export function topGap(ids: ArrayLike<number>, logits: ArrayLike<number>, skip: 
     if (Number.isNaN(first)) first = logits[i];
     else return first - logits[i];
   }
-  return Infinity;
+  return Number.isNaN(first) ? 0 : first - logits[ids.length - 1];
 }

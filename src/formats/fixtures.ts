@@ -827,6 +827,11 @@ export interface LoraFixtureOptions {
   embedding?: string;
   /** base tensors saved whole, changed (modules_to_save) */
   replace?: string[];
+  /** bias "lora_only": a targeted module's bias trained too, saved (changed) under its base_layer */
+  biases?: boolean;
+  /** the embedding saved whole beside its pair, under its base_layer (PEFT's save_embedding_layers),
+   * changed by this much (as a resized or trained embedding would be) */
+  embeddingBase?: number;
   dtype?: DType;
   seed?: number;
   /** std of A and B (trained pairs: B is not the zero it starts from) */
@@ -849,15 +854,23 @@ export async function writeLoraFixture(dir: string, baseDir: string, o: LoraFixt
     for (const name of ck.names()) {
       const shape = ck.info(name).shape;
       const module = name.replace(/\.weight$/, '');
+      const targeted = (m: string) => o.targets.includes(m.split('.').pop()!);
       if (o.replace?.includes(name)) put(name, shape, normal(rand, shape.reduce((a, b) => a * b, 1), std));
       else if (name === o.embedding) {
         const k = rankOf(module);
         put(`${module}.lora_embedding_A`, [k, shape[0]], normal(rand, k * shape[0], std));
         put(`${module}.lora_embedding_B`, [shape[1], k], normal(rand, shape[1] * k, std));
-      } else if (shape.length === 2 && name.endsWith('.weight') && o.targets.includes(module.split('.').pop()!)) {
+        if (o.embeddingBase !== undefined) {
+          const e = await ck.readF32(name);
+          const noise = normal(rand, e.length, o.embeddingBase);
+          put(`${module}.base_layer.weight`, shape, e.map((x, i) => x + noise[i]));
+        }
+      } else if (shape.length === 2 && name.endsWith('.weight') && targeted(module)) {
         const k = rankOf(module);
         put(`${module}.lora_A.weight`, [k, shape[1]], normal(rand, k * shape[1], std));
         put(`${module}.lora_B.weight`, [shape[0], k], normal(rand, shape[0] * k, std));
+      } else if (o.biases && shape.length === 1 && name.endsWith('.bias') && targeted(name.slice(0, -'.bias'.length))) {
+        put(`${name.slice(0, -'.bias'.length)}.base_layer.bias`, shape, normal(rand, shape[0], std));
       }
     }
   } finally {
@@ -875,7 +888,7 @@ export async function writeLoraFixture(dir: string, baseDir: string, o: LoraFixt
     lora_dropout: 0.05,
     use_rslora: o.rslora ?? false,
     use_dora: false,
-    bias: 'none',
+    bias: o.biases ? 'lora_only' : 'none',
     fan_in_fan_out: false,
     target_modules: [...o.targets, ...(o.embedding ? [o.embedding.replace(/\.weight$/, '').split('.').pop()] : [])],
     modules_to_save: o.replace?.map((n) => n.replace(/\.weight$/, '').split('.').pop()) ?? null,

@@ -15,8 +15,9 @@
 //
 // This file reads and checks the adapter against the base's tensor names; models/lora.ts merges.
 
-import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 import { SafetensorsFile, type TensorInfo } from './safetensors.ts';
@@ -41,7 +42,7 @@ export interface LoraAdapter {
   baseModel: string | null;
   /** base tensor name -> its update */
   deltas: Map<string, LoraDelta>;
-  /** base tensor name -> the adapter tensor that replaces it */
+  /** base tensor name -> the adapter tensor that replaces it (before its update, if it has one) */
   replaced: Map<string, string>;
   file: SafetensorsFile;
   /** what the conversion cache keys on: the config's bytes, the weights' size and time */
@@ -58,9 +59,10 @@ interface LoraConfig {
   baseModel: string | null;
 }
 
-/** A directory holding a PEFT adapter (and no model of its own). */
+/** A directory holding a PEFT adapter and no model weights of its own (some trainers save the
+ * base's config.json beside the adapter). */
 export function isAdapterDir(dir: string): boolean {
-  return existsSync(join(dir, ADAPTER_CONFIG)) && !existsSync(join(dir, 'config.json'));
+  return existsSync(join(dir, ADAPTER_CONFIG)) && !existsSync(join(dir, 'model.safetensors')) && !existsSync(join(dir, 'model.safetensors.index.json'));
 }
 
 const bad = (code: string, message: string) => new FormatError(code, message);
@@ -93,6 +95,17 @@ export function parseLoraConfig(text: string): LoraConfig {
   if (typeof type !== 'string' || type.toUpperCase() !== 'LORA') throw bad('adapter_unsupported', `${ADAPTER_CONFIG}: peft_type ${JSON.stringify(type)} is not supported (quench merges LoRA adapters)`);
   if (c.use_dora === true) throw bad('adapter_unsupported', `${ADAPTER_CONFIG}: use_dora (DoRA's magnitude vectors) is not supported; merge the adapter with PEFT's merge_and_unload() and load the result`);
   if (c.lora_bias === true) throw bad('adapter_unsupported', `${ADAPTER_CONFIG}: lora_bias (a bias on lora_B) is not supported`);
+  // (initialisations that change the base itself: the adapter is relative to a residual base
+  // PEFT rebuilds at load, and W + s B A on the original would be another model)
+  const init = c.init_lora_weights;
+  if (typeof init === 'string' && /^(pissa|olora|corda|loftq|lora_ga)/i.test(init))
+    throw bad('adapter_unsupported', `${ADAPTER_CONFIG}: init_lora_weights ${JSON.stringify(init)} trains against a modified base, which PEFT rebuilds at load; convert the adapter (PEFT's path_initial_model_for_weight_conversion) or merge it with PEFT`);
+  // (variants whose update is not a plain low-rank sum on the named tensors)
+  for (const [key, what] of [['use_qalora', 'QA-LoRA'], ['alora_invocation_tokens', 'activated LoRA'], ['target_parameters', 'LoRA on bare parameters'], ['layer_replication', 'layer replication'], ['trainable_token_indices', 'trainable tokens'], ['velora_config', 'VeLoRA'], ['monteclora_config', 'MonteCLoRA'], ['use_bdlora', 'block-diagonal LoRA'], ['arrow_config', 'Arrow routing'], ['kasa_config', 'KaSA']] as const) {
+    const v = c[key];
+    if (v !== undefined && v !== null && v !== false && !(Array.isArray(v) && v.length === 0))
+      throw bad('adapter_unsupported', `${ADAPTER_CONFIG}: ${key} (${what}) is not supported; merge the adapter with PEFT's merge_and_unload() and load the result`);
+  }
   const r = c.r ?? 8;
   if (typeof r !== 'number' || !Number.isInteger(r) || r < 1) throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: r must be a positive integer, got ${JSON.stringify(c.r)}`);
   const alpha = c.lora_alpha ?? 8;
@@ -142,9 +155,13 @@ export async function openLora(dir: string, baseInfo: (name: string) => TensorIn
       if (name.endsWith('.lora_B.bias')) throw bad('adapter_unsupported', `adapter tensor ${JSON.stringify(key)} is a lora_B bias (lora_bias): not supported`);
       const part = PARTS.find(([s]) => name.endsWith(s));
       if (!part) {
-        // (modules_to_save, trained biases: a whole base tensor)
-        if (!baseInfo(name)) throw bad('adapter_tensor_unknown', `adapter tensor ${JSON.stringify(key.slice(0, 200))} names no tensor of the base model`);
-        replaced.set(name, key);
+        // (modules_to_save, trained biases: a whole base tensor; a targeted module's own tensors
+        // are saved under its wrapped base_layer: a bias with bias "all" / "lora_only", an
+        // embedding or head saved beside its pair)
+        const target = name.replace(/\.base_layer\.(weight|bias)$/, '.$1');
+        if (!baseInfo(target)) throw bad('adapter_tensor_unknown', `adapter tensor ${JSON.stringify(key.slice(0, 200))} names no tensor of the base model`);
+        if (replaced.has(target)) throw bad('adapter_tensor_unknown', `adapter tensors ${JSON.stringify(replaced.get(target))} and ${JSON.stringify(key)} both replace ${target}`);
+        replaced.set(target, key);
         continue;
       }
       const [suffix, kind, side] = part;
@@ -157,7 +174,6 @@ export async function openLora(dir: string, baseInfo: (name: string) => TensorIn
     const deltas = new Map<string, LoraDelta>();
     for (const [target, p] of pairs) {
       if (!p.a || !p.b) throw bad('adapter_tensor_missing', `adapter module ${JSON.stringify(target.slice(0, -'.weight'.length))} has lora_${p.a ? 'A' : 'B'} but no lora_${p.a ? 'B' : 'A'}`);
-      if (replaced.has(target)) throw bad('adapter_tensor_unknown', `adapter both replaces and updates ${JSON.stringify(target)}`);
       const base = baseInfo(target);
       if (!base) throw bad('adapter_tensor_unknown', `adapter module ${JSON.stringify(target.slice(0, -'.weight'.length))} names no tensor of the base model (no ${target})`);
       const A = file.tensors.get(p.a)!.shape, B = file.tensors.get(p.b)!.shape;
@@ -179,8 +195,10 @@ export async function openLora(dir: string, baseInfo: (name: string) => TensorIn
     for (const name of [...deltas.keys(), ...replaced.keys()])
       if (!reads(name)) throw bad('adapter_tensor_unused', `the adapter changes ${JSON.stringify(name)}, which quench's graph for this model does not read`);
     if (deltas.size === 0 && replaced.size === 0) throw bad('adapter_empty', `${ADAPTER_WEIGHTS} holds no LoRA tensors`);
-    const { size, mtimeMs } = await stat(wPath);
-    return { dir, baseModel: cfg.baseModel, deltas, replaced, file, fingerprint: `lora:${cfgText}\n${size}:${mtimeMs}`, close: () => file.close() };
+    // (by content: an adapter rewritten in place within the clock's resolution is another adapter)
+    const digest = createHash('sha256');
+    for await (const chunk of createReadStream(wPath)) digest.update(chunk as Buffer);
+    return { dir, baseModel: cfg.baseModel, deltas, replaced, file, fingerprint: `lora:${cfgText}\n${digest.digest('hex')}`, close: () => file.close() };
   } catch (e) {
     await file.close();
     throw e;

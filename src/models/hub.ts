@@ -13,6 +13,7 @@ import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync, 
 import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
+import { isAdapterDir } from '../formats/lora.ts';
 import { FormatError, HubError, QuenchError } from '../errors.ts';
 import { isFirstGgufPart, SPLIT_PART, splitPartName } from '../formats/gguf.ts';
 
@@ -138,8 +139,9 @@ export function planFiles(entries: ListFileEntry[], repo: string, ggufFile?: str
   const tokenizerFrom = !all.has('tokenizer.json') && [...all.keys()].some((p) => DIT_CODE.test(p)) ? GPT2_TOKENIZER_REPO : undefined;
   // one GGUF file holds the whole model (weights, config and tokenizer as metadata)
   if (ggufFile !== undefined) return { metadata: [], card, weights: pickGguf([...all.keys()], ggufFile, repo).map((p) => all.get(p)!), all };
-  // a LoRA adapter (PEFT's files): its config, weights and any tokenizer files; the base is pulled by its own id
-  if (!all.has('config.json') && all.has('adapter_config.json')) {
+  // a LoRA adapter (PEFT's files, maybe beside its base's config.json): its config, weights and
+  // any tokenizer files; the base is pulled by its own id
+  if (all.has('adapter_config.json') && !all.has('model.safetensors') && !all.has('model.safetensors.index.json')) {
     const w = all.get('adapter_model.safetensors');
     if (!w) throw new HubError('hub_no_safetensors', `${repo} is a LoRA adapter without adapter_model.safetensors${all.has('adapter_model.bin') ? ' (it has adapter_model.bin, a pickle: quench reads safetensors only)' : ''}`);
     return { metadata: [...all.values()].filter((e) => e.path === 'adapter_config.json' || e.path === 'chat_template.jinja' || TOKENIZER_FILES.includes(e.path)), card, weights: [w], all };
@@ -453,7 +455,7 @@ function hubError(ctx: HubContext, e: unknown): HubError {
 /** What a snapshot directory lacks for quench to load it ([] when complete). */
 export function snapshotMissing(dir: string): string[] {
   // (a LoRA adapter: its config and weights; the base model is a repository of its own)
-  if (existsSync(join(dir, 'adapter_config.json')) && !existsSync(join(dir, 'config.json'))) return existsSync(join(dir, 'adapter_model.safetensors')) ? [] : ['adapter_model.safetensors'];
+  if (isAdapterDir(dir)) return existsSync(join(dir, 'adapter_model.safetensors')) ? [] : ['adapter_model.safetensors'];
   const missing = ['config.json', 'tokenizer.json'].filter((f) => !existsSync(join(dir, f)));
   if (existsSync(join(dir, 'model.safetensors.index.json'))) {
     try {

@@ -20,9 +20,9 @@ export class LoraWeights {
   }
 
   async readF32(name: string): Promise<Float32Array> {
+    // (a tensor saved whole, a targeted embedding's for one, is the one its pair updates)
     const whole = this.adapter.replaced.get(name);
-    if (whole !== undefined) return this.adapterF32(whole);
-    const w = await this.base.readF32(name);
+    const w = whole !== undefined ? await this.adapterF32(whole) : await this.base.readF32(name);
     const d = this.adapter.deltas.get(name);
     if (!d) return w;
     const [rows, cols] = this.info(name).shape;
@@ -35,9 +35,15 @@ export class LoraWeights {
   }
 
   async close(): Promise<void> {
-    await this.update.close();
-    await this.adapter.close();
-    await this.base.close();
+    try {
+      await this.update.close();
+    } finally {
+      try {
+        await this.adapter.close();
+      } finally {
+        await this.base.close();
+      }
+    }
   }
 }
 

@@ -159,7 +159,8 @@ async function openSource(path: string, { tokenizer, diffusion, lora }: SourceOp
     const tokenizerDir = tokenizer !== undefined ? resolve(tokenizer) : lo && existsSync(join(lo.dir, 'tokenizer.json')) ? lo.dir : path;
     return {
       args,
-      fingerprint: async () => (lo ? createHash('sha256').update(await checkpointFingerprint(path)).update(lo.fingerprint).digest('hex') : checkpointFingerprint(path)),
+      // (the merging code is part of an adapted model's key, as the reading code is of a GGUF's)
+      fingerprint: async () => (lo ? createHash('sha256').update(await checkpointFingerprint(path)).update(lo.fingerprint).update(await sourceHash(LORA_SOURCES)).digest('hex') : checkpointFingerprint(path)),
       weights,
       codec: () => TextCodec.load(path, args, true, tokenizerDir),
       close: async () => {
@@ -197,7 +198,7 @@ async function openSource(path: string, { tokenizer, diffusion, lora }: SourceOp
 }
 
 /** The adapter, checked against the base's tensors and the graph's reads (formats/lora.ts). */
-async function openAdapter(dir: string, args: ModelArgs, ck: Checkpoint): Promise<LoraAdapter> {
+export async function openAdapter(dir: string, args: ModelArgs, ck: Checkpoint): Promise<LoraAdapter> {
   const reads = new Set(weightNamesOf(args));
   const adapter = await openLora(dir, (n) => (ck.has(n) ? ck.info(n) : null), (n) => reads.has(n));
   // (a tied head reads the embedding: PEFT updates the input side only)
@@ -221,6 +222,7 @@ async function checkpointFingerprint(dir: string): Promise<string> {
 }
 
 const GGUF_SOURCES = ['gguf.ts', '../formats/gguf.ts'];
+const LORA_SOURCES = ['lora.ts', '../formats/lora.ts', '../runtime/lowrank.ts'];
 
 async function sourceHash(files: string[]): Promise<string> {
   const here = fileURLToPath(new URL('.', import.meta.url));

@@ -35,6 +35,8 @@ export class LowRankUpdate {
   async close(): Promise<void> {
     const s = this.session;
     this.session = null;
-    if (s) await (await s).release();
+    // (a session that failed to start has nothing to release; its error was the caller's)
+    const session = s ? await s.catch(() => null) : null;
+    await session?.release();
   }
 }
