@@ -30,8 +30,9 @@ gzip -c "$plain" > train/runs/gpu-carry/plain.npy.gz
 for m in "${MOVE[@]}"; do
   if [ -f "models/$m/model.safetensors" ]; then mv "models/$m/model.safetensors" "$HELD/$m.safetensors"; echo "moved models/$m/model.safetensors to $HELD/"; fi
 done
-tree=$(git ls-files -z | xargs -0 -I{} sh -c 'test -f "{}" && stat -c %s "{}"' | awk '{s+=$1} END {print s}')
-untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r -I{} stat -c %s "{}" | awk '{s+=$1} END {print s+0}')
+# (tracked files still here: the moved weights are not copied)
+tree=$(git ls-files -z | xargs -0 -r stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}' || true)
+untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r stat -c %s | awk '{s+=$1} END {print s+0}')
 carry=$(du -sb train/runs/gpu-carry | cut -f1)
 total=$((tree + untracked + carry))
 awk -v t="$total" -v a="$tree" -v u="$untracked" -v c="$carry" 'BEGIN { m = 1048576; printf "the device call copies %.1f MiB (tracked %.1f, untracked %.1f, carry %.1f); the limit is 64 MiB\n", t / m, a / m, u / m, c / m }'

@@ -14,8 +14,10 @@ INIT=${INIT:-}  # an exported model directory to start both models from (e.g. mo
 INIT_DIFFUSION=${INIT_DIFFUSION:-}  # ... and one for the diffusion model alone (continue each bundled model)
 FAMILY_WEIGHTS=${FAMILY_WEIGHTS:-}  # e.g. "mul=4,sort_words=4" (train.py --family-weights)
 SHIFT=${SHIFT:-}  # non-empty: adapt the diffusion model Dream-style (train.py --shift; exported in the Dream layout)
+NAME=${NAME:-quench-tiny}  # the diffusion model's directory in the tarball (quench-tiny-bd for a --block run)
 RUN=${RUN:-/tmp/quench-run}
 EXP=${EXP:-/tmp/quench-export}
+EXTRA=("$@")  # further train.py arguments (e.g. --block 4, --edit-noise 0.15)
 cd "$(dirname "$0")/.."
 mkdir -p train/runs/cache "$OUT"
 cp train/runs/gpu-carry/text_sources.json.gz train/runs/cache/
@@ -24,12 +26,12 @@ nvidia-smi -L 2>/dev/null; nproc
 train() {
   $PY train/train.py --kind both --device "$DEVICE" --minutes "$MINUTES" --batch "$BATCH" --lr "$LR" \
     --log-every 100 --ckpt-every 120 --out "$RUN" ${INIT:+--init-from "$INIT"} \
-    ${INIT_DIFFUSION:+--init-diffusion "$INIT_DIFFUSION"} ${FAMILY_WEIGHTS:+--family-weights "$FAMILY_WEIGHTS"} ${SHIFT:+--shift} "$@" 2>&1 | tee -a "$OUT/train.log"
+    ${INIT_DIFFUSION:+--init-diffusion "$INIT_DIFFUSION"} ${FAMILY_WEIGHTS:+--family-weights "$FAMILY_WEIGHTS"} ${SHIFT:+--shift} "${EXTRA[@]}" "$@" 2>&1 | tee -a "$OUT/train.log"
 }
 # fall back to in-process data generation if the worker processes fail (resumes from the last checkpoint)
 train --workers "$WORKERS" || train --workers 0
 for kind in diffusion ar; do
-  name=quench-tiny; [ "$kind" = ar ] && name=quench-tiny-ar
+  name=$NAME; [ "$kind" = ar ] && name=quench-tiny-ar
   $PY train/export.py --ckpt "$RUN/$kind/ckpt.pt" --kind "$kind" --out "$EXP/$name" 2>&1 | tee -a "$OUT/train.log"
 done
 tar czf - -C "$EXP" . | split -b 15M - "$OUT/models.tgz."
