@@ -120,7 +120,8 @@ test('responses: what is not supported gets a 400 naming the Responses field; th
     [{ input: 'x', max_output_tokens: 5000 }, 'max_output_tokens'],
     [{ input: 'x', reasoning: { effort: 'extreme' } }, 'reasoning.effort'],
     [{ input: 'x', tools: [{ type: 'function', name: 'bad name' }] }, 'tools[0].name'],
-    [{ input: 'x', include: ['reasoning.encrypted_content'] }, 'include[0]'],
+    [{ input: 'x', include: ['file_search_call.results'] }, 'include[0]'],
+    [{ input: 'x', truncation: 'middle' }, 'truncation'],
     [{ input: 'x', top_logprobs: 2 }, 'top_logprobs'],
     [{}, 'input'],
   ] as const) {
@@ -131,6 +132,11 @@ test('responses: what is not supported gets a 400 naming the Responses field; th
   assert.equal(responsesParam('messages[3].content[0]'), 'input');
   const ok = await main.client.responses.create({ model: model.id, input: 'hi', max_output_tokens: 4 } as never);
   assert.equal(ok.object, 'response');
+  // what agents send by default: encrypted reasoning to include (there is none), truncation auto,
+  // OpenAI's efforts beyond high
+  const agent = await post({ model: model.id, input: 'hi', max_output_tokens: 4, store: false, include: ['reasoning.encrypted_content'], truncation: 'auto', reasoning: { effort: 'xhigh' } });
+  assert.equal(agent.status, 200, JSON.stringify(agent.json));
+  assert.ok(!agent.json.output.some((o: { type: string }) => o.type === 'reasoning'));
 });
 
 test('responses: include message.output_text.logprobs gives the chat endpoint\'s log-probabilities, streamed with their deltas', async () => {

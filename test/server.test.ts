@@ -323,6 +323,23 @@ test('security: API key, Host check, CORS off by default, CORS on for named orig
   assert.equal(wrong.status, 401);
   const models = await fetch(`${main.base}/v1/models`);
   assert.equal(models.status, 401);
+  // the key is checked on the route the router matched: /v1/ spelled with escapes, a target in
+  // absolute form and an unknown route get 401 too; the probes need none
+  const raw = (method: string, path: string) =>
+    new Promise<number>((resolve, reject) => {
+      const u = new URL(main.base);
+      const r = http.request({ host: u.hostname, port: u.port, method, path, headers: { host: u.host, 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      r.on('error', reject);
+      r.end(method === 'POST' ? JSON.stringify(chatReq) : undefined);
+    });
+  for (const path of ['/%761/chat/completions', '/v%31/chat/completions', '/%76%31/responses', `http://${new URL(main.base).host}/v1/chat/completions`, '/v1/fim/completions', '/v1/nothing-here'])
+    assert.equal(await raw('POST', path), 401, path);
+  assert.equal(await raw('GET', '/v%31/models'), 401);
+  assert.equal(await raw('GET', '/health'), 200);
+  assert.equal(await raw('GET', '/metrics'), 200);
   // fetch cannot set Host; a raw request can, as a DNS-rebinding page's browser would
   const rebinding = await new Promise<number>((resolve, reject) => {
     const u = new URL(main.base);
@@ -341,6 +358,11 @@ test('security: API key, Host check, CORS off by default, CORS on for named orig
   assert.equal(pre2.headers.get('access-control-allow-origin'), 'http://app.example.com');
   const pre3 = await fetch(`${withCors.base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin: 'http://other.example.com', 'access-control-request-method': 'POST' } });
   assert.notEqual(pre3.headers.get('access-control-allow-origin'), 'http://other.example.com');
+  // a streamed answer carries the CORS headers too (the stream writes its own head)
+  const streamed = await fetch(`${withCors.base}/v1/chat/completions`, { method: 'POST', headers: { origin: 'http://app.example.com', 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify({ ...chatReq, stream: true }) });
+  assert.equal(streamed.status, 200);
+  assert.equal(streamed.headers.get('access-control-allow-origin'), 'http://app.example.com');
+  await streamed.text();
   const ok = await main.client.chat.completions.create(chatReq);
   assert.equal(ok.choices.length, 1);
 });
@@ -438,6 +460,47 @@ test('reasoning_effort presets: each sets its policy, explicit fields and the op
     const r = await main.client.chat.completions.create({ ...chatReq, max_tokens: 12, reasoning_effort: effort } as never);
     assert.ok(r.choices[0].finish_reason === 'length' || r.choices[0].finish_reason === 'stop', effort);
   }
+  // OpenAI's other efforts map onto the presets; null is no effort
+  for (const [effort, preset] of [['none', 'instant'], ['minimal', 'instant'], ['xhigh', 'high'], ['max', 'high']] as const) {
+    assert.deepEqual(generationOptions({ reasoning_effort: effort }, {}), generationOptions({ reasoning_effort: preset }, {}), effort);
+    const r = await post(main.base, '/v1/chat/completions', { ...chatReq, max_tokens: 8, reasoning_effort: effort });
+    assert.equal(r.status, 200, r.text);
+  }
+  assert.equal(generationOptions({ reasoning_effort: null }, {}).threshold, undefined);
+});
+
+test('OpenAI request shapes: null for unset, token-id prompt lists, the prompt counted once in usage; fields quench cannot honour are a 400', async () => {
+  // null is "unset" on the fields OpenAI declares nullable
+  const nulls = await post(main.base, '/v1/chat/completions', { ...chatReq, n: null, stream: null, user: null, reasoning_effort: null, parallel_tool_calls: null, max_tokens: 8 });
+  assert.equal(nulls.status, 200, nulls.text);
+  const nullc = await post(main.base, '/v1/completions', { model: model.id, prompt: 'The cat', max_tokens: 8, echo: null, best_of: null, n: null });
+  assert.equal(nullc.status, 200, nullc.text);
+  // a list of token-id prompts: one job each, as for a list of strings
+  const ids = [model.codec.encodePrompt('The cat'), model.codec.encodePrompt('A dog')];
+  const lists = await post(main.base, '/v1/completions', { model: model.id, prompt: ids, max_tokens: 8, temperature: 0 });
+  assert.equal(lists.status, 200, lists.text);
+  assert.equal(lists.json.choices.length, 2);
+  const one = await post(main.base, '/v1/completions', { model: model.id, prompt: ids[1], max_tokens: 8, temperature: 0 });
+  assert.equal(lists.json.choices[1].text, one.json.choices[0].text);
+  // usage: the prompt once, whatever n (as OpenAI and vLLM count it)
+  const n1 = await post(main.base, '/v1/completions', { model: model.id, prompt: 'The cat', max_tokens: 4 });
+  const n3 = await post(main.base, '/v1/completions', { model: model.id, prompt: 'The cat', max_tokens: 4, n: 3 });
+  assert.equal(n3.json.usage.prompt_tokens, n1.json.usage.prompt_tokens);
+  assert.equal(lists.json.usage.prompt_tokens, ids[0].length + ids[1].length);
+  for (const [path, body, param] of [
+    ['/v1/completions', { model: model.id, prompt: 'The cat', max_tokens: 4, echo: true, logprobs: 2 }, 'echo'],
+    ['/v1/chat/completions', { ...chatReq, functions: [{ name: 'f', parameters: {} }] }, 'functions'],
+    ['/v1/chat/completions', { ...chatReq, function_call: 'auto' }, 'function_call'],
+    ['/v1/chat/completions', { ...chatReq, modalities: ['text', 'audio'], audio: { voice: 'alloy', format: 'wav' } }, 'audio'],
+    ['/v1/chat/completions', { ...chatReq, modalities: ['audio'] }, 'modalities'],
+    ['/v1/chat/completions', { ...chatReq, web_search_options: {} }, 'web_search_options'],
+  ] as const) {
+    const r = await post(main.base, path, body);
+    assert.equal(r.status, 400, `${param}: ${r.text}`);
+    assert.equal(r.json.error.param, param);
+  }
+  const text = await post(main.base, '/v1/chat/completions', { ...chatReq, modalities: ['text'], max_tokens: 4 });
+  assert.equal(text.status, 200, text.text);
 });
 
 test('streamed final text stops at a stop string even when the last token runs past it', async () => {

@@ -154,7 +154,11 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     // a bodiless request that names a JSON content type (clients send one on every DELETE) has no body to parse
     if ((req.method === 'DELETE' || req.method === 'GET') && !Number(req.headers['content-length'] ?? 0) && req.headers['transfer-encoding'] === undefined) delete req.headers['content-type'];
     if (checkHost && !LOOPBACK_HOSTS.has(hostName(req.headers.host))) return send(reply, apiError(403, 'invalid_request_error', 'Host header not allowed for a loopback-bound server', 'host_not_allowed'));
-    if (req.url.startsWith('/v1/') && o.apiKey) {
+    // (on the route the router matched, not the raw URL, which may spell /v1/ with escapes or
+    // come in absolute form: every route but the probes needs the key, unknown ones too;
+    // a CORS preflight carries none)
+    const route = req.routeOptions.url;
+    if (o.apiKey && route !== '/health' && route !== '/metrics' && req.method !== 'OPTIONS') {
       const h = req.headers.authorization ?? '';
       const key = h.startsWith('Bearer ') ? h.slice(7) : '';
       if (!key || !safeEqual(key, o.apiKey)) return send(reply, apiError(401, 'authentication_error', 'invalid or missing API key', 'invalid_api_key'));
@@ -366,14 +370,17 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   }
 
   function usageOf(rs: GenerateResult[], jobs: Job[], n: number) {
-    const prompt = jobs.reduce((s, j) => s + j.prompt.length + (j.suffix?.length ?? 0), 0) * n;
+    // (each prompt once, as OpenAI and vLLM count it, though each of its n choices runs it; its
+    // cached tokens: the most any of its choices found in the prefix cache)
+    const prompt = jobs.reduce((s, j) => s + j.prompt.length + (j.suffix?.length ?? 0), 0);
+    const cached = jobs.reduce((s, _, j) => s + Math.max(0, ...rs.slice(j * n, (j + 1) * n).map((r) => r.stats.cached)), 0);
     const completion = rs.reduce((s, r) => s + r.tokens.length, 0);
     // (prefill chunks score nothing: left out, so chunking does not change the ratio)
     const forwards = rs.reduce((s, r) => s + r.stats.forwards - r.stats.prefill, 0);
     return {
       prompt_tokens: prompt,
       // (OpenAI's field: prompt tokens served from the prefix cache)
-      prompt_tokens_details: { cached_tokens: rs.reduce((s, r) => s + r.stats.cached, 0) },
+      prompt_tokens_details: { cached_tokens: cached },
       completion_tokens: completion,
       total_tokens: prompt + completion,
       forward_passes: forwards,
@@ -411,12 +418,16 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     checkModel(body.model);
     rejectUnsupported(body);
     noTools(body);
-    const p = body.prompt as string | string[] | number[];
+    const p = body.prompt as string | string[] | number[] | number[][];
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     const echo = body.echo === true;
+    // (OpenAI scores the echoed prompt's tokens too; a silent omission would skew an evaluation)
+    if (echo && typeof body.logprobs === 'number') throw new OptionError('echo', "echo with logprobs would need the prompt's log-probabilities, which quench does not compute; ask for one or the other");
+    const ofIds = (ids: number[]): Job => ({ prompt: ids, suffix, echo: echo ? model.codec.decode(ids) : undefined });
     let jobs: Job[];
     if (typeof p === 'string') jobs = [{ prompt: model.codec.encodePrompt(p), suffix, echo: echo ? p : undefined }];
-    else if (typeof p[0] === 'number') jobs = [{ prompt: p as number[], suffix, echo: echo ? model.codec.decode(p as number[]) : undefined }];
+    else if (typeof p[0] === 'number') jobs = [ofIds(p as number[])];
+    else if (Array.isArray(p[0])) jobs = (p as number[][]).map(ofIds);
     else jobs = (p as string[]).map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined }));
     return run(reply, 'completion', body, jobs);
   });

@@ -13,6 +13,9 @@ export const PRESETS: Record<string, Partial<GenerateOptions>> = {
   high: { policy: 'threshold', threshold: 0.99, cache: 'prefix' },
 };
 
+/** OpenAI's reasoning efforts onto the presets: none / minimal are the fastest, xhigh / max the most careful */
+export const EFFORTS: Record<string, keyof typeof PRESETS> = { instant: 'instant', none: 'instant', minimal: 'instant', low: 'low', medium: 'medium', high: 'high', xhigh: 'high', max: 'high' };
+
 export type Body = Record<string, unknown>;
 
 function reject(param: string, message: string): never {
@@ -21,6 +24,12 @@ function reject(param: string, message: string): never {
 
 /** Fields OpenAI defines that quench does not implement yet: a clear 400 instead of ignoring. */
 export function rejectUnsupported(b: Body): void {
+  // (a client sending these expects function_call / audio / citations back: text alone would mislead it)
+  if (b.functions !== undefined && b.functions !== null) reject('functions', 'functions (the legacy form of function calling) is not supported; send tools');
+  if (b.function_call !== undefined && b.function_call !== null) reject('function_call', 'function_call (the legacy form of tool_choice) is not supported; send tool_choice');
+  if (b.audio !== undefined && b.audio !== null) reject('audio', 'audio output is not supported (text models)');
+  if (Array.isArray(b.modalities) && b.modalities.some((m) => m !== 'text')) reject('modalities', 'only the text modality is supported');
+  if (b.web_search_options !== undefined && b.web_search_options !== null) reject('web_search_options', 'web search is not supported');
   const rf = b.response_format as { type?: unknown } | null | undefined;
   if (rf && rf.type !== undefined && rf.type !== 'text' && rf.type !== 'json_object' && rf.type !== 'json_schema')
     reject('response_format', `response_format ${JSON.stringify(rf.type)} is not supported; "text", "json_object" and "json_schema" are`);
@@ -70,7 +79,7 @@ export function stopStrings(b: Body): string[] {
 export function generationOptions(b: Body, defaults: Partial<GenerateOptions>): GenerateOptions {
   // an effort the request names overrides the server's and the model's defaults; without one
   // those defaults stand (the engine's own equal the medium preset)
-  const effort = b.realtime === true ? 'instant' : typeof b.reasoning_effort === 'string' ? b.reasoning_effort : null;
+  const effort = b.realtime === true ? 'instant' : typeof b.reasoning_effort === 'string' ? (EFFORTS[b.reasoning_effort] ?? null) : null;
   const o: GenerateOptions = { ...defaults, ...(effort === null ? {} : PRESETS[effort]) };
   const maxTokens = (b.max_completion_tokens ?? b.max_tokens) as number | null | undefined;
   if (typeof maxTokens === 'number') o.maxTokens = maxTokens;

@@ -28,7 +28,8 @@ export interface ResponsesContext {
   store: ResponseStore;
 }
 
-const EFFORT: Record<string, string> = { none: 'instant', minimal: 'instant', low: 'low', medium: 'medium', high: 'high' };
+// (OpenAI's efforts, as the chat field takes them: fields.ts EFFORTS)
+const EFFORT_NAMES = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max'];
 /** Responses fields with no chat counterpart, dropped once translated */
 const RESPONSES_ONLY = ['input', 'instructions', 'max_output_tokens', 'text', 'reasoning', 'store', 'metadata', 'truncation', 'include', 'previous_response_id', 'background', 'conversation', 'prompt'];
 /** chat fields that are not Responses fields: never carried over */
@@ -115,8 +116,11 @@ export function chatBodyOf(b: Body, previous: unknown[] = []): Body {
     if (b[k] !== undefined && b[k] !== null) bad(k, why);
   if (b.background === true) bad('background', 'background responses are not supported');
   const include = Array.isArray(b.include) ? b.include : [];
-  for (const [i, x] of include.entries()) if (x !== 'message.output_text.logprobs') bad(`include[${i}]`, `include ${JSON.stringify(x)} is not supported (only "message.output_text.logprobs")`);
-  if (b.truncation !== undefined && b.truncation !== null && b.truncation !== 'disabled') bad('truncation', 'only truncation "disabled" (a prompt over the context is a 400)');
+  // (quench writes no reasoning items: there is no encrypted reasoning to include, as agents ask for)
+  for (const [i, x] of include.entries()) if (x !== 'message.output_text.logprobs' && x !== 'reasoning.encrypted_content') bad(`include[${i}]`, `include ${JSON.stringify(x)} is not supported (only "message.output_text.logprobs"; "reasoning.encrypted_content" has nothing to add)`);
+  // ("auto" drops the conversation's start when it overflows; quench does not cut a conversation:
+  // one over the context is a 400 either way)
+  if (b.truncation !== undefined && b.truncation !== null && b.truncation !== 'disabled' && b.truncation !== 'auto') bad('truncation', 'truncation is "disabled" or "auto" (a prompt over the context is a 400 under both)');
   const chat: Body = { ...b };
   for (const k of [...RESPONSES_ONLY, ...CHAT_ONLY]) delete chat[k];
   chat.messages = [...instructionMessages(b), ...previous, ...itemMessages(b)];
@@ -146,8 +150,8 @@ export function chatBodyOf(b: Body, previous: unknown[] = []): Body {
   }
   const r = b.reasoning;
   if (isObject(r) && r.effort !== undefined && r.effort !== null) {
-    if (!(typeof r.effort === 'string' && r.effort in EFFORT)) bad('reasoning.effort', `reasoning.effort is one of ${Object.keys(EFFORT).join(', ')}`);
-    chat.reasoning_effort = EFFORT[r.effort as string];
+    if (!(typeof r.effort === 'string' && EFFORT_NAMES.includes(r.effort))) bad('reasoning.effort', `reasoning.effort is one of ${EFFORT_NAMES.join(', ')}`);
+    chat.reasoning_effort = r.effort;
   }
   return chat;
 }

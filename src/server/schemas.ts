@@ -5,22 +5,22 @@
 
 import { POLICIES } from '../decode/policies.ts';
 import { CACHE_MODES, CANVAS_MODES } from '../decode/options.ts';
-import { PRESETS } from './fields.ts';
+import { EFFORTS } from './fields.ts';
 
 const int = (minimum: number, maximum = 2 ** 31) => ({ type: 'integer', minimum, maximum });
 
 const sampling = {
   model: { type: 'string', maxLength: 256 },
-  stream: { type: 'boolean' },
+  stream: { type: ['boolean', 'null'] },
   stream_options: { type: ['object', 'null'], properties: { include_usage: { type: 'boolean' } } },
-  n: int(1, 8),
+  n: { type: ['integer', 'null'], minimum: 1, maximum: 8 },
   stop: { anyOf: [{ type: 'string', minLength: 1, maxLength: 256 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 256 } }, { type: 'null' }] },
   max_tokens: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 20 },
   temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
   top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
   top_k: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 24 },
   seed: { type: ['integer', 'null'], minimum: -(2 ** 53) + 1, maximum: 2 ** 53 - 1 },
-  user: { type: 'string', maxLength: 512 },
+  user: { type: ['string', 'null'], maxLength: 512 },
   frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
   presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
   logit_bias: { type: ['object', 'null'] },
@@ -46,7 +46,8 @@ const sampling = {
   canvas: { type: 'string', enum: [...CANVAS_MODES] },
   initial_canvas: int(1, 1 << 20),
   ignore_eos: { type: 'boolean' },
-  reasoning_effort: { type: 'string', enum: Object.keys(PRESETS) },
+  // (quench's presets, and OpenAI's other efforts mapped onto them: fields.ts EFFORTS)
+  reasoning_effort: { type: ['string', 'null'], enum: [...Object.keys(EFFORTS), null] },
   realtime: { type: 'boolean' },
   diffusing: { type: 'boolean' },
   // (vLLM's field: the prefix cache is shared only between requests with the same salt)
@@ -84,7 +85,7 @@ export const chatBody = {
     top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
     tools: { type: ['array', 'null'] },
     tool_choice: {},
-    parallel_tool_calls: { type: 'boolean' },
+    parallel_tool_calls: { type: ['boolean', 'null'] },
     response_format: { type: ['object', 'null'] },
   },
 };
@@ -99,11 +100,12 @@ export const completionBody = {
         { type: 'string' },
         { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string' } },
         { type: 'array', minItems: 1, maxItems: 1 << 20, items: { type: 'integer' } },
+        { type: 'array', minItems: 1, maxItems: 64, items: { type: 'array', minItems: 1, maxItems: 1 << 20, items: { type: 'integer' } } },
       ],
     },
     suffix: { type: ['string', 'null'] },
-    echo: { type: 'boolean' },
-    best_of: { type: 'integer', minimum: 1, maximum: 1 },
+    echo: { type: ['boolean', 'null'] },
+    best_of: { type: ['integer', 'null'], minimum: 1, maximum: 1 },
   },
 };
 

@@ -71,8 +71,10 @@ export function draftText(ev: StepEvent, stop: Set<number>, decode: (ids: number
 
 /** Take the reply over for server-sent events (no buffering by proxies). */
 export function startEventStream(reply: FastifyReply): void {
+  // (headers hooks set on the reply, CORS's among them, go out with the hijacked stream's own)
+  const set = Object.fromEntries(Object.entries(reply.getHeaders()).filter((e): e is [string, string | number | string[]] => e[1] !== undefined));
   reply.hijack();
-  reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  reply.raw.writeHead(200, { ...set, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
 }
 
 /** Abort `abort` when the client goes away before the reply is finished; returns the undo. */
