@@ -363,6 +363,23 @@ describe('hostile chat templates', () => {
     });
   }
 
+  test('run time is bounded: runaway loops stop at the step budget, range() at 100,000 items; the longest conversation the server takes renders', () => {
+    const run = (tpl: string, msgs: ChatMessage[] = MESSAGES) => new TextCodec(tk.tokenizer, { ...tk.config, chat_template: tpl }).applyChatTemplate(msgs);
+    const refused = (tpl: string, why: RegExp) => assert.throws(() => run(tpl), (e: unknown) => e instanceof FormatError && e.code === 'chat_template_error' && why.test(e.message), tpl);
+    // (empty loop bodies evaluate no node: their iterations count too)
+    refused('{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}x', /evaluation steps/);
+    refused('{% set r = range(2000) %}{% for a in r %}{% for b in r %}{{ b }}{% endfor %}{% endfor %}', /evaluation steps/);
+    refused('{% for i in range(100000000) %}{% endfor %}', /range\(\) of 100000000 items/);
+    refused('{{ range(0, 10 ** 300) }}', /range/);
+    // range keeps Python's semantics under the cap
+    assert.equal(run('{{ range(5)|join(",") }}|{{ range(2, 9, 3)|join(",") }}|{{ range(5, 0, -2)|join(",") }}|{{ range(100000)|length }}'), '0,1,2,3,4|2,5,8|5,3,1|100000');
+    // the fixture's ChatML template over 1,024 long messages (the server's limit), and the other globals
+    const long: ChatMessage[] = Array.from({ length: 1024 }, (_, i) => ({ role: i % 2 ? 'assistant' : 'user', content: `message ${i} `.repeat(50) }));
+    assert.equal(run(tk.config.chat_template as string, long).split('<|im_start|>').length - 1, 1024 + 2, 'every message, the default system message and the generation prompt');
+    assert.match(run("{{ strftime_now('%d %b %Y') }}{{ none is none }}{{ True }}"), /^\d\d [A-Z][a-z]{2} \d{4}truetrue$/);
+    assert.throws(() => run("{{ raise_exception('no system role') }}"), (e: unknown) => e instanceof FormatError && /no system role/.test(e.message));
+  });
+
   test('templates cannot mutate the caller\'s messages', () => {
     const msgs = structuredClone(MESSAGES);
     for (const tpl of ['{{ messages.pop() }}', "{% set _ = messages.append({'role': 'x'}) %}", "{% set m = messages[0] %}{% set m.content = 'pwned' %}", '{{ messages.clear() }}']) {

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
 import { FormatError } from '../errors.ts';
 import type { ModelArgs } from './config.ts';
 import { generationDefaults, type GenerationDefaults } from './generation-config.ts';
@@ -38,6 +38,71 @@ const END_OF_TURN = ['<|eot_id|>', '<|im_end|>', '<|end|>', '<end_of_turn>', '<|
 const MASK_NAMES = ['<|mdm_mask|>', '<|mask|>', '[MASK]', '<mask>', '<M>'];
 /** Rendering a template must not grow without bound; real chat templates emit a few KB. */
 const MAX_RENDERED_CHARS = 4 * 1024 * 1024;
+/** Nor run without bound: a template is code from the model's repository, run on the event loop
+ * for every chat request. The ChatML and LLaDA templates take ~15 steps per message (15k for
+ * 1,000 messages; the server takes at most 1,024); this budget is ~13x that, and the costliest
+ * steps (loop iterations, ~7 us each here) exhaust it in ~1.5 s. range() is capped as Python's
+ * sandboxed jinja caps it, since it allocates its list before any step. */
+export const MAX_TEMPLATE_STEPS = 200_000;
+const MAX_RANGE = 100_000;
+
+// (the package's type declarations import their own modules without extensions, which this
+// project's module resolution does not follow: the interpreter's shape, as used here)
+interface InterpreterShape {
+  run(program: unknown): { value: unknown };
+  evaluate(statement: unknown, environment: unknown): unknown;
+  evaluateBlock(statements: unknown, environment: unknown): unknown;
+}
+const InterpreterBase = Interpreter as unknown as new (env: unknown) => InterpreterShape;
+
+/** Every node goes through evaluate(), every loop iteration and block through evaluateBlock()
+ * (an empty loop body evaluates no node): both counted, per render. */
+class BudgetedInterpreter extends InterpreterBase {
+  private steps = 0;
+  private tick(): void {
+    if (++this.steps > MAX_TEMPLATE_STEPS) throw new Error(`the template ran past ${MAX_TEMPLATE_STEPS} evaluation steps`);
+  }
+  override evaluate(statement: unknown, environment: unknown): unknown {
+    this.tick();
+    return super.evaluate(statement, environment);
+  }
+  override evaluateBlock(statements: unknown, environment: unknown): unknown {
+    this.tick();
+    return super.evaluateBlock(statements, environment);
+  }
+}
+
+/** strftime_now's directives, as transformers' templates use them (Llama 3.1's "%d %b %Y"). */
+function strftime(d: Date, format: string): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const month = (style: 'short' | 'long') => new Intl.DateTimeFormat('en-US', { month: style }).format(d);
+  return format.replace(/%[YmdbBHM%]/g, (t) => ({ '%Y': String(d.getFullYear()), '%m': pad(d.getMonth() + 1), '%d': pad(d.getDate()), '%b': month('short'), '%B': month('long'), '%H': pad(d.getHours()), '%M': pad(d.getMinutes()), '%%': '%' })[t]!);
+}
+
+/** The globals a template sees (the library's own, with a bounded range). */
+const TEMPLATE_GLOBALS: Record<string, unknown> = {
+  false: false,
+  true: true,
+  none: null,
+  False: false,
+  True: true,
+  None: null,
+  raise_exception: (message: string) => {
+    throw new Error(message);
+  },
+  range: boundedRange,
+  strftime_now: (format: string) => strftime(new Date(), String(format)),
+};
+
+/** range() as the template sees it: Python's semantics, at most MAX_RANGE items. */
+function boundedRange(start: number, stop?: number, step = 1): number[] {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (![start, stop, step].every(Number.isFinite)) throw new Error('range() takes finite numbers');
+  if (step === 0) throw new Error('range() step must not be zero');
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  if (n > MAX_RANGE) throw new Error(`range() of ${n} items: a chat template may take at most ${MAX_RANGE}`);
+  return Array.from({ length: n }, (_, i) => start + i * step);
+}
 
 async function readJson(path: string, what: string, optional: boolean): Promise<Record<string, unknown> | null> {
   let text: string;
@@ -265,13 +330,9 @@ export class TextCodec {
     }
     let out: string;
     try {
-      out = this.template.render({
-        messages,
-        add_generation_prompt: addGenerationPrompt,
-        bos_token: this.bosText,
-        eos_token: this.eosText,
-        ...(tools ? { tools } : {}),
-      });
+      const env = new Environment();
+      for (const [k, v] of Object.entries({ ...TEMPLATE_GLOBALS, messages, add_generation_prompt: addGenerationPrompt, bos_token: this.bosText, eos_token: this.eosText, ...(tools ? { tools } : {}) })) env.set(k, v);
+      out = new BudgetedInterpreter(env).run(this.template.parsed).value as string;
     } catch (e) {
       throw new FormatError('chat_template_error', `chat template failed to render: ${(e as Error).message}`);
     }
