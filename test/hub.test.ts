@@ -95,6 +95,8 @@ before(async () => {
     // (with the base's config.json beside it, as some trainers save one)
     files: await repoOf(loraDir, ['adapter_model.safetensors'], { 'adapter_config.json': JSON.stringify({ ...loraCfg, base_model_name_or_path: 'quench-test/llada-tiny' }), 'config.json': readFileSync(join(fixtureDir, 'config.json'), 'utf8'), 'README.md': '# adapter', 'adapter_model.bin': 'pickle', 'training_args.bin': 'pickle' }),
   });
+  // one whose config names a path on the puller's machine (here: a real model directory)
+  repos.set('quench-test/path-lora', { sha: sha1('path-lora'), files: await repoOf(loraDir, ['adapter_model.safetensors'], { 'adapter_config.json': JSON.stringify({ ...loraCfg, base_model_name_or_path: fixtureDir }) }) });
   repos.set('quench-test/lora-bin-only', { sha: sha1('lora-bin'), files: await repoOf(loraDir, [], { 'adapter_config.json': '{}', 'adapter_model.bin': 'pickle' }) });
 
   // a GGUF-only repository (as llama.cpp model repositories are): several quantizations
@@ -374,6 +376,10 @@ test('pull a LoRA adapter repository: its adapter files only; as a model it brin
       await model.close();
     }
     assert.ok(outs[0].some((x, i) => Math.abs(x - outs[1][i]) > 1e-3), 'the adapter changes the logits');
+    // a pulled adapter's base is a Hub id or a model name, never a path on this machine
+    await pull('quench-test/path-lora', { endpoint: url, cacheDir });
+    assert.throws(() => resolveModelEntry('quench-test/path-lora'), /names ".*" as its base, which is no Hub id/);
+    assert.deepEqual(resolveModelEntry('quench-test/llada-tiny', 'quench-test/path-lora').dir, base.dir, 'given explicitly, the base is the caller\'s choice');
     await assert.rejects(pull('quench-test/lora-bin-only', { endpoint: url, cacheDir }), (e: unknown) => e instanceof HubError && e.code === 'hub_no_safetensors' && /adapter_model\.bin, a pickle/.test(e.message));
   } finally {
     if (prev === undefined) delete process.env.HF_HUB_CACHE;

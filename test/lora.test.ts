@@ -244,6 +244,18 @@ test('adapters quench cannot merge exactly are refused with a typed error naming
   d = await fresh({ targets: [], embedding: 'model.transformer.wte.weight', embeddingBase: 0 });
   await rewrite(d, (t) => [...t, ...t.filter((x) => x.name.endsWith('.base_layer.weight')).map((x) => ({ ...x, name: x.name.replace('.base_layer', '') }))]);
   await expectCode(load(d), 'adapter_tensor_unknown', 'one tensor saved twice (whole and under base_layer)');
+  // patterns that could backtrack catastrophically (a repeated group) are refused before any match
+  for (const key of ['([\\w.]+)+!', '(a|aa)*', 'a*b*c*d*e*f*', 'x'.repeat(300)]) {
+    d = await fresh();
+    await editConfig(d, (c) => (c.rank_pattern = { [key]: 4 }));
+    await expectCode(load(d), 'adapter_config_invalid', `pattern ${key.slice(0, 20)}`);
+  }
+  d = await fresh();
+  await editConfig(d, (c) => (c.alpha_pattern = { 'layers\\.\\d+\\.q_proj': 4, '(q|k)_proj': 2 }));
+  await load(d);
+  // a rank past the tensor's smaller side (32 here)
+  d = await fresh({ targets: ['q_proj'], r: 33 });
+  await expectCode(load(d), 'config_mismatch', 'rank over the tensor');
   d = await fresh();
   await editConfig(d, (c) => (c.r = 3));
   await expectCode(load(d), 'config_mismatch', 'r disagrees with the tensors');

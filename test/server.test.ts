@@ -174,8 +174,9 @@ test('logprobs: one entry per completion token, in the chat and the completions 
   // offsets point into the returned text: from 0, never backwards, never past its end
   assert.equal(lp.text_offset![0], 0);
   lp.text_offset!.forEach((o, i) => assert.ok(o >= (lp.text_offset![i - 1] ?? 0) && o <= c.choices[0].text.length, `offset ${i}`));
-  const echoed = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 0, echo: true });
-  assert.equal(echoed.choices[0].logprobs!.text_offset![0], 'hello'.length, 'offsets count the echoed prompt');
+  // (with echo OpenAI scores the prompt's tokens too, which quench does not: a 400, not a partial list)
+  const echoed = await post(main.base, '/v1/completions', { model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 0, echo: true });
+  assert.equal(echoed.status, 400);
   assert.ok(lp.top_logprobs!.every((m) => Object.keys(m).length <= 2));
   const cs = await main.client.completions.create({ model: model.id, prompt: 'hello', max_tokens: 12, temperature: 0, logprobs: 2, stream: true });
   const parts = { tokens: [] as string[], token_logprobs: [] as number[], text_offset: [] as number[] };
@@ -373,6 +374,14 @@ test('health is 503 while loading and 200 when ready; metrics speak Prometheus',
   assert.equal(h1.status, 503);
   const c1 = await post(s.base, '/v1/chat/completions', chatReq);
   assert.equal(c1.status, 503);
+  // a load that failed says why, without the server's paths
+  s.state.error = `no adapter_config.json in the adapter directory "/home/op/secret-models/x" (ENOENT: open '/srv/m/model.safetensors')`;
+  const failed = await post(s.base, '/v1/chat/completions', chatReq);
+  assert.equal(failed.status, 503);
+  assert.equal(failed.json.error.code, 'model_load_failed');
+  assert.match(failed.json.error.message, /no adapter_config\.json/);
+  assert.ok(!/secret-models|\/srv\//.test(failed.json.error.message), failed.json.error.message);
+  s.state.error = undefined;
   attachScheduler(s.state, model, s.opts, s.metrics);
   const h2 = await fetch(`${s.base}/health`);
   assert.equal(h2.status, 200);
@@ -393,14 +402,16 @@ test('health is 503 while loading and 200 when ready; metrics speak Prometheus',
   assert.equal(d2 - d1, 1);
 });
 
-test('quench serve: SIGTERM lets the running request finish, then exits 0', async () => {
+/** `quench serve` as its own process, ready; a long request running in it. */
+async function servingChild(extra: string[] = []) {
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', dir, '--port', String(port), '--threads', '1'], {
+  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', dir, '--port', String(port), '--threads', '1', ...extra], {
     env: { ...process.env, QUENCH_CACHE: CACHE, QUENCH_API_KEY: '' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let log = '';
-  child.stderr.on('data', (d) => (log += d));
+  // ('close': after the exit and the last of its stderr)
+  const out = { child, log: '', exited: new Promise<number | null>((r) => child.on('close', (code) => r(code))) };
+  child.stderr.on('data', (d) => (out.log += d));
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 200; i++) {
     try {
@@ -410,15 +421,35 @@ test('quench serve: SIGTERM lets the running request finish, then exits 0', asyn
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  const pending = fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...chatReq, max_tokens: 192, policy: 'low_confidence' }) });
+  // (a process that exits mid-request fails the fetch: kept as the value, not an unhandled rejection)
+  const pending = fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...chatReq, max_tokens: 192, policy: 'low_confidence' }) }).catch((e: Error) => e);
   await new Promise((r) => setTimeout(r, 150));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  child.kill('SIGTERM');
-  const res = await pending;
-  assert.equal(res.status, 200, log);
+  // (the same object: its log keeps growing)
+  return Object.assign(out, { pending });
+}
+
+test('quench serve: SIGTERM lets the running request finish, then exits 0; past --drain-timeout, or at a second signal, it exits 1', async () => {
+  const a = await servingChild();
+  a.child.kill('SIGTERM');
+  const res = await a.pending;
+  assert.ok(res instanceof Response, String(res));
+  assert.equal(res.status, 200, a.log);
   const body = (await res.json()) as any;
   assert.equal(body.object, 'chat.completion');
-  assert.equal(await exited, 0, log);
+  assert.equal(await a.exited, 0, a.log);
+  // (192 one-token steps outlast both)
+  const b = await servingChild(['--drain-timeout', '0.05']);
+  b.child.kill('SIGTERM');
+  assert.equal(await b.exited, 1, b.log);
+  assert.match(b.log, /still draining after 0.05 s/);
+  assert.ok(!((await b.pending) instanceof Response && (await b.pending as Response).ok), 'the request was cut');
+  const c = await servingChild();
+  c.child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 20));
+  c.child.kill('SIGTERM');
+  assert.equal(await c.exited, 1, c.log);
+  assert.match(c.log, /SIGTERM again: exiting without waiting/);
+  assert.ok(!((await c.pending) instanceof Response && (await c.pending as Response).ok), 'the request was cut');
 });
 
 test('reasoning_effort presets: each sets its policy, explicit fields and the operator\'s other defaults stand', async () => {

@@ -35,6 +35,7 @@ program
   .option('--initial-canvas <n>', 'first size of an adaptive canvas (default 16)', int)
   .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')
   .option('--response-store <n>', 'Responses API responses kept in memory for previous_response_id and GET /v1/responses/{id}, oldest dropped first (0: store none)', int, 1000)
+  .option('--drain-timeout <seconds>', 'on SIGTERM / SIGINT, how long running requests may finish before the process exits anyway (a second signal exits at once)', Number, 30)
   .option('--log', 'log requests')
   .option('--generation-config <source>', "decoding defaults: auto (the model's generation_config.json), none (the engine's), or a generation_config.json / its directory", 'auto')
   .action(async (o) => {

@@ -4,10 +4,10 @@
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NotFoundError, OptionError } from '../errors.ts';
-import { cachedModels, isModelGguf, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
+import { cachedModels, hubCacheDir, isModelGguf, isRepoId, parseModelRef, pickGguf, snapshotDir, snapshotMissing } from '../models/hub.ts';
 import { HubError } from '../errors.ts';
 import { ggufModelName, isFirstGgufPart, isGguf } from '../formats/gguf.ts';
 import { ADAPTER_CONFIG, isAdapterDir, parseLoraConfig } from '../formats/lora.ts';
@@ -80,6 +80,12 @@ export function resolveModelEntry(arg: string | undefined, lora?: string): Resol
 function withBase(adapter: { dir: string; name: string }): ResolvedModel {
   const base = parseLoraConfig(readFileSync(join(adapter.dir, ADAPTER_CONFIG), 'utf8')).baseModel;
   if (base === null) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} names no base model (base_model_name_or_path): give it as --model <base> --lora ${adapter.name}`, 'model_not_found');
+  // (a downloaded adapter's config is someone else's file: its base must be a Hub id or a
+  // bundled or local model's name, never a path on this machine)
+  const hub = resolve(hubCacheDir());
+  const pulled = resolve(adapter.dir).startsWith(hub + sep);
+  if (pulled && !isRepoId(parseModelRef(base).repo) && !listModels().some((m) => m.name === base && m.source !== 'hub'))
+    throw new OptionError('model', `the pulled LoRA adapter ${adapter.name} names ${JSON.stringify(base.slice(0, 200))} as its base, which is no Hub id (owner/name) nor a bundled or local model: give the base as --model <base> --lora ${adapter.name}`);
   let b: { dir: string; name: string };
   try {
     b = resolvePlain(base);

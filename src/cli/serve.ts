@@ -37,6 +37,8 @@ export interface ServeOptions {
   responseStore?: number;
   /** where decoding defaults come from: auto (the model's generation_config.json), none, or a path */
   generationConfig?: string;
+  /** seconds a SIGTERM / SIGINT waits for running requests before exiting (default 30) */
+  drainTimeout?: number;
 }
 
 export async function serve(o: ServeOptions): Promise<void> {
@@ -47,9 +49,18 @@ export async function serve(o: ServeOptions): Promise<void> {
   console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);
   let stopping = false;
   const stop = async (sig: string) => {
-    if (stopping) return;
+    // (a second signal, or a drain past its deadline, ends the process with what is running)
+    if (stopping) {
+      console.error(`quench: ${sig} again: exiting without waiting`);
+      process.exit(1);
+    }
     stopping = true;
-    console.error(`quench: ${sig}: draining`);
+    const seconds = o.drainTimeout ?? 30;
+    console.error(`quench: ${sig}: draining (at most ${seconds} s; a second signal exits at once)`);
+    setTimeout(() => {
+      console.error(`quench: still draining after ${seconds} s: exiting`);
+      process.exit(1);
+    }, seconds * 1000).unref();
     const closing = app.close();
     await state.scheduler?.drain();
     await closing;
@@ -68,7 +79,10 @@ export async function serve(o: ServeOptions): Promise<void> {
     const d = describeDefaults(model.defaults);
     if (d) console.error(`quench: decoding defaults (--generation-config ${o.generationConfig ?? 'auto'}): ${d}`);
   } catch (e) {
-    state.error = e instanceof Error ? e.message : String(e);
-    console.error(`quench: failed to load the model: ${state.error}`);
+    const message = e instanceof Error ? e.message : String(e);
+    // (the whole message in the server's log, control characters escaped; clients get it
+    // without the server's paths: app.ts)
+    state.error = message;
+    console.error(`quench: failed to load the model: ${JSON.stringify(message).slice(1, -1)}`);
   }
 }

@@ -250,6 +250,10 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
   }
   const policy = o.policy ?? DEFAULTS.policy;
   if (!POLICIES.includes(policy)) throw new OptionError('policy', `policy must be one of ${POLICIES.join(', ')}; got ${JSON.stringify(policy)}`);
+  // (a schedule's step past one token per step commits nothing and still costs a forward: a
+  // request could hold its slot for a million of them; for the others steps is only a bound)
+  if (o.steps !== undefined && stepsPerBlock > blockLength && (isFixedCount(policy) || policy.startsWith('dream_')))
+    throw new OptionError('steps', `steps ${o.steps} gives ${stepsPerBlock} steps to a block of ${blockLength} tokens: policy ${policy} commits a scheduled count per step, and past one token per step a step commits nothing`);
   // (a fixed count per step is a schedule those two would break: fewer commits leave masks)
   for (const [on, param] of [[o.holdEnds, 'hold_ends'], [o.inOrder, 'in_order']] as const)
     if (on && isFixedCount(policy)) throw new OptionError(param, `${param} needs a policy without a fixed count per step (threshold, entropy_bounded, dream_*), not ${policy}`);

@@ -72,12 +72,18 @@ function patterns(raw: unknown, what: string): [string, RegExp, number][] {
   if (typeof raw !== 'object' || Array.isArray(raw)) throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} must be an object of module pattern -> number`);
   return Object.entries(raw as Record<string, unknown>).map(([k, v]) => {
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what}[${JSON.stringify(k)}] must be a positive number, got ${JSON.stringify(v)}`);
+    // (the keys are regexes from a downloaded file, run on the main thread: one that could
+    // backtrack catastrophically, a quantified group, is refused; PEFT writes module names and
+    // simple patterns such as "layers\.\d+\.mlp")
+    const quantifiers = k.match(/[*+?]|\{\d/g)?.length ?? 0;
+    if (k.length > 256 || /\)[*+?{]/.test(k) || quantifiers > 4)
+      throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} key ${JSON.stringify(k.slice(0, 80))} is too complex a pattern (over 256 characters, a repeated group, or more than 4 repetitions)`);
     let re: RegExp;
     try {
       // (PEFT's get_pattern_key: re.match(rf"(.*\.)?({key})$", module_name))
       re = new RegExp(`^(.*\\.)?(${k})$`);
     } catch {
-      throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} key ${JSON.stringify(k)} is not a valid pattern`);
+      throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} key ${JSON.stringify(k.slice(0, 80))} is not a valid pattern`);
     }
     return [k, re, v];
   });
@@ -183,6 +189,8 @@ export async function openLora(dir: string, baseInfo: (name: string) => TensorIn
       if (base.shape.length !== 2 || A.length !== 2 || B.length !== 2 || B[1] !== rank || A[1] !== cols || B[0] !== rows)
         throw bad('config_mismatch', `adapter module ${JSON.stringify(target.slice(0, -'.weight'.length))}: lora A [${A}] and B [${B}] do not fit the base tensor [${base.shape}]`);
       const module = target.slice(0, -'.weight'.length);
+      // (a rank past the tensor's smaller side adds nothing a full update would not, at more cost)
+      if (rank > Math.min(rows, cols)) throw bad('config_mismatch', `adapter module ${JSON.stringify(module.slice(0, 200))} has rank ${rank}, over its tensor's smaller side ${Math.min(rows, cols)}`);
       const s = loraScale(cfg, module);
       if (s.rank !== rank) throw bad('config_mismatch', `adapter module ${JSON.stringify(module)} has rank ${rank}, ${ADAPTER_CONFIG} says ${s.rank}`);
       deltas.set(target, { kind: p.kind, a: p.a, b: p.b, rank, scale: s.scale });

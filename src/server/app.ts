@@ -10,7 +10,7 @@ import type { GenerateOptions } from '../decode/options.ts';
 import { CancelledError, NotFoundError, OptionError, UnavailableError } from '../errors.ts';
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
-import { apiError, toEnvelope, type Envelope } from './errors.ts';
+import { apiError, toEnvelope, withoutPaths, type Envelope } from './errors.ts';
 import { generationOptions, logprobsOption, rejectUnsupported, stopStrings, type Body } from './fields.ts';
 import { logprobEntries, maxAlternatives, outputConstraint } from './output.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -126,8 +126,10 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   const app = Fastify({
     logger: o.logger ? { level: 'info' } : false,
     bodyLimit: o.bodyLimit ?? 4 * 1024 * 1024,
+    // (an idle socket may wait out a long answer; a request must arrive whole within a minute,
+    // so slow uploads cannot hold sockets)
     connectionTimeout: 10 * 60_000,
-    requestTimeout: 10 * 60_000,
+    requestTimeout: 60_000,
     keepAliveTimeout: 5_000,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, allowUnionTypes: true } },
     // a malformed URL or an over-long path parameter: the same envelope as every other error
@@ -167,7 +169,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   const modelId = () => o.modelId ?? state.model?.id ?? 'quench';
   const ready = (): { model: Model; scheduler: Scheduler } => {
-    if (!state.model || !state.scheduler) throw new UnavailableError(state.error ? `model failed to load: ${state.error}` : 'the model is still loading', state.error ? 'model_load_failed' : 'model_loading');
+    if (!state.model || !state.scheduler) throw new UnavailableError(state.error ? `model failed to load: ${withoutPaths(state.error)}` : 'the model is still loading', state.error ? 'model_load_failed' : 'model_loading');
     return { model: state.model, scheduler: state.scheduler };
   };
   const checkModel = (name: unknown) => {

@@ -19,6 +19,12 @@ interface FastifyLikeError {
   validation?: { instancePath?: string; params?: Record<string, unknown>; message?: string; keyword?: string }[];
 }
 
+/** A message for a client: absolute paths (POSIX or Windows) become <path> (the server's files
+ * are not the client's business), control characters spaces. */
+export function withoutPaths(message: string): string {
+  return message.replace(/(^|[\s'"(=:,\[])(?:\/|[A-Za-z]:[\\/]|\\\\)[^\s'",)\]]*/g, '$1<path>').replace(/[\u0000-\u001f\u007f]/g, ' ');
+}
+
 /** Map anything thrown while handling a request to an envelope. Never leaks stack traces or paths. */
 export function toEnvelope(err: unknown): Envelope {
   if (err instanceof QuenchError) return apiError(err.status, err.type, err.message, err.code, err.param);
@@ -35,6 +41,6 @@ export function toEnvelope(err: unknown): Envelope {
   if (e?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return apiError(415, 'invalid_request_error', 'content-type must be application/json', 'unsupported_media_type');
   if (e?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || e?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (e?.statusCode === 400 && err instanceof SyntaxError))
     return apiError(400, 'invalid_request_error', 'request body is not valid JSON', 'invalid_json');
-  if (e?.statusCode && e.statusCode >= 400 && e.statusCode < 500) return apiError(e.statusCode, 'invalid_request_error', String(e.message ?? 'bad request').replace(/\/[^\s'"]+/g, '<path>'), e.code ?? null);
+  if (e?.statusCode && e.statusCode >= 400 && e.statusCode < 500) return apiError(e.statusCode, 'invalid_request_error', withoutPaths(String(e.message ?? 'bad request')), e.code ?? null);
   return apiError(500, 'server_error', 'internal error', 'internal_error');
 }
