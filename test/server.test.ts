@@ -267,6 +267,7 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['unknown canvas', { ...chatReq, canvas: 'elastic' }, 400, 'canvas'],
     ['initial canvas 0', { ...chatReq, initial_canvas: 0 }, 400, 'initial_canvas'],
     ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
+    ['an unknown role (named as quench names fields)', { ...chatReq, messages: [{ role: 'user', content: 'a' }, { role: 'robot', content: 'x' }] }, 400, 'messages[1].role'],
     ['logit_bias beyond 100', { ...chatReq, logit_bias: { '5': 150 } }, 400, 'logit_bias'],
     ['logit_bias on a token outside the vocabulary', { ...chatReq, logit_bias: { '999999': 1 } }, 400, 'logit_bias'],
     ['frequency_penalty beyond 2', { ...chatReq, frequency_penalty: 2.5 }, 400, 'frequency_penalty'],
@@ -298,11 +299,18 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
   const long = 'word '.repeat(400);
   const ctx = await post(main.base, '/v1/chat/completions', { ...chatReq, messages: [{ role: 'user', content: long }] });
   assert.equal(ctx.status, 400);
-  assert.match(ctx.json.error.message, /256/);
+  assert.match(ctx.json.error.message, /the prompt is \d+ tokens; the model context is 256 tokens/);
+  assert.equal(ctx.json.error.param, 'messages');
   const ctx2 = await post(main.base, '/v1/chat/completions', { ...chatReq, max_tokens: 250 });
   assert.equal(ctx2.status, 400);
   assert.match(ctx2.json.error.message, /250/);
   assert.match(ctx2.json.error.message, /256/);
+  // the field named as the request sent it: a completion's prompt, max_completion_tokens
+  const ctx3 = await post(main.base, '/v1/completions', { model: model.id, prompt: long, max_tokens: 4 });
+  assert.equal(ctx3.json.error.param, 'prompt', ctx3.text);
+  const ctx4 = await post(main.base, '/v1/chat/completions', { ...chatReq, max_tokens: undefined, max_completion_tokens: 250 });
+  assert.equal(ctx4.status, 400);
+  assert.equal(ctx4.json.error.param, 'max_completion_tokens', ctx4.text);
   const ids = await post(main.base, '/v1/completions', { model: model.id, prompt: [1, 2, 999999], max_tokens: 4 });
   assert.equal(ids.status, 400);
   assert.equal(ids.json.error.code, 'invalid_token');

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
 import { checkModelDefaults, type GenerateResult, type StepEvent, type TokenLogprob } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
-import { CancelledError, NotFoundError, OptionError, UnavailableError } from '../errors.ts';
+import { CancelledError, NotFoundError, OptionError, QuenchError, UnavailableError } from '../errors.ts';
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, withoutPaths, type Envelope } from './errors.ts';
@@ -283,6 +283,12 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       });
     } catch (e) {
       abort.abort();
+      // (the engine names a prompt "messages" and an answer budget "max_tokens": named here as
+      // this request sent them)
+      if (e instanceof QuenchError && e.param !== null) {
+        const sent = kind === 'completion' && e.param === 'messages' ? 'prompt' : e.param === 'max_tokens' && body.max_completion_tokens != null ? 'max_completion_tokens' : e.param;
+        if (sent !== e.param) Object.defineProperty(e, 'param', { value: sent });
+      }
       throw e;
     }
     // the requests already queued are cancelled if a later one fails validation; a choice that

@@ -31,7 +31,12 @@ export function toEnvelope(err: unknown): Envelope {
   const e = err as FastifyLikeError;
   if (e && Array.isArray(e.validation) && e.validation.length > 0) {
     const v = e.validation[0];
-    let param = (v.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
+    // (the JSON pointer as quench's own errors name fields: messages[0].content)
+    let param = (v.instancePath ?? '')
+      .split('/')
+      .slice(1)
+      .map((seg) => seg.replace(/~1/g, '/').replace(/~0/g, '~'))
+      .reduce((p, seg) => (/^\d+$/.test(seg) ? `${p}[${seg}]` : p ? `${p}.${seg}` : seg), '');
     const extra = v.params?.additionalProperty ?? v.params?.missingProperty;
     if (typeof extra === 'string') param = param ? `${param}.${extra}` : extra;
     const what = param || 'body';
