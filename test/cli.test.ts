@@ -92,7 +92,7 @@ test('a LoRA adapter: --lora beside its base, or alone as --model (the base from
   copyFileSync(join(base, 'config.json'), join(ad, 'config.json'));
   assert.equal(run(['--model', ad]), 'bbbb\n');
   writeFileSync(join(ad, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', base_model_name_or_path: '/nonexistent/base' }));
-  assert.throws(() => run(['--model', ad]), /adapter says-b is for \/nonexistent\/base: .*not found/);
+  assert.throws(() => run(['--model', ad]), /adapter says-b is for "\/nonexistent\/base": .*not found/);
 });
 
 test('quench bench forward passes its options through and prints one row per row count', () => {

@@ -358,7 +358,7 @@ test('pull a LoRA adapter repository: its adapter files only; as a model it brin
     const r = await pull('quench-test/llada-tiny-lora', { endpoint: url, cacheDir });
     assert.deepEqual([...r.files].sort(), ['README.md', 'adapter_config.json', 'adapter_model.safetensors']);
     assert.deepEqual(cachedModels(cacheDir).map((m) => m.repo), ['quench-test/llada-tiny-lora']);
-    assert.throws(() => resolveModelEntry('quench-test/llada-tiny-lora'), /adapter quench-test\/llada-tiny-lora is for quench-test\/llada-tiny: .*not pulled yet: quench pull quench-test\/llada-tiny/);
+    assert.throws(() => resolveModelEntry('quench-test/llada-tiny-lora'), /adapter quench-test\/llada-tiny-lora is for "quench-test\/llada-tiny": .*not pulled yet: quench pull quench-test\/llada-tiny/);
     const base = await pull('quench-test/llada-tiny', { endpoint: url, cacheDir });
     const m = resolveModelEntry('quench-test/llada-tiny-lora');
     assert.deepEqual(m, { dir: base.dir, name: 'quench-test/llada-tiny-lora', lora: r.dir });

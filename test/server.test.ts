@@ -243,6 +243,11 @@ test('a client that disconnects mid-stream frees its slot', async () => {
 });
 
 test('queue overflow answers 503 in the OpenAI envelope, and the server keeps serving', async () => {
+  // (a server still loading says when to come back, as a full one does)
+  const loading = await start({}, null);
+  const early = await post(loading.base, '/v1/chat/completions', chatReq);
+  assert.equal(early.status, 503);
+  assert.equal(early.headers.get('retry-after'), '1');
   const small = await start({ maxBatch: 1, maxQueue: 1 });
   const rs = await Promise.all(Array.from({ length: 6 }, () => post(small.base, '/v1/chat/completions', { ...chatReq, max_tokens: 64, policy: 'low_confidence' })));
   const codes = rs.map((r) => r.status).sort();

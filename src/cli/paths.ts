@@ -90,7 +90,7 @@ function withBase(adapter: { dir: string; name: string }): ResolvedModel {
   try {
     b = resolvePlain(base);
   } catch (e) {
-    if (e instanceof NotFoundError) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} is for ${base}: ${e.message}`, e.code);
+    if (e instanceof NotFoundError) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} is for ${JSON.stringify(base.slice(0, 200))}: ${e.message}`, e.code);
     throw e;
   }
   if (isAdapterDir(b.dir)) throw new OptionError('model', `the LoRA adapter ${adapter.name} names another adapter, ${base}, as its base`);

@@ -3,7 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseModelRef, pull, type PullOptions } from '../models/hub.ts';
+import { isRepoId, parseModelRef, pull, type PullOptions } from '../models/hub.ts';
 import { ADAPTER_CONFIG, isAdapterDir, parseLoraConfig } from '../formats/lora.ts';
 import { resolveModelEntry } from './paths.ts';
 
@@ -40,7 +40,9 @@ export async function pullCommand(ref: string, o: Pick<PullOptions, 'revision' |
   console.log(`pulled ${name} at ${r.commit.slice(0, 12)}: ${r.files.length} files, ${mb(r.bytes)} in ${s.toFixed(1)} s -> ${r.dir}`);
   if (isAdapterDir(r.dir)) {
     // (an adapter runs on its base, which is a repository of its own)
-    const base = parseLoraConfig(readFileSync(join(r.dir, ADAPTER_CONFIG), 'utf8')).baseModel;
+    // (someone else's text: quoted, so no control character reaches the terminal)
+    const named = parseLoraConfig(readFileSync(join(r.dir, ADAPTER_CONFIG), 'utf8')).baseModel;
+    const base = named === null ? null : isRepoId(named) ? named : JSON.stringify(named.slice(0, 200));
     let ready = false;
     try {
       resolveModelEntry(name);

@@ -79,6 +79,8 @@ function safeEqual(a: string, b: string): boolean {
 }
 
 function send(reply: FastifyReply, e: Envelope) {
+  // (a full queue, a model still loading: clients that honour Retry-After back off a second)
+  if (e.status === 503) reply.header('retry-after', '1');
   return reply.code(e.status).type('application/json').send(e.body);
 }
 
