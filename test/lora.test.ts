@@ -245,7 +245,7 @@ test('adapters quench cannot merge exactly are refused with a typed error naming
   await rewrite(d, (t) => [...t, ...t.filter((x) => x.name.endsWith('.base_layer.weight')).map((x) => ({ ...x, name: x.name.replace('.base_layer', '') }))]);
   await expectCode(load(d), 'adapter_tensor_unknown', 'one tensor saved twice (whole and under base_layer)');
   // patterns that could backtrack catastrophically (a repeated group) are refused before any match
-  for (const key of ['([\\w.]+)+!', '(a|aa)*', 'a*b*c*d*e*f*', 'x'.repeat(300)]) {
+  for (const key of ['([\\w.]+)+!', '(a|aa)*', '.*.*.*!', 'x'.repeat(300)]) {
     d = await fresh();
     await editConfig(d, (c) => (c.rank_pattern = { [key]: 4 }));
     await expectCode(load(d), 'adapter_config_invalid', `pattern ${key.slice(0, 20)}`);

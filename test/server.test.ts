@@ -1,7 +1,7 @@
 // The OpenAI-compatible server, driven by the official `openai` client and raw HTTP.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
 import OpenAI from 'openai';
 import { attachScheduler, buildServer, type ServingState, type ServerOptions } from '../src/server/app.ts';
@@ -415,8 +415,8 @@ test('health is 503 while loading and 200 when ready; metrics speak Prometheus',
   assert.equal(d2 - d1, 1);
 });
 
-/** `quench serve` as its own process, ready; a long request running in it. */
-async function servingChild(extra: string[] = []) {
+/** `quench serve` as its own process, ready; a long request running in it (and `more` queued). */
+async function servingChild(extra: string[] = [], more = 0) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', dir, '--port', String(port), '--threads', '1', ...extra], {
     env: { ...process.env, QUENCH_CACHE: CACHE, QUENCH_API_KEY: '' },
@@ -435,7 +435,9 @@ async function servingChild(extra: string[] = []) {
     await new Promise((r) => setTimeout(r, 100));
   }
   // (a process that exits mid-request fails the fetch: kept as the value, not an unhandled rejection)
-  const pending = fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...chatReq, max_tokens: 192, policy: 'low_confidence' }) }).catch((e: Error) => e);
+  const ask = () => fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...chatReq, max_tokens: 192, policy: 'low_confidence' }) }).catch((e: Error) => e);
+  const pending = ask();
+  for (let i = 0; i < more; i++) void ask();
   await new Promise((r) => setTimeout(r, 150));
   // (the same object: its log keeps growing)
   return Object.assign(out, { pending });
@@ -450,19 +452,28 @@ test('quench serve: SIGTERM lets the running request finish, then exits 0; past 
   const body = (await res.json()) as any;
   assert.equal(body.object, 'chat.completion');
   assert.equal(await a.exited, 0, a.log);
-  // (192 one-token steps outlast both)
-  const b = await servingChild(['--drain-timeout', '0.05']);
+  // (192 one-token steps, 8 more requests queued behind, outlast 50 ms)
+  const b = await servingChild(['--drain-timeout', '0.05'], 8);
   b.child.kill('SIGTERM');
   assert.equal(await b.exited, 1, b.log);
   assert.match(b.log, /still draining after 0.05 s/);
   assert.ok(!((await b.pending) instanceof Response && (await b.pending as Response).ok), 'the request was cut');
+  // a copy of the signal within a second (npx forwards the terminal's Ctrl-C) still drains
   const c = await servingChild();
-  c.child.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 20));
-  c.child.kill('SIGTERM');
-  assert.equal(await c.exited, 1, c.log);
-  assert.match(c.log, /SIGTERM again: exiting without waiting/);
-  assert.ok(!((await c.pending) instanceof Response && (await c.pending as Response).ok), 'the request was cut');
+  c.child.kill('SIGINT');
+  await new Promise((r) => setTimeout(r, 10));
+  c.child.kill('SIGINT');
+  assert.equal(await c.exited, 0, c.log);
+  assert.ok((await c.pending) instanceof Response);
+  // a second signal later exits at once (40 queued requests outlast the wait)
+  const d = await servingChild([], 40);
+  d.child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 1200));
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 1, d.log);
+  assert.match(d.log, /SIGTERM again: exiting without waiting/);
+  // a drain timeout that no timer can hold is refused at the start
+  assert.throws(() => execFileSync(process.execPath, ['bin/quench.js', 'serve', '--drain-timeout', '30s'], { stdio: 'pipe' }), /not a number of seconds/);
 });
 
 test('reasoning_effort presets: each sets its policy, explicit fields and the operator\'s other defaults stand', async () => {

@@ -1,10 +1,17 @@
 // quench serve | run | pull | list | bench | eval
 
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { listModels, resolveModelEntry } from './paths.ts';
 
 const program = new Command();
 program.name('quench').description('Diffusion language models on ONNX Runtime, served through an OpenAI-compatible API').version('0.1.0');
+
+/** A duration for a timer: a finite number of seconds that setTimeout can hold. */
+const seconds = (v: string) => {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > 2_147_483) throw new InvalidArgumentError(`not a number of seconds in [0, 2147483]: ${v}`);
+  return n;
+};
 
 const int = (v: string) => {
   const n = Number(v);
@@ -35,7 +42,7 @@ program
   .option('--initial-canvas <n>', 'first size of an adaptive canvas (default 16)', int)
   .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')
   .option('--response-store <n>', 'Responses API responses kept in memory for previous_response_id and GET /v1/responses/{id}, oldest dropped first (0: store none)', int, 1000)
-  .option('--drain-timeout <seconds>', 'on SIGTERM / SIGINT, how long running requests may finish before the process exits anyway (a second signal exits at once)', Number, 30)
+  .option('--drain-timeout <seconds>', 'on SIGTERM / SIGINT, how long running requests may finish before the process exits anyway (0: at once; a second signal, a second or more later, exits at once)', seconds, 30)
   .option('--log', 'log requests')
   .option('--generation-config <source>', "decoding defaults: auto (the model's generation_config.json), none (the engine's), or a generation_config.json / its directory", 'auto')
   .action(async (o) => {

@@ -93,7 +93,7 @@ function withBase(adapter: { dir: string; name: string }): ResolvedModel {
     if (e instanceof NotFoundError) throw new NotFoundError('model', `the LoRA adapter ${adapter.name} is for ${JSON.stringify(base.slice(0, 200))}: ${e.message}`, e.code);
     throw e;
   }
-  if (isAdapterDir(b.dir)) throw new OptionError('model', `the LoRA adapter ${adapter.name} names another adapter, ${base}, as its base`);
+  if (isAdapterDir(b.dir)) throw new OptionError('model', `the LoRA adapter ${adapter.name} names another adapter, ${JSON.stringify(base.slice(0, 200))}, as its base`);
   return { dir: b.dir, name: adapter.name, lora: adapter.dir };
 }
 

@@ -50,7 +50,8 @@ export async function pullCommand(ref: string, o: Pick<PullOptions, 'revision' |
     } catch {
       /* the base is not here yet */
     }
-    console.log(`a LoRA adapter for ${base ?? '(no base named: give one with --model <base> --lora ' + name + ')'}${base && !ready ? `: pull the base too (quench pull ${base})` : ''}`);
+    const hint = ready ? '' : named !== null && isRepoId(named) ? `: pull the base too (quench pull ${named})` : ': give the base as --model <base> --lora ' + name;
+    console.log(`a LoRA adapter for ${base ?? '(no base named)'}${hint}`);
   }
   console.log(`run it: quench run --model ${name} "..."   serve it: quench serve --model ${name}`);
 }

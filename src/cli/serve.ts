@@ -47,14 +47,17 @@ export async function serve(o: ServeOptions): Promise<void> {
   const { app, metrics } = await buildServer(state, opts);
   await app.listen({ host: o.host, port: o.port });
   console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);
-  let stopping = false;
+  let stoppedAt = 0;
   const stop = async (sig: string) => {
-    // (a second signal, or a drain past its deadline, ends the process with what is running)
-    if (stopping) {
+    // (a second signal, or a drain past its deadline, ends the process with what is running; a
+    // copy of the first within a second is not a second: under `npx`, npm forwards the
+    // terminal's Ctrl-C to a process that the terminal has already sent it to)
+    if (stoppedAt > 0) {
+      if (Date.now() - stoppedAt < 1000) return;
       console.error(`quench: ${sig} again: exiting without waiting`);
       process.exit(1);
     }
-    stopping = true;
+    stoppedAt = Date.now();
     const seconds = o.drainTimeout ?? 30;
     console.error(`quench: ${sig}: draining (at most ${seconds} s; a second signal exits at once)`);
     setTimeout(() => {

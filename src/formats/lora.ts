@@ -70,14 +70,16 @@ const bad = (code: string, message: string) => new FormatError(code, message);
 function patterns(raw: unknown, what: string): [string, RegExp, number][] {
   if (raw === undefined || raw === null) return [];
   if (typeof raw !== 'object' || Array.isArray(raw)) throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} must be an object of module pattern -> number`);
-  return Object.entries(raw as Record<string, unknown>).map(([k, v]) => {
+  const entries = Object.entries(raw as Record<string, unknown>);
+  if (entries.length > 1024) throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} has ${entries.length} keys, more than 1024`);
+  return entries.map(([k, v]) => {
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what}[${JSON.stringify(k)}] must be a positive number, got ${JSON.stringify(v)}`);
     // (the keys are regexes from a downloaded file, run on the main thread: one that could
     // backtrack catastrophically, a quantified group, is refused; PEFT writes module names and
     // simple patterns such as "layers\.\d+\.mlp")
-    const quantifiers = k.match(/[*+?]|\{\d/g)?.length ?? 0;
-    if (k.length > 256 || /\)[*+?{]/.test(k) || quantifiers > 4)
-      throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} key ${JSON.stringify(k.slice(0, 80))} is too complex a pattern (over 256 characters, a repeated group, or more than 4 repetitions)`);
+    const unbounded = k.match(/[*+]|\{\d+,\}/g)?.length ?? 0;
+    if (k.length > 256 || /\)[*+?{]/.test(k) || unbounded > 2)
+      throw bad('adapter_config_invalid', `${ADAPTER_CONFIG}: ${what} key ${JSON.stringify(k.slice(0, 80))} is too complex a pattern (over 256 characters, a repeated group, or more than 2 unbounded repetitions)`);
     let re: RegExp;
     try {
       // (PEFT's get_pattern_key: re.match(rf"(.*\.)?({key})$", module_name))

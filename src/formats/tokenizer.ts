@@ -39,11 +39,12 @@ const MASK_NAMES = ['<|mdm_mask|>', '<|mask|>', '[MASK]', '<mask>', '<M>'];
 /** Rendering a template must not grow without bound; real chat templates emit a few KB. */
 const MAX_RENDERED_CHARS = 4 * 1024 * 1024;
 /** Nor run without bound: a template is code from the model's repository, run on the event loop
- * for every chat request. The ChatML and LLaDA templates take ~15 steps per message (15k for
- * 1,000 messages; the server takes at most 1,024); this budget is ~13x that, and the costliest
- * steps (loop iterations, ~7 us each here) exhaust it in ~1.5 s. range() is capped as Python's
+ * for every chat request. The ChatML and LLaDA templates take ~15 steps per message, templates
+ * with reasoning and tool branches several times that; the budget is a base plus a share per
+ * message and per tool, ~30x the simple templates' need, and a runaway loop (iterations cost
+ * ~7 us each here) ends within ~0.7 s for a short conversation. range() is capped as Python's
  * sandboxed jinja caps it, since it allocates its list before any step. */
-export const MAX_TEMPLATE_STEPS = 200_000;
+export const TEMPLATE_STEPS = { base: 100_000, perItem: 500 };
 const MAX_RANGE = 100_000;
 
 // (the package's type declarations import their own modules without extensions, which this
@@ -59,8 +60,14 @@ const InterpreterBase = Interpreter as unknown as new (env: unknown) => Interpre
  * (an empty loop body evaluates no node): both counted, per render. */
 class BudgetedInterpreter extends InterpreterBase {
   private steps = 0;
+  constructor(
+    env: unknown,
+    private readonly budget: number,
+  ) {
+    super(env);
+  }
   private tick(): void {
-    if (++this.steps > MAX_TEMPLATE_STEPS) throw new Error(`the template ran past ${MAX_TEMPLATE_STEPS} evaluation steps`);
+    if (++this.steps > this.budget) throw new Error(`the template ran past ${this.budget} evaluation steps`);
   }
   override evaluate(statement: unknown, environment: unknown): unknown {
     this.tick();
@@ -332,7 +339,8 @@ export class TextCodec {
     try {
       const env = new Environment();
       for (const [k, v] of Object.entries({ ...TEMPLATE_GLOBALS, messages, add_generation_prompt: addGenerationPrompt, bos_token: this.bosText, eos_token: this.eosText, ...(tools ? { tools } : {}) })) env.set(k, v);
-      out = new BudgetedInterpreter(env).run(this.template.parsed).value as string;
+      const budget = TEMPLATE_STEPS.base + TEMPLATE_STEPS.perItem * (messages.length + (tools?.length ?? 0));
+      out = new BudgetedInterpreter(env, budget).run(this.template.parsed).value as string;
     } catch (e) {
       throw new FormatError('chat_template_error', `chat template failed to render: ${(e as Error).message}`);
     }

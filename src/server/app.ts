@@ -80,7 +80,7 @@ function safeEqual(a: string, b: string): boolean {
 
 function send(reply: FastifyReply, e: Envelope) {
   // (a full queue, a model still loading: clients that honour Retry-After back off a second)
-  if (e.status === 503) reply.header('retry-after', '1');
+  if (e.status === 503 && e.body.error.code !== 'model_load_failed') reply.header('retry-after', '1');
   return reply.code(e.status).type('application/json').send(e.body);
 }
 
@@ -143,7 +143,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   const metrics = createMetrics();
   const checkHost = isLoopback(o.host);
 
-  if (o.corsOrigins && o.corsOrigins.length > 0) await app.register(cors, { origin: o.corsOrigins });
+  // (DELETE for stored responses)
+  if (o.corsOrigins && o.corsOrigins.length > 0) await app.register(cors, { origin: o.corsOrigins, methods: ['GET', 'HEAD', 'POST', 'DELETE'] });
 
   app.setErrorHandler((err, _req, reply) => {
     const env = toEnvelope(err);
@@ -289,7 +290,10 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       // this request sent them)
       if (e instanceof QuenchError && e.param !== null) {
         const sent = kind === 'completion' && e.param === 'messages' ? 'prompt' : e.param === 'max_tokens' && body.max_completion_tokens != null ? 'max_completion_tokens' : e.param;
-        if (sent !== e.param) Object.defineProperty(e, 'param', { value: sent });
+        if (sent !== e.param) {
+          Object.defineProperty(e, 'param', { value: sent });
+          e.message = e.message.replaceAll(e.param === 'prompt' ? 'messages' : 'max_tokens', sent);
+        }
       }
       throw e;
     }

@@ -22,7 +22,7 @@ interface FastifyLikeError {
 /** A message for a client: absolute paths (POSIX or Windows) become <path> (the server's files
  * are not the client's business), control characters spaces. */
 export function withoutPaths(message: string): string {
-  return message.replace(/(^|[\s'"(=:,\[])(?:\/|[A-Za-z]:[\\/]|\\\\)[^\s'",)\]]*/g, '$1<path>').replace(/[\u0000-\u001f\u007f]/g, ' ');
+  return message.replace(/(^|[\s'"(=:,\[])(?:\/(?!\/)|[A-Za-z]:[\\/]|\\\\)[^\s'",)\]]*/g, '$1<path>').replace(/[\u0000-\u001f\u007f]/g, ' ');
 }
 
 /** Map anything thrown while handling a request to an envelope. Never leaks stack traces or paths. */

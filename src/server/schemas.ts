@@ -83,7 +83,7 @@ export const chatBody = {
     },
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 20 },
     top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
-    tools: { type: ['array', 'null'] },
+    tools: { type: ['array', 'null'], maxItems: 128 },
     tool_choice: {},
     parallel_tool_calls: { type: ['boolean', 'null'] },
     response_format: { type: ['object', 'null'] },
