@@ -7,7 +7,7 @@
 
 import { LowRankUpdate } from '../src/runtime/lowrank.ts';
 import { mulberry32 } from '../src/formats/fixtures.ts';
-import { fmt, median, parseArgs } from './common.ts';
+import { fmt, parseArgs, timeMs } from './common.ts';
 
 /** The baseline: the product added row by row in JS (as quench first did). */
 function jsMerge(w: Float32Array, rows: number, cols: number, l: Float32Array, r: Float32Array, rank: number): Float32Array {
@@ -18,17 +18,6 @@ function jsMerge(w: Float32Array, rows: number, cols: number, l: Float32Array, r
       for (let i = 0; i < cols; i++) out[o * cols + i] += s * r[k * cols + i];
     }
   return out;
-}
-
-async function timed(f: () => Promise<unknown> | unknown, runs: number): Promise<number> {
-  await f();
-  const ts: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const t = performance.now();
-    await f();
-    ts.push(performance.now() - t);
-  }
-  return median(ts);
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -50,8 +39,8 @@ export async function main(argv: string[]): Promise<void> {
       const got = await update.apply(w, rows, cols, l, r, rank);
       let diff = 0;
       for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(want[i] - got[i]));
-      const js = await timed(() => jsMerge(w, rows, cols, l, r, rank), Math.min(runs, 3));
-      const ort = await timed(() => update.apply(w, rows, cols, l, r, rank), runs);
+      const js = await timeMs(async () => jsMerge(w, rows, cols, l, r, rank), Math.min(runs, 3), 1);
+      const ort = await timeMs(() => update.apply(w, rows, cols, l, r, rank), runs, 1);
       console.log(`| ${rows} x ${cols} | ${rank} | ${fmt(js, 0)} | ${fmt(ort, 0)} | ${fmt(js / ort, 1)}x | ${diff.toExponential(1)} |`);
     }
   await update.close();
