@@ -272,6 +272,8 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     ['unknown canvas', { ...chatReq, canvas: 'elastic' }, 400, 'canvas'],
     ['initial canvas 0', { ...chatReq, initial_canvas: 0 }, 400, 'initial_canvas'],
     ['no messages', { model: model.id, messages: [] }, 400, 'messages'],
+    ['five stop strings', { ...chatReq, stop: ['a', 'b', 'c', 'd', 'e'] }, 400, 'stop'],
+    ['a content part without its type', { ...chatReq, messages: [{ role: 'user', content: [{ text: 'hi' }] }] }, 400, 'messages[0].content[0].type'],
     ['an unknown role (named as quench names fields)', { ...chatReq, messages: [{ role: 'user', content: 'a' }, { role: 'robot', content: 'x' }] }, 400, 'messages[1].role'],
     ['logit_bias beyond 100', { ...chatReq, logit_bias: { '5': 150 } }, 400, 'logit_bias'],
     ['logit_bias on a token outside the vocabulary', { ...chatReq, logit_bias: { '999999': 1 } }, 400, 'logit_bias'],
@@ -296,6 +298,7 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
     assert.equal(r.status, status, `${label}: ${r.text}`);
     assert.ok(r.json?.error?.message, label);
     assert.equal(r.json.error.param, param, label);
+    if (label === 'five stop strings') assert.match(r.json.error.message, /more than 4 items/);
     assert.equal(typeof r.json.error.type, 'string');
   }
   // the penalties in range are served (and change nothing at 0)

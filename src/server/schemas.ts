@@ -14,7 +14,9 @@ const sampling = {
   stream: { type: ['boolean', 'null'] },
   stream_options: { type: ['object', 'null'], properties: { include_usage: { type: 'boolean' } } },
   n: { type: ['integer', 'null'], minimum: 1, maximum: 8 },
-  stop: { anyOf: [{ type: 'string', minLength: 1, maxLength: 256 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 256 } }, { type: 'null' }] },
+  // (one schema over the three types, not anyOf: an error then names what is wrong, "more than 4
+  // items", where anyOf's would name its first branch, "must be string")
+  stop: { type: ['string', 'array', 'null'], minLength: 1, maxLength: 256, maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 256 } },
   max_tokens: { type: ['integer', 'null'], minimum: 1, maximum: 1 << 20 },
   temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
   top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
@@ -74,7 +76,7 @@ export const chatBody = {
         required: ['role'],
         properties: {
           role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
-          content: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 256, items: textPart }, { type: 'null' }] },
+          content: { type: ['string', 'array', 'null'], maxItems: 256, items: textPart },
           name: { type: 'string' },
           tool_calls: { type: ['array', 'null'], maxItems: 128 },
           tool_call_id: { type: 'string', maxLength: 256 },
