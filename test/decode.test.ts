@@ -948,6 +948,22 @@ test('early commit in a generation: the rest of the block in one step once the g
   assert.deepEqual(early.tokens, plain.tokens);
 });
 
+test('early commit on a block model: a bar any gap clears commits each block at its first forward, as threshold 0 does', async () => {
+  const { model } = await fixtureModel({ arch: 'sdar', hidden: 32, heads: 2, layers: 1, blockSize: 4 });
+  try {
+    const prompt = [3, 4, 5, 6, 7];
+    const o: GenerateOptions = { maxTokens: 12, policy: 'low_confidence', steps: 4, cache: 'prefix', stopTokens: [], modelDefaults: false };
+    const slow = await generate(model, prompt, o);
+    const early = await generate(model, prompt, { ...o, earlyCommit: 1e-6 });
+    const all = await generate(model, prompt, { ...o, policy: 'threshold', threshold: 0, steps: undefined });
+    assert.deepEqual(early.tokens, all.tokens);
+    assert.equal(early.stats.forwards, all.stats.forwards);
+    assert.ok(early.stats.forwards < slow.stats.forwards, `${early.stats.forwards} vs ${slow.stats.forwards} forwards`);
+  } finally {
+    await model.close();
+  }
+});
+
 test('inOrder: a step commits a left-to-right run from the first open position', async () => {
   assert.deepEqual(inOrder([0, 1, 3]), [0, 1]);
   assert.deepEqual(inOrder([2, 3]), [0], 'nothing at the first open position: that one alone');
