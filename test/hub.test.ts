@@ -334,6 +334,24 @@ test('pull: typed errors for a bad id, a missing repository, a gated one without
   assert.ok(!existsSync(join(cacheDir, 'models--quench-test--missing')));
 });
 
+test('a pull that fails leaves the model pulled before it as it was; names that could escape are never fetched', async () => {
+  const cacheDir = await tempDir('quench-hub-cache-');
+  const names = readdirSync(fixtureDir);
+  repos.set('quench-test/renew', { sha: sha1('renew-1'), files: await repoOf(fixtureDir, names, { '..config.json': '{}', '.hidden': 'x' }) });
+  const first = await pull('quench-test/renew', { endpoint: url, cacheDir });
+  assert.ok(!first.files.includes('..config.json') && !first.files.includes('.hidden'));
+  assert.ok(!existsSync(join(first.dir, '..config.json')));
+  // a new commit whose changed config cannot be downloaded: the pull fails, main still names the first
+  const v2 = await repoOf(fixtureDir, names);
+  v2.set('config.json', Buffer.concat([v2.get('config.json')!, Buffer.from('\n')]));
+  repos.set('quench-test/renew', { sha: sha1('renew-2'), files: v2, broken: 'config.json' });
+  await assert.rejects(pull('quench-test/renew', { endpoint: url, cacheDir }), (e: unknown) => e instanceof HubError);
+  assert.equal(readFileSync(join(cacheDir, 'models--quench-test--renew', 'refs', 'main'), 'utf8'), sha1('renew-1'));
+  assert.equal(cachedSnapshot('quench-test/renew', 'main', cacheDir), first.dir);
+  const m = await loadModel(first.dir, { cacheDir: CACHE, threads: 1 });
+  await m.close();
+});
+
 test('quench pull / list / run --model owner/name through the CLI, with HF_ENDPOINT and HF_HUB_CACHE', async () => {
   const cacheDir = await tempDir('quench-hub-cache-');
   const env = { ...process.env, HF_ENDPOINT: url, HF_HUB_CACHE: cacheDir, QUENCH_CACHE: CACHE };
