@@ -85,7 +85,7 @@ test('a LoRA adapter: --lora beside its base, or alone as --model (the base from
   assert.equal(run(['--model', ad]), 'bbbb\n');
   assert.match(quench(['show', ad]), /adapter\s+LoRA says-b: 1 tensors replaced \(model\.transformer\.ff_out\.weight\), merged at load/);
   const listed = execFileSync(process.execPath, ['bin/quench.js', 'list'], { env: { ...env, QUENCH_MODELS: models } }).toString();
-  assert.match(listed, /^says-b\s+local\s/m);
+  assert.match(listed, /^says-b\s+local\s.*\(LoRA adapter\)$/m);
   assert.equal(execFileSync(process.execPath, ['bin/quench.js', 'run', '--model', 'says-b', '--max-tokens', '2', 'hi'], { env: { ...env, QUENCH_MODELS: models } }).toString(), 'bb\n');
   assert.throws(() => run(['--model', ad, '--lora', ad]), /is a LoRA adapter: give its base model as --model/);
   // (some trainers save the base's config.json beside the adapter: still an adapter)

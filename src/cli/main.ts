@@ -110,7 +110,7 @@ program
   .action(() => {
     const ms = listModels();
     if (ms.length === 0) console.log('no models found');
-    for (const m of ms) console.log(`${m.name.padEnd(24)} ${m.source.padEnd(8)} ${m.dir}`);
+    for (const m of ms) console.log(`${m.name.padEnd(24)} ${m.source.padEnd(8)} ${m.dir}${m.adapter ? '  (LoRA adapter)' : ''}`);
   });
 
 program

@@ -34,6 +34,8 @@ export interface ModelEntry {
   name: string;
   dir: string;
   source: 'bundled' | 'local' | 'hub';
+  /** a LoRA adapter (run on the base its config names) */
+  adapter?: boolean;
 }
 
 function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
@@ -45,7 +47,7 @@ function scan(root: string, source: ModelEntry['source']): ModelEntry[] {
 
 export function listModels(): ModelEntry[] {
   const hub = cachedModels().map((m) => ({ name: m.repo, dir: m.dir, source: 'hub' as const }));
-  return [...scan(BUNDLED_DIR, 'bundled'), ...scan(localModelsDir(), 'local'), ...hub];
+  return [...scan(BUNDLED_DIR, 'bundled'), ...scan(localModelsDir(), 'local'), ...hub].map((m) => (isAdapterDir(m.dir) ? { ...m, adapter: true } : m));
 }
 
 export interface ResolvedModel {
