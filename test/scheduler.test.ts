@@ -33,6 +33,21 @@ test('bad options reject at submit; a full queue gives OverloadedError; cancelle
   await assert.rejects(b, CancelledError);
   assert.equal((await a).tokens.length, 12);
   assert.equal((await s.submit({ prompt: [4], options: opts })).tokens.length, 12);
+  // a burst within one forward: the batch's free slots and the queue's cap, no more
+  const burst = new Scheduler(model(), { maxBatch: 4, maxQueue: 1 });
+  const taken: Promise<unknown>[] = [];
+  let refused = 0;
+  for (let i = 0; i < 50; i++) {
+    try {
+      taken.push(burst.submit({ prompt: [i % 7], options: opts }));
+    } catch (e) {
+      assert.ok(e instanceof OverloadedError);
+      refused++;
+    }
+  }
+  assert.equal(taken.length, 4 + 1);
+  assert.equal(refused, 45);
+  await Promise.all(taken);
 });
 
 test('a failing forward fails its batch only; the loop keeps serving; drain waits for work', async () => {

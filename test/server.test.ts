@@ -322,6 +322,11 @@ test('bad requests get their 4xx with the OpenAI envelope; a valid request right
   const ids = await post(main.base, '/v1/completions', { model: model.id, prompt: [1, 2, 999999], max_tokens: 4 });
   assert.equal(ids.status, 400);
   assert.equal(ids.json.error.code, 'invalid_token');
+  // a later prompt that fails validation after an earlier one was queued: a 400, and the queued
+  // one's cancellation is handled (unhandled, it would end the process)
+  const later = await post(main.base, '/v1/completions', { model: model.id, prompt: [[1, 2, 3], [1, 999999]], max_tokens: 4 });
+  assert.equal(later.status, 400, later.text);
+  await new Promise((r) => setTimeout(r, 100));
   const json = await post(main.base, '/v1/chat/completions', '{"model": "x", "messages": [');
   assert.equal(json.status, 400);
   assert.equal(json.json.error.type, 'invalid_request_error');

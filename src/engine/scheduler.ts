@@ -96,7 +96,9 @@ export class Scheduler {
     if (this.closed) throw new OverloadedError('the server is shutting down');
     if (sub.signal?.aborted) throw new CancelledError();
     const gen = new Generation(this.model, sub.prompt, sub.options); // throws typed errors on bad input
-    if (this.active.length >= this.maxBatch && this.queue.length >= this.maxQueue)
+    // (arrivals wait in the queue until the next step admits them: the free batch slots count as
+    // room, the queue's own cap on top, however many arrive during one forward)
+    if (this.queue.length >= this.maxQueue + Math.max(0, this.maxBatch - this.active.length))
       throw new OverloadedError(`the server is at capacity (${this.maxBatch} running, ${this.queue.length} queued); retry later`);
     return new Promise<GenerateResult>((resolve, reject) => {
       this.queue.push({ gen, sub, resolve, reject, stored: false, storedRows: 0 });

@@ -282,10 +282,15 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
               if (delta || entries.length > 0) write(piece(c.index, delta, null, logprobsOf(entries, lp)));
             }
           : undefined;
-        return scheduler.submit({ prompt: c.job.prompt, options: c.options, onStep, signal: abort.signal, cacheSalt: body.cache_salt as string | undefined });
+        const p = scheduler.submit({ prompt: c.job.prompt, options: c.options, onStep, signal: abort.signal, cacheSalt: body.cache_salt as string | undefined });
+        // (handled from the start: if a later choice fails validation, this one is cancelled
+        // below, and its rejection must not go unhandled, which would end the process)
+        p.catch(() => {});
+        return p;
       });
     } catch (e) {
       abort.abort();
+      offClose();
       // (the engine names a prompt "messages" and an answer budget "max_tokens": named here as
       // this request sent them)
       if (e instanceof QuenchError && e.param !== null) {
