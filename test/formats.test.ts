@@ -719,6 +719,16 @@ describe('config.json', () => {
       [{ rope_scaling: { type: 'yarn' } }, /rope_scaling/],
     ] as const)
       throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
+    // transformers v5 writes the RoPE base under rope_parameters: read there, scaling refused
+    const { rope_theta: _t, rope_scaling: _s, ...v5 } = raw;
+    assert.equal(parseConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1000000 } }).ropeTheta, 1000000);
+    assert.equal(parseConfig({ ...raw, rope_parameters: { rope_theta: 500000 } }).ropeTheta, 1000000, 'the top-level key first');
+    for (const [rp, msg] of [
+      [{ rope_type: 'yarn', rope_theta: 1000000, factor: 4 }, /rope_type "yarn"/],
+      [{ full_attention: { rope_theta: 1000000 } }, /no rope_theta/],
+      [[1], /must be an object/],
+    ] as const)
+      throwsCode(() => parseConfig({ ...v5, rope_parameters: rp }), 'config_invalid', msg);
   });
 
   test('SDAR-MoE: Qwen3-30B-A3B\'s keys under SDAR\'s MoE class (no mask id, no block size: 151669 and 4), the Qwen3-MoE layer rules', () => {

@@ -172,6 +172,16 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) bad('not a JSON object');
   let r = raw as Raw;
   const arch = detect(r);
+  // (transformers v5 writes the RoPE base, and any scaling, under rope_parameters: read there,
+  // or a re-saved Qwen3 would run with the default base 10000)
+  const rp = r.rope_parameters;
+  if (rp !== undefined && rp !== null) {
+    if (typeof rp !== 'object' || Array.isArray(rp)) bad('rope_parameters must be an object');
+    const p = rp as Raw;
+    if (p.rope_type !== undefined && p.rope_type !== 'default') bad(`rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported yet (only "default")`);
+    if (p.rope_theta === undefined && r.rope_theta === undefined) bad('rope_parameters names no rope_theta (per-layer-type RoPE is not supported)');
+    if (r.rope_theta === undefined) r = { ...r, rope_theta: p.rope_theta };
+  }
   if (opts.diffusion !== undefined) {
     if (opts.diffusion !== 'shifted' && opts.diffusion !== 'unshifted') throw new OptionError('diffusion', `diffusion must be shifted or unshifted, got ${JSON.stringify(opts.diffusion)}`);
     if ((arch !== 'llama' && arch !== 'qwen2' && arch !== 'qwen3') || isA2d(r))
