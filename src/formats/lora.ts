@@ -45,8 +45,8 @@ export interface LoraAdapter {
   /** base tensor name -> the adapter tensor that replaces it (before its update, if it has one) */
   replaced: Map<string, string>;
   file: SafetensorsFile;
-  /** what the conversion cache keys on: the config's bytes, the weights' size and time */
-  fingerprint: string;
+  /** what the conversion cache keys on: the config's bytes and the weights' content hash */
+  fingerprint(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -205,10 +205,14 @@ export async function openLora(dir: string, baseInfo: (name: string) => TensorIn
     for (const name of [...deltas.keys(), ...replaced.keys()])
       if (!reads(name)) throw bad('adapter_tensor_unused', `the adapter changes ${JSON.stringify(name)}, which quench's graph for this model does not read`);
     if (deltas.size === 0 && replaced.size === 0) throw bad('adapter_empty', `${ADAPTER_WEIGHTS} holds no LoRA tensors`);
-    // (by content: an adapter rewritten in place within the clock's resolution is another adapter)
-    const digest = createHash('sha256');
-    for await (const chunk of createReadStream(wPath)) digest.update(chunk as Buffer);
-    return { dir, baseModel: cfg.baseModel, deltas, replaced, file, fingerprint: `lora:${cfgText}\n${digest.digest('hex')}`, close: () => file.close() };
+    // (by content, read only when the cache key is asked for: an adapter rewritten in place
+    // within the clock's resolution is another adapter)
+    const fingerprint = async () => {
+      const digest = createHash('sha256');
+      for await (const chunk of createReadStream(wPath)) digest.update(chunk as Buffer);
+      return `lora:${cfgText}\n${digest.digest('hex')}`;
+    };
+    return { dir, baseModel: cfg.baseModel, deltas, replaced, file, fingerprint, close: () => file.close() };
   } catch (e) {
     await file.close();
     throw e;

@@ -160,7 +160,7 @@ async function openSource(path: string, { tokenizer, diffusion, lora }: SourceOp
     return {
       args,
       // (the merging code is part of an adapted model's key, as the reading code is of a GGUF's)
-      fingerprint: async () => (lo ? createHash('sha256').update(await checkpointFingerprint(path)).update(lo.fingerprint).update(await sourceHash(LORA_SOURCES)).digest('hex') : checkpointFingerprint(path)),
+      fingerprint: async () => (lo ? createHash('sha256').update(await checkpointFingerprint(path)).update(await lo.fingerprint()).update(await sourceHash(LORA_SOURCES)).digest('hex') : checkpointFingerprint(path)),
       weights,
       codec: () => TextCodec.load(path, args, true, tokenizerDir),
       close: async () => {
