@@ -174,3 +174,55 @@ test('chunked prefill with the prefix cache: a request arriving during a long pr
     await model.close();
   }
 });
+
+test('a sequence whose step cannot be planned fails alone; throwing hooks stop nothing', async () => {
+  const { Generation } = await import('../src/decode/generation.ts');
+  const m = model();
+  const prompts = [[1], [1, 2, 3], [4, 5]];
+  const solo = await Promise.all(prompts.map((p) => generate(m, p, opts)));
+  const plan = Generation.prototype.plan;
+  let planned = 0;
+  // fault injection: the 3-token prompt's third step cannot allocate
+  Generation.prototype.plan = function (this: InstanceType<typeof Generation>) {
+    if (this.promptLength === 3 && ++planned === 3) throw new RangeError('Array buffer allocation failed');
+    return plan.call(this);
+  };
+  try {
+    const s = new Scheduler(m, { maxBatch: 4 });
+    s.hooks.onStep = () => {
+      throw new Error('metrics broke');
+    };
+    s.hooks.onFinish = () => {
+      throw new Error('log broke');
+    };
+    const rs = await Promise.allSettled(prompts.map((p) => s.submit({ prompt: p, options: opts })));
+    assert.equal(rs[1].status, 'rejected');
+    assert.match(String((rs[1] as PromiseRejectedResult).reason), /allocation failed/);
+    for (const i of [0, 2]) assert.deepEqual((rs[i] as PromiseFulfilledResult<{ tokens: number[] }>).value.tokens, solo[i].tokens);
+    // and the loop still serves
+    assert.deepEqual((await s.submit({ prompt: [1, 2, 3], options: opts })).tokens, solo[1].tokens);
+  } finally {
+    Generation.prototype.plan = plan;
+  }
+});
+
+test('a request cancelled while an earlier forward of the same step runs leaves before its own', async () => {
+  const m = model();
+  const ac = new AbortController();
+  const afterAbort: number[] = [];
+  let longForwards = 0;
+  const orig = m.forward.bind(m);
+  m.forward = async (reqs) => {
+    if (ac.signal.aborted) afterAbort.push(...reqs.map((r) => r.ids.length));
+    // (the long canvas runs in its own forward, first in each step; the short one is
+    // cancelled during the second step's)
+    if (reqs[0].ids.length > 50 && ++longForwards === 2) ac.abort();
+    return orig(reqs);
+  };
+  const s = new Scheduler(m, { maxBatch: 4 });
+  const long = s.submit({ prompt: Array.from({ length: 100 }, (_, i) => i % 30), options: opts });
+  const short = s.submit({ prompt: [3, 4], options: opts, signal: ac.signal });
+  await assert.rejects(short, CancelledError);
+  assert.equal((await long).tokens.length, 12);
+  assert.ok(afterAbort.length > 0 && afterAbort.every((r) => r > 50), `forward rows after the cancel: ${afterAbort}`);
+});

@@ -6,7 +6,9 @@
 // starts from the prefix store's keys and values of its prompt's leading tokens when another
 // request computed them (causal and block-causal models; engine/prefix-cache.ts), and runs a
 // long prompt in chunks of at most prefillChunk rows per step, so that the sequences beside it
-// keep decoding (chunked prefill).
+// keep decoding (chunked prefill). A fault in one sequence (its plan, its result, its forward)
+// fails that sequence only, a request cancelled during another group's forward never runs its own,
+// and observer hooks cannot stop the loop.
 
 import { CancelledError, UnavailableError } from '../errors.ts';
 import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
@@ -116,14 +118,19 @@ export class Scheduler {
   private admit(): void {
     while (this.active.length < this.maxBatch && this.queue.length > 0) {
       const j = this.queue.shift()!;
-      // (a long prompt runs in chunks, one per step, beside the others' decoding)
-      j.gen.prefillChunk = this.prefillChunk;
-      // (looked up as it starts, so a request queued behind one with the same system prompt
-      // finds what that one computed)
-      if (this.prefixes && j.gen.reusablePrompt > 0) {
-        const hit = this.prefixes.lookup(j.sub.prompt, j.sub.cacheSalt);
-        this.prefixes.reused(hit ? j.gen.startFrom(hit.cache, hit.tokens) : 0);
-      } else j.stored = true;
+      try {
+        // (a long prompt runs in chunks, one per step, beside the others' decoding)
+        j.gen.prefillChunk = this.prefillChunk;
+        // (looked up as it starts, so a request queued behind one with the same system prompt
+        // finds what that one computed)
+        if (this.prefixes && j.gen.reusablePrompt > 0) {
+          const hit = this.prefixes.lookup(j.sub.prompt, j.sub.cacheSalt);
+          this.prefixes.reused(hit ? j.gen.startFrom(hit.cache, hit.tokens) : 0);
+        } else j.stored = true;
+      } catch (e) {
+        j.reject(e);
+        continue;
+      }
       this.active.push(j);
     }
   }
@@ -147,17 +154,31 @@ export class Scheduler {
     }
   }
 
+  /** Reject a job and take it out of the running set. */
+  private fail(j: Job, e: unknown): void {
+    this.active = this.active.filter((x) => x !== j);
+    j.reject(e);
+  }
+
+  /** A hook is an observer: its failure fails no request and never stops the loop. */
+  private observe(f: () => void): void {
+    try {
+      f();
+    } catch {
+      // (metrics and logging hooks; the requests go on)
+    }
+  }
+
+  private cancelled(j: Job): boolean {
+    if (!j.sub.signal?.aborted) return false;
+    j.reject(new CancelledError());
+    this.observe(() => this.hooks.onCancel?.());
+    return true;
+  }
+
   private dropCancelled(): void {
-    const keep = (j: Job) => {
-      if (j.sub.signal?.aborted) {
-        j.reject(new CancelledError());
-        this.hooks.onCancel?.();
-        return false;
-      }
-      return true;
-    };
-    this.queue = this.queue.filter(keep);
-    this.active = this.active.filter(keep);
+    this.queue = this.queue.filter((j) => !this.cancelled(j));
+    this.active = this.active.filter((j) => !this.cancelled(j));
   }
 
   private async loop(): Promise<void> {
@@ -165,24 +186,12 @@ export class Scheduler {
     this.running = true;
     try {
       for (;;) {
-        this.dropCancelled();
-        this.admit();
-        if (this.active.length === 0) break;
-        const plans = this.active.map((j) => ({ job: j, req: j.gen.plan() }));
-        for (const group of groupByWindow(plans, this.model.args.hiddenSize)) {
-          const batch = group.map((g) => g.job);
-          const t0 = performance.now();
-          let results;
-          try {
-            results = await this.model.forward(group.map((g) => g.req));
-          } catch (e) {
-            // a failed forward fails the sequences in it, not the server
-            for (const j of batch) j.reject(e);
-            this.active = this.active.filter((j) => !batch.includes(j));
-            continue;
-          }
-          this.hooks.onStep?.(batch.length, (performance.now() - t0) / 1000);
-          this.apply(batch, results);
+        try {
+          if (!(await this.step())) break;
+        } catch (e) {
+          // a fault outside any one request's work (none is known): the requests running
+          // fail with it rather than wait forever, and the queued ones go on
+          for (const j of this.active.splice(0)) j.reject(e);
         }
         // let I/O (new requests, disconnects) in between steps
         await new Promise((r) => setImmediate(r));
@@ -193,27 +202,63 @@ export class Scheduler {
     }
   }
 
+  /** One step of every running sequence; false when there is nothing to run. */
+  private async step(): Promise<boolean> {
+    this.dropCancelled();
+    this.admit();
+    if (this.active.length === 0) return false;
+    const plans: { job: Job; req: ForwardRequest }[] = [];
+    for (const j of this.active) {
+      try {
+        plans.push({ job: j, req: j.gen.plan() });
+      } catch (e) {
+        this.fail(j, e); // (this sequence's plan failed, memory for its cache say: the others run)
+      }
+    }
+    for (const group of groupByWindow(plans, this.model.args.hiddenSize)) {
+      // (a request cancelled while an earlier group ran leaves before its own forward)
+      const live = group.filter((g) => {
+        if (!this.cancelled(g.job)) return true;
+        this.active = this.active.filter((x) => x !== g.job);
+        return false;
+      });
+      if (live.length === 0) continue;
+      const batch = live.map((g) => g.job);
+      const t0 = performance.now();
+      let results;
+      try {
+        results = await this.model.forward(live.map((g) => g.req));
+      } catch (e) {
+        // a failed forward fails the sequences in it, not the server
+        for (const j of batch) this.fail(j, e);
+        continue;
+      }
+      this.observe(() => this.hooks.onStep?.(batch.length, (performance.now() - t0) / 1000));
+      this.apply(batch, results);
+    }
+    return true;
+  }
+
   private apply(batch: Job[], results: ForwardResult[]): void {
     for (let i = 0; i < batch.length; i++) {
       const j = batch[i];
+      let r: GenerateResult;
       try {
         const ev = j.gen.accept(results[i]);
         this.store(j);
         j.sub.onStep?.(ev);
-      } catch (e) {
-        j.reject(e);
-        this.active = this.active.filter((x) => x !== j);
-        continue;
-      }
-      if (j.gen.done) {
+        if (!j.gen.done) continue;
         // (the whole sequence: a next chat turn repeats this prompt and its answer)
         const fc = this.prefixes ? j.gen.finalCache() : null;
         if (fc) this.keep(fc, j.sub.cacheSalt);
-        const r = j.gen.result();
-        this.hooks.onFinish?.(r);
-        j.resolve(r);
-        this.active = this.active.filter((x) => x !== j);
+        r = j.gen.result();
+      } catch (e) {
+        this.fail(j, e);
+        continue;
       }
+      this.active = this.active.filter((x) => x !== j);
+      this.observe(() => this.hooks.onFinish?.(r));
+      j.resolve(r);
     }
   }
 }
