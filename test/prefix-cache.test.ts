@@ -9,6 +9,7 @@ import { cacheBytes, type KVCache } from '../src/runtime/kv.ts';
 import type { Model } from '../src/models/registry.ts';
 import type { FixtureArch } from '../src/formats/fixtures.ts';
 import { fixtureModel, range } from './helpers.ts';
+import { mulberry32 } from '../src/formats/fixtures.ts';
 
 const SHAPE = { layers: 2, kvHeads: 1, headDim: 2 };
 
@@ -76,6 +77,67 @@ test('prefix store: evicting an entry hands its shared keys back to an older one
   store.insert([...a, 7, 8, 9, 10], cacheOf(a.length + 4, 5), a.length + 4);
   assert.equal(store.stats.entries, before);
   assert.equal(store.lookup(a)!.cache.keys[0][0], 5000);
+});
+
+/** The store's rules written out plainly: every entry compared on every call, no index. */
+class NaiveStore {
+  entries: { salt: string; tokens: number[]; n: number; tag: number; stored: number }[] = []; // least recently used first
+  clock = 0;
+  constructor(private budget: number, private per: number) {}
+  private touch(e: NaiveStore['entries'][number]) {
+    this.entries = [...this.entries.filter((x) => x !== e), e];
+  }
+  lookup(p: number[], salt: string): { tokens: number; tag: number } | null {
+    const shared = (e: { tokens: number[] }) => {
+      let n = 0;
+      while (n < Math.min(e.tokens.length, p.length) && e.tokens[n] === p[n]) n++;
+      return n;
+    };
+    const mine = this.entries.filter((e) => e.salt === salt);
+    // the longest chunk boundary any entry shares; of the entries sharing it, the one stored first
+    const boundary = Math.floor(Math.max(0, ...mine.map(shared)) / PREFIX_CHUNK) * PREFIX_CHUNK;
+    if (boundary === 0) return null;
+    const best = mine.filter((e) => shared(e) >= boundary).sort((a, b) => a.stored - b.stored)[0];
+    this.touch(best);
+    return { tokens: shared(best), tag: best.tag };
+  }
+  insert(t: number[], n: number, salt: string, tag: number) {
+    if (t.length < PREFIX_CHUNK || n * this.per > this.budget) return;
+    const startsWith = (long: number[], short: number[]) => short.every((x, i) => long[i] === x);
+    // (of the entries covering this one, the one stored first is the one used)
+    const cover = this.entries.filter((e) => e.salt === salt && e.tokens.length >= t.length && e.n >= n && startsWith(e.tokens, t)).sort((a, b) => a.stored - b.stored)[0];
+    if (cover) return this.touch(cover);
+    this.entries = this.entries.filter((e) => !(e.salt === salt && e.tokens.length <= t.length && e.n <= n && startsWith(t, e.tokens)));
+    while ((this.entries.reduce((a, e) => a + e.n, 0) + n) * this.per > this.budget) this.entries.shift();
+    this.entries.push({ salt, tokens: t, n, tag, stored: ++this.clock });
+  }
+}
+
+test('prefix store against a plain reference: random prompts sharing stems, two salts, evictions', () => {
+  const per = cacheBytes(SHAPE, 1);
+  for (const seed of [1, 2, 3]) {
+    const rnd = mulberry32(seed);
+    const pick = (k: number) => Math.floor(rnd() * k);
+    const stems = Array.from({ length: 4 }, (_, s) => range(0, 8 + pick(60)).map((i) => (i * (s + 3)) % 11));
+    const prompt = () => [...stems[pick(4)], ...Array.from({ length: pick(40) }, () => pick(3))];
+    const store = new PrefixCache(SHAPE, 400 * per);
+    const naive = new NaiveStore(400 * per, per);
+    for (let op = 0; op < 600; op++) {
+      const p = prompt();
+      const salt = pick(5) === 0 ? 'b' : '';
+      if (pick(2) === 0) {
+        const n = Math.max(1, p.length - pick(3));
+        store.insert(p, cacheOf(n, op), n, salt);
+        naive.insert(p, n, salt, op);
+      } else {
+        const got = store.lookup(p, salt);
+        const want = naive.lookup(p, salt);
+        assert.deepEqual(got && { tokens: got.tokens, tag: Math.floor(got.cache.keys[0][0] / 1000) }, want, `seed ${seed} op ${op}`);
+      }
+      assert.equal(store.stats.entries, naive.entries.length, `seed ${seed} op ${op}: entries`);
+      assert.equal(store.stats.bytes, naive.entries.reduce((a, e) => a + e.n, 0) * per, `seed ${seed} op ${op}: bytes`);
+    }
+  }
 });
 
 /** forward windows (rows) a model runs and the candidates' logits it returns, recorded */

@@ -20,6 +20,7 @@ interface Entry {
   tokens: Int32Array;
   cache: KVCache;
   bytes: number;
+  /** the hash keys of its chunk boundaries, in order */
   keys: string[];
 }
 
@@ -60,7 +61,10 @@ export class PrefixCache {
   private readonly budget: number;
   /** least recently used first */
   private entries = new Set<Entry>();
-  private index = new Map<string, Entry>();
+  /** chunk boundary key -> the entries whose tokens pass through it */
+  private index = new Map<string, Set<Entry>>();
+  /** an entry's last boundary key -> the entries ending there (the ones a longer prompt can cover) */
+  private ends = new Map<string, Set<Entry>>();
   private s = { hits: 0, misses: 0, reusedTokens: 0, bytes: 0 };
 
   constructor(shape: CacheShape, budgetBytes: number) {
@@ -72,21 +76,23 @@ export class PrefixCache {
     return { entries: this.entries.size, bytes: this.s.bytes, hits: this.s.hits, misses: this.s.misses, reusedTokens: this.s.reusedTokens };
   }
 
-  /** The stored entry sharing the longest prefix with this prompt (at least one chunk), and how many tokens it shares. */
+  /**
+   * A stored entry sharing at least one chunk with this prompt, and how many tokens it shares:
+   * of the entries through the longest chunk boundary the prompt has in the index, the one stored
+   * first (all of them share the prompt up to that boundary; past it they differ in fewer than a
+   * chunk's tokens).
+   */
   lookup(prompt: ArrayLike<number>, salt = ''): { cache: KVCache; tokens: number } | null {
     const h = hasher(salt);
-    let best: Entry | null = null;
+    let holders: Set<Entry> | undefined;
     for (let i = 0; i < prompt.length; i++) {
       h.push(prompt[i]);
-      if ((i + 1) % PREFIX_CHUNK === 0) {
-        const e = this.index.get(h.key(i + 1));
-        if (e) best = e; // (a later chunk boundary is a longer match)
-      }
+      if ((i + 1) % PREFIX_CHUNK === 0) holders = this.index.get(h.key(i + 1)) ?? holders; // (a later boundary is a longer match)
     }
+    const best: Entry | undefined = holders?.values().next().value;
     const shared = best && best.salt === salt ? commonPrefix(best.tokens, prompt, Math.min(best.tokens.length, prompt.length)) : 0;
     if (!best || shared < PREFIX_CHUNK) return null;
-    this.entries.delete(best);
-    this.entries.add(best);
+    this.touch(best);
     return { cache: best.cache, tokens: shared };
   }
 
@@ -108,32 +114,50 @@ export class PrefixCache {
       h.push(tokens[i]);
       if ((i + 1) % PREFIX_CHUNK === 0) keys.push(h.key(i + 1));
     }
-    // an entry that starts with all of these tokens and holds as many entries covers this one;
-    // entries this one covers go
-    const within = (e: Entry, t: ArrayLike<number>, len: number) => e.salt === salt && commonPrefix(e.tokens, t, len) === len;
-    const cover = this.index.get(keys[keys.length - 1]);
-    if (cover && cover.tokens.length >= tokens.length && cover.cache.length >= n && within(cover, tokens, tokens.length)) return;
-    for (const k of keys) {
-      const e = this.index.get(k);
-      if (e && e.tokens.length <= tokens.length && e.cache.length <= n && within(e, tokens, e.tokens.length)) this.remove(e);
-    }
+    // an entry that starts with all of these tokens and holds as many entries covers this one
+    // (it passes through this one's last boundary); entries this one covers go (each ends at one
+    // of this one's boundaries)
+    // (compared from the end: entries through the same boundaries differ in their tails)
+    const within = (e: Entry, len: number) => {
+      if (e.salt !== salt) return false;
+      for (let i = len - 1; i >= 0; i--) if (e.tokens[i] !== tokens[i]) return false;
+      return true;
+    };
+    for (const e of this.index.get(keys[keys.length - 1]) ?? [])
+      if (e.tokens.length >= tokens.length && e.cache.length >= n && within(e, tokens.length)) return this.touch(e);
+    for (const k of keys)
+      for (const e of this.ends.get(k) ?? []) if (e.tokens.length <= tokens.length && e.cache.length <= n && within(e, e.tokens.length)) this.remove(e);
     while (this.s.bytes + bytes > this.budget) this.remove(this.entries.values().next().value as Entry);
     const e: Entry = { salt, tokens: Int32Array.from(tokens), cache: sliceCache(this.shape, cache, n), bytes, keys };
-    this.entries.add(e);
-    for (const k of keys) this.index.set(k, e);
+    this.touch(e);
+    for (const k of keys) add(this.index, k, e);
+    add(this.ends, keys[keys.length - 1], e);
     this.s.bytes += bytes;
+  }
+
+  /** Most recently used now. */
+  private touch(e: Entry): void {
+    this.entries.delete(e);
+    this.entries.add(e);
   }
 
   private remove(old: Entry): void {
     this.entries.delete(old);
-    // (a key it took over from an older entry with the same leading chunks goes back to one)
-    for (const k of old.keys) {
-      if (this.index.get(k) !== old) continue;
-      let other: Entry | undefined;
-      for (const e of this.entries) if (e.keys.includes(k)) other = e;
-      if (other) this.index.set(k, other);
-      else this.index.delete(k);
-    }
+    for (const k of old.keys) drop(this.index, k, old);
+    drop(this.ends, old.keys[old.keys.length - 1], old);
     this.s.bytes -= old.bytes;
   }
+}
+
+function add(m: Map<string, Set<Entry>>, k: string, e: Entry): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(e);
+}
+
+function drop(m: Map<string, Set<Entry>>, k: string, e: Entry): void {
+  const s = m.get(k);
+  if (!s) return;
+  s.delete(e);
+  if (s.size === 0) m.delete(k);
 }
