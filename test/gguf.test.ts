@@ -180,7 +180,7 @@ test('gguf models: llada, llada-moe, llada2, rnd1, dream, llama, qwen2 and qwen3
     [{ arch: 'qwen3', hidden: 64, heads: 4, kvHeads: 2, headDim: 32, layers: 2, std: 0.3, dtype: 'F32' }, 0, 1e-3],
     [{ arch: 'llada', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32' }, 8, 0.15],
     // LLaDA-MoE: a layer's experts stacked into ffn_{gate,up,down}_exps, the router ffn_gate_inp
-    [{ arch: 'llada_moe', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32', experts: 5, expertsPerToken: 2, expertSize: 32 }, 0, 1e-3],
+    [{ arch: 'llada_moe', hidden: 64, heads: 4, kvHeads: 2, headDim: 32, layers: 2, std: 0.3, dtype: 'F32', experts: 5, expertsPerToken: 2, expertSize: 32 }, 0, 1e-3],
     [{ arch: 'llada_moe', hidden: 64, heads: 4, layers: 2, std: 0.3, dtype: 'F32', experts: 4, expertsPerToken: 2, expertSize: 32 }, 8, 0.15],
     // RND1 (llama.cpp's rnd1): Qwen3-MoE tensors, q/k norms, renormalized routing, unpermuted q/k, no shift key
     [{ arch: 'rnd1', hidden: 64, heads: 4, kvHeads: 2, headDim: 32, layers: 2, std: 0.3, dtype: 'F32', experts: 5, expertsPerToken: 2, expertSize: 32 }, 0, 1e-3],
@@ -296,6 +296,15 @@ test('gguf models: metadata that cannot make a model is refused by name', async 
   await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'tokenizer.ggml.eos_token_id' ? 99999 : v])), /eos_token_id/);
   await refuse(await variant((m) => m, data.filter((t) => t.name !== 'blk.0.ffn_up.weight')), /ffn_up/);
   await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.embedding_length' ? 128 : v])), /token_embd|embedding|shape/);
+  // per-layer arrays: one value for every layer loads as that value; others are refused by name
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.attention.head_count_kv' ? [4, 2] : v])), /dream\.attention\.head_count_kv differs per layer \(\[4,2\] for 1 layers\)/);
+  loaded.push(await loadModel(await variant((m) => m.map(([k, v]) => [k, k === 'dream.attention.head_count_kv' ? [4] : v])), { cacheDir: CACHE }));
+  await refuse(await variant((m) => [...m, ['dream.attention.value_length', 8]]), /value_length 8 differs from the key size/);
+  const ll = await convertedParts('llada');
+  const llmeta = ll.entries.map(([k, , v]) => [k, v] as [string, unknown]);
+  const llfile = join(dir, `variant-${n++}.gguf`);
+  await writeFile(llfile, encodeGguf({ metadata: [...llmeta, ['llada.attention.key_length', 32] as [string, unknown]].map(asEntry), tensors: ll.tensors }));
+  await refuse(llfile, /llada\.attention\.key_length 32 is not embedding_length \/ head_count \(64 \/ 4\)/);
   // rnd1: its config class would fill a missing key with Qwen3-30B-A3B's value (top 8, eps 1e-6);
   // from a GGUF file that is refused by name (the file as written loads)
   const r = await convertedParts('rnd1');
@@ -545,6 +554,71 @@ test('gguf tokenizer: tokens named like object properties, user-defined added to
   // qwen2 text is NFC-normalized first, as its tokenizer.json does
   meta.set('tokenizer.ggml.pre', 'qwen2');
   assert.deepEqual(tokenizerOf(meta, 14).json.normalizer, { type: 'NFC' });
+});
+
+/** llama.cpp's BailingMoE pre-tokenizer rules for ASCII text, written as a scanner (no regex). */
+function bailingSplit(text: string): string[] {
+  const letter = (c: string | undefined) => c !== undefined && /[A-Za-z]/.test(c);
+  const digit = (c: string | undefined) => c !== undefined && c >= '0' && c <= '9';
+  const space = (c: string | undefined) => c !== undefined && ' \t\n\r\f\v'.includes(c);
+  const newline = (c: string | undefined) => c === '\n' || c === '\r';
+  const punct = (c: string | undefined) => c !== undefined && !space(c) && !letter(c) && !digit(c);
+  const out: string[] = [];
+  let i = 0;
+  while (i < text.length) {
+    const at = (k: number) => text[i + k];
+    let n = 0;
+    const two = (at(1) ?? '') + (at(2) ?? '');
+    if (at(0) === "'" && 'sdmt'.includes((at(1) ?? '#').toLowerCase())) n = 2;
+    else if (at(0) === "'" && ['ll', 've', 're'].includes(two.toLowerCase())) n = 3;
+    else if (letter(at(0)) || (!newline(at(0)) && !letter(at(0)) && !digit(at(0)) && letter(at(1)))) {
+      n = letter(at(0)) ? 0 : 1;
+      while (letter(at(n))) n++;
+    } else if (digit(at(0))) n = 1;
+    else if (punct(at(0)) || (at(0) === ' ' && punct(at(1)))) {
+      n = at(0) === ' ' ? 1 : 0;
+      while (punct(at(n))) n++;
+      while (newline(at(n))) n++;
+    } else {
+      let run = 0;
+      while (space(at(run))) run++;
+      let lastNewline = -1;
+      for (let k = 0; k < run; k++) if (newline(at(k))) lastNewline = k;
+      if (lastNewline >= 0) n = lastNewline + 1; // \s*[\r\n]
+      else if (i + run < text.length && run > 1) n = run - 1; // \s+(?!\S): the last space goes with what follows
+      else n = run; // \s+
+    }
+    out.push(text.slice(i, i + n));
+    i += n;
+  }
+  return out;
+}
+
+test('gguf tokenizer: Ling / LLaDA-MoE / LLaDA2 files (tokenizer.ggml.pre bailingmoe, bailingmoe2, llada-moe) split as llama.cpp does', () => {
+  const toks = [...'abcdefghijklmnopqrstuvwxyzILRVEY'.split(''), 'Ġ', 'Ċ', 'ĉ', 'č', "'", '!', ',', '?', '.', '0', '1', '2', '4'];
+  const meta = new Map<string, GgufValue>([
+    ['tokenizer.ggml.model', 'gpt2'],
+    ['tokenizer.ggml.tokens', toks],
+    ['tokenizer.ggml.token_type', toks.map(() => 1)],
+    ['tokenizer.ggml.merges', []],
+  ]);
+  // (byte-level pieces back to text, for ASCII)
+  const plain = (p: string) => p.replace(/Ġ/g, ' ').replace(/Ċ/g, '\n').replace(/ĉ/g, '\t').replace(/č/g, '\r');
+  const texts = [
+    "It's 2024, isn't it?\n\n  Yes!!\n ok  \t go's 'LL x'Re 'VE",
+    'a  b   c\t\td \n\n\t e\r\nf ?! .\n\n,, 12ab',
+    "  lead and trail  ' '' 'x 'ss  ",
+  ];
+  for (const pre of ['bailingmoe', 'bailingmoe2', 'llada-moe']) {
+    meta.set('tokenizer.ggml.pre', pre);
+    const { json, config } = tokenizerOf(meta, toks.length);
+    assert.equal(json.normalizer, null, 'no NFC, as llama.cpp');
+    const codec = new TextCodec(json, config);
+    for (const t of texts) {
+      assert.deepEqual(codec.tokenizer.pre_tokenizer!.pre_tokenize(t).map(plain), bailingSplit(t), `${pre}: ${JSON.stringify(t)}`);
+      assert.equal(codec.decode(codec.encode(t), false), t);
+    }
+  }
 });
 
 test('gguf models: tensors the graph would not read (a variant quench does not build) are refused, not dropped', async () => {

@@ -152,7 +152,15 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   if (typeof arch !== 'string') fail('gguf_metadata', 'general.architecture is missing');
   const a = arch as string;
   if (!['llada', 'llada-moe', 'llada2', 'rnd1', 'dream', 'llama', 'qwen2', 'qwen3'].includes(a)) fail('unsupported_architecture', `architecture ${JSON.stringify(a)} is not supported (llada, llada-moe, llada2, rnd1, dream, llama, qwen2, qwen3)`);
-  const k = (key: string) => num(meta.get(`${a}.${key}`));
+  const k = (key: string): number | undefined => {
+    const v = meta.get(`${a}.${key}`);
+    if (!Array.isArray(v)) return num(v);
+    // (llama.cpp writes some hyperparameters per layer, as arrays: one value for every layer is that value)
+    const layers = num(meta.get(`${a}.block_count`));
+    if (v.length === 0 || v.length !== layers || v.some((x) => num(x) !== num(v[0])))
+      fail('gguf_metadata', `${a}.${key} differs per layer (${JSON.stringify(v.slice(0, 8).map(num))}${v.length > 8 ? ', ...' : ''} for ${layers ?? '?'} layers): quench builds every layer alike`);
+    return num(v[0]);
+  };
   if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
   // (Llama 3.1's scaled RoPE travels as this tensor, with no scaling key)
   if (tensors.has('rope_freqs.weight')) fail('gguf_metadata', 'rope_freqs.weight (scaled RoPE) is not supported yet');
@@ -163,6 +171,8 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   const heads = k('attention.head_count');
   const hidden = k('embedding_length');
   const headDim = k('attention.key_length');
+  const valueDim = k('attention.value_length');
+  if (valueDim !== undefined && valueDim !== (headDim ?? (hidden !== undefined && heads ? hidden / heads : undefined))) fail('gguf_metadata', `${a}.attention.value_length ${valueDim} differs from the key size ${headDim ?? `${hidden} / ${heads}`}: quench's attention has one head size`);
   const common = {
     vocab_size: vocab,
     rope_theta: k('rope.freq_base') ?? 10000,
@@ -210,18 +220,21 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     if (meta.get(`${a}.expert_weights_norm`) === true) fail('gguf_metadata', `${a}.expert_weights_norm true is not supported`);
     const L = k('block_count');
     return {
-      architectures: ['LLaDAMoEModelLM'], model_type: 'lladamoe', hidden_size: hidden, num_hidden_layers: L, num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv'),
+      architectures: ['LLaDAMoEModelLM'], model_type: 'lladamoe', hidden_size: hidden, num_hidden_layers: L, num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv'), head_dim: headDim,
       max_position_embeddings: k('context_length'), tie_word_embeddings: !tensors.has('output.weight'),
       num_experts: k('expert_count'), num_experts_per_tok: k('expert_used_count'), expert_intermediate_size: k('expert_feed_forward_length'),
       dense_intermediate_size: k('feed_forward_length'), moe_layer_freq: L === undefined ? undefined : Array(L).fill(1), qk_layernorm: tensors.has('blk.0.attn_q_norm.weight'),
       ...common,
     };
   }
-  if (a === 'llada')
+  if (a === 'llada') {
+    // (LLaDA's config has no head size: d_model / n_heads)
+    if (headDim !== undefined && hidden !== undefined && heads && headDim * heads !== hidden) fail('gguf_metadata', `llada.attention.key_length ${headDim} is not embedding_length / head_count (${hidden} / ${heads}): LLaDA's layout has no other head size`);
     return {
       model_type: 'llada', d_model: hidden, n_layers: k('block_count'), n_heads: heads, n_kv_heads: k('attention.head_count_kv'), mlp_hidden_size: k('feed_forward_length'),
       max_sequence_length: k('context_length'), weight_tying: !tensors.has('output.weight'), ...common,
     };
+  }
   return {
     model_type: a === 'dream' ? 'Dream' : a, hidden_size: hidden, num_hidden_layers: k('block_count'), num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv'),
     head_dim: headDim, intermediate_size: k('feed_forward_length'), max_position_embeddings: k('context_length'), tie_word_embeddings: !tensors.has('output.weight'),
@@ -264,10 +277,13 @@ const LLAMA3 = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\
 const QWEN2 = LLAMA3.replace('\\p{N}{1,3}', '\\p{N}');
 const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
 const DEFAULT = ['[\\p{P}\\$\\+<=>\\^~\\|]+', GPT2, '\\p{N}+', '[0-9][0-9][0-9]'];
+// (Ling / BailingMoE, LLaDA-MoE, LLaDA2: Qwen2's splits, one newline closing a whitespace run, no NFC)
+const BAILINGMOE = "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+";
 const PRE: Record<string, string[]> = {
   llama3: [LLAMA3], 'llama-v3': [LLAMA3], 'llama-bpe': [LLAMA3],
   qwen2: [QWEN2], 'deepseek-r1-qwen': [QWEN2],
   gpt2: [GPT2], 'gpt-2': [GPT2], default: DEFAULT,
+  bailingmoe: [BAILINGMOE], bailingmoe2: [BAILINGMOE], 'llada-moe': [BAILINGMOE],
 };
 const NFC_PRE = new Set(['qwen2', 'deepseek-r1-qwen']);
 
