@@ -113,13 +113,13 @@ export class SafetensorsFile {
     try {
       const { size } = await fh.stat();
       if (size < 8) fail('safetensors_truncated', `file is ${size} bytes, shorter than the 8-byte header length`);
-      const lenBuf = Buffer.alloc(8);
-      await fh.read(lenBuf, 0, 8, 0);
+      const ended = () => fail('safetensors_truncated', 'the file ended while reading the header');
+      const lenBuf = await readExactly(fh, 8, 0, ended);
       const n = lenBuf.readBigUInt64LE(0);
       if (n > BigInt(MAX_HEADER_BYTES)) fail('safetensors_header_too_large', `header length ${n} exceeds ${MAX_HEADER_BYTES} bytes`);
       if (n + 8n > BigInt(size)) fail('safetensors_header_bounds', `header length ${n} runs past the end of the ${size}-byte file`);
-      const header = Buffer.alloc(Number(n));
-      await fh.read(header, 0, header.length, 8);
+      // (read in full: one read() may return fewer bytes, from a pipe or a network file system)
+      const header = await readExactly(fh, Number(n), 8, ended);
       const { tensors, metadata } = parseHeader(header, size);
       return new SafetensorsFile(path, fh, tensors, metadata);
     } catch (e) {
