@@ -540,6 +540,17 @@ describe('config.json', () => {
     }
   });
 
+  test('sliding-window attention and partial RoPE are refused in every layout that may carry them', async () => {
+    for (const arch of ['dream', 'llama', 'qwen2', 'qwen3', 'sdar', 'fast_dllm_v2', 'coda'] as FixtureArch[]) {
+      const { raw } = await fixtureConfig(arch, { kvHeads: 2 });
+      throwsCode(() => parseConfig({ ...raw, use_sliding_window: true, sliding_window: 16 }), 'config_invalid', /use_sliding_window true is not supported/);
+      throwsCode(() => parseConfig({ ...raw, partial_rotary_factor: 0.5 }), 'config_invalid', /partial_rotary_factor 0\.5 is not supported/);
+      // (the keys as released configs write them when off)
+      assert.equal(parseConfig({ ...raw, use_sliding_window: false, sliding_window: null, partial_rotary_factor: 1 }).arch, parseConfig(raw).arch);
+      assert.equal(parseConfig({ ...raw, partial_rotary_factor: null }).rotaryDim, undefined, arch);
+    }
+  });
+
   test('architecture is also detected from `architectures` alone', async () => {
     for (const arch of archs) {
       const { raw } = await get(arch);

@@ -306,6 +306,11 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
   }
   if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
   if (r.rope_scaling !== undefined && r.rope_scaling !== null && r.rope_scaling !== false) bad('rope_scaling is not supported yet');
+  // (in every layout that may carry them, whatever its own code: quench's layers attend to every
+  // position and rotate whole heads, LLaDA2's partial RoPE aside)
+  if (r.use_sliding_window === true) bad('use_sliding_window true is not supported');
+  const prf = r.partial_rotary_factor ?? 1;
+  if (arch !== 'llada2' && prf !== 1) bad(`partial_rotary_factor ${JSON.stringify(prf)} is not supported (only 1)`);
   return check(args);
 }
 
@@ -319,8 +324,6 @@ function lladaMoe(r: Raw, args: ModelArgs): void {
   const L = args.numLayers;
   if (r.attention_bias === true) bad('attention_bias true is not supported for LLaDA-MoE');
   if (r.moe_router_enable_expert_bias === true) bad('moe_router_enable_expert_bias true is not supported (the released LLaDA-MoE models have none)');
-  const prf = r.partial_rotary_factor ?? 1;
-  if (prf !== 1) bad(`partial_rotary_factor ${JSON.stringify(prf)} is not supported (only 1)`);
   const experts = int(r, 'num_experts', 4096);
   const topK = int(r, 'num_experts_per_tok', experts);
   const freq = r.moe_layer_freq ?? Array.from({ length: L }, () => 1);
@@ -357,7 +360,6 @@ function lladaMoe(r: Raw, args: ModelArgs): void {
 function llada2(r: Raw, args: ModelArgs): void {
   if (r.use_qkv_bias === true || r.use_bias === true) bad('use_qkv_bias / use_bias true is not supported for llada2_moe');
   if (r.score_function !== undefined && r.score_function !== null && r.score_function !== 'sigmoid') bad(`score_function ${JSON.stringify(r.score_function)} is not supported (its modeling code routes by sigmoid)`);
-  if (r.use_sliding_window === true) bad('use_sliding_window true is not supported');
   const prf = num(r, 'partial_rotary_factor', 0.5, 0, 1);
   const rot = Math.round(args.headDim * prf);
   if (rot % 2 !== 0 || Math.abs(rot - args.headDim * prf) > 1e-9) bad(`partial_rotary_factor ${prf} of head_dim ${args.headDim} is not an even number of dimensions`);
@@ -467,7 +469,6 @@ const RND1_DEFAULTS: Raw = {
  */
 function rnd1(r: Raw, args: ModelArgs): void {
   if (r.attention_bias === true) bad('attention_bias true is not supported for rnd1');
-  if (r.use_sliding_window === true) bad('use_sliding_window true is not supported');
   args.qkNorm = true;
   args.moe = softmaxExperts(r, Array.from({ length: args.numLayers }, () => true), true);
   args.maskTokenId = optId(r, 'mask_token_id', args.vocabSize) ?? (args.vocabSize > 151669 ? 151669 : null);
