@@ -564,6 +564,24 @@ test('OpenAI request shapes: null for unset, token-id prompt lists, the prompt c
   }
   const text = await post(main.base, '/v1/chat/completions', { ...chatReq, modalities: ['text'], max_tokens: 4 });
   assert.equal(text.status, 200, text.text);
+  // a prompt of the wrong shape: the error says what is wrong with it
+  for (const [prompt, re] of [
+    [5, /^prompt must be string,array$/],
+    [[], /^prompt must NOT have fewer than 1 items$/],
+    [['a', 3], /^prompt\[1\] is a token id where prompt\[0\] is a string/],
+    [[[1, 2], 3], /^prompt\[1\] is a token id where prompt\[0\] is a token-id list/],
+    [[[1, 'x']], /^prompt\[0\]\[1\] must be integer$/],
+    [[[]], /^prompt\[0\] must NOT have fewer than 1 items$/],
+    [Array(65).fill('hi'), /^prompt holds 65 prompts; at most 64 in one request$/],
+  ] as const) {
+    const r = await post(main.base, '/v1/completions', { model: model.id, prompt, max_tokens: 4 });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.json.error.message, re, JSON.stringify(prompt).slice(0, 40));
+    assert.match(r.json.error.param, /^prompt/);
+  }
+  // (a long token-id list is one prompt, not a list of prompts)
+  const long = await post(main.base, '/v1/completions', { model: model.id, prompt: Array(70).fill(ids[0][0]), max_tokens: 2 });
+  assert.equal(long.status, 200, long.text);
 });
 
 test('streamed final text stops at a stop string even when the last token runs past it', async () => {

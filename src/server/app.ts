@@ -11,7 +11,7 @@ import { CancelledError, NotFoundError, OptionError, QuenchError, UnavailableErr
 import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, withoutPaths, type Envelope } from './errors.ts';
-import { generationOptions, logprobsOption, rejectUnsupported, stopStrings, type Body } from './fields.ts';
+import { generationOptions, logprobsOption, promptList, rejectUnsupported, stopStrings, type Body } from './fields.ts';
 import { logprobEntries, maxAlternatives, outputConstraint } from './output.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { answerOf, chatMessages, encodeToolChat, holdFor, toolRequest, type ToolRequest } from './tools.ts';
@@ -437,17 +437,13 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     checkModel(body.model);
     rejectUnsupported(body);
     noTools(body);
-    const p = body.prompt as string | string[] | number[] | number[][];
+    const p = promptList(body.prompt);
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     const echo = body.echo === true;
     // (OpenAI scores the echoed prompt's tokens too; a silent omission would skew an evaluation)
     if (echo && typeof body.logprobs === 'number') throw new OptionError('echo', "echo with logprobs would need the prompt's log-probabilities, which quench does not compute; ask for one or the other");
     const ofIds = (ids: number[]): Job => ({ prompt: ids, suffix, echo: echo ? model.codec.decode(ids) : undefined });
-    let jobs: Job[];
-    if (typeof p === 'string') jobs = [{ prompt: model.codec.encodePrompt(p), suffix, echo: echo ? p : undefined }];
-    else if (typeof p[0] === 'number') jobs = [ofIds(p as number[])];
-    else if (Array.isArray(p[0])) jobs = (p as number[][]).map(ofIds);
-    else jobs = (p as string[]).map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined }));
+    const jobs: Job[] = p.kind === 'ids' ? p.prompts.map(ofIds) : p.prompts.map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined }));
     return run(reply, 'completion', body, jobs);
   });
 

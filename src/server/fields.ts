@@ -131,3 +131,19 @@ export function messageText(content: unknown, index: number): string {
     })
     .join('');
 }
+
+/** Most prompts one completion request may carry (a list of strings or of token-id lists). */
+export const MAX_PROMPTS = 64;
+
+/** A completion's prompt as one kind: a string, strings, token ids, or token-id lists. */
+export function promptList(p: unknown): { kind: 'text'; prompts: string[] } | { kind: 'ids'; prompts: number[][] } {
+  if (typeof p === 'string') return { kind: 'text', prompts: [p] };
+  const list = p as (string | number | number[])[];
+  const kind = (x: unknown) => (typeof x === 'string' ? 'a string' : typeof x === 'number' ? 'a token id' : 'a token-id list');
+  const first = kind(list[0]);
+  const odd = list.findIndex((x) => kind(x) !== first);
+  if (odd >= 0) throw new OptionError('prompt', `prompt[${odd}] is ${kind(list[odd])} where prompt[0] is ${first}: a prompt list holds strings, token ids or token-id lists, one kind`);
+  if (first === 'a token id') return { kind: 'ids', prompts: [list as number[]] };
+  if (list.length > MAX_PROMPTS) throw new OptionError('prompt', `prompt holds ${list.length} prompts; at most ${MAX_PROMPTS} in one request`);
+  return first === 'a string' ? { kind: 'text', prompts: list as string[] } : { kind: 'ids', prompts: list as number[][] };
+}

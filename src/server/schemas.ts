@@ -97,13 +97,14 @@ export const completionBody = {
   required: ['prompt'],
   properties: {
     ...sampling,
+    // (a string, or a list of strings, of token ids or of token-id lists: one schema over the
+    // kinds, so that an error names what is wrong; fields.ts promptList checks that a list holds
+    // one kind, and its count)
     prompt: {
-      anyOf: [
-        { type: 'string' },
-        { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string' } },
-        { type: 'array', minItems: 1, maxItems: 1 << 20, items: { type: 'integer' } },
-        { type: 'array', minItems: 1, maxItems: 64, items: { type: 'array', minItems: 1, maxItems: 1 << 20, items: { type: 'integer' } } },
-      ],
+      type: ['string', 'array'],
+      minItems: 1,
+      maxItems: 1 << 20,
+      items: { type: ['string', 'integer', 'array'], minItems: 1, maxItems: 1 << 20, items: { type: 'integer' } },
     },
     suffix: { type: ['string', 'null'] },
     echo: { type: ['boolean', 'null'] },
