@@ -1184,6 +1184,27 @@ test('graph worker: one that dies is started again and the generation goes on eq
   await second.release();
 });
 
+test('graph worker: a forward past its deadline stops the worker and fails its batch; the next forward runs in a new one', async () => {
+  const { model: inline, dir } = await llama;
+  const { target } = await convertModel(dir, { cacheDir: CACHE });
+  const a = inline.args;
+  const runner = await OrtRunner.create(join(target, 'model.onnx'), { layers: a.numLayers, kvHeads: a.numKvHeads, headDim: a.headDim, vocab: a.vocabSize, topK: inline.topK }, { threads: 1, worker: true, forwardTimeout: 0.001 });
+  const model = { args: a, special: inline.special, topK: inline.topK, forward: (r: Parameters<typeof runner.forward>[0]) => runner.forward(r) };
+  const thread = (runner as unknown as { worker: { worker: import('node:worker_threads').Worker } }).worker.worker;
+  const opts = { maxTokens: 4, temperature: 0, cache: 'prefix' as const, stopTokens: [] };
+  // (a 500-token prompt's forward takes far longer than 1 ms)
+  const prompt = Array.from({ length: 500 }, (_, i) => (i * 7 + 3) % (a.vocabSize - 8));
+  await assert.rejects(generate(model, prompt, opts), /ran past its deadline \(0\.001 s, --forward-timeout\): the graph worker was given up/);
+  // (it stops once ORT returns from the forward; the test keeps the process up meanwhile)
+  const alive = setInterval(() => undefined, 100);
+  if (thread.threadId !== -1) await new Promise((res) => thread.once('exit', res));
+  clearInterval(alive);
+  assert.equal(thread.threadId, -1, 'the worker thread was stopped');
+  runner.forwardTimeout = 60;
+  assert.deepEqual((await generate(model, prompt, opts)).tokens, (await generate(inline, prompt, opts)).tokens, 'a new worker answers as the in-thread run');
+  await runner.release();
+});
+
 test('end-of-text committed with nothing masked before it ends the generation', async () => {
   // EOS wins at position 3 of the output; tokens before it are plain
   const m = scriptedModel(16, (p) => (p === 2 + 3 ? prefer(16, MOCK_EOS, 20) : prefer(16, 4 + (p % 3), 6)));

@@ -38,6 +38,7 @@ program
   .addOption(new Option('--diffusion <alignment>', "load a causal layout's checkpoint (llama, qwen2, qwen3) that its own code trained as a masked diffusion model: bidirectional, logits shifted (Open-dCoder, Dream-style) or unshifted (LLaDA-style)").choices(['shifted', 'unshifted']))
   .option('--lora <dir|name>', "a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors; a directory, local name or pulled owner/name) merged into the model's weights at load; an adapter given as --model brings the base its adapter_config.json names")
   .addOption(new Option('--graph-thread <mode>', 'run forwards in a worker thread, off the event loop (auto: for models of 100M parameters and more)').choices(['auto', 'on', 'off']).default('auto'))
+  .option('--forward-timeout <seconds>', 'with the graph thread: a forward still running after this long fails its requests and the thread is replaced, so a hung forward cannot stall the server (0: no deadline)', seconds, 600)
   .addOption(new Option('--canvas <mode>', 'default canvas: adaptive (starts small, grows while the model says the answer does not fit) or fixed (max_tokens positions; for models not trained with end padding)').choices(['adaptive', 'fixed']))
   .option('--initial-canvas <n>', 'first size of an adaptive canvas (default 16)', int)
   .option('--cors-origin <origin...>', 'allow these browser origins (CORS is off by default)')

@@ -20,6 +20,8 @@ export interface ServeOptions {
   threads: number;
   dtype: DTypeOption;
   graphThread?: 'auto' | 'on' | 'off';
+  /** graph thread: seconds a forward may run before its requests fail and the thread is replaced (0: none) */
+  forwardTimeout?: number;
   /** a block diffusion model's block size, instead of its config's */
   blockSize?: number;
   /** a tokenizer directory for checkpoints that ship none (MDLM, BD3-LM) */
@@ -75,7 +77,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   try {
     // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
     const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
-    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, lora: o.lora, onProgress: (m) => console.error(`quench: ${m}`) });
+    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, forwardTimeout: o.forwardTimeout, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, lora: o.lora, onProgress: (m) => console.error(`quench: ${m}`) });
     await applyGenerationConfig(model, o.generationConfig);
     attachScheduler(state, model, opts, metrics);
     console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);

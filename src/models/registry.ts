@@ -49,6 +49,8 @@ export interface LoadOptions {
   /** run forwards in a worker thread, off the event loop; auto: for models of AUTO_WORKER_PARAMS
    * and more (a worker adds ~0.5-1 ms per forward, which only a small model notices) */
   worker?: boolean | 'auto';
+  /** worker mode: seconds a forward may run before the worker is restarted and its batch fails (0 or absent: none) */
+  forwardTimeout?: number;
   /** a block diffusion model's block size, instead of its config's (SDAR configs may lack
    *  block_size, which then defaults to 4; a checkpoint trained with other blocks needs this) */
   blockSize?: number;
@@ -342,7 +344,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     headDim: args.headDim,
     vocab: args.vocabSize,
     topK: Math.min(topK, args.vocabSize),
-  }, { threads: opts.threads, worker: opts.worker === 'auto' ? meta.params >= AUTO_WORKER_PARAMS : opts.worker });
+  }, { threads: opts.threads, worker: opts.worker === 'auto' ? meta.params >= AUTO_WORKER_PARAMS : opts.worker, forwardTimeout: opts.forwardTimeout });
   return {
     id: isGguf(dir) ? ggufModelName(dir) : basename(opts.lora !== undefined ? resolve(opts.lora) : dir),
     dir,

@@ -30,6 +30,9 @@ export class GraphWorker {
   private next = 1;
   private waiting = new Map<number, (r: { ok: boolean; message?: string; outputs?: Outputs }) => void>();
   private failed: Error | null = null;
+  /** messages sent and not yet answered (the worker is inside one while this is > 0) */
+  private inflight = 0;
+  private stopWhenIdle = false;
 
   /** why the worker can no longer run forwards (it stopped, or failed to receive), or null */
   get dead(): Error | null {
@@ -38,18 +41,29 @@ export class GraphWorker {
 
   private constructor(private worker: Worker) {
     worker.on('message', (r: { id: number; ok: boolean; message?: string; outputs?: Outputs }) => {
+      this.answered();
       const done = this.waiting.get(r.id);
       this.waiting.delete(r.id);
       done?.(r);
     });
-    const fail = (e: Error) => {
-      this.failed ??= e;
-      for (const done of this.waiting.values()) done({ ok: false, message: e.message });
-      this.waiting.clear();
-    };
-    worker.on('error', fail);
-    worker.on('messageerror', fail);
-    worker.on('exit', (code) => fail(new Error(`the graph worker stopped (exit code ${code})`)));
+    worker.on('error', (e) => this.fail(e));
+    worker.on('messageerror', (e) => {
+      this.answered(); // (a reply that could not be read: the worker has left the forward)
+      this.fail(e);
+    });
+    worker.on('exit', (code) => this.fail(new Error(`the graph worker stopped (exit code ${code})`)));
+  }
+
+  private answered(): void {
+    this.inflight = Math.max(0, this.inflight - 1);
+    if (this.stopWhenIdle && this.inflight === 0) void this.worker.terminate();
+  }
+
+  /** The worker can run nothing more: every call waiting fails with this error. */
+  private fail(e: Error): void {
+    this.failed ??= e;
+    for (const done of this.waiting.values()) done({ ok: false, message: e.message });
+    this.waiting.clear();
   }
 
   static async create(modelPath: string, o: GraphOptions): Promise<GraphWorker> {
@@ -63,21 +77,37 @@ export class GraphWorker {
     return g;
   }
 
-  async call(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Outputs | undefined> {
+  /**
+   * One message and its reply. With a deadline (ms > 0), a call still running when it passes
+   * gives the worker up: this call and any others waiting fail, and the worker is dead (the
+   * runner starts another). ORT cannot interrupt a forward, and stopping the thread inside one
+   * aborts the process, so the thread is stopped when the forward returns (a forward that never
+   * returns keeps its thread).
+   */
+  async call(msg: Record<string, unknown>, transfer: ArrayBuffer[], deadlineMs = 0): Promise<Outputs | undefined> {
     if (this.failed) throw this.failed;
     const id = this.next++;
     // the worker keeps the process alive only while a call waits on it (an idle model left
     // unclosed does not hold the process open)
     this.worker.ref();
+    let timer: NodeJS.Timeout | undefined;
     const reply = await new Promise<{ ok: boolean; message?: string; outputs?: Outputs }>((resolve) => {
       this.waiting.set(id, resolve);
       try {
         this.worker.postMessage({ ...msg, id }, transfer);
+        this.inflight++;
       } catch (e) {
         this.waiting.delete(id);
         resolve({ ok: false, message: `could not send to the graph worker: ${(e as Error).message}` });
+        return;
       }
+      if (deadlineMs > 0)
+        timer = setTimeout(() => {
+          this.fail(new Error(`a forward ran past its deadline (${deadlineMs / 1000} s, --forward-timeout): the graph worker was given up`));
+          void this.stop();
+        }, deadlineMs);
     });
+    clearTimeout(timer);
     if (this.waiting.size === 0) this.worker.unref();
     if (!reply.ok) throw new Error(reply.message);
     return reply.outputs;
@@ -85,6 +115,12 @@ export class GraphWorker {
 
   async release(): Promise<void> {
     if (!this.failed) await this.call({ op: 'release' }, []).catch(() => undefined);
-    await this.worker.terminate();
+    await this.stop();
+  }
+
+  /** Stop the thread, at once when it is idle, else when it leaves what it is running. */
+  private async stop(): Promise<void> {
+    if (this.inflight > 0) this.stopWhenIdle = true;
+    else await this.worker.terminate();
   }
 }

@@ -59,6 +59,9 @@ export interface SessionOptions {
   threads?: number;
   /** run the graph in a worker thread, off the event loop (see graph-thread.ts) */
   worker?: boolean;
+  /** worker mode: seconds a forward may run before the worker is stopped and started again
+   * (its batch fails; 0: no deadline). A forward in this thread cannot be interrupted. */
+  forwardTimeout?: number;
 }
 
 /** Where packBatch's layouts and row writes go: a store in this thread, or the worker's queue. */
@@ -117,6 +120,8 @@ export class OrtRunner {
   private restarting: Promise<void> | null = null;
   private spawnError: Error | null = null;
   private closed = false;
+  /** worker mode: a forward's deadline in seconds (SessionOptions.forwardTimeout) */
+  forwardTimeout: number | undefined;
 
   private constructor(session: ort.InferenceSession | null, worker: GraphWorker | null, shape: SessionShape) {
     this.session = session;
@@ -129,6 +134,7 @@ export class OrtRunner {
     const spawn = () => GraphWorker.create(modelPath, opts);
     const r = new OrtRunner(null, await spawn(), shape);
     r.spawn = spawn;
+    r.forwardTimeout = opts.forwardTimeout;
     return r;
   }
 
@@ -318,7 +324,7 @@ export class OrtRunner {
     const B = (feeds.input_ids.dims[0] as number) ?? 0;
     // (a pack beside a forward in flight is the worker's too: scratch memory, not kept)
     const past = { layers, dims: [B, H, packed ? packed.cap : 0, Dh], rows, index, slot: packed ? packed.slot : 0, scratch: packed?.slot === PACKED_SLOTS };
-    return (await this.worker!.call({ op: 'run', feeds: plain, past, fetches }, transfer))!;
+    return (await this.worker!.call({ op: 'run', feeds: plain, past, fetches }, transfer, (this.forwardTimeout ?? 0) * 1000))!;
   }
 
   /**
