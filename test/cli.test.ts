@@ -88,6 +88,43 @@ test('a LoRA adapter: --lora beside its base, or alone as --model (the base from
   assert.match(listed, /^says-b\s+local\s.*\(LoRA adapter\)$/m);
   assert.equal(execFileSync(process.execPath, ['bin/quench.js', 'run', '--model', 'says-b', '--max-tokens', '2', 'hi'], { env: { ...env, QUENCH_MODELS: models } }).toString(), 'bb\n');
   assert.throws(() => run(['--model', ad, '--lora', ad]), /is a LoRA adapter: give its base model as --model/);
+  // served beside the base under its own name (--lora-modules): a request picks it by its model field
+  const { spawn } = await import('node:child_process');
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', base, '--model-id', 'base', '--lora-modules', `says-b=${ad}`, '--port', String(port), '--threads', '1'], {
+    env: { ...env, QUENCH_API_KEY: '' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr.on('data', (d) => (log += d));
+  try {
+    const url = `http://127.0.0.1:${port}`;
+    const ask = async (model: string) => {
+      const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, prompt: 'hi', max_tokens: 4 }) }).catch(() => null);
+      return r && { status: r.status, json: await r.json() };
+    };
+    let b = await ask('says-b');
+    for (let i = 0; i < 300 && (!b || b.status === 503); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      b = await ask('says-b');
+    }
+    assert.equal(b?.status, 200, log);
+    assert.equal(b.json.choices[0].text, 'bbbb');
+    assert.equal(b.json.model, 'says-b');
+    const a = await ask('base');
+    assert.equal(a?.json.choices[0].text, 'aaaa');
+    assert.equal((await ask('default'))?.json.choices[0].text, 'aaaa');
+    const missing = await ask('says-c');
+    assert.equal(missing?.status, 404);
+    assert.match(missing.json.error.message, /this server serves "base", "says-b"/);
+    const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string; parent: string | null }[] };
+    assert.deepEqual(models.data.map((m) => [m.id, m.parent]), [['base', null], ['says-b', 'base']]);
+  } finally {
+    child.kill('SIGKILL');
+  }
+  assert.throws(() => quench(['serve', '--model', base, '--lora-modules', ad]), /--lora-modules takes name=adapter/);
+  assert.throws(() => quench(['serve', '--model', base, '--model-id', 'base', '--lora-modules', `base=${ad}`]), /the name "base" is taken \(the model's own id\)/);
+  assert.throws(() => quench(['serve', '--model', base, '--lora-modules', `x=${base}`]), /is not a LoRA adapter/);
   // (some trainers save the base's config.json beside the adapter: still an adapter)
   copyFileSync(join(base, 'config.json'), join(ad, 'config.json'));
   assert.equal(run(['--model', ad]), 'bbbb\n');

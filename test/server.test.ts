@@ -674,3 +674,48 @@ test('prefix cache: a second chat sharing the system message reports its cached 
   await main.client.chat.completions.create({ ...chatReq, messages: [system, { role: 'user', content: 'Hello again.' }] }).then((r) => assert.equal((r.usage as any).prompt_tokens_details.cached_tokens, 0));
   assert.equal((bidir.usage as any).prompt_tokens_details.cached_tokens, 0);
 });
+
+test('several models in one server (LoRA modules): each request runs on the model it names; one loading or failed answers 503 alone', async () => {
+  const { model: second } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 128 });
+  const state: ServingState = { model: null, scheduler: null, extra: new Map([['second', { parent: model.id }], ['broken', { parent: model.id }]]) };
+  const opts: ServerOptions = { maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults: { maxTokens: 8 } };
+  const { app, metrics } = await buildServer(state, opts);
+  attachScheduler(state, model, opts, metrics);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  servers.push(app);
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+  const ask = (name: string, path = '/v1/chat/completions') =>
+    post(base, path, path === '/v1/responses' ? { model: name, input: 'What is 2 + 2?', temperature: 0, max_output_tokens: 8 } : { ...chatReq, model: name, max_tokens: 8 });
+  const loading = await ask('second');
+  assert.equal(loading.status, 503);
+  assert.equal(loading.json.error.code, 'model_loading');
+  assert.equal(loading.headers.get('retry-after'), '1');
+  assert.equal((await ask(model.id)).status, 200, 'the main model serves meanwhile');
+  attachScheduler(state, second, opts, metrics, 'second');
+  state.extra!.get('broken')!.error = 'weights at /srv/secret/model.safetensors are truncated';
+  const { generate } = await import('../src/decode/generation.ts');
+  const prompt = second.codec.encodeChat(chatReq.messages);
+  const solo = await generate(second, prompt, { maxTokens: 8, temperature: 0, stopTokens: second.special.stop });
+  const want = { tokens: solo.tokens, text: second.codec.decode(solo.tokens, true) };
+  const r = await ask('second');
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.model, 'second');
+  assert.equal(r.json.choices[0].message.content, want.text, "the second model's own answer");
+  assert.equal(r.json.usage.completion_tokens, want.tokens.length);
+  const main1 = await ask(model.id);
+  assert.equal(main1.json.model, model.id);
+  assert.notEqual(main1.json.choices[0].message.content, r.json.choices[0].message.content);
+  const resp = await ask('second', '/v1/responses');
+  assert.equal(resp.status, 200, resp.text);
+  assert.equal(resp.json.model, 'second');
+  assert.equal(resp.json.output[0].content[0].text, want.text);
+  const broken = await ask('broken');
+  assert.equal(broken.status, 503);
+  assert.equal(broken.json.error.code, 'model_load_failed');
+  assert.match(broken.json.error.message, /^model broken failed to load: weights at <path> are truncated$/);
+  assert.equal(broken.headers.get('retry-after'), null);
+  const models = (await (await fetch(`${base}/v1/models`)).json()) as { data: { id: string; parent: string | null; max_model_len?: number }[] };
+  assert.deepEqual(models.data.map((m) => [m.id, m.parent, m.max_model_len]), [[model.id, null, 256], ['second', model.id, 128], ['broken', model.id, undefined]]);
+  assert.equal((await (await fetch(`${base}/v1/models/second`)).json()).parent, model.id);
+  await second.close();
+});

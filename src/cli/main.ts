@@ -1,7 +1,7 @@
 // quench serve | run | pull | list | bench | eval
 
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { listModels, resolveModelEntry } from './paths.ts';
+import { listModels, loraModulesOf, resolveModelEntry } from './paths.ts';
 
 const program = new Command();
 program.name('quench').description('Diffusion language models on ONNX Runtime, served through an OpenAI-compatible API').version('0.1.0');
@@ -37,6 +37,7 @@ program
   .option('--tokenizer <dir>', "a directory with tokenizer.json (and its tokenizer_config.json / special_tokens_map.json) for a checkpoint that ships none: MDLM and BD3-LM use GPT-2's")
   .addOption(new Option('--diffusion <alignment>', "load a causal layout's checkpoint (llama, qwen2, qwen3) that its own code trained as a masked diffusion model: bidirectional, logits shifted (Open-dCoder, Dream-style) or unshifted (LLaDA-style)").choices(['shifted', 'unshifted']))
   .option('--lora <dir|name>', "a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors; a directory, local name or pulled owner/name) merged into the model's weights at load; an adapter given as --model brings the base its adapter_config.json names")
+  .option('--lora-modules <name=adapter...>', "LoRA adapters served beside the model, each under its name (requests choose one by their model field), each merged into its own copy of the base model's weights (not of --lora's)")
   .addOption(new Option('--graph-thread <mode>', 'run forwards in a worker thread, off the event loop (auto: for models of 100M parameters and more)').choices(['auto', 'on', 'off']).default('auto'))
   .option('--forward-timeout <seconds>', 'with the graph thread: a forward still running after this long fails its requests and the thread is replaced, so a hung forward cannot stall the server (0: no deadline)', seconds, 600)
   .addOption(new Option('--canvas <mode>', 'default canvas: adaptive (starts small, grows while the model says the answer does not fit) or fixed (max_tokens positions; for models not trained with end padding)').choices(['adaptive', 'fixed']))
@@ -49,7 +50,9 @@ program
   .action(async (o) => {
     const { serve } = await import('./serve.ts');
     const m = resolveModelEntry(o.model, o.lora);
-    await serve({ ...o, model: m.dir, lora: m.lora, modelId: o.modelId ?? m.name });
+    const modelId = o.modelId ?? m.name;
+    const loraModules = loraModulesOf((o.loraModules ?? []) as string[], m.dir, modelId);
+    await serve({ ...o, model: m.dir, lora: m.lora, modelId, loraModules });
   });
 
 program

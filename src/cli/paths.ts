@@ -78,6 +78,24 @@ export function resolveModelEntry(arg: string | undefined, lora?: string): Resol
   return { dir: m.dir, name: a.name, lora: a.dir };
 }
 
+/**
+ * `--lora-modules name=adapter ...` (vLLM's flag): each adapter resolved as --lora is (a
+ * directory, local name or pulled owner/name) and served under its name beside the base;
+ * names unique, none the base's id or "default".
+ */
+export function loraModulesOf(specs: string[], baseDir: string, baseId: string): { name: string; lora: string }[] {
+  const taken = new Map<string, string>([[baseId, "the model's own id"], ['default', 'it names the model itself']]);
+  return specs.map((spec) => {
+    const eq = spec.indexOf('=');
+    if (eq <= 0 || eq === spec.length - 1) throw new OptionError('lora_modules', `--lora-modules takes name=adapter, got ${JSON.stringify(spec.slice(0, 200))}`);
+    const name = spec.slice(0, eq);
+    if (taken.has(name)) throw new OptionError('lora_modules', `--lora-modules: the name ${JSON.stringify(name)} is taken (${taken.get(name)})`);
+    taken.set(name, 'named twice');
+    const r = resolveModelEntry(baseDir, spec.slice(eq + 1));
+    return { name, lora: r.lora! };
+  });
+}
+
 /** An adapter's base, from its adapter_config.json's base_model_name_or_path. */
 function withBase(adapter: { dir: string; name: string }): ResolvedModel {
   const base = parseLoraConfig(readFileSync(join(adapter.dir, ADAPTER_CONFIG), 'utf8')).baseModel;

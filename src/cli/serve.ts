@@ -30,6 +30,8 @@ export interface ServeOptions {
   diffusion?: 'shifted' | 'unshifted';
   /** a LoRA adapter's directory, merged into the weights at load */
   lora?: string;
+  /** adapters served beside the model under their own ids (--lora-modules), each merged into its own copy of the base */
+  loraModules?: { name: string; lora: string }[];
   /** the default canvas of requests that name none */
   canvas?: 'adaptive' | 'fixed';
   initialCanvas?: number;
@@ -46,6 +48,9 @@ export interface ServeOptions {
 export async function serve(o: ServeOptions): Promise<void> {
   const state: ServingState = { model: null, scheduler: null };
   const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ...(o.prefixCacheMb !== undefined ? { prefixCacheBytes: o.prefixCacheMb * 2 ** 20 } : {}), prefillChunk: o.prefillChunk, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, responseStore: o.responseStore, defaults: { ...(o.canvas ? { canvas: o.canvas } : {}), ...(o.initialCanvas ? { initialCanvas: o.initialCanvas } : {}) } };
+  // (the adapters answer 503 while they load, as the main model does)
+  const modules = o.loraModules ?? [];
+  if (modules.length > 0) state.extra = new Map(modules.map((m) => [m.name, { parent: o.modelId ?? 'quench' }]));
   const { app, metrics } = await buildServer(state, opts);
   await app.listen({ host: o.host, port: o.port });
   console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);
@@ -67,27 +72,45 @@ export async function serve(o: ServeOptions): Promise<void> {
       process.exit(1);
     }, seconds * 1000).unref();
     const closing = app.close();
-    await state.scheduler?.drain();
+    const served = [...(state.extra?.values() ?? [])].flatMap((e) => (e.served ? [e.served] : []));
+    await Promise.all([state.scheduler?.drain(), ...served.map((x) => x.scheduler.drain())]);
     await closing;
-    await state.model?.close();
+    await Promise.all([state.model?.close(), ...served.map((x) => x.model.close())]);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
-  try {
-    // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
-    const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
-    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, forwardTimeout: o.forwardTimeout, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, lora: o.lora, onProgress: (m) => console.error(`quench: ${m}`) });
+  // in a worker thread, forwards leave the event loop to HTTP, streams and disconnects
+  const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
+  const load = async (lora: string | undefined, as?: string) => {
+    const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, forwardTimeout: o.forwardTimeout, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, lora, onProgress: (m) => console.error(`quench: ${m}`) });
     await applyGenerationConfig(model, o.generationConfig);
-    attachScheduler(state, model, opts, metrics);
-    console.error(`quench: ready: ${model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
+    attachScheduler(state, model, opts, metrics, as);
+    console.error(`quench: ready: ${as ?? model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
     const d = describeDefaults(model.defaults);
     if (d) console.error(`quench: decoding defaults (--generation-config ${o.generationConfig ?? 'auto'}): ${d}`);
-  } catch (e) {
+  };
+  // (the whole message in the server's log, control characters escaped; clients get it
+  // without the server's paths: app.ts)
+  const failed = (what: string, e: unknown) => {
     const message = e instanceof Error ? e.message : String(e);
-    // (the whole message in the server's log, control characters escaped; clients get it
-    // without the server's paths: app.ts)
-    state.error = message;
-    console.error(`quench: failed to load the model: ${JSON.stringify(message).slice(1, -1)}`);
+    console.error(`quench: failed to load ${what}: ${JSON.stringify(message).slice(1, -1)}`);
+    return message;
+  };
+  try {
+    await load(o.lora);
+  } catch (e) {
+    state.error = failed('the model', e);
+  }
+  // (one after the other: each conversion is the whole model's)
+  for (const m of modules) {
+    const entry = state.extra!.get(m.name)!;
+    if (state.error) entry.error = `its base model failed to load: ${state.error}`;
+    else
+      try {
+        await load(m.lora, m.name);
+      } catch (e) {
+        entry.error = failed(`the LoRA module ${m.name}`, e);
+      }
   }
 }

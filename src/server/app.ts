@@ -57,6 +57,16 @@ export interface ServingState {
   model: Model | null;
   scheduler: Scheduler | null;
   error?: string;
+  /** models served beside the main one (its LoRA adapters: --lora-modules), by the id clients
+   * name; each answers 503 until its model is attached (or with its load error) */
+  extra?: Map<string, { parent: string; served?: Served; error?: string }>;
+}
+
+/** A model the server answers for, under the id clients name it by. */
+export interface Served {
+  id: string;
+  model: Model;
+  scheduler: Scheduler;
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
@@ -84,7 +94,11 @@ function send(reply: FastifyReply, e: Envelope) {
   return reply.code(e.status).type('application/json').send(e.body);
 }
 
-export function attachScheduler(state: ServingState, model: Model, o: ServerOptions, metrics: Metrics): void {
+/**
+ * A loaded model's scheduler, and the model served: the main one, or with `as` one of
+ * state.extra's (which must name it).
+ */
+export function attachScheduler(state: ServingState, model: Model, o: ServerOptions, metrics: Metrics, as?: string): void {
   // (a generation_config.json whose defaults cannot decode fails here, not every request)
   checkModelDefaults(model);
   const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64, prefixCacheBytes: o.prefixCacheBytes, prefillChunk: o.prefillChunk });
@@ -103,8 +117,13 @@ export function attachScheduler(state: ServingState, model: Model, o: ServerOpti
     // the active / queue-depth gauges are read from the scheduler when /metrics is scraped
     onCancel: () => metrics.cancelled.inc(),
   };
-  state.model = model;
-  state.scheduler = s;
+  const extra = as === undefined ? undefined : state.extra?.get(as);
+  if (as !== undefined && !extra) throw new Error(`attachScheduler: no extra model ${JSON.stringify(as)} in the serving state`);
+  if (extra) extra.served = { id: as!, model, scheduler: s };
+  else {
+    state.model = model;
+    state.scheduler = s;
+  }
 }
 
 interface Job {
@@ -171,40 +190,51 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   });
 
   const modelId = () => o.modelId ?? state.model?.id ?? 'quench';
-  const ready = (): { model: Model; scheduler: Scheduler } => {
+  const ids = () => [modelId(), ...(state.extra?.keys() ?? [])];
+  /** The model a request names (absent or "default": the main one): 404 for one not served, 503 while it loads or when it failed to. */
+  const ready = (name: unknown): Served => {
+    const extra = typeof name === 'string' ? state.extra?.get(name) : undefined;
+    if (extra) {
+      if (extra.served) return extra.served;
+      throw new UnavailableError(extra.error ? `model ${name} failed to load: ${withoutPaths(extra.error)}` : `the model ${name} is still loading`, extra.error ? 'model_load_failed' : 'model_loading');
+    }
+    // (until the main model has loaded, its id may not be known: 503 first)
     if (!state.model || !state.scheduler) throw new UnavailableError(state.error ? `model failed to load: ${withoutPaths(state.error)}` : 'the model is still loading', state.error ? 'model_load_failed' : 'model_loading');
-    return { model: state.model, scheduler: state.scheduler };
-  };
-  const checkModel = (name: unknown) => {
     if (typeof name === 'string' && name !== modelId() && name !== 'default')
-      throw new NotFoundError('model', `the model ${JSON.stringify(name.slice(0, 100))} does not exist; this server serves ${JSON.stringify(modelId())}`, 'model_not_found');
+      throw new NotFoundError('model', `the model ${JSON.stringify(name.slice(0, 100))} does not exist; this server serves ${ids().map((x) => JSON.stringify(x)).join(', ')}`, 'model_not_found');
+    return { id: modelId(), model: state.model, scheduler: state.scheduler };
   };
+  const schedulers = () => [state.scheduler, ...[...(state.extra?.values() ?? [])].map((e) => e.served?.scheduler)].filter((x): x is Scheduler => !!x);
 
   app.get('/health', async (_req, reply) => {
     if (state.model) return reply.send({ status: 'ok', model: modelId() });
     return reply.code(503).send({ status: state.error ? 'error' : 'loading' });
   });
   app.get('/metrics', async (_req, reply) => {
-    if (state.scheduler) {
-      metrics.queueDepth.set(state.scheduler.queued);
-      metrics.active.set(state.scheduler.activeCount);
-    }
+    // (all models served, together)
+    metrics.queueDepth.set(schedulers().reduce((n, x) => n + x.queued, 0));
+    metrics.active.set(schedulers().reduce((n, x) => n + x.activeCount, 0));
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
   // (max_model_len as vLLM reports it: the context a prompt plus its answer must fit; known once loaded)
-  const modelCard = () => ({ id: modelId(), object: 'model', created: 0, owned_by: 'quench', ...(state.model ? { max_model_len: state.model.args.maxPositions } : {}) });
-  app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
+  // (an adapter as vLLM lists one: root its own id, parent the base's)
+  const modelCard = (id: string) => {
+    const extra = state.extra?.get(id);
+    const m = extra ? extra.served?.model : state.model;
+    return { id, object: 'model', created: 0, owned_by: 'quench', root: id, parent: extra ? extra.parent : null, ...(m ? { max_model_len: m.args.maxPositions } : {}) };
+  };
+  app.get('/v1/models', async () => ({ object: 'list', data: ids().map(modelCard) }));
   // model ids may hold a slash (owner/name of a pulled model)
   app.get<{ Params: { '*': string } }>('/v1/models/*', async (req, reply) => {
-    if (req.params['*'] !== modelId()) return send(reply, apiError(404, 'invalid_request_error', `the model ${JSON.stringify(req.params['*'].slice(0, 100))} does not exist`, 'model_not_found', 'model'));
-    return modelCard();
+    if (!ids().includes(req.params['*'])) return send(reply, apiError(404, 'invalid_request_error', `the model ${JSON.stringify(req.params['*'].slice(0, 100))} does not exist`, 'model_not_found', 'model'));
+    return modelCard(req.params['*']);
   });
 
   // ------------------------------------------------------------ generation runner
 
-  async function run(reply: FastifyReply, kind: 'chat' | 'completion', body: Body, jobs: Job[], tools: Tools = null) {
-    const { model, scheduler } = ready();
+  async function run(served: Served, reply: FastifyReply, kind: 'chat' | 'completion', body: Body, jobs: Job[], tools: Tools = null) {
+    const { model, scheduler } = served;
     const n = (body.n as number | undefined) ?? 1;
     const stops = stopStrings(body);
     const decode = (ids: number[]) => model.codec.decode(ids, true);
@@ -241,8 +271,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
     const chunk = (choice: object) =>
       kind === 'chat'
-        ? { id, object: 'chat.completion.chunk', created, model: modelId(), system_fingerprint: null, choices: [choice] }
-        : { id, object: 'text_completion', created, model: modelId(), choices: [choice] };
+        ? { id, object: 'chat.completion.chunk', created, model: served.id, system_fingerprint: null, choices: [choice] }
+        : { id, object: 'text_completion', created, model: served.id, choices: [choice] };
     // one choice's piece of a stream chunk in the endpoint's shape; text undefined = no content
     const piece = (index: number, text: string | undefined, finish: string | null, logprobs: unknown) =>
       chunk(kind === 'chat' ? { index, delta: text === undefined ? {} : { content: text }, finish_reason: finish, logprobs } : { index, text: text ?? '', finish_reason: finish, logprobs });
@@ -256,7 +286,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const streamedLogprobs = new Map(choices.map((c) => [c.index, { sent: 0, text: new IncrementalDecoder(decode), base: c.job.echo?.length ?? 0 }]));
     const logprobsOf = (entries: readonly TokenLogprob[], at: TextSoFar) => {
       if (base.logprobs === undefined) return null;
-      return kind === 'chat' ? chatLogprobs(entries) : completionLogprobs(entries, at);
+      return kind === 'chat' ? chatLogprobs(model.codec, entries) : completionLogprobs(model.codec, entries, at);
     };
     let promises: Promise<GenerateResult>[];
     try {
@@ -323,12 +353,12 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
         const text = echo + (r.text ?? decode(r.tokens));
         const a = answerOf(tools, text, r.finishReason);
         return kind === 'chat'
-          ? { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null }
-          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null };
+          ? { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(model.codec, r.logprobs) : null }
+          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(model.codec, r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null };
       });
       return kind === 'chat'
-        ? { id, object: 'chat.completion', created, model: modelId(), system_fingerprint: null, choices: out, usage }
-        : { id, object: 'text_completion', created, model: modelId(), choices: out, usage };
+        ? { id, object: 'chat.completion', created, model: served.id, system_fingerprint: null, choices: out, usage }
+        : { id, object: 'text_completion', created, model: served.id, choices: out, usage };
     }
 
     startEventStream(reply);
@@ -359,22 +389,20 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     );
     if (includeUsage && done.filter(Boolean).length === choices.length) {
       const usage = usageOf(done, jobs, n);
-      write(kind === 'chat' ? { id, object: 'chat.completion.chunk', created, model: modelId(), choices: [], usage } : { id, object: 'text_completion', created, model: modelId(), choices: [], usage });
+      write(kind === 'chat' ? { id, object: 'chat.completion.chunk', created, model: served.id, choices: [], usage } : { id, object: 'text_completion', created, model: served.id, choices: [], usage });
     }
     if (!reply.raw.writableEnded) reply.raw.end('data: [DONE]\n\n');
     offClose();
   }
 
   // log-probabilities in OpenAI's two shapes; a token's text is its own decoding
-  function tokenText(id: number): string {
-    return ready().model.codec.decode([id], false);
-  }
-  function chatLogprobs(lp: readonly TokenLogprob[]) {
-    return { content: logprobEntries(ready().model.codec, lp), refusal: null };
+  function chatLogprobs(codec: Model['codec'], lp: readonly TokenLogprob[]) {
+    return { content: logprobEntries(codec, lp), refusal: null };
   }
   /** `at.text`: the tokens before these (grows); a token's offset is the length of the text
    * before it (a token inside a multi-byte character: where that character starts) */
-  function completionLogprobs(lp: readonly TokenLogprob[], at: TextSoFar) {
+  function completionLogprobs(codec: Model['codec'], lp: readonly TokenLogprob[], at: TextSoFar) {
+    const tokenText = (id: number) => codec.decode([id], false);
     const textOffset = lp.map((x) => {
       const offset = at.base + at.text.text.length;
       at.text.push([x.token]);
@@ -409,32 +437,32 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   app.post('/v1/chat/completions', { schema: { body: chatBody } }, async (req, reply) => {
     const body = req.body as Body;
-    const { model } = ready();
-    checkModel(body.model);
+    const served = ready(body.model);
+    const { model } = served;
     rejectUnsupported(body);
     const tools = toolRequest(body);
     const prompt = encodeToolChat(model.codec, chatMessages(body.messages as { role: string }[]), tools);
-    return run(reply, 'chat', body, [{ prompt }], tools);
+    return run(served, reply, 'chat', body, [{ prompt }], tools);
   });
 
   // apply (merge an update snippet) and next edit: one tagged user message, decoded as chat
   for (const kind of ['apply', 'edit'] as const)
     app.post(`/v1/${kind}/completions`, { schema: { body: chatBody } }, async (req, reply) => {
       const body = req.body as Body;
-      const { model } = ready();
-      checkModel(body.model);
+      const served = ready(body.model);
+      const { model } = served;
       rejectUnsupported(body);
       noTools(body);
       if (body.response_format !== undefined && body.response_format !== null) throw new OptionError('response_format', `response_format is for /v1/chat/completions; /v1/${kind}/completions answers with code`);
       checkCodeEditMessages(kind, body.messages);
       const prompt = encodeToolChat(model.codec, chatMessages(body.messages as { role: string }[]), null);
-      return run(reply, 'chat', body, [{ prompt }], null);
+      return run(served, reply, 'chat', body, [{ prompt }], null);
     });
 
   app.post('/v1/completions', { schema: { body: completionBody } }, async (req, reply) => {
     const body = req.body as Body;
-    const { model } = ready();
-    checkModel(body.model);
+    const served = ready(body.model);
+    const { model } = served;
     rejectUnsupported(body);
     noTools(body);
     const p = promptList(body.prompt);
@@ -444,12 +472,12 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     if (echo && typeof body.logprobs === 'number') throw new OptionError('echo', "echo with logprobs would need the prompt's log-probabilities, which quench does not compute; ask for one or the other");
     const ofIds = (ids: number[]): Job => ({ prompt: ids, suffix, echo: echo ? model.codec.decode(ids) : undefined });
     const jobs: Job[] = p.kind === 'ids' ? p.prompts.map(ofIds) : p.prompts.map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined }));
-    return run(reply, 'completion', body, jobs);
+    return run(served, reply, 'completion', body, jobs);
   });
 
   const store = new ResponseStore({ maxResponses: o.responseStore ?? 1000, maxBytes: o.responseStoreBytes });
   app.post('/v1/responses', { schema: { body: responsesBody } }, async (req, reply) =>
-    createResponse({ ready, modelId, checkModel, defaults: o.defaults, store }, req.body as Body, reply),
+    createResponse({ ready, defaults: o.defaults, store }, req.body as Body, reply),
   );
   const notStored = (id: string) => new NotFoundError('response_id', `No response found with id '${id.slice(0, 100)}'.`, 'response_not_found');
   const stored = (id: string) => {
@@ -474,12 +502,12 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   app.post('/v1/fim/completions', { schema: { body: fimBody } }, async (req, reply) => {
     const body = req.body as Body;
-    const { model } = ready();
-    checkModel(body.model);
+    const served = ready(body.model);
+    const { model } = served;
     rejectUnsupported(body);
     noTools(body);
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
-    return run(reply, 'completion', body, [{ prompt: model.codec.encodePrompt(body.prompt as string), suffix }]);
+    return run(served, reply, 'completion', body, [{ prompt: model.codec.encodePrompt(body.prompt as string), suffix }]);
   });
 
   return { app, metrics };

@@ -21,9 +21,8 @@ import { answerOf, chatMessages, encodeToolChat, holdFor, isObject, toolRequest,
 import type { ResponseStore } from './response-store.ts';
 
 export interface ResponsesContext {
-  ready(): { model: Model; scheduler: Scheduler };
-  modelId(): string;
-  checkModel(name: unknown): void;
+  /** the model a request names: 404 for one not served, 503 while it loads */
+  ready(name: unknown): { id: string; model: Model; scheduler: Scheduler };
   defaults?: Partial<GenerateOptions>;
   store: ResponseStore;
 }
@@ -218,8 +217,7 @@ function checkItemIds(items: Record<string, unknown>[], earlier: string[]): void
 }
 
 async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
-  const { model, scheduler } = ctx.ready();
-  ctx.checkModel(b.model);
+  const { id: servedId, model, scheduler } = ctx.ready(b.model);
   const { conversation: previous, itemIds } = previousConversation(ctx, b);
   if (Array.isArray(b.input)) checkItemIds(b.input as Record<string, unknown>[], itemIds);
   const chat = chatBodyOf(b, previous);
@@ -260,7 +258,7 @@ async function respond(ctx: ResponsesContext, b: Body, reply: FastifyReply) {
     incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
     instructions: typeof b.instructions === 'string' ? b.instructions : null,
     max_output_tokens: typeof b.max_output_tokens === 'number' ? b.max_output_tokens : null,
-    model: ctx.modelId(),
+    model: servedId,
     output,
     parallel_tool_calls: tools?.parallel ?? b.parallel_tool_calls !== false,
     previous_response_id: typeof b.previous_response_id === 'string' ? b.previous_response_id : null,
