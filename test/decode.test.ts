@@ -1205,6 +1205,45 @@ test('graph worker: a forward past its deadline stops the worker and fails its b
   await runner.release();
 });
 
+test('prompt log-probabilities (causal models): each prompt token given the ones before it, as the Float64 reference scores it, in one forward or in prefill chunks', async () => {
+  const { loadReference, referenceForward } = await import('./reference.ts');
+  const { visibility } = await import('./helpers.ts');
+  const { Scheduler } = await import('../src/engine/scheduler.ts');
+  const { model, dir } = await llama;
+  const V = model.args.vocabSize;
+  const prompt = range(0, 41).map((i) => (i * 13 + 7) % (V - 8));
+  const ref = referenceForward(await loadReference(dir), prompt, range(0, prompt.length), visibility('causal', range(0, prompt.length), range(0, prompt.length)));
+  const logSoftmax = (row: Float64Array) => {
+    const mx = Math.max(...row);
+    const lse = mx + Math.log(row.reduce((a, x) => a + Math.exp(x - mx), 0));
+    return Array.from(row, (x) => x - lse);
+  };
+  const opts = { maxTokens: 6, temperature: 0, stopTokens: [], promptLogprobs: 3 };
+  const plain = await generate(model, prompt, { ...opts, promptLogprobs: undefined });
+  const runs = {
+    'one forward': await generate(model, prompt, opts),
+    'no cache': await generate(model, prompt, { ...opts, cache: 'none' as const }),
+    'prefill chunks of 8': await new Scheduler(model, { prefillChunk: 8 }).submit({ prompt, options: opts }),
+  };
+  for (const [how, r] of Object.entries(runs)) {
+    assert.deepEqual(r.tokens, plain.tokens, `${how}: the answer is unchanged`);
+    const lp = r.promptLogprobs!;
+    assert.equal(lp.length, prompt.length);
+    assert.equal(lp[0], null, 'the first token has no context');
+    for (let p = 1; p < prompt.length; p++) {
+      const want = logSoftmax(ref[p - 1]);
+      assert.equal(lp[p]!.token, prompt[p]);
+      assert.ok(Math.abs(lp[p]!.logprob - want[prompt[p]]) < 1e-3, `${how}, position ${p}: ${lp[p]!.logprob} against ${want[prompt[p]]}`);
+      const best = Array.from(want.keys()).sort((a, b) => want[b] - want[a]).slice(0, 3);
+      assert.deepEqual(lp[p]!.top.map((x) => x.token), best, `${how}, position ${p}: alternatives`);
+      lp[p]!.top.forEach((x, k) => assert.ok(Math.abs(x.logprob - want[best[k]]) < 1e-3));
+    }
+  }
+  const { model: diffusion } = await fixtureModel({ arch: 'llada', hidden: 32, heads: 2, layers: 1 });
+  assert.throws(() => new Generation(diffusion, [3, 4], { promptLogprobs: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'prompt_logprobs' && /need a causal model/.test(e.message));
+  await diffusion.close();
+});
+
 test('end-of-text committed with nothing masked before it ends the generation', async () => {
   // EOS wins at position 3 of the output; tokens before it are plain
   const m = scriptedModel(16, (p) => (p === 2 + 3 ? prefer(16, MOCK_EOS, 20) : prefer(16, 4 + (p % 3), 6)));

@@ -719,3 +719,55 @@ test('several models in one server (LoRA modules): each request runs on the mode
   assert.equal((await (await fetch(`${base}/v1/models/second`)).json()).parent, model.id);
   await second.close();
 });
+
+test('completions echo with logprobs (causal models): the prompt tokens scored first, as the engine scores them; max_tokens 0 scores the prompt only', async () => {
+  const { model: causal } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 128 });
+  const s = await start({ modelId: 'causal' }, causal);
+  const prompt = 'The cat sat on the mat';
+  const ids = causal.codec.encodePrompt(prompt);
+  const { generate } = await import('../src/decode/generation.ts');
+  const want = await generate(causal, ids, { maxTokens: 4, temperature: 0, stopTokens: causal.special.stop, promptLogprobs: 2, logprobs: 2 });
+  const r = await post(s.base, '/v1/completions', { model: 'causal', prompt, max_tokens: 4, temperature: 0, echo: true, logprobs: 2 });
+  assert.equal(r.status, 200, r.text);
+  const c = r.json.choices[0];
+  const answer = causal.codec.decode(want.tokens, true);
+  assert.equal(c.text, prompt + answer);
+  const lp = c.logprobs;
+  assert.equal(lp.tokens.length, ids.length + want.tokens.length);
+  assert.deepEqual(lp.tokens.slice(0, ids.length), ids.map((t) => causal.codec.decode([t], false)));
+  assert.equal(lp.token_logprobs[0], null);
+  assert.equal(lp.top_logprobs[0], null);
+  for (let p = 1; p < ids.length; p++) {
+    assert.ok(Math.abs(lp.token_logprobs[p] - want.promptLogprobs![p]!.logprob) < 1e-4, `prompt token ${p}`);
+    // (two alternatives may decode to one text: OpenAI's shape keys them by text)
+    const alts = Object.keys(lp.top_logprobs[p]).length;
+    assert.ok(alts >= 1 && alts <= 2);
+  }
+  want.logprobs!.forEach((x, k) => assert.ok(Math.abs(lp.token_logprobs[ids.length + k] - x.logprob) < 1e-4, `answer token ${k}`));
+  // offsets: each token's place in the text, the prompt's from 0, the answer's after the prompt
+  assert.equal(lp.text_offset[0], 0);
+  assert.equal(lp.text_offset[ids.length], prompt.length);
+  for (let k = 1; k < lp.text_offset.length; k++) assert.ok(lp.text_offset[k] >= lp.text_offset[k - 1]);
+  // max_tokens 0: the prompt alone, scored
+  const only = await post(s.base, '/v1/completions', { model: 'causal', prompt, max_tokens: 0, echo: true, logprobs: 1 });
+  assert.equal(only.status, 200, only.text);
+  assert.equal(only.json.choices[0].text, prompt);
+  assert.equal(only.json.choices[0].logprobs.tokens.length, ids.length);
+  assert.equal(only.json.choices[0].logprobs.token_logprobs[0], null);
+  for (let p = 1; p < ids.length; p++) assert.ok(Math.abs(only.json.choices[0].logprobs.token_logprobs[p] - lp.token_logprobs[p]) < 1e-4);
+  assert.equal(only.json.usage.completion_tokens, 0);
+  for (const [body, param, re] of [
+    [{ max_tokens: 0 }, 'max_tokens', /needs echo: true/],
+    [{ max_tokens: 4, echo: true, logprobs: 1, stream: true }, 'echo', /not streamed/],
+  ] as const) {
+    const bad = await post(s.base, '/v1/completions', { model: 'causal', prompt, ...body });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.json.error.param, param);
+    assert.match(bad.json.error.message, re);
+  }
+  // a diffusion model: refused, saying why
+  const d = await post(main.base, '/v1/completions', { model: model.id, prompt, max_tokens: 4, echo: true, logprobs: 1 });
+  assert.equal(d.status, 400);
+  assert.match(d.json.error.message, /only a causal model/);
+  await causal.close();
+});

@@ -143,6 +143,8 @@ export interface GenerateResult {
   tokens: number[];
   /** one per token, when asked for (options.logprobs) */
   logprobs?: TokenLogprob[];
+  /** one per prompt token, when asked for (options.promptLogprobs): null for the first */
+  promptLogprobs?: (TokenLogprob | null)[];
   /** set when a stop string cut the text (needs detokenize) */
   text?: string;
   finishReason: FinishReason;
@@ -177,6 +179,8 @@ interface Pending {
   prefill?: boolean;
   /** Fast-dLLM v2: this forward decides only the model block's first position, at once */
   lead?: boolean;
+  /** prompt log-probabilities: the prompt positions whose rows score the token after them (their query rows follow all others) */
+  scored?: number[];
 }
 
 /** How many leading cache entries hold positions 0, 1, ... in order (what another request may start from). */
@@ -255,6 +259,10 @@ export class Generation {
   private wantLogits: boolean;
   /** per output position, filled when it is committed (options.logprobs) */
   private logprobs?: TokenLogprob[];
+  /** per prompt position, from the row before it (options.promptLogprobs; causal models) */
+  private promptScores: (TokenLogprob | null)[] | null = null;
+  /** prompt rows scored so far (a row p scores position p + 1) */
+  private promptRowsScored = 0;
   private constraint: Constraint | null;
   /** the constraint's state after the committed output */
   private cState: unknown;
@@ -307,6 +315,12 @@ export class Generation {
     this.committed.fill(1, this.capEnd);
     this.guess = new Int32Array(this.opts.maxTokens).fill(-1);
     if (this.opts.logprobs !== null) this.logprobs = new Array(this.opts.maxTokens);
+    if (this.opts.promptLogprobs !== null) {
+      // (a diffusion model scores masked positions, never the prompt it reads whole)
+      if (!this.causal) throw new OptionError('prompt_logprobs', "prompt log-probabilities need a causal model: a diffusion model never scores the prompt's tokens");
+      if (this.opts.cfgScale > 0) throw new OptionError('prompt_logprobs', 'prompt log-probabilities do not combine with cfg_scale');
+      this.promptScores = Array.from({ length: prompt.length }, () => null);
+    }
     this.finalizedEnd = prompt.length;
     this.stopSet = new Set(this.opts.stopTokens);
     // (the penalties never count end tokens: the request's, and the model's own, which ignore_eos
@@ -350,6 +364,8 @@ export class Generation {
 
   /** Causal models, and block models decoded in their own blocks, with a cache. */
   private get canShare(): boolean {
+    // (prompt log-probabilities need every prompt row run: nothing is taken from the store)
+    if (this.promptScores) return false;
     return this.opts.cache !== 'none' && (this.causal || (this.modelBlock !== null && this.opts.attention === 'block_causal'));
   }
 
@@ -578,8 +594,10 @@ export class Generation {
     const rows = range(windowStart, windowEnd);
     const past = usePast && this.cache ? this.cache : undefined;
     const cols = past ? [...Array.from(past.positions.subarray(0, past.length)), ...rows] : rows;
+    // prompt log-probabilities: the window's prompt rows not yet read, each scoring the next prompt token
+    const scored = this.promptScores ? range(Math.max(windowStart, this.promptRowsScored), Math.min(windowEnd, this.promptLength - 1)) : [];
     // (a prefill chunk scores its last row, unread: the graph always returns a row)
-    const queries = prefill ? [rows.length - 1] : [...targets, ...(edit ?? [])].map((p) => p - this.shift - windowStart);
+    const queries = prefill && scored.length === 0 ? [rows.length - 1] : [...[...targets, ...(edit ?? [])].map((p) => p - this.shift - windowStart), ...scored.map((p) => p - windowStart)];
     const req: ForwardRequest = {
       ids: Int32Array.from(rows, (p) => this.tokens[p]),
       positions: Int32Array.from(rows),
@@ -590,7 +608,7 @@ export class Generation {
       // a cache that is appended in place (causal, block-causal) is allocated for the whole
       // canvas at once; a bidirectional cache is rebuilt at every block start
       cacheRows: this.causal || this.opts.attention !== 'bidirectional' ? this.genEnd : undefined,
-      wantLogits: this.wantLogits,
+      wantLogits: this.wantLogits || scored.length > 0,
     };
     let verify: number[] | undefined;
     let planned = req;
@@ -603,7 +621,7 @@ export class Generation {
       for (let p = bs; p < be && !any; p++) any = this.committed[p] === 1;
       if (any) ({ req: planned, verify } = withShadow(req, this.blocks[this.block], this.committed, this.mask));
     }
-    this.pending = { req: planned, targets, candidates, keep, probe, verify, edit, prefill, lead };
+    this.pending = { req: planned, targets, candidates, keep, probe, verify, edit, prefill, lead, ...(scored.length > 0 ? { scored } : {}) };
     return this.pending.req;
   }
 
@@ -631,8 +649,16 @@ export class Generation {
     this.pending = null;
     this.forwards++;
     const V = this.model.args.vocabSize;
-    // (query rows: the targets', then wino's verification rows or token editing's rows)
-    const Q = Math.max(1, pend.targets.length + (pend.verify?.length ?? 0) + (pend.edit?.length ?? 0));
+    // (query rows: the targets', then wino's verification rows or token editing's rows, then the
+    // prompt rows scored for their next token)
+    const Q0 = pend.targets.length + (pend.verify?.length ?? 0) + (pend.edit?.length ?? 0);
+    const Q = Math.max(1, Q0 + (pend.scored?.length ?? 0));
+    if (pend.scored) {
+      this.scorePrompt(res, pend.scored, Q0, res.topIds.length / Q);
+      // (the answer is chosen as it would be without them: from the candidates alone when
+      // nothing else asked for the full logits)
+      if (!this.wantLogits) res = { ...res, logits: undefined };
+    }
     // the end probe reads the model's own rows (with guidance, the first half: the unguided
     // pass's view of the answer's length is no calibrated one), biased like every choice
     let probeRows: ForwardResult | null = null;
@@ -740,6 +766,19 @@ export class Generation {
     if (this.logprobs) delete this.logprobs[p - this.promptLength];
     this.committedCount--;
     this.remasked++;
+  }
+
+  /** Prompt log-probabilities (the model's own distribution: no bias, no penalty): row p scores position p + 1. */
+  private scorePrompt(res: ForwardResult, scored: number[], q0: number, K: number): void {
+    const V = this.model.args.vocabSize;
+    scored.forEach((p, j) => {
+      const q = q0 + j;
+      const token = this.tokens[p + 1];
+      const top = [];
+      for (let k = 0; k < Math.min(this.opts.promptLogprobs!, K); k++) top.push({ token: res.topIds[q * K + k], logprob: res.topLogits[q * K + k] - res.lse[q] });
+      this.promptScores![p + 1] = { token, logprob: res.logits![q * V + token] - res.lse[q], top };
+    });
+    this.promptRowsScored = scored[scored.length - 1] + 1;
   }
 
   /** Commit `choice` at canvas position p, scored by query row q (its log-probabilities kept). */
@@ -921,6 +960,7 @@ export class Generation {
     return {
       tokens: Array.from(this.tokens.subarray(this.promptLength, end)),
       ...(this.logprobs ? { logprobs: this.logprobs.slice(0, end - this.promptLength) } : {}),
+      ...(this.promptScores ? { promptLogprobs: this.promptScores } : {}),
       text: this.text,
       finishReason: this.finish ?? 'length',
       promptTokens: this.promptLength,

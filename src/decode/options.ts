@@ -72,6 +72,9 @@ export interface GenerateOptions {
   constraint?: Constraint;
   /** report each output token's log-probability and this many alternatives (off when absent) */
   logprobs?: number;
+  /** causal models: report each prompt token's log-probability given the tokens before it, and
+   * this many alternatives (off when absent; the first token has none) */
+  promptLogprobs?: number;
   /** added to the logits of these token ids before anything is chosen (OpenAI's logit_bias, -100..100) */
   logitBias?: Record<number, number>;
   /** OpenAI's penalties (-2..2), over the answer's committed tokens wherever they stand in the
@@ -110,6 +113,8 @@ export interface ResolvedOptions {
   stopStrings: string[];
   /** alternatives per token, or null when log-probabilities are off */
   logprobs: number | null;
+  /** alternatives per prompt token, or null when prompt log-probabilities are off */
+  promptLogprobs: number | null;
   /** token ids and the biases added to their logits, or null */
   logitBias: { ids: Int32Array; values: Float32Array } | null;
   /** 0: off */
@@ -333,6 +338,7 @@ export function resolveOptions(o: GenerateOptions, promptLength: number, m: Mode
     stopTokens,
     stopStrings,
     logprobs: o.logprobs === undefined ? null : intIn(o.logprobs, 'top_logprobs', 0, m.causal ? m.topK : m.topK - 1),
+    promptLogprobs: o.promptLogprobs === undefined ? null : intIn(o.promptLogprobs, 'prompt_logprobs', 0, m.topK),
     logitBias: resolveBias(o.logitBias, m.vocabSize),
     frequencyPenalty,
     presencePenalty,

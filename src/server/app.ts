@@ -131,6 +131,8 @@ interface Job {
   suffix?: number[];
   /** text put before the generated text (completions echo) */
   echo?: string;
+  /** echo with max_tokens 0: the prompt scored, nothing generated (one token runs, and is dropped) */
+  scoreOnly?: boolean;
 }
 
 /** What a chat answer may call (function calling), or null. */
@@ -240,6 +242,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, o.defaults ?? {});
     base.logprobs = logprobsOption(body, kind, maxAlternatives(model));
+    // (completions' echo: the prompt's tokens scored as well)
+    if (kind === 'completion' && body.echo === true && base.logprobs !== undefined) base.promptLogprobs = base.logprobs;
     base.constraint = outputConstraint(model, body, kind, tools);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
@@ -346,15 +350,18 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
         if (failed.reason instanceof CancelledError) return reply; // client is gone
         throw failed.reason;
       }
-      const rs = (results as PromiseFulfilledResult<GenerateResult>[]).map((r) => r.value);
+      // (max_tokens 0: the token run to score the prompt is dropped)
+      const rs = (results as PromiseFulfilledResult<GenerateResult>[]).map(({ value: r }, i): GenerateResult => (choices[i].job.scoreOnly ? { ...r, tokens: [], text: '', finishReason: 'length', logprobs: r.logprobs && [] } : r));
       const usage = usageOf(rs, jobs, n);
       const out = rs.map((r, i) => {
         const echo = choices[i].job.echo ?? '';
         const text = echo + (r.text ?? decode(r.tokens));
         const a = answerOf(tools, text, r.finishReason);
-        return kind === 'chat'
-          ? { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(model.codec, r.logprobs) : null }
-          : { index: i, text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(model.codec, r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null };
+        if (kind === 'chat') return { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(model.codec, r.logprobs) : null };
+        const answer = r.logprobs ? completionLogprobs(model.codec, r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null;
+        // (echo: the prompt's tokens first, the first with no log-probability)
+        const logprobs = answer && r.promptLogprobs ? joinLogprobs(promptLogprobsOf(model.codec, choices[i].job.prompt, r.promptLogprobs, decode), answer) : answer;
+        return { index: i, text, finish_reason: r.finishReason, logprobs };
       });
       return kind === 'chat'
         ? { id, object: 'chat.completion', created, model: served.id, system_fingerprint: null, choices: out, usage }
@@ -416,6 +423,27 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     };
   }
 
+  /** The echoed prompt's tokens in completions' shape: offsets from the start of the text. */
+  function promptLogprobsOf(codec: Model['codec'], ids: number[], lp: readonly (TokenLogprob | null)[], decode: (ids: number[]) => string) {
+    const text = new IncrementalDecoder(decode);
+    const tokenText = (id: number) => codec.decode([id], false);
+    const textOffset = ids.map((id) => {
+      const offset = text.text.length;
+      text.push([id]);
+      return offset;
+    });
+    return {
+      tokens: ids.map(tokenText),
+      token_logprobs: lp.map((x) => x?.logprob ?? null),
+      top_logprobs: lp.map((x) => (x ? Object.fromEntries(x.top.map((a) => [tokenText(a.token), a.logprob])) : null)),
+      text_offset: textOffset,
+    };
+  }
+  type CompletionLogprobs = ReturnType<typeof promptLogprobsOf>;
+  function joinLogprobs(a: CompletionLogprobs, b: ReturnType<typeof completionLogprobs>): CompletionLogprobs {
+    return { tokens: [...a.tokens, ...b.tokens], token_logprobs: [...a.token_logprobs, ...b.token_logprobs], top_logprobs: [...a.top_logprobs, ...b.top_logprobs], text_offset: [...a.text_offset, ...b.text_offset] };
+  }
+
   function usageOf(rs: GenerateResult[], jobs: Job[], n: number) {
     // (each prompt once, as OpenAI and vLLM count it, though each of its n choices runs it; its
     // cached tokens: the most any of its choices found in the prefix cache)
@@ -468,11 +496,18 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const p = promptList(body.prompt);
     const suffix = typeof body.suffix === 'string' && body.suffix.length > 0 ? model.codec.encode(body.suffix, false) : undefined;
     const echo = body.echo === true;
-    // (OpenAI scores the echoed prompt's tokens too; a silent omission would skew an evaluation)
-    if (echo && typeof body.logprobs === 'number') throw new OptionError('echo', "echo with logprobs would need the prompt's log-probabilities, which quench does not compute; ask for one or the other");
-    const ofIds = (ids: number[]): Job => ({ prompt: ids, suffix, echo: echo ? model.codec.decode(ids) : undefined });
-    const jobs: Job[] = p.kind === 'ids' ? p.prompts.map(ofIds) : p.prompts.map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined }));
-    return run(served, reply, 'completion', body, jobs);
+    // (OpenAI scores the echoed prompt's tokens too, which a causal model's forward does; a
+    // silent omission would skew an evaluation)
+    if (echo && typeof body.logprobs === 'number') {
+      if (model.args.attention !== 'causal') throw new OptionError('echo', "echo with logprobs needs the prompt's log-probabilities, which only a causal model gives (a diffusion model never scores the prompt it reads); ask for one or the other");
+      if (body.stream === true) throw new OptionError('echo', 'echo with logprobs is not streamed; ask without stream');
+    }
+    // (max_tokens 0: the prompt scored, nothing generated, as evaluation harnesses ask)
+    const scoreOnly = body.max_tokens === 0;
+    if (scoreOnly && (!echo || body.stream === true)) throw new OptionError('max_tokens', 'max_tokens 0 (score the prompt only) needs echo: true, without stream');
+    const ofIds = (ids: number[]): Job => ({ prompt: ids, suffix, echo: echo ? model.codec.decode(ids) : undefined, scoreOnly });
+    const jobs: Job[] = p.kind === 'ids' ? p.prompts.map(ofIds) : p.prompts.map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined, scoreOnly }));
+    return run(served, reply, 'completion', scoreOnly ? { ...body, max_tokens: 1 } : body, jobs);
   });
 
   const store = new ResponseStore({ maxResponses: o.responseStore ?? 1000, maxBytes: o.responseStoreBytes });

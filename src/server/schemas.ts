@@ -108,6 +108,8 @@ export const completionBody = {
     },
     suffix: { type: ['string', 'null'] },
     echo: { type: ['boolean', 'null'] },
+    // (0: score the echoed prompt only, with echo)
+    max_tokens: { type: ['integer', 'null'], minimum: 0, maximum: 1 << 20 },
     best_of: { type: ['integer', 'null'], minimum: 1, maximum: 1 },
   },
 };
