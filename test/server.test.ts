@@ -771,3 +771,39 @@ test('completions echo with logprobs (causal models): the prompt tokens scored f
   assert.match(d.json.error.message, /only a causal model/);
   await causal.close();
 });
+
+test('/tokenize and /detokenize (vLLM): a prompt or chat messages encoded as requests are, ids back to text; bad input is a 400', async () => {
+  const text = 'The cat sat. 12 + 30';
+  const t = await post(main.base, '/tokenize', { model: model.id, prompt: text, return_token_strs: true });
+  assert.equal(t.status, 200, t.text);
+  assert.deepEqual(t.json.tokens, model.codec.encodePrompt(text));
+  assert.equal(t.json.count, t.json.tokens.length);
+  assert.equal(t.json.max_model_len, 256);
+  assert.equal(t.json.token_strs.join(''), model.codec.decode(t.json.tokens, false));
+  const bare = await post(main.base, '/tokenize', { prompt: text, add_special_tokens: false });
+  assert.deepEqual(bare.json.tokens, model.codec.encode(text, false));
+  // chat messages: the count a chat request reports as its prompt tokens
+  const chat = await post(main.base, '/tokenize', { messages: chatReq.messages });
+  assert.equal(chat.status, 200, chat.text);
+  const answered = await post(main.base, '/v1/chat/completions', { ...chatReq, max_tokens: 2 });
+  assert.equal(chat.json.count, answered.json.usage.prompt_tokens);
+  const d = await post(main.base, '/detokenize', { model: model.id, tokens: t.json.tokens });
+  assert.equal(d.status, 200, d.text);
+  assert.equal(d.json.prompt, model.codec.decode(t.json.tokens, false));
+  assert.ok(d.json.prompt.endsWith(text));
+  for (const [path, body, status, param] of [
+    ['/tokenize', {}, 400, 'prompt'],
+    ['/tokenize', { prompt: 'a', messages: chatReq.messages }, 400, 'messages'],
+    ['/tokenize', { messages: chatReq.messages, add_generation_prompt: false }, 400, 'add_generation_prompt'],
+    ['/tokenize', { prompt: 'a', model: 'nope' }, 404, 'model'],
+    ['/detokenize', { tokens: [1, 1e6] }, 400, 'tokens[1]'],
+    ['/detokenize', { tokens: [-1] }, 400, 'tokens[0]'],
+    ['/detokenize', {}, 400, 'tokens'],
+  ] as const) {
+    const r = await post(main.base, path, body);
+    assert.equal(r.status, status, `${path} ${JSON.stringify(body)}: ${r.text}`);
+    assert.equal(r.json.error.param, param, r.text);
+  }
+  // (the key guards them as every inference route)
+  assert.equal((await fetch(`${main.base}/tokenize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a' }) })).status, 401);
+});

@@ -18,6 +18,7 @@ import { answerOf, chatMessages, encodeToolChat, holdFor, toolRequest, type Tool
 import { chatBody, completionBody, fimBody, responsesBody } from './schemas.ts';
 import { createResponse } from './responses.ts';
 import { checkCodeEditMessages } from './code-edits.ts';
+import { registerTokenize } from './tokenize.ts';
 import { page, ResponseStore } from './response-store.ts';
 import { abortOnClose, draftText, FinalTextTracker, startEventStream } from './stream.ts';
 import { IncrementalDecoder } from '../formats/incremental.ts';
@@ -534,6 +535,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     if (q.after !== undefined && (typeof q.after !== 'string' || !items.some((x) => x.id === q.after))) throw new OptionError('after', 'after names an input item of this response');
     return page(items, { after: q.after as string | undefined, limit, order: q.order as 'asc' | 'desc' | undefined });
   });
+
+  registerTokenize(app, ready);
 
   app.post('/v1/fim/completions', { schema: { body: fimBody } }, async (req, reply) => {
     const body = req.body as Body;

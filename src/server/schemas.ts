@@ -92,6 +92,31 @@ export const chatBody = {
   },
 };
 
+/** vLLM's POST /tokenize: a prompt, or chat messages (with their tools) */
+export const tokenizeBody = {
+  type: 'object',
+  properties: {
+    model: sampling.model,
+    prompt: { type: 'string' },
+    messages: chatBody.properties.messages,
+    tools: chatBody.properties.tools,
+    tool_choice: {},
+    add_special_tokens: { type: 'boolean' },
+    add_generation_prompt: { type: 'boolean' },
+    return_token_strs: { type: ['boolean', 'null'] },
+  },
+};
+
+/** vLLM's POST /detokenize */
+export const detokenizeBody = {
+  type: 'object',
+  required: ['tokens'],
+  properties: {
+    model: sampling.model,
+    tokens: { type: 'array', maxItems: 1 << 20, items: { type: 'integer', minimum: 0 } },
+  },
+};
+
 export const completionBody = {
   type: 'object',
   required: ['prompt'],
