@@ -226,3 +226,24 @@ test('a request cancelled while an earlier forward of the same step runs leaves 
   assert.equal((await long).tokens.length, 12);
   assert.ok(afterAbort.length > 0 && afterAbort.every((r) => r > 50), `forward rows after the cancel: ${afterAbort}`);
 });
+
+test('a request submitted from a rejection handler as the loop winds down still runs; drain then resolves', async () => {
+  const m = model();
+  const s = new Scheduler(m, { maxBatch: 4 });
+  const ac = new AbortController();
+  const orig = m.forward.bind(m);
+  m.forward = async (r) => {
+    ac.abort(); // (cancelled during its own forward: it leaves at the next step, which then finds nothing to run)
+    return orig(r);
+  };
+  const second = new Promise<unknown>((resolve, reject) => {
+    s.submit({ prompt: [1], options: opts, signal: ac.signal }).catch(() => {
+      m.forward = orig;
+      s.submit({ prompt: [2], options: opts }).then(resolve, reject);
+    });
+  });
+  const r = (await Promise.race([second, new Promise((res) => setTimeout(() => res('hung'), 5000))])) as { tokens: number[] } | string;
+  assert.notEqual(r, 'hung', 'the request submitted from the handler ran');
+  assert.equal((r as { tokens: number[] }).tokens.length, 12);
+  await s.drain();
+});

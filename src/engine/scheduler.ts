@@ -198,7 +198,10 @@ export class Scheduler {
       }
     } finally {
       this.running = false;
-      if (this.queue.length === 0 && this.active.length === 0) for (const w of this.idleWaiters.splice(0)) w();
+      // (a request submitted while the last step wound down, from a rejection's handler say,
+      // found the loop still running: it starts again for it)
+      if (this.queue.length > 0 || this.active.length > 0) void this.loop();
+      else for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 
