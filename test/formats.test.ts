@@ -545,6 +545,8 @@ describe('config.json', () => {
       const { raw } = await fixtureConfig(arch, { kvHeads: 2 });
       throwsCode(() => parseConfig({ ...raw, use_sliding_window: true, sliding_window: 16 }), 'config_invalid', /use_sliding_window true is not supported/);
       throwsCode(() => parseConfig({ ...raw, partial_rotary_factor: 0.5 }), 'config_invalid', /partial_rotary_factor 0\.5 is not supported/);
+      // (transformers v5 writes it under rope_parameters)
+      throwsCode(() => parseConfig({ ...raw, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 } }), 'config_invalid', /partial_rotary_factor 0\.5 is not supported/);
       // (the keys as released configs write them when off)
       assert.equal(parseConfig({ ...raw, use_sliding_window: false, sliding_window: null, partial_rotary_factor: 1 }).arch, parseConfig(raw).arch);
       assert.equal(parseConfig({ ...raw, partial_rotary_factor: null }).rotaryDim, undefined, arch);

@@ -297,7 +297,7 @@ test('gguf models: metadata that cannot make a model is refused by name', async 
   await refuse(await variant((m) => m, data.filter((t) => t.name !== 'blk.0.ffn_up.weight')), /ffn_up/);
   await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.embedding_length' ? 128 : v])), /token_embd|embedding|shape/);
   // per-layer arrays: one value for every layer loads as that value; others are refused by name
-  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.attention.head_count_kv' ? [4, 2] : v])), /dream\.attention\.head_count_kv differs per layer \(\[4,2\] for 1 layers\)/);
+  await refuse(await variant((m) => m.map(([k, v]) => [k, k === 'dream.attention.head_count_kv' ? [4, 2] : v])), /dream\.attention\.head_count_kv differs per layer \(\[4,2\] for 1 layer\)/);
   loaded.push(await loadModel(await variant((m) => m.map(([k, v]) => [k, k === 'dream.attention.head_count_kv' ? [4] : v])), { cacheDir: CACHE }));
   await refuse(await variant((m) => [...m, ['dream.attention.value_length', 8]]), /value_length 8 differs from the key size/);
   const ll = await convertedParts('llada');

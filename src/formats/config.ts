@@ -181,6 +181,11 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
     if (p.rope_type !== undefined && p.rope_type !== 'default') bad(`rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported yet (only "default")`);
     if (p.rope_theta === undefined && r.rope_theta === undefined) bad('rope_parameters names no rope_theta (per-layer-type RoPE is not supported)');
     if (r.rope_theta === undefined) r = { ...r, rope_theta: p.rope_theta };
+    // (and a partial rotary factor: read by LLaDA2's layout, refused by the others)
+    if (p.partial_rotary_factor !== undefined) {
+      if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== p.partial_rotary_factor) bad(`partial_rotary_factor ${JSON.stringify(r.partial_rotary_factor)} and rope_parameters.partial_rotary_factor ${JSON.stringify(p.partial_rotary_factor)} disagree`);
+      r = { ...r, partial_rotary_factor: p.partial_rotary_factor };
+    }
   }
   if (opts.diffusion !== undefined) {
     if (opts.diffusion !== 'shifted' && opts.diffusion !== 'unshifted') throw new OptionError('diffusion', `diffusion must be shifted or unshifted, got ${JSON.stringify(opts.diffusion)}`);

@@ -157,8 +157,9 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     if (!Array.isArray(v)) return num(v);
     // (llama.cpp writes some hyperparameters per layer, as arrays: one value for every layer is that value)
     const layers = num(meta.get(`${a}.block_count`));
-    if (v.length === 0 || v.length !== layers || v.some((x) => num(x) !== num(v[0])))
-      fail('gguf_metadata', `${a}.${key} differs per layer (${JSON.stringify(v.slice(0, 8).map(num))}${v.length > 8 ? ', ...' : ''} for ${layers ?? '?'} layers): quench builds every layer alike`);
+    if (v.length === 0 || num(v[0]) === undefined) fail('gguf_metadata', `${a}.${key} is a list of no numbers`);
+    if (v.length !== layers || v.some((x) => num(x) !== num(v[0])))
+      fail('gguf_metadata', `${a}.${key} differs per layer (${JSON.stringify(v.slice(0, 8).map(num))}${v.length > 8 ? ', ...' : ''} for ${layers ?? '?'} layer${layers === 1 ? '' : 's'}): quench builds every layer alike`);
     return num(v[0]);
   };
   if (meta.has(`${a}.rope.scaling.type`) && meta.get(`${a}.rope.scaling.type`) !== 'none') fail('gguf_metadata', 'rope scaling is not supported yet');
