@@ -1222,7 +1222,6 @@ test('prompt log-probabilities (causal models): each prompt token given the ones
   const plain = await generate(model, prompt, { ...opts, promptLogprobs: undefined });
   const runs = {
     'one forward': await generate(model, prompt, opts),
-    'no cache': await generate(model, prompt, { ...opts, cache: 'none' as const }),
     'prefill chunks of 8': await new Scheduler(model, { prefillChunk: 8 }).submit({ prompt, options: opts }),
   };
   for (const [how, r] of Object.entries(runs)) {
@@ -1239,6 +1238,25 @@ test('prompt log-probabilities (causal models): each prompt token given the ones
       lp[p]!.top.forEach((x, k) => assert.ok(Math.abs(x.logprob - want[best[k]]) < 1e-3));
     }
   }
+  // a sampled answer is the one drawn without them (the candidates, not the full rows, are sampled from)
+  const sampled = { maxTokens: 12, temperature: 1, topK: 5, seed: 5, stopTokens: [] };
+  assert.deepEqual((await generate(model, prompt, { ...sampled, promptLogprobs: 2 })).tokens, (await generate(model, prompt, sampled)).tokens);
+  // a long prompt is scored in chunks of at most 256 rows, whatever the prefill setting
+  const long = range(0, 300).map((i) => (i * 11 + 5) % (V - 8));
+  const queries: number[] = [];
+  const orig = model.forward.bind(model);
+  model.forward = async (reqs) => {
+    queries.push(...reqs.map((r) => r.queries.length));
+    return orig(reqs);
+  };
+  try {
+    const r = await new Scheduler(model, { prefillChunk: 0, prefixCacheBytes: 0 }).submit({ prompt: long, options: { ...opts, maxTokens: 1 } });
+    assert.ok(Math.max(...queries) <= 256, `query rows per forward: ${queries}`);
+    assert.ok(r.promptLogprobs!.slice(1).every((x, p) => x !== null && x.token === long[p + 1]), 'every prompt token scored');
+  } finally {
+    model.forward = orig;
+  }
+  assert.throws(() => new Generation(model, prompt, { ...opts, cache: 'none' }), (e: unknown) => e instanceof OptionError && e.param === 'prompt_logprobs' && /not with cache "none"/.test(e.message));
   const { model: diffusion } = await fixtureModel({ arch: 'llada', hidden: 32, heads: 2, layers: 1 });
   assert.throws(() => new Generation(diffusion, [3, 4], { promptLogprobs: 1 }), (e: unknown) => e instanceof OptionError && e.param === 'prompt_logprobs' && /need a causal model/.test(e.message));
   await diffusion.close();

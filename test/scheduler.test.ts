@@ -80,6 +80,13 @@ test('groupByWindow: decode rows batch whatever their caches; long canvases are 
   const mixed = [plan(64, 30, 0), plan(90, 0, 1), plan(64, 30, 2), plan(64, 30, 3)];
   const g2 = groupByWindow(mixed, 384);
   assert.deepEqual(g2.map((g) => g.map((p) => p.id).sort()), [[1], [0, 2, 3]]);
+  // a sequence asking for several full logits rows (a scored prompt chunk, a biased canvas) runs
+  // apart from the others; a one-row decode step that asks batches as before
+  const windows = [plan(64, 30, 0), plan(64, 30, 1), plan(64, 30, 2)];
+  const wants = windows.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(i === 1 ? 64 : 8), wantLogits: i === 1 } }));
+  assert.deepEqual(groupByWindow(wants, 384).map((g) => g.map((p) => p.id).sort()), [[1], [0, 2]]);
+  const oneRow = decode.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(1), wantLogits: i === 2 } }));
+  assert.equal(groupByWindow(oneRow, 384).length, 1);
   // property: every plan exactly once; padded rows within a quarter (+ slack) of the real rows
   const rnd = mulberry32(5);
   for (let t = 0; t < 200; t++) {

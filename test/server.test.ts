@@ -759,12 +759,17 @@ test('completions echo with logprobs (causal models): the prompt tokens scored f
   for (const [body, param, re] of [
     [{ max_tokens: 0 }, 'max_tokens', /needs echo: true/],
     [{ max_tokens: 4, echo: true, logprobs: 1, stream: true }, 'echo', /not streamed/],
+    [{ max_tokens: 4, echo: true, logprobs: 1, cache: 'none' }, 'echo', /not with cache "none"/],
   ] as const) {
     const bad = await post(s.base, '/v1/completions', { model: 'causal', prompt, ...body });
     assert.equal(bad.status, 400, bad.text);
     assert.equal(bad.json.error.param, param);
     assert.match(bad.json.error.message, re);
   }
+  // FIM takes no echo: its logprobs are the answer's alone
+  const fim = await post(s.base, '/v1/fim/completions', { model: 'causal', prompt, max_tokens: 4, temperature: 0, echo: true, logprobs: 1 });
+  assert.equal(fim.status, 200, fim.text);
+  assert.equal(fim.json.choices[0].logprobs.tokens.length, 4);
   // a diffusion model: refused, saying why
   const d = await post(main.base, '/v1/completions', { model: model.id, prompt, max_tokens: 4, echo: true, logprobs: 1 });
   assert.equal(d.status, 400);

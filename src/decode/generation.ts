@@ -319,6 +319,9 @@ export class Generation {
       // (a diffusion model scores masked positions, never the prompt it reads whole)
       if (!this.causal) throw new OptionError('prompt_logprobs', "prompt log-probabilities need a causal model: a diffusion model never scores the prompt's tokens");
       if (this.opts.cfgScale > 0) throw new OptionError('prompt_logprobs', 'prompt log-probabilities do not combine with cfg_scale');
+      // (each scored row returns a full logits row: the prompt is read in chunks of at most
+      // PROMPT_SCORE_CHUNK rows, which needs the cache)
+      if (this.opts.cache === 'none') throw new OptionError('prompt_logprobs', 'prompt log-probabilities need the cache (the prompt is scored in chunks); not with cache "none"');
       this.promptScores = Array.from({ length: prompt.length }, () => null);
     }
     this.finalizedEnd = prompt.length;
@@ -510,8 +513,10 @@ export class Generation {
       const cached = mode === 'none' ? 0 : (this.cache?.length ?? 0);
       windowStart = cached;
       windowEnd = i;
-      if (mode !== 'none' && this.prefillChunk > 0 && i - cached > this.prefillChunk) {
-        windowEnd = cached + this.prefillChunk;
+      // (a scored prompt runs in chunks whatever the setting: each scored row is a full logits row)
+      const chunk = this.promptScores ? Math.min(this.prefillChunk || PROMPT_SCORE_CHUNK, PROMPT_SCORE_CHUNK) : this.prefillChunk;
+      if (mode !== 'none' && chunk > 0 && i - cached > chunk) {
+        windowEnd = cached + chunk;
         prefill = true;
       }
       usePast = cached > 0;
@@ -974,6 +979,9 @@ function firstRows(res: ForwardResult, Q: number, V: number): ForwardResult {
   const K = res.topIds.length / (2 * Q);
   return { topIds: res.topIds.subarray(0, Q * K), topLogits: res.topLogits.subarray(0, Q * K), lse: res.lse.subarray(0, Q), entropy: res.entropy.subarray(0, Q), logits: res.logits?.subarray(0, Q * V) };
 }
+
+/** Most prompt rows one forward scores for prompt log-probabilities (each returns a vocabulary-wide logits row). */
+export const PROMPT_SCORE_CHUNK = 256;
 
 /** wino: the "previous step's commits" a block starts with (its authors' value: no bound at first) */
 const WINO_FIRST_ACCEPT = 30;

@@ -274,9 +274,15 @@ export class Scheduler {
  * pure loss once a forward is compute-bound, which a diffusion canvas already is, while
  * decode steps (one row each) batch freely whatever their cache lengths. Plans are sorted by
  * rows; a plan joins the current forward while running at its size costs that plan at most
- * a quarter more than running alone.
+ * a quarter more than running alone. Plans asking for several full logits rows run apart.
  */
 export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hidden: number): T[][] {
+  // (a forward returns full logits rows for all its sequences when one asks for them, and pads
+  // every sequence to the most query rows: those asking for several such rows, a scored prompt
+  // chunk or a biased canvas, run apart; one-row decode steps batch whatever they ask)
+  const wide = (p: T) => !!p.req.wantLogits && p.req.queries.length > 1;
+  const full = plans.filter(wide);
+  if (full.length > 0 && full.length < plans.length) return [...groupByWindow(full, hidden), ...groupByWindow(plans.filter((p) => !wide(p)), hidden)];
   const rows = (p: T) => p.req.ids.length;
   const cols = (p: T) => p.req.ids.length + (p.req.past?.length ?? 0);
   const cost = (L: number, T: number) => L * (1 + T / (6 * hidden));

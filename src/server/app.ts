@@ -134,6 +134,8 @@ interface Job {
   echo?: string;
   /** echo with max_tokens 0: the prompt scored, nothing generated (one token runs, and is dropped) */
   scoreOnly?: boolean;
+  /** completions' echo with logprobs: the prompt's tokens scored as well */
+  scorePrompt?: boolean;
 }
 
 /** What a chat answer may call (function calling), or null. */
@@ -243,8 +245,6 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, o.defaults ?? {});
     base.logprobs = logprobsOption(body, kind, maxAlternatives(model));
-    // (completions' echo: the prompt's tokens scored as well)
-    if (kind === 'completion' && body.echo === true && base.logprobs !== undefined) base.promptLogprobs = base.logprobs;
     base.constraint = outputConstraint(model, body, kind, tools);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
@@ -267,6 +267,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           ...base,
           seed: base.seed === undefined ? undefined : base.seed + i,
           suffix: job.suffix,
+          ...(job.scorePrompt ? { promptLogprobs: base.logprobs } : {}),
           stopStrings: stops,
           detokenize: decode,
           signal: abort.signal,
@@ -329,8 +330,9 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       // (the engine names a prompt "messages" and an answer budget "max_tokens": named here as
       // this request sent them)
       if (e instanceof QuenchError && e.param !== null) {
-        const sent = kind === 'completion' && e.param === 'messages' ? 'prompt' : e.param === 'max_tokens' && body.max_completion_tokens != null ? 'max_completion_tokens' : e.param;
-        if (sent !== e.param) {
+        const sent = kind === 'completion' && e.param === 'messages' ? 'prompt' : e.param === 'max_tokens' && body.max_completion_tokens != null ? 'max_completion_tokens' : e.param === 'prompt_logprobs' ? 'echo' : e.param;
+        if (sent === 'echo') Object.defineProperty(e, 'param', { value: sent });
+        else if (sent !== e.param) {
           Object.defineProperty(e, 'param', { value: sent });
           e.message = e.message.replaceAll(e.param === 'prompt' ? 'messages' : 'max_tokens', sent);
         }
@@ -506,9 +508,10 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     // (max_tokens 0: the prompt scored, nothing generated, as evaluation harnesses ask)
     const scoreOnly = body.max_tokens === 0;
     if (scoreOnly && (!echo || body.stream === true)) throw new OptionError('max_tokens', 'max_tokens 0 (score the prompt only) needs echo: true, without stream');
-    const ofIds = (ids: number[]): Job => ({ prompt: ids, suffix, echo: echo ? model.codec.decode(ids) : undefined, scoreOnly });
-    const jobs: Job[] = p.kind === 'ids' ? p.prompts.map(ofIds) : p.prompts.map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined, scoreOnly }));
-    return run(served, reply, 'completion', scoreOnly ? { ...body, max_tokens: 1 } : body, jobs);
+    const scorePrompt = echo && typeof body.logprobs === 'number';
+    const ofIds = (ids: number[]): Job => ({ prompt: ids, suffix, echo: echo ? model.codec.decode(ids) : undefined, scoreOnly, scorePrompt });
+    const jobs: Job[] = p.kind === 'ids' ? p.prompts.map(ofIds) : p.prompts.map((s) => ({ prompt: model.codec.encodePrompt(s), suffix, echo: echo ? s : undefined, scoreOnly, scorePrompt }));
+    return run(served, reply, 'completion', scoreOnly ? { ...body, max_tokens: 1, max_completion_tokens: undefined } : body, jobs);
   });
 
   const store = new ResponseStore({ maxResponses: o.responseStore ?? 1000, maxBytes: o.responseStoreBytes });
