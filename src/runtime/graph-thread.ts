@@ -33,6 +33,14 @@ export class GraphWorker {
   /** messages sent and not yet answered (the worker is inside one while this is > 0) */
   private inflight = 0;
   private stopWhenIdle = false;
+  /** settles when the thread has stopped */
+  readonly exited: Promise<void>;
+  private markExited!: () => void;
+
+  /** inside a message (a forward given up at its deadline may still be running) */
+  get busy(): boolean {
+    return this.inflight > 0;
+  }
 
   /** why the worker can no longer run forwards (it stopped, or failed to receive), or null */
   get dead(): Error | null {
@@ -40,6 +48,7 @@ export class GraphWorker {
   }
 
   private constructor(private worker: Worker) {
+    this.exited = new Promise((r) => (this.markExited = r));
     worker.on('message', (r: { id: number; ok: boolean; message?: string; outputs?: Outputs }) => {
       this.answered();
       const done = this.waiting.get(r.id);
@@ -51,7 +60,10 @@ export class GraphWorker {
       this.answered(); // (a reply that could not be read: the worker has left the forward)
       this.fail(e);
     });
-    worker.on('exit', (code) => this.fail(new Error(`the graph worker stopped (exit code ${code})`)));
+    worker.on('exit', (code) => {
+      this.fail(new Error(`the graph worker stopped (exit code ${code})`));
+      this.markExited();
+    });
   }
 
   private answered(): void {
@@ -101,14 +113,17 @@ export class GraphWorker {
         resolve({ ok: false, message: `could not send to the graph worker: ${(e as Error).message}` });
         return;
       }
-      if (deadlineMs > 0)
+      // (setTimeout's longest delay is 2^31 - 1 ms; a longer deadline is none)
+      if (deadlineMs > 0 && deadlineMs < 2 ** 31)
         timer = setTimeout(() => {
           this.fail(new Error(`a forward ran past its deadline (${deadlineMs / 1000} s, --forward-timeout): the graph worker was given up`));
           void this.stop();
         }, deadlineMs);
     });
     clearTimeout(timer);
-    if (this.waiting.size === 0) this.worker.unref();
+    // (a thread left to finish a forward keeps the process up until it has stopped: exiting
+    // while it is inside ORT would abort)
+    if (this.waiting.size === 0 && !this.stopWhenIdle) this.worker.unref();
     if (!reply.ok) throw new Error(reply.message);
     return reply.outputs;
   }
@@ -118,9 +133,13 @@ export class GraphWorker {
     await this.stop();
   }
 
-  /** Stop the thread, at once when it is idle, else when it leaves what it is running. */
+  /** Stop the thread, at once when it is idle, else when it leaves what it is running; settles when it has stopped. */
   private async stop(): Promise<void> {
-    if (this.inflight > 0) this.stopWhenIdle = true;
-    else await this.worker.terminate();
+    if (this.inflight > 0) {
+      this.stopWhenIdle = true;
+      this.worker.ref();
+      return this.exited;
+    }
+    await this.worker.terminate();
   }
 }

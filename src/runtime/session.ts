@@ -120,6 +120,8 @@ export class OrtRunner {
   private restarting: Promise<void> | null = null;
   private spawnError: Error | null = null;
   private closed = false;
+  /** worker mode: a worker given up at a forward's deadline, still inside that forward (at most one) */
+  private retiring = new Set<GraphWorker>();
   /** worker mode: a forward's deadline in seconds (SessionOptions.forwardTimeout) */
   forwardTimeout: number | undefined;
 
@@ -143,6 +145,9 @@ export class OrtRunner {
     await this.restarting?.catch(() => undefined);
     if (this.worker) await this.worker.release();
     else await this.session!.release();
+    // (a thread still inside a given-up forward stops when it returns: the process may not
+    // exit before, which would abort it)
+    await Promise.all([...this.retiring].map((w) => w.exited));
   }
 
   /**
@@ -163,9 +168,17 @@ export class OrtRunner {
           `the graph worker died ${RESTARTS_PER_MINUTE + 1} times within a minute, not restarting it until a minute has passed: ${dead.message}` +
             (this.spawnError ? ` (the last restart failed: ${this.spawnError.message})` : ''),
         );
+      // a forward given up at its deadline goes on in its thread until ORT returns: one such
+      // thread at a time, so that forwards that never return do not pile up copies of the model
+      const old = this.worker!;
+      if (old.busy) {
+        if (this.retiring.size > 0) throw new Error(`${dead.message}; an earlier forward given up at its deadline is still running, so no new graph worker starts until it returns`);
+        this.retiring.add(old);
+        void old.exited.then(() => this.retiring.delete(old));
+      }
       this.restarts.push(now);
       // a worker that failed to receive a message may still be running: stop it
-      void this.worker!.release().catch(() => undefined);
+      void old.release().catch(() => undefined);
       this.restarting = this.spawn!()
         .then((w) => {
           this.spawnError = null;
