@@ -90,15 +90,17 @@ test('a LoRA adapter: --lora beside its base, or alone as --model (the base from
   assert.throws(() => run(['--model', ad, '--lora', ad]), /is a LoRA adapter: give its base model as --model/);
   // served beside the base under its own name (--lora-modules): a request picks it by its model field
   const { spawn } = await import('node:child_process');
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', base, '--model-id', 'base', '--lora-modules', `says-b=${ad}`, '--port', String(port), '--threads', '1'], {
+  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', base, '--model-id', 'base', '--lora-modules', `says-b=${ad}`, '--port', '0', '--threads', '1'], {
     env: { ...env, QUENCH_API_KEY: '' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
   child.stderr.on('data', (d) => (log += d));
   try {
-    const url = `http://127.0.0.1:${port}`;
+    // (--port 0: a free port, which the log names)
+    for (let i = 0; i < 300 && !/listening on http:\/\/127\.0\.0\.1:\d+/.test(log); i++) await new Promise((r) => setTimeout(r, 100));
+    const url = `http://127.0.0.1:${/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]}`;
+    assert.notEqual(url, 'http://127.0.0.1:0');
     const ask = async (model: string) => {
       const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, prompt: 'hi', max_tokens: 4 }) }).catch(() => null);
       return r && { status: r.status, json: await r.json() };
@@ -123,6 +125,8 @@ test('a LoRA adapter: --lora beside its base, or alone as --model (the base from
     child.kill('SIGKILL');
   }
   assert.throws(() => quench(['serve', '--model', base, '--lora-modules', ad]), /--lora-modules takes name=adapter/);
+  assert.throws(() => quench(['serve', '--model', base, '--lora-modules', JSON.stringify({ name: 'x', path: ad })]), /takes name=adapter \(not the JSON form\)/);
+  assert.throws(() => quench(['serve', '--model', base, '--lora-modules', `${'n'.repeat(257)}=${ad}`]), /at most 256 characters/);
   assert.throws(() => quench(['serve', '--model', base, '--model-id', 'base', '--lora-modules', `base=${ad}`]), /the name "base" is taken \(the model's own id\)/);
   assert.throws(() => quench(['serve', '--model', base, '--lora-modules', `x=${base}`]), /is not a LoRA adapter/);
   // (some trainers save the base's config.json beside the adapter: still an adapter)

@@ -425,15 +425,16 @@ test('health is 503 while loading and 200 when ready; metrics speak Prometheus',
 
 /** `quench serve` as its own process, ready; a long request running in it (and `more` queued). */
 async function servingChild(extra: string[] = [], more = 0) {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', dir, '--port', String(port), '--threads', '1', ...extra], {
+  const child = spawn(process.execPath, ['bin/quench.js', 'serve', '--model', dir, '--port', '0', '--threads', '1', ...extra], {
     env: { ...process.env, QUENCH_CACHE: CACHE, QUENCH_API_KEY: '' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   // ('close': after the exit and the last of its stderr)
   const out = { child, log: '', exited: new Promise<number | null>((r) => child.on('close', (code) => r(code))) };
   child.stderr.on('data', (d) => (out.log += d));
-  const base = `http://127.0.0.1:${port}`;
+  // (--port 0: a free port, which the log names)
+  for (let i = 0; i < 200 && !/listening on http:\/\/127\.0\.0\.1:\d+/.test(out.log); i++) await new Promise((r) => setTimeout(r, 50));
+  const base = `http://127.0.0.1:${/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out.log)?.[1]}`;
   for (let i = 0; i < 200; i++) {
     try {
       if ((await fetch(`${base}/health`)).status === 200) break;
@@ -677,6 +678,7 @@ test('prefix cache: a second chat sharing the system message reports its cached 
 
 test('several models in one server (LoRA modules): each request runs on the model it names; one loading or failed answers 503 alone', async () => {
   const { model: second } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 128 });
+  await assert.rejects(buildServer({ model: null, scheduler: null, extra: new Map([['default', { parent: 'm' }]]) }), /is the main model's/);
   const state: ServingState = { model: null, scheduler: null, extra: new Map([['second', { parent: model.id }], ['broken', { parent: model.id }]]) };
   const opts: ServerOptions = { maxBatch: 4, maxQueue: 64, host: '127.0.0.1', defaults: { maxTokens: 8 } };
   const { app, metrics } = await buildServer(state, opts);

@@ -52,7 +52,8 @@ program
     const m = resolveModelEntry(o.model, o.lora);
     const modelId = o.modelId ?? m.name;
     const loraModules = loraModulesOf((o.loraModules ?? []) as string[], m.dir, modelId);
-    await serve({ ...o, model: m.dir, lora: m.lora, modelId, loraModules });
+    // (the adapters' parent: the base model, which is the model served unless --lora adapts it)
+    await serve({ ...o, model: m.dir, lora: m.lora, modelId, loraModules, loraParent: m.base ?? modelId });
   });
 
 program

@@ -57,6 +57,8 @@ export interface ResolvedModel {
   name: string;
   /** a LoRA adapter's directory, merged into the base at load */
   lora?: string;
+  /** with an adapter: the base model's name (as given, or as the adapter's config names it) */
+  base?: string;
 }
 
 /** A model argument (a directory path, a bundled or local model's name, a pulled Hub model's
@@ -75,7 +77,7 @@ export function resolveModelEntry(arg: string | undefined, lora?: string): Resol
     throw e;
   }
   if (!isAdapterDir(a.dir)) throw new OptionError('lora', `${JSON.stringify(lora)} is not a LoRA adapter (a directory with ${ADAPTER_CONFIG} and adapter_model.safetensors, without model weights of its own)`);
-  return { dir: m.dir, name: a.name, lora: a.dir };
+  return { dir: m.dir, name: a.name, lora: a.dir, base: m.name };
 }
 
 /**
@@ -87,8 +89,10 @@ export function loraModulesOf(specs: string[], baseDir: string, baseId: string):
   const taken = new Map<string, string>([[baseId, "the model's own id"], ['default', 'it names the model itself']]);
   return specs.map((spec) => {
     const eq = spec.indexOf('=');
-    if (eq <= 0 || eq === spec.length - 1) throw new OptionError('lora_modules', `--lora-modules takes name=adapter, got ${JSON.stringify(spec.slice(0, 200))}`);
+    if (eq <= 0 || eq === spec.length - 1) throw new OptionError('lora_modules', `--lora-modules takes name=adapter${spec.trimStart().startsWith('{') ? ' (not the JSON form)' : ''}, got ${JSON.stringify(spec.slice(0, 200))}`);
     const name = spec.slice(0, eq);
+    // (a request's model field holds at most 256 characters)
+    if (name.length > 256) throw new OptionError('lora_modules', `--lora-modules: a name has at most 256 characters, got ${name.length}`);
     if (taken.has(name)) throw new OptionError('lora_modules', `--lora-modules: the name ${JSON.stringify(name)} is taken (${taken.get(name)})`);
     taken.set(name, 'named twice');
     const r = resolveModelEntry(baseDir, spec.slice(eq + 1));
@@ -114,7 +118,7 @@ function withBase(adapter: { dir: string; name: string }): ResolvedModel {
     throw e;
   }
   if (isAdapterDir(b.dir)) throw new OptionError('model', `the LoRA adapter ${adapter.name} names another adapter, ${JSON.stringify(base.slice(0, 200))}, as its base`);
-  return { dir: b.dir, name: adapter.name, lora: adapter.dir };
+  return { dir: b.dir, name: adapter.name, lora: adapter.dir, base: b.name };
 }
 
 function resolvePlain(arg: string | undefined): { dir: string; name: string } {

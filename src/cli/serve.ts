@@ -32,6 +32,8 @@ export interface ServeOptions {
   lora?: string;
   /** adapters served beside the model under their own ids (--lora-modules), each merged into its own copy of the base */
   loraModules?: { name: string; lora: string }[];
+  /** the base model's name, the adapters' parent in /v1/models (default: the model id) */
+  loraParent?: string;
   /** the default canvas of requests that name none */
   canvas?: 'adaptive' | 'fixed';
   initialCanvas?: number;
@@ -50,10 +52,13 @@ export async function serve(o: ServeOptions): Promise<void> {
   const opts = { modelId: o.modelId, apiKey: o.apiKey || undefined, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ...(o.prefixCacheMb !== undefined ? { prefixCacheBytes: o.prefixCacheMb * 2 ** 20 } : {}), prefillChunk: o.prefillChunk, corsOrigins: o.corsOrigin, host: o.host, logger: !!o.log, responseStore: o.responseStore, defaults: { ...(o.canvas ? { canvas: o.canvas } : {}), ...(o.initialCanvas ? { initialCanvas: o.initialCanvas } : {}) } };
   // (the adapters answer 503 while they load, as the main model does)
   const modules = o.loraModules ?? [];
-  if (modules.length > 0) state.extra = new Map(modules.map((m) => [m.name, { parent: o.modelId ?? 'quench' }]));
+  if (modules.length > 0) state.extra = new Map(modules.map((m) => [m.name, { parent: o.loraParent ?? o.modelId ?? 'quench' }]));
   const { app, metrics } = await buildServer(state, opts);
   await app.listen({ host: o.host, port: o.port });
-  console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port} (loading ${o.model})`);
+  // (the port bound: --port 0 takes a free one)
+  const bound = app.server.address();
+  const port = bound && typeof bound === 'object' ? bound.port : o.port;
+  console.error(`quench: listening on http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port} (loading ${o.model})`);
   let stoppedAt = 0;
   const stop = async (sig: string) => {
     // (a second signal, or a drain past its deadline, ends the process with what is running; a
@@ -75,7 +80,8 @@ export async function serve(o: ServeOptions): Promise<void> {
     const served = [...(state.extra?.values() ?? [])].flatMap((e) => (e.served ? [e.served] : []));
     await Promise.all([state.scheduler?.drain(), ...served.map((x) => x.scheduler.drain())]);
     await closing;
-    await Promise.all([state.model?.close(), ...served.map((x) => x.model.close())]);
+    // (a model that fails to close does not keep the others open)
+    await Promise.allSettled([state.model?.close(), ...served.map((x) => x.model.close())]);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
@@ -84,8 +90,13 @@ export async function serve(o: ServeOptions): Promise<void> {
   const worker = o.graphThread === 'on' ? true : o.graphThread === 'off' ? false : 'auto';
   const load = async (lora: string | undefined, as?: string) => {
     const model = await loadModel(o.model, { threads: o.threads, dtype: o.dtype, worker, forwardTimeout: o.forwardTimeout, blockSize: o.blockSize, tokenizer: o.tokenizer, diffusion: o.diffusion, lora, onProgress: (m) => console.error(`quench: ${m}`) });
-    await applyGenerationConfig(model, o.generationConfig);
-    attachScheduler(state, model, opts, metrics, as);
+    try {
+      await applyGenerationConfig(model, o.generationConfig);
+      attachScheduler(state, model, opts, metrics, as);
+    } catch (e) {
+      await model.close(); // (a loaded copy of the weights not served)
+      throw e;
+    }
     console.error(`quench: ready: ${as ?? model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);
     const d = describeDefaults(model.defaults);
     if (d) console.error(`quench: decoding defaults (--generation-config ${o.generationConfig ?? 'auto'}): ${d}`);

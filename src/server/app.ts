@@ -166,6 +166,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   });
   const metrics = createMetrics();
   const checkHost = isLoopback(o.host);
+  // (an extra model under the main one's id or "default" would hide it)
+  for (const name of state.extra?.keys() ?? []) if (name === 'default' || name === o.modelId) throw new Error(`buildServer: the extra model name ${JSON.stringify(name)} is the main model's`);
 
   // (DELETE for stored responses)
   if (o.corsOrigins && o.corsOrigins.length > 0) await app.register(cors, { origin: o.corsOrigins, methods: ['GET', 'HEAD', 'POST', 'DELETE'] });
