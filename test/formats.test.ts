@@ -543,7 +543,12 @@ describe('config.json', () => {
   test('sliding-window attention and partial RoPE are refused in every layout that may carry them', async () => {
     for (const arch of ['dream', 'llama', 'qwen2', 'qwen3', 'sdar', 'fast_dllm_v2', 'coda'] as FixtureArch[]) {
       const { raw } = await fixtureConfig(arch, { kvHeads: 2 });
-      throwsCode(() => parseConfig({ ...raw, use_sliding_window: true, sliding_window: 16 }), 'config_invalid', /use_sliding_window true is not supported/);
+      throwsCode(() => parseConfig({ ...raw, use_sliding_window: true, sliding_window: 16 }), 'config_invalid', /use_sliding_window true \(a window of 16 positions\) is not supported/);
+      // (what transformers runs as full attention: no window, or no layer under it)
+      const full = parseConfig(raw);
+      assert.equal(parseConfig({ ...raw, use_sliding_window: true, sliding_window: null }).arch, full.arch);
+      assert.equal(parseConfig({ ...raw, use_sliding_window: true, sliding_window: full.maxPositions }).arch, full.arch);
+      assert.equal(parseConfig({ ...raw, use_sliding_window: true, sliding_window: 16, max_window_layers: full.numLayers }).arch, full.arch);
       throwsCode(() => parseConfig({ ...raw, partial_rotary_factor: 0.5 }), 'config_invalid', /partial_rotary_factor 0\.5 is not supported/);
       // (transformers v5 writes it under rope_parameters)
       throwsCode(() => parseConfig({ ...raw, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 } }), 'config_invalid', /partial_rotary_factor 0\.5 is not supported/);
@@ -698,7 +703,7 @@ describe('config.json', () => {
       [{ first_k_dense_replace: 21 }, /first_k_dense_replace/],
       [{ partial_rotary_factor: 0.3 }, /partial_rotary_factor/],
       [{ num_shared_experts: -1 }, /num_shared_experts/],
-      [{ use_sliding_window: true }, /use_sliding_window/],
+      [{ use_sliding_window: true, sliding_window: 1024 }, /use_sliding_window/],
     ] as const)
       throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
   });
@@ -728,7 +733,7 @@ describe('config.json', () => {
     assert.equal(parseConfig({ ...raw, norm_topk_prob: false }).moe!.normalize, true);
     for (const [change, msg] of [
       [{ attention_bias: true }, /attention_bias/],
-      [{ use_sliding_window: true }, /use_sliding_window/],
+      [{ use_sliding_window: true, sliding_window: 1024, max_window_layers: 24 }, /use_sliding_window/],
       [{ rope_scaling: { type: 'yarn' } }, /rope_scaling/],
     ] as const)
       throwsCode(() => parseConfig({ ...raw, ...change }), 'config_invalid', msg);
