@@ -224,6 +224,43 @@ test('gguf models: llada, llada-moe, llada2, rnd1, dream, llama, qwen2 and qwen3
   }
 });
 
+test('gguf: a Q4_K file under --dtype int4 keeps its 4-bit blocks (no second rounding): closer to the file\'s fp32 logits than the same weights rounded again', async () => {
+  const hfDir = await tempDir('quench-gguf-q4k-');
+  await writeFixture(hfDir, { arch: 'llama', hidden: 256, heads: 4, kvHeads: 2, layers: 1, intermediate: 512, std: 0.3, dtype: 'F32' });
+  const file = join(dir, 'q4k.gguf');
+  await writeGgufFromFixture(hfDir, file, 12);
+  // the same weights as F32, each moved off its grid by 1e-5: int4 rounds them again (the Q4_0 rule)
+  const f = await GgufFile.open(file);
+  const entries = [...f.metadata.entries()].map(asEntry);
+  const tensors = await Promise.all(
+    [...f.tensors.values()].map(async (t) => {
+      const x = await f.readF32(t.name);
+      if (t.dims.length === 2) for (let i = 0; i < x.length; i += 3) x[i] += 1e-5;
+      return { name: t.name, dims: t.dims, type: 0, data: ggmlEncode(0, x) };
+    }),
+  );
+  await f.close();
+  const jittered = join(dir, 'q4k-jittered.gguf');
+  await writeFile(jittered, encodeGguf({ metadata: entries, tensors }));
+  const ids = [3, 17, 40, 41, 99, 7, 12, 64];
+  const fp = await loadModel(file, { cacheDir: CACHE, threads: 1, dtype: 'fp32' });
+  loaded.push(fp);
+  const want = await logits(fp, [3, 17, 40, 41, 99, 7, 12, 64]);
+  const gap = async (path: string) => {
+    const q = await loadModel(path, { cacheDir: CACHE, threads: 1, dtype: 'int4' });
+    loaded.push(q);
+    const got = await logits(q, ids);
+    let sq = 0;
+    let norm = 0;
+    for (let i = 0; i < want.length; i++) (sq += (got[i] - want[i]) ** 2), (norm += want[i] ** 2);
+    return Math.sqrt(sq / norm);
+  };
+  const kept = await gap(file);
+  const rounded = await gap(jittered);
+  // (what is left when kept: MatMulNBits' int8 activations and the int8 head, in both)
+  assert.ok(kept < 0.25 * rounded, `Q4_K under int4: ${kept} of the logits' norm, rounded again: ${rounded}`);
+});
+
 test('gguf: a split file (gguf-split parts) loads from any part as the one file does; a missing, foreign or overlapping part is refused by name', async () => {
   const hfDir = await tempDir('quench-gguf-split-');
   await writeFixture(hfDir, { arch: 'llama', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3, dtype: 'F32' });

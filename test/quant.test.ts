@@ -146,6 +146,44 @@ test('int4 and QMoE 4-bit codes take a Q4_0 file\'s blocks back bit for bit (ref
   }
 });
 
+test('int4 keeps an asymmetric 4-bit file\'s blocks (Q4_1, Q4_K: min + step x code) exactly, the offsets added back in the graph; x @ W as the file decodes W', async () => {
+  // weights [R = out, C = in] as a GGUF row holds them; blocks run along C (K for x @ W)
+  const R = 24, C = 512, M2 = 4;
+  const X2 = randn(M2 * C, 31, 1);
+  for (const [type, label] of [[3, 'Q4_1'], [12, 'Q4_K']] as const) {
+    const orig = randn(R * C, 30 + type, 0.05);
+    const v = dequantize(type, ggmlEncode(type, orig), R * C);
+    // (the encoder writes what the reader decodes: every value within a step of the original)
+    for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i] - orig[i]) < 0.05, `${label} encoder at ${i}: ${orig[i]} -> ${v[i]}`);
+    const Wt = new Float32Array(C * R); // [K, N]
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) Wt[c * R + r] = v[r * C + c];
+    const { packed, scales, offsets } = quantizeInt4(Wt, C, R);
+    assert.ok(offsets, `${label}: read as affine blocks`);
+    const blocks = C / INT4_BLOCK;
+    const d = dequant4(packed, scales, C, R);
+    for (let c = 0; c < C; c++)
+      for (let r = 0; r < R; r++) {
+        const back = d[c * R + r] + offsets[r * blocks + Math.floor(c / INT4_BLOCK)];
+        assert.ok(Math.abs(back - Wt[c * R + r]) <= 1e-6 * Math.max(Math.abs(Wt[c * R + r]), 1e-3), `${label} (${c}, ${r}): ${Wt[c * R + r]} -> ${back}`);
+      }
+    // the graph: MatMulNBits plus the block sums' correction computes x @ W (its activations
+    // quantized to int8: the kernel's own error, as for Q4_0's exact blocks)
+    const want = matmul(X2, Wt, M2, C, R);
+    const y = await runLinear((g, x) => addLinear(g, 'w', x, Wt, C, R, 'int4'), X2, M2, C);
+    const err = relErr(y, want);
+    assert.ok(err < 0.01, `${label}: int4 vs x @ W: ${err}`);
+    // without the offsets (the symmetric re-rounding int4 did before) the error is several times larger
+    const sym = new Float64Array(C * R);
+    const codes = quantizeInt4(Float32Array.from(Wt, (w, i) => w + (i % 7 === 0 ? 1e-4 : 0)), C, R); // (off every grid: the Q4_0 rule)
+    assert.equal(codes.offsets, null);
+    sym.set(dequant4(codes.packed, codes.scales, C, R));
+    assert.ok(relErr(matmul(X2, sym, M2, C, R), want) > 3 * err, `re-rounded: ${relErr(matmul(X2, sym, M2, C, R), want)} against ${err}`);
+  }
+  // fp weights (off any grid) and a Q4_0 file's blocks (symmetric grids) have no offsets
+  assert.equal(quantizeInt4(W, K, N).offsets, null);
+  assert.equal(quantizeInt4(dequantize(2, ggmlEncode(2, randn(64 * 32, 9, 0.2)), 64 * 32), 64, 32).offsets, null);
+});
+
 test('int8 encoding: signed codes only where the CPU has int8 dot products', () => {
   // flags as /proc/cpuinfo lists them (abridged): a Sapphire Rapids VM, an AMD EPYC without VNNI
   // (where the u8 x s8 kernel clipped: the test below), a Skylake-SP (AVX-512 without VNNI)

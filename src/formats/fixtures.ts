@@ -6,7 +6,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeSafetensorsHeader, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType, type TensorToWrite } from './safetensors.ts';
+import { encodeSafetensorsHeader, f16ToF32, f32ToBf16Bits, f32ToF16Bits, fromFloat32, DTYPE_SIZES, type DType, type TensorToWrite } from './safetensors.ts';
 import { bytesToUnicode } from './tokenizer.ts';
 
 export type FixtureArch = 'llada' | 'llada_moe' | 'llada2' | 'rnd1' | 'dream' | 'sdar' | 'sdar_moe' | 'coda' | 'fast_dllm_v2' | 'mdlm' | 'bd3lm' | 'llama' | 'qwen2' | 'qwen3';
@@ -631,6 +631,7 @@ export function encodeGguf(o: { metadata: GgufEntry[]; tensors: { name: string; 
 
 /** fp32 values as ggml type bytes: F32, F16, BF16, Q8_0 (round to nearest) or Q4_0. */
 export function ggmlEncode(type: number, x: Float32Array): Uint8Array {
+  if (type === 3 || type === 12) return encodeAsymmetric4(type, x);
   const b = Buffer.alloc((type === 0 ? 4 : type === 8 ? 34 / 32 : type === 2 ? 18 / 32 : 2) * x.length);
   if (type === 0) x.forEach((v, i) => b.writeFloatLE(v, 4 * i));
   else if (type === 1) x.forEach((v, i) => b.writeUInt16LE(f32ToF16Bits(v), 2 * i));
@@ -656,6 +657,56 @@ export function ggmlEncode(type: number, x: Float32Array): Uint8Array {
         }
     }
   } else throw new Error(`ggmlEncode: type ${type}`);
+  return b;
+}
+
+/**
+ * Q4_1 (blocks of 32: fp16 d, fp16 m, x = q * d + m) and Q4_K (super-blocks of 256: fp16 d and
+ * dmin, eight sub-blocks of 32 with 6-bit scales and mins, x = d * scale * q - dmin * min), as
+ * a plain min/max quantizer writes them (ggml's makes better choices of scale; the layout is the
+ * same): the asymmetric 4-bit formats, for the tests of what int4 keeps of them.
+ */
+function encodeAsymmetric4(type: 3 | 12, x: Float32Array): Uint8Array {
+  const f16 = (v: number) => f16ToF32(f32ToF16Bits(v));
+  const code = (v: number, step: number, min: number) => (step > 0 ? Math.max(0, Math.min(15, Math.round((v - min) / step))) : 0);
+  if (type === 3) {
+    const b = Buffer.alloc((20 / 32) * x.length);
+    for (let blk = 0; blk < x.length / 32; blk++) {
+      const v = x.subarray(blk * 32, blk * 32 + 32);
+      const at = blk * 20;
+      const m = Math.min(...v);
+      const d = (Math.max(...v) - m) / 15;
+      b.writeUInt16LE(f32ToF16Bits(d), at);
+      b.writeUInt16LE(f32ToF16Bits(m), at + 2);
+      for (let j = 0; j < 16; j++) b.writeUInt8(code(v[j], f16(d), f16(m)) | (code(v[j + 16], f16(d), f16(m)) << 4), at + 4 + j);
+    }
+    return b;
+  }
+  const b = Buffer.alloc((144 / 256) * x.length);
+  for (let blk = 0; blk < x.length / 256; blk++) {
+    const at = blk * 144;
+    const subs = Array.from({ length: 8 }, (_, s) => x.subarray(blk * 256 + 32 * s, blk * 256 + 32 * s + 32));
+    // (x = d * sc * q - dmin * mn: mn >= 0 carries the sub-block's negative part)
+    const mins = subs.map((v) => -Math.min(0, ...v));
+    const scales = subs.map((v, s) => (Math.max(...v) + mins[s]) / 15);
+    const d = f16(Math.max(...scales) / 63);
+    const dmin = f16(Math.max(...mins) / 63);
+    const sc = scales.map((v) => (d > 0 ? Math.min(63, Math.round(v / d)) : 0));
+    const mn = mins.map((v) => (dmin > 0 ? Math.min(63, Math.round(v / dmin)) : 0));
+    b.writeUInt16LE(f32ToF16Bits(d), at);
+    b.writeUInt16LE(f32ToF16Bits(dmin), at + 2);
+    // the 12 scale bytes, as get_scale_min_k4 reads them back
+    for (let j = 0; j < 4; j++) {
+      b[at + 4 + j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
+      b[at + 8 + j] = (mn[j] & 63) | ((mn[j + 4] >> 4) << 6);
+      b[at + 12 + j] = (sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4);
+    }
+    subs.forEach((v, s) => {
+      const step = Math.fround(d * sc[s]);
+      const min = -Math.fround(dmin * mn[s]);
+      v.forEach((y, l) => (b[at + 16 + 32 * (s >> 1) + l] |= code(y, step, min) << (s & 1 ? 4 : 0)));
+    });
+  }
   return b;
 }
 

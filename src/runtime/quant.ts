@@ -100,26 +100,87 @@ function q4Block(x: Float32Array, n: number, codes: Uint8Array): number {
 const Q4_CODES = [-8, -7, 7, -6, 6, -5, 5, -4, 4, -3, 3, -2, 2, -1, 1];
 
 /**
+ * A block whose values lie on an affine 4-bit grid, min + s * j with j in 0..15, as the blocks of
+ * an asymmetric 4-bit format decode (Q4_K's sub-blocks: d * scale * q - dmin * min; Q4_1's: d * q
+ * + m): the coarsest such grid (the fewest steps over the block's span), codes j (written to
+ * `codes`), and the block as s * (code - 8) + off. Null when no grid of at most 15 steps holds
+ * every value (within float rounding).
+ */
+function affineBlock(x: Float32Array, n: number, codes: Uint8Array): { s: number; off: number } | null {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let j = 0; j < n; j++) (lo = Math.min(lo, x[j])), (hi = Math.max(hi, x[j]));
+  const span = hi - lo;
+  if (!(span > 0)) return null;
+  for (let L = 1; L <= 15; L++) {
+    const s = span / L;
+    let j = 0;
+    for (; j < n; j++) {
+      const q = (x[j] - lo) / s;
+      if (Math.abs(q - Math.round(q)) > 1e-4) break;
+    }
+    if (j < n) continue;
+    for (j = 0; j < n; j++) codes[j] = Math.round((x[j] - lo) / s);
+    return { s, off: lo + 8 * s };
+  }
+  return null;
+}
+
+/** Most blocks of a tensor on affine grids (and off the symmetric ones): it came from an asymmetric 4-bit format. */
+const AFFINE_SHARE = 0.9;
+
+/**
  * MatMulNBits layout: B [N, K/32, 16] uint8, two 4-bit codes per byte (low nibble first),
  * w = (code - 8) * s per block of 32 along K (ggml's Q4_0 rule, q4Block), scales [N * K/32]
- * (column-major blocks); K is padded with zeros to whole blocks.
+ * (column-major blocks); K is padded with zeros to whole blocks. A tensor whose blocks are
+ * mostly on affine 4-bit grids (an asymmetric 4-bit format's: Q4_K, Q4_1; K a multiple of 32)
+ * keeps them: w = (code - 8) * s + off, `offsets` [N * K/32] (0 for the blocks on symmetric
+ * grids and those quantized by the Q4_0 rule), which addLinear adds back exactly; otherwise
+ * `offsets` is null.
  */
-export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: Uint8Array; scales: Float32Array; kPadded: number } {
+export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: Uint8Array; scales: Float32Array; offsets: Float32Array | null; kPadded: number } {
   const blocks = Math.ceil(K / INT4_BLOCK);
   const blob = INT4_BLOCK / 2;
   const packed = new Uint8Array(N * blocks * blob);
   const scales = new Float32Array(N * blocks);
+  // the affine reading of each block that has one beside the symmetric one (NaN scale: none)
+  const affine = K % INT4_BLOCK === 0 ? { packed: new Uint8Array(N * blocks * blob), scales: new Float32Array(N * blocks).fill(NaN), offsets: new Float32Array(N * blocks) } : null;
+  let affineBlocks = 0;
   const codes = new Uint8Array(INT4_BLOCK);
   const x = new Float32Array(INT4_BLOCK); // (one column's block, gathered; zeros past K)
+  const pack = (into: Uint8Array, base: number) => {
+    for (let j = 0; j < blob; j++) into[base + j] = codes[2 * j] | (codes[2 * j + 1] << 4);
+  };
   for (let n = 0; n < N; n++) {
     for (let b = 0; b < blocks; b++) {
       for (let j = 0, k = b * INT4_BLOCK; j < INT4_BLOCK; j++, k++) x[j] = k < K ? w[k * N + n] : 0;
-      scales[n * blocks + b] = q4Block(x, INT4_BLOCK, codes);
-      const base = (n * blocks + b) * blob;
-      for (let j = 0; j < blob; j++) packed[base + j] = codes[2 * j] | (codes[2 * j + 1] << 4);
+      const at = n * blocks + b;
+      const d = q4Block(x, INT4_BLOCK, codes);
+      scales[at] = d;
+      pack(packed, at * blob);
+      // (a block on a symmetric grid, a Q4_0 one, needs no offset)
+      if (!affine || onGrid(x, d, codes)) continue;
+      const a = affineBlock(x, INT4_BLOCK, codes);
+      if (!a) continue;
+      affine.scales[at] = a.s;
+      affine.offsets[at] = a.off;
+      pack(affine.packed, at * blob);
+      affineBlocks++;
     }
   }
-  return { packed, scales, kPadded: blocks * INT4_BLOCK };
+  if (!affine || affineBlocks < AFFINE_SHARE * N * blocks) return { packed, scales, offsets: null, kPadded: blocks * INT4_BLOCK };
+  for (let at = 0; at < N * blocks; at++) {
+    if (Number.isNaN(affine.scales[at])) continue;
+    scales[at] = affine.scales[at];
+    packed.set(affine.packed.subarray(at * blob, (at + 1) * blob), at * blob);
+  }
+  return { packed, scales, offsets: affine.offsets, kPadded: blocks * INT4_BLOCK };
+}
+
+/** q4Block's codes give the block back exactly (it was on a symmetric grid). */
+function onGrid(x: Float32Array, d: number, codes: Uint8Array): boolean {
+  for (let j = 0; j < x.length; j++) if ((codes[j] - 8) * d !== x[j] && Math.abs((codes[j] - 8) * d - x[j]) > 1e-6 * Math.abs(x[j])) return false;
+  return true;
 }
 
 /** x [.., K] @ W [K, N] in the chosen weight format; returns the output name. */
@@ -151,11 +212,22 @@ export function addLinear(
     const zp = g.weight(`${name}.zero`, DT.UINT8, [], new Uint8Array([128]), false); // one zero point for the tensor
     return g.op('DynamicQuantizeMatMul', [x, wq, ws, zp], {}, { domain: 'com.microsoft', output });
   }
-  const { packed, scales } = quantizeInt4(w, K, N);
+  const { packed, scales, offsets } = quantizeInt4(w, K, N);
   const blocks = Math.ceil(K / INT4_BLOCK);
   const wq = g.weight(`${name}.q4`, DT.UINT8, [N, blocks, INT4_BLOCK / 2], packed);
   const ws = g.weight(`${name}.scales`, DT.FLOAT, [N * blocks], f32Bytes(scales), false);
-  return g.op('MatMulNBits', [x, wq, ws], { K: I(K), N: I(N), bits: I(4), block_size: I(INT4_BLOCK), accuracy_level: I(4) }, { domain: 'com.microsoft', output });
+  const attrs = { K: I(K), N: I(N), bits: I(4), block_size: I(INT4_BLOCK), accuracy_level: I(4) };
+  if (!offsets) return g.op('MatMulNBits', [x, wq, ws], attrs, { domain: 'com.microsoft', output });
+  // affine blocks: x @ W = MatMulNBits(x) + sum over blocks b of off[n, b] * (x's sum over block b),
+  // the second a [.., K/32] @ [K/32, N] MatMul in fp32 (a quarter of the int4 weights' bytes);
+  // MatMulNBits' own zero points are 4-bit integers, and its float ones dequantize the whole
+  // matrix at every call (~80x slower here)
+  const y = g.op('MatMulNBits', [x, wq, ws], attrs, { domain: 'com.microsoft' });
+  const C = new Float32Array(blocks * N);
+  for (let n = 0; n < N; n++) for (let b = 0; b < blocks; b++) C[b * N + n] = offsets[n * blocks + b];
+  const sums = g.op('ReduceSum', [g.op('Reshape', [x, g.i64([-1, blocks, INT4_BLOCK])]), g.i64([-1])], { keepdims: I(0) });
+  const correction = g.op('MatMul', [sums, g.weight(`${name}.offsets`, DT.FLOAT, [blocks, N], f32Bytes(C), false)]);
+  return g.op('Add', [y, g.op('Reshape', [correction, g.op('Shape', [y])])], {}, { output });
 }
 
 /**
