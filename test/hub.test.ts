@@ -379,7 +379,7 @@ test('pull a LoRA adapter repository: its adapter files only; as a model it brin
     assert.throws(() => resolveModelEntry('quench-test/llada-tiny-lora'), /adapter quench-test\/llada-tiny-lora is for "quench-test\/llada-tiny": .*not pulled yet: quench pull quench-test\/llada-tiny/);
     const base = await pull('quench-test/llada-tiny', { endpoint: url, cacheDir });
     const m = resolveModelEntry('quench-test/llada-tiny-lora');
-    assert.deepEqual(m, { dir: base.dir, name: 'quench-test/llada-tiny-lora', lora: r.dir });
+    assert.deepEqual(m, { dir: base.dir, name: 'quench-test/llada-tiny-lora', lora: r.dir, base: 'quench-test/llada-tiny' });
     // the same through --lora beside the base; an adapter is no base, a base no adapter
     assert.deepEqual(resolveModelEntry('quench-test/llada-tiny', 'quench-test/llada-tiny-lora'), m);
     assert.throws(() => resolveModelEntry('quench-test/llada-tiny-lora', 'quench-test/llada-tiny-lora'), /is a LoRA adapter: give its base model as --model/);
