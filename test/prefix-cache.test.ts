@@ -94,10 +94,10 @@ class NaiveStore {
       return n;
     };
     const mine = this.entries.filter((e) => e.salt === salt);
-    // the longest chunk boundary any entry shares; of the entries sharing it, the one stored first
-    const boundary = Math.floor(Math.max(0, ...mine.map(shared)) / PREFIX_CHUNK) * PREFIX_CHUNK;
-    if (boundary === 0) return null;
-    const best = mine.filter((e) => shared(e) >= boundary).sort((a, b) => a.stored - b.stored)[0];
+    // the entry sharing the most (of the few a test stores, all are compared); of equals, the one stored first
+    const most = Math.max(0, ...mine.map(shared));
+    if (most < PREFIX_CHUNK) return null;
+    const best = mine.filter((e) => shared(e) === most).sort((a, b) => a.stored - b.stored)[0];
     this.touch(best);
     return { tokens: shared(best), tag: best.tag };
   }

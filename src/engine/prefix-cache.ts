@@ -14,6 +14,9 @@ import { cacheBytes, sliceCache, type CacheShape, type KVCache } from '../runtim
 /** Prompts are indexed at multiples of this many tokens. */
 export const PREFIX_CHUNK = 16;
 
+/** Entries compared at a lookup's boundary (a system prompt may be shared by thousands). */
+const LOOKUP_SCAN = 64;
+
 interface Entry {
   salt: string;
   /** the tokens the entries depend on */
@@ -78,9 +81,9 @@ export class PrefixCache {
 
   /**
    * A stored entry sharing at least one chunk with this prompt, and how many tokens it shares:
-   * of the entries through the longest chunk boundary the prompt has in the index, the one stored
-   * first (all of them share the prompt up to that boundary; past it they differ in fewer than a
-   * chunk's tokens).
+   * of the entries through the longest chunk boundary the prompt has in the index (all of them
+   * share the prompt up to that boundary; past it, fewer than a chunk's tokens more), the one
+   * sharing the most among the first LOOKUP_SCAN stored, the first stored of equals.
    */
   lookup(prompt: ArrayLike<number>, salt = ''): { cache: KVCache; tokens: number } | null {
     const h = hasher(salt);
@@ -89,8 +92,14 @@ export class PrefixCache {
       h.push(prompt[i]);
       if ((i + 1) % PREFIX_CHUNK === 0) holders = this.index.get(h.key(i + 1)) ?? holders; // (a later boundary is a longer match)
     }
-    const best: Entry | undefined = holders?.values().next().value;
-    const shared = best && best.salt === salt ? commonPrefix(best.tokens, prompt, Math.min(best.tokens.length, prompt.length)) : 0;
+    let best: Entry | undefined;
+    let shared = 0;
+    let seen = 0;
+    for (const e of holders ?? []) {
+      if (++seen > LOOKUP_SCAN) break;
+      const n = e.salt === salt ? commonPrefix(e.tokens, prompt, Math.min(e.tokens.length, prompt.length)) : 0;
+      if (n > shared) [best, shared] = [e, n];
+    }
     if (!best || shared < PREFIX_CHUNK) return null;
     this.touch(best);
     return { cache: best.cache, tokens: shared };
