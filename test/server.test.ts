@@ -693,6 +693,7 @@ test('several models in one server (LoRA modules): each request runs on the mode
   assert.equal(loading.json.error.code, 'model_loading');
   assert.equal(loading.headers.get('retry-after'), '1');
   assert.equal((await ask(model.id)).status, 200, 'the main model serves meanwhile');
+  assert.deepEqual(await (await fetch(`${base}/health`)).json(), { status: 'ok', model: model.id, models: { second: 'loading', broken: 'loading' } });
   attachScheduler(state, second, opts, metrics, 'second');
   state.extra!.get('broken')!.error = 'weights at /srv/secret/model.safetensors are truncated';
   const { generate } = await import('../src/decode/generation.ts');
@@ -711,6 +712,7 @@ test('several models in one server (LoRA modules): each request runs on the mode
   assert.equal(resp.status, 200, resp.text);
   assert.equal(resp.json.model, 'second');
   assert.equal(resp.json.output[0].content[0].text, want.text);
+  assert.deepEqual((await (await fetch(`${base}/health`)).json()).models, { second: 'ok', broken: 'error' });
   const broken = await ask('broken');
   assert.equal(broken.status, 503);
   assert.equal(broken.json.error.code, 'model_load_failed');

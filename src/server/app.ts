@@ -213,9 +213,11 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   };
   const schedulers = () => [state.scheduler, ...[...(state.extra?.values() ?? [])].map((e) => e.served?.scheduler)].filter((x): x is Scheduler => !!x);
 
+  // (200 once the main model serves; the models beside it each say where they are)
   app.get('/health', async (_req, reply) => {
-    if (state.model) return reply.send({ status: 'ok', model: modelId() });
-    return reply.code(503).send({ status: state.error ? 'error' : 'loading' });
+    const models = state.extra ? { models: Object.fromEntries([...state.extra].map(([id, e]) => [id, e.served ? 'ok' : e.error ? 'error' : 'loading'])) } : {};
+    if (state.model) return reply.send({ status: 'ok', model: modelId(), ...models });
+    return reply.code(503).send({ status: state.error ? 'error' : 'loading', ...models });
   });
   app.get('/metrics', async (_req, reply) => {
     // (all models served, together)
