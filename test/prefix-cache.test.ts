@@ -265,3 +265,24 @@ test('prefix cache: hits count reuse; a store that fails (memory) fails no reque
   assert.equal(r.tokens.length, 4);
   await model.close();
 });
+
+test('prefix cache: requests arriving together with one prompt (n choices) run it once; each answers as alone', async () => {
+  const { model } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, kvHeads: 2, layers: 2, std: 0.3 });
+  const V = model.args.vocabSize;
+  const prompt = range(0, 70).map((i) => (i * 13 + 5) % (V - 10));
+  const busy = range(0, 20).map((i) => (i * 7 + 1) % (V - 10)); // (unrelated: keeps the loop running)
+  const opts = { maxTokens: 8, stopTokens: [], temperature: 0 };
+  const alone = await generate(model, prompt, opts);
+  const seen = counting(model);
+  const s = new Scheduler(model, { maxBatch: 4 });
+  // (the first starts the loop; the three arrive while its first forward runs, and reach the
+  // next step together)
+  const first = s.submit({ prompt: busy, options: { ...opts, maxTokens: 24 } });
+  const rs = await Promise.all([prompt, prompt, prompt].map((p) => s.submit({ prompt: p, options: opts })));
+  await first;
+  rs.forEach((r) => assert.deepEqual(r.tokens, alone.tokens));
+  assert.deepEqual(rs.map((r) => r.stats.cached), [0, 69, 69], 'the later two start from the first one\'s entries');
+  const promptRows = seen.rows.filter((n) => n >= prompt.length).length;
+  assert.equal(promptRows, 1, `one forward ran the prompt (rows per forward: ${seen.rows})`);
+  await model.close();
+});

@@ -15,7 +15,7 @@ import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 import type { KVCache } from '../runtime/kv.ts';
-import { PrefixCache } from './prefix-cache.ts';
+import { PrefixCache, PREFIX_CHUNK } from './prefix-cache.ts';
 
 export interface SchedulerOptions {
   maxBatch?: number;
@@ -116,8 +116,13 @@ export class Scheduler {
   }
 
   private admit(): void {
-    while (this.active.length < this.maxBatch && this.queue.length > 0) {
-      const j = this.queue.shift()!;
+    for (let i = 0; i < this.queue.length && this.active.length < this.maxBatch; ) {
+      const j = this.queue[i];
+      if (this.waitsForPrefix(j)) {
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
       try {
         // (a long prompt runs in chunks, one per step, beside the others' decoding)
         j.gen.prefillChunk = this.prefillChunk;
@@ -133,6 +138,24 @@ export class Scheduler {
       }
       this.active.push(j);
     }
+  }
+
+  /**
+   * A request whose prompt starts as a running one's does, when that one has not stored those
+   * entries yet, waits until it has (a step or a few): it then starts from them instead of
+   * computing them beside it. The n choices of one request, or requests with one system prompt
+   * arriving together, run their common prefix once (vLLM's parallel sampling shares it so).
+   */
+  private waitsForPrefix(j: Job): boolean {
+    if (!this.prefixes || j.gen.reusablePrompt === 0) return false;
+    for (const a of this.active) {
+      if (a.stored || a.sub.cacheSalt !== j.sub.cacheSalt) continue;
+      let shared = 0;
+      const max = Math.min(a.gen.reusablePrompt, j.gen.reusablePrompt, a.sub.prompt.length, j.sub.prompt.length);
+      while (shared < max && a.sub.prompt[shared] === j.sub.prompt[shared]) shared++;
+      if (shared >= PREFIX_CHUNK && a.storedRows < Math.floor(shared / PREFIX_CHUNK) * PREFIX_CHUNK) return true;
+    }
+    return false;
   }
 
   /** After a step: keep a request's prompt prefix once its keys and values are all computed. */
