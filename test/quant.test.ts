@@ -179,6 +179,21 @@ test('int4 keeps an asymmetric 4-bit file\'s blocks (Q4_1, Q4_K: min + step x co
     sym.set(dequant4(codes.packed, codes.scales, C, R));
     assert.ok(relErr(matmul(X2, sym, M2, C, R), want) > 3 * err, `re-rounded: ${relErr(matmul(X2, sym, M2, C, R), want)} against ${err}`);
   }
+  // a fused matrix whose columns are part Q4_K, part off every grid (a Q4_K_M file's q and k beside
+  // a Q6_K v): the Q4_K blocks kept, the others by the Q4_0 rule with offset 0
+  const q4k = dequantize(12, ggmlEncode(12, randn(20 * C, 40, 0.05)), 20 * C);
+  const fused = new Float32Array(C * 26); // [K, N]: columns 0..19 Q4_K, 20..25 fp
+  const fp = randn(6 * C, 41, 0.05);
+  for (let c = 0; c < C; c++) {
+    for (let r = 0; r < 20; r++) fused[c * 26 + r] = q4k[r * C + c];
+    for (let r = 0; r < 6; r++) fused[c * 26 + 20 + r] = fp[r * C + c];
+  }
+  const f = quantizeInt4(fused, C, 26);
+  assert.ok(f.offsets, 'a quarter off the grids still reads as affine');
+  const fd = dequant4(f.packed, f.scales, C, 26);
+  for (let c = 0; c < C; c++)
+    for (let r = 0; r < 20; r++) assert.ok(Math.abs(fd[c * 26 + r] + f.offsets[r * (C / INT4_BLOCK) + Math.floor(c / INT4_BLOCK)] - fused[c * 26 + r]) <= 1e-6 * Math.max(Math.abs(fused[c * 26 + r]), 1e-3));
+  for (let r = 20; r < 26; r++) assert.equal(f.offsets[r * (C / INT4_BLOCK)], 0);
   // fp weights (off any grid) and a Q4_0 file's blocks (symmetric grids) have no offsets
   assert.equal(quantizeInt4(W, K, N).offsets, null);
   assert.equal(quantizeInt4(dequantize(2, ggmlEncode(2, randn(64 * 32, 9, 0.2)), 64 * 32), 64, 32).offsets, null);

@@ -87,6 +87,12 @@ test('groupByWindow: decode rows batch whatever their caches; long canvases are 
   assert.deepEqual(groupByWindow(wants, 384).map((g) => g.map((p) => p.id).sort()), [[1], [0, 2]]);
   const oneRow = decode.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(1), wantLogits: i === 2 } }));
   assert.equal(groupByWindow(oneRow, 384).length, 1);
+  // such forwards return at most 256 padded logits rows: scored prompt chunks (256 queries) one
+  // by one, biased canvases (32) together
+  const scored = windows.map((p) => ({ ...p, req: { ...p.req, queries: new Int32Array(256), wantLogits: true } }));
+  assert.equal(groupByWindow(scored, 384).length, 3);
+  const biased = windows.map((p) => ({ ...p, req: { ...p.req, queries: new Int32Array(32), wantLogits: true } }));
+  assert.equal(groupByWindow(biased, 384).length, 1);
   // property: every plan exactly once; padded rows within a quarter (+ slack) of the real rows
   const rnd = mulberry32(5);
   for (let t = 0; t < 200; t++) {

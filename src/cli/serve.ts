@@ -94,7 +94,7 @@ export async function serve(o: ServeOptions): Promise<void> {
       await applyGenerationConfig(model, o.generationConfig);
       attachScheduler(state, model, opts, metrics, as);
     } catch (e) {
-      await model.close(); // (a loaded copy of the weights not served)
+      await model.close().catch(() => undefined); // (a loaded copy of the weights not served; the error is the load's)
       throw e;
     }
     console.error(`quench: ready: ${as ?? model.id} (${model.args.arch}, ${model.dtype}, ${(model.params / 1e6).toFixed(1)}M params)`);

@@ -11,7 +11,7 @@
 // and observer hooks cannot stop the loop.
 
 import { CancelledError, UnavailableError } from '../errors.ts';
-import { Generation, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
+import { Generation, PROMPT_SCORE_CHUNK, type Denoiser, type GenerateResult, type StepEvent } from '../decode/generation.ts';
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 import type { KVCache } from '../runtime/kv.ts';
@@ -303,9 +303,18 @@ export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hid
   // (a forward returns full logits rows for all its sequences when one asks for them, and pads
   // every sequence to the most query rows: those asking for several such rows, a scored prompt
   // chunk or a biased canvas, run apart; one-row decode steps batch whatever they ask)
+  // chunk or a biased canvas, run apart, at most WIDE_LOGITS_ROWS padded logits rows a forward
+  // (a scored prompt chunk alone); one-row decode steps batch whatever they ask
   const wide = (p: T) => !!p.req.wantLogits && p.req.queries.length > 1;
   const full = plans.filter(wide);
-  if (full.length > 0 && full.length < plans.length) return [...groupByWindow(full, hidden), ...groupByWindow(plans.filter((p) => !wide(p)), hidden)];
+  if (full.length > 0) return [...groupPlans(full, hidden, WIDE_LOGITS_ROWS), ...groupPlans(plans.filter((p) => !wide(p)), hidden, Infinity)];
+  return groupPlans(plans, hidden, Infinity);
+}
+
+/** Most padded full-logits rows one forward returns (sequences x their most query rows). */
+const WIDE_LOGITS_ROWS = PROMPT_SCORE_CHUNK;
+
+function groupPlans<T extends { req: ForwardRequest }>(plans: T[], hidden: number, maxLogitsRows: number): T[][] {
   const rows = (p: T) => p.req.ids.length;
   const cols = (p: T) => p.req.ids.length + (p.req.past?.length ?? 0);
   const cost = (L: number, T: number) => L * (1 + T / (6 * hidden));
@@ -314,17 +323,21 @@ export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hid
   let cur: T[] = [];
   let maxL = 0;
   let maxT = 0;
+  let maxQ = 0;
   for (const p of sorted) {
     // join only if running at the group's size costs this sequence at most a quarter more
     const T = Math.max(maxT, cols(p));
-    if (cur.length > 0 && cost(maxL, T) > 1.25 * cost(rows(p), cols(p)) + 1) {
+    const Q = Math.max(maxQ, p.req.queries.length);
+    if (cur.length > 0 && (cost(maxL, T) > 1.25 * cost(rows(p), cols(p)) + 1 || (cur.length + 1) * Q > maxLogitsRows)) {
       groups.push(cur);
       cur = [];
       maxT = 0;
+      maxQ = 0;
     }
     if (cur.length === 0) maxL = rows(p);
     cur.push(p);
     maxT = Math.max(maxT, cols(p));
+    maxQ = Math.max(maxQ, p.req.queries.length);
   }
   if (cur.length > 0) groups.push(cur);
   return groups;

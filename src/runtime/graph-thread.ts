@@ -61,6 +61,7 @@ export class GraphWorker {
       this.fail(e);
     });
     worker.on('exit', (code) => {
+      this.inflight = 0; // (a thread that died inside a forward is in nothing any more)
       this.fail(new Error(`the graph worker stopped (exit code ${code})`));
       this.markExited();
     });

@@ -120,14 +120,21 @@ function affineBlock(x: Float32Array, n: number, codes: Uint8Array): { s: number
       if (Math.abs(q - Math.round(q)) > 1e-4) break;
     }
     if (j < n) continue;
-    for (j = 0; j < n; j++) codes[j] = Math.round((x[j] - lo) / s);
-    return { s, off: lo + 8 * s };
+    // (codes centred on the zero point 8: the kernel's weights s * (code - 8) stay small, and
+    // with them its int8 activations' error)
+    const c0 = (15 - L) >> 1;
+    for (j = 0; j < n; j++) codes[j] = Math.round((x[j] - lo) / s) + c0;
+    return { s, off: lo + (8 - c0) * s };
   }
   return null;
 }
 
-/** Most blocks of a tensor on affine grids (and off the symmetric ones): it came from an asymmetric 4-bit format. */
-const AFFINE_SHARE = 0.9;
+/**
+ * A quarter of a tensor's blocks on affine grids (and off the symmetric ones): it came from an
+ * asymmetric 4-bit format, wholly or in part (a fused q/k/v whose v a Q4_K_M file keeps in Q6_K);
+ * the blocks off every grid take the Q4_0 rule with offset 0, at no extra cost.
+ */
+const AFFINE_SHARE = 0.25;
 
 /**
  * MatMulNBits layout: B [N, K/32, 16] uint8, two 4-bit codes per byte (low nibble first),
@@ -143,8 +150,9 @@ export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: U
   const blob = INT4_BLOCK / 2;
   const packed = new Uint8Array(N * blocks * blob);
   const scales = new Float32Array(N * blocks);
-  // the affine reading of each block that has one beside the symmetric one (NaN scale: none)
-  const affine = K % INT4_BLOCK === 0 ? { packed: new Uint8Array(N * blocks * blob), scales: new Float32Array(N * blocks).fill(NaN), offsets: new Float32Array(N * blocks) } : null;
+  // the affine reading of each block that has one beside the symmetric one (NaN scale: none),
+  // allocated at the first such block
+  let affine: { packed: Uint8Array; scales: Float32Array; offsets: Float32Array } | null = null;
   let affineBlocks = 0;
   const codes = new Uint8Array(INT4_BLOCK);
   const x = new Float32Array(INT4_BLOCK); // (one column's block, gathered; zeros past K)
@@ -158,10 +166,11 @@ export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: U
       const d = q4Block(x, INT4_BLOCK, codes);
       scales[at] = d;
       pack(packed, at * blob);
-      // (a block on a symmetric grid, a Q4_0 one, needs no offset)
-      if (!affine || onGrid(x, d, codes)) continue;
+      // (a block on a symmetric grid, a Q4_0 one, needs no offset; K must be whole blocks)
+      if (K % INT4_BLOCK !== 0 || onGrid(x, d, codes)) continue;
       const a = affineBlock(x, INT4_BLOCK, codes);
       if (!a) continue;
+      affine ??= { packed: new Uint8Array(N * blocks * blob), scales: new Float32Array(N * blocks).fill(NaN), offsets: new Float32Array(N * blocks) };
       affine.scales[at] = a.s;
       affine.offsets[at] = a.off;
       pack(affine.packed, at * blob);

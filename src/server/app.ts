@@ -102,6 +102,7 @@ function send(reply: FastifyReply, e: Envelope) {
 export function attachScheduler(state: ServingState, model: Model, o: ServerOptions, metrics: Metrics, as?: string): void {
   // (a generation_config.json whose defaults cannot decode fails here, not every request)
   checkModelDefaults(model);
+  if (as === undefined && o.modelId === undefined && state.extra?.has(model.id)) throw new Error(`attachScheduler: the extra model name ${JSON.stringify(model.id)} is the main model's`);
   const s = new Scheduler(model, { maxBatch: o.maxBatch ?? 4, maxQueue: o.maxQueue ?? 64, prefixCacheBytes: o.prefixCacheBytes, prefillChunk: o.prefillChunk });
   s.hooks = {
     onStep: (b, sec) => {
@@ -215,7 +216,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
   // (200 once the main model serves; the models beside it each say where they are)
   app.get('/health', async (_req, reply) => {
-    const models = state.extra ? { models: Object.fromEntries([...state.extra].map(([id, e]) => [id, e.served ? 'ok' : e.error ? 'error' : 'loading'])) } : {};
+    // (names only where anyone may list the models: with a key, /v1/models says them)
+    const models = state.extra && !o.apiKey ? { models: Object.fromEntries([...state.extra].map(([id, e]) => [id, e.served ? 'ok' : e.error ? 'error' : 'loading'])) } : {};
     if (state.model) return reply.send({ status: 'ok', model: modelId(), ...models });
     return reply.code(503).send({ status: state.error ? 'error' : 'loading', ...models });
   });

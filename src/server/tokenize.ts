@@ -34,9 +34,10 @@ export function registerTokenize(app: FastifyInstance, ready: (name: unknown) =>
     const b = req.body as Body;
     const { model } = ready(b.model);
     const ids = b.tokens as number[];
-    const V = model.args.vocabSize;
+    // (ids past the tokenizer's, an embedding's padding rows, have no text)
+    const V = Math.min(model.args.vocabSize, model.codec.vocabSize);
     const bad = ids.findIndex((t) => t >= V);
-    if (bad >= 0) throw new OptionError(`tokens[${bad}]`, `token ${ids[bad]} is outside the vocabulary [0, ${V})`, 'invalid_token');
+    if (bad >= 0) throw new OptionError(`tokens[${bad}]`, `token ${ids[bad]} is outside the tokenizer's vocabulary [0, ${V})`, 'invalid_token');
     return { prompt: model.codec.decode(ids, false) };
   });
 }
