@@ -283,6 +283,11 @@ export class TextCodec {
     return this.addBos && this.special.bos !== null ? [this.special.bos, ...ids] : ids;
   }
 
+  /** A token as the vocabulary spells it (a byte-level BPE piece such as `Ġthe`; an added token's text), or null for an id with none. */
+  tokenPiece(id: number): string | null {
+    return this.pieces.get(id) ?? null;
+  }
+
   /**
    * The raw bytes a token stands for (OpenAI's logprobs `bytes`): an added token is the UTF-8
    * of its text, a byte-level BPE piece maps back through the GPT-2 byte table, a SentencePiece

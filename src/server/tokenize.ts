@@ -26,7 +26,8 @@ export function registerTokenize(app: FastifyInstance, ready: (name: unknown) =>
       count: tokens.length,
       max_model_len: model.args.maxPositions,
       tokens,
-      ...(b.return_token_strs === true ? { token_strs: tokens.map((t) => model.codec.decode([t], false)) } : {}),
+      // (as vLLM returns them: the vocabulary's pieces, whole bytes of a character split across tokens included)
+      ...(b.return_token_strs === true ? { token_strs: tokens.map((t) => model.codec.tokenPiece(t) ?? '') } : {}),
     };
   });
 
