@@ -302,9 +302,8 @@ export class Scheduler {
 export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hidden: number): T[][] {
   // (a forward returns full logits rows for all its sequences when one asks for them, and pads
   // every sequence to the most query rows: those asking for several such rows, a scored prompt
-  // chunk or a biased canvas, run apart; one-row decode steps batch whatever they ask)
   // chunk or a biased canvas, run apart, at most WIDE_LOGITS_ROWS padded logits rows a forward
-  // (a scored prompt chunk alone); one-row decode steps batch whatever they ask
+  // (a scored prompt chunk alone); one-row decode steps batch whatever they ask)
   const wide = (p: T) => !!p.req.wantLogits && p.req.queries.length > 1;
   const full = plans.filter(wide);
   if (full.length > 0) return [...groupPlans(full, hidden, WIDE_LOGITS_ROWS), ...groupPlans(plans.filter((p) => !wide(p)), hidden, Infinity)];
