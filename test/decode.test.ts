@@ -1230,6 +1230,7 @@ test('prompt log-probabilities (causal models): each prompt token given the ones
       const want = logSoftmax(ref[p - 1]);
       assert.equal(lp[p]!.token, prompt[p]);
       assert.ok(Math.abs(lp[p]!.logprob - want[prompt[p]]) < 1e-3, `${how}, position ${p}: ${lp[p]!.logprob} against ${want[prompt[p]]}`);
+      assert.equal(lp[p]!.rank, 1 + want.filter((x) => x > want[prompt[p]]).length, `${how}, position ${p}: rank`);
       const best = Array.from(want.keys()).sort((a, b) => want[b] - want[a]).slice(0, 3);
       assert.deepEqual(lp[p]!.top.map((x) => x.token), best, `${how}, position ${p}: alternatives`);
       lp[p]!.top.forEach((x, k) => assert.ok(Math.abs(x.logprob - want[best[k]]) < 1e-3));

@@ -818,3 +818,44 @@ test('/tokenize and /detokenize (vLLM): a prompt or chat messages encoded as req
   // (the key guards them as every inference route)
   assert.equal((await fetch(`${main.base}/tokenize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a' }) })).status, 401);
 });
+
+test("vLLM's prompt_logprobs (causal models): each prompt token's score, rank and alternatives on completions and chat; refused where it cannot be given", async () => {
+  const { model: causal } = await fixtureModel({ arch: 'llama', hidden: 64, heads: 4, layers: 2, std: 0.3, maxPositions: 128 });
+  const s = await start({ modelId: 'causal' }, causal);
+  const { generate } = await import('../src/decode/generation.ts');
+  const prompt = 'The cat sat on the mat';
+  const ids = causal.codec.encodePrompt(prompt);
+  const want = await generate(causal, ids, { maxTokens: 2, temperature: 0, stopTokens: causal.special.stop, promptLogprobs: 3 });
+  const r = await post(s.base, '/v1/completions', { model: 'causal', prompt, max_tokens: 2, temperature: 0, prompt_logprobs: 3 });
+  assert.equal(r.status, 200, r.text);
+  const pl = r.json.choices[0].prompt_logprobs;
+  assert.equal(pl.length, ids.length);
+  assert.equal(pl[0], null);
+  for (let p = 1; p < ids.length; p++) {
+    const entry = pl[p][String(ids[p])];
+    assert.ok(Math.abs(entry.logprob - want.promptLogprobs![p]!.logprob) < 1e-4, `token ${p}`);
+    // rank: 1 + the tokens the model finds likelier (independently: the alternatives above it)
+    const above = want.promptLogprobs![p]!.top.filter((a) => a.logprob > entry.logprob).length;
+    if (above < 3) assert.equal(entry.rank, above + 1, `rank of token ${p}`);
+    else assert.ok(entry.rank > 3);
+    assert.equal(entry.decoded_token, causal.codec.decode([ids[p]], false));
+    assert.ok(Object.keys(pl[p]).length >= 3 && Object.keys(pl[p]).length <= 4);
+  }
+  assert.equal(r.json.choices[0].logprobs, null, 'the answer\'s log-probabilities only when asked for');
+  // chat: the templated prompt's tokens
+  const c = await post(s.base, '/v1/chat/completions', { model: 'causal', messages: [{ role: 'user', content: 'Hi there' }], max_tokens: 2, prompt_logprobs: 0 });
+  assert.equal(c.status, 200, c.text);
+  assert.equal(c.json.choices[0].prompt_logprobs.length, c.json.usage.prompt_tokens);
+  assert.ok(c.json.choices[0].prompt_logprobs.slice(1).every((x: object) => Object.keys(x).length === 1));
+  for (const [base, body, re] of [
+    [s.base, { model: 'causal', prompt, max_tokens: 2, prompt_logprobs: 2, stream: true }, /not streamed/],
+    [s.base, { model: 'causal', prompt, max_tokens: 2, prompt_logprobs: 17 }, /at most 16/],
+    [main.base, { model: model.id, prompt, max_tokens: 2, prompt_logprobs: 2 }, /need a causal model/],
+  ] as const) {
+    const bad = await post(base, '/v1/completions', body);
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.json.error.param, 'prompt_logprobs');
+    assert.match(bad.json.error.message, re);
+  }
+  await causal.close();
+});

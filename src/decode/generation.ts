@@ -137,6 +137,8 @@ export interface TokenLogprob {
   token: number;
   logprob: number;
   top: { token: number; logprob: number }[];
+  /** prompt log-probabilities: the token's rank in the distribution (1: the most likely) */
+  rank?: number;
 }
 
 export interface GenerateResult {
@@ -781,7 +783,10 @@ export class Generation {
       const token = this.tokens[p + 1];
       const top = [];
       for (let k = 0; k < Math.min(this.opts.promptLogprobs!, K); k++) top.push({ token: res.topIds[q * K + k], logprob: res.topLogits[q * K + k] - res.lse[q] });
-      this.promptScores![p + 1] = { token, logprob: res.logits![q * V + token] - res.lse[q], top };
+      const row = res.logits!.subarray(q * V, (q + 1) * V);
+      let rank = 1;
+      for (let v = 0; v < V; v++) if (row[v] > row[token]) rank++;
+      this.promptScores![p + 1] = { token, logprob: row[token] - res.lse[q], top, rank };
     });
     this.promptRowsScored = scored[scored.length - 1] + 1;
   }

@@ -251,6 +251,10 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, o.defaults ?? {});
     base.logprobs = logprobsOption(body, kind, maxAlternatives(model));
+    // (vLLM's prompt_logprobs: each choice carries its prompt's scores; not streamed)
+    const promptTop = typeof body.prompt_logprobs === 'number' ? body.prompt_logprobs : null;
+    if (promptTop !== null && body.stream === true) throw new OptionError('prompt_logprobs', 'prompt_logprobs is not streamed; ask without stream');
+    if (promptTop !== null && promptTop > model.topK) throw new OptionError('prompt_logprobs', `prompt_logprobs is at most ${model.topK} for this model (the candidates it scores per position), got ${promptTop}`);
     base.constraint = outputConstraint(model, body, kind, tools);
     const stream = body.stream === true;
     const diffusing = body.diffusing === true;
@@ -273,7 +277,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           ...base,
           seed: base.seed === undefined ? undefined : base.seed + i,
           suffix: job.suffix,
-          ...(job.scorePrompt ? { promptLogprobs: base.logprobs } : {}),
+          ...(job.scorePrompt || promptTop !== null ? { promptLogprobs: Math.max(job.scorePrompt ? base.logprobs! : 0, promptTop ?? 0) } : {}),
           stopStrings: stops,
           detokenize: decode,
           signal: abort.signal,
@@ -336,7 +340,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
       // (the engine names a prompt "messages" and an answer budget "max_tokens": named here as
       // this request sent them)
       if (e instanceof QuenchError && e.param !== null) {
-        const sent = kind === 'completion' && e.param === 'messages' ? 'prompt' : e.param === 'max_tokens' && body.max_completion_tokens != null ? 'max_completion_tokens' : e.param === 'prompt_logprobs' ? 'echo' : e.param;
+        const sent = kind === 'completion' && e.param === 'messages' ? 'prompt' : e.param === 'max_tokens' && body.max_completion_tokens != null ? 'max_completion_tokens' : e.param === 'prompt_logprobs' && promptTop === null ? 'echo' : e.param;
         if (sent === 'echo') Object.defineProperty(e, 'param', { value: sent });
         else if (sent !== e.param) {
           Object.defineProperty(e, 'param', { value: sent });
@@ -366,11 +370,12 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
         const echo = choices[i].job.echo ?? '';
         const text = echo + (r.text ?? decode(r.tokens));
         const a = answerOf(tools, text, r.finishReason);
-        if (kind === 'chat') return { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(model.codec, r.logprobs) : null };
+        const promptScores = promptTop !== null && r.promptLogprobs ? { prompt_logprobs: vllmPromptLogprobs(model.codec, r.promptLogprobs, promptTop) } : {};
+        if (kind === 'chat') return { index: i, message: { role: 'assistant', content: a.content, refusal: null, ...(a.calls ? { tool_calls: a.calls } : {}) }, finish_reason: a.finish, logprobs: r.logprobs ? chatLogprobs(model.codec, r.logprobs) : null, ...promptScores };
         const answer = r.logprobs ? completionLogprobs(model.codec, r.logprobs, { text: new IncrementalDecoder(decode), base: echo.length }) : null;
         // (echo: the prompt's tokens first, the first with no log-probability)
-        const logprobs = answer && r.promptLogprobs ? joinLogprobs(promptLogprobsOf(model.codec, choices[i].job.prompt, r.promptLogprobs, decode), answer) : answer;
-        return { index: i, text, finish_reason: r.finishReason, logprobs };
+        const logprobs = answer && choices[i].job.scorePrompt && r.promptLogprobs ? joinLogprobs(promptLogprobsOf(model.codec, choices[i].job.prompt, r.promptLogprobs, decode, base.logprobs ?? 0), answer) : answer;
+        return { index: i, text, finish_reason: r.finishReason, logprobs, ...promptScores };
       });
       return kind === 'chat'
         ? { id, object: 'chat.completion', created, model: served.id, system_fingerprint: null, choices: out, usage }
@@ -433,7 +438,18 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
   }
 
   /** The echoed prompt's tokens in completions' shape: offsets from the start of the text. */
-  function promptLogprobsOf(codec: Model['codec'], ids: number[], lp: readonly (TokenLogprob | null)[], decode: (ids: number[]) => string) {
+  /** vLLM's prompt_logprobs: per prompt token null (the first) or {token id: {logprob, rank, decoded_token}}, the token itself and the `top` best */
+  function vllmPromptLogprobs(codec: Model['codec'], lp: readonly (TokenLogprob | null)[], top: number) {
+    return lp.map((x) => {
+      if (!x) return null;
+      const out: Record<string, { logprob: number; rank: number; decoded_token: string }> = {};
+      out[x.token] = { logprob: x.logprob, rank: x.rank ?? 0, decoded_token: codec.decode([x.token], false) };
+      x.top.slice(0, top).forEach((a, k) => (out[a.token] ??= { logprob: a.logprob, rank: k + 1, decoded_token: codec.decode([a.token], false) }));
+      return out;
+    });
+  }
+
+  function promptLogprobsOf(codec: Model['codec'], ids: number[], lp: readonly (TokenLogprob | null)[], decode: (ids: number[]) => string, top: number) {
     const text = new IncrementalDecoder(decode);
     const tokenText = (id: number) => codec.decode([id], false);
     const textOffset = ids.map((id) => {
@@ -444,7 +460,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     return {
       tokens: ids.map(tokenText),
       token_logprobs: lp.map((x) => x?.logprob ?? null),
-      top_logprobs: lp.map((x) => (x ? Object.fromEntries(x.top.map((a) => [tokenText(a.token), a.logprob])) : null)),
+      top_logprobs: lp.map((x) => (x ? Object.fromEntries(x.top.slice(0, top).map((a) => [tokenText(a.token), a.logprob])) : null)),
       text_offset: textOffset,
     };
   }

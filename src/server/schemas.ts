@@ -54,6 +54,8 @@ const sampling = {
   diffusing: { type: 'boolean' },
   // (vLLM's field: the prefix cache is shared only between requests with the same salt)
   cache_salt: { type: 'string', minLength: 1, maxLength: 256 },
+  // (vLLM's: each prompt token's log-probability and this many alternatives; causal models)
+  prompt_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
 };
 
 const textPart = {
@@ -149,7 +151,7 @@ export const fimBody = {
   },
 };
 
-const { n: _n, stop: _stop, stream_options: _so, logprobs: _lp, max_tokens: _mt, diffusing: _d, reasoning_effort: _re, ...responsesSampling } = sampling;
+const { n: _n, stop: _stop, stream_options: _so, logprobs: _lp, max_tokens: _mt, diffusing: _d, reasoning_effort: _re, prompt_logprobs: _pl, ...responsesSampling } = sampling;
 
 export const responsesBody = {
   type: 'object',
