@@ -12,7 +12,7 @@ import type { Model } from '../models/registry.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { apiError, toEnvelope, withoutPaths, type Envelope } from './errors.ts';
 import { generationOptions, logprobsOption, promptList, rejectUnsupported, stopStrings, type Body } from './fields.ts';
-import { logprobEntries, maxAlternatives, outputConstraint } from './output.ts';
+import { chatLogprobs, completionLogprobs, joinLogprobs, maxAlternatives, outputConstraint, promptLogprobsOf, vllmPromptLogprobs, type TextSoFar } from './output.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { answerOf, chatMessages, encodeToolChat, holdFor, toolRequest, type ToolRequest } from './tools.ts';
 import { chatBody, completionBody, fimBody, responsesBody } from './schemas.ts';
@@ -24,10 +24,6 @@ import { abortOnClose, draftText, FinalTextTracker, startEventStream } from './s
 import { IncrementalDecoder } from '../formats/incremental.ts';
 
 /** A choice's text so far, for completions' text offsets (after `base` echoed characters). */
-interface TextSoFar {
-  text: IncrementalDecoder;
-  base: number;
-}
 
 export interface ServerOptions {
   /** model id clients name; default the model directory's name */
@@ -414,59 +410,6 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     }
     if (!reply.raw.writableEnded) reply.raw.end('data: [DONE]\n\n');
     offClose();
-  }
-
-  // log-probabilities in OpenAI's two shapes; a token's text is its own decoding
-  function chatLogprobs(codec: Model['codec'], lp: readonly TokenLogprob[]) {
-    return { content: logprobEntries(codec, lp), refusal: null };
-  }
-  /** `at.text`: the tokens before these (grows); a token's offset is the length of the text
-   * before it (a token inside a multi-byte character: where that character starts) */
-  function completionLogprobs(codec: Model['codec'], lp: readonly TokenLogprob[], at: TextSoFar) {
-    const tokenText = (id: number) => codec.decode([id], false);
-    const textOffset = lp.map((x) => {
-      const offset = at.base + at.text.text.length;
-      at.text.push([x.token]);
-      return offset;
-    });
-    return {
-      tokens: lp.map((x) => tokenText(x.token)),
-      token_logprobs: lp.map((x) => x.logprob),
-      top_logprobs: lp.map((x) => Object.fromEntries(x.top.map((a) => [tokenText(a.token), a.logprob]))),
-      text_offset: textOffset,
-    };
-  }
-
-  /** The echoed prompt's tokens in completions' shape: offsets from the start of the text. */
-  /** vLLM's prompt_logprobs: per prompt token null (the first) or {token id: {logprob, rank, decoded_token}}, the token itself and the `top` best */
-  function vllmPromptLogprobs(codec: Model['codec'], lp: readonly (TokenLogprob | null)[], top: number) {
-    return lp.map((x) => {
-      if (!x) return null;
-      const out: Record<string, { logprob: number; rank: number; decoded_token: string }> = {};
-      out[x.token] = { logprob: x.logprob, rank: x.rank ?? 0, decoded_token: codec.decode([x.token], false) };
-      x.top.slice(0, top).forEach((a, k) => (out[a.token] ??= { logprob: a.logprob, rank: k + 1, decoded_token: codec.decode([a.token], false) }));
-      return out;
-    });
-  }
-
-  function promptLogprobsOf(codec: Model['codec'], ids: number[], lp: readonly (TokenLogprob | null)[], decode: (ids: number[]) => string, top: number) {
-    const text = new IncrementalDecoder(decode);
-    const tokenText = (id: number) => codec.decode([id], false);
-    const textOffset = ids.map((id) => {
-      const offset = text.text.length;
-      text.push([id]);
-      return offset;
-    });
-    return {
-      tokens: ids.map(tokenText),
-      token_logprobs: lp.map((x) => x?.logprob ?? null),
-      top_logprobs: lp.map((x) => (x ? Object.fromEntries(x.top.slice(0, top).map((a) => [tokenText(a.token), a.logprob])) : null)),
-      text_offset: textOffset,
-    };
-  }
-  type CompletionLogprobs = ReturnType<typeof promptLogprobsOf>;
-  function joinLogprobs(a: CompletionLogprobs, b: ReturnType<typeof completionLogprobs>): CompletionLogprobs {
-    return { tokens: [...a.tokens, ...b.tokens], token_logprobs: [...a.token_logprobs, ...b.token_logprobs], top_logprobs: [...a.top_logprobs, ...b.top_logprobs], text_offset: [...a.text_offset, ...b.text_offset] };
   }
 
   function usageOf(rs: GenerateResult[], jobs: Job[], n: number) {
