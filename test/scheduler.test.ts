@@ -80,19 +80,18 @@ test('groupByWindow: decode rows batch whatever their caches; long canvases are 
   const mixed = [plan(64, 30, 0), plan(90, 0, 1), plan(64, 30, 2), plan(64, 30, 3)];
   const g2 = groupByWindow(mixed, 384);
   assert.deepEqual(g2.map((g) => g.map((p) => p.id).sort()), [[1], [0, 2, 3]]);
-  // a sequence asking for several full logits rows (a scored prompt chunk, a biased canvas) runs
-  // apart from the others; a one-row decode step that asks batches as before
+  // a forward returning full logits rows (all its sequences', padded to the most query rows)
+  // returns at most 256: a scored prompt chunk (256 queries) runs alone, while biased or sampled
+  // canvases (32) batch with each other and with greedy ones, and one-row decode steps whatever they ask
   const windows = [plan(64, 30, 0), plan(64, 30, 1), plan(64, 30, 2)];
-  const wants = windows.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(i === 1 ? 64 : 8), wantLogits: i === 1 } }));
-  assert.deepEqual(groupByWindow(wants, 384).map((g) => g.map((p) => p.id).sort()), [[1], [0, 2]]);
-  const oneRow = decode.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(1), wantLogits: i === 2 } }));
-  assert.equal(groupByWindow(oneRow, 384).length, 1);
-  // such forwards return at most 256 padded logits rows: scored prompt chunks (256 queries) one
-  // by one, biased canvases (32) together
+  const wants = windows.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(i === 1 ? 256 : 8), wantLogits: i === 1 } }));
+  assert.deepEqual(groupByWindow(wants, 384).map((g) => g.map((p) => p.id).sort()).sort(), [[0, 2], [1]]);
   const scored = windows.map((p) => ({ ...p, req: { ...p.req, queries: new Int32Array(256), wantLogits: true } }));
   assert.equal(groupByWindow(scored, 384).length, 3);
-  const biased = windows.map((p) => ({ ...p, req: { ...p.req, queries: new Int32Array(32), wantLogits: true } }));
-  assert.equal(groupByWindow(biased, 384).length, 1);
+  const mixed32 = windows.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(32), wantLogits: i !== 0 } }));
+  assert.equal(groupByWindow(mixed32, 384).length, 1);
+  const oneRow = decode.map((p, i) => ({ ...p, req: { ...p.req, queries: new Int32Array(1), wantLogits: i === 2 } }));
+  assert.equal(groupByWindow(oneRow, 384).length, 1);
   // property: every plan exactly once; padded rows within a quarter (+ slack) of the real rows
   const rnd = mulberry32(5);
   for (let t = 0; t < 200; t++) {

@@ -297,47 +297,45 @@ export class Scheduler {
  * pure loss once a forward is compute-bound, which a diffusion canvas already is, while
  * decode steps (one row each) batch freely whatever their cache lengths. Plans are sorted by
  * rows; a plan joins the current forward while running at its size costs that plan at most
- * a quarter more than running alone. Plans asking for several full logits rows run apart.
+ * a quarter more than running alone, and a forward returning full logits rows returns at most
+ * WIDE_LOGITS_ROWS of them.
  */
 export function groupByWindow<T extends { req: ForwardRequest }>(plans: T[], hidden: number): T[][] {
-  // (a forward returns full logits rows for all its sequences when one asks for them, and pads
-  // every sequence to the most query rows: those asking for several such rows, a scored prompt
-  // chunk or a biased canvas, run apart, at most WIDE_LOGITS_ROWS padded logits rows a forward
-  // (a scored prompt chunk alone); one-row decode steps batch whatever they ask)
-  const wide = (p: T) => !!p.req.wantLogits && p.req.queries.length > 1;
-  const full = plans.filter(wide);
-  if (full.length > 0) return [...groupPlans(full, hidden, WIDE_LOGITS_ROWS), ...groupPlans(plans.filter((p) => !wide(p)), hidden, Infinity)];
-  return groupPlans(plans, hidden, Infinity);
-}
-
-/** Most padded full-logits rows one forward returns (sequences x their most query rows). */
-const WIDE_LOGITS_ROWS = PROMPT_SCORE_CHUNK;
-
-function groupPlans<T extends { req: ForwardRequest }>(plans: T[], hidden: number, maxLogitsRows: number): T[][] {
   const rows = (p: T) => p.req.ids.length;
   const cols = (p: T) => p.req.ids.length + (p.req.past?.length ?? 0);
   const cost = (L: number, T: number) => L * (1 + T / (6 * hidden));
-  const sorted = [...plans].sort((a, b) => rows(b) - rows(a) || cols(b) - cols(a));
+  // (of equal windows, those returning many full logits rows last, so the others batch together)
+  const heavy = (p: T) => (p.req.wantLogits ? p.req.queries.length : 0);
+  const sorted = [...plans].sort((a, b) => rows(b) - rows(a) || cols(b) - cols(a) || heavy(a) - heavy(b));
   const groups: T[][] = [];
   let cur: T[] = [];
   let maxL = 0;
   let maxT = 0;
   let maxQ = 0;
+  let logits = false;
   for (const p of sorted) {
-    // join only if running at the group's size costs this sequence at most a quarter more
+    // join only if running at the group's size costs this sequence at most a quarter more, and,
+    // where the forward returns full logits rows (for all its sequences, each padded to the most
+    // query rows), they stay within WIDE_LOGITS_ROWS (a scored prompt chunk runs alone)
     const T = Math.max(maxT, cols(p));
     const Q = Math.max(maxQ, p.req.queries.length);
-    if (cur.length > 0 && (cost(maxL, T) > 1.25 * cost(rows(p), cols(p)) + 1 || (cur.length + 1) * Q > maxLogitsRows)) {
+    const wide = (logits || !!p.req.wantLogits) && (cur.length + 1) * Q > WIDE_LOGITS_ROWS;
+    if (cur.length > 0 && (cost(maxL, T) > 1.25 * cost(rows(p), cols(p)) + 1 || wide)) {
       groups.push(cur);
       cur = [];
       maxT = 0;
       maxQ = 0;
+      logits = false;
     }
     if (cur.length === 0) maxL = rows(p);
     cur.push(p);
     maxT = Math.max(maxT, cols(p));
     maxQ = Math.max(maxQ, p.req.queries.length);
+    logits ||= !!p.req.wantLogits;
   }
   if (cur.length > 0) groups.push(cur);
   return groups;
 }
+
+/** Most padded full-logits rows one forward returns (sequences x their most query rows). */
+const WIDE_LOGITS_ROWS = PROMPT_SCORE_CHUNK;
