@@ -762,7 +762,6 @@ test('completions echo with logprobs (causal models): the prompt tokens scored f
   assert.equal(only.json.usage.completion_tokens, 0);
   for (const [body, param, re] of [
     [{ max_tokens: 0 }, 'max_tokens', /needs echo: true/],
-    [{ max_tokens: 4, echo: true, logprobs: 1, stream: true }, 'echo', /not streamed/],
     [{ max_tokens: 4, echo: true, logprobs: 1, cache: 'none' }, 'echo', /not with cache "none"/],
   ] as const) {
     const bad = await post(s.base, '/v1/completions', { model: 'causal', prompt, ...body });
@@ -770,6 +769,19 @@ test('completions echo with logprobs (causal models): the prompt tokens scored f
     assert.equal(bad.json.error.param, param);
     assert.match(bad.json.error.message, re);
   }
+  // streamed: the echo and its tokens' scores in one chunk once the prompt is read, then the
+  // answer's, together as the whole response has them
+  const st = await post(s.base, '/v1/completions', { model: 'causal', prompt, max_tokens: 4, temperature: 0, echo: true, logprobs: 2, stream: true, prompt_logprobs: 1 });
+  assert.equal(st.status, 200, st.text);
+  const chunks = sseEvents(st.text).filter((x) => x !== '[DONE]').map((x) => JSON.parse(x).choices[0]);
+  assert.equal(chunks[0].text, prompt);
+  assert.deepEqual(chunks[0].logprobs.tokens, lp.tokens.slice(0, ids.length));
+  chunks[0].logprobs.token_logprobs.forEach((x: number | null, p: number) => assert.ok(p === 0 ? x === null : Math.abs(x! - lp.token_logprobs[p]) < 1e-4));
+  assert.equal(chunks[0].prompt_logprobs.length, ids.length);
+  assert.equal(chunks.map((x) => x.text).join(''), c.text);
+  const streamedTokens = chunks.flatMap((x) => x.logprobs?.tokens ?? []);
+  assert.deepEqual(streamedTokens, lp.tokens);
+  assert.deepEqual(chunks.flatMap((x) => x.logprobs?.text_offset ?? []), lp.text_offset);
   // FIM takes no echo: its logprobs are the answer's alone
   const fim = await post(s.base, '/v1/fim/completions', { model: 'causal', prompt, max_tokens: 4, temperature: 0, echo: true, logprobs: 1 });
   assert.equal(fim.status, 200, fim.text);
@@ -847,8 +859,15 @@ test("vLLM's prompt_logprobs (causal models): each prompt token's score, rank an
   assert.equal(c.status, 200, c.text);
   assert.equal(c.json.choices[0].prompt_logprobs.length, c.json.usage.prompt_tokens);
   assert.ok(c.json.choices[0].prompt_logprobs.slice(1).every((x: object) => Object.keys(x).length === 1));
+  // streamed: a chunk of their own, after the assistant role's
+  const cs = await post(s.base, '/v1/chat/completions', { model: 'causal', messages: [{ role: 'user', content: 'Hi there' }], max_tokens: 2, prompt_logprobs: 0, stream: true });
+  const withPrompt = sseEvents(cs.text).filter((x) => x !== '[DONE]').map((x) => JSON.parse(x).choices[0]).filter((x) => x.prompt_logprobs);
+  assert.equal(withPrompt.length, 1);
+  assert.deepEqual(withPrompt[0].prompt_logprobs, c.json.choices[0].prompt_logprobs);
+  const dif = await post(s.base, '/v1/completions', { model: 'causal', prompt, max_tokens: 2, prompt_logprobs: 1, stream: true, diffusing: true });
+  assert.equal(dif.status, 400);
+  assert.equal(dif.json.error.param, 'diffusing');
   for (const [base, body, re] of [
-    [s.base, { model: 'causal', prompt, max_tokens: 2, prompt_logprobs: 2, stream: true }, /not streamed/],
     [s.base, { model: 'causal', prompt, max_tokens: 2, prompt_logprobs: 17 }, /at most 16/],
     [main.base, { model: model.id, prompt, max_tokens: 2, prompt_logprobs: 2 }, /need a causal model/],
   ] as const) {

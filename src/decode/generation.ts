@@ -127,6 +127,8 @@ export interface StepEvent {
   stats: StepStats;
   /** when asked for: per generated position, filled once committed (the first `finalized` are final) */
   logprobs?: readonly TokenLogprob[];
+  /** prompt log-probabilities (options.promptLogprobs), once, in the event of the step that completed them */
+  promptLogprobs?: readonly (TokenLogprob | null)[];
   /** a prefill chunk ran: nothing was scored, the draft is unchanged */
   prefill?: boolean;
 }
@@ -265,6 +267,8 @@ export class Generation {
   private promptScores: (TokenLogprob | null)[] | null = null;
   /** prompt rows scored so far (a row p scores position p + 1) */
   private promptRowsScored = 0;
+  /** the prompt's scores went out with an event */
+  private promptScoresSent = false;
   private constraint: Constraint | null;
   /** the constraint's state after the committed output */
   private cState: unknown;
@@ -958,7 +962,15 @@ export class Generation {
       done: this.done,
       stats: this.stats(),
       ...(this.logprobs ? { logprobs: this.logprobs } : {}),
+      ...this.promptScoresEvent(),
     };
+  }
+
+  /** The prompt's scores, in the first event after they are complete. */
+  private promptScoresEvent(): { promptLogprobs?: readonly (TokenLogprob | null)[] } {
+    if (!this.promptScores || this.promptScoresSent || this.promptRowsScored < this.promptLength - 1) return {};
+    this.promptScoresSent = true;
+    return { promptLogprobs: this.promptScores };
   }
 
   private stats(): StepStats {

@@ -247,9 +247,10 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     const decode = (ids: number[]) => model.codec.decode(ids, true);
     const base = generationOptions(body, o.defaults ?? {});
     base.logprobs = logprobsOption(body, kind, maxAlternatives(model));
-    // (vLLM's prompt_logprobs: each choice carries its prompt's scores; not streamed)
+    // (vLLM's prompt_logprobs: each choice carries its prompt's scores; streamed, in a chunk of
+    // their own once the prompt is read)
     const promptTop = typeof body.prompt_logprobs === 'number' ? body.prompt_logprobs : null;
-    if (promptTop !== null && body.stream === true) throw new OptionError('prompt_logprobs', 'prompt_logprobs is not streamed; ask without stream');
+    if ((promptTop !== null || jobs.some((j) => j.scorePrompt)) && body.diffusing === true) throw new OptionError('diffusing', "the diffusing stream shows drafts; the prompt's log-probabilities need a stream without diffusing");
     if (promptTop !== null && promptTop > model.topK) throw new OptionError('prompt_logprobs', `prompt_logprobs is at most ${model.topK} for this model (the candidates it scores per position), got ${promptTop}`);
     base.constraint = outputConstraint(model, body, kind, tools);
     const stream = body.stream === true;
@@ -294,6 +295,17 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
 
     // Submit everything first so validation errors answer 400 before any byte is streamed.
     const trackers = new Map<number, FinalTextTracker>();
+    // the prompt's scores, streamed once per choice: echo's text with its tokens' scores
+    // (completions), vLLM's prompt_logprobs
+    const wantsPrompt = (c: (typeof choices)[number]) => c.job.scorePrompt === true || promptTop !== null;
+    const promptSent = new Set<number>();
+    const promptChunk = (c: (typeof choices)[number], scores: readonly (TokenLogprob | null)[]) => {
+      promptSent.add(c.index);
+      const pl = promptTop !== null ? { prompt_logprobs: vllmPromptLogprobs(model.codec, scores, promptTop) } : {};
+      if (kind === 'chat') return chunk({ index: c.index, delta: {}, finish_reason: null, logprobs: null, ...pl });
+      const echoed = c.job.scorePrompt ? { text: c.job.echo ?? '', logprobs: promptLogprobsOf(model.codec, c.job.prompt, scores, decode, base.logprobs ?? 0) } : { text: '', logprobs: null };
+      return chunk({ index: c.index, ...echoed, finish_reason: null, ...pl });
+    };
     // per choice: log-probabilities streamed so far, and their tokens (completions' text offsets)
     const streamedLogprobs = new Map(choices.map((c) => [c.index, { sent: 0, text: new IncrementalDecoder(decode), base: c.job.echo?.length ?? 0 }]));
     const logprobsOf = (entries: readonly TokenLogprob[], at: TextSoFar) => {
@@ -314,6 +326,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
                 write(piece(c.index, text, null, null));
                 return;
               }
+              if (ev.promptLogprobs && wantsPrompt(c) && !promptSent.has(c.index)) write(promptChunk(c, ev.promptLogprobs));
               // the last event's text and log-probabilities go out together in the final chunk
               if (ev.done) return;
               const delta = tracker.step(ev);
@@ -381,7 +394,8 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     startEventStream(reply);
     // (content null where the answer may be only calls, as OpenAI's first chunk has it then)
     if (kind === 'chat') for (const c of choices) write(chunk({ index: c.index, delta: { role: 'assistant', content: tools ? null : '' }, finish_reason: null, logprobs: null }));
-    else for (const c of choices) if (c.job.echo && !diffusing) write(piece(c.index, c.job.echo, null, null));
+    // (an echo whose tokens are scored goes out with their scores, once the prompt is read)
+    else for (const c of choices) if (c.job.echo && !diffusing && !c.job.scorePrompt) write(piece(c.index, c.job.echo, null, null));
     const done: GenerateResult[] = [];
     await Promise.all(
       promises.map(async (p, i) => {
@@ -389,6 +403,7 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
           const r = await p;
           done[i] = r;
           const c = choices[i];
+          if (wantsPrompt(c) && !promptSent.has(c.index) && r.promptLogprobs) write(promptChunk(c, r.promptLogprobs));
           const full = r.text ?? decode(r.tokens);
           const a = answerOf(tools, full, r.finishReason);
           const rest = diffusing ? (c.job.echo ?? '') + full : trackers.get(c.index)!.finish(a.content ?? '');
@@ -468,7 +483,6 @@ export async function buildServer(state: ServingState, o: ServerOptions = {}): P
     // silent omission would skew an evaluation)
     if (echo && typeof body.logprobs === 'number') {
       if (model.args.attention !== 'causal') throw new OptionError('echo', "echo with logprobs needs the prompt's log-probabilities, which only a causal model gives (a diffusion model never scores the prompt it reads); ask for one or the other");
-      if (body.stream === true) throw new OptionError('echo', 'echo with logprobs is not streamed; ask without stream');
     }
     // (max_tokens 0: the prompt scored, nothing generated, as evaluation harnesses ask)
     const scoreOnly = body.max_tokens === 0;
