@@ -72,8 +72,12 @@ export function quantizeInt8(w: Float32Array, K: number, N: number): { q: Int8Ar
  * error than a symmetric max/7 step on Gaussian weights). Reads x[0..n), writes codes[0..n); returns d.
  */
 function q4Block(x: Float32Array, n: number, codes: Uint8Array): number {
-  let max = 0;
-  for (let j = 0; j < n; j++) if (Math.abs(x[j]) > Math.abs(max)) max = x[j];
+  return symmetricBlock(x, n, codes) ?? q40Block(x, n, codes);
+}
+
+/** q4Block's first reading: the block's step when it lies on a symmetric 4-bit grid (codes written), else null. */
+function symmetricBlock(x: Float32Array, n: number, codes: Uint8Array): number | null {
+  const max = largest(x, n);
   if (max === 0) {
     codes.fill(8, 0, n);
     return 0;
@@ -90,10 +94,22 @@ function q4Block(x: Float32Array, n: number, codes: Uint8Array): number {
     for (j = 0; j < n; j++) codes[j] = Math.round(x[j] / d) + 8;
     return d;
   }
-  const d = max / -8;
+  return null;
+}
+
+/** q4Block's second: ggml's Q4_0 rule (codes written), for a block on no grid. */
+function q40Block(x: Float32Array, n: number, codes: Uint8Array): number {
+  const d = largest(x, n) / -8;
   const id = 1 / d;
   for (let j = 0; j < n; j++) codes[j] = Math.min(15, Math.trunc(x[j] * id + 8.5));
   return d;
+}
+
+/** The value of largest magnitude among x[0..n). */
+function largest(x: Float32Array, n: number): number {
+  let max = 0;
+  for (let j = 0; j < n; j++) if (Math.abs(x[j]) > Math.abs(max)) max = x[j];
+  return max;
 }
 
 /** the code a block's value of largest magnitude can have, most likely first */
@@ -163,11 +179,11 @@ export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: U
     for (let b = 0; b < blocks; b++) {
       for (let j = 0, k = b * INT4_BLOCK; j < INT4_BLOCK; j++, k++) x[j] = k < K ? w[k * N + n] : 0;
       const at = n * blocks + b;
-      const d = q4Block(x, INT4_BLOCK, codes);
-      scales[at] = d;
-      pack(packed, at * blob);
       // (a block on a symmetric grid, a Q4_0 one, needs no offset; K must be whole blocks)
-      if (K % INT4_BLOCK !== 0 || onGrid(x, d, codes)) continue;
+      const d = symmetricBlock(x, INT4_BLOCK, codes);
+      scales[at] = d ?? q40Block(x, INT4_BLOCK, codes);
+      pack(packed, at * blob);
+      if (d !== null || K % INT4_BLOCK !== 0) continue;
       const a = affineBlock(x, INT4_BLOCK, codes);
       if (!a) continue;
       affine ??= { packed: new Uint8Array(N * blocks * blob), scales: new Float32Array(N * blocks).fill(NaN), offsets: new Float32Array(N * blocks) };
@@ -186,11 +202,6 @@ export function quantizeInt4(w: Float32Array, K: number, N: number): { packed: U
   return { packed, scales, offsets: affine.offsets, kPadded: blocks * INT4_BLOCK };
 }
 
-/** q4Block's codes give the block back exactly (it was on a symmetric grid). */
-function onGrid(x: Float32Array, d: number, codes: Uint8Array): boolean {
-  for (let j = 0; j < x.length; j++) if ((codes[j] - 8) * d !== x[j] && Math.abs((codes[j] - 8) * d - x[j]) > 1e-6 * Math.abs(x[j])) return false;
-  return true;
-}
 
 /** x [.., K] @ W [K, N] in the chosen weight format; returns the output name. */
 export function addLinear(
