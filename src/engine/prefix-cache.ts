@@ -53,7 +53,8 @@ function hasher(salt: string) {
   };
 }
 
-function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>, max: number): number {
+/** How many leading tokens a and b share, at most max. */
+export function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>, max: number): number {
   let i = 0;
   while (i < max && a[i] === b[i]) i++;
   return i;

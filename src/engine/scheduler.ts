@@ -15,7 +15,7 @@ import { Generation, PROMPT_SCORE_CHUNK, type Denoiser, type GenerateResult, typ
 import type { GenerateOptions } from '../decode/options.ts';
 import type { ForwardRequest, ForwardResult } from '../runtime/session.ts';
 import type { KVCache } from '../runtime/kv.ts';
-import { PrefixCache, PREFIX_CHUNK } from './prefix-cache.ts';
+import { commonPrefix, PrefixCache, PREFIX_CHUNK } from './prefix-cache.ts';
 
 export interface SchedulerOptions {
   maxBatch?: number;
@@ -150,9 +150,7 @@ export class Scheduler {
     if (!this.prefixes || j.gen.reusablePrompt === 0) return false;
     for (const a of this.active) {
       if (a.stored || a.sub.cacheSalt !== j.sub.cacheSalt) continue;
-      let shared = 0;
-      const max = Math.min(a.gen.reusablePrompt, j.gen.reusablePrompt, a.sub.prompt.length, j.sub.prompt.length);
-      while (shared < max && a.sub.prompt[shared] === j.sub.prompt[shared]) shared++;
+      const shared = commonPrefix(a.sub.prompt, j.sub.prompt, Math.min(a.gen.reusablePrompt, j.gen.reusablePrompt, a.sub.prompt.length, j.sub.prompt.length));
       if (shared >= PREFIX_CHUNK && a.storedRows < Math.floor(shared / PREFIX_CHUNK) * PREFIX_CHUNK) return true;
     }
     return false;
@@ -177,9 +175,14 @@ export class Scheduler {
     }
   }
 
+  /** Take a job out of the running set. */
+  private leave(j: Job): void {
+    this.active = this.active.filter((x) => x !== j);
+  }
+
   /** Reject a job and take it out of the running set. */
   private fail(j: Job, e: unknown): void {
-    this.active = this.active.filter((x) => x !== j);
+    this.leave(j);
     j.reject(e);
   }
 
@@ -245,7 +248,7 @@ export class Scheduler {
       // (a request cancelled while an earlier group ran leaves before its own forward)
       const live = group.filter((g) => {
         if (!this.cancelled(g.job)) return true;
-        this.active = this.active.filter((x) => x !== g.job);
+        this.leave(g.job);
         return false;
       });
       if (live.length === 0) continue;
@@ -282,7 +285,7 @@ export class Scheduler {
         this.fail(j, e);
         continue;
       }
-      this.active = this.active.filter((x) => x !== j);
+      this.leave(j);
       this.observe(() => this.hooks.onFinish?.(r));
       j.resolve(r);
     }
