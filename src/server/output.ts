@@ -52,29 +52,20 @@ export interface TextSoFar {
  * offset is the length of the text before it (a token inside a multi-byte character: where
  * that character starts). */
 export function completionLogprobs(codec: TextCodec, lp: readonly TokenLogprob[], at: TextSoFar) {
-  const tokenText = (id: number) => codec.decode([id], false);
-  const textOffset = lp.map((x) => {
-    const offset = at.base + at.text.text.length;
-    at.text.push([x.token]);
-    return offset;
-  });
-  return {
-    tokens: lp.map((x) => tokenText(x.token)),
-    token_logprobs: lp.map((x): number | null => x.logprob),
-    top_logprobs: lp.map((x): Record<string, number> | null => Object.fromEntries(x.top.map((a) => [tokenText(a.token), a.logprob]))),
-    text_offset: textOffset,
-  };
+  return completionShape(codec, lp.map((x) => x.token), lp, at, Infinity);
 }
-
-export type CompletionLogprobs = ReturnType<typeof completionLogprobs>;
 
 /** The echoed prompt's tokens in completions' shape (the first with no score), offsets from the start of the text. */
 export function promptLogprobsOf(codec: TextCodec, ids: number[], lp: readonly (TokenLogprob | null)[], decode: (ids: number[]) => string, top: number): CompletionLogprobs {
-  const text = new IncrementalDecoder(decode);
+  return completionShape(codec, ids, lp, { text: new IncrementalDecoder(decode), base: 0 }, top);
+}
+
+/** tokens, token_logprobs, top_logprobs (at most `top` alternatives) and text_offset of these tokens; null where a token has no score. */
+function completionShape(codec: TextCodec, ids: readonly number[], lp: readonly (TokenLogprob | null)[], at: TextSoFar, top: number) {
   const tokenText = (id: number) => codec.decode([id], false);
   const textOffset = ids.map((id) => {
-    const offset = text.text.length;
-    text.push([id]);
+    const offset = at.base + at.text.text.length;
+    at.text.push([id]);
     return offset;
   });
   return {
@@ -84,6 +75,8 @@ export function promptLogprobsOf(codec: TextCodec, ids: number[], lp: readonly (
     text_offset: textOffset,
   };
 }
+
+export type CompletionLogprobs = ReturnType<typeof completionShape>;
 
 export function joinLogprobs(a: CompletionLogprobs, b: CompletionLogprobs): CompletionLogprobs {
   return { tokens: [...a.tokens, ...b.tokens], token_logprobs: [...a.token_logprobs, ...b.token_logprobs], top_logprobs: [...a.top_logprobs, ...b.top_logprobs], text_offset: [...a.text_offset, ...b.text_offset] };
