@@ -311,10 +311,9 @@ export function parseConfig(raw: unknown, opts: ParseOptions = {}): ModelArgs {
   }
   if (r.hidden_act !== undefined && r.hidden_act !== 'silu') bad(`hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only "silu")`);
   if (r.rope_scaling !== undefined && r.rope_scaling !== null && r.rope_scaling !== false) bad('rope_scaling is not supported yet');
-  // (in every layout that may carry them, whatever its own code: quench's layers attend to every
-  // position and rotate whole heads, LLaDA2's partial RoPE aside)
-  // (as transformers reads it: a window of null or at least the context, or max_window_layers
-  // covering every layer, is full attention)
+  // (in every layout that may carry them: quench's layers attend to every position and rotate
+  // whole heads, LLaDA2's partial RoPE aside; a sliding window as transformers reads it: one of
+  // null or at least the context, or max_window_layers covering every layer, is full attention)
   const w = r.sliding_window;
   if (r.use_sliding_window === true && typeof w === 'number' && w < args.maxPositions && !(typeof r.max_window_layers === 'number' && r.max_window_layers >= args.numLayers))
     bad(`use_sliding_window true (a window of ${w} positions) is not supported`);

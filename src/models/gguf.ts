@@ -172,8 +172,10 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
   const heads = k('attention.head_count');
   const hidden = k('embedding_length');
   const headDim = k('attention.key_length');
+  // (the head size, the key length or the embedding split over the heads)
+  const dim = headDim ?? (hidden !== undefined && heads ? hidden / heads : undefined);
   const valueDim = k('attention.value_length');
-  if (valueDim !== undefined && valueDim !== (headDim ?? (hidden !== undefined && heads ? hidden / heads : undefined))) fail('gguf_metadata', `${a}.attention.value_length ${valueDim} differs from the key size ${headDim ?? `${hidden} / ${heads}`}: quench's attention has one head size`);
+  if (valueDim !== undefined && valueDim !== dim) fail('gguf_metadata', `${a}.attention.value_length ${valueDim} differs from the key size ${headDim ?? `${hidden} / ${heads}`}: quench's attention has one head size`);
   const common = {
     vocab_size: vocab,
     rope_theta: k('rope.freq_base') ?? 10000,
@@ -196,7 +198,6 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     // no block size key: the config's default, 32)
     if (k('expert_gating_func') !== undefined && k('expert_gating_func') !== 2) fail('gguf_metadata', `${a}.expert_gating_func ${k('expert_gating_func')} is not supported (LLaDA2.0 routes by sigmoid: 2)`);
     if (meta.get(`${a}.expert_weights_norm`) === false) fail('gguf_metadata', `${a}.expert_weights_norm false is not supported`);
-    const dim = headDim ?? (hidden !== undefined && heads ? hidden / heads : undefined);
     const rot = k('rope.dimension_count');
     return {
       architectures: ['LLaDA2MoeModelLM'], model_type: 'llada2_moe', hidden_size: hidden, num_hidden_layers: k('block_count'), num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv') ?? heads,
@@ -212,7 +213,7 @@ export function configOf(meta: Map<string, GgufValue>, tensors: Set<string>): Re
     // its top k, as quench's rnd1 reads any config; no shift key: shifted, its CLI's default)
     return {
       architectures: ['RND1LM'], model_type: 'rnd1', hidden_size: hidden, num_hidden_layers: k('block_count'), num_attention_heads: heads, num_key_value_heads: k('attention.head_count_kv') ?? heads,
-      head_dim: headDim ?? (hidden !== undefined && heads ? hidden / heads : undefined), intermediate_size: k('feed_forward_length') ?? k('expert_feed_forward_length'), max_position_embeddings: k('context_length'),
+      head_dim: dim, intermediate_size: k('feed_forward_length') ?? k('expert_feed_forward_length'), max_position_embeddings: k('context_length'),
       num_experts: k('expert_count'), num_experts_per_tok: k('expert_used_count'), moe_intermediate_size: k('expert_feed_forward_length'),
       tie_word_embeddings: !tensors.has('output.weight'), ...common, pad_token_id: id('padding') ?? null,
     };
